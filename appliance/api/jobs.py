@@ -1,0 +1,102 @@
+"""/v2/jobs: create, show, list, delete; and the blocking (sync) variants."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.params import Parameter
+
+from appliance.api import responses
+from appliance.api.auth import Principal
+from appliance.api.deps import services
+
+
+class JobCreate(msgspec.Struct):
+    tasks: dict[str, Any]
+    tag: str | None = None
+    webhook_url: str | None = None
+
+
+class _Status(msgspec.Struct):
+    status: str
+
+
+ENDED = ("finished", "error")
+
+
+def ended(doc: str) -> bool:
+    return msgspec.json.decode(doc, type=_Status).status in ENDED
+
+
+class JobController(Controller):
+    path = "/v2/jobs"
+    tags = ["jobs"]
+
+    @post("/", status_code=201)
+    async def create(
+        self, request: Request[Any, Any, Any], data: JobCreate, principal: Principal
+    ) -> Response[bytes]:
+        doc = await services(request).jobs.create_job(principal.user_id, data.tasks, data.tag)
+        return responses.data(doc, 201)
+
+    @get("/{job_id:uuid}")
+    async def show(
+        self, request: Request[Any, Any, Any], job_id: uuid.UUID, principal: Principal
+    ) -> Response[bytes]:
+        return responses.data(await services(request).jobs.get_job(principal.user_id, job_id))
+
+    @get("/{job_id:uuid}/wait")
+    async def wait(
+        self, request: Request[Any, Any, Any], job_id: uuid.UUID, principal: Principal
+    ) -> Response[bytes]:
+        return await wait_job(request, job_id, principal)
+
+    @get("/")
+    async def index(
+        self,
+        request: Request[Any, Any, Any],
+        principal: Principal,
+        status: Annotated[str | None, Parameter(query="filter[status]")] = None,
+        tag: Annotated[str | None, Parameter(query="filter[tag]")] = None,
+        include: str | None = None,
+        page: Annotated[int, Parameter(ge=1)] = 1,
+        per_page: Annotated[int, Parameter(ge=1, le=100)] = 100,
+    ) -> Response[bytes]:
+        doc, has_next = await services(request).jobs.list_jobs(
+            principal.user_id,
+            status=status,
+            tag=tag,
+            page=page,
+            per_page=per_page,
+            include_tasks=include is not None and "tasks" in include.split(","),
+        )
+        count = len(msgspec.json.decode(doc, type=list[msgspec.Raw]))
+        return responses.page(doc, request, page, per_page, has_next, count)
+
+    @delete("/{job_id:uuid}", status_code=204)
+    async def remove(
+        self, request: Request[Any, Any, Any], job_id: uuid.UUID, principal: Principal
+    ) -> None:
+        await services(request).jobs.delete_job(principal.user_id, job_id)
+
+
+async def wait_job(
+    request: Request[Any, Any, Any], job_id: uuid.UUID, principal: Principal
+) -> Response[bytes]:
+    svc = services(request)
+    doc = await svc.jobs.wait_until_ended(
+        lambda: svc.jobs.get_job(principal.user_id, job_id),
+        ended,
+        lambda t: svc.notifier.wait(str(job_id), t),
+    )
+    return responses.data(doc)
+
+
+@get("/v2/jobs/{job_id:uuid}", summary="Block until the job ends (sync API)")
+async def sync_job(
+    request: Request[Any, Any, Any], job_id: uuid.UUID, principal: Principal
+) -> Response[bytes]:
+    return await wait_job(request, job_id, principal)

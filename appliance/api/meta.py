@@ -1,0 +1,59 @@
+"""Conversion formats and health checks."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Request, Response, get
+from litestar.params import Parameter
+
+from appliance.api.deps import services
+from appliance.engines.formats import normalize
+
+
+@get("/v2/convert/formats", tags=["formats"], summary="What the enabled engines convert")
+async def formats(
+    request: Request[Any, Any, Any],
+    input_format: Annotated[str | None, Parameter(query="filter[input_format]")] = None,
+    output_format: Annotated[str | None, Parameter(query="filter[output_format]")] = None,
+) -> dict[str, Any]:
+    registry = services(request).jobs.registry
+    return {
+        "data": registry.formats(
+            normalize(input_format) if input_format else None,
+            normalize(output_format) if output_format else None,
+        )
+    }
+
+
+@get("/health/live", tags=["health"], include_in_schema=False)
+async def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/health/ready", tags=["health"], include_in_schema=False)
+async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    import asyncio
+
+    svc = services(request)
+    checks: dict[str, str] = {}
+    try:
+        async with svc.jobs.pool.connection(timeout=2) as conn:
+            await conn.execute("SELECT 1")
+        checks["postgres"] = "ok"
+    except Exception as exc:
+        checks["postgres"] = f"error: {type(exc).__name__}"
+    try:
+        await asyncio.wait_for(svc.notifier._redis.ping(), 2)
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"error: {type(exc).__name__}"
+    try:
+        await asyncio.wait_for(asyncio.to_thread(svc.jobs.storage.check), 5)
+        checks["storage"] = "ok"
+    except Exception as exc:
+        checks["storage"] = f"error: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return Response(
+        {"status": "ok" if ok else "error", "checks": checks}, status_code=200 if ok else 503
+    )

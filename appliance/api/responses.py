@@ -1,0 +1,89 @@
+"""CloudConvert's JSON envelopes and error shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from appliance.errors import ClientError
+
+JSON = "application/json"
+_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "FILE_TOO_LARGE",
+    422: "INVALID_DATA",
+    429: "TOO_MANY_REQUESTS",
+}
+
+
+def data(doc: str, status: int = 200) -> Response[bytes]:
+    """Wrap JSON text made by Postgres in ``{"data": ...}`` without re-encoding it."""
+    return Response(b'{"data":' + doc.encode() + b"}", status_code=status, media_type=JSON)
+
+
+def page(
+    doc: str,
+    request: Request[Any, Any, Any],
+    page_no: int,
+    per_page: int,
+    has_next: bool,
+    count: int,
+) -> Response[bytes]:
+    path = str(request.url.with_replacements(query=""))
+    base = f"{path}?per_page={per_page}&page="
+    extra = {
+        "links": {
+            "first": f"{base}1",
+            "last": None,
+            "prev": f"{base}{page_no - 1}" if page_no > 1 else None,
+            "next": f"{base}{page_no + 1}" if has_next else None,
+        },
+        "meta": {
+            "current_page": page_no,
+            "path": path,
+            "per_page": per_page,
+            "from": (page_no - 1) * per_page + 1 if count else None,
+            "to": (page_no - 1) * per_page + count if count else None,
+        },
+    }
+    tail = msgspec.json.encode(extra)[1:]
+    return Response(b'{"data":' + doc.encode() + b"," + tail, media_type=JSON)
+
+
+def client_error(_: Request[Any, Any, Any], exc: ClientError) -> Response[Any]:
+    return Response(exc.to_body(), status_code=exc.status, media_type=JSON)
+
+
+def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    body: dict[str, Any] = {"code": _CODES.get(exc.status_code, "ERROR"), "message": exc.detail}
+    if isinstance(exc, ValidationException):
+        body["code"] = "INVALID_DATA"
+        body["message"] = "The given data was invalid."
+        errors: dict[str, list[str]] = {}
+        for item in exc.extra or []:
+            if isinstance(item, dict):
+                key = str(item.get("key") or "body")
+                errors.setdefault(key, []).append(str(item.get("message")))
+        body["errors"] = errors or {"body": [exc.detail]}
+        return Response(body, status_code=422, media_type=JSON)
+    return Response(
+        body, status_code=exc.status_code, media_type=JSON, headers=getattr(exc, "headers", None)
+    )
+
+
+def server_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    import logging
+
+    logging.getLogger("appliance.api").error("unhandled error", exc_info=exc)
+    return Response(
+        {"code": "INTERNAL_ERROR", "message": "Internal server error"},
+        status_code=500,
+        media_type=JSON,
+    )

@@ -1,0 +1,115 @@
+"""/v2/tasks and the single-task creation routes (/v2/import/upload, /v2/convert, ...)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.params import Parameter
+
+from appliance.api import responses
+from appliance.api.auth import Principal
+from appliance.api.deps import services
+from appliance.api.jobs import ended
+
+
+class TaskController(Controller):
+    path = "/v2/tasks"
+    tags = ["tasks"]
+
+    @get("/{task_id:uuid}")
+    async def show(
+        self, request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
+    ) -> Response[bytes]:
+        return responses.data(await services(request).jobs.get_task(principal.user_id, task_id))
+
+    @get("/{task_id:uuid}/wait")
+    async def wait(
+        self, request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
+    ) -> Response[bytes]:
+        return await wait_task(request, task_id, principal)
+
+    @get("/")
+    async def index(
+        self,
+        request: Request[Any, Any, Any],
+        principal: Principal,
+        status: Annotated[str | None, Parameter(query="filter[status]")] = None,
+        job_id: Annotated[str | None, Parameter(query="filter[job_id]")] = None,
+        operation: Annotated[str | None, Parameter(query="filter[operation]")] = None,
+        page: Annotated[int, Parameter(ge=1)] = 1,
+        per_page: Annotated[int, Parameter(ge=1, le=100)] = 100,
+    ) -> Response[bytes]:
+        doc, has_next = await services(request).jobs.list_tasks(
+            principal.user_id,
+            status=status,
+            job_id=job_id,
+            operation=operation,
+            page=page,
+            per_page=per_page,
+        )
+        count = len(msgspec.json.decode(doc, type=list[msgspec.Raw]))
+        return responses.page(doc, request, page, per_page, has_next, count)
+
+    @post("/{task_id:uuid}/cancel", status_code=200)
+    async def cancel(
+        self, request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
+    ) -> Response[bytes]:
+        doc = await services(request).jobs.cancel_task(principal.user_id, task_id)
+        return responses.data(doc)
+
+    @post("/{task_id:uuid}/retry", status_code=201)
+    async def retry(
+        self, request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
+    ) -> Response[bytes]:
+        doc = await services(request).jobs.retry_task(principal.user_id, task_id)
+        return responses.data(doc, 201)
+
+    @delete("/{task_id:uuid}", status_code=204)
+    async def remove(
+        self, request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
+    ) -> None:
+        await services(request).jobs.delete_task(principal.user_id, task_id)
+
+
+async def wait_task(
+    request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
+) -> Response[bytes]:
+    svc = services(request)
+    doc = await svc.jobs.wait_until_ended(
+        lambda: svc.jobs.get_task(principal.user_id, task_id),
+        ended,
+        lambda t: svc.notifier.wait(str(task_id), t),
+    )
+    return responses.data(doc)
+
+
+@get("/v2/tasks/{task_id:uuid}", summary="Block until the task ends (sync API)")
+async def sync_task(
+    request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
+) -> Response[bytes]:
+    return await wait_task(request, task_id, principal)
+
+
+def _single(operation: str) -> Any:
+    @post(
+        f"/v2/{operation}",
+        status_code=201,
+        tags=["tasks"],
+        operation_id=f"create_{operation.replace('/', '_')}_task",
+        summary=f"Create a single {operation} task",
+    )
+    async def create(
+        request: Request[Any, Any, Any], data: dict[str, Any], principal: Principal
+    ) -> Response[bytes]:
+        doc = await services(request).jobs.create_task(principal.user_id, operation, data)
+        return responses.data(doc, 201)
+
+    return create
+
+
+SINGLE_TASK_ROUTES = [
+    _single(op) for op in ("import/upload", "import/url", "import/base64", "convert", "export/url")
+]

@@ -1,0 +1,38 @@
+"""PostgreSQL access: connection pools (psycopg 3) and numbered SQL migrations.
+
+Postgres is the source of truth for users, keys, jobs, tasks, file references and the
+conversion cache. The API uses the async pool, workers and the CLI the sync one.
+"""
+
+from __future__ import annotations
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from appliance.settings import Settings
+
+
+def sync_pool(settings: Settings, *, min_size: int = 1) -> ConnectionPool:
+    pool = ConnectionPool(
+        settings.effective_database_url,
+        min_size=min_size,
+        max_size=settings.db_pool_size,
+        kwargs={"row_factory": dict_row, "autocommit": True},
+        open=False,
+        name="appliance",
+    )
+    pool.open(wait=True, timeout=30)
+    return pool
+
+
+async def async_pool(settings: Settings) -> AsyncConnectionPool:
+    pool = AsyncConnectionPool(
+        settings.effective_database_url,
+        min_size=min(2, settings.db_pool_size),
+        max_size=settings.db_pool_size,
+        kwargs={"row_factory": dict_row, "autocommit": True},
+        open=False,
+        name="appliance-api",
+    )
+    await pool.open(wait=True, timeout=30)
+    return pool

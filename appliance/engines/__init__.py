@@ -1,0 +1,47 @@
+"""Conversion engines: plugins with a descriptor, listed in ``enabled.py``.
+
+An engine declares the format pairs it converts, an options schema (a msgspec Struct using
+CloudConvert's option names), its queue class and its version. ``registry.Registry`` builds the
+format graph from the enabled engines and routes conversions, over several hops if needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import msgspec
+
+QueueClass = Literal["light", "office", "media"]
+QUEUE_CLASSES: tuple[QueueClass, ...] = ("light", "office", "media")
+
+Progress = Callable[[float], None]  # fraction done, 0.0-1.0
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    id: str
+    conversions: frozenset[tuple[str, str]]
+    options: type[msgspec.Struct]
+    queue: QueueClass
+    version: Callable[[], str]
+
+
+class Engine(Protocol):
+    descriptor: Descriptor
+
+    def convert(
+        self,
+        src: Path,
+        dst: Path,
+        src_format: str,
+        dst_format: str,
+        options: Any,
+        progress: Progress,
+    ) -> None:
+        """Convert ``src`` (already checked to be ``src_format``) into ``dst``.
+
+        Raises ``PermanentError`` when the input cannot be converted.
+        """

@@ -1,0 +1,155 @@
+"""Raster images with libvips (pyvips): png, jpg, webp, avif, tiff, gif, bmp.
+
+libvips has no BMP coder in the bundled build, so BMP goes through Pillow's encoder/decoder as
+raw pixels; everything else stays inside libvips.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from appliance.engines import Descriptor, Progress
+from appliance.errors import PermanentError
+
+FORMATS = ("png", "jpg", "webp", "avif", "tiff", "gif", "bmp")
+ENGINE_REVISION = "1"  # bump when output for the same input and options changes
+_HUGE = 10_000_000  # "unbounded" side for vips thumbnail
+
+
+class ImageOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """CloudConvert's image options."""
+
+    width: Annotated[int, msgspec.Meta(ge=1, le=20000)] | None = None
+    height: Annotated[int, msgspec.Meta(ge=1, le=20000)] | None = None
+    fit: Literal["max", "crop", "scale", "upscale"] = "max"
+    quality: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+    strip: bool = False
+
+
+@cache
+def _vips() -> Any:
+    import pyvips
+
+    pyvips.block_untrusted_set(True)  # no loaders libvips marks unsafe for untrusted input
+    pyvips.cache_set_max(0)  # every file is new; the operation cache only grows memory
+    return pyvips
+
+
+def _version() -> str:
+    v = _vips()
+    return f"libvips-{v.version(0)}.{v.version(1)}.{v.version(2)}+{ENGINE_REVISION}"
+
+
+class ImageEngine:
+    descriptor = Descriptor(
+        id="vips",
+        conversions=frozenset((a, b) for a in FORMATS for b in FORMATS if a != b),
+        options=ImageOptions,
+        queue="light",
+        version=_version,
+    )
+
+    def convert(
+        self,
+        src: Path,
+        dst: Path,
+        src_format: str,
+        dst_format: str,
+        options: ImageOptions,
+        progress: Progress,
+    ) -> None:
+        vips = _vips()
+        try:
+            image = self._load(vips, src, src_format, options)
+            progress(0.5)
+            self._save(vips, image, dst, dst_format, options)
+        except vips.Error as exc:
+            raise PermanentError(
+                f"The image could not be converted: {exc.message.strip()}",
+                code="INVALID_INPUT_FILE",
+            ) from exc
+
+    def _load(self, vips: Any, src: Path, fmt: str, o: ImageOptions) -> Any:
+        if fmt == "bmp":
+            image = _bmp_load(vips, src)
+            if o.width or o.height:
+                return _resize(vips, image, o)
+            return image
+        if (o.width or o.height) and o.fit != "scale":
+            return vips.Image.thumbnail(
+                str(src),
+                o.width or _HUGE,
+                height=o.height or _HUGE,
+                size="both" if o.fit == "upscale" else "down",
+                crop="centre" if o.fit == "crop" else "none",
+            )
+        image = vips.Image.new_from_file(str(src), access="sequential")
+        return _resize(vips, image, o) if (o.width or o.height) else image
+
+    def _save(self, vips: Any, image: Any, dst: Path, fmt: str, o: ImageOptions) -> None:
+        if fmt in ("jpg", "bmp") and image.hasalpha():
+            image = image.flatten(background=255)
+        if fmt == "bmp":
+            _bmp_save(image, dst)
+            return
+        kwargs: dict[str, Any] = {}
+        if o.strip:
+            kwargs["keep"] = "none"
+        if o.quality is not None and fmt in ("jpg", "webp", "avif", "tiff"):
+            kwargs["Q"] = o.quality
+            if fmt == "tiff":
+                kwargs["compression"] = "jpeg"
+        image.write_to_file(
+            str(dst.with_suffix("." + fmt)) if dst.suffix != "." + fmt else str(dst), **kwargs
+        )
+
+
+def _resize(vips: Any, image: Any, o: ImageOptions) -> Any:
+    """Resize an already-loaded image (BMP input, or fit=scale which distorts)."""
+    w, h = image.width, image.height
+    if o.fit == "scale":
+        hscale = (o.width or w) / w
+        vscale = (o.height or h) / h
+        if not o.width:
+            hscale = vscale
+        if not o.height:
+            vscale = hscale
+        return image.resize(hscale, vscale=vscale)
+    return image.thumbnail_image(
+        o.width or _HUGE,
+        height=o.height or _HUGE,
+        size="both" if o.fit == "upscale" else "down",
+        crop="centre" if o.fit == "crop" else "none",
+    )
+
+
+def _bmp_load(vips: Any, src: Path) -> Any:
+    from PIL import Image
+
+    try:
+        with Image.open(src, formats=["BMP"]) as im:
+            im = im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB")
+            bands = len(im.getbands())
+            return vips.Image.new_from_memory(im.tobytes(), im.width, im.height, bands, "uchar")
+    except (OSError, ValueError) as exc:
+        raise PermanentError(
+            f"The BMP file could not be read: {exc}", code="INVALID_INPUT_FILE"
+        ) from exc
+
+
+def _bmp_save(image: Any, dst: Path) -> None:
+    from PIL import Image
+
+    image = image.cast("uchar")
+    if image.bands == 2:
+        image = image[0]
+    if image.bands not in (1, 3):
+        image = image[:3]
+    mode = "L" if image.bands == 1 else "RGB"
+    Image.frombytes(mode, (image.width, image.height), image.write_to_memory()).save(
+        dst, format="BMP"
+    )

@@ -1,0 +1,85 @@
+"""One error hierarchy for the whole appliance.
+
+- ``ClientError`` and subclasses: the caller did something wrong. They carry an HTTP status,
+  a stable CloudConvert-style ``code``, a message for humans and the offending ``errors``
+  (field -> messages). The API turns them into ``{"code", "message", "errors"}``.
+- ``RetryableError``: a transient failure (network, storage hiccup); the task runs again with
+  backoff until ``task_max_attempts``.
+- ``PermanentError``: the task cannot succeed (corrupt input, unsupported content); the task
+  fails with ``code``/``message`` and so does its job.
+
+The log gets the wrapped cause (``raise ... from exc``); clients only see code and message.
+"""
+
+from __future__ import annotations
+
+
+class ApplianceError(Exception):
+    code = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ClientError(ApplianceError):
+    status = 400
+    code = "BAD_REQUEST"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        errors: dict[str, list[str]] | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.errors = errors or {}
+
+    def to_body(self) -> dict[str, object]:
+        body: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.errors:
+            body["errors"] = self.errors
+        return body
+
+
+class Unauthenticated(ClientError):
+    status = 401
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(ClientError):
+    status = 403
+    code = "FORBIDDEN"
+
+
+class NotFound(ClientError):
+    status = 404
+    code = "NOT_FOUND"
+
+
+class Conflict(ClientError):
+    status = 409
+    code = "CONFLICT"
+
+
+class InvalidData(ClientError):
+    """The request is well-formed JSON but its content is invalid (CloudConvert's 422)."""
+
+    status = 422
+    code = "INVALID_DATA"
+
+
+class FileTooLarge(ClientError):
+    status = 413
+    code = "FILE_TOO_LARGE"
+
+
+class RetryableError(ApplianceError):
+    code = "TEMPORARY_FAILURE"
+
+
+class PermanentError(ApplianceError):
+    code = "CONVERSION_FAILED"

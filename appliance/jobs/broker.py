@@ -1,0 +1,48 @@
+"""The Dramatiq broker and the actors: one actor per queue class, all running ``TaskRunner``.
+
+Dramatiq's own retries are off (``max_retries=0``): retry policy lives in ``TaskRunner``, which
+records attempts in Postgres, so it survives Redis and worker restarts.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+import redis
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, ShutdownNotifications
+
+from appliance.engines import QUEUE_CLASSES
+from appliance.jobs.dispatch import DramatiqDispatcher, actor_name
+from appliance.settings import Settings
+
+# Long conversions must not be killed by Dramatiq's default 10-minute TimeLimit; engines get
+# their own timeouts. Retries and time limits are our own, so only these middlewares stay.
+MIDDLEWARE = [AgeLimit, ShutdownNotifications, Callbacks, Pipelines]
+
+
+def make_broker(settings: Settings) -> RedisBroker:
+    broker = RedisBroker(url=settings.effective_redis_url, middleware=[m() for m in MIDDLEWARE])
+    for queue in QUEUE_CLASSES:
+        broker.declare_queue(queue)
+    return broker
+
+
+def make_dispatcher(settings: Settings, broker: RedisBroker) -> DramatiqDispatcher:
+    return DramatiqDispatcher(broker, redis.Redis.from_url(settings.effective_redis_url))
+
+
+def declare_actors(broker: dramatiq.Broker, run: object) -> None:
+    """Register ``run(task_id, queue)`` as one actor per queue class."""
+    for queue in QUEUE_CLASSES:
+
+        def handler(task_id: str, _queue: str = queue) -> None:
+            run(task_id, _queue)  # type: ignore[operator]
+
+        dramatiq.Actor(
+            handler,
+            broker=broker,
+            actor_name=actor_name(queue),
+            queue_name=queue,
+            priority=0,
+            options={"max_retries": 0},
+        )

@@ -1,0 +1,81 @@
+"""Bringing bytes into storage: spool to a temp file while hashing, with a size limit."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from appliance.errors import FileTooLarge
+from appliance.storage import Storage, object_key
+
+
+class Spool:
+    """A temp file written in chunks; tracks SHA-256 and size; refuses to grow past a limit.
+
+    Memory use is one chunk, whatever the file size. The file is deleted on ``close``.
+    """
+
+    def __init__(self, tmp_dir: Path, limit: int) -> None:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="spool-")
+        self.path = Path(name)
+        self._fh = os.fdopen(fd, "wb")
+        self._hash = hashlib.sha256()
+        self.size = 0
+        self.limit = limit
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise FileTooLarge(
+                f"The file is larger than the limit of {self.limit} bytes",
+                errors={"file": [f"must not exceed {self.limit} bytes"]},
+            )
+        self._hash.update(chunk)
+        self._fh.write(chunk)
+
+    def finish(self) -> str:
+        """Flush and return the hex SHA-256."""
+        self._fh.flush()
+        self._fh.close()
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def sha256_of(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def store(storage: Storage, path: Path, sha256: str) -> bool:
+    """Put the file under its content address unless it is there; True if it was written."""
+    key = object_key(sha256)
+    if storage.exists(key):
+        return False
+    storage.put_path(key, path)
+    return True
+
+
+def safe_filename(name: str, default: str = "file") -> str:
+    """A file name without path parts or control characters, at most 200 characters."""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable() and ch not in '"<>|:*?')
+    name = name.strip(" .")
+    return name[:200] or default

@@ -1,0 +1,209 @@
+"""Validates a job's task graph and turns it into tasks to insert. Pure: no I/O.
+
+Checks: known operations, required fields, inputs that exist (a task of the job or, for
+single-task routes, an existing task id), no cycles, and a conversion path for each convert
+whose input format is known.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from appliance.engines import QueueClass
+from appliance.engines.formats import normalize
+from appliance.engines.registry import Registry
+from appliance.errors import ClientError, InvalidData
+
+OPERATIONS = ("import/upload", "import/url", "import/base64", "convert", "export/url")
+CONVERT_KEYS = {
+    "input",
+    "input_format",
+    "output_format",
+    "engine",
+    "engine_version",
+    "filename",
+    "timeout",
+}
+_REQUIRED = {
+    "import/url": ("url",),
+    "import/base64": ("file", "filename"),
+    "convert": ("input", "output_format"),
+    "export/url": ("input",),
+}
+
+
+@dataclass
+class PlannedTask:
+    id: uuid.UUID
+    name: str
+    operation: str
+    queue: QueueClass
+    payload: dict[str, Any]
+    depends_on: list[uuid.UUID] = field(default_factory=list)
+    # Format of the file(s) this task produces, when known before it runs.
+    output_format: str | None = None
+
+
+class _Errors:
+    def __init__(self) -> None:
+        self.items: dict[str, list[str]] = {}
+
+    def add(self, key: str, message: str) -> None:
+        self.items.setdefault(key, []).append(message)
+
+
+def extension_of(name: str | None) -> str | None:
+    if not name:
+        return None
+    ext = posixpath.splitext(name)[1]
+    return normalize(ext) if ext else None
+
+
+def plan(
+    tasks: Mapping[str, Any],
+    registry: Registry,
+    external: Callable[[str], tuple[uuid.UUID, str | None] | None] = lambda _ref: None,
+) -> list[PlannedTask]:
+    """Validate ``tasks`` (name -> payload) and return them in dependency order.
+
+    ``external(ref)`` resolves an input that is not a task of this job (an existing task id of
+    the same user) to ``(id, output format or None)``; None means it does not exist.
+    """
+    errors = _Errors()
+    if not isinstance(tasks, Mapping) or not tasks:
+        raise InvalidData(
+            "The job needs at least one task", errors={"tasks": ["must be a non-empty object"]}
+        )
+    by_name: dict[str, PlannedTask] = {}
+    inputs: dict[str, list[str]] = {}
+    for name, payload in tasks.items():
+        key = f"tasks.{name}"
+        if not isinstance(payload, Mapping):
+            errors.add(key, "must be an object")
+            continue
+        operation = payload.get("operation")
+        if operation not in OPERATIONS:
+            errors.add(
+                f"{key}.operation",
+                f"unknown operation {operation!r}; allowed: {', '.join(OPERATIONS)}",
+            )
+            continue
+        for req in _REQUIRED.get(operation, ()):
+            if payload.get(req) in (None, "", []):
+                errors.add(f"{key}.{req}", f"{req} is required for {operation}")
+        refs = payload.get("input", [])
+        refs = [refs] if isinstance(refs, str) else refs
+        if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+            errors.add(f"{key}.input", "must be a task name or a list of task names")
+            refs = []
+        inputs[name] = refs
+        body = {k: v for k, v in payload.items() if k != "operation"}
+        by_name[name] = PlannedTask(uuid.uuid4(), name, operation, "light", body)
+    if errors.items:
+        raise InvalidData("The given data was invalid.", errors=errors.items)
+
+    order = _topological(by_name, inputs, errors)
+    for name in order:
+        task = by_name[name]
+        formats: list[str | None] = []
+        for ref in inputs[name]:
+            if ref in by_name:
+                task.depends_on.append(by_name[ref].id)
+                formats.append(by_name[ref].output_format)
+                continue
+            found = external(ref)
+            if found is None:
+                errors.add(f"tasks.{name}.input", f"input task {ref!r} does not exist")
+                continue
+            task.depends_on.append(found[0])
+            formats.append(found[1])
+        _check_operation(task, formats, registry, errors)
+    if errors.items:
+        raise InvalidData("The given data was invalid.", errors=errors.items)
+    return list(by_name.values())  # definition order, as CloudConvert lists them
+
+
+def _topological(
+    by_name: dict[str, PlannedTask], inputs: dict[str, list[str]], errors: _Errors
+) -> list[str]:
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = " -> ".join([*trail[trail.index(name) :], name])
+            errors.add(f"tasks.{name}.input", f"the task graph has a cycle: {cycle}")
+            raise ClientError("cycle")
+        state[name] = 1
+        for ref in inputs[name]:
+            if ref in by_name:
+                visit(ref, [*trail, name])
+        state[name] = 2
+        order.append(name)
+
+    try:
+        for name in by_name:
+            visit(name, [])
+    except ClientError:
+        raise InvalidData("The given data was invalid.", errors=errors.items) from None
+    return order
+
+
+def _check_operation(
+    task: PlannedTask, formats: list[str | None], registry: Registry, errors: _Errors
+) -> None:
+    p, key = task.payload, f"tasks.{task.name}"
+    if task.operation == "import/url":
+        url = p.get("url", "")
+        scheme = urlsplit(url).scheme if isinstance(url, str) else ""
+        if scheme not in ("http", "https"):
+            errors.add(f"{key}.url", "must be an http:// or https:// URL")
+        task.output_format = extension_of(p.get("filename")) or extension_of(
+            urlsplit(url).path if isinstance(url, str) else None
+        )
+    elif task.operation == "import/base64":
+        task.output_format = extension_of(p.get("filename"))
+    elif task.operation == "import/upload":
+        task.output_format = None
+    elif task.operation == "convert":
+        _check_convert(task, formats, registry, errors)
+    elif task.operation == "export/url" and not task.depends_on:
+        errors.add(f"{key}.input", "export/url needs at least one input task")
+
+
+def _check_convert(
+    task: PlannedTask, formats: list[str | None], registry: Registry, errors: _Errors
+) -> None:
+    p, key = task.payload, f"tasks.{task.name}"
+    out = normalize(str(p.get("output_format", "")))
+    p["output_format"] = out
+    task.output_format = out
+    if not task.depends_on:
+        errors.add(f"{key}.input", "convert needs an input task")
+        return
+    declared = p.get("input_format")
+    if declared:
+        p["input_format"] = declared = normalize(str(declared))
+    options = {k: v for k, v in p.items() if k not in CONVERT_KEYS}
+    candidates = {declared} if declared else {f for f in formats if f}
+    if not candidates:
+        # Input format only known once the file arrives; check the target exists at all.
+        if not any(out == f["output_format"] for f in registry.formats(output_format=out)):
+            errors.add(f"{key}.output_format", f"no engine converts to {out!r}")
+        return
+    for src in candidates:
+        try:
+            hops, _ = registry.plan(src, out, options)
+        except InvalidData as exc:
+            for field_name, msgs in exc.errors.items():
+                for msg in msgs:
+                    errors.add(f"{key}.{field_name}", msg)
+            return
+        task.queue = registry.queue_for(hops)

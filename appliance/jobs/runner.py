@@ -1,0 +1,213 @@
+"""Runs one task on a worker: claim it in Postgres, hold a lease, do the work, record the end.
+
+The claim (``status`` waiting -> processing, ``attempts`` + 1) is atomic, so a duplicate
+message is harmless. The lease is renewed while the task runs; if the worker dies the lease
+lapses and the reconciler puts the task back. Retryable failures run again with exponential
+backoff until ``task_max_attempts``; permanent failures fail the task and its dependents.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+from appliance.engines.registry import Registry
+from appliance.errors import ApplianceError, RetryableError
+from appliance.jobs.dispatch import DramatiqDispatcher, Ready
+from appliance.settings import Settings
+from appliance.storage import Storage
+
+log = logging.getLogger(__name__)
+EVENTS_CHANNEL = "appliance:events"
+
+
+@dataclass
+class OutFile:
+    sha256: str
+    size: int
+    filename: str
+    url: str | None = None
+
+
+@dataclass
+class Outcome:
+    result: dict[str, Any]
+    files: list[OutFile] = field(default_factory=list)
+
+
+@dataclass
+class Runtime:
+    """What a worker process holds: built once, shared by its threads."""
+
+    settings: Settings
+    pool: ConnectionPool
+    storage: Storage
+    registry: Registry
+    dispatcher: DramatiqDispatcher
+    redis: redis.Redis
+
+
+Operation = Callable[[Runtime, dict[str, Any], Callable[[float], None]], Outcome]
+
+
+class TaskRunner:
+    def __init__(self, rt: Runtime, operations: dict[str, Operation]) -> None:
+        self.rt = rt
+        self.operations = operations
+
+    def run(self, task_id: str, queue: str) -> None:
+        self.rt.dispatcher.picked_up(task_id, queue)
+        task = self._claim(task_id)
+        if task is None:
+            log.info("task %s is not ready to run (taken, ended or deleted); skipping", task_id)
+            return
+        attempt = task["attempts"]
+        lease = _Lease(self.rt, task["id"], attempt)
+        try:
+            with lease:
+                outcome = self.operations[task["operation"]](self.rt, task, lease.progress)
+        except RetryableError as exc:
+            log.warning(
+                "task %s attempt %s failed, retryable: %s",
+                task_id,
+                attempt,
+                exc,
+                exc_info=exc.__cause__ is not None,
+            )
+            self._retry_or_fail(task, exc)
+        except ApplianceError as exc:
+            log.info("task %s failed: %s %s", task_id, exc.code, exc.message)
+            self._fail(task, exc.code, exc.message)
+        except Exception as exc:
+            log.exception("task %s attempt %s crashed", task_id, attempt)
+            self._retry_or_fail(
+                task, RetryableError(f"Internal error: {type(exc).__name__}", code="INTERNAL_ERROR")
+            )
+        else:
+            self._finish(task, outcome)
+
+    def _claim(self, task_id: str) -> dict[str, Any] | None:
+        with self.rt.pool.connection() as conn, conn.transaction():
+            task = conn.execute(
+                "UPDATE tasks SET status = 'processing', attempts = attempts + 1, percent = 0,"
+                " lease_until = now() + make_interval(secs => %s),"
+                " started_at = coalesce(started_at, now()), message = NULL, code = NULL"
+                " WHERE id = %s AND status = 'waiting' AND ready_at <= now() RETURNING *",
+                (self.rt.settings.task_lease_seconds, task_id),
+            ).fetchone()
+            if task is not None:
+                conn.execute("SELECT appliance_refresh_job(%s)", (task["job_id"],))
+        return task
+
+    def _owned(self, conn: Any, task: dict[str, Any]) -> bool:
+        row = conn.execute(
+            "SELECT status, attempts FROM tasks WHERE id = %s FOR UPDATE", (task["id"],)
+        ).fetchone()
+        return (
+            row is not None
+            and row["status"] == "processing"
+            and row["attempts"] == task["attempts"]
+        )
+
+    def _finish(self, task: dict[str, Any], outcome: Outcome) -> None:
+        with self.rt.pool.connection() as conn, conn.transaction():
+            if not self._owned(conn, task):
+                log.info("task %s was cancelled, deleted or re-run meanwhile", task["id"])
+                return
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO task_files (task_id, position, sha256, filename, size, url)"
+                    " VALUES (%s, %s, %s, %s, %s, %s)",
+                    [
+                        (task["id"], i, f.sha256, f.filename, f.size, f.url)
+                        for i, f in enumerate(outcome.files)
+                    ],
+                )
+            ready = [
+                Ready(r["id"], r["queue"])
+                for r in conn.execute(
+                    "SELECT r.id, t.queue FROM appliance_finish_task(%s, %s) r(id)"
+                    " JOIN tasks t ON t.id = r.id",
+                    (task["id"], Jsonb(outcome.result)),
+                ).fetchall()
+            ]
+        self.rt.dispatcher.dispatch(ready)
+        self._announce(task)
+
+    def _fail(self, task: dict[str, Any], code: str, message: str) -> None:
+        with self.rt.pool.connection() as conn, conn.transaction():
+            if self._owned(conn, task):
+                conn.execute("SELECT appliance_fail_task(%s, %s, %s)", (task["id"], code, message))
+        self._announce(task)
+
+    def _retry_or_fail(self, task: dict[str, Any], exc: ApplianceError) -> None:
+        if task["attempts"] >= self.rt.settings.task_max_attempts:
+            self._fail(task, exc.code, f"{exc.message} (after {task['attempts']} attempts)")
+            return
+        delay = self.rt.settings.retry_backoff_seconds * 2 ** (task["attempts"] - 1)
+        with self.rt.pool.connection() as conn, conn.transaction():
+            if not self._owned(conn, task):
+                return
+            conn.execute(
+                "UPDATE tasks SET status = 'waiting', lease_until = NULL, message = %s,"
+                " ready_at = now() + make_interval(secs => %s) WHERE id = %s",
+                (f"Retrying after: {exc.message}", delay, task["id"]),
+            )
+        self.rt.dispatcher.dispatch([Ready(task["id"], task["queue"])], delay_ms=int(delay * 1000))
+
+    def _announce(self, task: dict[str, Any]) -> None:
+        """Wake API requests waiting on this task or its job (best effort)."""
+        try:
+            self.rt.redis.publish(EVENTS_CHANNEL, f"{task['id']} {task['job_id'] or ''}")
+        except redis.RedisError:
+            log.warning("could not publish the end of task %s", task["id"], exc_info=True)
+
+
+class _Lease:
+    """Renews the task's lease every third of its length; records progress (percent)."""
+
+    def __init__(self, rt: Runtime, task_id: uuid.UUID, attempt: int) -> None:
+        self.rt, self.task_id, self.attempt = rt, task_id, attempt
+        self._stop = threading.Event()
+        self._percent = 0
+        self._written = (0, 0.0)
+        self._thread = threading.Thread(target=self._renew, daemon=True, name=f"lease-{task_id}")
+
+    def __enter__(self) -> _Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def progress(self, fraction: float) -> None:
+        self._percent = max(self._percent, min(99, int(fraction * 100)))
+        last_percent, last_time = self._written
+        if self._percent - last_percent >= 5 and time.monotonic() - last_time >= 0.5:
+            self._write()
+
+    def _write(self) -> None:
+        self._written = (self._percent, time.monotonic())
+        with self.rt.pool.connection() as conn:
+            conn.execute(
+                "UPDATE tasks SET percent = %s, lease_until = now() + make_interval(secs => %s)"
+                " WHERE id = %s AND status = 'processing' AND attempts = %s",
+                (self._percent, self.rt.settings.task_lease_seconds, self.task_id, self.attempt),
+            )
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.rt.settings.task_lease_seconds / 3):
+            try:
+                self._write()
+            except Exception:
+                log.warning("lease renewal of task %s failed", self.task_id, exc_info=True)

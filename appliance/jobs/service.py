@@ -1,0 +1,504 @@
+"""Job and task operations for the API: create, read, list, cancel, retry, delete, upload.
+
+Knows nothing of HTTP: takes plain values, returns JSON text built by Postgres
+(``appliance_job_json`` / ``appliance_task_json``) or raises ``appliance.errors``.
+Tasks that become ready are dispatched after the transaction commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from appliance.engines.registry import Registry
+from appliance.errors import FileTooLarge, InvalidData, NotFound
+from appliance.jobs import graph
+from appliance.jobs.dispatch import Dispatcher, Ready
+from appliance.jobs.files import Spool, safe_filename, store
+from appliance.security import signing
+from appliance.settings import Settings
+from appliance.storage import Storage
+
+UPLOAD_PURPOSE = "upload"
+JOB_STATUSES = ("waiting", "processing", "finished", "error")
+
+
+@dataclass
+class JobService:
+    settings: Settings
+    pool: AsyncConnectionPool
+    storage: Storage
+    registry: Registry
+    dispatcher: Dispatcher
+
+    # -- creation ------------------------------------------------------------------------
+    async def create_job(self, user_id: uuid.UUID, tasks: Any, tag: str | None) -> str:
+        async with self.pool.connection() as conn:
+            refs = await self._external_refs(conn, user_id, tasks)
+            planned = graph.plan(tasks, self.registry, refs.get)
+            inline = await self._ingest_inline(planned)
+            async with conn.transaction():
+                row = await (
+                    await conn.execute(
+                        "INSERT INTO jobs (user_id, tag, expires_at) VALUES (%s, %s, now() + "
+                        "%s * interval '1 hour') RETURNING id",
+                        (user_id, tag, self.settings.job_retention_hours),
+                    )
+                ).fetchone()
+                assert row is not None
+                job_id = row["id"]
+                ready = await self._insert_tasks(conn, user_id, job_id, planned, inline)
+                doc = await self._job_json(conn, job_id)
+        await self._dispatch(ready)
+        return doc
+
+    async def create_task(self, user_id: uuid.UUID, operation: str, payload: Any) -> str:
+        """The single-task routes (POST /v2/import/upload, /v2/convert, ...): no job."""
+        if not isinstance(payload, dict):
+            raise InvalidData("The body must be a JSON object")
+        tasks = {"task": {**payload, "operation": operation}}
+        async with self.pool.connection() as conn:
+            refs = await self._external_refs(conn, user_id, tasks)
+            planned = graph.plan(tasks, self.registry, refs.get)
+            inline = await self._ingest_inline(planned)
+            async with conn.transaction():
+                ready = await self._insert_tasks(conn, user_id, None, planned, inline)
+                doc = await self._task_json(conn, user_id, planned[0].id)
+        await self._dispatch(ready)
+        assert doc is not None
+        return doc
+
+    async def _external_refs(
+        self, conn: psycopg.AsyncConnection, user_id: uuid.UUID, tasks: Any
+    ) -> dict[str, tuple[uuid.UUID, str | None]]:
+        """Inputs naming existing tasks of this user: ref -> (id, output format)."""
+        if not isinstance(tasks, dict):
+            return {}
+        ids = set()
+        for body in tasks.values():
+            refs = body.get("input", []) if isinstance(body, dict) else []
+            for ref in [refs] if isinstance(refs, str) else refs if isinstance(refs, list) else []:
+                if isinstance(ref, str) and ref not in tasks:
+                    with contextlib.suppress(ValueError):
+                        ids.add(uuid.UUID(ref))
+        if not ids:
+            return {}
+        rows = await (
+            await conn.execute(
+                "SELECT t.id, t.operation, t.payload, "
+                " (SELECT filename FROM task_files f WHERE f.task_id = t.id"
+                "  ORDER BY position LIMIT 1)"
+                " AS filename FROM tasks t WHERE t.id = ANY(%s) AND t.user_id = %s",
+                (list(ids), user_id),
+            )
+        ).fetchall()
+        out = {}
+        for r in rows:
+            fmt = r["payload"].get("output_format") if r["operation"] == "convert" else None
+            fmt = fmt or graph.extension_of(r["filename"] or r["payload"].get("filename"))
+            out[str(r["id"])] = (r["id"], fmt)
+        return out
+
+    async def _ingest_inline(
+        self, planned: list[graph.PlannedTask]
+    ) -> dict[uuid.UUID, tuple[str, int, str]]:
+        """import/base64 files are stored before the job is written: id -> (sha, size, name)."""
+        out = {}
+        for task in planned:
+            if task.operation == "import/base64":
+                data = task.payload.pop("file")
+                name = safe_filename(str(task.payload.get("filename", "file")))
+                sha, size = await asyncio.to_thread(self._store_base64, data, task.name)
+                out[task.id] = (sha, size, name)
+        return out
+
+    def _store_base64(self, data: Any, name: str) -> tuple[str, int]:
+        limit = self.settings.max_upload_bytes
+        if not isinstance(data, str):
+            raise InvalidData(
+                "file must be a base64 string",
+                errors={f"tasks.{name}.file": ["must be a base64 string"]},
+            )
+        if len(data) * 3 // 4 > limit + 3:
+            raise FileTooLarge(
+                f"The file is larger than the limit of {limit} bytes",
+                errors={f"tasks.{name}.file": [f"must not exceed {limit} bytes"]},
+            )
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidData(
+                "file is not valid base64", errors={f"tasks.{name}.file": ["is not valid base64"]}
+            ) from exc
+        with Spool(self.settings.data_path / "tmp", limit) as spool:
+            spool.write(raw)
+            sha = spool.finish()
+            store(self.storage, spool.path, sha)
+            return sha, spool.size
+
+    async def _insert_tasks(
+        self,
+        conn: psycopg.AsyncConnection,
+        user_id: uuid.UUID,
+        job_id: uuid.UUID | None,
+        planned: list[graph.PlannedTask],
+        inline: dict[uuid.UUID, tuple[str, int, str]],
+    ) -> list[Ready]:
+        ready: list[Ready] = []
+        hours = self.settings.job_retention_hours
+        for task in planned:
+            runs_now = not task.depends_on and task.operation not in (
+                "import/upload",
+                "import/base64",
+            )
+            result = self._upload_form(task.id) if task.operation == "import/upload" else None
+            await conn.execute(
+                "INSERT INTO tasks (id, job_id, user_id, name, operation, queue, payload,"
+                " depends_on, result, ready_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s,"
+                " %s, %s, CASE WHEN %s THEN now() END, now() + %s * interval '1 hour')",
+                (
+                    task.id,
+                    job_id,
+                    user_id,
+                    task.name,
+                    task.operation,
+                    task.queue,
+                    Jsonb(task.payload),
+                    task.depends_on,
+                    Jsonb(result) if result else None,
+                    runs_now,
+                    hours,
+                ),
+            )
+            if runs_now:
+                ready.append(Ready(task.id, task.queue))
+        for task_id, (sha, size, name) in inline.items():
+            ready += await finish_with_file(conn, task_id, sha, size, name)
+        return ready
+
+    def _upload_form(self, task_id: uuid.UUID) -> dict[str, Any]:
+        expires = int(time.time()) + self.settings.url_ttl_seconds
+        sig = signing.sign(self.settings.signing_key(), UPLOAD_PURPOSE, str(task_id), expires)
+        return {
+            "form": {
+                "url": f"{self.settings.effective_public_url}/v2/upload/{task_id}",
+                "parameters": {"expires": str(expires), "signature": sig},
+            }
+        }
+
+    async def _dispatch(self, ready: list[Ready]) -> None:
+        if ready:
+            await asyncio.to_thread(self.dispatcher.dispatch, ready)
+
+    # -- uploads -------------------------------------------------------------------------
+    def verify_upload(self, task_id: uuid.UUID, expires: str, signature: str) -> None:
+        try:
+            exp = int(expires)
+        except ValueError:
+            exp = 0
+        if not signing.verify(
+            self.settings.signing_key(), UPLOAD_PURPOSE, str(task_id), exp, signature
+        ):
+            raise NotFound("The upload URL is invalid or has expired", code="INVALID_SIGNATURE")
+
+    async def accept_upload(
+        self, task_id: uuid.UUID, filename: Callable[[], str], chunks: AsyncIterator[bytes]
+    ) -> str:
+        """Stream one uploaded file to storage and finish its import/upload task.
+
+        ``filename()`` is asked once the file has arrived (multipart names it late)."""
+        async with self.pool.connection() as conn:
+            row = await (
+                await conn.execute(
+                    "SELECT status FROM tasks WHERE id = %s AND operation = 'import/upload'",
+                    (task_id,),
+                )
+            ).fetchone()
+        if row is None:
+            raise NotFound("The upload task does not exist")
+        if row["status"] != "waiting":
+            raise InvalidData(
+                "The upload task already has a file or has ended", code="TASK_NOT_WAITING"
+            )
+        spool = Spool(self.settings.data_path / "tmp", self.settings.max_upload_bytes)
+        try:
+            async for chunk in chunks:
+                spool.write(chunk)
+            sha = spool.finish()
+            await asyncio.to_thread(store, self.storage, spool.path, sha)
+        finally:
+            spool.close()
+        async with self.pool.connection() as conn, conn.transaction():
+            locked = await (
+                await conn.execute("SELECT status FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
+            ).fetchone()
+            if locked is None or locked["status"] != "waiting":
+                raise InvalidData(
+                    "The upload task already has a file or has ended", code="TASK_NOT_WAITING"
+                )
+            ready = await finish_with_file(
+                conn, task_id, sha, spool.size, safe_filename(filename())
+            )
+            doc = await (
+                await conn.execute(
+                    "SELECT appliance_task_json(t)::text AS doc FROM tasks t WHERE id = %s",
+                    (task_id,),
+                )
+            ).fetchone()
+        await self._dispatch(ready)
+        assert doc is not None
+        return str(doc["doc"])
+
+    # -- reads ---------------------------------------------------------------------------
+    async def get_job(self, user_id: uuid.UUID, job_id: uuid.UUID) -> str:
+        async with self.pool.connection() as conn:
+            doc = await self._job_json(conn, job_id, user_id)
+        if doc is None:
+            raise NotFound(f"Job {job_id} not found")
+        return doc
+
+    async def _job_json(
+        self, conn: psycopg.AsyncConnection, job_id: uuid.UUID, user_id: uuid.UUID | None = None
+    ) -> Any:
+        row = await (
+            await conn.execute(
+                "SELECT appliance_job_json(j)::text AS doc FROM jobs j WHERE id = %s"
+                " AND (%s::uuid IS NULL OR user_id = %s)",
+                (job_id, user_id, user_id),
+            )
+        ).fetchone()
+        return row["doc"] if row else None
+
+    async def get_task(self, user_id: uuid.UUID, task_id: uuid.UUID) -> str:
+        async with self.pool.connection() as conn:
+            doc = await self._task_json(conn, user_id, task_id)
+        if doc is None:
+            raise NotFound(f"Task {task_id} not found")
+        return doc
+
+    async def _task_json(
+        self, conn: psycopg.AsyncConnection, user_id: uuid.UUID, task_id: uuid.UUID
+    ) -> str | None:
+        row = await (
+            await conn.execute(
+                "SELECT appliance_task_json(t)::text AS doc FROM tasks t WHERE id = %s"
+                " AND user_id = %s",
+                (task_id, user_id),
+            )
+        ).fetchone()
+        return row["doc"] if row else None
+
+    async def list_jobs(
+        self,
+        user_id: uuid.UUID,
+        *,
+        status: str | None,
+        tag: str | None,
+        page: int,
+        per_page: int,
+        include_tasks: bool,
+    ) -> tuple[str, bool]:
+        """JSON array text of one page and whether a next page exists."""
+        _check_status(status)
+        sql = (
+            "SELECT coalesce(jsonb_agg(CASE WHEN %s THEN appliance_job_json(j)"
+            " ELSE appliance_job_json(j) - 'tasks' END ORDER BY j.created_at DESC, j.id DESC),"
+            " '[]')::text AS doc, count(*) AS n FROM (SELECT * FROM jobs j WHERE user_id = %s"
+            " AND (%s::text IS NULL OR status = %s) AND (%s::text IS NULL OR tag = %s)"
+            " ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s) j"
+        )
+        args = (
+            include_tasks,
+            user_id,
+            status,
+            status,
+            tag,
+            tag,
+            per_page + 1,
+            (page - 1) * per_page,
+        )
+        return await self._page(sql, args, per_page)
+
+    async def list_tasks(
+        self,
+        user_id: uuid.UUID,
+        *,
+        status: str | None,
+        job_id: str | None,
+        operation: str | None,
+        page: int,
+        per_page: int,
+    ) -> tuple[str, bool]:
+        _check_status(status)
+        sql = (
+            "SELECT coalesce(jsonb_agg(appliance_task_json(t) ORDER BY t.created_at DESC,"
+            " t.id DESC), '[]')::text AS doc, count(*) AS n FROM (SELECT * FROM tasks"
+            " WHERE user_id = %s AND (%s::text IS NULL OR status = %s)"
+            " AND (%s::uuid IS NULL OR job_id = %s) AND (%s::text IS NULL OR operation = %s)"
+            " ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s) t"
+        )
+        job = _uuid_or_404(job_id, "job") if job_id else None
+        args = (
+            user_id,
+            status,
+            status,
+            job,
+            job,
+            operation,
+            operation,
+            per_page + 1,
+            (page - 1) * per_page,
+        )
+        return await self._page(sql, args, per_page)
+
+    async def _page(self, sql: str, args: tuple[Any, ...], per_page: int) -> tuple[str, bool]:
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(sql, args)).fetchone()  # type: ignore[arg-type]
+        assert row is not None
+        if row["n"] <= per_page:
+            return row["doc"], False
+        # One extra row was fetched to learn whether a next page exists; drop it.
+        items = json.loads(row["doc"])[:per_page]
+        return json.dumps(items), True
+
+    # -- changes -------------------------------------------------------------------------
+    async def delete_job(self, user_id: uuid.UUID, job_id: uuid.UUID) -> None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "DELETE FROM jobs WHERE id = %s AND user_id = %s", (job_id, user_id)
+            )
+        if cur.rowcount == 0:
+            raise NotFound(f"Job {job_id} not found")
+
+    async def delete_task(self, user_id: uuid.UUID, task_id: uuid.UUID) -> None:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "DELETE FROM tasks WHERE id = %s AND user_id = %s", (task_id, user_id)
+            )
+        if cur.rowcount == 0:
+            raise NotFound(f"Task {task_id} not found")
+
+    async def cancel_task(self, user_id: uuid.UUID, task_id: uuid.UUID) -> str:
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                row = await (
+                    await conn.execute(
+                        "SELECT status FROM tasks WHERE id = %s AND user_id = %s FOR UPDATE",
+                        (task_id, user_id),
+                    )
+                ).fetchone()
+                if row is None:
+                    raise NotFound(f"Task {task_id} not found")
+                if row["status"] not in ("waiting", "processing"):
+                    raise InvalidData(
+                        "Only waiting or processing tasks can be cancelled",
+                        code="TASK_NOT_CANCELLABLE",
+                    )
+                await conn.execute(
+                    "SELECT appliance_fail_task(%s, 'CANCELLED', %s)",
+                    (task_id, "The task was cancelled"),
+                )
+            doc = await self._task_json(conn, user_id, task_id)
+        assert doc is not None
+        return doc
+
+    async def retry_task(self, user_id: uuid.UUID, task_id: uuid.UUID) -> str:
+        """A new task with the same operation, payload and inputs (CloudConvert's retry)."""
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                old = await (
+                    await conn.execute(
+                        "SELECT * FROM tasks WHERE id = %s AND user_id = %s", (task_id, user_id)
+                    )
+                ).fetchone()
+                if old is None:
+                    raise NotFound(f"Task {task_id} not found")
+                if old["status"] not in ("finished", "error"):
+                    raise InvalidData("Only ended tasks can be retried", code="TASK_NOT_ENDED")
+                if old["operation"] in ("import/upload", "import/base64"):
+                    raise InvalidData(
+                        f"{old['operation']} tasks cannot be retried", code="TASK_NOT_RETRYABLE"
+                    )
+                new_id = uuid.uuid4()
+                row = await (
+                    await conn.execute(
+                        "INSERT INTO tasks (id, job_id, user_id, name, operation, queue, payload,"
+                        " depends_on, retry_of_task_id, ready_at, expires_at)"
+                        " SELECT %s, job_id, user_id, name || '-retry-' || left(%s::text, 8),"
+                        " operation, queue, payload, depends_on, id,"
+                        " CASE WHEN NOT EXISTS (SELECT 1 FROM tasks d"
+                        "   WHERE d.id = ANY(t.depends_on)"
+                        "   AND d.status <> 'finished') THEN now() END, expires_at"
+                        " FROM tasks t WHERE id = %s RETURNING ready_at, queue",
+                        (new_id, new_id, task_id),
+                    )
+                ).fetchone()
+                assert row is not None
+                await conn.execute("SELECT appliance_refresh_job(%s)", (old["job_id"],))
+            doc = await self._task_json(conn, user_id, new_id)
+        if row["ready_at"] is not None:
+            await self._dispatch([Ready(new_id, row["queue"])])
+        assert doc is not None
+        return doc
+
+    async def wait_until_ended(
+        self,
+        fetch: Callable[[], Awaitable[str]],
+        ended: Callable[[str], bool],
+        wakeup: Callable[[float], Awaitable[None]],
+    ) -> str:
+        """Poll ``fetch`` until ``ended`` says so or the sync timeout passes."""
+        deadline = time.monotonic() + self.settings.sync_timeout_seconds
+        while True:
+            doc = await fetch()
+            remaining = deadline - time.monotonic()
+            if ended(doc) or remaining <= 0:
+                return doc
+            await wakeup(min(remaining, 2.0))
+
+
+async def finish_with_file(
+    conn: psycopg.AsyncConnection, task_id: uuid.UUID, sha: str, size: int, filename: str
+) -> list[Ready]:
+    """Record an import task's file and finish it; returns the tasks that became ready."""
+    await conn.execute(
+        "INSERT INTO task_files (task_id, position, sha256, filename, size)"
+        " VALUES (%s, 0, %s, %s, %s)",
+        (task_id, sha, filename, size),
+    )
+    result = {"files": [{"filename": filename, "size": size}]}
+    rows = await (
+        await conn.execute(
+            "SELECT r.id, t.queue FROM appliance_finish_task(%s, %s) r(id)"
+            " JOIN tasks t ON t.id = r.id",
+            (task_id, Jsonb(result)),
+        )
+    ).fetchall()
+    return [Ready(r["id"], r["queue"]) for r in rows]
+
+
+def _check_status(status: str | None) -> None:
+    if status is not None and status not in JOB_STATUSES:
+        raise InvalidData(
+            f"Unknown status {status!r}",
+            errors={"filter[status]": [f"must be one of {', '.join(JOB_STATUSES)}"]},
+        )
+
+
+def _uuid_or_404(value: str, kind: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound(f"{kind.capitalize()} {value} not found") from None

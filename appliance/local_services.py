@@ -1,0 +1,839 @@
+"""Private PostgreSQL and Redis servers run from the system binaries.
+
+Two callers use this module:
+
+* ``appliance up`` on a single host where the operator configured no database or
+  Redis: the servers keep their data under a persistent data directory, and a
+  later start (after a clean stop, a crash or a reboot) reuses it.
+* the test harness: throwaway servers in a temporary directory on free ports.
+
+Both servers listen on 127.0.0.1 only.  PostgreSQL trusts every connection that
+reaches it (TCP on 127.0.0.1 and the Unix socket, which lives inside the data
+directory); the superuser role and the database are both called ``appliance``.
+
+The servers run in their own sessions (``start_new_session``), so a Ctrl-C sent
+to the caller's terminal process group does not reach them: the caller stops
+them, in the order it wants, with :meth:`LocalService.stop`.
+
+PostgreSQL refuses to run as root.  When this module runs as root, ``initdb``,
+``pg_ctl`` and the server run as the ``postgres`` system user, the data
+directory is handed to that user, and every parent directory of it must be
+searchable by that user (a ``0700`` directory owned by root on the way, such as
+pytest's ``/tmp/pytest-of-root``, is not).  Redis runs as the calling user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+__all__ = [
+    "PG_DATABASE",
+    "PG_USER",
+    "LocalService",
+    "find_postgres_bindir",
+    "find_redis_server",
+    "free_port",
+    "start_postgres",
+    "start_redis",
+]
+
+log = logging.getLogger(__name__)
+
+PG_USER = "appliance"
+"""Superuser role created by ``initdb``."""
+PG_DATABASE = "appliance"
+"""Database created on first start."""
+
+_PG_SYSTEM_USER = "postgres"
+_PG_LOG = "postgresql.log"
+_PG_CONF = "appliance.conf"
+_PG_INCLUDE = f"include '{_PG_CONF}'"
+_REDIS_LOG = "redis.log"
+_REDIS_PID = "redis.pid"
+_LOG_ROTATE_BYTES = 16 * 1024 * 1024
+# sizeof(sockaddr_un.sun_path) is 108 on Linux, and the path needs a NUL byte.
+_SUN_PATH_MAX = 107
+# Messages after which a new start attempt may succeed once leftovers of a
+# killed postmaster (still exiting backends, a zombie PID) are gone.
+_PG_TRANSIENT = ("pre-existing shared memory block", 'lock file "postmaster.pid" already exists')
+
+
+# --------------------------------------------------------------------------- service handle
+
+
+@dataclass
+class LocalService:
+    """A running private server and the means to stop it.
+
+    ``url`` is what clients connect to.  ``stop()`` is idempotent and waits until
+    the server and all of its processes have exited.  The object is also a
+    context manager that stops the server on exit.
+    """
+
+    name: str
+    """``"postgres"`` or ``"redis"``."""
+    url: str
+    """``postgresql://appliance@127.0.0.1:PORT/appliance`` or ``redis://127.0.0.1:PORT/0``."""
+    port: int = 0
+    data_dir: Path = field(default_factory=Path)
+    pid: int = 0
+    """PID of the postmaster / redis-server."""
+    log_path: Path | None = None
+    _stopper: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    _stopped: bool = field(default=False, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    @property
+    def stopped(self) -> bool:
+        """True once :meth:`stop` has completed."""
+        return self._stopped
+
+    def stop(self) -> None:
+        """Shut the server down cleanly and wait for it to exit; a no-op when already stopped."""
+        with self._lock:
+            if self._stopped:
+                return
+            if self._stopper is not None:
+                self._stopper()
+            self._stopped = True
+
+    def __enter__(self) -> LocalService:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now.
+
+    Another process may take it before the caller binds it; good enough for tests.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _remaining(deadline: float, minimum: float = 1.0) -> float:
+    return max(minimum, deadline - time.monotonic())
+
+
+def _tail(path: Path, offset: int = 0, lines: int = 40) -> str:
+    """Last ``lines`` lines of ``path`` from byte ``offset`` on ("" when unreadable)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _rotate_log(path: Path) -> None:
+    """Keep one previous generation of a log file once it grows large."""
+    if _file_size(path) > _LOG_ROTATE_BYTES:
+        with contextlib.suppress(OSError):
+            path.replace(path.with_name(path.name + ".1"))
+
+
+_HAVE_PROCFS = Path("/proc/self/stat").exists()
+
+
+def _proc_state(pid: int) -> str | None:
+    """State letter of process ``pid`` (``"Z"`` for a zombie), or None when it does not exist."""
+    if pid <= 0:
+        return None
+    if not _HAVE_PROCFS:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "?"
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return fields[0] if fields else None
+
+
+def _running(pid: int) -> bool:
+    """True when ``pid`` exists and is not a zombie (a zombie has exited, only unreaped)."""
+    return _proc_state(pid) not in (None, "Z", "X")
+
+
+def _children(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (empty without procfs)."""
+    if not _HAVE_PROCFS:
+        return []
+    kids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 1 and fields[1] == str(pid):
+            kids.append(int(entry.name))
+    return kids
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+
+
+def _wait_gone(pids: Sequence[int], deadline: float) -> bool:
+    """Wait until none of ``pids`` runs any more; False if some still run at ``deadline``."""
+    while True:
+        if not any(_running(p) for p in pids):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+def _kill(pids: Sequence[int], sig: signal.Signals) -> None:
+    for p in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, sig)
+
+
+def _read_pid(pidfile: Path) -> int:
+    """First line of a PID file as an int, 0 when missing or garbled."""
+    try:
+        first = pidfile.read_text().split("\n", 1)[0].strip()
+        return abs(int(first))
+    except (OSError, ValueError):
+        return 0
+
+
+def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The caller's environment without libpq ``PG*`` variables, in the C locale."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(LC_ALL="C", LANG="C")
+    if extra:
+        env.update(extra)
+    return env
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _version_key(text: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", text))
+
+
+def _postgres_bindirs() -> list[Path]:
+    """Bin directories holding initdb, pg_ctl and postgres, newest first."""
+    dirs = [
+        p.parent
+        for p in Path("/usr/lib/postgresql").glob("*/bin/initdb")
+        if (p.parent / "pg_ctl").is_file() and (p.parent / "postgres").is_file()
+    ]
+    dirs.sort(key=lambda d: _version_key(d.parent.name), reverse=True)
+    on_path = shutil.which("initdb")
+    if on_path:
+        d = Path(on_path).resolve().parent
+        if d not in dirs and (d / "pg_ctl").is_file() and (d / "postgres").is_file():
+            dirs.append(d)
+    return dirs
+
+
+def find_postgres_bindir() -> Path:
+    """Newest ``/usr/lib/postgresql/*/bin`` with ``initdb`` (else ``initdb`` on PATH).
+
+    Raises RuntimeError when no PostgreSQL server binaries are installed.
+    """
+    dirs = _postgres_bindirs()
+    if not dirs:
+        raise RuntimeError(
+            "PostgreSQL server binaries not found (no /usr/lib/postgresql/*/bin/initdb and "
+            "no initdb on PATH): install postgresql (apt-get install postgresql)"
+        )
+    return dirs[0]
+
+
+def _postgres_major(bindir: Path) -> str:
+    """Major version of the server in ``bindir``, as written to PG_VERSION ("15")."""
+    if bindir.parent.parent == Path("/usr/lib/postgresql"):
+        return bindir.parent.name
+    out = subprocess.run(
+        [str(bindir / "postgres"), "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+    ).stdout
+    m = re.search(r"(\d+)(?:\.(\d+))?", out)
+    if not m:
+        return ""
+    # Before 10 the major version had two parts (9.6).
+    return m.group(1) if int(m.group(1)) >= 10 else f"{m.group(1)}.{m.group(2)}"
+
+
+def _bindir_for(data_dir: Path) -> Path:
+    """The server binaries to run ``data_dir`` with: the newest for a new cluster, else the
+    installed version matching its PG_VERSION."""
+    version_file = data_dir / "PG_VERSION"
+    if not version_file.exists():
+        return find_postgres_bindir()
+    wanted = version_file.read_text().strip()
+    dirs = _postgres_bindirs()
+    for d in dirs:
+        if _postgres_major(d) == wanted:
+            return d
+    have = ", ".join(_postgres_major(d) for d in dirs) or "none"
+    raise RuntimeError(
+        f"{data_dir} holds a PostgreSQL {wanted} cluster but the installed server versions "
+        f"are: {have}; install postgresql-{wanted} or upgrade the cluster with pg_upgrade"
+    )
+
+
+def _pg_owner() -> pwd.struct_passwd | None:
+    """The account the server must run as when we are root, None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(_PG_SYSTEM_USER)
+    except KeyError:
+        raise RuntimeError(
+            f"running as root, PostgreSQL must run as the {_PG_SYSTEM_USER!r} system user, "
+            "which does not exist: install postgresql"
+        ) from None
+
+
+class _PgRunner:
+    """Runs PostgreSQL programs as the right account with a clean environment."""
+
+    def __init__(self, bindir: Path, owner: pwd.struct_passwd | None) -> None:
+        self.bindir = bindir
+        self.owner = owner
+        extra = {}
+        if owner is not None:
+            extra = {"HOME": owner.pw_dir, "USER": owner.pw_name, "LOGNAME": owner.pw_name}
+        self.env = _clean_env(extra)
+
+    def run(
+        self, program: str, *args: str, timeout: float, as_owner: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``bindir/program args``; as the ``postgres`` user when root and ``as_owner``."""
+        owner = self.owner if as_owner else None
+        return subprocess.run(
+            [str(self.bindir / program), *args],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,
+            check=False,
+            user=owner.pw_uid if owner else None,
+            group=owner.pw_gid if owner else None,
+            extra_groups=os.getgrouplist(owner.pw_name, owner.pw_gid) if owner else None,
+            cwd="/" if owner else None,
+        )
+
+    def chown(self, path: Path) -> None:
+        if self.owner is not None:
+            os.chown(path, self.owner.pw_uid, self.owner.pw_gid)
+
+
+def _conf_quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _write_pg_conf(runner: _PgRunner, data_dir: Path, port: int, fast: bool) -> None:
+    """(Re)write appliance.conf, included at the end of postgresql.conf, for this start."""
+    socket_dir = str(data_dir)
+    if len(os.fsencode(f"{socket_dir}/.s.PGSQL.{port}")) > _SUN_PATH_MAX:
+        log.warning("data dir path too long for a Unix socket; postgres listens on TCP only")
+        socket_dir = ""
+    durability = "off" if fast else "on"
+    settings = {
+        "listen_addresses": "127.0.0.1",
+        "port": str(port),
+        "unix_socket_directories": socket_dir,
+        "unix_socket_permissions": "0700",
+        "max_connections": "200",
+        "shared_buffers": "128MB",
+        "fsync": durability,
+        "synchronous_commit": durability,
+        "full_page_writes": durability,
+        "logging_collector": "off",
+        "log_line_prefix": "%m [%p] ",
+    }
+    conf = data_dir / _PG_CONF
+    body = "".join(f"{k} = {_conf_quote(v)}\n" for k, v in settings.items())
+    conf.write_text(
+        "# Written by appliance.local_services on every start; edits are overwritten.\n" + body
+    )
+    runner.chown(conf)
+    main_conf = data_dir / "postgresql.conf"
+    if _PG_INCLUDE not in main_conf.read_text().splitlines():
+        with main_conf.open("a") as f:
+            f.write(f"\n# Settings managed by appliance.local_services\n{_PG_INCLUDE}\n")
+
+
+def _prepare_data_dir(runner: _PgRunner, data_dir: Path) -> None:
+    """Create ``data_dir`` (0700) and, when root, hand it to the postgres user."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    owner = runner.owner
+    if owner is None:
+        return
+    if data_dir.stat().st_uid != owner.pw_uid:
+        for root, dirs, files in os.walk(data_dir):
+            os.chown(root, owner.pw_uid, owner.pw_gid)
+            for name in dirs + files:
+                path = os.path.join(root, name)
+                os.chown(path, owner.pw_uid, owner.pw_gid, follow_symlinks=False)
+    data_dir.chmod(0o700)
+    probe = subprocess.run(
+        ["test", "-w", str(data_dir), "-a", "-x", str(data_dir)],
+        user=owner.pw_uid,
+        group=owner.pw_gid,
+        extra_groups=os.getgrouplist(owner.pw_name, owner.pw_gid),
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        check=False,
+        timeout=30,
+    )
+    if probe.returncode != 0:
+        raise RuntimeError(
+            f"the {owner.pw_name!r} user cannot reach {data_dir}: a parent directory is not "
+            f"searchable by it (e.g. mode 0700 owned by root); grant it search permission "
+            f"(chmod o+x) on the parents or choose another location"
+        )
+
+
+def _initdb(runner: _PgRunner, data_dir: Path, fast: bool, deadline: float) -> None:
+    if any(data_dir.iterdir()):
+        raise RuntimeError(
+            f"{data_dir} is not empty and holds no PostgreSQL cluster (no PG_VERSION); "
+            "refusing to initdb over it"
+        )
+    args = [
+        "-D",
+        str(data_dir),
+        "-U",
+        PG_USER,
+        "--auth-local=trust",
+        "--auth-host=trust",
+        "--encoding=UTF8",
+        "--locale=C",
+    ]
+    if fast:
+        args.append("--no-sync")
+    t0 = time.monotonic()
+    try:
+        res = runner.run("initdb", *args, timeout=_remaining(deadline))
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"initdb of {data_dir} timed out") from exc
+    if res.returncode != 0:
+        raise RuntimeError(
+            f"initdb of {data_dir} failed (exit {res.returncode}):\n"
+            + "\n".join((res.stdout + res.stderr).splitlines()[-40:])
+        )
+    log.info("initialised PostgreSQL cluster in %s (%.2fs)", data_dir, time.monotonic() - t0)
+
+
+def _settle_previous_postmaster(runner: _PgRunner, data_dir: Path, deadline: float) -> None:
+    """Deal with a postmaster.pid left by an earlier run before starting.
+
+    * a postmaster of this data dir still running (its owner died without stopping it):
+      stop it so this start applies the current settings;
+    * the PID exited but is not reaped yet (zombie): postgres would take it for a live
+      server, so remove the stale lock file;
+    * the PID now belongs to an unrelated process (reboot, PID reuse): remove it too;
+    * the PID is gone: postgres removes the stale file itself.
+    """
+    pidfile = data_dir / "postmaster.pid"
+    pid = _read_pid(pidfile)
+    if not pid or _proc_state(pid) is None:
+        return
+    state = _proc_state(pid)
+    if state is None:
+        return
+    if state in ("Z", "X"):
+        log.info("removing %s of exited, unreaped postmaster %d", pidfile, pid)
+        pidfile.unlink(missing_ok=True)
+        return
+    argv = _cmdline(pid)
+    ours = (
+        bool(argv)
+        and os.path.basename(argv[0]) in ("postgres", "postmaster")
+        and (str(data_dir) in argv)
+    )
+    if not ours and _HAVE_PROCFS:
+        log.info("removing stale %s (PID %d is now another program)", pidfile, pid)
+        pidfile.unlink(missing_ok=True)
+        return
+    log.warning("PostgreSQL %d still runs on %s; stopping it to start afresh", pid, data_dir)
+    _stop_postmaster(runner, data_dir, pid, deadline)
+
+
+def _is_postgres(pid: int) -> bool:
+    argv = _cmdline(pid)
+    return bool(argv) and "postgres" in argv[0]
+
+
+def _stop_postmaster(runner: _PgRunner, data_dir: Path, pid: int, deadline: float) -> None:
+    """Stop postmaster ``pid`` of ``data_dir`` and wait until none of its processes is left.
+
+    pg_ctl stop -m fast, then -m immediate, then SIGKILL.  pg_ctl is used only while
+    postmaster.pid still names ``pid``: the handle of a server that died never stops a
+    newer server started on the same directory since.
+    """
+    pids = [p for p in (pid, *_children(pid)) if _running(p) and _is_postgres(p)]
+    if not pids:
+        return
+    pidfile = data_dir / "postmaster.pid"
+    if _read_pid(pidfile) == pid:
+        wait_s = str(math.ceil(_remaining(deadline)))
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            runner.run(
+                "pg_ctl", "stop", "-D", str(data_dir), "-m", "fast", "-w", "-t", wait_s, "-s",
+                timeout=_remaining(deadline) + 5,
+            )  # fmt: skip
+        if _wait_gone(pids, time.monotonic() + 10):
+            return
+        log.warning("PostgreSQL %d did not stop in fast mode; trying immediate mode", pid)
+        if _read_pid(pidfile) == pid:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                runner.run(
+                    "pg_ctl", "stop", "-D", str(data_dir), "-m", "immediate", "-w", "-t", "10",
+                    "-s", timeout=15,
+                )  # fmt: skip
+    pids = [p for p in {*pids, *_children(pid)} if _running(p) and _is_postgres(p)]
+    if not _wait_gone(pids, time.monotonic() + 5):
+        log.warning("killing leftover PostgreSQL processes %s", pids)
+        _kill(pids, signal.SIGKILL)
+        _wait_gone(pids, time.monotonic() + 5)
+
+
+def _ensure_database(runner: _PgRunner, port: int, deadline: float) -> None:
+    """Create the ``appliance`` database unless it exists (psql over TCP, trust auth)."""
+    base = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port)]
+    base += ["-U", PG_USER, "-d", "postgres", "-tA", "-c"]
+    check = f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'"  # noqa: S608 (constant)
+    res = runner.run("psql", *base, check, timeout=_remaining(deadline), as_owner=False)
+    if res.returncode == 0 and res.stdout.strip() == "1":
+        return
+    if res.returncode == 0:
+        res = runner.run(
+            "psql",
+            *base,
+            f'CREATE DATABASE "{PG_DATABASE}"',
+            timeout=_remaining(deadline),
+            as_owner=False,
+        )
+        if res.returncode == 0:
+            log.info("created database %s", PG_DATABASE)
+            return
+    raise RuntimeError(
+        f"could not create database {PG_DATABASE!r}: {(res.stderr or res.stdout).strip()}"
+    )
+
+
+def start_postgres(
+    data_dir: Path,
+    port: int,
+    *,
+    timeout: float = 60.0,
+    fast: bool = False,
+    bindir: Path | None = None,
+) -> LocalService:
+    """Start a private PostgreSQL server on 127.0.0.1:``port`` with its cluster in ``data_dir``.
+
+    The cluster is created with ``initdb`` unless ``data_dir`` holds one (PG_VERSION);
+    an existing cluster is reused, whatever stopped it last (a stale ``postmaster.pid``
+    of a killed server is handled).  The role and database ``appliance`` exist afterwards.
+    Settings are (re)written to ``data_dir/appliance.conf`` on every start; the server
+    log is ``data_dir/postgresql.log``.
+
+    ``fast=True`` turns off fsync, synchronous_commit and full_page_writes (and syncing
+    after initdb): for throwaway test servers only, as a crash may corrupt the cluster.
+    ``bindir`` overrides the server binaries (default: newest installed, or the version
+    matching an existing cluster).  ``timeout`` bounds the whole start.
+
+    Raises RuntimeError (with the tail of the server log) when the server does not start.
+    """
+    deadline = time.monotonic() + timeout
+    data_dir = Path(data_dir).resolve()
+    runner = _PgRunner(bindir or _bindir_for(data_dir), _pg_owner())
+    _prepare_data_dir(runner, data_dir)
+    if not (data_dir / "PG_VERSION").exists():
+        _initdb(runner, data_dir, fast, deadline)
+    _write_pg_conf(runner, data_dir, port, fast)
+    _settle_previous_postmaster(runner, data_dir, deadline)
+
+    log_path = data_dir / _PG_LOG
+    _rotate_log(log_path)
+    while True:
+        offset = _file_size(log_path)
+        wait_s = str(math.ceil(_remaining(deadline)))
+        args = ["start", "-D", str(data_dir), "-l", str(log_path), "-w", "-t", wait_s, "-s"]
+        try:
+            res = runner.run("pg_ctl", *args, timeout=_remaining(deadline) + 10)
+            output = res.stdout + res.stderr
+            ok = res.returncode == 0
+        except subprocess.TimeoutExpired:
+            output, ok = "pg_ctl start did not return in time", False
+        if ok:
+            break
+        new_log = _tail(log_path, offset)
+        if any(m in new_log for m in _PG_TRANSIENT) and time.monotonic() < deadline:
+            # Backends of a killed postmaster still exiting, or its PID not reaped yet.
+            time.sleep(0.25)
+            _settle_previous_postmaster(runner, data_dir, deadline)
+            continue
+        pid = _read_pid(data_dir / "postmaster.pid")
+        if pid and _running(pid):
+            _stop_postmaster(runner, data_dir, pid, time.monotonic() + 30)
+        raise RuntimeError(
+            f"PostgreSQL did not start on 127.0.0.1:{port} from {data_dir}:\n"
+            f"{output.strip()}\n--- {log_path} (tail) ---\n{new_log or _tail(log_path)}"
+        )
+
+    pid = _read_pid(data_dir / "postmaster.pid")
+    try:
+        try:
+            _ensure_database(runner, port, deadline)
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeError(f"psql did not finish creating {PG_DATABASE!r} in time") from exc
+    except BaseException:
+        _stop_postmaster(runner, data_dir, pid, time.monotonic() + 30)
+        raise
+
+    def stop() -> None:
+        _stop_postmaster(runner, data_dir, pid, time.monotonic() + 60)
+
+    return LocalService(
+        name="postgres",
+        url=f"postgresql://{PG_USER}@127.0.0.1:{port}/{PG_DATABASE}",
+        port=port,
+        data_dir=data_dir,
+        pid=pid,
+        log_path=log_path,
+        _stopper=stop,
+    )
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+def find_redis_server() -> Path:
+    """Path of ``redis-server``; RuntimeError when it is not installed."""
+    candidates = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
+    found = shutil.which("redis-server") or next(
+        (p for p in candidates if os.access(p, os.X_OK)), None
+    )
+    if not found:
+        raise RuntimeError(
+            "redis-server not found: install redis-server (apt-get install redis-server)"
+        )
+    return Path(found)
+
+
+def _redis_call(port: int, *args: str, timeout: float = 1.0) -> str:
+    """Send one command and return the reply line or bulk string (errors start with "-")."""
+    payload = f"*{len(args)}\r\n".encode() + b"".join(
+        b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(payload)
+        buf = b""
+        while b"\r\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed")
+            buf += chunk
+        line, _, rest = buf.partition(b"\r\n")
+        if not line.startswith(b"$"):
+            return line.decode("utf-8", "replace")
+        size = int(line[1:])
+        if size < 0:
+            return ""
+        while len(rest) < size + 2:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed")
+            rest += chunk
+        return rest[:size].decode("utf-8", "replace")
+
+
+def _redis_ready(proc: subprocess.Popen[bytes], port: int) -> bool:
+    """True when the server on ``port`` answers PING and is ``proc`` (not another server)."""
+    try:
+        if _redis_call(port, "PING") != "+PONG":
+            return False  # e.g. -LOADING while the AOF is read
+        info = _redis_call(port, "INFO", "server")
+    except (OSError, ValueError):
+        return False
+    return f"process_id:{proc.pid}" in info.split()
+
+
+def _terminate_redis(proc: subprocess.Popen[bytes], port: int | None, timeout: float) -> None:
+    """Clean shutdown, then SIGKILL to the whole process group if it does not exit in time.
+
+    ``SHUTDOWN NOSAVE`` acts at once (SIGTERM waits for the next server tick, up to 100 ms);
+    either way the append-only file is flushed and no RDB snapshot is written.  SIGTERM
+    is the fallback when the command cannot be sent.  Pass ``port=None`` unless the
+    server on ``port`` is known to be ``proc``: then only signals are used.  Reaps the
+    process.
+    """
+    if proc.poll() is not None:
+        return
+    if port is not None:
+        # The server closes the connection without a reply when it shuts down.
+        with contextlib.suppress(OSError, ValueError):
+            _redis_call(port, "SHUTDOWN", "NOSAVE", timeout=2.0)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(2.0)
+            return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("redis-server %d ignored SIGTERM for %.0fs; killing it", proc.pid, timeout)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _settle_previous_redis(data_dir: Path) -> None:
+    """Stop a redis-server left running on ``data_dir`` (its owner died) or drop its stale pidfile.
+
+    Two servers writing one append-only file would corrupt it, and Redis does not lock
+    its directory.
+    """
+    pidfile = data_dir / _REDIS_PID
+    pid = _read_pid(pidfile)
+    if not pid:
+        return
+    try:
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        cwd = None
+    argv = _cmdline(pid)
+    if _running(pid) and cwd == data_dir and argv and "redis-server" in argv[0]:
+        log.warning("redis-server %d still runs on %s; stopping it", pid, data_dir)
+        _kill([pid], signal.SIGTERM)
+        if not _wait_gone([pid], time.monotonic() + 30):
+            _kill([pid], signal.SIGKILL)
+            _wait_gone([pid], time.monotonic() + 5)
+    pidfile.unlink(missing_ok=True)
+
+
+def start_redis(
+    data_dir: Path, port: int, *, persist: bool = True, timeout: float = 30.0
+) -> LocalService:
+    """Start a private redis-server on 127.0.0.1:``port`` working in ``data_dir``.
+
+    With ``persist`` the data lives in an append-only file under ``data_dir`` and a later
+    start on the same directory finds it; without, nothing is written to disk.  RDB
+    snapshots are off in both modes.  The server is a child process in its own session
+    (not daemonized); its output goes to ``data_dir/redis.log``.
+
+    Raises RuntimeError (with the tail of the log) when it does not answer PING in time.
+    """
+    deadline = time.monotonic() + timeout
+    exe = find_redis_server()
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _settle_previous_redis(data_dir)
+    log_path = data_dir / _REDIS_LOG
+    _rotate_log(log_path)
+    offset = _file_size(log_path)
+    cmd = [
+        str(exe),
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--protected-mode", "yes",
+        "--dir", str(data_dir),
+        "--daemonize", "no",
+        "--pidfile", str(data_dir / _REDIS_PID),
+        "--logfile", "",
+        "--save", "",
+        "--appendonly", "yes" if persist else "no",
+    ]  # fmt: skip
+    with log_path.open("ab") as logf:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            cwd=data_dir,
+            env=_clean_env(),
+            start_new_session=True,
+        )
+    try:
+        while not _redis_ready(proc, port):
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server exited with status {proc.returncode} on 127.0.0.1:{port}:\n"
+                    f"--- {log_path} (tail) ---\n{_tail(log_path, offset)}"
+                )
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"redis-server did not answer PING on 127.0.0.1:{port} within {timeout:.0f}s:"
+                    f"\n--- {log_path} (tail) ---\n{_tail(log_path, offset)}"
+                )
+            time.sleep(0.02)
+    except BaseException:
+        _terminate_redis(proc, None, 10)
+        raise
+
+    def stop() -> None:
+        _terminate_redis(proc, port, 30)
+
+    return LocalService(
+        name="redis",
+        url=f"redis://127.0.0.1:{port}/0",
+        port=port,
+        data_dir=data_dir,
+        pid=proc.pid,
+        log_path=log_path,
+        _stopper=stop,
+    )

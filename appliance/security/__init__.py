@@ -1,0 +1,1 @@
+"""Security primitives: API keys, signed URLs and the outbound-address guard."""

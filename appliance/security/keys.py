@@ -1,0 +1,36 @@
+"""API keys: ``apl_`` + 43 url-safe characters (256 random bits). Only a SHA-256 is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import psycopg
+
+KEY_PREFIX = "apl_"
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def key_hash(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def create_key(conn: psycopg.Connection, email: str) -> str:
+    """Create the user if needed and a new key for them; returns the key (shown once)."""
+    key = new_key()
+    with conn.transaction():
+        row = conn.execute(
+            "INSERT INTO users (email) VALUES (%s) ON CONFLICT (email) DO UPDATE"
+            " SET email = EXCLUDED.email RETURNING id",
+            (email,),
+        ).fetchone()
+        assert row is not None
+        user_id = row["id"] if isinstance(row, dict) else row[0]
+        conn.execute(
+            "INSERT INTO api_keys (user_id, key_hash, prefix) VALUES (%s, %s, %s)",
+            (user_id, key_hash(key), key[:8]),
+        )
+    return key

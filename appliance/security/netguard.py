@@ -1,0 +1,53 @@
+"""Decides whether an outbound connection (import/url, later webhooks) may reach an address.
+
+Checked on the resolved IP, never the host name, and again on every redirect, so DNS tricks
+and redirects to internal services are refused. Cloud metadata addresses are link-local or
+explicitly listed here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+from appliance.errors import InvalidData
+
+# Cloud metadata endpoints outside the link-local range (AWS IPv6, Alibaba, Oracle legacy).
+_METADATA = {
+    ipaddress.ip_address("fd00:ec2::254"),
+    ipaddress.ip_address("100.100.100.200"),
+    ipaddress.ip_address("192.0.0.192"),
+}
+
+
+def is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if ip in _METADATA:
+        return False
+    return ip.is_global and not ip.is_multicast
+
+
+def resolve(host: str, port: int, *, allow_private: bool) -> str:
+    """Resolve ``host`` and return one address it may be reached at, or raise InvalidData."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise InvalidData(
+            f"Cannot resolve host {host!r}",
+            code="INVALID_URL",
+            errors={"url": [f"cannot resolve {host!r}"]},
+        ) from exc
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    if not allow_private:
+        # All must be public: a name that also resolves to an internal address is refused.
+        bad = [a for a in addresses if not is_public(a)]
+        if bad:
+            raise InvalidData(
+                f"The URL's host {host!r} resolves to a non-public address ({bad[0]})",
+                code="URL_NOT_ALLOWED",
+                errors={
+                    "url": ["private, loopback, link-local and metadata addresses are not allowed"]
+                },
+            )
+    return str(addresses[0])

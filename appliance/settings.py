@@ -1,0 +1,234 @@
+"""The appliance's one settings object, read from ``APPLIANCE_*`` environment variables.
+
+Every field has a default that suits a single host, so the appliance starts with no
+configuration at all. ``Settings.from_env`` validates every variable at start-up and raises
+``SettingsError`` naming the variable, its value and what it accepts.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+PREFIX = "APPLIANCE_"
+DEFAULT_DATA_DIR = "/var/lib/appliance" if os.geteuid() == 0 else "~/.local/share/appliance"
+# Ports of the Postgres and Redis that `appliance up` starts itself when none is configured.
+EMBEDDED_POSTGRES_PORT = 54329
+EMBEDDED_REDIS_PORT = 56379
+EMBEDDED_DATABASE_URL = f"postgresql://appliance@127.0.0.1:{EMBEDDED_POSTGRES_PORT}/appliance"
+EMBEDDED_REDIS_URL = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+
+MiB = 1024 * 1024
+
+
+def _doc(text: str, **constraints: Any) -> Meta:
+    return Meta(description=text, **constraints)
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """All configuration. Field ``foo_bar`` is read from ``APPLIANCE_FOO_BAR``."""
+
+    data_dir: Annotated[
+        str,
+        _doc(
+            "Directory for local files, the secret key and the embedded "
+            "Postgres/Redis of a single host."
+        ),
+    ] = DEFAULT_DATA_DIR
+    database_url: Annotated[
+        str,
+        _doc(
+            "libpq URL of the PostgreSQL primary (multi-host URLs with "
+            "target_session_attrs work). Empty: `appliance up` starts "
+            "its own on port 54329 under data_dir."
+        ),
+    ] = ""
+    redis_url: Annotated[
+        str,
+        _doc(
+            "Redis URL for the Dramatiq broker and events. Empty: "
+            "`appliance up` starts its own on port 56379."
+        ),
+    ] = ""
+    db_pool_size: Annotated[
+        int, _doc("Connections per process in the Postgres pool.", ge=1, le=200)
+    ] = 10
+    host: Annotated[str, _doc("Address the API listens on.")] = "127.0.0.1"
+    port: Annotated[int, _doc("TCP port the API listens on.", ge=1, le=65535)] = 8080
+    api_workers: Annotated[int, _doc("granian worker processes for the API.", ge=1, le=64)] = 1
+    public_url: Annotated[
+        str,
+        _doc(
+            "Base URL clients reach the API at (upload forms and "
+            "local download links use it). Empty: http://HOST:PORT."
+        ),
+    ] = ""
+    sync_prefix: Annotated[
+        str,
+        _doc(
+            "Path prefix of the blocking (sync) API; point the SDK's "
+            "sync_endpoint at PUBLIC_URL + this prefix.",
+            pattern=r"^/[A-Za-z0-9_\-/]*[A-Za-z0-9_\-]$",
+        ),
+    ] = "/sync"
+    sync_timeout_seconds: Annotated[
+        float,
+        _doc(
+            "Longest a sync request blocks before it answers with the current state.", gt=0, le=3600
+        ),
+    ] = 120.0
+    max_upload_bytes: Annotated[
+        int, _doc("Largest accepted file in bytes (uploads, import/url, import/base64).", ge=1)
+    ] = 100 * MiB
+    storage: Annotated[Literal["local", "s3"], _doc("Object storage backend.")] = "local"
+    storage_path: Annotated[
+        str, _doc("Root of the local storage backend. Empty: DATA_DIR/files.")
+    ] = ""
+    s3_endpoint: Annotated[str, _doc("S3 endpoint host:port (MinIO or any S3 service).")] = ""
+    s3_access_key: Annotated[str, _doc("S3 access key.")] = ""
+    s3_secret_key: Annotated[str, _doc("S3 secret key.")] = ""
+    s3_bucket: Annotated[str, _doc("S3 bucket; created when missing.")] = "appliance"
+    s3_region: Annotated[str, _doc("S3 region.")] = "us-east-1"
+    s3_secure: Annotated[bool, _doc("Use HTTPS to reach S3.")] = False
+    secret_key: Annotated[
+        str,
+        _doc(
+            "Secret for signed URLs; the same on every API host. "
+            "Empty: generated once into DATA_DIR/secret_key."
+        ),
+    ] = ""
+    url_ttl_seconds: Annotated[
+        int, _doc("Lifetime of download and upload URLs in seconds.", ge=60)
+    ] = 86400
+    allow_private_urls: Annotated[
+        bool, _doc("Let import/url reach private, loopback and link-local addresses.")
+    ] = False
+    fetch_timeout_seconds: Annotated[
+        float, _doc("Timeout of each import/url connect and read, in seconds.", gt=0)
+    ] = 30.0
+    task_max_attempts: Annotated[
+        int, _doc("Attempts before a retryable failure or a lost worker fails a task.", ge=1, le=20)
+    ] = 3
+    task_lease_seconds: Annotated[
+        int,
+        _doc(
+            "A running task's lease; a worker renews it, and "
+            "a task whose lease lapsed is run again.",
+            ge=10,
+        ),
+    ] = 60
+    retry_backoff_seconds: Annotated[
+        float, _doc("First retry delay; doubles per attempt.", gt=0)
+    ] = 2.0
+    reconcile_interval_seconds: Annotated[
+        float, _doc("How often the reconciler looks for lost messages and lapsed leases.", gt=0)
+    ] = 10.0
+    job_retention_hours: Annotated[
+        float, _doc("Jobs and their files are deleted this long after creation.", gt=0)
+    ] = 24.0
+    worker_threads: Annotated[
+        int, _doc("Threads per worker process for each queue class.", ge=1, le=64)
+    ] = 2
+    worker_processes: Annotated[
+        int, _doc("Worker processes per queue class under `appliance up`.", ge=1, le=64)
+    ] = 1
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], _doc("Log level.")] = "INFO"
+
+    # -- derived values --------------------------------------------------------------------
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or EMBEDDED_DATABASE_URL
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or EMBEDDED_REDIS_URL
+
+    @property
+    def effective_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def effective_storage_path(self) -> Path:
+        return (
+            Path(self.storage_path).expanduser() if self.storage_path else self.data_path / "files"
+        )
+
+    def signing_key(self) -> bytes:
+        """The URL-signing secret; on a single host it is created once and kept in data_dir."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_path / "secret_key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+        return path.read_text().strip().encode()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build and validate settings; the error names the offending variable."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, ftype in _field_types().items():
+            var = PREFIX + name.upper()
+            if var in environ:
+                values[name] = _convert(var, environ[var], ftype)
+        settings = cls(**values)
+        _check_consistency(settings)
+        return settings
+
+    @classmethod
+    def reference(cls) -> list[tuple[str, str, str]]:
+        """(variable, default, description) for every field, for docs and `appliance settings`."""
+        out = []
+        for field in msgspec.structs.fields(cls):
+            metas = [m for m in typing.get_args(_field_types()[field.name]) if isinstance(m, Meta)]
+            text = metas[0].description if metas else ""
+            out.append((PREFIX + field.name.upper(), repr(field.default), text or ""))
+        return out
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message names the variable."""
+
+
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(Settings, include_extras=True)
+    return {f.name: hints[f.name] for f in msgspec.structs.fields(Settings)}
+
+
+def _convert(var: str, raw: str, ftype: Any) -> Any:
+    try:
+        return msgspec.convert(raw, ftype, strict=False)
+    except msgspec.ValidationError as exc:
+        detail = str(exc).split(" - at ")[0]
+        raise SettingsError(f"{var}={raw!r} is invalid: {detail}") from None
+
+
+def _check_consistency(s: Settings) -> None:
+    if s.storage == "s3":
+        for name in ("s3_endpoint", "s3_access_key", "s3_secret_key"):
+            if not getattr(s, name):
+                raise SettingsError(f"{PREFIX}{name.upper()} must be set when {PREFIX}STORAGE=s3")
+    for name in ("database_url",):
+        url = getattr(s, name)
+        if url and not url.startswith(("postgresql://", "postgres://")):
+            raise SettingsError(
+                f"{PREFIX}{name.upper()}={url!r} is invalid: expected a postgresql:// URL"
+            )
+    if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(
+            f"{PREFIX}REDIS_URL={s.redis_url!r} is invalid: expected a redis:// URL"
+        )

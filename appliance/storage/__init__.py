@@ -1,0 +1,49 @@
+"""Object storage behind one small interface, content-addressed by SHA-256.
+
+Two real backends: ``s3`` (MinIO or any S3 service, via the ``minio`` client) and ``local``
+(a directory; the single-host default, downloads served by the API through signed URLs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from appliance.settings import Settings
+
+
+def object_key(sha256: str) -> str:
+    """Content address: identical bytes map to one object."""
+    return f"sha256/{sha256[:2]}/{sha256}"
+
+
+class Storage(Protocol):
+    def put_path(self, key: str, path: Path) -> None:
+        """Store the file at ``path`` under ``key`` (replacing an existing object)."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def get_to_path(self, key: str, path: Path) -> None: ...
+
+    def iter_bytes(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def download_url(self, key: str, filename: str, expires_in: int) -> str:
+        """A URL anyone can GET until it expires; the response names ``filename``."""
+
+    def check(self) -> None:
+        """Raise if the backend is unreachable (readiness)."""
+
+
+def make_storage(settings: Settings) -> Storage:
+    if settings.storage == "s3":
+        from appliance.storage.s3 import S3Storage
+
+        return S3Storage.from_settings(settings)
+    from appliance.storage.local import LocalStorage
+
+    return LocalStorage(
+        settings.effective_storage_path, settings.effective_public_url, settings.signing_key()
+    )

@@ -1,0 +1,99 @@
+"""``appliance up``: the whole appliance on one host, in the foreground.
+
+Starts Postgres and Redis from the system binaries when none is configured, applies
+migrations, then runs the API (granian) and one Dramatiq worker per queue class as child
+processes. Ctrl-C or SIGTERM stops the children, then the private servers, in that order. If a
+child dies, everything stops with a non-zero status, so a service manager restarts it whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+
+from appliance import local_services
+from appliance.engines import QUEUE_CLASSES
+from appliance.settings import EMBEDDED_POSTGRES_PORT, EMBEDDED_REDIS_PORT, Settings
+
+log = logging.getLogger("appliance.up")
+STOP_TIMEOUT = 30.0  # seconds children get to finish current requests and tasks
+
+
+def run_single_host(settings: Settings) -> int:
+    from appliance.cli import api_command, worker_command
+    from appliance.db.migrate import migrate
+
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    env = dict(os.environ)
+    with ExitStack() as stack:
+        if not settings.database_url:
+            pg = local_services.start_postgres(
+                settings.data_path / "postgres", EMBEDDED_POSTGRES_PORT
+            )
+            stack.callback(pg.stop)
+            env["APPLIANCE_DATABASE_URL"] = pg.url
+            log.info("started private PostgreSQL at %s", pg.url)
+        if not settings.redis_url:
+            rd = local_services.start_redis(settings.data_path / "redis", EMBEDDED_REDIS_PORT)
+            stack.callback(rd.stop)
+            env["APPLIANCE_REDIS_URL"] = rd.url
+            log.info("started private Redis at %s", rd.url)
+        applied = migrate(env.get("APPLIANCE_DATABASE_URL", settings.effective_database_url))
+        log.info("migrations applied: %s", applied or "none pending")
+        commands = [api_command(settings)] + [
+            worker_command(settings, [queue], None, None) for queue in QUEUE_CLASSES
+        ]
+        return _supervise(commands, env, settings)
+    return 1  # unreachable; keeps type checkers calm
+
+
+def _supervise(commands: list[list[str]], env: dict[str, str], settings: Settings) -> int:
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    # Own sessions: a Ctrl-C reaches only us, and we stop the children in order.
+    children = [subprocess.Popen(cmd, env=env, start_new_session=True) for cmd in commands]
+    log.info(
+        "appliance is up: API at http://%s:%s (sync API under %s)",
+        settings.host,
+        settings.port,
+        settings.sync_prefix,
+    )
+    status = 0
+    try:
+        while not stopping:
+            dead = [c for c in children if c.poll() is not None]
+            if dead:
+                log.error(
+                    "%s exited with %s; stopping", " ".join(dead[0].args[2:4]), dead[0].returncode
+                )
+                status = 1
+                break
+            time.sleep(0.5)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("appliance stopped")
+    sys.stdout.flush()
+    return status
