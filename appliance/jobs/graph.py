@@ -111,6 +111,7 @@ def plan(
     for name in order:
         task = by_name[name]
         formats: list[str | None] = []
+        missing = False
         for ref in inputs[name]:
             if ref in by_name:
                 task.depends_on.append(by_name[ref].id)
@@ -119,10 +120,12 @@ def plan(
             found = external(ref)
             if found is None:
                 errors.add(f"tasks.{name}.input", f"input task {ref!r} does not exist")
+                missing = True
                 continue
             task.depends_on.append(found[0])
             formats.append(found[1])
-        _check_operation(task, formats, registry, errors)
+        if not missing:
+            _check_operation(task, formats, registry, errors)
     if errors.items:
         raise InvalidData("The given data was invalid.", errors=errors.items)
     return list(by_name.values())  # definition order, as CloudConvert lists them

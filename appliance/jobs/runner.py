@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import dramatiq
 import redis
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
@@ -54,6 +55,25 @@ class Runtime:
     registry: Registry
     dispatcher: DramatiqDispatcher
     redis: redis.Redis
+
+
+def build_runtime(settings: Settings, broker: dramatiq.Broker) -> Runtime:
+    from appliance.db import sync_pool
+    from appliance.engines.enabled import enabled_engines
+    from appliance.jobs.broker import make_dispatcher
+    from appliance.storage import make_storage
+
+    storage = make_storage(settings)
+    if hasattr(storage, "ensure_bucket"):
+        storage.ensure_bucket()
+    return Runtime(
+        settings=settings,
+        pool=sync_pool(settings),
+        storage=storage,
+        registry=Registry(enabled_engines()),
+        dispatcher=make_dispatcher(settings, broker),  # type: ignore[arg-type]
+        redis=redis.Redis.from_url(settings.effective_redis_url),
+    )
 
 
 Operation = Callable[[Runtime, dict[str, Any], Callable[[float], None]], Outcome]

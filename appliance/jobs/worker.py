@@ -7,20 +7,14 @@ Importing it builds the broker and declares the actors. Each worker process buil
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import dramatiq
-import redis
 
-from appliance.db import sync_pool
-from appliance.engines.enabled import enabled_engines
-from appliance.engines.registry import Registry
-from appliance.jobs.broker import declare_actors, make_broker, make_dispatcher
+from appliance.jobs.broker import declare_actors, make_broker
 from appliance.jobs.operations import OPERATIONS
 from appliance.jobs.reconciler import ReconcilerThread
-from appliance.jobs.runner import Runtime, TaskRunner
+from appliance.jobs.runner import TaskRunner, build_runtime
 from appliance.settings import Settings
-from appliance.storage import make_storage
 
 settings = Settings.from_env()
 logging.basicConfig(
@@ -29,20 +23,6 @@ logging.basicConfig(
 broker = make_broker(settings)
 dramatiq.set_broker(broker)
 _runner: TaskRunner | None = None
-
-
-def build_runtime(s: Settings, b: Any) -> Runtime:
-    storage = make_storage(s)
-    if hasattr(storage, "ensure_bucket"):
-        storage.ensure_bucket()
-    return Runtime(
-        settings=s,
-        pool=sync_pool(s),
-        storage=storage,
-        registry=Registry(enabled_engines()),
-        dispatcher=make_dispatcher(s, b),
-        redis=redis.Redis.from_url(s.effective_redis_url),
-    )
 
 
 def _run(task_id: str, queue: str) -> None:

@@ -1,0 +1,149 @@
+"""Test harness: starts the real services the integration and e2e tiers need.
+
+PostgreSQL and Redis are private servers from the system binaries (appliance.local_services),
+the S3 server is OpenStack Swift with s3api (tests/harness/s3server.py). Each starts once per
+session, on free ports under a temp directory, and only when a test asks for it. If a service
+cannot start, the tests that need it fail: they are never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from appliance import local_services
+from appliance.db.migrate import migrate
+from appliance.security.keys import create_key
+from appliance.settings import Settings
+from tests.harness.s3server import S3Server, start_s3_server
+
+
+@pytest.fixture(scope="session")
+def work_root() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="appliance-tests-"))
+    root.chmod(0o755)  # the private Postgres runs as the postgres user and must reach it
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(work_root: Path) -> Iterator[str]:
+    """URL of a private server whose `appliance_template` database is migrated."""
+    pg = local_services.start_postgres(
+        work_root / "postgres", local_services.free_port(), fast=True
+    )
+    try:
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE appliance_template")
+        migrate(_with_db(pg.url, "appliance_template"))
+        yield pg.url
+    finally:
+        pg.stop()
+
+
+def _with_db(url: str, name: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+def new_database(server_url: str) -> str:
+    """A fresh, migrated database (a copy of the template): tests never see each other."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE appliance_template")
+    return _with_db(server_url, name)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    return new_database(postgres_server)
+
+
+@pytest.fixture(scope="session")
+def redis_server(work_root: Path) -> Iterator[str]:
+    rd = local_services.start_redis(work_root / "redis", local_services.free_port(), persist=False)
+    try:
+        yield rd.url
+    finally:
+        rd.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The private Redis, emptied: queues start clean for every test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    client.flushall()
+    client.close()
+    return redis_server
+
+
+@pytest.fixture(scope="session")
+def s3_server(work_root: Path) -> Iterator[S3Server]:
+    server = start_s3_server(work_root / "s3")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def make_settings(base: dict[str, str]) -> Settings:
+    env = {f"APPLIANCE_{k.upper()}": v for k, v in base.items()}
+    return Settings.from_env(env)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(params=["local", "s3"])
+def settings(
+    request: pytest.FixtureRequest, postgres_url: str, redis_url: str, data_dir: Path
+) -> Settings:
+    """Settings on the real services, once per storage backend."""
+    values = {
+        "database_url": postgres_url,
+        "redis_url": redis_url,
+        "data_dir": str(data_dir),
+        "reconcile_interval_seconds": "1",
+        "retry_backoff_seconds": "0.1",
+    }
+    if request.param == "s3":
+        s3 = request.getfixturevalue("s3_server")
+        values |= {
+            "storage": "s3",
+            "s3_endpoint": s3.endpoint,
+            "s3_access_key": s3.access_key,
+            "s3_secret_key": s3.secret_key,
+            "s3_region": s3.region,
+            "s3_bucket": f"t{uuid.uuid4().hex[:12]}",
+        }
+    return make_settings(values)
+
+
+@pytest.fixture
+def api_key(postgres_url: str) -> str:
+    with psycopg.connect(postgres_url, autocommit=True, row_factory=dict_row) as conn:
+        return create_key(conn, f"user-{uuid.uuid4().hex[:8]}@example.test")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for tier in ("integration", "e2e"):
+            if tier in parts:
+                item.add_marker(getattr(pytest.mark, tier))
+
+
+os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")

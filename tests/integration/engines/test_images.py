@@ -1,0 +1,98 @@
+"""Real libvips conversions among every supported pair, and the options."""
+
+from pathlib import Path
+
+import pytest
+import pyvips
+
+from appliance.engines.formats import sniff_file
+from appliance.engines.images import FORMATS, ImageEngine, ImageOptions
+from appliance.errors import PermanentError
+
+ENGINE = ImageEngine()
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    root = tmp_path_factory.mktemp("img")
+    base = pyvips.Image.xyz(120, 80).extract_band(0).cast("uchar")
+    rgb = base.bandjoin([base.flip("horizontal"), base.flip("vertical")])
+    png = root / "s.png"
+    rgb.write_to_file(str(png))
+    out = {"png": png}
+    for fmt in FORMATS:
+        if fmt != "png":
+            dst = root / f"s.{fmt}"
+            ENGINE.convert(png, dst, "png", fmt, ImageOptions(), lambda f: None)
+            out[fmt] = dst
+    return out
+
+
+@pytest.mark.parametrize("src", FORMATS)
+@pytest.mark.parametrize("dst", FORMATS)
+def test_every_pair_converts_to_a_real_file_of_the_target_format(samples, tmp_path, src, dst):
+    if src == dst:
+        return
+    out = tmp_path / f"o.{dst}"
+    ENGINE.convert(samples[src], out, src, dst, ImageOptions(), lambda f: None)
+    assert sniff_file(out) == dst
+    if dst != "bmp":
+        assert pyvips.Image.new_from_file(str(out)).width == 120
+
+
+@pytest.mark.parametrize(
+    ("opts", "size"),
+    [
+        (ImageOptions(width=60), (60, 40)),
+        (ImageOptions(height=20), (30, 20)),
+        (ImageOptions(width=50, height=50, fit="crop"), (50, 50)),
+        (ImageOptions(width=50, height=50, fit="scale"), (50, 50)),
+        (ImageOptions(width=50, height=50, fit="max"), (50, 33)),
+        (ImageOptions(width=240, fit="max"), (120, 80)),  # max never enlarges
+        (ImageOptions(width=240, fit="upscale"), (240, 160)),
+    ],
+)
+def test_resize_options_follow_cloudconvert_fit_semantics(samples, tmp_path, opts, size):
+    out = tmp_path / "o.png"
+    ENGINE.convert(samples["png"], out, "png", "png", opts, lambda f: None)
+    img = pyvips.Image.new_from_file(str(out))
+    assert (img.width, img.height) == size
+
+
+def test_quality_changes_the_output_size(samples, tmp_path):
+    low, high = tmp_path / "l.jpg", tmp_path / "h.jpg"
+    ENGINE.convert(samples["png"], low, "png", "jpg", ImageOptions(quality=10), lambda f: None)
+    ENGINE.convert(samples["png"], high, "png", "jpg", ImageOptions(quality=95), lambda f: None)
+    assert low.stat().st_size < high.stat().st_size
+
+
+def test_strip_removes_metadata(samples, tmp_path):
+    src = tmp_path / "exif.jpg"
+    img = pyvips.Image.new_from_file(str(samples["png"])).copy()
+    img.set_type(pyvips.GValue.gstr_type, "exif-ifd0-Artist", "someone")
+    img.write_to_file(str(src))
+    kept, stripped = tmp_path / "k.jpg", tmp_path / "s.jpg"
+    ENGINE.convert(src, kept, "jpg", "jpg", ImageOptions(), lambda f: None)
+    ENGINE.convert(src, stripped, "jpg", "jpg", ImageOptions(strip=True), lambda f: None)
+    fields = pyvips.Image.new_from_file(str(stripped)).get_fields()
+    assert "exif-data" not in fields
+    assert "exif-data" in pyvips.Image.new_from_file(str(kept)).get_fields()
+
+
+def test_corrupt_input_is_a_permanent_error(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 100)
+    with pytest.raises(PermanentError) as info:
+        ENGINE.convert(bad, tmp_path / "o.jpg", "png", "jpg", ImageOptions(), lambda f: None)
+    assert info.value.code == "INVALID_INPUT_FILE"
+
+
+def test_version_names_libvips():
+    assert ENGINE.descriptor.version().startswith("libvips-")
+
+
+def test_progress_is_reported(samples, tmp_path):
+    seen = []
+    ENGINE.convert(samples["png"], tmp_path / "o.webp", "png", "webp", ImageOptions(), seen.append)
+    assert seen and all(0 <= f <= 1 for f in seen)
+    assert Path(tmp_path / "o.webp").exists()

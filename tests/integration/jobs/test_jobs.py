@@ -1,0 +1,173 @@
+"""Jobs run end to end on real Postgres, Redis (Dramatiq), storage and libvips."""
+
+from __future__ import annotations
+
+import base64
+import urllib.request
+
+import pyvips
+
+from appliance.errors import InvalidData, RetryableError
+from appliance.storage import object_key
+from tests.integration.jobs.conftest import UPLOAD_CONVERT_EXPORT, task
+
+
+def _download(system, url, tmp_path):
+    out = tmp_path / "download"
+    if system.settings.storage == "local":
+        key = url.split("/v2/files/", 1)[1].split("?")[0].rsplit("/", 1)[0]
+        system.rt.storage.get_to_path(key, out)
+    else:
+        out.write_bytes(urllib.request.urlopen(url).read())
+    return out
+
+
+def test_upload_convert_export_finishes_with_a_downloadable_output(system, png_file, tmp_path):
+    job = system.create(UPLOAD_CONVERT_EXPORT, tag="t")
+    assert job["status"] == "waiting"
+    system.upload(task(job, "up")["id"], png_file)
+    job = system.wait(job["id"])
+    assert job["status"] == "finished", job
+    conv = task(job, "c")
+    assert conv["result"]["files"][0]["filename"] == "photo.webp"
+    assert conv["engine"] == "vips" and conv["percent"] == 100
+    url = task(job, "e")["result"]["files"][0]["url"]
+    out = _download(system, url, tmp_path)
+    img = pyvips.Image.new_from_file(str(out))
+    assert (img.width, img.height) == (100, 63)  # 320x200 scaled to 100 wide
+    assert out.read_bytes()[8:12] == b"WEBP"
+
+
+def test_identical_uploads_are_stored_once(system, png_file):
+    for _ in range(2):
+        job = system.create({"up": {"operation": "import/upload"}})
+        system.upload(task(job, "up")["id"], png_file)
+    rows = system.sql("SELECT refcount FROM files")
+    assert [r["refcount"] for r in rows] == [2]
+
+
+def test_same_conversion_reuses_the_cached_output_without_running_the_engine(system, png_file):
+    calls = []
+    original = system.runner.operations["convert"]
+
+    def counting(rt, t, progress):
+        calls.append(t["id"])
+        return original(rt, t, progress)
+
+    system.runner.operations["convert"] = counting
+    engine = system.rt.registry.engines[0]
+    runs = []
+    real_convert = engine.convert
+
+    def spy(*a, **kw):
+        runs.append(a)
+        return real_convert(*a, **kw)
+
+    engine.convert = spy
+    try:
+        for _ in range(2):
+            job = system.create(UPLOAD_CONVERT_EXPORT)
+            system.upload(task(job, "up")["id"], png_file)
+            assert system.wait(job["id"])["status"] == "finished"
+    finally:
+        engine.convert = real_convert
+    assert len(calls) == 2 and len(runs) == 1
+    assert system.sql("SELECT count(*) AS n FROM conversion_cache")[0]["n"] == 1
+
+
+def test_base64_import_runs_without_an_upload(system, png_file):
+    job = system.create(
+        {
+            "b": {
+                "operation": "import/base64",
+                "file": base64.b64encode(png_file.read_bytes()).decode(),
+                "filename": "x.png",
+            },
+            "c": {"operation": "convert", "input": "b", "output_format": "jpg"},
+        }
+    )
+    assert task(job, "b")["status"] == "finished"
+    job = system.wait(job["id"])
+    assert job["status"] == "finished"
+    assert task(job, "c")["result"]["files"][0]["filename"] == "x.jpg"
+
+
+def test_content_not_matching_its_name_fails_the_task_and_job(system, tmp_path):
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"this is text, not a png" * 10)
+    job = system.create(UPLOAD_CONVERT_EXPORT)
+    system.upload(task(job, "up")["id"], fake)
+    job = system.wait(job["id"])
+    assert job["status"] == "error"
+    assert task(job, "c")["code"] == "INVALID_INPUT_FILE"
+    assert task(job, "e")["code"] == "INPUT_TASK_FAILED"
+
+
+def test_retryable_failure_retries_with_backoff_then_succeeds(system, png_file):
+    original = system.runner.operations["convert"]
+    attempts = []
+
+    def flaky(rt, t, progress):
+        attempts.append(t["attempts"])
+        if len(attempts) < 3:
+            raise RetryableError("storage hiccup")
+        return original(rt, t, progress)
+
+    system.runner.operations["convert"] = flaky
+    job = system.create(UPLOAD_CONVERT_EXPORT)
+    system.upload(task(job, "up")["id"], png_file)
+    job = system.wait(job["id"])
+    assert job["status"] == "finished"
+    assert attempts == [1, 2, 3]
+
+
+def test_retryable_failure_gives_up_after_max_attempts(system, png_file):
+    def always(rt, t, progress):
+        raise RetryableError("storage down")
+
+    system.runner.operations["convert"] = always
+    job = system.create(UPLOAD_CONVERT_EXPORT)
+    system.upload(task(job, "up")["id"], png_file)
+    job = system.wait(job["id"])
+    conv = task(job, "c")
+    assert (job["status"], conv["status"]) == ("error", "error")
+    assert "after 3 attempts" in conv["message"]
+
+
+def test_permanent_failure_fails_at_once_with_its_code(system, png_file):
+    calls = []
+
+    def broken(rt, t, progress):
+        calls.append(1)
+        raise InvalidData("bad", code="SOMETHING_PERMANENT")
+
+    system.runner.operations["convert"] = broken
+    job = system.create(UPLOAD_CONVERT_EXPORT)
+    system.upload(task(job, "up")["id"], png_file)
+    job = system.wait(job["id"])
+    assert task(job, "c")["code"] == "SOMETHING_PERMANENT" and calls == [1]
+
+
+def test_deleting_a_job_releases_its_files(system, png_file):
+    job = system.create(UPLOAD_CONVERT_EXPORT)
+    system.upload(task(job, "up")["id"], png_file)
+    system.wait(job["id"])
+    system.call(system.svc.delete_job(system.user_id, __import__("uuid").UUID(job["id"])))
+    refs = {r["sha256"]: r["refcount"] for r in system.sql("SELECT * FROM files")}
+    # The input is free; the output is still held by the conversion cache.
+    assert sorted(refs.values()) == [0, 1]
+
+
+def test_reconciler_deletes_unreferenced_objects_after_grace(system, png_file):
+    from appliance.jobs.reconciler import Reconciler
+
+    job = system.create({"up": {"operation": "import/upload"}})
+    system.upload(task(job, "up")["id"], png_file)
+    sha = system.sql("SELECT sha256 FROM files")[0]["sha256"]
+    system.sql("UPDATE jobs SET expires_at = now() - interval '1 minute'")
+    Reconciler(system.rt).run_once()
+    assert system.rt.storage.exists(object_key(sha))  # released, still in its grace period
+    system.sql("UPDATE files SET released_at = now() - interval '2 hours'")
+    report = Reconciler(system.rt).run_once()
+    assert report.deleted_objects == 1
+    assert not system.rt.storage.exists(object_key(sha))

@@ -1,0 +1,77 @@
+from dataclasses import dataclass
+
+import msgspec
+import pytest
+
+from appliance.engines import Descriptor
+from appliance.engines.registry import Registry
+from appliance.errors import InvalidData
+
+
+class NoOptions(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+@dataclass
+class FakeEngine:
+    descriptor: Descriptor
+
+    def convert(self, *args):  # never run in these tests
+        raise AssertionError
+
+
+def engine(id, pairs, queue="light"):
+    return FakeEngine(Descriptor(id, frozenset(pairs), NoOptions, queue, lambda: "1"))
+
+
+REGISTRY = Registry(
+    [
+        engine("office", [("pages", "docx"), ("docx", "pdf")], queue="office"),
+        engine("pdf", [("pdf", "png")]),
+        engine("img", [("png", "jpg"), ("jpg", "png")]),
+    ]
+)
+
+
+def test_direct_route_is_one_hop():
+    hops = REGISTRY.route("pdf", "png")
+    assert [(h.src, h.dst) for h in hops] == [("pdf", "png")]
+
+
+def test_multi_hop_route_takes_the_fewest_hops():
+    hops = REGISTRY.route("pages", "jpg")
+    assert [(h.src, h.dst) for h in hops] == [
+        ("pages", "docx"),
+        ("docx", "pdf"),
+        ("pdf", "png"),
+        ("png", "jpg"),
+    ]
+
+
+def test_heaviest_queue_runs_the_route():
+    assert REGISTRY.queue_for(REGISTRY.route("pages", "png")) == "office"
+    assert REGISTRY.queue_for(REGISTRY.route("pdf", "jpg")) == "light"
+
+
+def test_no_route_gives_422():
+    assert REGISTRY.route("png", "pdf") is None
+    with pytest.raises(InvalidData) as info:
+        REGISTRY.plan("png", "pdf", {})
+    assert "output_format" in info.value.errors
+
+
+def test_duplicate_engine_ids_are_refused_at_start():
+    with pytest.raises(RuntimeError, match="twice"):
+        Registry([engine("a", []), engine("a", [])])
+
+
+def test_unknown_queue_class_is_refused_at_start():
+    with pytest.raises(RuntimeError, match="queue class"):
+        Registry([engine("a", [], queue="gpu")])
+
+
+def test_formats_lists_direct_pairs_with_filters():
+    rows = REGISTRY.formats(input_format="docx")
+    assert [(r["input_format"], r["output_format"], r["engine"]) for r in rows] == [
+        ("docx", "pdf", "office")
+    ]

@@ -1,0 +1,119 @@
+import pytest
+
+from appliance.engines.enabled import enabled_engines
+from appliance.engines.registry import Registry
+from appliance.errors import InvalidData
+from appliance.jobs import graph
+
+REGISTRY = Registry(enabled_engines())
+
+
+def plan(tasks, external=lambda ref: None):
+    return graph.plan(tasks, REGISTRY, external)
+
+
+def errors_of(tasks):
+    with pytest.raises(InvalidData) as info:
+        plan(tasks)
+    assert info.value.status == 422
+    return info.value.errors
+
+
+def test_valid_graph_links_dependencies_in_definition_order():
+    tasks = plan(
+        {
+            "export": {"operation": "export/url", "input": ["conv"]},
+            "up": {"operation": "import/upload"},
+            "conv": {"operation": "convert", "input": "up", "output_format": "WEBP", "width": 10},
+        }
+    )
+    by_name = {t.name: t for t in tasks}
+    assert [t.name for t in tasks] == ["export", "up", "conv"]
+    assert by_name["conv"].depends_on == [by_name["up"].id]
+    assert by_name["export"].depends_on == [by_name["conv"].id]
+    assert by_name["conv"].payload["output_format"] == "webp"
+    assert by_name["conv"].queue == "light"
+
+
+def test_unknown_operation_names_the_field_and_allowed_values():
+    errors = errors_of({"a": {"operation": "import/ftp"}})
+    assert "tasks.a.operation" in errors
+    assert "import/url" in errors["tasks.a.operation"][0]
+
+
+def test_missing_input_task_is_rejected():
+    errors = errors_of({"c": {"operation": "convert", "input": "nope", "output_format": "png"}})
+    assert errors["tasks.c.input"] == ["input task 'nope' does not exist"]
+
+
+def test_required_fields_are_reported():
+    errors = errors_of(
+        {"c": {"operation": "convert", "input": "x"}, "u": {"operation": "import/url"}}
+    )
+    assert "tasks.c.output_format" in errors and "tasks.u.url" in errors
+
+
+def test_cycle_is_rejected():
+    errors = errors_of(
+        {
+            "a": {"operation": "convert", "input": "b", "output_format": "png"},
+            "b": {"operation": "convert", "input": "a", "output_format": "jpg"},
+        }
+    )
+    assert any("cycle" in m for msgs in errors.values() for m in msgs)
+
+
+def test_no_conversion_path_is_rejected_when_the_input_format_is_known():
+    errors = errors_of(
+        {
+            "in": {"operation": "import/url", "url": "https://example.com/a.png"},
+            "c": {"operation": "convert", "input": "in", "output_format": "mp3"},
+        }
+    )
+    assert "tasks.c.output_format" in errors
+
+
+def test_unknown_target_is_rejected_even_when_the_input_format_is_not_known_yet():
+    errors = errors_of(
+        {
+            "up": {"operation": "import/upload"},
+            "c": {"operation": "convert", "input": "up", "output_format": "xyz"},
+        }
+    )
+    assert "tasks.c.output_format" in errors
+
+
+def test_invalid_option_names_the_option():
+    errors = errors_of(
+        {
+            "in": {"operation": "import/url", "url": "https://example.com/a.png"},
+            "c": {"operation": "convert", "input": "in", "output_format": "jpg", "quality": 500},
+        }
+    )
+    assert "tasks.c.quality" in errors
+
+
+def test_unknown_option_is_rejected():
+    errors = errors_of(
+        {
+            "in": {"operation": "import/url", "url": "https://example.com/a.png"},
+            "c": {"operation": "convert", "input": "in", "output_format": "jpg", "colour": "red"},
+        }
+    )
+    assert any(k.startswith("tasks.c") for k in errors)
+
+
+def test_import_url_must_be_http():
+    errors = errors_of({"u": {"operation": "import/url", "url": "file:///etc/passwd"}})
+    assert "tasks.u.url" in errors
+
+
+def test_inputs_may_name_existing_tasks():
+    import uuid
+
+    known = uuid.uuid4()
+    tasks = plan(
+        {"c": {"operation": "convert", "input": str(known), "output_format": "png"}},
+        external=lambda ref: (known, "jpg") if ref == str(known) else None,
+    )
+    assert tasks[0].depends_on == [known]

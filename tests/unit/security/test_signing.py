@@ -1,0 +1,18 @@
+import time
+
+from appliance.security import signing
+
+
+def test_signature_verifies_until_it_expires():
+    exp = int(time.time()) + 60
+    sig = signing.sign(b"k", "upload", "task-1", exp)
+    assert signing.verify(b"k", "upload", "task-1", exp, sig)
+    assert not signing.verify(b"k", "upload", "task-2", exp, sig)
+    assert not signing.verify(b"k", "download", "task-1", exp, sig)
+    assert not signing.verify(b"other", "upload", "task-1", exp, sig)
+    assert not signing.verify(b"k", "upload", "task-1", exp + 1, sig)
+
+
+def test_expired_signature_is_refused():
+    exp = int(time.time()) - 1
+    assert not signing.verify(b"k", "upload", "t", exp, signing.sign(b"k", "upload", "t", exp))
