@@ -44,8 +44,9 @@ class JobSystem:
         return json.loads(self.call(self.svc.create_job(self.user_id, tasks, tag)))
 
     def upload(self, task_id: str, path: Path) -> dict[str, Any]:
+        data = path.read_bytes()
+
         async def chunks():
-            data = path.read_bytes()
             for i in range(0, len(data), 65536):
                 yield data[i : i + 65536]
 
