@@ -186,7 +186,7 @@ class JobService:
                 ready.append(Ready(task.id, task.queue))
         for task_id, (sha, size, name) in inline.items():
             ready += await finish_with_file(conn, task_id, sha, size, name)
-        return ready
+        return ready + await _settle_external_inputs(conn, [t.id for t in planned])
 
     def _upload_form(self, task_id: uuid.UUID) -> dict[str, Any]:
         expires = int(time.time()) + self.settings.url_ttl_seconds
@@ -484,6 +484,37 @@ async def finish_with_file(
             "SELECT r.id, t.queue FROM appliance_finish_task(%s, %s) r(id)"
             " JOIN tasks t ON t.id = r.id",
             (task_id, Jsonb(result)),
+        )
+    ).fetchall()
+    return [Ready(r["id"], r["queue"]) for r in rows]
+
+
+async def _settle_external_inputs(
+    conn: psycopg.AsyncConnection, ids: list[uuid.UUID]
+) -> list[Ready]:
+    """New tasks whose inputs are existing tasks: ready if those finished, failed if one failed.
+
+    (Inputs still running release them later, like any dependency.)"""
+    failed = await (
+        await conn.execute(
+            "SELECT t.id, min(d.message) AS message FROM tasks t JOIN tasks d"
+            " ON d.id = ANY(t.depends_on) WHERE t.id = ANY(%s) AND d.status = 'error'"
+            " GROUP BY t.id",
+            (ids,),
+        )
+    ).fetchall()
+    for row in failed:
+        await conn.execute(
+            "SELECT appliance_fail_task(%s, 'INPUT_TASK_FAILED', %s)",
+            (row["id"], row["message"] or "an input task failed"),
+        )
+    rows = await (
+        await conn.execute(
+            "UPDATE tasks t SET ready_at = now() WHERE t.id = ANY(%s) AND t.status = 'waiting'"
+            " AND t.ready_at IS NULL AND cardinality(t.depends_on) > 0 AND NOT EXISTS"
+            " (SELECT 1 FROM tasks d WHERE d.id = ANY(t.depends_on) AND d.status <> 'finished')"
+            " RETURNING t.id, t.queue",
+            (ids,),
         )
     ).fetchall()
     return [Ready(r["id"], r["queue"]) for r in rows]

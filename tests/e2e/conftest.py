@@ -1,0 +1,174 @@
+"""Black-box deployments: the API under granian and Dramatiq worker processes, started with
+the `appliance` command on the harness's Postgres, Redis and storage, driven over HTTP.
+
+Two deployments: `s3` (Swift+s3api storage, private URLs refused, 2 MB upload limit) and
+`local` (local-disk storage with API-served downloads, private URLs allowed for import/url).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import pyvips
+from psycopg.rows import dict_row
+
+from appliance import local_services
+from appliance.security.keys import create_key
+from tests.conftest import new_database
+
+UPLOAD_LIMIT = 2 * 1024 * 1024
+
+
+@dataclass
+class Deployment:
+    name: str
+    url: str
+    env: dict[str, str]
+    database_url: str
+    data_dir: Path
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def key(self, email: str | None = None) -> str:
+        with psycopg.connect(self.database_url, autocommit=True, row_factory=dict_row) as c:
+            return create_key(c, email or f"u{uuid.uuid4().hex[:8]}@example.test")
+
+    def client(self, key: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def sql(self, query: str, *args: object) -> list[dict]:
+        with psycopg.connect(self.database_url, autocommit=True, row_factory=dict_row) as c:
+            cur = c.execute(query, args)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+
+def _start(name: str, env: dict[str, str], logs: Path) -> list[subprocess.Popen]:
+    cmds = [
+        [sys.executable, "-m", "appliance.cli", "api"],
+        [
+            sys.executable,
+            "-m",
+            "appliance.cli",
+            "worker",
+            "-Q",
+            "light",
+            "office",
+            "media",
+            "-p",
+            "1",
+            "-t",
+            "2",
+        ],
+    ]
+    procs = []
+    for i, cmd in enumerate(cmds):
+        log = open(logs / f"{name}-{i}.log", "wb")  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        )
+    return procs
+
+
+def _wait_ready(dep: Deployment, logs: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in dep.procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{p.args} exited: " + _logs(logs, dep.name))
+        try:
+            if httpx.get(dep.url + "/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"deployment {dep.name} not ready in {timeout}s: " + _logs(logs, dep.name))
+
+
+def _logs(logs: Path, name: str) -> str:
+    return "\n".join(p.read_text()[-3000:] for p in sorted(logs.glob(f"{name}-*.log")))
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+@pytest.fixture(scope="module", params=["local", "s3"])
+def deployment(request, postgres_server, redis_server, tmp_path_factory) -> Iterator[Deployment]:
+    name = request.param
+    data_dir = tmp_path_factory.mktemp(f"deploy-{name}")
+    port = local_services.free_port()
+    db = new_database(postgres_server)
+    env = {
+        **os.environ,
+        "APPLIANCE_DATABASE_URL": db,
+        "APPLIANCE_REDIS_URL": redis_server.rsplit("/", 1)[0] + ("/1" if name == "s3" else "/2"),
+        "APPLIANCE_DATA_DIR": str(data_dir),
+        "APPLIANCE_PORT": str(port),
+        "APPLIANCE_SYNC_TIMEOUT_SECONDS": "30",
+        "APPLIANCE_RECONCILE_INTERVAL_SECONDS": "1",
+        "APPLIANCE_WORKER_THREADS": "2",
+    }
+    if name == "s3":
+        s3 = request.getfixturevalue("s3_server")
+        env |= {
+            "APPLIANCE_STORAGE": "s3",
+            "APPLIANCE_S3_ENDPOINT": s3.endpoint,
+            "APPLIANCE_S3_ACCESS_KEY": s3.access_key,
+            "APPLIANCE_S3_SECRET_KEY": s3.secret_key,
+            "APPLIANCE_S3_REGION": s3.region,
+            "APPLIANCE_S3_BUCKET": f"e2e{uuid.uuid4().hex[:10]}",
+            "APPLIANCE_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
+        }
+    else:
+        env["APPLIANCE_ALLOW_PRIVATE_URLS"] = "true"
+    logs = tmp_path_factory.mktemp(f"logs-{name}")
+    dep = Deployment(name, f"http://127.0.0.1:{port}", env, db, data_dir)
+    dep.procs = _start(name, env, logs)
+    try:
+        _wait_ready(dep, logs)
+        yield dep
+    finally:
+        stop(dep.procs)
+
+
+@pytest.fixture(scope="session")
+def png_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("e2e-in") / "photo.png"
+    base = pyvips.Image.xyz(400, 300).extract_band(0).cast("uchar")
+    base.bandjoin([base.flip("horizontal"), base]).write_to_file(str(path))
+    return path
+
+
+def upload(form: dict, path: Path, filename: str | None = None) -> httpx.Response:
+    with open(path, "rb") as fh:
+        return httpx.post(
+            form["url"],
+            data=form["parameters"],
+            files={"file": (filename or path.name, fh)},
+            timeout=60,
+        )
+
+
+def task(job: dict, name: str) -> dict:
+    return next(t for t in job["tasks"] if t["name"] == name)

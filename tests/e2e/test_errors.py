@@ -1,0 +1,213 @@
+"""Error cases a client meets, in CloudConvert's shape and with the right status."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import task, upload
+
+
+def test_missing_or_bad_key_is_401(deployment):
+    for key in (None, "apl_not-a-real-key"):
+        with deployment.client(key) as api:
+            r = api.get("/v2/jobs")
+            assert r.status_code == 401
+            assert r.json()["code"] == "UNAUTHENTICATED"
+
+
+def test_another_users_job_and_task_are_404(deployment):
+    with deployment.client(deployment.key()) as alice, deployment.client(deployment.key()) as bob:
+        job = alice.post("/v2/jobs", json={"tasks": {"up": {"operation": "import/upload"}}})
+        job = job.json()["data"]
+        task_id = job["tasks"][0]["id"]
+        for path in (f"/v2/jobs/{job['id']}", f"/v2/tasks/{task_id}"):
+            r = bob.get(path)
+            assert r.status_code == 404 and r.json()["code"] == "NOT_FOUND"
+        assert bob.delete(f"/v2/jobs/{job['id']}").status_code == 404
+        assert bob.post(f"/v2/tasks/{task_id}/cancel").status_code == 404
+        assert bob.get("/v2/jobs").json()["data"] == []
+        assert bob.get("/v2/tasks").json()["data"] == []
+        assert (
+            bob.post("/v2/convert", json={"input": task_id, "output_format": "png"}).status_code
+            == 422
+        )  # cannot use another user's task as input
+        assert alice.get(f"/v2/jobs/{job['id']}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("tasks", "field"),
+    [
+        ({"a": {"operation": "import/ftp"}}, "tasks.a.operation"),
+        ({"c": {"operation": "convert", "input": "nope", "output_format": "png"}}, "tasks.c.input"),
+        (
+            {
+                "a": {"operation": "convert", "input": "b", "output_format": "png"},
+                "b": {"operation": "convert", "input": "a", "output_format": "jpg"},
+            },
+            "tasks.",
+        ),
+        (
+            {
+                "i": {"operation": "import/url", "url": "https://example.com/a.png"},
+                "c": {"operation": "convert", "input": "i", "output_format": "mp4"},
+            },
+            "tasks.c.output_format",
+        ),
+    ],
+)
+def test_invalid_task_graph_is_422_naming_the_field(deployment, tasks, field):
+    with deployment.client(deployment.key()) as api:
+        r = api.post("/v2/jobs", json={"tasks": tasks})
+        assert r.status_code == 422, r.text
+        body = r.json()
+        assert body["code"] == "INVALID_DATA"
+        assert any(k.startswith(field) for k in body["errors"]), body
+
+
+def test_malformed_body_is_422(deployment):
+    with deployment.client(deployment.key()) as api:
+        r = api.post("/v2/jobs", json={"tag": "no tasks"})
+        assert r.status_code == 422 and r.json()["code"] == "INVALID_DATA"
+
+
+def test_unknown_ids_are_404_in_cloudconvert_shape(deployment):
+    with deployment.client(deployment.key()) as api:
+        r = api.get(f"/v2/jobs/{uuid.uuid4()}")
+        assert r.status_code == 404 and r.json()["code"] == "NOT_FOUND"
+
+
+def _objects(deployment):
+    if deployment.name == "local":
+        root = deployment.data_dir / "files" / "sha256"
+        return sorted(p.name for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    import minio
+
+    env = deployment.env
+    client = minio.Minio(
+        env["APPLIANCE_S3_ENDPOINT"],
+        env["APPLIANCE_S3_ACCESS_KEY"],
+        env["APPLIANCE_S3_SECRET_KEY"],
+        secure=False,
+        region=env["APPLIANCE_S3_REGION"],
+    )
+    return sorted(
+        o.object_name for o in client.list_objects(env["APPLIANCE_S3_BUCKET"], recursive=True)
+    )
+
+
+def test_upload_over_limit_is_rejected_with_413_and_nothing_stored(deployment, tmp_path):
+    limit = int(deployment.env.get("APPLIANCE_MAX_UPLOAD_BYTES", 100 * 1024 * 1024))
+    big = tmp_path / "big.png"
+    with open(big, "wb") as fh:
+        fh.write(b"\x89PNG\r\n\x1a\n")
+        fh.truncate(limit + 1)
+    before = _objects(deployment)
+    with deployment.client(deployment.key()) as api:
+        job = api.post("/v2/jobs", json={"tasks": {"up": {"operation": "import/upload"}}})
+        job = job.json()["data"]
+        try:
+            r = upload(task(job, "up")["result"]["form"], big)
+            assert r.status_code == 413, r.text
+            assert r.json()["code"] == "FILE_TOO_LARGE"
+        except httpx.RemoteProtocolError:
+            pass  # the server may close the connection while the client still sends
+        assert _objects(deployment) == before
+        spool = deployment.data_dir / "tmp"
+        assert not spool.exists() or list(spool.iterdir()) == []
+        up = api.get(f"/v2/jobs/{job['id']}").json()["data"]["tasks"][0]
+        assert up["status"] == "waiting"  # the client may try again with a smaller file
+
+
+def test_base64_over_the_limit_is_413(deployment):
+    limit = int(deployment.env.get("APPLIANCE_MAX_UPLOAD_BYTES", 100 * 1024 * 1024))
+    if limit > 10 * 1024 * 1024:
+        limit = None
+    with deployment.client(deployment.key()) as api:
+        data = base64.b64encode(b"x" * ((limit or 1024) + 1)).decode()
+        r = api.post(
+            "/v2/jobs",
+            json={
+                "tasks": {"b": {"operation": "import/base64", "file": data, "filename": "x.png"}}
+            },
+        )
+        if limit is None:
+            assert r.status_code == 201  # 1 KB is fine under the default limit
+        else:
+            assert r.status_code == 413 and r.json()["code"] == "FILE_TOO_LARGE"
+
+
+def test_upload_with_a_bad_signature_is_refused(deployment, png_file):
+    with deployment.client(deployment.key()) as api:
+        job = api.post("/v2/jobs", json={"tasks": {"up": {"operation": "import/upload"}}})
+        form = task(job.json()["data"], "up")["result"]["form"]
+        form["parameters"]["signature"] = "0" * 64
+        r = upload(form, png_file)
+        assert r.status_code == 404 and r.json()["code"] == "INVALID_SIGNATURE"
+
+
+def test_second_upload_to_the_same_task_is_refused(deployment, png_file):
+    with deployment.client(deployment.key()) as api:
+        job = api.post("/v2/jobs", json={"tasks": {"up": {"operation": "import/upload"}}})
+        form = task(job.json()["data"], "up")["result"]["form"]
+        assert upload(form, png_file).status_code == 201
+        r = upload(form, png_file)
+        assert r.status_code == 422 and r.json()["code"] == "TASK_NOT_WAITING"
+
+
+def test_tampered_download_url_is_refused(deployment, png_file):
+    with deployment.client(deployment.key()) as api:
+        job = api.post(
+            "/v2/jobs",
+            json={
+                "tasks": {
+                    "up": {"operation": "import/upload"},
+                    "e": {"operation": "export/url", "input": "up"},
+                }
+            },
+        ).json()["data"]
+        upload(task(job, "up")["result"]["form"], png_file)
+        job = api.get(f"/sync/v2/jobs/{job['id']}").json()["data"]
+        url = task(job, "e")["result"]["files"][0]["url"]
+        assert httpx.get(url).status_code == 200
+        assert httpx.get(url.replace("photo.png", "other.png")).status_code in (403, 404)
+
+
+def test_import_url_to_a_private_address_fails_unless_allowed(deployment, png_file):
+    import http.server
+    import threading
+
+    class H(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(png_file.parent), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/photo.png"
+        with deployment.client(deployment.key()) as api:
+            job = api.post(
+                "/v2/jobs",
+                json={
+                    "tasks": {
+                        "i": {"operation": "import/url", "url": url},
+                        "c": {"operation": "convert", "input": "i", "output_format": "avif"},
+                    }
+                },
+            )
+            assert job.status_code == 201, job.text
+            job = api.get(f"/sync/v2/jobs/{job.json()['data']['id']}").json()["data"]
+    finally:
+        httpd.shutdown()
+    if deployment.env.get("APPLIANCE_ALLOW_PRIVATE_URLS") == "true":
+        assert job["status"] == "finished", job
+        assert task(job, "c")["result"]["files"][0]["filename"] == "photo.avif"
+    else:
+        assert job["status"] == "error"
+        assert task(job, "i")["code"] == "URL_NOT_ALLOWED"

@@ -1,0 +1,67 @@
+"""The whole client flow over HTTP: create, upload, wait, download."""
+
+from __future__ import annotations
+
+import httpx
+import pyvips
+
+from tests.e2e.conftest import task, upload
+
+JOB = {
+    "tasks": {
+        "up": {"operation": "import/upload"},
+        "c": {"operation": "convert", "input": "up", "output_format": "webp", "width": 200},
+        "e": {"operation": "export/url", "input": "c"},
+    },
+    "tag": "flow",
+}
+
+
+def test_upload_convert_export_download(deployment, png_file, tmp_path):
+    with deployment.client(deployment.key()) as api:
+        r = api.post("/v2/jobs", json=JOB)
+        assert r.status_code == 201, r.text
+        job = r.json()["data"]
+        assert [t["name"] for t in job["tasks"]] == ["up", "c", "e"]
+        assert job["tag"] == "flow" and job["status"] == "waiting"
+        up = upload(task(job, "up")["result"]["form"], png_file)
+        assert up.status_code == 201, up.text
+        r = api.get(f"/sync/v2/jobs/{job['id']}")
+        job = r.json()["data"]
+        assert job["status"] == "finished", job
+        files = task(job, "e")["result"]["files"]
+        assert files[0]["filename"] == "photo.webp"
+        body = httpx.get(files[0]["url"], timeout=30)
+        assert body.status_code == 200
+        out = tmp_path / "o.webp"
+        out.write_bytes(body.content)
+        img = pyvips.Image.new_from_file(str(out))
+        assert (img.width, img.height) == (200, 150)
+        assert len(body.content) == files[0]["size"]
+
+
+def test_wait_route_and_task_sync_route_block_until_the_end(deployment, png_file):
+    with deployment.client(deployment.key()) as api:
+        job = api.post("/v2/jobs", json=JOB).json()["data"]
+        upload(task(job, "up")["result"]["form"], png_file)
+        conv = api.get(f"/sync/v2/tasks/{task(job, 'c')['id']}").json()["data"]
+        assert conv["status"] == "finished" and conv["percent"] == 100
+        assert api.get(f"/v2/jobs/{job['id']}/wait").json()["data"]["status"] == "finished"
+
+
+def test_single_task_routes_chain_by_task_id(deployment, png_file):
+    with deployment.client(deployment.key()) as api:
+        up = api.post("/v2/import/upload", json={})
+        assert up.status_code == 201, up.text
+        up = up.json()["data"]
+        assert upload(up["result"]["form"], png_file).status_code == 201
+        conv = api.post(
+            "/v2/convert", json={"input": up["id"], "output_format": "jpg", "quality": 70}
+        )
+        assert conv.status_code == 201, conv.text
+        conv = conv.json()["data"]
+        exp = api.post("/v2/export/url", json={"input": [conv["id"]]}).json()["data"]
+        exp = api.get(f"/sync/v2/tasks/{exp['id']}").json()["data"]
+        assert exp["status"] == "finished", exp
+        assert exp["result"]["files"][0]["filename"] == "photo.jpg"
+        assert httpx.get(exp["result"]["files"][0]["url"]).content[:3] == b"\xff\xd8\xff"

@@ -1,0 +1,130 @@
+"""Listing, filtering, pagination, cancel, retry, delete, formats and docs over HTTP."""
+
+from __future__ import annotations
+
+from tests.e2e.conftest import task, upload
+
+
+def _job(api, tag=None, tasks=None):
+    body = {"tasks": tasks or {"up": {"operation": "import/upload"}}}
+    if tag:
+        body["tag"] = tag
+    r = api.post("/v2/jobs", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()["data"]
+
+
+def test_jobs_list_filters_by_status_and_tag_and_paginates(deployment, png_file):
+    with deployment.client(deployment.key()) as api:
+        ids = [_job(api, tag="batch")["id"] for _ in range(3)]
+        other = _job(api, tag="other")
+        first = api.get("/v2/jobs", params={"filter[tag]": "batch", "per_page": 2}).json()
+        assert [j["id"] for j in first["data"]] == ids[::-1][:2]
+        assert first["links"]["next"] and first["meta"]["per_page"] == 2
+        assert "tasks" not in first["data"][0]
+        second = api.get(first["links"]["next"] + "&filter[tag]=batch").json()
+        assert [j["id"] for j in second["data"]] == [ids[0]]
+        assert second["links"]["next"] is None and second["links"]["prev"]
+        upload(task(other, "up")["result"]["form"], png_file)
+        api.get(f"/sync/v2/jobs/{other['id']}")
+        done = api.get(
+            "/v2/jobs", params={"filter[status]": "finished", "include": "tasks"}
+        ).json()["data"]
+        assert [j["id"] for j in done] == [other["id"]] and done[0]["tasks"]
+        bad = api.get("/v2/jobs", params={"filter[status]": "nope"})
+        assert bad.status_code == 422 and "filter[status]" in bad.json()["errors"]
+
+
+def test_tasks_list_filters_by_job_and_operation(deployment):
+    with deployment.client(deployment.key()) as api:
+        job = _job(
+            api,
+            tasks={
+                "up": {"operation": "import/upload"},
+                "c": {"operation": "convert", "input": "up", "output_format": "png"},
+            },
+        )
+        rows = api.get(
+            "/v2/tasks", params={"filter[job_id]": job["id"], "filter[operation]": "convert"}
+        ).json()["data"]
+        assert [t["name"] for t in rows] == ["c"]
+
+
+def test_cancel_fails_the_task_and_its_dependents(deployment):
+    with deployment.client(deployment.key()) as api:
+        job = _job(
+            api,
+            tasks={
+                "up": {"operation": "import/upload"},
+                "c": {"operation": "convert", "input": "up", "output_format": "png"},
+            },
+        )
+        r = api.post(f"/v2/tasks/{task(job, 'up')['id']}/cancel")
+        assert r.status_code == 200 and r.json()["data"]["code"] == "CANCELLED"
+        job = api.get(f"/v2/jobs/{job['id']}").json()["data"]
+        assert job["status"] == "error"
+        assert task(job, "c")["code"] == "INPUT_TASK_FAILED"
+        again = api.post(f"/v2/tasks/{task(job, 'up')['id']}/cancel")
+        assert again.status_code == 422
+
+
+def test_retry_runs_a_failed_task_again_as_a_new_task(deployment, png_file, tmp_path):
+    fake = tmp_path / "fake.png"
+    fake.write_bytes(b"not a png at all" * 10)
+    with deployment.client(deployment.key()) as api:
+        # The import fails (bad content detected by convert); retry the convert on a new input
+        job = _job(
+            api,
+            tasks={
+                "up": {"operation": "import/upload"},
+                "c": {"operation": "convert", "input": "up", "output_format": "jpg"},
+            },
+        )
+        upload(task(job, "up")["result"]["form"], fake)
+        job = api.get(f"/sync/v2/jobs/{job['id']}").json()["data"]
+        assert task(job, "c")["code"] == "INVALID_INPUT_FILE"
+        r = api.post(f"/v2/tasks/{task(job, 'c')['id']}/retry")
+        assert r.status_code == 201, r.text
+        retry = r.json()["data"]
+        assert retry["retry_of_task_id"] == task(job, "c")["id"]
+        retry = api.get(f"/sync/v2/tasks/{retry['id']}").json()["data"]
+        assert retry["status"] == "error" and retry["code"] == "INVALID_INPUT_FILE"
+
+
+def test_delete_job_removes_it_and_its_tasks(deployment):
+    with deployment.client(deployment.key()) as api:
+        job = _job(api)
+        assert api.delete(f"/v2/jobs/{job['id']}").status_code == 204
+        assert api.get(f"/v2/jobs/{job['id']}").status_code == 404
+        assert api.get(f"/v2/tasks/{job['tasks'][0]['id']}").status_code == 404
+
+
+def test_delete_task(deployment):
+    with deployment.client(deployment.key()) as api:
+        up = api.post("/v2/import/upload", json={}).json()["data"]
+        assert api.delete(f"/v2/tasks/{up['id']}").status_code == 204
+        assert api.get(f"/v2/tasks/{up['id']}").status_code == 404
+
+
+def test_formats_lists_what_the_engines_convert(deployment):
+    with deployment.client(deployment.key()) as api:
+        rows = api.get("/v2/convert/formats", params={"filter[input_format]": "png"}).json()
+        outputs = {r["output_format"] for r in rows["data"]}
+        assert outputs == {"jpg", "webp", "avif", "tiff", "gif", "bmp"}
+        row = rows["data"][0]
+        assert (
+            row["engine"] == "vips"
+            and "width" in row["options"]["$defs"]["ImageOptions"]["properties"]
+        )
+        jpeg = api.get("/v2/convert/formats", params={"filter[output_format]": "jpeg"}).json()
+        assert {r["output_format"] for r in jpeg["data"]} == {"jpg"}
+
+
+def test_openapi_docs_are_served(deployment):
+    with deployment.client(None) as api:
+        spec = api.get("/docs/openapi.json")
+        assert spec.status_code == 200
+        assert "/v2/jobs" in spec.json()["paths"]
+        assert api.get("/health/live").json() == {"status": "ok"}
+        ready = api.get("/health/ready").json()
+        assert ready["checks"] == {"postgres": "ok", "redis": "ok", "storage": "ok"}

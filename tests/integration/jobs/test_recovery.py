@@ -1,0 +1,161 @@
+"""An accepted job is never lost: lost messages, crashes after commit, dead workers."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+
+import redis
+
+from appliance.jobs.reconciler import Reconciler
+from tests.integration.jobs.conftest import UPLOAD_CONVERT_EXPORT, task
+
+
+def _base64_job(system, png_file):
+    return system.create(
+        {
+            "b": {
+                "operation": "import/base64",
+                "filename": "p.png",
+                "file": base64.b64encode(png_file.read_bytes()).decode(),
+            },
+            "c": {"operation": "convert", "input": "b", "output_format": "gif"},
+        }
+    )
+
+
+def _age_ready_tasks(system):
+    system.sql(
+        "UPDATE tasks SET ready_at = now() - interval '1 minute'"
+        " WHERE status = 'waiting' AND ready_at IS NOT NULL"
+    )
+
+
+def test_messages_lost_with_a_redis_restart_are_enqueued_again(system, png_file):
+    system.stop_worker()
+    job = _base64_job(system, png_file)
+    redis.Redis.from_url(system.settings.effective_redis_url).flushall()  # Redis lost it all
+    _age_ready_tasks(system)
+    report = Reconciler(system.rt).run_once()
+    assert report.requeued == 1
+    assert Reconciler(system.rt).run_once().requeued == 0  # now pending: not enqueued twice
+    system.start_worker()
+    assert system.wait(job["id"])["status"] == "finished"
+
+
+def test_crash_between_commit_and_enqueue_is_recovered(system, png_file):
+    system.stop_worker()
+
+    class Crash(Exception):
+        pass
+
+    real = system.svc.dispatcher
+
+    class Crashing:
+        def dispatch(self, tasks, delay_ms=None):
+            raise Crash
+
+    system.svc.dispatcher = Crashing()
+    try:
+        _base64_job(system, png_file)
+    except Crash:
+        pass
+    finally:
+        system.svc.dispatcher = real
+    rows = system.sql("SELECT id FROM jobs")
+    assert len(rows) == 1  # the job was committed before the crash
+    _age_ready_tasks(system)
+    assert Reconciler(system.rt).run_once().requeued == 1
+    system.start_worker()
+    assert system.wait(str(rows[0]["id"]))["status"] == "finished"
+
+
+def test_task_of_a_killed_worker_runs_again_when_its_lease_lapses(system, png_file):
+    system.stop_worker()
+    job = _base64_job(system, png_file)
+    conv = task(job, "c")
+    claimed = system.runner._claim(conv["id"])  # a worker took it, then died
+    assert claimed["status"] == "processing"
+    assert Reconciler(system.rt).run_once().lapsed == 0  # lease still valid
+    system.sql(
+        "UPDATE tasks SET lease_until = now() - interval '1 second' WHERE id = %s", conv["id"]
+    )
+    assert Reconciler(system.rt).run_once().lapsed == 1
+    system.start_worker()
+    job = system.wait(job["id"])
+    assert job["status"] == "finished"
+    assert system.sql("SELECT attempts FROM tasks WHERE id = %s", conv["id"])[0]["attempts"] == 2
+
+
+def test_task_that_keeps_killing_workers_fails_with_worker_lost(system, png_file):
+    system.stop_worker()
+    job = _base64_job(system, png_file)
+    conv = task(job, "c")
+    system.runner._claim(conv["id"])
+    system.sql(
+        "UPDATE tasks SET attempts = 3, lease_until = now() - interval '1 second' WHERE id = %s",
+        conv["id"],
+    )
+    assert Reconciler(system.rt).run_once().lost == 1
+    job = system.job(job["id"])
+    assert job["status"] == "error"
+    assert task(job, "c")["code"] == "WORKER_LOST"
+
+
+def test_progress_is_written_while_the_task_runs(system, png_file):
+    release = threading.Event()
+    original = system.runner.operations["convert"]
+
+    def slow(rt, t, progress):
+        progress(0.5)
+        release.wait(20)
+        return original(rt, t, progress)
+
+    system.runner.operations["convert"] = slow
+    job = system.create(UPLOAD_CONVERT_EXPORT)
+    system.upload(task(job, "up")["id"], png_file)
+    deadline = time.monotonic() + 20
+    seen = None
+    while time.monotonic() < deadline:
+        conv = task(system.job(job["id"]), "c")
+        if conv["percent"] == 50:
+            seen = conv
+            break
+        time.sleep(0.05)
+    release.set()
+    assert seen is not None and seen["status"] == "processing"
+    assert system.job(job["id"])["status"] in ("processing", "finished")
+    assert system.wait(job["id"])["status"] == "finished"
+
+
+def test_cancelled_task_is_not_finished_by_its_worker(system, png_file):
+    release = threading.Event()
+    started = threading.Event()
+    original = system.runner.operations["convert"]
+
+    def slow(rt, t, progress):
+        started.set()
+        release.wait(20)
+        return original(rt, t, progress)
+
+    system.runner.operations["convert"] = slow
+    job = system.create(UPLOAD_CONVERT_EXPORT)
+    system.upload(task(job, "up")["id"], png_file)
+    assert started.wait(20)
+    import uuid
+
+    system.call(system.svc.cancel_task(system.user_id, uuid.UUID(task(job, "c")["id"])))
+    release.set()
+    time.sleep(0.5)
+    job = system.wait(job["id"])
+    assert job["status"] == "error"
+    assert task(job, "c")["code"] == "CANCELLED"
+    assert task(job, "e")["code"] == "INPUT_TASK_FAILED"
+    assert (
+        system.sql(
+            "SELECT count(*) AS n FROM task_files tf JOIN tasks t ON t.id = tf.task_id"
+            " WHERE t.name = 'c'"
+        )[0]["n"]
+        == 0
+    )
