@@ -75,9 +75,7 @@ def _supervise(commands: list[list[str]], env: dict[str, str], settings: Setting
         while not stopping:
             dead = [c for c in children if c.poll() is not None]
             if dead:
-                log.error(
-                    "%s exited with %s; stopping", " ".join(dead[0].args[2:4]), dead[0].returncode
-                )
+                log.error("%s exited with %s; stopping", dead[0].args, dead[0].returncode)
                 status = 1
                 break
             time.sleep(0.5)

@@ -6,8 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from psycopg_pool import AsyncConnectionPool
-
+from appliance.db import AsyncPool
 from appliance.errors import Unauthenticated
 from appliance.security.keys import key_hash
 
@@ -22,7 +21,7 @@ class Principal:
 
 
 class Authenticator:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncPool) -> None:
         self.pool = pool
         self._cache: dict[bytes, tuple[float, Principal]] = {}
 

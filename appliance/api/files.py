@@ -29,8 +29,8 @@ async def upload(request: Request[Any, Any, Any], task_id: uuid.UUID) -> Respons
         query = request.query_params
         jobs.verify_upload(
             task_id,
-            fields.get("expires") or query.get("expires", ""),
-            fields.get("signature") or query.get("signature", ""),
+            fields.get("expires") or query.get("expires") or "",
+            fields.get("signature") or query.get("signature") or "",
         )
 
     form = MultipartFile(request.headers.get("content-type"), check_signature)

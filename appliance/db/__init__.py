@@ -1,20 +1,30 @@
 """PostgreSQL access: connection pools (psycopg 3) and numbered SQL migrations.
 
 Postgres is the source of truth for users, keys, jobs, tasks, file references and the
-conversion cache. The API uses the async pool, workers and the CLI the sync one.
+conversion cache. The API uses the async pool, workers and the CLI the sync one. Rows come
+back as dicts.
 """
 
 from __future__ import annotations
 
-from psycopg.rows import dict_row
+from typing import TypeAlias
+
+from psycopg import AsyncConnection, Connection
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from appliance.settings import Settings
 
+SyncPool: TypeAlias = ConnectionPool[Connection[DictRow]]
+AsyncPool: TypeAlias = AsyncConnectionPool[AsyncConnection[DictRow]]
+DictConnection: TypeAlias = Connection[DictRow]
+AsyncDictConnection: TypeAlias = AsyncConnection[DictRow]
 
-def sync_pool(settings: Settings, *, min_size: int = 1) -> ConnectionPool:
+
+def sync_pool(settings: Settings, *, min_size: int = 1) -> SyncPool:
     pool = ConnectionPool(
         settings.effective_database_url,
+        connection_class=Connection[DictRow],
         min_size=min_size,
         max_size=settings.db_pool_size,
         kwargs={"row_factory": dict_row, "autocommit": True},
@@ -25,9 +35,10 @@ def sync_pool(settings: Settings, *, min_size: int = 1) -> ConnectionPool:
     return pool
 
 
-async def async_pool(settings: Settings) -> AsyncConnectionPool:
+async def async_pool(settings: Settings) -> AsyncPool:
     pool = AsyncConnectionPool(
         settings.effective_database_url,
+        connection_class=AsyncConnection[DictRow],
         min_size=min(2, settings.db_pool_size),
         max_size=settings.db_pool_size,
         kwargs={"row_factory": dict_row, "autocommit": True},

@@ -131,8 +131,8 @@ def _bmp_load(vips: Any, src: Path) -> Any:
     from PIL import Image
 
     try:
-        with Image.open(src, formats=["BMP"]) as im:
-            im = im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB")
+        with Image.open(src, formats=["BMP"]) as opened:
+            im = opened.convert("RGBA" if opened.mode in ("RGBA", "LA", "P") else "RGB")
             bands = len(im.getbands())
             return vips.Image.new_from_memory(im.tobytes(), im.width, im.height, bands, "uchar")
     except (OSError, ValueError) as exc:

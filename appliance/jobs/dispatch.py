@@ -41,7 +41,7 @@ class DramatiqDispatcher:
 
     def dispatch(self, tasks: Iterable[Ready], delay_ms: int | None = None) -> None:
         for task in tasks:
-            message = dramatiq.Message(
+            message: dramatiq.Message[None] = dramatiq.Message(
                 queue_name=task.queue,
                 actor_name=actor_name(task.queue),
                 args=(str(task.task_id),),

@@ -68,22 +68,21 @@ def _open(
         )
     port = parts.port or (443 if parts.scheme == "https" else 80)
     address = resolve(parts.hostname, port, allow_private=allow_private)
-    pool_cls = (
-        urllib3.HTTPSConnectionPool if parts.scheme == "https" else urllib3.HTTPConnectionPool
-    )
-    kwargs = (
-        {"server_hostname": parts.hostname, "assert_hostname": parts.hostname}
-        if parts.scheme == "https"
-        else {}
-    )
-    pool = pool_cls(
-        address,
-        port,
-        timeout=urllib3.Timeout(connect=timeout, read=timeout),
-        retries=False,
-        maxsize=1,
-        **kwargs,
-    )  # type: ignore[arg-type]
+    limits = urllib3.Timeout(connect=timeout, read=timeout)
+    pool: urllib3.HTTPConnectionPool
+    if parts.scheme == "https":
+        # Connect to the checked address; SNI and certificate check use the host name.
+        pool = urllib3.HTTPSConnectionPool(
+            address,
+            port,
+            timeout=limits,
+            retries=False,
+            maxsize=1,
+            server_hostname=parts.hostname,
+            assert_hostname=parts.hostname,
+        )
+    else:
+        pool = urllib3.HTTPConnectionPool(address, port, timeout=limits, retries=False, maxsize=1)
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query

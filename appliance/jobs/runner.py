@@ -19,8 +19,8 @@ from typing import Any
 import dramatiq
 import redis
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
 
+from appliance.db import SyncPool
 from appliance.engines.registry import Registry
 from appliance.errors import ApplianceError, RetryableError
 from appliance.jobs.dispatch import DramatiqDispatcher, Ready
@@ -50,7 +50,7 @@ class Runtime:
     """What a worker process holds: built once, shared by its threads."""
 
     settings: Settings
-    pool: ConnectionPool
+    pool: SyncPool
     storage: Storage
     registry: Registry
     dispatcher: DramatiqDispatcher

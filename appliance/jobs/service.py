@@ -18,10 +18,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 
+from appliance.db import AsyncDictConnection, AsyncPool
 from appliance.engines.registry import Registry
 from appliance.errors import FileTooLarge, InvalidData, NotFound
 from appliance.jobs import graph
@@ -38,7 +37,7 @@ JOB_STATUSES = ("waiting", "processing", "finished", "error")
 @dataclass
 class JobService:
     settings: Settings
-    pool: AsyncConnectionPool
+    pool: AsyncPool
     storage: Storage
     registry: Registry
     dispatcher: Dispatcher
@@ -81,7 +80,7 @@ class JobService:
         return doc
 
     async def _external_refs(
-        self, conn: psycopg.AsyncConnection, user_id: uuid.UUID, tasks: Any
+        self, conn: AsyncDictConnection, user_id: uuid.UUID, tasks: Any
     ) -> dict[str, tuple[uuid.UUID, str | None]]:
         """Inputs naming existing tasks of this user: ref -> (id, output format)."""
         if not isinstance(tasks, dict):
@@ -150,7 +149,7 @@ class JobService:
 
     async def _insert_tasks(
         self,
-        conn: psycopg.AsyncConnection,
+        conn: AsyncDictConnection,
         user_id: uuid.UUID,
         job_id: uuid.UUID | None,
         planned: list[graph.PlannedTask],
@@ -270,7 +269,7 @@ class JobService:
         return doc
 
     async def _job_json(
-        self, conn: psycopg.AsyncConnection, job_id: uuid.UUID, user_id: uuid.UUID | None = None
+        self, conn: AsyncDictConnection, job_id: uuid.UUID, user_id: uuid.UUID | None = None
     ) -> Any:
         row = await (
             await conn.execute(
@@ -289,7 +288,7 @@ class JobService:
         return doc
 
     async def _task_json(
-        self, conn: psycopg.AsyncConnection, user_id: uuid.UUID, task_id: uuid.UUID
+        self, conn: AsyncDictConnection, user_id: uuid.UUID, task_id: uuid.UUID
     ) -> str | None:
         row = await (
             await conn.execute(
@@ -470,7 +469,7 @@ class JobService:
 
 
 async def finish_with_file(
-    conn: psycopg.AsyncConnection, task_id: uuid.UUID, sha: str, size: int, filename: str
+    conn: AsyncDictConnection, task_id: uuid.UUID, sha: str, size: int, filename: str
 ) -> list[Ready]:
     """Record an import task's file and finish it; returns the tasks that became ready."""
     await conn.execute(
@@ -489,9 +488,7 @@ async def finish_with_file(
     return [Ready(r["id"], r["queue"]) for r in rows]
 
 
-async def _settle_external_inputs(
-    conn: psycopg.AsyncConnection, ids: list[uuid.UUID]
-) -> list[Ready]:
+async def _settle_external_inputs(conn: AsyncDictConnection, ids: list[uuid.UUID]) -> list[Ready]:
     """New tasks whose inputs are existing tasks: ready if those finished, failed if one failed.
 
     (Inputs still running release them later, like any dependency.)"""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-import psycopg
+from appliance.db import DictConnection
 
 KEY_PREFIX = "apl_"
 
@@ -18,7 +18,7 @@ def key_hash(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def create_key(conn: psycopg.Connection, email: str) -> str:
+def create_key(conn: DictConnection, email: str) -> str:
     """Create the user if needed and a new key for them; returns the key (shown once)."""
     key = new_key()
     with conn.transaction():
@@ -28,7 +28,7 @@ def create_key(conn: psycopg.Connection, email: str) -> str:
             (email,),
         ).fetchone()
         assert row is not None
-        user_id = row["id"] if isinstance(row, dict) else row[0]
+        user_id = row["id"]
         conn.execute(
             "INSERT INTO api_keys (user_id, key_hash, prefix) VALUES (%s, %s, %s)",
             (user_id, key_hash(key), key[:8]),

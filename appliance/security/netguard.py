@@ -38,7 +38,7 @@ def resolve(host: str, port: int, *, allow_private: bool) -> str:
             code="INVALID_URL",
             errors={"url": [f"cannot resolve {host!r}"]},
         ) from exc
-    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     if not allow_private:
         # All must be public: a name that also resolves to an internal address is refused.
         bad = [a for a in addresses if not is_public(a)]
