@@ -7,6 +7,7 @@ configuration at all. ``Settings.from_env`` validates every variable at start-up
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import typing
@@ -168,13 +169,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """The URL-signing secret; on a single host it is created once and kept in data_dir."""
         if self.secret_key:
             return self.secret_key.encode()
-        path = self.data_path / "secret_key"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(48))
-        return path.read_text().strip().encode()
+        return _stored_secret(self.data_path / "secret_key")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -198,6 +193,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             text = metas[0].description if metas else ""
             out.append((PREFIX + field.name.upper(), repr(field.default), text or ""))
         return out
+
+
+@functools.cache
+def _stored_secret(path: Path) -> bytes:
+    """Read the secret file, creating it atomically the first time; cached per process."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)  # atomic; loses cleanly to a process that got there first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip().encode()
 
 
 class SettingsError(ValueError):

@@ -10,7 +10,7 @@ DEV=0
 [[ "${1:-}" == "--dev" ]] && DEV=1
 
 RUNTIME_PKGS=(postgresql redis-server ca-certificates python3 python3-venv curl)
-DEV_PKGS=(swift swift-proxy swift-object swift-container swift-account memcached)
+DEV_PKGS=(swift swift-proxy swift-object swift-container swift-account memcached wrk)
 
 need=()
 for pkg in "${RUNTIME_PKGS[@]}" $([[ $DEV == 1 ]] && echo "${DEV_PKGS[@]}"); do

@@ -21,6 +21,14 @@ DictConnection: TypeAlias = Connection[DictRow]
 AsyncDictConnection: TypeAlias = AsyncConnection[DictRow]
 
 
+def _utc(conn: Connection[DictRow]) -> None:
+    conn.execute("SET TIME ZONE 'UTC'")  # timestamps in API JSON read +00:00
+
+
+async def _utc_async(conn: AsyncConnection[DictRow]) -> None:
+    await conn.execute("SET TIME ZONE 'UTC'")
+
+
 def sync_pool(settings: Settings, *, min_size: int = 1) -> SyncPool:
     pool = ConnectionPool(
         settings.effective_database_url,
@@ -28,6 +36,7 @@ def sync_pool(settings: Settings, *, min_size: int = 1) -> SyncPool:
         min_size=min_size,
         max_size=settings.db_pool_size,
         kwargs={"row_factory": dict_row, "autocommit": True},
+        configure=_utc,
         open=False,
         name="appliance",
     )
@@ -42,6 +51,7 @@ async def async_pool(settings: Settings) -> AsyncPool:
         min_size=min(2, settings.db_pool_size),
         max_size=settings.db_pool_size,
         kwargs={"row_factory": dict_row, "autocommit": True},
+        configure=_utc_async,
         open=False,
         name="appliance-api",
     )

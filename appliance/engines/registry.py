@@ -23,6 +23,7 @@ class Registry:
     def __init__(self, engines: list[Engine]) -> None:
         self.engines = engines
         self._edges: dict[str, list[Hop]] = {}
+        self._formats: list[dict[str, Any]] | None = None
         seen: set[str] = set()
         for engine in engines:
             d = engine.descriptor
@@ -74,17 +75,29 @@ class Registry:
         """The heaviest queue class on the route runs the whole task."""
         return max((h.engine.descriptor.queue for h in hops), key=QUEUE_CLASSES.index)
 
+    @property
+    def targets(self) -> set[str]:
+        """Every format some engine produces."""
+        return {hop.dst for hops in self._edges.values() for hop in hops}
+
     def formats(
         self, input_format: str | None = None, output_format: str | None = None
     ) -> list[dict[str, Any]]:
         """Direct conversions, CloudConvert's /v2/convert/formats shape."""
+        return [
+            row
+            for row in self._all_formats()
+            if (not input_format or row["input_format"] == input_format)
+            and (not output_format or row["output_format"] == output_format)
+        ]
+
+    def _all_formats(self) -> list[dict[str, Any]]:
+        # Built once: option schemas and versions do not change while the process runs.
+        if self._formats is not None:
+            return self._formats
         out = []
         for src, hops in sorted(self._edges.items()):
             for hop in hops:
-                if input_format and src != input_format:
-                    continue
-                if output_format and hop.dst != output_format:
-                    continue
                 d = hop.engine.descriptor
                 out.append(
                     {
@@ -97,6 +110,7 @@ class Registry:
                         "options": msgspec.json.schema(d.options),
                     }
                 )
+        self._formats = out
         return out
 
 

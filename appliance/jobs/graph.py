@@ -198,7 +198,7 @@ def _check_convert(
     candidates = {declared} if declared else {f for f in formats if f}
     if not candidates:
         # Input format only known once the file arrives; check the target exists at all.
-        if not any(out == f["output_format"] for f in registry.formats(output_format=out)):
+        if out not in registry.targets:
             errors.add(f"{key}.output_format", f"no engine converts to {out!r}")
         return
     for src in candidates:

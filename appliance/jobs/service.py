@@ -1,7 +1,7 @@
 """Job and task operations for the API: create, read, list, cancel, retry, delete, upload.
 
 Knows nothing of HTTP: takes plain values, returns JSON text built by Postgres
-(``appliance_job_json`` / ``appliance_task_json``) or raises ``appliance.errors``.
+(the ``job_docs`` view / ``appliance_task_json``) or raises ``appliance.errors``.
 Tasks that become ready are dispatched after the transaction commits.
 """
 
@@ -59,7 +59,7 @@ class JobService:
                 assert row is not None
                 job_id = row["id"]
                 ready = await self._insert_tasks(conn, user_id, job_id, planned, inline)
-                doc = await self._job_json(conn, job_id)
+                doc = await self._job_json(conn, job_id, user_id)
         await self._dispatch(ready)
         return doc
 
@@ -156,17 +156,14 @@ class JobService:
         inline: dict[uuid.UUID, tuple[str, int, str]],
     ) -> list[Ready]:
         ready: list[Ready] = []
-        hours = self.settings.job_retention_hours
+        rows = []
         for task in planned:
             runs_now = not task.depends_on and task.operation not in (
                 "import/upload",
                 "import/base64",
             )
             result = self._upload_form(task.id) if task.operation == "import/upload" else None
-            await conn.execute(
-                "INSERT INTO tasks (id, job_id, user_id, name, operation, queue, payload,"
-                " depends_on, result, ready_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s,"
-                " %s, %s, CASE WHEN %s THEN now() END, now() + %s * interval '1 hour')",
+            rows.append(
                 (
                     task.id,
                     job_id,
@@ -178,14 +175,24 @@ class JobService:
                     task.depends_on,
                     Jsonb(result) if result else None,
                     runs_now,
-                    hours,
-                ),
+                    self.settings.job_retention_hours,
+                )
             )
             if runs_now:
                 ready.append(Ready(task.id, task.queue))
+        async with conn.cursor() as cur:  # one pipelined round trip for all tasks
+            await cur.executemany(
+                "INSERT INTO tasks (id, job_id, user_id, name, operation, queue, payload,"
+                " depends_on, result, ready_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s,"
+                " %s, %s, CASE WHEN %s THEN now() END, now() + %s * interval '1 hour')",
+                rows,
+            )
         for task_id, (sha, size, name) in inline.items():
             ready += await finish_with_file(conn, task_id, sha, size, name)
-        return ready + await _settle_external_inputs(conn, [t.id for t in planned])
+        ids = {t.id for t in planned}
+        if any(dep not in ids for t in planned for dep in t.depends_on):
+            ready += await _settle_external_inputs(conn, list(ids))
+        return ready
 
     def _upload_form(self, task_id: uuid.UUID) -> dict[str, Any]:
         expires = int(time.time()) + self.settings.url_ttl_seconds
@@ -269,13 +276,12 @@ class JobService:
         return doc
 
     async def _job_json(
-        self, conn: AsyncDictConnection, job_id: uuid.UUID, user_id: uuid.UUID | None = None
+        self, conn: AsyncDictConnection, job_id: uuid.UUID, user_id: uuid.UUID
     ) -> Any:
         row = await (
             await conn.execute(
-                "SELECT appliance_job_json(j)::text AS doc FROM jobs j WHERE id = %s"
-                " AND (%s::uuid IS NULL OR user_id = %s)",
-                (job_id, user_id, user_id),
+                "SELECT doc::text AS doc FROM job_docs WHERE id = %s AND user_id = %s",
+                (job_id, user_id),
             )
         ).fetchone()
         return row["doc"] if row else None
@@ -311,15 +317,8 @@ class JobService:
     ) -> tuple[str, bool]:
         """JSON array text of one page and whether a next page exists."""
         _check_status(status)
-        sql = (
-            "SELECT coalesce(jsonb_agg(CASE WHEN %s THEN appliance_job_json(j)"
-            " ELSE appliance_job_json(j) - 'tasks' END ORDER BY j.created_at DESC, j.id DESC),"
-            " '[]')::text AS doc, count(*) AS n FROM (SELECT * FROM jobs j WHERE user_id = %s"
-            " AND (%s::text IS NULL OR status = %s) AND (%s::text IS NULL OR tag = %s)"
-            " ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s) j"
-        )
+        sql = LIST_JOBS_WITH_TASKS if include_tasks else LIST_JOBS
         args = (
-            include_tasks,
             user_id,
             status,
             status,
@@ -342,7 +341,7 @@ class JobService:
     ) -> tuple[str, bool]:
         _check_status(status)
         sql = (
-            "SELECT coalesce(jsonb_agg(appliance_task_json(t) ORDER BY t.created_at DESC,"
+            "SELECT coalesce(json_agg(appliance_task_json(t) ORDER BY t.created_at DESC,"
             " t.id DESC), '[]')::text AS doc, count(*) AS n FROM (SELECT * FROM tasks"
             " WHERE user_id = %s AND (%s::text IS NULL OR status = %s)"
             " AND (%s::uuid IS NULL OR job_id = %s) AND (%s::text IS NULL OR operation = %s)"
@@ -466,6 +465,20 @@ class JobService:
             if ended(doc) or remaining <= 0:
                 return doc
             await wakeup(min(remaining, 2.0))
+
+
+def _list_jobs_sql(view: str) -> str:
+    # ``view`` is one of the two constants below, never client input.
+    return (
+        "SELECT coalesce(json_agg(doc ORDER BY created_at DESC, id DESC), '[]')::text AS doc,"  # noqa: S608
+        f" count(*) AS n FROM (SELECT * FROM {view} WHERE user_id = %s"
+        " AND (%s::text IS NULL OR status = %s) AND (%s::text IS NULL OR tag = %s)"
+        " ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s) j"
+    )
+
+
+LIST_JOBS = _list_jobs_sql("job_summaries")
+LIST_JOBS_WITH_TASKS = _list_jobs_sql("job_docs")
 
 
 async def finish_with_file(

@@ -17,6 +17,7 @@ import time
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
+from typing import BinaryIO, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -91,7 +92,7 @@ def main() -> int:
             result = client.put_object(
                 BUCKET,
                 OBJ,
-                _Stream(data),
+                cast(BinaryIO, _Stream(data)),
                 length=-1,
                 part_size=5 * MiB,
                 content_type="application/x-test",

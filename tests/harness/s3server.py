@@ -6,9 +6,10 @@ S3 through ``s3api``.  This module runs a private, single-replica Swift cluster 
 processes of the test run:
 
 * everything (swift.conf, rings, daemon configs, the storage device directory, logs, pid files)
-  lives under the ``workdir`` the caller gives; ``/etc/swift`` and ``/srv`` are neither read
-  for configuration nor written (the daemons are started through a tiny launcher that points
-  swift at ``workdir/etc`` before anything else is loaded);
+  lives under the ``workdir`` the caller gives; nothing is written outside it.  The daemons are
+  started through a tiny launcher that points swift at ``workdir/etc`` before it loads any
+  configuration (importing swift.common.utils still peeks at /etc/swift/swift.conf if there is
+  one, tolerating its absence; those values are replaced at once);
 * every port is a free TCP port on 127.0.0.1 chosen by binding to port 0;
 * every daemon is a ``subprocess.Popen`` in its own process group, stdout/stderr to
   ``workdir/log/<name>.log``; ``S3Server.stop()`` terminates the groups (SIGTERM, then
@@ -79,10 +80,10 @@ _LAUNCHER = textwrap.dedent(
             builder.rebalance()
             builder.save(os.path.join(swift_dir, name + ".builder"))
             builder.get_ring().save(os.path.join(swift_dir, name + ".ring.gz"))
-    from swift.common import utils
+    from swift.common import utils  # does not import storage_policy yet
     utils.set_swift_dir(swift_dir)
     from swift.common.storage_policy import reload_storage_policies
-    reload_storage_policies()
+    reload_storage_policies()  # no-op unless storage_policy was imported before
     from swift.common.wsgi import run_wsgi
     sys.exit(run_wsgi(conf_path, section, verbose=True))
     """
@@ -201,6 +202,9 @@ def _start_once(workdir: Path, deadline: float) -> S3Server:
     def swift(name: str, port: int, *extra: str) -> _Daemon:
         argv = [
             SWIFT_PYTHON,
+            "-I",  # isolated: no cwd/PYTHON* env/user site on sys.path (system swift only)
+            "-B",  # never write .pyc files into the system's dist-packages
+            "-u",
             "-c",
             _LAUNCHER,
             str(etc / f"{name}-server.conf"),
@@ -467,22 +471,10 @@ def _check_xattrs(directory: Path) -> None:
 
 
 def _daemon_env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in (
-            "PYTHONPATH",
-            "PYTHONHOME",
-            "VIRTUAL_ENV",
-            "PYTHONSTARTUP",
-            "PYTHONSAFEPATH",
-            "__PYVENV_LAUNCHER__",
-        )
-    }
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    # The swift launcher runs with -I (ignores PYTHON* variables); drop the venv's anyway so
+    # that nothing of the test run's interpreter leaks into the daemons.
+    drop = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP", "__PYVENV_LAUNCHER__")
+    return {k: v for k, v in os.environ.items() if k not in drop}
 
 
 def _write_configs(

@@ -197,28 +197,40 @@ BEGIN
     RETURN v_count;
 END $$;
 
--- The CloudConvert JSON shape of a task and a job, built where the data lives.
-CREATE FUNCTION appliance_ts(t timestamptz) RETURNS text LANGUAGE sql IMMUTABLE AS $$
-    SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"')
-$$;
-
-CREATE FUNCTION appliance_task_json(t tasks) RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
-        'id', t.id, 'job_id', t.job_id, 'name', t.name, 'operation', t.operation,
+-- The CloudConvert JSON shape of a task and a job, built where the data lives. json (not jsonb)
+-- keeps the key order and is ~3x cheaper to build. Timestamps are whole seconds; sessions run
+-- with TimeZone=UTC (set by the pools) so they read like "2026-11-29T20:38:19+00:00".
+CREATE FUNCTION appliance_task_json(t tasks) RETURNS json LANGUAGE sql STABLE AS $$
+    SELECT json_build_object(
+        'id', t.id, 'name', t.name, 'job_id', t.job_id, 'operation', t.operation,
         'status', t.status, 'message', t.message, 'code', t.code, 'percent', t.percent,
         'credits', 0, 'engine', t.engine, 'engine_version', t.engine_version,
         'payload', t.payload, 'result', t.result,
-        'created_at', appliance_ts(t.created_at), 'started_at', appliance_ts(t.started_at),
-        'ended_at', appliance_ts(t.ended_at), 'retry_of_task_id', t.retry_of_task_id,
-        'copy_of_task_id', NULL, 'user_id', t.user_id, 'priority', 0, 'host_name', NULL,
-        'storage', NULL, 'depends_on_task_ids', to_jsonb(t.depends_on))
+        'created_at', date_trunc('second', t.created_at),
+        'started_at', date_trunc('second', t.started_at),
+        'ended_at', date_trunc('second', t.ended_at),
+        'retry_of_task_id', t.retry_of_task_id, 'copy_of_task_id', NULL,
+        'user_id', t.user_id, 'priority', 0, 'host_name', NULL, 'storage', NULL,
+        'depends_on_task_ids', t.depends_on)
 $$;
 
-CREATE FUNCTION appliance_job_json(j jobs) RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
+-- Views (always inlined by the planner, unlike a function taking a whole row) give each job's
+-- document; filters on id/user_id are pushed down, so only matching rows are rendered.
+CREATE VIEW job_docs AS
+SELECT j.id, j.user_id, j.status, j.tag, j.created_at, json_build_object(
         'id', j.id, 'tag', j.tag, 'status', j.status,
-        'created_at', appliance_ts(j.created_at), 'started_at', appliance_ts(j.started_at),
-        'ended_at', appliance_ts(j.ended_at),
-        'tasks', coalesce((SELECT jsonb_agg(appliance_task_json(t) ORDER BY t.seq)
-                             FROM tasks t WHERE t.job_id = j.id), '[]'::jsonb))
-$$;
+        'created_at', date_trunc('second', j.created_at),
+        'started_at', date_trunc('second', j.started_at),
+        'ended_at', date_trunc('second', j.ended_at),
+        'tasks', (SELECT coalesce(json_agg(appliance_task_json(t) ORDER BY t.seq), '[]')
+                    FROM tasks t WHERE t.job_id = j.id)) AS doc
+  FROM jobs j;
+
+-- Job lists leave tasks out unless include=tasks.
+CREATE VIEW job_summaries AS
+SELECT j.id, j.user_id, j.status, j.tag, j.created_at, json_build_object(
+        'id', j.id, 'tag', j.tag, 'status', j.status,
+        'created_at', date_trunc('second', j.created_at),
+        'started_at', date_trunc('second', j.started_at),
+        'ended_at', date_trunc('second', j.ended_at)) AS doc
+  FROM jobs j;

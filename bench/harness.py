@@ -1,0 +1,98 @@
+"""Starts a throwaway appliance for benchmarks: private Postgres and Redis, local storage,
+the API under granian and Dramatiq workers, all on free ports under a temp directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg.rows import dict_row
+
+from appliance import local_services
+from appliance.db.migrate import migrate
+from appliance.security.keys import create_key
+
+
+@dataclass
+class Running:
+    url: str
+    key: str
+    api_pids: list[int]
+    data_dir: Path
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    kids = [int(x) for x in out.split()]
+    return kids + [g for k in kids for g in _children(k)]
+
+
+def rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+@contextmanager
+def appliance(*, worker_processes: int = 1, worker_threads: int = 2, api_workers: int = 1,
+              start_workers: bool = True) -> Iterator[Running]:
+    root = Path(tempfile.mkdtemp(prefix="appliance-bench-"))
+    root.chmod(0o755)
+    pg = local_services.start_postgres(root / "pg", local_services.free_port(), fast=False)
+    rd = local_services.start_redis(root / "redis", local_services.free_port(), persist=False)
+    procs: list[subprocess.Popen] = []
+    try:
+        migrate(pg.url)
+        with psycopg.connect(pg.url, autocommit=True, row_factory=dict_row) as conn:
+            key = create_key(conn, "bench@example.test")
+        port = local_services.free_port()
+        env = {**os.environ, "APPLIANCE_DATABASE_URL": pg.url, "APPLIANCE_REDIS_URL": rd.url,
+               "APPLIANCE_DATA_DIR": str(root / "data"), "APPLIANCE_PORT": str(port),
+               "APPLIANCE_API_WORKERS": str(api_workers), "APPLIANCE_LOG_LEVEL": "WARNING",
+               "APPLIANCE_DB_POOL_SIZE": "20"}
+        cmds = [[sys.executable, "-m", "appliance.cli", "api"]]
+        if start_workers:
+            cmds.append([sys.executable, "-m", "appliance.cli", "worker", "-Q", "light",
+                         "-p", str(worker_processes), "-t", str(worker_threads)])
+        log = open(root / "procs.log", "wb")  # noqa: SIM115
+        procs = [subprocess.Popen(c, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True) for c in cmds]
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError((root / "procs.log").read_text()[-3000:])
+            time.sleep(0.2)
+        api_pids = [procs[0].pid, *_children(procs[0].pid)]
+        yield Running(url, key, api_pids, root / "data")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        rd.stop()
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
