@@ -17,18 +17,29 @@ import httpx
 
 from bench.harness import appliance
 
-POST_BODY = {"tasks": {
-    "up": {"operation": "import/upload"},
-    "c": {"operation": "convert", "input": "up", "output_format": "webp", "width": 100},
-    "e": {"operation": "export/url", "input": "c"},
-}}
+POST_BODY = {
+    "tasks": {
+        "up": {"operation": "import/upload"},
+        "c": {"operation": "convert", "input": "up", "output_format": "webp", "width": 100},
+        "e": {"operation": "export/url", "input": "c"},
+    }
+}
 
 
-def wrk(url: str, key: str, duration: int, connections: int, script: str | None = None
-        ) -> tuple[float, float]:
+def wrk(
+    url: str, key: str, duration: int, connections: int, script: str | None = None
+) -> tuple[float, float]:
     """(requests/s, p99 latency ms) from wrk with one thread (the machine has 2 cores)."""
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-           "-H", f"Authorization: Bearer {key}", url]
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-H",
+        f"Authorization: Bearer {key}",
+        url,
+    ]
     if script:
         cmd[1:1] = ["-s", script]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -47,13 +58,18 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
-    with appliance(start_workers=False) as app, tempfile.NamedTemporaryFile(
-            "w", suffix=".lua") as lua:
-        lua.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                  f"wrk.body = [[{json.dumps(POST_BODY)}]]\n")
+    with (
+        appliance(start_workers=False) as app,
+        tempfile.NamedTemporaryFile("w", suffix=".lua") as lua,
+    ):
+        lua.write(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = [[{json.dumps(POST_BODY)}]]\n"
+        )
         lua.flush()
-        job = httpx.post(app.url + "/v2/jobs", json=POST_BODY,
-                         headers={"Authorization": f"Bearer {app.key}"}).json()["data"]
+        job = httpx.post(
+            app.url + "/v2/jobs", json=POST_BODY, headers={"Authorization": f"Bearer {app.key}"}
+        ).json()["data"]
         targets = {
             "trivial GET /health/live": (app.url + "/health/live", None),
             "GET /v2/jobs/{id}": (f"{app.url}/v2/jobs/{job['id']}", None),
@@ -63,8 +79,7 @@ def main() -> None:
         wrk(app.url + "/health/live", app.key, 3, args.connections)  # warm-up
         for _ in range(args.rounds):  # interleaved, so noise hits all alike
             for name, (url, script) in targets.items():
-                results[name].append(wrk(url, app.key, args.duration, args.connections,
-                                         script))
+                results[name].append(wrk(url, app.key, args.duration, args.connections, script))
     base = statistics.median(r for r, _ in results["trivial GET /health/live"])
     print(f"{'endpoint':28} {'median req/s':>12} {'ratio':>6} {'p99 ms':>8}")
     for name, rows in results.items():

@@ -48,8 +48,13 @@ def rss_kib(pids: list[int]) -> int:
 
 
 @contextmanager
-def appliance(*, worker_processes: int = 1, worker_threads: int = 2, api_workers: int = 1,
-              start_workers: bool = True) -> Iterator[Running]:
+def appliance(
+    *,
+    worker_processes: int = 1,
+    worker_threads: int = 2,
+    api_workers: int = 1,
+    start_workers: bool = True,
+) -> Iterator[Running]:
     root = Path(tempfile.mkdtemp(prefix="appliance-bench-"))
     root.chmod(0o755)
     pg = local_services.start_postgres(root / "pg", local_services.free_port(), fast=False)
@@ -60,17 +65,39 @@ def appliance(*, worker_processes: int = 1, worker_threads: int = 2, api_workers
         with psycopg.connect(pg.url, autocommit=True, row_factory=dict_row) as conn:
             key = create_key(conn, "bench@example.test")
         port = local_services.free_port()
-        env = {**os.environ, "APPLIANCE_DATABASE_URL": pg.url, "APPLIANCE_REDIS_URL": rd.url,
-               "APPLIANCE_DATA_DIR": str(root / "data"), "APPLIANCE_PORT": str(port),
-               "APPLIANCE_API_WORKERS": str(api_workers), "APPLIANCE_LOG_LEVEL": "WARNING",
-               "APPLIANCE_DB_POOL_SIZE": "20"}
+        env = {
+            **os.environ,
+            "APPLIANCE_DATABASE_URL": pg.url,
+            "APPLIANCE_REDIS_URL": rd.url,
+            "APPLIANCE_DATA_DIR": str(root / "data"),
+            "APPLIANCE_PORT": str(port),
+            "APPLIANCE_API_WORKERS": str(api_workers),
+            "APPLIANCE_LOG_LEVEL": "WARNING",
+            "APPLIANCE_DB_POOL_SIZE": "20",
+        }
         cmds = [[sys.executable, "-m", "appliance.cli", "api"]]
         if start_workers:
-            cmds.append([sys.executable, "-m", "appliance.cli", "worker", "-Q", "light",
-                         "-p", str(worker_processes), "-t", str(worker_threads)])
+            cmds.append(
+                [
+                    sys.executable,
+                    "-m",
+                    "appliance.cli",
+                    "worker",
+                    "-Q",
+                    "light",
+                    "-p",
+                    str(worker_processes),
+                    "-t",
+                    str(worker_threads),
+                ]
+            )
         log = open(root / "procs.log", "wb")  # noqa: SIM115
-        procs = [subprocess.Popen(c, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True) for c in cmds]
+        procs = [
+            subprocess.Popen(
+                c, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            for c in cmds
+        ]
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while True:

@@ -64,12 +64,15 @@ def sha256_of(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def store(storage: Storage, path: Path, sha256: str) -> bool:
-    """Put the file under its content address unless it is there; True if it was written."""
+def store(storage: Storage, path: Path, sha256: str, *, consume: bool = False) -> bool:
+    """Put the file under its content address unless it is there; True if it was written.
+
+    ``consume=True``: the caller is done with ``path`` (a spool or engine output), so the
+    backend may take it instead of copying."""
     key = object_key(sha256)
     if storage.exists(key):
         return False
-    storage.put_path(key, path)
+    storage.put_path(key, path, consume=consume)
     return True
 
 

@@ -36,7 +36,7 @@ def import_url(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome
         )
         sha = spool.finish()
         progress(0.8)
-        store(rt.storage, spool.path, sha)
+        store(rt.storage, spool.path, sha, consume=True)
         filename = safe_filename(p.get("filename") or name)
         return Outcome(
             {"files": [{"filename": filename, "size": spool.size}]},
@@ -115,7 +115,7 @@ def _convert_one(
     sha, size = sha256_of(path)
     if size == 0:
         raise PermanentError("The conversion produced an empty file", code="CONVERSION_FAILED")
-    store(rt.storage, path, sha)
+    store(rt.storage, path, sha, consume=True)
     _cache_store(rt, cache_key, sha, size)
     return OutFile(sha, size, filename), hops
 

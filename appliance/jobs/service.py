@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -144,7 +145,7 @@ class JobService:
         with Spool(self.settings.data_path / "tmp", limit) as spool:
             spool.write(raw)
             sha = spool.finish()
-            store(self.storage, spool.path, sha)
+            store(self.storage, spool.path, sha, consume=True)
             return sha, spool.size
 
     async def _insert_tasks(
@@ -243,7 +244,7 @@ class JobService:
             async for chunk in chunks:
                 spool.write(chunk)
             sha = spool.finish()
-            await asyncio.to_thread(store, self.storage, spool.path, sha)
+            await asyncio.to_thread(partial(store, consume=True), self.storage, spool.path, sha)
         finally:
             spool.close()
         async with self.pool.connection() as conn, conn.transaction():

@@ -19,8 +19,12 @@ def object_key(sha256: str) -> str:
 
 
 class Storage(Protocol):
-    def put_path(self, key: str, path: Path) -> None:
-        """Store the file at ``path`` under ``key`` (replacing an existing object)."""
+    def put_path(self, key: str, path: Path, *, consume: bool = False) -> None:
+        """Store the file at ``path`` under ``key`` (replacing an existing object).
+
+        ``consume=True`` lets the backend take the file instead of copying it (local disk
+        moves it when on the same filesystem); the caller must not use ``path`` afterwards.
+        """
 
     def exists(self, key: str) -> bool: ...
 

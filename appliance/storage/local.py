@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
@@ -28,9 +29,18 @@ class LocalStorage:
             raise ValueError(f"invalid object key {key!r}")
         return path
 
-    def put_path(self, key: str, path: Path) -> None:
+    def put_path(self, key: str, path: Path, *, consume: bool = False) -> None:
         dest = self._path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if consume:
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+            try:
+                os.replace(path, dest)  # same filesystem: no copy
+                return
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
         tmp = self.root / ".tmp" / f"{dest.name}.{os.getpid()}.{time.monotonic_ns()}"
         shutil.copyfile(path, tmp)
         with open(tmp, "rb") as fh:

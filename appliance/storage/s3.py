@@ -39,7 +39,7 @@ class S3Storage:
                 if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                     raise
 
-    def put_path(self, key: str, path: Path) -> None:
+    def put_path(self, key: str, path: Path, *, consume: bool = False) -> None:
         try:
             self.client.fput_object(self.bucket, key, str(path), part_size=PART_SIZE)
         except (S3Error, OSError) as exc:

@@ -54,3 +54,11 @@ def test_signing_key_is_created_once_and_kept(tmp_path):
     first = s.signing_key()
     assert len(first) > 40 and s.signing_key() == first
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_readme_documents_every_setting():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    missing = [var for var, _, _ in Settings.reference() if f"`{var}`" not in readme]
+    assert missing == []

@@ -1,0 +1,151 @@
+"""(c) End-to-end image conversions per minute through the API, as a ratio to the same libvips
+conversion in a bare loop on the same cores, measured side by side.
+
+Every input is a different image (one pixel differs), so the conversion cache never answers:
+each API job really runs the engine. A job is upload -> convert (png -> webp) -> export/url.
+
+    .venv/bin/python -m bench.bench_convert [--images 60] [--size 1000] [--clients 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pyvips
+
+from bench.harness import appliance
+
+CORES = os.cpu_count() or 1
+JOB = {
+    "tasks": {
+        "up": {"operation": "import/upload"},
+        "c": {"operation": "convert", "input": "up", "output_format": "webp"},
+        "e": {"operation": "export/url", "input": "c"},
+    }
+}
+
+
+def make_inputs(root: Path, count: int, size: int) -> list[Path]:
+    """Photo-like inputs: smooth gradients plus sensor-like noise (compresses like a photo,
+    unlike a flat test pattern). One pixel differs per image, so no two inputs are equal."""
+    x = pyvips.Image.xyz(size, size)
+    smooth = (x[0] * 255 / size).bandjoin([x[1] * 255 / size, (x[0] + x[1]) * 127 / size])
+    noise = pyvips.Image.gaussnoise(size, size, sigma=12, mean=0)
+    photo = (smooth + noise.bandjoin([noise, noise])).cast("uchar")
+    photo = photo.copy_memory()
+    paths = []
+    for i in range(count):
+        img = photo.draw_rect([i % 256, i // 256, 7], 0, 0, 1, 1, fill=True)
+        path = root / f"in{i}.png"
+        img.write_to_file(str(path))
+        paths.append(path)
+    return paths
+
+
+def _bare_convert(path: Path) -> None:
+    from appliance.engines.images import ImageEngine, ImageOptions
+
+    out = path.with_suffix(".webp")
+    ImageEngine().convert(path, out, "png", "webp", ImageOptions(), lambda f: None)
+    out.unlink()
+
+
+def bare_loop(paths: list[Path]) -> float:
+    """Conversions per minute, one process per core."""
+    # spawn, not fork: libvips' thread pool does not survive a fork.
+    with ProcessPoolExecutor(CORES, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(_bare_convert, paths[:CORES]))  # warm up imports
+        start = time.perf_counter()
+        list(pool.map(_bare_convert, paths))
+        return len(paths) / (time.perf_counter() - start) * 60
+
+
+def _one_job(api: httpx.Client, path: Path) -> None:
+    job = api.post("/v2/jobs", json=JOB).json()["data"]
+    upload(job["tasks"][0]["result"]["form"], path)
+    job = api.get(f"/sync/v2/jobs/{job['id']}").json()["data"]
+    if job["status"] != "finished":
+        raise RuntimeError(job)
+
+
+def upload(form: dict, path: Path) -> None:
+    """A lean multipart POST (http.client, 1 MB blocks): the load generator shares the cores
+    with the appliance, so it should cost as little CPU as a remote client would cost here."""
+    boundary = uuid.uuid4().hex
+    head = "".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+        for k, v in form["parameters"].items()
+    ) + (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="{path.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+    )
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    size = len(head.encode()) + path.stat().st_size + len(tail)
+    parts = urlsplit(form["url"])
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120, blocksize=1 << 20)
+    with open(path, "rb") as fh:
+        conn.putrequest("POST", parts.path)
+        conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+        conn.putheader("Content-Length", str(size))
+        conn.endheaders()
+        conn.send(head.encode())
+        conn.send(fh)
+        conn.send(tail)
+    status = conn.getresponse().status
+    conn.close()
+    if status != 201:
+        raise RuntimeError(f"upload answered {status}")
+
+
+def through_api(paths: list[Path], clients: int) -> float:
+    with (
+        appliance(worker_processes=CORES, worker_threads=2) as app,
+        httpx.Client(
+            base_url=app.url,
+            headers={"Authorization": f"Bearer {app.key}"},
+            timeout=120,
+            limits=httpx.Limits(max_connections=clients),
+        ) as api,
+    ):
+        _one_job(api, paths[0])  # warm up engines and connections
+        start = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(lambda p: _one_job(api, p), paths[1:]))
+        return (len(paths) - 1) / (time.perf_counter() - start) * 60
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=60)
+    ap.add_argument("--size", type=int, default=1000)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        bare, api = [], []
+        for r in range(args.rounds):  # alternate, so machine noise hits both alike
+            (Path(tmp) / f"r{r}").mkdir()
+            paths = make_inputs(Path(tmp) / f"r{r}", args.images, args.size)
+            bare.append(bare_loop(paths))
+            api.append(through_api(paths, args.clients))
+            print(f"round {r + 1}: bare {bare[-1]:.0f}/min, API {api[-1]:.0f}/min")
+    b, a = statistics.median(bare), statistics.median(api)
+    print(
+        f"{args.size}x{args.size} PNG -> WebP on {CORES} cores: bare libvips {b:.0f}/min, "
+        f"through the API {a:.0f}/min, ratio {a / b:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
