@@ -42,7 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"appliance: configuration error: {exc}", file=sys.stderr)
         return 2
-    return int(COMMANDS[args.command](settings, args) or 0)
+    import psycopg
+
+    try:
+        return int(COMMANDS[args.command](settings, args) or 0)
+    except psycopg.OperationalError as exc:
+        print(
+            f"appliance: cannot reach PostgreSQL at {settings.effective_database_url}: "
+            f"{exc}\n(is `appliance up` running, or APPLIANCE_DATABASE_URL set?)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _migrate(settings: Settings, _: argparse.Namespace) -> int:

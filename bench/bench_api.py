@@ -2,6 +2,7 @@
 endpoint (/health/live) on the same server, measured side by side with wrk.
 
     .venv/bin/python -m bench.bench_api [--duration 10] [--connections 32] [--rounds 3]
+                                        [--api-workers 1]
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--api-workers", type=int, default=1)
     args = ap.parse_args()
     with (
         appliance(start_workers=False) as app,

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 import pyvips
 
-from bench.harness import appliance
+from bench.harness import appliance, cpu_seconds, pids_matching
 
 CORES = os.cpu_count() or 1
 JOB = {
@@ -108,7 +108,8 @@ def upload(form: dict, path: Path) -> None:
         raise RuntimeError(f"upload answered {status}")
 
 
-def through_api(paths: list[Path], clients: int) -> float:
+def through_api(paths: list[Path], clients: int) -> tuple[float, dict[str, float]]:
+    """Jobs per minute, and CPU ms per job spent by each part of the appliance."""
     with (
         appliance(worker_processes=CORES, worker_threads=2) as app,
         httpx.Client(
@@ -119,10 +120,21 @@ def through_api(paths: list[Path], clients: int) -> float:
         ) as api,
     ):
         _one_job(api, paths[0])  # warm up engines and connections
+        parts = {
+            "api": app.api_pids,
+            "workers": pids_matching("appliance.jobs.worker"),
+            "postgres": pids_matching("postgres"),
+            "redis": pids_matching("redis-server"),
+            "load generator": [os.getpid()],
+        }
+        before = {k: cpu_seconds(v) for k, v in parts.items()}
         start = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
             list(pool.map(lambda p: _one_job(api, p), paths[1:]))
-        return (len(paths) - 1) / (time.perf_counter() - start) * 60
+        elapsed = time.perf_counter() - start
+        jobs = len(paths) - 1
+        cpu = {k: (cpu_seconds(v) - before[k]) / jobs * 1000 for k, v in parts.items()}
+        return jobs / elapsed * 60, cpu
 
 
 def main() -> None:
@@ -133,18 +145,26 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        bare, api = [], []
+        bare, api, cpus = [], [], []
         for r in range(args.rounds):  # alternate, so machine noise hits both alike
             (Path(tmp) / f"r{r}").mkdir()
             paths = make_inputs(Path(tmp) / f"r{r}", args.images, args.size)
             bare.append(bare_loop(paths))
-            api.append(through_api(paths, args.clients))
+            rate, cpu = through_api(paths, args.clients)
+            api.append(rate)
+            cpus.append(cpu)
             print(f"round {r + 1}: bare {bare[-1]:.0f}/min, API {api[-1]:.0f}/min")
     b, a = statistics.median(bare), statistics.median(api)
     print(
         f"{args.size}x{args.size} PNG -> WebP on {CORES} cores: bare libvips {b:.0f}/min, "
         f"through the API {a:.0f}/min, ratio {a / b:.2f}"
     )
+    print(
+        f"bare loop CPU per conversion: {CORES * 60000 / b:.0f} ms; through the API, CPU ms "
+        "per job (median of rounds):"
+    )
+    for part in cpus[0]:
+        print(f"  {part:15} {statistics.median(c[part] for c in cpus):6.1f}")
 
 
 if __name__ == "__main__":

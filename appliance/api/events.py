@@ -34,6 +34,10 @@ class Notifier:
                 await self._task
         await self._redis.aclose()
 
+    async def ping(self) -> None:
+        """Raise if Redis is unreachable (readiness)."""
+        await self._redis.ping()
+
     async def wait(self, key: str, timeout: float) -> None:  # noqa: ASYNC109
         """Return when ``key`` (a task or job id) is announced or after ``timeout`` s."""
         event = asyncio.Event()

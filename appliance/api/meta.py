@@ -44,7 +44,7 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     except Exception as exc:
         checks["postgres"] = f"error: {type(exc).__name__}"
     try:
-        await asyncio.wait_for(svc.notifier._redis.ping(), 2)
+        await asyncio.wait_for(svc.notifier.ping(), 2)
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"error: {type(exc).__name__}"

@@ -88,7 +88,7 @@ class TaskRunner:
         self.rt.dispatcher.picked_up(task_id, queue)
         task = self._claim(task_id)
         if task is None:
-            log.info("task %s is not ready to run (taken, ended or deleted); skipping", task_id)
+            self._too_early(task_id, queue)
             return
         attempt = task["attempts"]
         lease = _Lease(self.rt, task["id"], attempt)
@@ -127,6 +127,22 @@ class TaskRunner:
             if task is not None:
                 conn.execute("SELECT appliance_refresh_job(%s)", (task["job_id"],))
         return task
+
+    def _too_early(self, task_id: str, queue: str) -> None:
+        """A delayed retry that arrived before its time (clocks differ between hosts) goes
+        back on the queue for the rest of the delay; anything else was taken, ended or
+        deleted, and the message is dropped."""
+        with self.rt.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT extract(epoch FROM ready_at - now()) AS wait FROM tasks"
+                " WHERE id = %s AND status = 'waiting' AND ready_at > now()",
+                (task_id,),
+            ).fetchone()
+        if row is None:
+            log.info("task %s is not ready to run (taken, ended or deleted); skipping", task_id)
+            return
+        delay_ms = max(1, int(float(row["wait"]) * 1000))
+        self.rt.dispatcher.dispatch([Ready(task_id, queue)], delay_ms=delay_ms)
 
     def _owned(self, conn: Any, task: dict[str, Any]) -> bool:
         row = conn.execute(

@@ -62,3 +62,20 @@ def test_readme_documents_every_setting():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     missing = [var for var, _, _ in Settings.reference() if f"`{var}`" not in readme]
     assert missing == []
+
+
+def test_cli_reports_an_unreachable_database_clearly(monkeypatch, capsys):
+    from appliance.cli import main
+
+    monkeypatch.setenv("APPLIANCE_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    assert main(["keys", "create", "--user", "a@example.test"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach PostgreSQL" in err and "127.0.0.1:1" in err
+
+
+def test_cli_reports_a_bad_setting_naming_the_variable(monkeypatch, capsys):
+    from appliance.cli import main
+
+    monkeypatch.setenv("APPLIANCE_PORT", "http")
+    assert main(["migrate"]) == 2
+    assert "APPLIANCE_PORT" in capsys.readouterr().err

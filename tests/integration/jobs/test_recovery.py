@@ -159,3 +159,21 @@ def test_cancelled_task_is_not_finished_by_its_worker(system, png_file):
         )[0]["n"]
         == 0
     )
+
+
+def test_message_that_arrives_before_its_retry_time_is_put_back_with_the_rest_of_the_delay(
+    system, png_file
+):
+    system.stop_worker()
+    job = _base64_job(system, png_file)
+    conv = task(job, "c")
+    client = redis.Redis.from_url(system.settings.effective_redis_url)
+    client.flushall()
+    system.sql(
+        "UPDATE tasks SET ready_at = now() + interval '30 seconds' WHERE id = %s", conv["id"]
+    )
+    system.runner.run(conv["id"], "light")  # early: must not run, must not be dropped
+    row = system.sql("SELECT status, attempts FROM tasks WHERE id = %s", conv["id"])[0]
+    assert (row["status"], row["attempts"]) == ("waiting", 0)
+    assert client.hlen("dramatiq:light.DQ.msgs") == 1
+    assert client.sismember("appliance:pending:light", conv["id"])
