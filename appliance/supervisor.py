@@ -8,6 +8,7 @@ child dies, everything stops with a non-zero status, so a service manager restar
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -80,18 +81,25 @@ def _supervise(commands: list[list[str]], env: dict[str, str], settings: Setting
                 break
             time.sleep(0.5)
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for child in children:
-            try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        stop_process_groups(children, STOP_TIMEOUT)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     log.info("appliance stopped")
     sys.stdout.flush()
     return status
+
+
+def stop_process_groups(children: list[subprocess.Popen[bytes]], timeout: float) -> None:
+    """SIGTERM each child (a process group leader: started with start_new_session=True), wait
+    up to ``timeout`` seconds in all, then SIGKILL whatever is left of each group."""
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()

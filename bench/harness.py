@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from psycopg.rows import dict_row
 from appliance import local_services
 from appliance.db.migrate import migrate
 from appliance.security.keys import create_key
+from appliance.supervisor import stop_process_groups
 
 
 @dataclass
@@ -130,14 +130,7 @@ def appliance(
         api_pids = [procs[0].pid, *_children(procs[0].pid)]
         yield Running(url, key, api_pids, root / "data")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stop_process_groups(procs, 20)
         rd.stop()
         pg.stop()
         shutil.rmtree(root, ignore_errors=True)

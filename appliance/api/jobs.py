@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -86,11 +87,18 @@ class JobController(Controller):
 async def wait_job(
     request: Request[Any, Any, Any], job_id: uuid.UUID, principal: Principal
 ) -> Response[bytes]:
+    jobs = services(request).jobs
+    return await wait_response(request, lambda: jobs.get_job(principal.user_id, job_id), job_id)
+
+
+async def wait_response(
+    request: Request[Any, Any, Any], fetch: Callable[[], Awaitable[str]], key: uuid.UUID
+) -> Response[bytes]:
+    """The sync API: answer once the job or task (its document from ``fetch``) has ended, or
+    when the sync timeout passes; ends are announced under ``key``."""
     svc = services(request)
     doc = await svc.jobs.wait_until_ended(
-        lambda: svc.jobs.get_job(principal.user_id, job_id),
-        ended,
-        lambda t: svc.notifier.wait(str(job_id), t),
+        fetch, ended, lambda timeout: svc.notifier.wait(str(key), timeout)
     )
     return responses.data(doc)
 

@@ -12,7 +12,7 @@ from litestar.params import Parameter
 from appliance.api import responses
 from appliance.api.auth import Principal
 from appliance.api.deps import services
-from appliance.api.jobs import ended
+from appliance.api.jobs import wait_response
 
 
 class TaskController(Controller):
@@ -77,13 +77,8 @@ class TaskController(Controller):
 async def wait_task(
     request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
 ) -> Response[bytes]:
-    svc = services(request)
-    doc = await svc.jobs.wait_until_ended(
-        lambda: svc.jobs.get_task(principal.user_id, task_id),
-        ended,
-        lambda t: svc.notifier.wait(str(task_id), t),
-    )
-    return responses.data(doc)
+    jobs = services(request).jobs
+    return await wait_response(request, lambda: jobs.get_task(principal.user_id, task_id), task_id)
 
 
 @get("/v2/tasks/{task_id:uuid}", summary="Block until the task ends (sync API)")

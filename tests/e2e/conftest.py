@@ -8,7 +8,6 @@ Two deployments: `s3` (Swift+s3api storage, private URLs refused, 2 MB upload li
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from psycopg.rows import dict_row
 
 from appliance import local_services
 from appliance.security.keys import create_key
+from appliance.supervisor import stop_process_groups
 from tests.conftest import new_database
 
 UPLOAD_LIMIT = 2 * 1024 * 1024
@@ -101,18 +101,6 @@ def _logs(logs: Path, name: str) -> str:
     return "\n".join(p.read_text()[-3000:] for p in sorted(logs.glob(f"{name}-*.log")))
 
 
-def stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-
-
 @pytest.fixture(scope="module", params=["local", "s3"])
 def deployment(request, postgres_server, redis_server, tmp_path_factory) -> Iterator[Deployment]:
     name = request.param
@@ -149,7 +137,7 @@ def deployment(request, postgres_server, redis_server, tmp_path_factory) -> Iter
         _wait_ready(dep, logs)
         yield dep
     finally:
-        stop(dep.procs)
+        stop_process_groups(dep.procs, 20)
 
 
 @pytest.fixture(scope="session")
