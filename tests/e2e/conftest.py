@@ -53,33 +53,34 @@ class Deployment:
             return cur.fetchall() if cur.description else []
 
 
+API_CMD = [sys.executable, "-m", "appliance.cli", "api"]
+WORKER_CMD = [
+    sys.executable,
+    "-m",
+    "appliance.cli",
+    "worker",
+    "-Q",
+    "light",
+    "office",
+    "media",
+    "-p",
+    "1",
+    "-t",
+    "2",
+]
+
+
+def spawn(cmd: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "wb")  # noqa: SIM115  (the child keeps writing to it)
+    return subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
 def _start(name: str, env: dict[str, str], logs: Path) -> list[subprocess.Popen]:
-    cmds = [
-        [sys.executable, "-m", "appliance.cli", "api"],
-        [
-            sys.executable,
-            "-m",
-            "appliance.cli",
-            "worker",
-            "-Q",
-            "light",
-            "office",
-            "media",
-            "-p",
-            "1",
-            "-t",
-            "2",
-        ],
+    return [
+        spawn(cmd, env, logs / f"{name}-{i}.log") for i, cmd in enumerate((API_CMD, WORKER_CMD))
     ]
-    procs = []
-    for i, cmd in enumerate(cmds):
-        log = open(logs / f"{name}-{i}.log", "wb")  # noqa: SIM115
-        procs.append(
-            subprocess.Popen(
-                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        )
-    return procs
 
 
 def _wait_ready(dep: Deployment, logs: Path, timeout: float = 60) -> None:

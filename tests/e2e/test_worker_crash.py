@@ -1,0 +1,89 @@
+"""A worker process killed with SIGKILL in the middle of a task: the task runs again on a new
+worker once its lease lapses, and the job finishes. Real processes, real kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+
+import httpx
+import pyvips
+
+from appliance import local_services
+from appliance.supervisor import stop_process_groups
+from tests.conftest import new_database
+from tests.e2e.conftest import WORKER_CMD, Deployment, _start, _wait_ready, spawn, task, upload
+
+
+def _slow_input(path):
+    # Large enough that the AVIF encode takes a few seconds on this machine.
+    size = 3000
+    x = pyvips.Image.xyz(size, size)
+    noise = pyvips.Image.gaussnoise(size, size, sigma=30)
+    img = (x[0] * 255 / size + noise).bandjoin([x[1] * 255 / size + noise, noise + 128])
+    img.cast("uchar").write_to_file(str(path))
+    return path
+
+
+def _processing(api, job_id):
+    job = api.get(f"/v2/jobs/{job_id}").json()["data"]
+    return task(job, "c")["status"] == "processing"
+
+
+def test_killed_worker_task_is_picked_up_again(
+    postgres_server, redis_server, tmp_path_factory, tmp_path
+):
+    data = tmp_path_factory.mktemp("crash")
+    logs = tmp_path_factory.mktemp("crash-logs")
+    port = local_services.free_port()
+    db = new_database(postgres_server)
+    env = {
+        **os.environ,
+        "APPLIANCE_DATABASE_URL": db,
+        "APPLIANCE_REDIS_URL": redis_server.rsplit("/", 1)[0] + "/3",
+        "APPLIANCE_DATA_DIR": str(data),
+        "APPLIANCE_PORT": str(port),
+        "APPLIANCE_TASK_LEASE_SECONDS": "10",
+        "APPLIANCE_RECONCILE_INTERVAL_SECONDS": "1",
+        "APPLIANCE_SYNC_TIMEOUT_SECONDS": "60",
+    }
+    dep = Deployment("crash", f"http://127.0.0.1:{port}", env, db, data)
+    dep.procs = _start("crash", env, logs)
+    try:
+        _wait_ready(dep, logs)
+        src = _slow_input(tmp_path / f"big-{uuid.uuid4().hex[:6]}.png")
+        with dep.client(dep.key()) as api:
+            job = api.post(
+                "/v2/jobs",
+                json={
+                    "tasks": {
+                        "up": {"operation": "import/upload"},
+                        "c": {
+                            "operation": "convert",
+                            "input": "up",
+                            "output_format": "avif",
+                            "quality": 90,
+                        },
+                        "e": {"operation": "export/url", "input": "c"},
+                    }
+                },
+            ).json()["data"]
+            assert upload(task(job, "up")["result"]["form"], src).status_code == 201
+            deadline = time.monotonic() + 30
+            while not _processing(api, job["id"]):
+                assert time.monotonic() < deadline, "the convert task never started"
+                time.sleep(0.05)
+            worker = dep.procs[1]
+            os.killpg(worker.pid, signal.SIGKILL)  # the whole worker, mid-conversion
+            worker.wait()
+            assert _processing(api, job["id"])  # nobody finished it
+            dep.procs[1] = spawn(WORKER_CMD, env, logs / "crash-2.log")  # a replacement
+            job = api.get(f"/sync/v2/jobs/{job['id']}", timeout=90).json()["data"]
+            assert job["status"] == "finished", job
+            assert httpx.get(task(job, "e")["result"]["files"][0]["url"]).status_code == 200
+        rows = dep.sql("SELECT attempts FROM tasks WHERE name = 'c'")
+        assert rows[0]["attempts"] == 2
+    finally:
+        stop_process_groups(dep.procs, 20)
