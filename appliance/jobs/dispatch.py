@@ -1,14 +1,17 @@
 """Putting ready tasks on their Dramatiq queue, and remembering which are on one.
 
-Every enqueued task id is also added to the Redis set ``appliance:pending:<queue>``; a worker
-removes it when it picks the message up. The reconciler re-enqueues ready tasks that are in
-Postgres but not in that set: their message was lost (Redis restarted, or the process died
-between the commit and the enqueue). Enqueue happens before the SADD, so a crash between the
-two causes at most a duplicate message, which the claim in Postgres makes harmless.
+Before a task is enqueued its id goes into the Redis sorted set ``appliance:pending:<queue>``,
+scored with the time its message becomes due; a worker removes it when it picks the message
+up. The reconciler re-enqueues ready tasks that Postgres knows and that set does not hold, or
+holds for much longer than any message should wait: their message was lost (Redis restarted,
+or the process died between the commit and the enqueue). Adding before enqueueing means a
+worker's removal always comes after the add; a crash between the two is caught by the age.
+A duplicate message is harmless: the claim in Postgres lets only one run.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -40,7 +43,9 @@ class DramatiqDispatcher:
         self.redis = client
 
     def dispatch(self, tasks: Iterable[Ready], delay_ms: int | None = None) -> None:
+        due = time.time() + (delay_ms or 0) / 1000
         for task in tasks:
+            self.redis.zadd(PENDING_KEY.format(queue=task.queue), {str(task.task_id): due})
             message: dramatiq.Message[None] = dramatiq.Message(
                 queue_name=task.queue,
                 actor_name=actor_name(task.queue),
@@ -49,12 +54,14 @@ class DramatiqDispatcher:
                 options={},
             )
             self.broker.enqueue(message, delay=delay_ms)
-            self.redis.sadd(PENDING_KEY.format(queue=task.queue), str(task.task_id))
 
     def picked_up(self, task_id: str, queue: str) -> None:
-        self.redis.srem(PENDING_KEY.format(queue=queue), task_id)
+        self.redis.zrem(PENDING_KEY.format(queue=queue), task_id)
 
-    def pending(self, queue: str, task_ids: list[str]) -> list[bool]:
+    def pending(self, queue: str, task_ids: list[str], max_wait: float) -> list[bool]:
+        """For each task: is a message for it on the queue, due less than ``max_wait`` s ago?"""
         if not task_ids:
             return []
-        return [bool(x) for x in self.redis.smismember(PENDING_KEY.format(queue=queue), task_ids)]
+        scores = self.redis.zmscore(PENDING_KEY.format(queue=queue), task_ids)
+        oldest = time.time() - max_wait
+        return [score is not None and score >= oldest for score in scores]

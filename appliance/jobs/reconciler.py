@@ -23,6 +23,9 @@ from appliance.storage import object_key
 log = logging.getLogger(__name__)
 LOCK_ID = 0x61707263  # "aprc"
 UNREFERENCED_GRACE = "1 hour"
+# A pending entry older than this is taken for a lost message: far longer than a queue should
+# hold a message, short enough that a lost one is not waited on for long.
+PENDING_MAX_WAIT = 900.0
 CACHE_RETENTION = "7 days"
 
 
@@ -32,6 +35,8 @@ class PassReport:
     lapsed: int = 0
     lost: int = 0
     expired_jobs: int = 0
+    settled_jobs: int = 0
+    released: int = 0
     deleted_objects: int = 0
 
 
@@ -48,6 +53,7 @@ class Reconciler:
             try:
                 report = PassReport()
                 self._lapsed_leases(report)
+                self._stragglers(report)
                 self._lost_messages(report)
                 self._expire(report)
                 return report
@@ -83,6 +89,19 @@ class Reconciler:
         for row in failed:
             self.rt.redis.publish(EVENTS_CHANNEL, f"{row['id']} {row['job_id'] or ''}")
 
+    def _stragglers(self, report: PassReport) -> None:
+        with self.rt.pool.connection() as conn:
+            settled = conn.execute("SELECT appliance_settle_jobs() AS n").fetchone()
+            report.settled_jobs = settled["n"] if settled else 0
+            rows = conn.execute(
+                "SELECT r.id, t.queue FROM appliance_release_stragglers() r(id)"
+                " JOIN tasks t ON t.id = r.id"
+            ).fetchall()
+        if rows:
+            log.warning("released %d tasks whose inputs had finished", len(rows))
+            self.rt.dispatcher.dispatch([Ready(r["id"], r["queue"]) for r in rows])
+        report.released += len(rows)
+
     def _lost_messages(self, report: PassReport) -> None:
         grace = 2 * self.rt.settings.reconcile_interval_seconds
         with self.rt.pool.connection() as conn:
@@ -95,7 +114,7 @@ class Reconciler:
         for r in rows:
             by_queue[r["queue"]].append(r["id"])
         for queue, ids in by_queue.items():
-            pending = self.rt.dispatcher.pending(queue, ids)
+            pending = self.rt.dispatcher.pending(queue, ids, PENDING_MAX_WAIT)
             missing = [Ready(i, queue) for i, p in zip(ids, pending, strict=True) if not p]
             if missing:
                 log.warning(

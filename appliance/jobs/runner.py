@@ -142,7 +142,7 @@ class TaskRunner:
             log.info("task %s is not ready to run (taken, ended or deleted); skipping", task_id)
             return
         delay_ms = max(1, int(float(row["wait"]) * 1000))
-        self.rt.dispatcher.dispatch([Ready(task_id, queue)], delay_ms=delay_ms)
+        self._dispatch([Ready(task_id, queue)], delay_ms=delay_ms)
 
     def _owned(self, conn: Any, task: dict[str, Any]) -> bool:
         row = conn.execute(
@@ -176,7 +176,7 @@ class TaskRunner:
                     (task["id"], Jsonb(outcome.result)),
                 ).fetchall()
             ]
-        self.rt.dispatcher.dispatch(ready)
+        self._dispatch(ready)
         self._announce(task)
 
     def _fail(self, task: dict[str, Any], code: str, message: str) -> None:
@@ -198,7 +198,16 @@ class TaskRunner:
                 " ready_at = now() + make_interval(secs => %s) WHERE id = %s",
                 (f"Retrying after: {exc.message}", delay, task["id"]),
             )
-        self.rt.dispatcher.dispatch([Ready(task["id"], task["queue"])], delay_ms=int(delay * 1000))
+        self._dispatch([Ready(task["id"], task["queue"])], delay_ms=int(delay * 1000))
+
+    def _dispatch(self, ready: list[Ready], delay_ms: int | None = None) -> None:
+        """Enqueue after the commit; if Redis fails now, the reconciler enqueues later."""
+        try:
+            self.rt.dispatcher.dispatch(ready, delay_ms=delay_ms)
+        except redis.RedisError:
+            log.warning(
+                "enqueue of %d tasks failed; the reconciler will retry", len(ready), exc_info=True
+            )
 
     def _announce(self, task: dict[str, Any]) -> None:
         """Wake API requests waiting on this task or its job (best effort)."""

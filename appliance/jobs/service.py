@@ -12,6 +12,7 @@ import base64
 import binascii
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +32,7 @@ from appliance.security import signing
 from appliance.settings import Settings
 from appliance.storage import Storage
 
+log = logging.getLogger(__name__)
 UPLOAD_PURPOSE = "upload"
 JOB_STATUSES = ("waiting", "processing", "finished", "error")
 
@@ -206,8 +208,18 @@ class JobService:
         }
 
     async def _dispatch(self, ready: list[Ready]) -> None:
-        if ready:
+        """Enqueue after the commit. If Redis fails here the work is already safe in Postgres
+        and the reconciler enqueues it, so the client still gets its answer."""
+        if not ready:
+            return
+        try:
             await asyncio.to_thread(self.dispatcher.dispatch, ready)
+        except Exception:
+            log.warning(
+                "enqueue of %d ready tasks failed; the reconciler will retry",
+                len(ready),
+                exc_info=True,
+            )
 
     # -- uploads -------------------------------------------------------------------------
     def verify_upload(self, task_id: uuid.UUID, expires: str, signature: str) -> None:
@@ -374,19 +386,27 @@ class JobService:
 
     # -- changes -------------------------------------------------------------------------
     async def delete_job(self, user_id: uuid.UUID, job_id: uuid.UUID) -> None:
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
-                "DELETE FROM jobs WHERE id = %s AND user_id = %s", (job_id, user_id)
+                "SELECT appliance_delete_tasks(coalesce(array_agg(t.id), '{}'))"
+                " FROM jobs j LEFT JOIN tasks t ON t.job_id = j.id"
+                " WHERE j.id = %s AND j.user_id = %s GROUP BY j.id",
+                (job_id, user_id),
             )
-        if cur.rowcount == 0:
-            raise NotFound(f"Job {job_id} not found")
+            if cur.rowcount == 0:
+                raise NotFound(f"Job {job_id} not found")
+            await conn.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
 
     async def delete_task(self, user_id: uuid.UUID, task_id: uuid.UUID) -> None:
         async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "DELETE FROM tasks WHERE id = %s AND user_id = %s", (task_id, user_id)
-            )
-        if cur.rowcount == 0:
+            row = await (
+                await conn.execute(
+                    "SELECT appliance_delete_tasks(ARRAY[id]) AS n FROM tasks"
+                    " WHERE id = %s AND user_id = %s",
+                    (task_id, user_id),
+                )
+            ).fetchone()
+        if row is None:
             raise NotFound(f"Task {task_id} not found")
 
     async def cancel_task(self, user_id: uuid.UUID, task_id: uuid.UUID) -> str:
@@ -505,7 +525,14 @@ async def finish_with_file(
 async def _settle_external_inputs(conn: AsyncDictConnection, ids: list[uuid.UUID]) -> list[Ready]:
     """New tasks whose inputs are existing tasks: ready if those finished, failed if one failed.
 
-    (Inputs still running release them later, like any dependency.)"""
+    (Inputs still running release them later, like any dependency.) The inputs are locked
+    first, so an input finishing at this moment either waits for this transaction (and then
+    releases the new tasks itself) or has committed before the checks below read it."""
+    await conn.execute(
+        "SELECT 1 FROM tasks WHERE id IN (SELECT unnest(depends_on) FROM tasks"
+        " WHERE id = ANY(%s)) AND NOT id = ANY(%s) ORDER BY id FOR SHARE",
+        (ids, ids),
+    )
     failed = await (
         await conn.execute(
             "SELECT t.id, min(d.message) AS message FROM tasks t JOIN tasks d"

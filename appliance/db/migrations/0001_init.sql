@@ -30,6 +30,7 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_user_created ON jobs (user_id, created_at DESC, id DESC);
 CREATE INDEX jobs_expires ON jobs (expires_at);
+CREATE INDEX jobs_open ON jobs (created_at) WHERE status IN ('waiting', 'processing');
 
 -- A task is ready to run once ready_at is set (all dependencies finished) and ready_at <= now()
 -- (a retry sets it in the future). A running task holds a lease its worker renews.
@@ -66,6 +67,8 @@ CREATE INDEX tasks_depends_on ON tasks USING gin (depends_on);
 CREATE INDEX tasks_ready ON tasks (ready_at) WHERE status = 'waiting' AND ready_at IS NOT NULL;
 CREATE INDEX tasks_lease ON tasks (lease_until) WHERE status = 'processing';
 CREATE INDEX tasks_expires ON tasks (expires_at) WHERE job_id IS NULL;
+CREATE INDEX tasks_blocked ON tasks (created_at) WHERE status = 'waiting' AND ready_at IS NULL;
+CREATE INDEX tasks_retry_of ON tasks (retry_of_task_id) WHERE retry_of_task_id IS NOT NULL;
 
 -- Content-addressed objects: key = sha256. refcount counts task_files and cache rows.
 CREATE TABLE files (
@@ -120,8 +123,13 @@ CREATE TRIGGER task_files_ref AFTER INSERT OR DELETE ON task_files
 CREATE TRIGGER conversion_cache_ref AFTER INSERT OR DELETE ON conversion_cache
     FOR EACH ROW EXECUTE FUNCTION appliance_file_ref('output_sha256');
 
--- Job status follows its tasks: error if any failed, finished if all finished,
--- processing once any task started, else waiting.
+-- Job status follows its tasks: error if any failed (a task that was retried counts through its
+-- retry), finished if all finished, processing once any task started, else waiting.
+-- Concurrency: every function that reads other tasks' status to decide something first locks
+-- the row it is about to change (the job, or the dependent tasks), in a statement of its own.
+-- Under READ COMMITTED the deciding statement then sees whatever a concurrent writer of the
+-- same rows committed, so when two inputs finish at once the later one releases the dependent
+-- and settles the job. Lock order everywhere: own task -> dependent tasks -> job.
 CREATE FUNCTION appliance_refresh_job(p_job uuid) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
     v_status text;
@@ -129,12 +137,15 @@ BEGIN
     IF p_job IS NULL THEN
         RETURN NULL;
     END IF;
+    PERFORM 1 FROM jobs WHERE id = p_job FOR UPDATE;
     SELECT CASE
              WHEN bool_or(status = 'error') THEN 'error'
              WHEN bool_and(status = 'finished') THEN 'finished'
              WHEN bool_or(status IN ('processing', 'finished')) THEN 'processing'
              ELSE 'waiting' END
-      INTO v_status FROM tasks WHERE job_id = p_job;
+      INTO v_status FROM tasks t
+     WHERE job_id = p_job
+       AND NOT EXISTS (SELECT 1 FROM tasks r WHERE r.retry_of_task_id = t.id);
     UPDATE jobs SET status = v_status,
                     started_at = CASE WHEN v_status <> 'waiting'
                                       THEN coalesce(started_at, now()) END,
@@ -146,9 +157,33 @@ END $$;
 
 -- Marks dependents of p_task whose dependencies are all finished as ready; returns their ids.
 CREATE FUNCTION appliance_release_dependents(p_task uuid) RETURNS SETOF uuid
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM tasks WHERE p_task = ANY (depends_on) AND status = 'waiting'
+                           AND ready_at IS NULL ORDER BY id FOR UPDATE;
+    RETURN QUERY
     UPDATE tasks t SET ready_at = now()
      WHERE p_task = ANY (t.depends_on) AND t.status = 'waiting' AND t.ready_at IS NULL
+       AND NOT EXISTS (SELECT 1 FROM tasks d
+                        WHERE d.id = ANY (t.depends_on) AND d.status <> 'finished')
+    RETURNING t.id;
+END $$;
+
+-- Safety nets run by the reconciler, each in its own transaction: jobs whose status was never
+-- settled, and tasks whose inputs all finished but were never released (neither should happen
+-- with the locking above; both are cheap to check).
+CREATE FUNCTION appliance_settle_jobs() RETURNS integer LANGUAGE sql AS $$
+    SELECT count(appliance_refresh_job(j.id))::integer FROM jobs j
+     WHERE j.status IN ('waiting', 'processing')
+       AND j.created_at < now() - interval '10 seconds'
+       AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id
+                          AND t.status IN ('waiting', 'processing'))
+$$;
+
+CREATE FUNCTION appliance_release_stragglers() RETURNS SETOF uuid LANGUAGE sql AS $$
+    UPDATE tasks t SET ready_at = now()
+     WHERE t.status = 'waiting' AND t.ready_at IS NULL AND cardinality(t.depends_on) > 0
+       AND t.created_at < now() - interval '10 seconds'
        AND NOT EXISTS (SELECT 1 FROM tasks d
                         WHERE d.id = ANY (t.depends_on) AND d.status <> 'finished')
     RETURNING t.id
@@ -194,6 +229,23 @@ BEGIN
     )
     SELECT array_agg(DISTINCT job_id), count(*) INTO v_jobs, v_count FROM failed;
     PERFORM appliance_refresh_job(j) FROM unnest(v_jobs) AS j;
+    RETURN v_count;
+END $$;
+
+-- Deletes tasks; tasks elsewhere that used them as input fail (they could never run), and the
+-- jobs concerned are settled again.
+CREATE FUNCTION appliance_delete_tasks(p_ids uuid[]) RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    v_jobs uuid[];
+    v_count integer;
+BEGIN
+    PERFORM appliance_fail_task(d.id, 'INPUT_TASK_FAILED', 'An input task was deleted')
+       FROM tasks d
+      WHERE d.depends_on && p_ids AND NOT d.id = ANY (p_ids)
+        AND d.status IN ('waiting', 'processing');
+    WITH gone AS (DELETE FROM tasks WHERE id = ANY (p_ids) RETURNING job_id)
+    SELECT array_agg(DISTINCT job_id), count(*) INTO v_jobs, v_count FROM gone;
+    PERFORM appliance_refresh_job(j) FROM unnest(v_jobs) AS j WHERE j IS NOT NULL;
     RETURN v_count;
 END $$;
 

@@ -176,4 +176,4 @@ def test_message_that_arrives_before_its_retry_time_is_put_back_with_the_rest_of
     row = system.sql("SELECT status, attempts FROM tasks WHERE id = %s", conv["id"])[0]
     assert (row["status"], row["attempts"]) == ("waiting", 0)
     assert client.hlen("dramatiq:light.DQ.msgs") == 1
-    assert client.sismember("appliance:pending:light", conv["id"])
+    assert client.zscore("appliance:pending:light", conv["id"]) is not None

@@ -1,0 +1,131 @@
+"""The task state functions under concurrency, on a real Postgres: two inputs of one task (or
+the last two tasks of a job) finishing at the same moment must still release the dependent and
+settle the job. Two connections are interleaved by hand so the race happens every time."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+
+
+@pytest.fixture
+def db(postgres_url):
+    conn = psycopg.connect(postgres_url, autocommit=True)
+    user = conn.execute(
+        "INSERT INTO users (email) VALUES ('race@example.test') RETURNING id"
+    ).fetchone()[0]
+    yield conn, user
+    conn.close()
+
+
+def _job(conn, user):
+    return conn.execute(
+        "INSERT INTO jobs (user_id, expires_at) VALUES (%s, now() + "
+        "interval '1 hour') RETURNING id",
+        (user,),
+    ).fetchone()[0]
+
+
+def _task(conn, user, job, name, status="processing", depends_on=()):
+    return conn.execute(
+        "INSERT INTO tasks (job_id, user_id, name, operation, queue, status, depends_on,"
+        " expires_at) VALUES (%s, %s, %s, 'convert', 'light', %s, %s, now() + interval"
+        " '1 hour') RETURNING id",
+        (job, user, name, status, list(depends_on)),
+    ).fetchone()[0]
+
+
+def _finish_both(url, first, second):
+    """Finish ``first`` in an open transaction, start finishing ``second`` meanwhile, then
+    commit the first. Returns the ids each call released."""
+    released = {}
+    with psycopg.connect(url) as c1:
+        released["first"] = [
+            r[0] for r in c1.execute("SELECT appliance_finish_task(%s, '{}')", (first,)).fetchall()
+        ]
+
+        def other():
+            with psycopg.connect(url) as c2:
+                released["second"] = [
+                    r[0]
+                    for r in c2.execute(
+                        "SELECT appliance_finish_task(%s, '{}')", (second,)
+                    ).fetchall()
+                ]
+                c2.commit()
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        time.sleep(0.5)  # the second finish is now running, before the first commits
+        c1.commit()
+    thread.join(10)
+    assert not thread.is_alive()
+    return released
+
+
+def test_dependent_of_two_inputs_finishing_at_once_is_released(db, postgres_url):
+    conn, user = db
+    job = _job(conn, user)
+    a, b = _task(conn, user, job, "a"), _task(conn, user, job, "b")
+    m = _task(conn, user, job, "m", status="waiting", depends_on=[a, b])
+    released = _finish_both(postgres_url, a, b)
+    assert released["first"] + released["second"] == [m]
+    assert conn.execute("SELECT ready_at IS NOT NULL FROM tasks WHERE id = %s", (m,)).fetchone()[0]
+
+
+def test_job_whose_last_two_tasks_finish_at_once_is_finished(db, postgres_url):
+    conn, user = db
+    job = _job(conn, user)
+    a, b = _task(conn, user, job, "a"), _task(conn, user, job, "b")
+    _finish_both(postgres_url, a, b)
+    assert conn.execute("SELECT status FROM jobs WHERE id = %s", (job,)).fetchone()[0] == "finished"
+
+
+def test_deleting_an_input_fails_its_dependents_and_settles_their_job(db):
+    conn, user = db
+    job = _job(conn, user)
+    a = _task(conn, user, job, "a", status="finished")
+    b = _task(conn, user, job, "b", status="waiting")
+    other_job = _job(conn, user)
+    m = _task(conn, user, other_job, "m", status="waiting", depends_on=[a, b])
+    assert conn.execute("SELECT appliance_delete_tasks(%s)", ([b],)).fetchone()[0] == 1
+    status, code = conn.execute("SELECT status, code FROM tasks WHERE id = %s", (m,)).fetchone()
+    assert (status, code) == ("error", "INPUT_TASK_FAILED")
+    assert (
+        conn.execute("SELECT status FROM jobs WHERE id = %s", (other_job,)).fetchone()[0] == "error"
+    )
+    assert (
+        conn.execute("SELECT status FROM jobs WHERE id = %s", (job,)).fetchone()[0] == "finished"
+    )  # only the finished task is left
+
+
+def test_reconciler_safety_nets_release_and_settle_stragglers(db):
+    conn, user = db
+    job = _job(conn, user)
+    a = _task(conn, user, job, "a", status="finished")
+    m = _task(conn, user, job, "m", status="waiting", depends_on=[a])
+    conn.execute("UPDATE tasks SET created_at = now() - interval '1 minute'")
+    assert [r[0] for r in conn.execute("SELECT appliance_release_stragglers()")] == [m]
+    done = _job(conn, user)
+    _task(conn, user, done, "x", status="finished")
+    conn.execute("UPDATE jobs SET created_at = now() - interval '1 minute'")
+    conn.execute("SELECT appliance_settle_jobs()")
+    assert (
+        conn.execute("SELECT status FROM jobs WHERE id = %s", (done,)).fetchone()[0] == "finished"
+    )
+
+
+def test_a_retried_task_counts_through_its_retry(db):
+    conn, user = db
+    job = _job(conn, user)
+    failed = _task(conn, user, job, "c", status="error")
+    assert conn.execute("SELECT appliance_refresh_job(%s)", (job,)).fetchone()[0] == "error"
+    retry = _task(conn, user, job, "c-retry")
+    conn.execute("UPDATE tasks SET retry_of_task_id = %s WHERE id = %s", (failed, retry))
+    conn.execute("SELECT appliance_finish_task(%s, '{}')", (retry,))
+    assert conn.execute("SELECT status FROM jobs WHERE id = %s", (job,)).fetchone()[0] == "finished"
+    assert uuid.UUID(str(retry))
