@@ -16,7 +16,7 @@ from appliance.engines.registry import Hop
 from appliance.errors import PermanentError
 from appliance.jobs import graph
 from appliance.jobs.fetch import fetch
-from appliance.jobs.files import Spool, safe_filename, sha256_of, store
+from appliance.jobs.files import RESERVE_FILE, Spool, safe_filename, sha256_of, store
 from appliance.jobs.runner import Operation, Outcome, OutFile, Runtime
 from appliance.storage import object_key
 
@@ -36,7 +36,7 @@ def import_url(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome
         )
         sha = spool.finish()
         progress(0.8)
-        store(rt.storage, spool.path, sha, consume=True)
+        _keep(rt, spool.path, sha, spool.size)
         filename = safe_filename(p.get("filename") or name)
         return Outcome(
             {"files": [{"filename": filename, "size": spool.size}]},
@@ -115,7 +115,7 @@ def _convert_one(
     sha, size = sha256_of(path)
     if size == 0:
         raise PermanentError("The conversion produced an empty file", code="CONVERSION_FAILED")
-    store(rt.storage, path, sha, consume=True)
+    _keep(rt, path, sha, size)
     _cache_store(rt, cache_key, sha, size)
     return OutFile(sha, size, filename), hops
 
@@ -142,6 +142,12 @@ def _run_hops(hops: list[Hop], src: Path, work: Path, options: Any, progress: Pr
             )
         current = dst
     return current
+
+
+def _keep(rt: Runtime, path: Path, sha: str, size: int) -> None:
+    with rt.pool.connection() as conn:
+        conn.execute(RESERVE_FILE, (sha, size))
+    store(rt.storage, path, sha, consume=True)
 
 
 def _options_hash(options: Any) -> str:

@@ -27,7 +27,7 @@ from appliance.engines.registry import Registry
 from appliance.errors import FileTooLarge, InvalidData, NotFound
 from appliance.jobs import graph
 from appliance.jobs.dispatch import Dispatcher, Ready
-from appliance.jobs.files import Spool, safe_filename, store
+from appliance.jobs.files import RESERVE_FILE, Spool, safe_filename, store
 from appliance.security import signing
 from appliance.settings import Settings
 from appliance.storage import Storage
@@ -122,11 +122,22 @@ class JobService:
             if task.operation == "import/base64":
                 data = task.payload.pop("file")
                 name = safe_filename(str(task.payload.get("filename", "file")))
-                sha, size = await asyncio.to_thread(self._store_base64, data, task.name)
-                out[task.id] = (sha, size, name)
+                spool, sha = await asyncio.to_thread(self._spool_base64, data, task.name)
+                try:
+                    await self._keep(spool, sha)
+                finally:
+                    spool.close()
+                out[task.id] = (sha, spool.size, name)
         return out
 
-    def _store_base64(self, data: Any, name: str) -> tuple[str, int]:
+    async def _keep(self, spool: Spool, sha: str) -> None:
+        """Reserve the hash in Postgres (so the cleaner leaves it alone), then store the
+        spooled file under it unless the bytes are already there."""
+        async with self.pool.connection() as conn:
+            await conn.execute(RESERVE_FILE, (sha, spool.size))
+        await asyncio.to_thread(partial(store, consume=True), self.storage, spool.path, sha)
+
+    def _spool_base64(self, data: Any, name: str) -> tuple[Spool, str]:
         limit = self.settings.max_upload_bytes
         if not isinstance(data, str):
             raise InvalidData(
@@ -144,11 +155,13 @@ class JobService:
             raise InvalidData(
                 "file is not valid base64", errors={f"tasks.{name}.file": ["is not valid base64"]}
             ) from exc
-        with Spool(self.settings.data_path / "tmp", limit) as spool:
+        spool = Spool(self.settings.data_path / "tmp", limit)
+        try:
             spool.write(raw)
-            sha = spool.finish()
-            store(self.storage, spool.path, sha, consume=True)
-            return sha, spool.size
+            return spool, spool.finish()
+        except BaseException:
+            spool.close()
+            raise
 
     async def _insert_tasks(
         self,
@@ -256,7 +269,7 @@ class JobService:
             async for chunk in chunks:
                 spool.write(chunk)
             sha = spool.finish()
-            await asyncio.to_thread(partial(store, consume=True), self.storage, spool.path, sha)
+            await self._keep(spool, sha)
         finally:
             spool.close()
         async with self.pool.connection() as conn, conn.transaction():
