@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     create = keys.add_parser("create", help="create a key")
     create.add_argument("--user", required=True, metavar="EMAIL")
+    create.add_argument(
+        "--scopes",
+        default="task.read,task.write",
+        help="comma-separated scopes (default: task.read,task.write)",
+    )
     sub.add_parser("api", help="serve the HTTP API with granian")
     worker = sub.add_parser("worker", help="run a Dramatiq worker")
     worker.add_argument("-Q", "--queues", nargs="+", default=["light", "office", "media"])
@@ -72,7 +77,11 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
     with psycopg.connect(
         settings.effective_database_url, autocommit=True, row_factory=dict_row
     ) as conn:
-        print(create_key(conn, args.user))
+        try:
+            print(create_key(conn, args.user, scopes=args.scopes.split(",")))
+        except ValueError as exc:
+            print(f"appliance: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -98,6 +98,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     s3_bucket: Annotated[str, _doc("S3 bucket; created when missing.")] = "appliance"
     s3_region: Annotated[str, _doc("S3 region.")] = "us-east-1"
     s3_secure: Annotated[bool, _doc("Use HTTPS to reach S3.")] = False
+    s3_public_url: Annotated[
+        str,
+        _doc(
+            "Base URL clients download exported files from, when it differs from the "
+            "internal S3 endpoint (e.g. https://files.example.com). Empty: the endpoint.",
+            pattern=r"^(https?://[^/\s]+)?$",
+        ),
+    ] = ""
     secret_key: Annotated[
         str,
         _doc(

@@ -9,6 +9,7 @@ from litestar import Request
 
 from appliance.api.auth import Authenticator, Principal
 from appliance.api.events import Notifier
+from appliance.errors import Forbidden
 from appliance.jobs.service import JobService
 
 
@@ -23,5 +24,14 @@ def services(request: Request[Any, Any, Any]) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
 
 
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def principal(request: Request[Any, Any, Any]) -> Principal:
-    return await services(request).auth.authenticate(request.headers.get("authorization"))
+    """The key's user, once the key is valid and carries the scope the request needs:
+    ``task.read`` to read, ``task.write`` to create, change or delete (403 otherwise)."""
+    who = await services(request).auth.authenticate(request.headers.get("authorization"))
+    scope = "task.read" if request.method in READ_METHODS else "task.write"
+    if scope not in who.scopes:
+        raise Forbidden(f"This API key lacks the {scope} scope", code="MISSING_SCOPE")
+    return who

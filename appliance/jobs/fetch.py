@@ -8,6 +8,7 @@ Redirects are followed by hand (at most 5), each one checked the same way.
 from __future__ import annotations
 
 import re
+import time
 from email.message import Message
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urljoin, urlsplit
@@ -19,6 +20,8 @@ from appliance.jobs.files import Spool, safe_filename
 from appliance.security.netguard import resolve
 
 MAX_REDIRECTS = 5
+TOTAL_TIMEOUT_FACTOR = 10
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 USER_AGENT = "appliance-import/1"
 
 
@@ -30,9 +33,14 @@ def fetch(
     timeout: float,
     headers: dict[str, str] | None = None,
 ) -> str:
-    """Stream ``url`` into ``spool``; returns the file name the server or URL suggests."""
+    """Stream ``url`` into ``spool``; returns the file name the server or URL suggests.
+
+    ``timeout`` bounds each connect and read; the whole download gets ``TOTAL_TIMEOUT_FACTOR``
+    times that, so a server dripping bytes cannot hold a worker for hours."""
+    deadline = time.monotonic() + timeout * TOTAL_TIMEOUT_FACTOR
+    headers = dict(headers or {})
     for _ in range(MAX_REDIRECTS + 1):
-        response = _open(url, allow_private=allow_private, timeout=timeout, headers=headers or {})
+        pool, response = _open(url, allow_private=allow_private, timeout=timeout, headers=headers)
         try:
             if response.status in (301, 302, 303, 307, 308):
                 location = response.headers.get("Location")
@@ -40,25 +48,42 @@ def fetch(
                     raise PermanentError(
                         f"Redirect without Location from {url}", code="IMPORT_FAILED"
                     )
-                url = urljoin(url, location)
+                target = urljoin(url, location)
+                if _origin(target) != _origin(url):  # credentials stay with their origin
+                    headers = {
+                        k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS
+                    }
+                url = target
                 continue
             if response.status >= 500 or response.status == 429:
                 raise RetryableError(f"{url} answered HTTP {response.status}")
             if response.status != 200:
                 raise PermanentError(f"{url} answered HTTP {response.status}", code="IMPORT_FAILED")
-            for chunk in response.stream(1 << 16):
+            # read1: whatever has arrived (<= 64 KiB), so the deadline is checked often even
+            # when the server sends a few bytes at a time.
+            while chunk := response.read1(1 << 16):
                 spool.write(chunk)
+                if time.monotonic() > deadline:
+                    raise RetryableError(
+                        f"Download of {url} took longer than {timeout * TOTAL_TIMEOUT_FACTOR:.0f} s"
+                    )
             return _filename(url, response.headers.get("Content-Disposition"))
         except urllib3.exceptions.HTTPError as exc:
             raise RetryableError(f"Download of {url} failed: {exc}") from exc
         finally:
             response.release_conn()
+            pool.close()
     raise PermanentError(f"Too many redirects from {url}", code="IMPORT_FAILED")
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port
 
 
 def _open(
     url: str, *, allow_private: bool, timeout: float, headers: dict[str, str]
-) -> urllib3.BaseHTTPResponse:
+) -> tuple[urllib3.HTTPConnectionPool, urllib3.BaseHTTPResponse]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidData(
@@ -88,7 +113,7 @@ def _open(
         path += "?" + parts.query
     host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
     try:
-        return pool.urlopen(
+        response = pool.urlopen(
             "GET",
             path,
             headers={**headers, "Host": host_header, "User-Agent": USER_AGENT},
@@ -96,7 +121,9 @@ def _open(
             preload_content=False,
         )
     except urllib3.exceptions.HTTPError as exc:
+        pool.close()
         raise RetryableError(f"Cannot reach {parts.hostname}: {exc}") from exc
+    return pool, response
 
 
 def _filename(url: str, disposition: str | None) -> str:

@@ -96,6 +96,7 @@ def plan(
         for req in _REQUIRED.get(operation, ()):
             if payload.get(req) in (None, "", []):
                 errors.add(f"{key}.{req}", f"{req} is required for {operation}")
+        _check_types(payload, key, errors)
         refs = payload.get("input", [])
         refs = [refs] if isinstance(refs, str) else refs
         if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
@@ -129,6 +130,22 @@ def plan(
     if errors.items:
         raise InvalidData("The given data was invalid.", errors=errors.items)
     return list(by_name.values())  # definition order, as CloudConvert lists them
+
+
+# Fields whose type the workers rely on: checked here so a wrong type is a 422, not a crash.
+_STRING_FIELDS = ("url", "filename", "input_format", "output_format", "file", "engine")
+
+
+def _check_types(payload: Mapping[str, Any], key: str, errors: _Errors) -> None:
+    for name in _STRING_FIELDS:
+        if name in payload and payload[name] is not None and not isinstance(payload[name], str):
+            errors.add(f"{key}.{name}", "must be a string")
+    headers = payload.get("headers")
+    if headers is not None and not (
+        isinstance(headers, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+    ):
+        errors.add(f"{key}.headers", "must be an object of string header values")
 
 
 def _topological(

@@ -18,8 +18,18 @@ def key_hash(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-def create_key(conn: DictConnection, email: str) -> str:
+SCOPES = ("task.read", "task.write", "webhook.read", "webhook.write", "user.read")
+
+
+def create_key(
+    conn: DictConnection,
+    email: str,
+    scopes: list[str] | tuple[str, ...] = ("task.read", "task.write"),
+) -> str:
     """Create the user if needed and a new key for them; returns the key (shown once)."""
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise ValueError(f"unknown scopes {unknown}; known: {', '.join(SCOPES)}")
     key = new_key()
     with conn.transaction():
         row = conn.execute(
@@ -30,7 +40,7 @@ def create_key(conn: DictConnection, email: str) -> str:
         assert row is not None
         user_id = row["id"]
         conn.execute(
-            "INSERT INTO api_keys (user_id, key_hash, prefix) VALUES (%s, %s, %s)",
-            (user_id, key_hash(key), key[:8]),
+            "INSERT INTO api_keys (user_id, key_hash, prefix, scopes) VALUES (%s, %s, %s, %s)",
+            (user_id, key_hash(key), key[:8], list(scopes)),
         )
     return key

@@ -15,4 +15,7 @@ def sign(secret: bytes, purpose: str, subject: str, expires: int) -> str:
 def verify(secret: bytes, purpose: str, subject: str, expires: int, signature: str) -> bool:
     if expires < time.time():
         return False
-    return hmac.compare_digest(sign(secret, purpose, subject, expires), signature)
+    # Bytes: compare_digest refuses non-ASCII str, and the signature is client input.
+    return hmac.compare_digest(
+        sign(secret, purpose, subject, expires).encode(), signature.encode("utf-8", "replace")
+    )

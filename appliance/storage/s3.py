@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from minio import Minio
 from minio.error import S3Error
@@ -16,20 +17,28 @@ PART_SIZE = 16 * 1024 * 1024
 
 
 class S3Storage:
-    def __init__(self, client: Minio, bucket: str) -> None:
+    def __init__(self, client: Minio, bucket: str, presigner: Minio | None = None) -> None:
         self.client = client
         self.bucket = bucket
+        # Presigned URLs carry the host they were signed for; clients may need another one.
+        self.presigner = presigner or client
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Storage:
-        client = Minio(
-            settings.s3_endpoint,
-            access_key=settings.s3_access_key,
-            secret_key=settings.s3_secret_key,
-            secure=settings.s3_secure,
-            region=settings.s3_region,
-        )
-        return cls(client, settings.s3_bucket)
+        def client(endpoint: str, secure: bool) -> Minio:
+            return Minio(
+                endpoint,
+                access_key=settings.s3_access_key,
+                secret_key=settings.s3_secret_key,
+                secure=secure,
+                region=settings.s3_region,  # known region: presigning needs no request
+            )
+
+        presigner = None
+        if settings.s3_public_url:
+            public = urlsplit(settings.s3_public_url)
+            presigner = client(public.netloc, public.scheme == "https")
+        return cls(client(settings.s3_endpoint, settings.s3_secure), settings.s3_bucket, presigner)
 
     def ensure_bucket(self) -> None:
         if not self.client.bucket_exists(self.bucket):
@@ -73,7 +82,7 @@ class S3Storage:
 
     def download_url(self, key: str, filename: str, expires_in: int) -> str:
         disposition = 'attachment; filename="' + filename.replace('"', "") + '"'
-        return self.client.presigned_get_object(
+        return self.presigner.presigned_get_object(
             self.bucket,
             key,
             expires=timedelta(seconds=expires_in),

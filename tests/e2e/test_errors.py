@@ -211,3 +211,15 @@ def test_import_url_to_a_private_address_fails_unless_allowed(deployment, png_fi
     else:
         assert job["status"] == "error"
         assert task(job, "i")["code"] == "URL_NOT_ALLOWED"
+
+
+def test_key_without_the_needed_scope_is_403(deployment):
+    key = deployment.key()
+    from appliance.security.keys import key_hash
+
+    deployment.sql("UPDATE api_keys SET scopes = '{task.read}' WHERE key_hash = %s", key_hash(key))
+    with deployment.client(key) as api:
+        assert api.get("/v2/jobs").status_code == 200
+        r = api.post("/v2/jobs", json={"tasks": {"up": {"operation": "import/upload"}}})
+        assert r.status_code == 403 and r.json()["code"] == "MISSING_SCOPE"
+        assert "task.write" in r.json()["message"]

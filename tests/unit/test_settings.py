@@ -79,3 +79,23 @@ def test_cli_reports_a_bad_setting_naming_the_variable(monkeypatch, capsys):
     monkeypatch.setenv("APPLIANCE_PORT", "http")
     assert main(["migrate"]) == 2
     assert "APPLIANCE_PORT" in capsys.readouterr().err
+
+
+def test_cli_refuses_unknown_scopes_before_touching_the_database(monkeypatch, capsys):
+    from appliance.cli import main
+
+    monkeypatch.setattr("psycopg.connect", _fake_connect)
+    assert main(["keys", "create", "--user", "a@example.test", "--scopes", "task.read,root"]) == 2
+    assert "unknown scopes ['root']" in capsys.readouterr().err
+
+
+class _FakeConn:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _fake_connect(*args, **kwargs):
+    return _FakeConn()

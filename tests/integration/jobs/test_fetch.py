@@ -50,9 +50,9 @@ def server():
     httpd.shutdown()
 
 
-def get(url, tmp_path, *, allow_private=True, limit=10000):
+def get(url, tmp_path, *, allow_private=True, limit=10000, timeout=5):
     with Spool(tmp_path, limit) as spool:
-        name = fetch_module.fetch(url, spool, allow_private=allow_private, timeout=5)
+        name = fetch_module.fetch(url, spool, allow_private=allow_private, timeout=timeout)
         spool.finish()
         return name, spool.path.read_bytes()
 
@@ -108,3 +108,69 @@ def test_redirect_to_a_private_address_is_refused(server, tmp_path, monkeypatch)
 def test_only_http_and_https_are_fetched(tmp_path):
     with pytest.raises(InvalidData):
         get("ftp://example.com/x", tmp_path)
+
+
+def test_credentials_are_not_sent_to_another_origin_on_redirect(tmp_path):
+    """Two servers (two origins); the first redirects to the second, which records headers."""
+    seen = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(dict(self.headers))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(BODY)))
+            self.end_headers()
+            self.wfile.write(BODY)
+
+        def log_message(self, *args):
+            pass
+
+    second = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=second.serve_forever, daemon=True).start()
+    first = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=first.serve_forever, daemon=True).start()
+    try:
+        target = f"127.0.0.1:{second.server_address[1]}/x.png"
+        with Spool(tmp_path, 100000) as spool:
+            fetch_module.fetch(
+                f"http://127.0.0.1:{first.server_address[1]}/to/{target}",
+                spool,
+                allow_private=True,
+                timeout=5,
+                headers={"Authorization": "Bearer secret", "X-Trace": "1"},
+            )
+        assert seen and "Authorization" not in seen[0] and seen[0].get("X-Trace") == "1"
+    finally:
+        first.shutdown()
+        second.shutdown()
+
+
+def test_a_download_that_drips_is_stopped_by_the_total_deadline(tmp_path, monkeypatch):
+    class Drip(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                for _ in range(1000):
+                    self.wfile.write(b"x" * 100)
+                    self.wfile.flush()
+                    import time
+
+                    time.sleep(0.05)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(fetch_module, "TOTAL_TIMEOUT_FACTOR", 2)
+    try:
+        with pytest.raises(RetryableError, match="longer than"):
+            get(
+                f"http://127.0.0.1:{server.server_address[1]}/", tmp_path, limit=200000, timeout=0.5
+            )  # each read is quick; the whole takes far longer than 2 x 0.5 s
+    finally:
+        server.shutdown()

@@ -117,3 +117,21 @@ def test_inputs_may_name_existing_tasks():
         external=lambda ref: (known, "jpg") if ref == str(known) else None,
     )
     assert tasks[0].depends_on == [known]
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"operation": "import/url", "url": "https://x.test/a.png", "filename": 123}, "filename"),
+        ({"operation": "import/url", "url": ["https://x.test/a.png"]}, "url"),
+        ({"operation": "import/url", "url": "https://x.test/a.png", "headers": ["x"]}, "headers"),
+        (
+            {"operation": "import/url", "url": "https://x.test/a.png", "headers": {"a": 1}},
+            "headers",
+        ),
+        ({"operation": "import/base64", "file": 5, "filename": "a.png"}, "file"),
+    ],
+)
+def test_wrong_field_types_are_422_not_crashes(payload, field):
+    errors = errors_of({"t": payload})
+    assert f"tasks.t.{field}" in errors

@@ -39,3 +39,22 @@ def test_operator_may_allow_private_addresses():
 def test_unresolvable_host_is_a_clear_error():
     with pytest.raises(InvalidData, match="resolve"):
         resolve("no-such-host.invalid", 80, allow_private=False)
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:a00:1::1",  # 6to4 of 10.0.0.1
+        "::7f00:1",  # IPv4-compatible 127.0.0.1
+    ],
+)
+def test_ipv6_forms_carrying_a_private_ipv4_are_refused(address):
+    with pytest.raises(InvalidData):
+        resolve(address, 80, allow_private=False)
+
+
+def test_nat64_of_a_public_address_is_allowed():
+    assert resolve("64:ff9b::5db8:d70e", 80, allow_private=False) == "64:ff9b::5db8:d70e"

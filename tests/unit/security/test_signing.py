@@ -16,3 +16,8 @@ def test_signature_verifies_until_it_expires():
 def test_expired_signature_is_refused():
     exp = int(time.time()) - 1
     assert not signing.verify(b"k", "upload", "t", exp, signing.sign(b"k", "upload", "t", exp))
+
+
+def test_non_ascii_signature_is_refused_not_an_error():
+    exp = int(time.time()) + 60
+    assert not signing.verify(b"k", "upload", "t", exp, "é" * 64)
