@@ -142,6 +142,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_retention_hours: Annotated[
         float, _doc("Jobs and their files are deleted this long after creation.", gt=0)
     ] = 24.0
+    sandbox: Annotated[
+        Literal["bwrap", "off"],
+        _doc(
+            "How engines run: `bwrap` in warm bubblewrap-sandboxed helper processes (no "
+            "network, no credentials, resource limits); `off` inside the worker process "
+            "(development only: the worker then parses untrusted files itself)."
+        ),
+    ] = "bwrap"
+    engine_timeout_seconds: Annotated[
+        float, _doc("Wall-clock limit of one engine run; the helper is killed after it.", gt=0)
+    ] = 120.0
+    engine_memory_mb: Annotated[
+        int, _doc("Address-space limit of each engine helper process, in MiB.", ge=256)
+    ] = 2048
+    engine_restart_after: Annotated[
+        int, _doc("Conversions a warm engine helper serves before it is replaced.", ge=1)
+    ] = 200
     worker_threads: Annotated[
         int, _doc("Threads per worker process for each queue class.", ge=1, le=64)
     ] = 2

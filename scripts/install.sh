@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 DEV=0
 [[ "${1:-}" == "--dev" ]] && DEV=1
 
-RUNTIME_PKGS=(postgresql redis-server ca-certificates python3 python3-venv curl)
+RUNTIME_PKGS=(postgresql redis-server ca-certificates python3 python3-venv curl bubblewrap util-linux)
 DEV_PKGS=(swift swift-proxy swift-object swift-container swift-account memcached wrk)
 
 need=()

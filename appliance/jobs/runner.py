@@ -21,6 +21,7 @@ import redis
 from psycopg.types.json import Jsonb
 
 from appliance.db import SyncPool
+from appliance.engines import Engine
 from appliance.engines.registry import Registry
 from appliance.errors import ApplianceError, RetryableError
 from appliance.jobs.dispatch import DramatiqDispatcher, Ready
@@ -59,7 +60,6 @@ class Runtime:
 
 def build_runtime(settings: Settings, broker: dramatiq.Broker) -> Runtime:
     from appliance.db import sync_pool
-    from appliance.engines.enabled import enabled_engines
     from appliance.jobs.broker import make_dispatcher
     from appliance.storage import make_storage
 
@@ -70,10 +70,25 @@ def build_runtime(settings: Settings, broker: dramatiq.Broker) -> Runtime:
         settings=settings,
         pool=sync_pool(settings),
         storage=storage,
-        registry=Registry(enabled_engines()),
+        registry=Registry(engines_for(settings)),
         dispatcher=make_dispatcher(settings, broker),  # type: ignore[arg-type]
         redis=redis.Redis.from_url(settings.effective_redis_url),
     )
+
+
+def engines_for(settings: Settings) -> list[Engine]:
+    """The enabled engines as a worker runs them: in sandboxed helpers unless turned off."""
+    from appliance.engines.enabled import enabled_engines
+    from appliance.engines.sandbox import HelperPool, Limits, sandboxed
+
+    if settings.sandbox == "off":
+        return enabled_engines()
+    limits = Limits(
+        timeout_seconds=settings.engine_timeout_seconds,
+        memory_bytes=settings.engine_memory_mb << 20,
+        restart_after=settings.engine_restart_after,
+    )
+    return sandboxed(enabled_engines(), HelperPool(settings.data_path / "sandbox", limits))
 
 
 Operation = Callable[[Runtime, dict[str, Any], Callable[[float], None]], Outcome]

@@ -1,0 +1,80 @@
+"""The process inside the sandbox: runs conversions for the worker, one JSON line each.
+
+It holds no credentials and sees only its work directory (/job) writable; see sandbox.py.
+Engines that load slowly (libvips) stay loaded between conversions.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from appliance.engines import Engine
+from appliance.engines.enabled import enabled_engines
+from appliance.errors import PermanentError
+
+ROOT = Path("/job")
+
+
+def _reply(out: Any, message: dict[str, Any]) -> None:
+    out.write(json.dumps(message) + "\n")
+    out.flush()
+
+
+def _inside(path: str) -> Path:
+    resolved = Path(path).resolve()
+    if resolved != ROOT and ROOT not in resolved.parents:
+        raise PermanentError(f"path {path!r} is outside the work directory", code="INVALID_INPUT")
+    return resolved
+
+
+def serve(engines: dict[str, Engine], inp: Any, out: Any) -> None:
+    for line in inp:
+        try:
+            req = json.loads(line)
+            engine = engines[req["engine"]]
+            options = msgspec.convert(req["options"], engine.descriptor.options)
+            engine.convert(
+                _inside(req["src"]),
+                _inside(req["dst"]),
+                req["src_format"],
+                req["dst_format"],
+                options,
+                lambda fraction: _reply(out, {"progress": round(fraction, 3)}),
+            )
+            _reply(out, {"ok": True})
+        except PermanentError as exc:
+            _reply(out, {"error": exc.code, "message": exc.message})
+        except MemoryError:
+            _reply(
+                out,
+                {
+                    "error": "ENGINE_LIMIT",
+                    "message": "The conversion needs more memory than the engine may use",
+                },
+            )
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            _reply(
+                out,
+                {
+                    "error": "CONVERSION_FAILED",
+                    "message": f"The engine failed: {type(exc).__name__}",
+                },
+            )
+
+
+def main() -> None:
+    engines = {e.descriptor.id: e for e in enabled_engines()}
+    for engine in engines.values():
+        engine.descriptor.version()  # load libraries now: the first conversion stays fast
+    serve(engines, sys.stdin, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,354 @@
+"""Engines run in warm, sandboxed helper processes, never in the worker that holds database and
+storage credentials (DESIGN.md, Engines).
+
+A helper is ``python -m appliance.engines.helper`` inside bubblewrap: its own network, PID, IPC
+and UTS namespaces (no network at all), a read-only view of ``/usr``, the Python installation and
+the application, a private tmpfs ``/tmp``, and one writable directory, its work directory, at
+``/job``. Inside, ``setpriv`` drops to ``nobody`` with no capabilities and no_new_privs before
+Python starts. Resource limits (address space, file size, CPU time) apply to the whole helper;
+each conversion also has a wall-clock timeout after which the helper's process group is killed.
+
+The worker talks to a helper over its stdin/stdout, one JSON object per line:
+request ``{"engine", "src", "dst", "src_format", "dst_format", "options"}`` (paths under /job),
+replies ``{"progress": f}`` ... then ``{"ok": true}`` or ``{"error": CODE, "message": ...}``.
+A helper serves many conversions (it stays warm) and is replaced after ``restart_after`` of
+them, after a crash, or after a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import resource
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+import appliance
+from appliance.engines import Descriptor, Engine, Progress
+from appliance.errors import PermanentError
+
+log = logging.getLogger(__name__)
+NOBODY = 65534
+JOB_DIR = "/job"
+SANDBOX_TMP = "/tmp"  # noqa: S108  (an empty tmpfs of the sandbox's own, not the host's)
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout_seconds: float = 120.0  # wall clock per conversion
+    memory_bytes: int = 2 << 30  # address space of each helper process
+    output_bytes: int = 1 << 30  # largest file a helper may write
+    cpu_seconds: int = 3600  # CPU time over a helper's whole life (it is restarted anyway)
+    restart_after: int = 200  # conversions before a helper is replaced
+
+
+class EngineTimeout(PermanentError):
+    code = "ENGINE_TIMEOUT"
+
+
+class EngineCrashed(PermanentError):
+    code = "ENGINE_CRASHED"
+
+
+def _parents(path: Path) -> list[Path]:
+    return [p for p in reversed(path.parents) if p != Path("/")]
+
+
+def sandbox_argv(workdir: Path, argv: list[str]) -> list[str]:
+    """bubblewrap (+ setpriv when root) around ``argv``, with ``workdir`` writable at /job."""
+    readonly = sorted(
+        {Path(sys.base_prefix), Path(sys.prefix), Path(appliance.__file__).resolve().parent.parent}
+    )
+    cmd = [
+        "bwrap",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+        "--unshare-ipc",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+        "--symlink",
+        "usr/bin",
+        "/bin",
+        "--ro-bind",
+        "/etc/ld.so.cache",
+        "/etc/ld.so.cache",
+        "--ro-bind-try",
+        "/etc/fonts",
+        "/etc/fonts",
+        "--ro-bind-try",
+        "/var/cache/fontconfig",
+        "/var/cache/fontconfig",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        SANDBOX_TMP,
+        "--setenv",
+        "HOME",
+        SANDBOX_TMP,
+        "--setenv",
+        "PATH",
+        "/usr/bin:/bin",
+        "--setenv",
+        "LANG",
+        "C.UTF-8",
+        "--setenv",
+        "PYTHONDONTWRITEBYTECODE",
+        "1",
+    ]
+    made: set[Path] = set()
+    for path in readonly:
+        if any(path.is_relative_to(other) and path != other for other in readonly):
+            continue  # already visible through a bound parent
+        for parent in _parents(path):
+            if parent not in made and parent not in (Path("/usr"),):
+                cmd += ["--perms", "0755", "--dir", str(parent)]  # bwrap makes them 0700
+                made.add(parent)
+        cmd += ["--ro-bind", str(path), str(path)]
+    cmd += ["--bind", str(workdir), JOB_DIR, "--chdir", JOB_DIR]
+    if os.geteuid() == 0:
+        # bwrap as root keeps root inside; drop to nobody, all capabilities gone, before exec.
+        cmd += [
+            "--",
+            "/usr/bin/setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--no-new-privs",
+        ]
+    else:
+        cmd += ["--unshare-user", "--"]
+    return cmd + argv
+
+
+def helper_argv() -> list[str]:
+    return [sys.executable, "-I", "-m", "appliance.engines.helper"]
+
+
+class Helper:
+    """One warm sandboxed helper process and its work directory."""
+
+    def __init__(self, workdir: Path, limits: Limits, argv: list[str] | None = None) -> None:
+        self.workdir = workdir
+        self.limits = limits
+        self.argv = argv or helper_argv()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.served = 0
+        self._buffer = b""
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir.mkdir(parents=True)
+        if os.geteuid() == 0:
+            os.chown(self.workdir, NOBODY, NOBODY)
+        limits = self.limits
+
+        def apply_limits() -> None:  # runs in the child before exec; inherited by the helper
+            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limits.output_bytes, limits.output_bytes))
+            resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+        log_file = open(self.workdir.parent / f"{self.workdir.name}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            sandbox_argv(self.workdir, self.argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            start_new_session=True,
+            preexec_fn=apply_limits,
+        )
+        log_file.close()
+        self.served = 0
+        self._buffer = b""
+        return self.proc
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def job_dir(self) -> Path:
+        """A fresh directory for one conversion, inside the helper's work directory."""
+        if (
+            self.proc is None
+            or self.proc.poll() is not None
+            or self.served >= self.limits.restart_after
+        ):
+            self.stop()
+            self._start()
+        path = self.workdir / uuid.uuid4().hex
+        path.mkdir()
+        if os.geteuid() == 0:
+            os.chown(path, NOBODY, NOBODY)
+        return path
+
+    def call(self, request: dict[str, Any], progress: Progress) -> None:
+        """Send one request and wait for its end; raises the engine's error, or
+        ``EngineTimeout`` / ``EngineCrashed`` (the helper is then replaced)."""
+        assert self.proc is not None and self.proc.stdin is not None
+        self.served += 1
+        deadline = time.monotonic() + self.limits.timeout_seconds
+        try:
+            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            self.stop()
+            raise EngineCrashed("The engine process ended unexpectedly") from None
+        while True:
+            reply = self._read_line(deadline)
+            if "progress" in reply:
+                progress(float(reply["progress"]))
+                continue
+            if reply.get("ok"):
+                return
+            raise PermanentError(
+                str(reply.get("message", "conversion failed")),
+                code=str(reply.get("error", "CONVERSION_FAILED")),
+            )
+
+    def _read_line(self, deadline: float) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.stop()
+                raise EngineTimeout(
+                    f"The conversion took longer than {self.limits.timeout_seconds:.0f} s"
+                )
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                code = self.proc.wait()
+                self.stop()
+                reason = f"signal {-code}" if code < 0 else f"exit status {code}"
+                raise EngineCrashed(
+                    f"The engine process ended unexpectedly ({reason}); the "
+                    "input may be malformed or exceed the engine's limits"
+                )
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+
+class HelperPool:
+    """One helper per worker thread (threads convert concurrently), created on first use."""
+
+    def __init__(self, root: Path, limits: Limits, argv: list[str] | None = None) -> None:
+        self.root = root
+        self.limits = limits
+        self.argv = argv
+        self._local = threading.local()
+        self._all: list[Helper] = []
+        self._lock = threading.Lock()
+
+    def helper(self) -> Helper:
+        found: Helper | None = getattr(self._local, "helper", None)
+        if found is None:
+            with self._lock:
+                name = f"{os.getpid()}-{len(self._all)}"
+                found = Helper(self.root / name, self.limits, self.argv)
+                self._all.append(found)
+            self._local.helper = found
+        return found
+
+    def close(self) -> None:
+        with self._lock:
+            for helper in self._all:
+                helper.stop()
+                shutil.rmtree(helper.workdir, ignore_errors=True)
+
+
+class SandboxedEngine:
+    """Presents an in-process engine's descriptor; runs its conversions in a helper."""
+
+    def __init__(self, engine: Engine, pool: HelperPool) -> None:
+        self.descriptor: Descriptor = engine.descriptor
+        self.pool = pool
+
+    def convert(
+        self,
+        src: Path,
+        dst: Path,
+        src_format: str,
+        dst_format: str,
+        options: Any,
+        progress: Progress,
+    ) -> None:
+        helper = self.pool.helper()
+        job = helper.job_dir()
+        try:
+            inside = job / f"input.{src_format}"
+            _link_or_copy(src, inside)
+            helper.call(
+                {
+                    "engine": self.descriptor.id,
+                    "src": _in_sandbox(helper, inside),
+                    "dst": _in_sandbox(helper, job / f"output.{dst_format}"),
+                    "src_format": src_format,
+                    "dst_format": dst_format,
+                    "options": msgspec.to_builtins(options),
+                },
+                progress,
+            )
+            produced = job / f"output.{dst_format}"
+            if not produced.is_file():
+                raise PermanentError(
+                    f"{self.descriptor.id} produced no output", code="CONVERSION_FAILED"
+                )
+            shutil.move(produced, dst)
+        finally:
+            shutil.rmtree(job, ignore_errors=True)
+
+
+def _in_sandbox(helper: Helper, path: Path) -> str:
+    return f"{JOB_DIR}/{path.relative_to(helper.workdir)}"
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)  # same filesystem: no copy (the helper only reads it)
+    except OSError:
+        shutil.copyfile(src, dst)
+    os.chmod(dst, 0o644)
+
+
+def sandboxed(engines: list[Engine], pool: HelperPool) -> list[Engine]:
+    return [SandboxedEngine(e, pool) for e in engines]
+
+
+Wrap = Callable[[list[Engine]], list[Engine]]

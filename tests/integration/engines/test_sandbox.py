@@ -1,0 +1,168 @@
+"""Engine helpers run in a real bubblewrap sandbox: no network, no host files, nobody, no
+capabilities, resource limits, and a wall-clock timeout that kills them."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import pyvips
+
+from appliance.engines.images import ImageEngine, ImageOptions
+from appliance.engines.sandbox import (
+    EngineCrashed,
+    EngineTimeout,
+    Helper,
+    HelperPool,
+    Limits,
+    SandboxedEngine,
+)
+from appliance.errors import PermanentError
+
+PROBE = r"""
+import json, os, socket, sys
+sys.stdin.readline()
+facts = {"uid": os.getuid(), "cwd": os.getcwd()}
+facts["capeff"] = open("/proc/self/status").read().split("CapEff:")[1].split()[0]
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+    facts["network"] = "open"
+except OSError as exc:
+    facts["network"] = type(exc).__name__
+facts["host_file_visible"] = os.path.exists(sys.argv[2])
+open("/job/written", "w").write("ok")
+try:
+    open(sys.argv[3], "w")
+    facts["app_writable"] = True
+except OSError:
+    facts["app_writable"] = False
+try:
+    block = bytearray(3 << 30)
+    facts["allocated_3g"] = True
+except MemoryError:
+    facts["allocated_3g"] = False
+print(json.dumps({"error": "FACTS", "message": json.dumps(facts)}), flush=True)
+"""
+
+
+@pytest.fixture
+def listener():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    yield server.getsockname()[1]
+    server.close()
+
+
+def test_helper_has_no_network_no_host_files_no_privileges_and_limited_memory(
+    work_root, tmp_path, listener
+):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("database password")
+    app_file = Path(__file__).resolve()
+    helper = Helper(
+        work_root / f"probe-{os.getpid()}",
+        Limits(memory_bytes=2 << 30),
+        argv=[sys.executable, "-I", "-c", PROBE, str(listener), str(secret), str(app_file)],
+    )
+    helper.job_dir()
+    with pytest.raises(PermanentError) as info:
+        helper.call({}, lambda f: None)
+    facts = json.loads(info.value.message)
+    helper.stop()
+    assert facts["uid"] == (65534 if os.geteuid() == 0 else os.geteuid())
+    assert facts["capeff"] == "0000000000000000"
+    assert facts["network"] in ("ConnectionRefusedError", "OSError")  # own empty netns
+    assert facts["host_file_visible"] is False
+    assert facts["app_writable"] is False
+    assert facts["allocated_3g"] is False  # 24 GB machine, 2 GiB limit
+    assert (helper.workdir / "written").read_text() == "ok"
+    assert facts["cwd"] == "/job"
+
+
+def test_a_hung_engine_is_killed_at_its_timeout(work_root):
+    hang = "import sys, time; sys.stdin.readline(); time.sleep(600)"
+    helper = Helper(
+        work_root / f"hang-{os.getpid()}",
+        Limits(timeout_seconds=1.0),
+        argv=[sys.executable, "-I", "-c", hang],
+    )
+    helper.job_dir()
+    pid = helper.proc.pid
+    start = time.monotonic()
+    with pytest.raises(EngineTimeout) as info:
+        helper.call({}, lambda f: None)
+    assert info.value.code == "ENGINE_TIMEOUT"
+    assert time.monotonic() - start < 5
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # the whole process group is gone
+
+
+def test_a_crashing_engine_is_reported_and_replaced(work_root):
+    crash = "import os, sys; sys.stdin.readline(); os.kill(os.getpid(), 11)"
+    helper = Helper(
+        work_root / f"crash-{os.getpid()}", Limits(), argv=[sys.executable, "-I", "-c", crash]
+    )
+    helper.job_dir()
+    first = helper.proc.pid
+    with pytest.raises(EngineCrashed, match="ended unexpectedly"):
+        helper.call({}, lambda f: None)
+    helper.job_dir()  # a new helper is started for the next job
+    assert helper.proc.pid != first
+    helper.stop()
+
+
+@pytest.fixture
+def pool(work_root):
+    pool = HelperPool(work_root / f"pool-{os.getpid()}", Limits(restart_after=3))
+    yield pool
+    pool.close()
+
+
+def test_images_convert_in_the_warm_sandboxed_helper(pool, tmp_path):
+    src = tmp_path / "in.png"
+    pyvips.Image.xyz(300, 200).extract_band(0).cast("uchar").write_to_file(str(src))
+    engine = SandboxedEngine(ImageEngine(), pool)
+    pids, seen = [], []
+    for i in range(4):
+        dst = tmp_path / f"out{i}.webp"
+        engine.convert(src, dst, "png", "webp", ImageOptions(width=150), seen.append)
+        assert pyvips.Image.new_from_file(str(dst)).width == 150
+        pids.append(pool.helper().proc.pid)
+    assert pids[0] == pids[1] == pids[2] != pids[3]  # warm, and replaced after 3 runs
+    assert seen and all(0 <= f <= 1 for f in seen)
+    assert src.exists()  # the worker's copy of the input is untouched
+
+
+def test_engine_errors_come_back_with_their_code(pool, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50)
+    with pytest.raises(PermanentError) as info:
+        SandboxedEngine(ImageEngine(), pool).convert(
+            bad, tmp_path / "o.jpg", "png", "jpg", ImageOptions(), lambda f: None
+        )
+    assert info.value.code == "INVALID_INPUT_FILE"
+
+
+def test_helpers_of_concurrent_threads_are_separate(pool, tmp_path):
+    src = tmp_path / "in.png"
+    pyvips.Image.black(64, 64).write_to_file(str(src))
+    engine = SandboxedEngine(ImageEngine(), pool)
+    dirs = set()
+
+    def run(i):
+        engine.convert(src, tmp_path / f"t{i}.gif", "png", "gif", ImageOptions(), lambda f: None)
+        dirs.add(pool.helper().workdir)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(dirs) == 3
