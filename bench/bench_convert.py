@@ -120,20 +120,24 @@ def through_api(paths: list[Path], clients: int) -> tuple[float, dict[str, float
         ) as api,
     ):
         _one_job(api, paths[0])  # warm up engines and connections
-        parts = {
-            "api": app.api_pids,
-            "workers": pids_matching("appliance.jobs.worker"),
-            "postgres": pids_matching("postgres"),
-            "redis": pids_matching("redis-server"),
-            "load generator": [os.getpid()],
+        parts = {  # process groups, found again at the end: helpers start during the run
+            "api": lambda: app.api_pids,
+            "workers": lambda: pids_matching("appliance.jobs.worker"),
+            "engine helpers": lambda: pids_matching("appliance.engines.helper"),
+            "postgres": lambda: pids_matching("postgres"),
+            "redis": lambda: pids_matching("redis-server"),
+            "load generator": lambda: [os.getpid()],
         }
-        before = {k: cpu_seconds(v) for k, v in parts.items()}
+        before = {pid: cpu_seconds([pid]) for find in parts.values() for pid in find()}
         start = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
             list(pool.map(lambda p: _one_job(api, p), paths[1:]))
         elapsed = time.perf_counter() - start
         jobs = len(paths) - 1
-        cpu = {k: (cpu_seconds(v) - before[k]) / jobs * 1000 for k, v in parts.items()}
+        cpu = {
+            name: sum(cpu_seconds([pid]) - before.get(pid, 0.0) for pid in find()) / jobs * 1000
+            for name, find in parts.items()
+        }
         return jobs / elapsed * 60, cpu
 
 
