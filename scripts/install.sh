@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 DEV=0
 [[ "${1:-}" == "--dev" ]] && DEV=1
 
-RUNTIME_PKGS=(postgresql redis-server ca-certificates python3 python3-venv curl bubblewrap util-linux)
+RUNTIME_PKGS=(postgresql redis-server ca-certificates python3 python3-venv curl bubblewrap util-linux
+              pandoc ffmpeg librsvg2-bin)
 DEV_PKGS=(swift swift-proxy swift-object swift-container swift-account memcached wrk)
 
 need=()

@@ -27,6 +27,7 @@ class Descriptor:
     options: type[msgspec.Struct]
     queue: QueueClass
     version: Callable[[], str]
+    cost: float = 1.0  # relative price of one run, for choosing among routes
 
 
 class Engine(Protocol):

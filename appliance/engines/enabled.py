@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from appliance.engines import Engine
 from appliance.engines.images import ImageEngine
+from appliance.engines.markup import PandocEngine
+from appliance.engines.media import FfmpegEngine
+from appliance.engines.vector import SvgEngine
 
 
 def enabled_engines() -> list[Engine]:
     return [
         ImageEngine(),
+        SvgEngine(),
+        PandocEngine(),
+        FfmpegEngine(),
     ]

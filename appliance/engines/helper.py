@@ -29,7 +29,9 @@ def _reply(out: Any, message: dict[str, Any]) -> None:
 def _inside(path: str) -> Path:
     resolved = Path(path).resolve()
     if resolved != ROOT and ROOT not in resolved.parents:
-        raise PermanentError(f"path {path!r} is outside the work directory", code="INVALID_INPUT")
+        raise PermanentError(
+            f"path {path!r} is outside the work directory", code="INVALID_INPUT_FILE"
+        )
     return resolved
 
 

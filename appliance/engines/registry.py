@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import deque
+import heapq
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ class Registry:
         self.engines = engines
         self._edges: dict[str, list[Hop]] = {}
         self._formats: list[dict[str, Any]] | None = None
+        self._routes: dict[str, dict[str, list[Hop]]] = {}
         seen: set[str] = set()
         for engine in engines:
             d = engine.descriptor
@@ -36,21 +37,33 @@ class Registry:
                 self._edges.setdefault(src, []).append(Hop(engine, src, dst))
 
     def route(self, src: str, dst: str) -> list[Hop] | None:
-        """Fewest hops from ``src`` to ``dst``; None if no path. Breadth-first search."""
+        """The cheapest path from ``src`` to ``dst`` (sum of the engines' ``cost``, fewer hops
+        on a tie); None if there is none. Dijkstra over the format graph."""
         if src == dst:
             return None
+        return self._routes_from(src).get(dst)
+
+    def _routes_from(self, src: str) -> dict[str, list[Hop]]:
+        """Cheapest route to every format reachable from ``src`` (cached: the graph is fixed)."""
+        cached = self._routes.get(src)
+        if cached is not None:
+            return cached
+        best: dict[str, tuple[float, int]] = {src: (0.0, 0)}
         previous: dict[str, Hop] = {}
-        queue = deque([src])
-        while queue:
-            fmt = queue.popleft()
+        heap: list[tuple[float, int, str]] = [(0.0, 0, src)]
+        while heap:
+            cost, hops, fmt = heapq.heappop(heap)
+            if (cost, hops) > best[fmt]:
+                continue
             for hop in self._edges.get(fmt, []):
-                if hop.dst in previous or hop.dst == src:
-                    continue
-                previous[hop.dst] = hop
-                if hop.dst == dst:
-                    return _unwind(previous, src, dst)
-                queue.append(hop.dst)
-        return None
+                candidate = (cost + hop.engine.descriptor.cost, hops + 1)
+                if hop.dst not in best or candidate < best[hop.dst]:
+                    best[hop.dst] = candidate
+                    previous[hop.dst] = hop
+                    heapq.heappush(heap, (*candidate, hop.dst))
+        routes = {dst: _unwind(previous, src, dst) for dst in previous if dst != src}
+        self._routes[src] = routes
+        return routes
 
     def plan(self, src: str, dst: str, options: dict[str, Any]) -> tuple[list[Hop], Any]:
         """Route and validated options (applied to the last hop), or InvalidData."""
@@ -83,7 +96,8 @@ class Registry:
     def formats(
         self, input_format: str | None = None, output_format: str | None = None
     ) -> list[dict[str, Any]]:
-        """Direct conversions, CloudConvert's /v2/convert/formats shape."""
+        """Every reachable conversion (direct or over several hops), CloudConvert's
+        /v2/convert/formats shape plus the route taken."""
         return [
             row
             for row in self._all_formats()
@@ -92,26 +106,32 @@ class Registry:
         ]
 
     def _all_formats(self) -> list[dict[str, Any]]:
-        # Built once: option schemas and versions do not change while the process runs.
+        # Built once: routes, option schemas and versions do not change while the process runs.
         if self._formats is not None:
             return self._formats
         out = []
-        for src, hops in sorted(self._edges.items()):
-            for hop in hops:
-                d = hop.engine.descriptor
+        for src in sorted(self._edges):
+            for dst, hops in sorted(self._routes_from(src).items()):
+                last = hops[-1].engine.descriptor
                 out.append(
                     {
                         "operation": "convert",
                         "input_format": src,
-                        "output_format": hop.dst,
-                        "engine": d.id,
-                        "engine_version": d.version(),
-                        "queue": d.queue,
-                        "options": msgspec.json.schema(d.options),
+                        "output_format": dst,
+                        "engine": "+".join(h.engine.descriptor.id for h in hops),
+                        "engine_version": "+".join(h.engine.descriptor.version() for h in hops),
+                        "queue": self.queue_for(hops),
+                        "route": route_summary(hops),
+                        "options": msgspec.json.schema(last.options),
                     }
                 )
         self._formats = out
         return out
+
+
+def route_summary(hops: list[Hop]) -> list[dict[str, str]]:
+    """The route as shown to clients (formats endpoint, convert task results)."""
+    return [{"from": h.src, "to": h.dst, "engine": h.engine.descriptor.id} for h in hops]
 
 
 def _unwind(previous: dict[str, Hop], src: str, dst: str) -> list[Hop]:

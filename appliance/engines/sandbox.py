@@ -95,9 +95,15 @@ def sandbox_argv(workdir: Path, argv: list[str]) -> list[str]:
         "--symlink",
         "usr/bin",
         "/bin",
+        # directories bwrap creates itself are 0700; the helper (nobody) must enter them
+        *("--perms", "0755", "--dir", "/etc", "--perms", "0755", "--dir", "/var"),
+        *("--perms", "0755", "--dir", "/var/cache"),
         "--ro-bind",
         "/etc/ld.so.cache",
         "/etc/ld.so.cache",
+        "--ro-bind-try",  # Debian's library alternatives (libblas for ffmpeg) live here
+        "/etc/alternatives",
+        "/etc/alternatives",
         "--ro-bind-try",
         "/etc/fonts",
         "/etc/fonts",

@@ -11,8 +11,8 @@ from typing import Any
 
 import msgspec
 
-from appliance.engines.formats import normalize, sniff_file
-from appliance.engines.registry import Hop
+from appliance.engines.formats import mismatch, normalize, sniff_file
+from appliance.engines.registry import Hop, route_summary
 from appliance.errors import PermanentError
 from appliance.jobs import graph
 from appliance.jobs.fetch import fetch
@@ -70,7 +70,10 @@ def convert(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
 
             outputs.append(_convert_one(rt, task, f, Path(tmp) / str(i), step))
     hops = outputs[0][1]
-    result = {"files": [{"filename": o.filename, "size": o.size} for o, _ in outputs]}
+    result = {
+        "files": [{"filename": o.filename, "size": o.size} for o, _ in outputs],
+        "route": route_summary(outputs[0][1]),
+    }
     task_engine = "+".join(h.engine.descriptor.id for h in hops)
     _record_engine(
         rt, task["id"], task_engine, "+".join(h.engine.descriptor.version() for h in hops)
@@ -86,19 +89,17 @@ def _convert_one(
     work.mkdir()
     src = work / ("input" + Path(f["filename"]).suffix.lower())
     rt.storage.get_to_path(object_key(f["sha256"]), src)
-    detected = sniff_file(src)
-    src_fmt = p.get("input_format") or graph.extension_of(f["filename"]) or detected
+    src_fmt = p.get("input_format") or graph.extension_of(f["filename"]) or sniff_file(src)
     if src_fmt is None:
         raise PermanentError(
             f"The format of {f['filename']} could not be determined", code="INVALID_INPUT_FILE"
         )
-    if detected is not None and detected != normalize(src_fmt):
+    src_fmt = normalize(src_fmt)
+    seen = mismatch(src_fmt, src)
+    if seen is not None:
         raise PermanentError(
-            f"{f['filename']} is a {detected} file, not {src_fmt}", code="INVALID_INPUT_FILE"
-        )
-    if detected is None:
-        raise PermanentError(
-            f"The content of {f['filename']} is not a {src_fmt} file", code="INVALID_INPUT_FILE"
+            f"The content of {f['filename']} is not {src_fmt} (it looks like: {seen})",
+            code="INVALID_INPUT_FILE",
         )
     options = {k: v for k, v in p.items() if k not in graph.CONVERT_KEYS}
     try:
@@ -135,7 +136,7 @@ def _run_hops(hops: list[Hop], src: Path, work: Path, options: Any, progress: Pr
             raise PermanentError(
                 f"{hop.engine.descriptor.id} produced no {hop.dst} output", code="CONVERSION_FAILED"
             )
-        if sniff_file(dst) != hop.dst:
+        if mismatch(hop.dst, dst) is not None:
             raise PermanentError(
                 f"{hop.engine.descriptor.id} produced output that is not {hop.dst}",
                 code="CONVERSION_FAILED",

@@ -65,3 +65,72 @@ def test_single_task_routes_chain_by_task_id(deployment, png_file):
         assert exp["status"] == "finished", exp
         assert exp["result"]["files"][0]["filename"] == "photo.jpg"
         assert httpx.get(exp["result"]["files"][0]["url"]).content[:3] == b"\xff\xd8\xff"
+
+
+def test_multi_hop_route_svg_to_webp_through_two_engines(deployment):
+    import base64
+
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="100" height="50">'
+        '<rect width="100" height="50" fill="#36c"/></svg>'
+    )
+    with deployment.client(deployment.key()) as api:
+        job = api.post(
+            "/v2/jobs",
+            json={
+                "tasks": {
+                    "in": {
+                        "operation": "import/base64",
+                        "filename": "logo.svg",
+                        "file": base64.b64encode(svg.encode()).decode(),
+                    },
+                    "c": {"operation": "convert", "input": "in", "output_format": "webp"},
+                    "e": {"operation": "export/url", "input": "c"},
+                }
+            },
+        )
+        assert job.status_code == 201, job.text
+        job = api.get(f"/sync/v2/jobs/{job.json()['data']['id']}").json()["data"]
+        assert job["status"] == "finished", job
+        conv = task(job, "c")
+        assert [h["engine"] for h in conv["result"]["route"]] == ["rsvg", "vips"]
+        assert conv["engine"] == "rsvg+vips"
+        body = httpx.get(task(job, "e")["result"]["files"][0]["url"]).content
+        assert body[8:12] == b"WEBP"
+
+
+def test_audio_conversion_runs_on_the_media_queue(deployment, tmp_path):
+    import base64
+    import subprocess
+
+    wav = tmp_path / "tone.wav"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", str(wav)], check=True
+    )
+    with deployment.client(deployment.key()) as api:
+        job = api.post(
+            "/v2/jobs",
+            json={
+                "tasks": {
+                    "in": {
+                        "operation": "import/base64",
+                        "filename": "tone.wav",
+                        "file": base64.b64encode(wav.read_bytes()).decode(),
+                    },
+                    "c": {
+                        "operation": "convert",
+                        "input": "in",
+                        "output_format": "mp3",
+                        "audio_bitrate": 96,
+                    },
+                }
+            },
+        ).json()["data"]
+        job = api.get(f"/sync/v2/jobs/{job['id']}").json()["data"]
+        assert job["status"] == "finished", job
+        assert task(job, "c")["result"]["files"][0]["filename"] == "tone.mp3"
+    rows = deployment.sql(
+        "SELECT queue FROM tasks WHERE name = 'c' AND operation = 'convert'"
+        " ORDER BY created_at DESC LIMIT 1"
+    )
+    assert rows[0]["queue"] == "media"

@@ -70,8 +70,30 @@ def test_unknown_queue_class_is_refused_at_start():
         Registry([engine("a", [], queue="gpu")])
 
 
-def test_formats_lists_direct_pairs_with_filters():
+def test_formats_lists_every_reachable_pair_with_its_route():
     rows = REGISTRY.formats(input_format="docx")
     assert [(r["input_format"], r["output_format"], r["engine"]) for r in rows] == [
-        ("docx", "pdf", "office")
+        ("docx", "jpg", "office+pdf+img"),
+        ("docx", "pdf", "office"),
+        ("docx", "png", "office+pdf"),
     ]
+    assert rows[0]["route"] == [
+        {"from": "docx", "to": "pdf", "engine": "office"},
+        {"from": "pdf", "to": "png", "engine": "pdf"},
+        {"from": "png", "to": "jpg", "engine": "img"},
+    ]
+    assert rows[0]["queue"] == "office"
+    assert [r["input_format"] for r in REGISTRY.formats(output_format="docx")] == ["pages"]
+
+
+def test_route_prefers_the_cheaper_engines_over_fewer_hops():
+    slow = FakeEngine(
+        Descriptor("slow", frozenset({("a", "c")}), NoOptions, "light", lambda: "1", cost=5.0)
+    )
+    registry = Registry([slow, engine("ab", [("a", "b")]), engine("bc", [("b", "c")])])
+    assert [h.engine.descriptor.id for h in registry.route("a", "c")] == ["ab", "bc"]
+    cheap = FakeEngine(
+        Descriptor("cheap", frozenset({("a", "c")}), NoOptions, "light", lambda: "1", cost=1.5)
+    )
+    registry = Registry([cheap, engine("ab", [("a", "b")]), engine("bc", [("b", "c")])])
+    assert [h.engine.descriptor.id for h in registry.route("a", "c")] == ["cheap"]

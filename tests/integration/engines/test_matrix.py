@@ -1,0 +1,187 @@
+"""Every advertised direct pair of the CLI engines (rsvg, pandoc, ffmpeg) converts a small input
+made here, and the output is checked by opening it (ffprobe for media, zip members or text for
+documents, a PDF page object), not only by its signature. Run through the sandboxed helper, as
+workers run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+import pyvips
+
+from appliance.engines.formats import mismatch
+from appliance.engines.markup import READERS, WRITERS, MarkupOptions, PandocEngine
+from appliance.engines.media import AUDIO, VIDEO, FfmpegEngine, MediaOptions
+from appliance.engines.sandbox import HelperPool, Limits, SandboxedEngine
+from appliance.engines.vector import SvgEngine, SvgOptions
+
+SENTENCE = "Conversion matrix sentence"
+SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="120" height="80">'
+    '<rect width="120" height="80" fill="#c33"/><circle cx="60" cy="40" r="30"/></svg>'
+)
+
+
+@pytest.fixture(scope="module")
+def pool(work_root):
+    pool = HelperPool(work_root / f"matrix-{os.getpid()}", Limits(timeout_seconds=60))
+    yield pool
+    pool.close()
+
+
+def _convert(engine, pool, src, dst, src_fmt, dst_fmt, options):
+    SandboxedEngine(engine, pool).convert(src, dst, src_fmt, dst_fmt, options, lambda f: None)
+    assert dst.stat().st_size > 0
+    assert mismatch(dst_fmt, dst) is None
+
+
+# -- svg --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("target", ["png", "pdf"])
+def test_svg_renders(pool, tmp_path, target):
+    src = tmp_path / "in.svg"
+    src.write_text(SVG)
+    dst = tmp_path / f"out.{target}"
+    _convert(SvgEngine(), pool, src, dst, "svg", target, SvgOptions(width=240))
+    if target == "png":
+        img = pyvips.Image.new_from_file(str(dst))
+        assert (img.width, img.height) == (240, 160)
+    else:
+        assert (
+            dst.read_bytes().count(b"/Type /Page\n")
+            + dst.read_bytes().count(b"/Type /Page ")
+            + dst.read_bytes().count(b"/Type/Page")
+            >= 1
+        )
+
+
+# -- markup -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def markup_samples(tmp_path_factory):
+    root = tmp_path_factory.mktemp("markup")
+    md = root / "sample.md"
+    md.write_text(f"# Heading\n\n{SENTENCE} with *emphasis*.\n\n- one\n- two\n")
+    samples = {"md": md, "txt": md}
+    for fmt, writer in WRITERS.items():
+        if fmt in ("md", "txt"):
+            continue
+        out = root / f"sample.{fmt}"
+        subprocess.run(
+            ["pandoc", "-f", "markdown", "-t", writer, "-s", "-o", str(out), str(md)], check=True
+        )
+        samples[fmt] = out
+    return samples
+
+
+def _text_of(path: Path, fmt: str) -> str:
+    if fmt in ("docx", "odt", "epub"):
+        with zipfile.ZipFile(path) as z:
+            member = {"docx": "word/document.xml", "odt": "content.xml"}.get(fmt)
+            names = [member] if member else [n for n in z.namelist() if n.endswith(".xhtml")]
+            return " ".join(z.read(n).decode() for n in names)
+    return path.read_text()
+
+
+@pytest.mark.parametrize("src_fmt", sorted(READERS))
+@pytest.mark.parametrize("dst_fmt", sorted(WRITERS))
+def test_markup_pair_keeps_the_text(pool, tmp_path, markup_samples, src_fmt, dst_fmt):
+    if src_fmt == dst_fmt:
+        return
+    dst = tmp_path / f"out.{dst_fmt}"
+    _convert(PandocEngine(), pool, markup_samples[src_fmt], dst, src_fmt, dst_fmt, MarkupOptions())
+    assert "Conversion matrix" in _text_of(dst, dst_fmt)
+
+
+# -- media ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def media_samples(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    samples = {}
+    wav = root / "s.wav"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=1", str(wav)],
+        check=True,
+    )
+    samples["wav"] = wav
+    video = root / "s.mp4"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x120:rate=10",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=duration=1",
+            "-t",
+            "1",
+            "-pix_fmt",
+            "yuv420p",
+            "-shortest",
+            str(video),
+        ],
+        check=True,
+    )
+    samples["mp4"] = video
+    engine = FfmpegEngine()
+    for fmt in AUDIO:
+        if fmt != "wav":
+            samples[fmt] = root / f"s.{fmt}"
+            engine.convert(wav, samples[fmt], "wav", fmt, MediaOptions(), lambda f: None)
+    for fmt in VIDEO:
+        if fmt not in ("mp4", "gif"):
+            samples[fmt] = root / f"s.{fmt}"
+            engine.convert(video, samples[fmt], "mp4", fmt, MediaOptions(), lambda f: None)
+    return samples
+
+
+def _probe(path: Path) -> dict:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
+        capture_output=True,
+        check=True,
+        text=True,
+    )
+    return json.loads(out.stdout)
+
+
+MEDIA_PAIRS = sorted(p for p in FfmpegEngine.descriptor.conversions)
+
+
+@pytest.mark.parametrize(("src_fmt", "dst_fmt"), MEDIA_PAIRS)
+def test_media_pair_produces_playable_output(pool, tmp_path, media_samples, src_fmt, dst_fmt):
+    dst = tmp_path / f"out.{dst_fmt}"
+    _convert(
+        FfmpegEngine(),
+        pool,
+        media_samples[src_fmt],
+        dst,
+        src_fmt,
+        dst_fmt,
+        MediaOptions(width=80) if dst_fmt in VIDEO else MediaOptions(),
+    )
+    info = _probe(dst)
+    kinds = {s["codec_type"] for s in info["streams"]}
+    if dst_fmt in AUDIO:
+        assert kinds == {"audio"}
+        assert 0.5 < float(info["format"]["duration"]) < 1.6
+    else:
+        assert "video" in kinds
+        video = next(s for s in info["streams"] if s["codec_type"] == "video")
+        assert video["width"] == 80
+
+
+def test_media_progress_is_reported(tmp_path, media_samples):
+    seen = []
+    FfmpegEngine().convert(
+        media_samples["mp4"], tmp_path / "o.webm", "mp4", "webm", MediaOptions(), seen.append
+    )
+    assert seen and max(seen) > 0.5
