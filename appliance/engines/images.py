@@ -16,8 +16,10 @@ from appliance.engines import Descriptor, Progress
 from appliance.errors import PermanentError
 
 FORMATS = ("png", "jpg", "webp", "avif", "tiff", "gif", "bmp")
-ENGINE_REVISION = "1"  # bump when output for the same input and options changes
+ENGINE_REVISION = "2"  # bump when output for the same input and options changes
 _HUGE = 10_000_000  # "unbounded" side for vips thumbnail
+# A truncated or damaged file is an error, not a silently half-grey image.
+FAIL_ON = "truncated"
 
 
 class ImageOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -86,8 +88,9 @@ class ImageEngine:
                 height=o.height or _HUGE,
                 size="both" if o.fit == "upscale" else "down",
                 crop="centre" if o.fit == "crop" else "none",
+                fail_on=FAIL_ON,
             )
-        image = vips.Image.new_from_file(str(src), access="sequential")
+        image = vips.Image.new_from_file(str(src), access="sequential", fail_on=FAIL_ON)
         return _resize(vips, image, o) if (o.width or o.height) else image
 
     def _save(self, vips: Any, image: Any, dst: Path, fmt: str, o: ImageOptions) -> None:
