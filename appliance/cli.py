@@ -6,6 +6,7 @@ appliance keys create --user E  print a new API key for user E (created if new)
 appliance api                   the HTTP API under granian
 appliance worker -Q QUEUE       a Dramatiq worker for one or more queue classes
 appliance settings              the configuration reference
+appliance doctor                which engines can run here, and whether the sandbox works
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("-p", "--processes", type=int, default=None)
     worker.add_argument("-t", "--threads", type=int, default=None)
     sub.add_parser("settings", help="print every setting with its default")
+    sub.add_parser("doctor", help="report which engines can run here and why not")
     args = parser.parse_args(argv)
 
     try:
@@ -105,6 +107,16 @@ def _settings(_: Settings, __: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(settings: Settings, _: argparse.Namespace) -> int:
+    from appliance.engines.doctor import diagnose
+    from appliance.engines.enabled import enabled_engines
+
+    checks = diagnose(settings, enabled_engines())
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'}  {check.name:10} {check.detail}")
+    return 0 if all(c.ok for c in checks) else 1
+
+
 def api_command(settings: Settings) -> list[str]:
     return [
         sys.executable,
@@ -149,6 +161,7 @@ COMMANDS = {
     "api": _api,
     "worker": _worker,
     "settings": _settings,
+    "doctor": _doctor,
 }
 
 if __name__ == "__main__":

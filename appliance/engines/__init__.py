@@ -28,6 +28,7 @@ class Descriptor:
     queue: QueueClass
     version: Callable[[], str]
     cost: float = 1.0  # relative price of one run, for choosing among routes
+    requires: tuple[str, ...] = ()  # programs that must be on PATH (checked by `doctor`)
 
 
 class Engine(Protocol):

@@ -48,6 +48,7 @@ class PandocEngine:
         options=MarkupOptions,
         queue="light",
         version=lambda: tool_version("pandoc"),
+        requires=("pandoc",),
     )
 
     def convert(

@@ -75,6 +75,7 @@ class FfmpegEngine:
         queue="media",
         version=lambda: tool_version("ffmpeg", "-version"),
         cost=3.0,
+        requires=("ffmpeg", "ffprobe"),
     )
 
     def convert(

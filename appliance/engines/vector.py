@@ -27,6 +27,7 @@ class SvgEngine:
         options=SvgOptions,
         queue="light",
         version=lambda: tool_version("rsvg-convert"),
+        requires=("rsvg-convert",),
     )
 
     def convert(

@@ -166,3 +166,21 @@ def test_helpers_of_concurrent_threads_are_separate(pool, tmp_path):
     for t in threads:
         t.join(30)
     assert len(dirs) == 3
+
+
+def test_doctor_reports_every_engine_usable_and_the_sandbox_working():
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "doctor"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert any(
+        line.startswith("ok") and "sandbox" in line and "no network" in line for line in lines
+    )
+    for engine in ("vips", "rsvg", "pandoc", "ffmpeg"):
+        assert any(line.startswith("ok") and f" {engine} " in line for line in lines), lines
