@@ -3,7 +3,6 @@ the timeout, with the helper replaced if it died. A first set; issue 3 lists mor
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 
@@ -13,7 +12,7 @@ import pyvips
 from appliance.engines.images import ImageEngine, ImageOptions
 from appliance.engines.markup import MarkupOptions, PandocEngine
 from appliance.engines.media import FfmpegEngine, MediaOptions
-from appliance.engines.sandbox import HelperPool, Limits, SandboxedEngine
+from appliance.engines.sandbox import SandboxedEngine
 from appliance.engines.vector import SvgEngine, SvgOptions
 from appliance.errors import PermanentError
 
@@ -24,13 +23,6 @@ CLEAR_CODES = {
     "ENGINE_LIMIT",
     "CONVERSION_FAILED",
 }
-
-
-@pytest.fixture(scope="module")
-def pool(work_root):
-    pool = HelperPool(work_root / f"hostile-{os.getpid()}", Limits(timeout_seconds=15))
-    yield pool
-    pool.close()
 
 
 def _expect_clear_error(engine, pool, src, dst, src_fmt, dst_fmt, options):

@@ -6,7 +6,6 @@ workers run them."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import zipfile
 from pathlib import Path
@@ -17,7 +16,7 @@ import pyvips
 from appliance.engines.formats import mismatch
 from appliance.engines.markup import READERS, WRITERS, MarkupOptions, PandocEngine
 from appliance.engines.media import AUDIO, VIDEO, FfmpegEngine, MediaOptions
-from appliance.engines.sandbox import HelperPool, Limits, SandboxedEngine
+from appliance.engines.sandbox import SandboxedEngine
 from appliance.engines.vector import SvgEngine, SvgOptions
 
 SENTENCE = "Conversion matrix sentence"
@@ -25,13 +24,6 @@ SVG = (
     '<svg xmlns="http://www.w3.org/2000/svg" width="120" height="80">'
     '<rect width="120" height="80" fill="#c33"/><circle cx="60" cy="40" r="30"/></svg>'
 )
-
-
-@pytest.fixture(scope="module")
-def pool(work_root):
-    pool = HelperPool(work_root / f"matrix-{os.getpid()}", Limits(timeout_seconds=60))
-    yield pool
-    pool.close()
 
 
 def _convert(engine, pool, src, dst, src_fmt, dst_fmt, options):
