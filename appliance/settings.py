@@ -159,6 +159,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     engine_restart_after: Annotated[
         int, _doc("Conversions a warm engine helper serves before it is replaced.", ge=1)
     ] = 200
+    office_restart_after: Annotated[
+        int, _doc("Conversions a warm LibreOffice listener serves before it is restarted.", ge=1)
+    ] = 50
     worker_threads: Annotated[
         int, _doc("Threads per worker process for each queue class.", ge=1, le=64)
     ] = 2

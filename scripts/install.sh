@@ -10,7 +10,8 @@ DEV=0
 [[ "${1:-}" == "--dev" ]] && DEV=1
 
 RUNTIME_PKGS=(postgresql redis-server ca-certificates python3 python3-venv curl bubblewrap util-linux
-              pandoc ffmpeg librsvg2-bin)
+              pandoc ffmpeg librsvg2-bin libreoffice-writer-nogui libreoffice-calc-nogui
+              libreoffice-impress-nogui python3-uno fonts-dejavu-core)
 DEV_PKGS=(swift swift-proxy swift-object swift-container swift-account memcached wrk)
 
 need=()

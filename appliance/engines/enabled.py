@@ -6,6 +6,7 @@ from appliance.engines import Engine
 from appliance.engines.images import ImageEngine
 from appliance.engines.markup import PandocEngine
 from appliance.engines.media import FfmpegEngine
+from appliance.engines.office import OfficeEngine
 from appliance.engines.vector import SvgEngine
 
 
@@ -15,4 +16,5 @@ def enabled_engines() -> list[Engine]:
         SvgEngine(),
         PandocEngine(),
         FfmpegEngine(),
+        OfficeEngine(),
     ]

@@ -30,6 +30,7 @@ GROUPS = {
     **dict.fromkeys(("mp4", "m4a", "mov"), "isobmff"),
     **dict.fromkeys(("webm", "mkv"), "matroska"),
     **dict.fromkeys(("ogg", "opus"), "ogg"),
+    **dict.fromkeys(("ole", "doc", "xls", "ppt"), "ole"),  # MS Office 97 compound files
 }
 HEAD_BYTES = 64
 TEXT_PROBE_BYTES = 64 * 1024
@@ -70,6 +71,8 @@ def sniff(head: bytes) -> str | None:
         (b"fLaC", "flac"),
         (b"ID3", "mp3"),
         (b"PK\x03\x04", "zip"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "ole"),
+        (b"{\\rtf", "rtf"),
     )
     for magic, fmt in signatures:
         if head.startswith(magic):

@@ -16,7 +16,7 @@ import msgspec
 
 from appliance.engines import Engine
 from appliance.engines.enabled import enabled_engines
-from appliance.errors import PermanentError
+from appliance.errors import PermanentError, RetryableError
 
 ROOT = Path("/job")
 
@@ -52,6 +52,8 @@ def serve(engines: dict[str, Engine], inp: Any, out: Any) -> None:
             _reply(out, {"ok": True})
         except PermanentError as exc:
             _reply(out, {"error": exc.code, "message": exc.message})
+        except RetryableError as exc:
+            _reply(out, {"error": exc.code, "message": exc.message, "retry": True})
         except MemoryError:
             _reply(
                 out,

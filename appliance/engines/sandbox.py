@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import resource
-import select
 import shutil
 import signal
 import subprocess
@@ -39,7 +38,8 @@ import msgspec
 
 import appliance
 from appliance.engines import Descriptor, Engine, Progress
-from appliance.errors import PermanentError
+from appliance.engines.tools import JsonLines
+from appliance.errors import PermanentError, RetryableError
 
 log = logging.getLogger(__name__)
 NOBODY = 65534
@@ -54,6 +54,7 @@ class Limits:
     output_bytes: int = 1 << 30  # largest file a helper may write
     cpu_seconds: int = 3600  # CPU time over a helper's whole life (it is restarted anyway)
     restart_after: int = 200  # conversions before a helper is replaced
+    office_restart_after: int = 50  # conversions before a helper's LibreOffice is replaced
 
 
 class EngineTimeout(PermanentError):
@@ -68,7 +69,7 @@ def _parents(path: Path) -> list[Path]:
     return [p for p in reversed(path.parents) if p != Path("/")]
 
 
-def sandbox_argv(workdir: Path, argv: list[str]) -> list[str]:
+def sandbox_argv(workdir: Path, argv: list[str], env: dict[str, str] | None = None) -> list[str]:
     """bubblewrap (+ setpriv when root) around ``argv``, with ``workdir`` writable at /job."""
     readonly = sorted(
         {Path(sys.base_prefix), Path(sys.prefix), Path(appliance.__file__).resolve().parent.parent}
@@ -107,6 +108,9 @@ def sandbox_argv(workdir: Path, argv: list[str]) -> list[str]:
         "--ro-bind-try",
         "/etc/fonts",
         "/etc/fonts",
+        "--ro-bind-try",  # LibreOffice's configuration registry (Debian keeps it under /etc)
+        "/etc/libreoffice",
+        "/etc/libreoffice",
         "--ro-bind-try",
         "/var/cache/fontconfig",
         "/var/cache/fontconfig",
@@ -114,6 +118,7 @@ def sandbox_argv(workdir: Path, argv: list[str]) -> list[str]:
         "/proc",
         "--dev",
         "/dev",
+        *("--perms", "1777"),  # writable by the helper's user, like any /tmp
         "--tmpfs",
         SANDBOX_TMP,
         "--setenv",
@@ -138,6 +143,8 @@ def sandbox_argv(workdir: Path, argv: list[str]) -> list[str]:
                 cmd += ["--perms", "0755", "--dir", str(parent)]  # bwrap makes them 0700
                 made.add(parent)
         cmd += ["--ro-bind", str(path), str(path)]
+    for name, value in (env or {}).items():
+        cmd += ["--setenv", name, value]
     cmd += ["--bind", str(workdir), JOB_DIR, "--chdir", JOB_DIR]
     if os.geteuid() == 0:
         # bwrap as root keeps root inside; drop to nobody, all capabilities gone, before exec.
@@ -169,7 +176,7 @@ class Helper:
         self.argv = argv or helper_argv()
         self.proc: subprocess.Popen[bytes] | None = None
         self.served = 0
-        self._buffer = b""
+        self._lines: JsonLines | None = None
 
     def _start(self) -> subprocess.Popen[bytes]:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -186,7 +193,11 @@ class Helper:
 
         log_file = open(self.workdir.parent / f"{self.workdir.name}.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            sandbox_argv(self.workdir, self.argv),
+            sandbox_argv(
+                self.workdir,
+                self.argv,
+                {"APPLIANCE_OFFICE_RESTART_AFTER": str(limits.office_restart_after)},
+            ),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log_file,
@@ -195,7 +206,8 @@ class Helper:
         )
         log_file.close()
         self.served = 0
-        self._buffer = b""
+        assert self.proc.stdout is not None
+        self._lines = JsonLines(self.proc.stdout)
         return self.proc
 
     def stop(self) -> None:
@@ -239,36 +251,34 @@ class Helper:
                 continue
             if reply.get("ok"):
                 return
+            if reply.get("retry"):
+                raise RetryableError(
+                    str(reply.get("message", "engine failure")),
+                    code=str(reply.get("error", "ENGINE_CRASHED")),
+                )
             raise PermanentError(
                 str(reply.get("message", "conversion failed")),
                 code=str(reply.get("error", "CONVERSION_FAILED")),
             )
 
     def _read_line(self, deadline: float) -> dict[str, Any]:
-        assert self.proc is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self._buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.stop()
-                raise EngineTimeout(
-                    f"The conversion took longer than {self.limits.timeout_seconds:.0f} s"
-                )
-            ready, _, _ = select.select([fd], [], [], remaining)
-            if not ready:
-                continue
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                code = self.proc.wait()
-                self.stop()
-                reason = f"signal {-code}" if code < 0 else f"exit status {code}"
-                raise EngineCrashed(
-                    f"The engine process ended unexpectedly ({reason}); the "
-                    "input may be malformed or exceed the engine's limits"
-                )
-            self._buffer += chunk
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return json.loads(line)  # type: ignore[no-any-return]
+        assert self.proc is not None and self._lines is not None
+        try:
+            reply = self._lines.read(deadline)
+        except TimeoutError:
+            self.stop()
+            raise EngineTimeout(
+                f"The conversion took longer than {self.limits.timeout_seconds:.0f} s"
+            ) from None
+        if reply is None:
+            code = self.proc.wait()
+            self.stop()
+            reason = f"signal {-code}" if code < 0 else f"exit status {code}"
+            raise EngineCrashed(
+                f"The engine process ended unexpectedly ({reason}); the "
+                "input may be malformed or exceed the engine's limits"
+            )
+        return reply
 
 
 class HelperPool:

@@ -7,8 +7,13 @@ worker's wall-clock timeout kills the whole helper process group if one hangs.
 from __future__ import annotations
 
 import functools
+import json
+import os
+import select
 import shutil
 import subprocess
+import time
+from typing import IO, Any
 
 from appliance.errors import PermanentError
 
@@ -37,3 +42,27 @@ def tool_version(program: str, flag: str = "--version") -> str:
     out = subprocess.run([program, flag], capture_output=True, check=False, text=True)
     lines = (out.stdout or out.stderr).strip().splitlines()
     return lines[0].strip() if lines else "unknown"
+
+
+class JsonLines:
+    """Reads one JSON object per line from a child's pipe, with a deadline."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.fd = stream.fileno()
+        self.buffer = b""
+
+    def read(self, deadline: float) -> dict[str, Any] | None:
+        """The next object; None when the child closed the pipe; TimeoutError at the deadline."""
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return json.loads(line)  # type: ignore[no-any-return]

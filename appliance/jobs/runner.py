@@ -87,6 +87,7 @@ def engines_for(settings: Settings) -> list[Engine]:
         timeout_seconds=settings.engine_timeout_seconds,
         memory_bytes=settings.engine_memory_mb << 20,
         restart_after=settings.engine_restart_after,
+        office_restart_after=settings.office_restart_after,
         # A backstop over the helper's life: each run is bounded by its wall-clock timeout.
         cpu_seconds=max(3600, int(settings.engine_timeout_seconds * settings.engine_restart_after)),
     )

@@ -134,3 +134,37 @@ def test_audio_conversion_runs_on_the_media_queue(deployment, tmp_path):
         " ORDER BY created_at DESC LIMIT 1"
     )
     assert rows[0]["queue"] == "media"
+
+
+def test_docx_to_pdf_runs_warm_libreoffice_on_the_office_queue(deployment, tmp_path):
+    import base64
+    import subprocess
+
+    md = tmp_path / "letter.md"
+    md.write_text("# Dear reader\n\nThis became a PDF.\n")
+    docx = tmp_path / "letter.docx"
+    subprocess.run(["pandoc", "-o", str(docx), str(md)], check=True)
+    with deployment.client(deployment.key()) as api:
+        job = api.post(
+            "/v2/jobs",
+            json={
+                "tasks": {
+                    "in": {
+                        "operation": "import/base64",
+                        "filename": "letter.docx",
+                        "file": base64.b64encode(docx.read_bytes()).decode(),
+                    },
+                    "c": {"operation": "convert", "input": "in", "output_format": "pdf"},
+                    "e": {"operation": "export/url", "input": "c"},
+                }
+            },
+        ).json()["data"]
+        job = api.get(f"/sync/v2/jobs/{job['id']}").json()["data"]
+        assert job["status"] == "finished", job
+        assert task(job, "c")["engine"] == "libreoffice"
+        pdf = httpx.get(task(job, "e")["result"]["files"][0]["url"]).content
+        assert pdf.startswith(b"%PDF-")
+    rows = deployment.sql(
+        "SELECT queue FROM tasks WHERE name = 'c' ORDER BY created_at DESC LIMIT 1"
+    )
+    assert rows[0]["queue"] == "office"

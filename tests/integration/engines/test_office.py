@@ -1,0 +1,172 @@
+"""LibreOffice, warm in the sandboxed helper: every advertised pair with outputs opened and
+checked, restarts after N conversions, and a killed soffice replaced."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from appliance.engines.formats import mismatch
+from appliance.engines.office import CALC_IN, IMPRESS_IN, WRITER_IN, OfficeEngine, OfficeOptions
+from appliance.engines.sandbox import HelperPool, Limits, SandboxedEngine
+
+SENTENCE = "Office matrix sentence"
+PAIRS = sorted(OfficeEngine.descriptor.conversions)
+
+
+def _convert(pool, src, dst, src_fmt, dst_fmt, options=None):
+    SandboxedEngine(OfficeEngine(), pool).convert(
+        src, dst, src_fmt, dst_fmt, options or OfficeOptions(), lambda f: None
+    )
+    assert dst.stat().st_size > 0 and mismatch(dst_fmt, dst) is None
+
+
+@pytest.fixture(scope="module")
+def samples(pool, tmp_path_factory):
+    root = tmp_path_factory.mktemp("office")
+    md = root / "s.md"
+    md.write_text(f"# Title\n\n{SENTENCE}.\n\n# Second slide\n\nMore text.\n")
+    out = {"txt": root / "s.txt"}
+    out["txt"].write_text(f"{SENTENCE}.\n")
+    for fmt, writer in (
+        ("docx", "docx"),
+        ("odt", "odt"),
+        ("rtf", "rtf"),
+        ("html", "html"),
+        ("pptx", "pptx"),
+    ):
+        out[fmt] = root / f"s.{fmt}"
+        subprocess.run(["pandoc", "-s", "-t", writer, "-o", str(out[fmt]), str(md)], check=True)
+    out["csv"] = root / "s.csv"
+    out["csv"].write_text(f"name,qty\n{SENTENCE},3\ngadget,5\n")
+    for fmt, base in (
+        ("doc", "docx"),
+        ("xlsx", "csv"),
+        ("ods", "csv"),
+        ("xls", "csv"),
+        ("odp", "pptx"),
+        ("ppt", "pptx"),
+    ):
+        out[fmt] = root / f"s.{fmt}"
+        _convert(pool, out[base], out[fmt], base, fmt)
+    return out
+
+
+def _text(path: Path, fmt: str) -> str:
+    members = {
+        "docx": "word/document.xml",
+        "odt": "content.xml",
+        "ods": "content.xml",
+        "odp": "content.xml",
+        "xlsx": "xl/sharedStrings.xml",
+    }
+    if fmt in members:
+        with zipfile.ZipFile(path) as z:
+            return z.read(members[fmt]).decode()
+    if fmt == "pptx":
+        with zipfile.ZipFile(path) as z:
+            return " ".join(
+                z.read(n).decode() for n in z.namelist() if n.startswith("ppt/slides/slide")
+            )
+    return path.read_bytes().decode("utf-8", "replace")
+
+
+def _pdf_pages(path: Path) -> int:
+    return len(re.findall(rb"/Type\s*/Page[^s]", path.read_bytes()))
+
+
+@pytest.mark.parametrize(("src_fmt", "dst_fmt"), PAIRS)
+def test_office_pair(pool, samples, tmp_path, src_fmt, dst_fmt):
+    dst = tmp_path / f"out.{dst_fmt}"
+    _convert(pool, samples[src_fmt], dst, src_fmt, dst_fmt)
+    if dst_fmt == "pdf":
+        assert _pdf_pages(dst) >= 1
+    elif dst_fmt in ("doc", "xls", "ppt"):
+        return  # binary Office 97 formats: signature checked above
+    else:
+        text = _text(dst, dst_fmt)
+        word = "Office matrix" if src_fmt not in CALC_IN or dst_fmt != "pdf" else "gadget"
+        assert word in text or "Title" in text, text[:300]
+
+
+def test_pdf_options_select_pages_and_pdf_a(pool, samples, tmp_path):
+    all_pages, first = tmp_path / "all.pdf", tmp_path / "first.pdf"
+    _convert(pool, samples["pptx"], all_pages, "pptx", "pdf")
+    _convert(pool, samples["pptx"], first, "pptx", "pdf", OfficeOptions(pages="1"))
+    assert _pdf_pages(all_pages) >= 2 and _pdf_pages(first) == 1
+    archival = tmp_path / "a.pdf"
+    _convert(pool, samples["docx"], archival, "docx", "pdf", OfficeOptions(pdf_a=True))
+    assert b"pdfaid:part" in archival.read_bytes()
+
+
+def _soffice_pids(helper) -> set[int]:
+    """soffice.bin processes below the helper (bwrap starts a new session inside)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+
+    def below(pid):
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == helper.proc.pid:
+                return True
+        return False
+
+    out = subprocess.run(["pgrep", "-f", "soffice.bin"], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split() if below(int(p))}
+
+
+def test_listener_is_restarted_after_n_conversions_and_replaced_when_killed(
+    work_root, samples, tmp_path
+):
+    pool = HelperPool(
+        work_root / f"office-restart-{os.getpid()}",
+        Limits(timeout_seconds=60, office_restart_after=3),
+    )
+    try:
+        engine = SandboxedEngine(OfficeEngine(), pool)
+        seen = []
+        for i in range(7):
+            engine.convert(
+                samples["docx"],
+                tmp_path / f"o{i}.pdf",
+                "docx",
+                "pdf",
+                OfficeOptions(),
+                lambda f: None,
+            )
+            seen.append(frozenset(_soffice_pids(pool.helper())))
+        assert seen[0] == seen[1] == seen[2] != seen[3]  # restarted after 3
+        assert seen[3] == seen[4] == seen[5] != seen[6]
+        for pid in seen[6]:
+            os.kill(pid, signal.SIGKILL)  # soffice dies between two conversions
+        time.sleep(0.5)
+        engine.convert(
+            samples["docx"],
+            tmp_path / "after-kill.pdf",
+            "docx",
+            "pdf",
+            OfficeOptions(),
+            lambda f: None,
+        )
+        assert _pdf_pages(tmp_path / "after-kill.pdf") >= 1
+        assert _soffice_pids(pool.helper()).isdisjoint(seen[6])
+    finally:
+        pool.close()
+
+
+def test_formats_cover_the_three_families():
+    sources = {s for s, _ in PAIRS}
+    assert set(WRITER_IN) | set(CALC_IN) | set(IMPRESS_IN) == sources
