@@ -168,3 +168,31 @@ def test_docx_to_pdf_runs_warm_libreoffice_on_the_office_queue(deployment, tmp_p
         "SELECT queue FROM tasks WHERE name = 'c' ORDER BY created_at DESC LIMIT 1"
     )
     assert rows[0]["queue"] == "office"
+
+
+def test_markdown_to_pdf_routes_through_pandoc_then_libreoffice(deployment):
+    import base64
+
+    md = b"# Report\n\nRouted over two engines.\n"
+    with deployment.client(deployment.key()) as api:
+        job = api.post(
+            "/v2/jobs",
+            json={
+                "tasks": {
+                    "in": {
+                        "operation": "import/base64",
+                        "filename": "report.md",
+                        "file": base64.b64encode(md).decode(),
+                    },
+                    "c": {"operation": "convert", "input": "in", "output_format": "pdf"},
+                }
+            },
+        ).json()
+        job = api.get(f"/sync/v2/jobs/{job['data']['id']}").json()["data"]
+        assert job["status"] == "finished", job
+        route = task(job, "c")["result"]["route"]
+        assert [(h["from"], h["to"], h["engine"]) for h in route] == [
+            ("md", "docx", "pandoc"),
+            ("docx", "pdf", "libreoffice"),
+        ]
+        assert task(job, "c")["result"]["files"][0]["filename"] == "report.pdf"
