@@ -77,7 +77,10 @@ def main() -> None:
     engines = {e.descriptor.id: e for e in enabled_engines()}
     for engine in engines.values():
         engine.descriptor.version()  # load libraries now: the first conversion stays fast
-    serve(engines, sys.stdin, sys.stdout)
+    # stdout carries the protocol only: anything a library prints goes to stderr (the log).
+    protocol = sys.stdout
+    sys.stdout = sys.stderr
+    serve(engines, sys.stdin, protocol)
 
 
 if __name__ == "__main__":
