@@ -170,3 +170,21 @@ def test_listener_is_restarted_after_n_conversions_and_replaced_when_killed(
 def test_formats_cover_the_three_families():
     sources = {s for s, _ in PAIRS}
     assert set(WRITER_IN) | set(CALC_IN) | set(IMPRESS_IN) == sources
+
+
+def test_listener_survives_200_conversions_in_a_row_with_restarts(work_root, samples, tmp_path):
+    pool = HelperPool(
+        work_root / f"office-200-{os.getpid()}", Limits(timeout_seconds=60, office_restart_after=50)
+    )
+    try:
+        engine = SandboxedEngine(OfficeEngine(), pool)
+        listeners = set()
+        for i in range(200):
+            src, fmt = (samples["docx"], "docx") if i % 2 else (samples["xlsx"], "xlsx")
+            dst = tmp_path / f"o{i % 4}.pdf"
+            engine.convert(src, dst, fmt, "pdf", OfficeOptions(), lambda f: None)
+            assert _pdf_pages(dst) >= 1
+            listeners.add(frozenset(_soffice_pids(pool.helper())))
+        assert len(listeners) == 4  # restarted after every 50 conversions
+    finally:
+        pool.close()
