@@ -42,8 +42,10 @@ class Engine(Protocol):
         dst_format: str,
         options: Any,
         progress: Progress,
-    ) -> None:
+    ) -> list[Path] | None:
         """Convert ``src`` (already checked to be ``src_format``) into ``dst``.
 
+        An engine that makes several files (one per PDF page, say) writes them next to ``dst``
+        and returns their paths in order; otherwise it writes ``dst`` and returns None.
         Raises ``PermanentError`` when the input cannot be converted.
         """

@@ -7,6 +7,7 @@ from appliance.engines.images import ImageEngine
 from appliance.engines.markup import PandocEngine
 from appliance.engines.media import FfmpegEngine
 from appliance.engines.office import OfficeEngine
+from appliance.engines.pdf import PdfEngine
 from appliance.engines.vector import SvgEngine
 
 
@@ -17,4 +18,5 @@ def enabled_engines() -> list[Engine]:
         PandocEngine(),
         FfmpegEngine(),
         OfficeEngine(),
+        PdfEngine(),
     ]

@@ -41,7 +41,7 @@ def serve(engines: dict[str, Engine], inp: Any, out: Any) -> None:
             req = json.loads(line)
             engine = engines[req["engine"]]
             options = msgspec.convert(req["options"], engine.descriptor.options)
-            engine.convert(
+            files = engine.convert(
                 _inside(req["src"]),
                 _inside(req["dst"]),
                 req["src_format"],
@@ -49,7 +49,9 @@ def serve(engines: dict[str, Engine], inp: Any, out: Any) -> None:
                 options,
                 lambda fraction: _reply(out, {"progress": round(fraction, 3)}),
             )
-            _reply(out, {"ok": True})
+            dst_dir = _inside(req["dst"]).parent
+            names = [str(Path(f).relative_to(dst_dir)) for f in files or []]
+            _reply(out, {"ok": True, "files": names})
         except PermanentError as exc:
             _reply(out, {"error": exc.code, "message": exc.message})
         except RetryableError as exc:

@@ -232,8 +232,9 @@ class Helper:
             os.chown(path, NOBODY, NOBODY)
         return path
 
-    def call(self, request: dict[str, Any], progress: Progress) -> None:
-        """Send one request and wait for its end; raises the engine's error, or
+    def call(self, request: dict[str, Any], progress: Progress) -> list[str]:
+        """Send one request and wait for its end: the extra output files it names (relative to
+        the job directory), or the engine's error, or
         ``EngineTimeout`` / ``EngineCrashed`` (the helper is then replaced)."""
         assert self.proc is not None and self.proc.stdin is not None
         self.served += 1
@@ -250,7 +251,7 @@ class Helper:
                 progress(float(reply["progress"]))
                 continue
             if reply.get("ok"):
-                return
+                return [str(name) for name in reply.get("files") or []]
             if reply.get("retry"):
                 raise RetryableError(
                     str(reply.get("message", "engine failure")),
@@ -324,13 +325,13 @@ class SandboxedEngine:
         dst_format: str,
         options: Any,
         progress: Progress,
-    ) -> None:
+    ) -> list[Path] | None:
         helper = self.pool.helper()
         job = helper.job_dir()
         try:
             inside = job / f"input.{src_format}"
             _link_or_copy(src, inside)
-            helper.call(
+            names = helper.call(
                 {
                     "engine": self.descriptor.id,
                     "src": _in_sandbox(helper, inside),
@@ -341,14 +342,33 @@ class SandboxedEngine:
                 },
                 progress,
             )
+            if names:  # several outputs: bring each back next to dst, in order
+                moved: list[Path] = []
+                for name in names:
+                    produced = _inside_job(job, name)
+                    target = dst.with_name(f"{dst.stem}-{len(moved) + 1}{dst.suffix}")
+                    shutil.move(produced, target)
+                    moved.append(target)
+                return moved
             produced = job / f"output.{dst_format}"
             if not produced.is_file():
                 raise PermanentError(
                     f"{self.descriptor.id} produced no output", code="CONVERSION_FAILED"
                 )
             shutil.move(produced, dst)
+            return None
         finally:
             shutil.rmtree(job, ignore_errors=True)
+
+
+def _inside_job(job: Path, name: str) -> Path:
+    """A file the helper named: it must be a plain file inside the job directory."""
+    path = (job / name).resolve()
+    if job.resolve() not in path.parents or not path.is_file() or path.is_symlink():
+        raise PermanentError(
+            "the engine named an output outside its directory", code="CONVERSION_FAILED"
+        )
+    return path
 
 
 def _in_sandbox(helper: Helper, path: Path) -> str:

@@ -61,29 +61,30 @@ def convert(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
     inputs = _input_files(rt, task)
     if not inputs:
         raise PermanentError("The input tasks produced no files", code="NO_INPUT_FILES")
-    outputs = []
+    outputs: list[OutFile] = []
+    hops: list[Hop] = []
     with tempfile.TemporaryDirectory(dir=_work_root(rt)) as tmp:
         for i, f in enumerate(inputs):
 
             def step(fraction: float, i: int = i) -> None:
                 progress((i + fraction) / len(inputs))
 
-            outputs.append(_convert_one(rt, task, f, Path(tmp) / str(i), step))
-    hops = outputs[0][1]
+            files, hops = _convert_one(rt, task, f, Path(tmp) / str(i), step)
+            outputs += files
     result = {
-        "files": [{"filename": o.filename, "size": o.size} for o, _ in outputs],
-        "route": route_summary(outputs[0][1]),
+        "files": [{"filename": o.filename, "size": o.size} for o in outputs],
+        "route": route_summary(hops),
     }
     task_engine = "+".join(h.engine.descriptor.id for h in hops)
     _record_engine(
         rt, task["id"], task_engine, "+".join(h.engine.descriptor.version() for h in hops)
     )
-    return Outcome(result, [o for o, _ in outputs])
+    return Outcome(result, outputs)
 
 
 def _convert_one(
     rt: Runtime, task: dict[str, Any], f: dict[str, Any], work: Path, progress: Progress
-) -> tuple[OutFile, list[Hop]]:
+) -> tuple[list[OutFile], list[Hop]]:
     p = task["payload"]
     out_fmt = p["output_format"]
     work.mkdir()
@@ -111,37 +112,56 @@ def _convert_one(
     cache_key = (f["sha256"], out_fmt, _options_hash(parsed), versions)
     hit = _cache_lookup(rt, cache_key)
     if hit is not None and rt.storage.exists(object_key(hit[0])):
-        return OutFile(hit[0], hit[1], filename), hops
-    path = _run_hops(hops, src, work, parsed, progress)
-    sha, size = sha256_of(path)
-    if size == 0:
-        raise PermanentError("The conversion produced an empty file", code="CONVERSION_FAILED")
-    _keep(rt, path, sha, size)
-    _cache_store(rt, cache_key, sha, size)
-    return OutFile(sha, size, filename), hops
+        return [OutFile(hit[0], hit[1], filename)], hops
+    paths = _run_hops(hops, src, work, parsed, progress)
+    outputs = []
+    for n, path in enumerate(paths, start=1):
+        sha, size = sha256_of(path)
+        if size == 0:
+            raise PermanentError("The conversion produced an empty file", code="CONVERSION_FAILED")
+        _keep(rt, path, sha, size)
+        name = filename if len(paths) == 1 else _numbered(filename, n)
+        outputs.append(OutFile(sha, size, name))
+    if len(outputs) == 1:  # the cache holds single results; page sets are converted again
+        _cache_store(rt, cache_key, outputs[0].sha256, outputs[0].size)
+    return outputs, hops
 
 
-def _run_hops(hops: list[Hop], src: Path, work: Path, options: Any, progress: Progress) -> Path:
-    current = src
+def _numbered(filename: str, n: int) -> str:
+    stem, dot, ext = filename.rpartition(".")
+    return f"{stem}-{n}.{ext}" if dot else f"{filename}-{n}"
+
+
+def _run_hops(
+    hops: list[Hop], src: Path, work: Path, options: Any, progress: Progress
+) -> list[Path]:
+    """Run the route; an engine that makes several files (pages) fans out: each of them goes
+    through the rest of the route."""
+    current = [src]
     for n, hop in enumerate(hops):
         last = n == len(hops) - 1
-        dst = work / f"hop{n}.{hop.dst}"
         hop_options = options if last else hop.engine.descriptor.options()
 
         def step(fraction: float, n: int = n) -> None:
             progress((n + fraction) / len(hops))
 
-        hop.engine.convert(current, dst, hop.src, hop.dst, hop_options, step)
-        if not dst.is_file() or dst.stat().st_size == 0:
-            raise PermanentError(
-                f"{hop.engine.descriptor.id} produced no {hop.dst} output", code="CONVERSION_FAILED"
-            )
-        if mismatch(hop.dst, dst) is not None:
-            raise PermanentError(
-                f"{hop.engine.descriptor.id} produced output that is not {hop.dst}",
-                code="CONVERSION_FAILED",
-            )
-        current = dst
+        produced: list[Path] = []
+        for k, path in enumerate(current):
+            dst = work / f"hop{n}-{k}.{hop.dst}"
+            made = hop.engine.convert(path, dst, hop.src, hop.dst, hop_options, step)
+            produced += made if made else [dst]
+        for out in produced:
+            if not out.is_file() or out.stat().st_size == 0:
+                raise PermanentError(
+                    f"{hop.engine.descriptor.id} produced no {hop.dst} output",
+                    code="CONVERSION_FAILED",
+                )
+            if mismatch(hop.dst, out) is not None:
+                raise PermanentError(
+                    f"{hop.engine.descriptor.id} produced output that is not {hop.dst}",
+                    code="CONVERSION_FAILED",
+                )
+        current = produced
     return current
 
 

@@ -196,3 +196,41 @@ def test_markdown_to_pdf_routes_through_pandoc_then_libreoffice(deployment):
             ("docx", "pdf", "libreoffice"),
         ]
         assert task(job, "c")["result"]["files"][0]["filename"] == "report.pdf"
+
+
+def test_slides_to_png_gives_one_file_per_page(deployment, tmp_path):
+    import base64
+    import subprocess
+
+    md = tmp_path / "deck.md"
+    md.write_text("# One\n\nFirst.\n\n# Two\n\nSecond.\n")
+    pptx = tmp_path / "deck.pptx"
+    subprocess.run(["pandoc", "-o", str(pptx), str(md)], check=True)
+    with deployment.client(deployment.key()) as api:
+        job = api.post(
+            "/v2/jobs",
+            json={
+                "tasks": {
+                    "in": {
+                        "operation": "import/base64",
+                        "filename": "deck.pptx",
+                        "file": base64.b64encode(pptx.read_bytes()).decode(),
+                    },
+                    "c": {
+                        "operation": "convert",
+                        "input": "in",
+                        "output_format": "png",
+                        "pixel_density": 50,
+                    },
+                    "e": {"operation": "export/url", "input": "c"},
+                }
+            },
+        ).json()["data"]
+        job = api.get(f"/sync/v2/jobs/{job['id']}").json()["data"]
+        assert job["status"] == "finished", job
+        conv = task(job, "c")
+        assert [h["engine"] for h in conv["result"]["route"]] == ["libreoffice", "pdfium"]
+        files = task(job, "e")["result"]["files"]
+        assert [f["filename"] for f in files] == ["deck-1.png", "deck-2.png"]
+        for f in files:
+            assert httpx.get(f["url"]).content[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,115 @@
+"""PDF pages to images and text with PDFium (pypdfium2, permissive licence), in the helper.
+
+pdf -> png / jpg gives one file per selected page (a single page gives a single file);
+pdf -> txt gives the text of the selected pages, pages separated by a form feed.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+from appliance.engines import Descriptor, Progress
+from appliance.errors import PermanentError
+
+MAX_PIXELS = 100_000_000  # per rendered page: a bomb-sized page is refused, not rendered
+
+
+class PdfOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pages: Annotated[str, msgspec.Meta(pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*$")] | None = None
+    pixel_density: Annotated[int, msgspec.Meta(ge=10, le=1200)] = 150  # dpi
+    quality: Annotated[int, msgspec.Meta(ge=1, le=100)] = 85  # jpg only
+
+
+@cache
+def _pdfium() -> Any:
+    import pypdfium2
+
+    return pypdfium2
+
+
+def _version() -> str:
+    import pypdfium2.version as v
+
+    return f"pypdfium2-{v.PYPDFIUM_INFO}+pdfium-{v.PDFIUM_INFO.build}"
+
+
+def page_numbers(spec: str | None, count: int) -> list[int]:
+    """0-based page indexes for a spec like "1-3,5" (1-based, as clients write them)."""
+    if not spec:
+        return list(range(count))
+    pages: list[int] = []
+    for part in spec.split(","):
+        first, _, last = part.partition("-")
+        a, b = int(first), int(last or first)
+        if a < 1 or b < a or b > count:
+            raise PermanentError(
+                f"pages {part!r} is outside the document's 1-{count}", code="INVALID_OPTIONS"
+            )
+        pages += [n for n in range(a - 1, b) if n not in pages]
+    return pages
+
+
+class PdfEngine:
+    descriptor = Descriptor(
+        id="pdfium",
+        conversions=frozenset({("pdf", "png"), ("pdf", "jpg"), ("pdf", "txt")}),
+        options=PdfOptions,
+        queue="light",
+        version=_version,
+    )
+
+    def convert(
+        self,
+        src: Path,
+        dst: Path,
+        src_format: str,
+        dst_format: str,
+        options: PdfOptions,
+        progress: Progress,
+    ) -> list[Path] | None:
+        pdfium = _pdfium()
+        try:
+            doc = pdfium.PdfDocument(str(src))
+        except pdfium.PdfiumError as exc:
+            raise PermanentError(
+                f"The PDF could not be opened: {exc}", code="INVALID_INPUT_FILE"
+            ) from exc
+        try:
+            pages = page_numbers(options.pages, len(doc))
+            if dst_format == "txt":
+                texts = []
+                for n, index in enumerate(pages, start=1):
+                    texts.append(doc[index].get_textpage().get_text_bounded())
+                    progress(n / len(pages))
+                dst.write_text("\f".join(texts), encoding="utf-8")
+                return None
+            outputs = (
+                [dst]
+                if len(pages) == 1
+                else [dst.with_name(f"{dst.stem}-page{index + 1}{dst.suffix}") for index in pages]
+            )
+            for n, (index, out) in enumerate(zip(pages, outputs, strict=True), start=1):
+                self._render(doc[index], out, dst_format, options)
+                progress(n / len(pages))
+            return None if len(pages) == 1 else outputs
+        finally:
+            doc.close()
+
+    def _render(self, page: Any, out: Path, fmt: str, options: PdfOptions) -> None:
+        scale = options.pixel_density / 72
+        width, height = page.get_size()
+        if width * scale * height * scale > MAX_PIXELS:
+            raise PermanentError(
+                f"A page would render to more than {MAX_PIXELS} pixels at "
+                f"{options.pixel_density} dpi",
+                code="ENGINE_LIMIT",
+            )
+        image = page.render(scale=scale).to_pil()
+        if fmt == "jpg":
+            image.convert("RGB").save(out, format="JPEG", quality=options.quality)
+        else:
+            image.save(out, format="PNG")
