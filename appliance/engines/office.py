@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -184,6 +185,9 @@ class OfficeEngine:
 
     def __init__(self) -> None:
         self._listener: _Listener | None = None
+        # One conversion at a time per listener. In a sandboxed helper there is one thread
+        # anyway; with APPLIANCE_SANDBOX=off worker threads share this engine.
+        self._lock = threading.Lock()
 
     def _warm(self) -> _Listener:
         if self._listener is None:
@@ -219,5 +223,6 @@ class OfficeEngine:
             if data:
                 request["filter_data"] = data
         progress(0.1)
-        self._warm().convert(request)
+        with self._lock:
+            self._warm().convert(request)
         progress(1.0)

@@ -6,6 +6,7 @@ pdf -> txt gives the text of the selected pages, pages separated by a form feed.
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +17,8 @@ from appliance.engines import Descriptor, Progress
 from appliance.errors import PermanentError
 
 MAX_PIXELS = 100_000_000  # per rendered page: a bomb-sized page is refused, not rendered
+# PDFium is not thread-safe. A sandboxed helper has one thread; APPLIANCE_SANDBOX=off does not.
+_LOCK = threading.Lock()
 
 
 class PdfOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -70,6 +73,12 @@ class PdfEngine:
         dst_format: str,
         options: PdfOptions,
         progress: Progress,
+    ) -> list[Path] | None:
+        with _LOCK:
+            return self._convert(src, dst, dst_format, options, progress)
+
+    def _convert(
+        self, src: Path, dst: Path, dst_format: str, options: PdfOptions, progress: Progress
     ) -> list[Path] | None:
         pdfium = _pdfium()
         try:
