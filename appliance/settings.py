@@ -245,6 +245,7 @@ class SettingsError(ValueError):
     """A setting is invalid; the message names the variable."""
 
 
+@functools.cache
 def _field_types() -> dict[str, Any]:
     hints = typing.get_type_hints(Settings, include_extras=True)
     return {f.name: hints[f.name] for f in msgspec.structs.fields(Settings)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from litestar import Request, Response, get
@@ -33,26 +34,24 @@ async def live() -> dict[str, str]:
 
 @get("/health/ready", tags=["health"], include_in_schema=False)
 async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-    import asyncio
-
     svc = services(request)
-    checks: dict[str, str] = {}
-    try:
+
+    async def postgres() -> None:
         async with svc.jobs.pool.connection(timeout=2) as conn:
             await conn.execute("SELECT 1")
-        checks["postgres"] = "ok"
-    except Exception as exc:
-        checks["postgres"] = f"error: {type(exc).__name__}"
-    try:
-        await asyncio.wait_for(svc.notifier.ping(), 2)
-        checks["redis"] = "ok"
-    except Exception as exc:
-        checks["redis"] = f"error: {type(exc).__name__}"
-    try:
-        await asyncio.wait_for(asyncio.to_thread(svc.jobs.storage.check), 5)
-        checks["storage"] = "ok"
-    except Exception as exc:
-        checks["storage"] = f"error: {type(exc).__name__}"
+
+    probes = {
+        "postgres": (postgres(), 2.0),
+        "redis": (svc.notifier.ping(), 2.0),
+        "storage": (asyncio.to_thread(svc.jobs.storage.check), 5.0),
+    }
+    checks: dict[str, str] = {}
+    for name, (probe, timeout) in probes.items():
+        try:
+            await asyncio.wait_for(probe, timeout)
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"error: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
     return Response(
         {"status": "ok" if ok else "error", "checks": checks}, status_code=200 if ok else 503

@@ -35,6 +35,8 @@ class Registry:
             seen.add(d.id)
             for src, dst in sorted(d.conversions):
                 self._edges.setdefault(src, []).append(Hop(engine, src, dst))
+        # every format some engine produces (checked on each job creation)
+        self.targets = frozenset(hop.dst for hops in self._edges.values() for hop in hops)
 
     def route(self, src: str, dst: str) -> list[Hop] | None:
         """The cheapest path from ``src`` to ``dst`` (sum of the engines' ``cost``, fewer hops
@@ -87,11 +89,6 @@ class Registry:
     def queue_for(self, hops: list[Hop]) -> QueueClass:
         """The heaviest queue class on the route runs the whole task."""
         return max((h.engine.descriptor.queue for h in hops), key=QUEUE_CLASSES.index)
-
-    @property
-    def targets(self) -> set[str]:
-        """Every format some engine produces."""
-        return {hop.dst for hops in self._edges.values() for hop in hops}
 
     def formats(
         self, input_format: str | None = None, output_format: str | None = None

@@ -29,7 +29,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -385,6 +384,3 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def sandboxed(engines: list[Engine], pool: HelperPool) -> list[Engine]:
     return [SandboxedEngine(e, pool) for e in engines]
-
-
-Wrap = Callable[[list[Engine]], list[Engine]]

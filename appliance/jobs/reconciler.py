@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from appliance.jobs.dispatch import Ready
-from appliance.jobs.runner import EVENTS_CHANNEL, Runtime
+from appliance.jobs.runner import Runtime, announce
 from appliance.storage import object_key
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class Reconciler:
             log.warning("re-running %d tasks whose worker stopped", len(back))
             self.rt.dispatcher.dispatch([Ready(r["id"], r["queue"]) for r in back])
         for row in failed:
-            self.rt.redis.publish(EVENTS_CHANNEL, f"{row['id']} {row['job_id'] or ''}")
+            announce(self.rt.redis, row["id"], row["job_id"])
 
     def _stragglers(self, report: PassReport) -> None:
         with self.rt.pool.connection() as conn:

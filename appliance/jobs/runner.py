@@ -97,6 +97,14 @@ def engines_for(settings: Settings) -> list[Engine]:
 Operation = Callable[[Runtime, dict[str, Any], Callable[[float], None]], Outcome]
 
 
+def announce(client: redis.Redis, task_id: Any, job_id: Any) -> None:
+    """Wake API requests waiting on this task or its job (best effort: they also poll)."""
+    try:
+        client.publish(EVENTS_CHANNEL, f"{task_id} {job_id or ''}")
+    except redis.RedisError:
+        log.warning("could not publish the end of task %s", task_id, exc_info=True)
+
+
 class TaskRunner:
     def __init__(self, rt: Runtime, operations: dict[str, Operation]) -> None:
         self.rt = rt
@@ -228,11 +236,7 @@ class TaskRunner:
             )
 
     def _announce(self, task: dict[str, Any]) -> None:
-        """Wake API requests waiting on this task or its job (best effort)."""
-        try:
-            self.rt.redis.publish(EVENTS_CHANNEL, f"{task['id']} {task['job_id'] or ''}")
-        except redis.RedisError:
-            log.warning("could not publish the end of task %s", task["id"], exc_info=True)
+        announce(self.rt.redis, task["id"], task["job_id"])
 
 
 class _Lease:

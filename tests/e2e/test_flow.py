@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import subprocess
+
 import httpx
 import pyvips
 
@@ -67,30 +70,47 @@ def test_single_task_routes_chain_by_task_id(deployment, png_file):
         assert httpx.get(exp["result"]["files"][0]["url"]).content[:3] == b"\xff\xd8\xff"
 
 
-def test_multi_hop_route_svg_to_webp_through_two_engines(deployment):
-    import base64
+def convert_inline(api, filename: str, data: bytes, output_format: str, **options) -> dict:
+    """A job that imports ``data`` as base64, converts it and exports the result; returns the
+    job once it has ended (sync API). The job must be accepted."""
+    r = api.post(
+        "/v2/jobs",
+        json={
+            "tasks": {
+                "in": {
+                    "operation": "import/base64",
+                    "filename": filename,
+                    "file": base64.b64encode(data).decode(),
+                },
+                "c": {
+                    "operation": "convert",
+                    "input": "in",
+                    "output_format": output_format,
+                    **options,
+                },
+                "e": {"operation": "export/url", "input": "c"},
+            }
+        },
+    )
+    assert r.status_code == 201, r.text
+    return api.get(f"/sync/v2/jobs/{r.json()['data']['id']}").json()["data"]
 
+
+def _last_convert_queue(deployment) -> str:
+    rows = deployment.sql(
+        "SELECT queue FROM tasks WHERE name = 'c' AND operation = 'convert'"
+        " ORDER BY created_at DESC LIMIT 1"
+    )
+    return rows[0]["queue"]
+
+
+def test_multi_hop_route_svg_to_webp_through_two_engines(deployment):
     svg = (
         '<svg xmlns="http://www.w3.org/2000/svg" width="100" height="50">'
         '<rect width="100" height="50" fill="#36c"/></svg>'
     )
     with deployment.client(deployment.key()) as api:
-        job = api.post(
-            "/v2/jobs",
-            json={
-                "tasks": {
-                    "in": {
-                        "operation": "import/base64",
-                        "filename": "logo.svg",
-                        "file": base64.b64encode(svg.encode()).decode(),
-                    },
-                    "c": {"operation": "convert", "input": "in", "output_format": "webp"},
-                    "e": {"operation": "export/url", "input": "c"},
-                }
-            },
-        )
-        assert job.status_code == 201, job.text
-        job = api.get(f"/sync/v2/jobs/{job.json()['data']['id']}").json()["data"]
+        job = convert_inline(api, "logo.svg", svg.encode(), "webp")
         assert job["status"] == "finished", job
         conv = task(job, "c")
         assert [h["engine"] for h in conv["result"]["route"]] == ["rsvg", "vips"]
@@ -100,95 +120,35 @@ def test_multi_hop_route_svg_to_webp_through_two_engines(deployment):
 
 
 def test_audio_conversion_runs_on_the_media_queue(deployment, tmp_path):
-    import base64
-    import subprocess
-
     wav = tmp_path / "tone.wav"
     subprocess.run(
         ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1", str(wav)], check=True
     )
     with deployment.client(deployment.key()) as api:
-        job = api.post(
-            "/v2/jobs",
-            json={
-                "tasks": {
-                    "in": {
-                        "operation": "import/base64",
-                        "filename": "tone.wav",
-                        "file": base64.b64encode(wav.read_bytes()).decode(),
-                    },
-                    "c": {
-                        "operation": "convert",
-                        "input": "in",
-                        "output_format": "mp3",
-                        "audio_bitrate": 96,
-                    },
-                }
-            },
-        ).json()["data"]
-        job = api.get(f"/sync/v2/jobs/{job['id']}").json()["data"]
+        job = convert_inline(api, "tone.wav", wav.read_bytes(), "mp3", audio_bitrate=96)
         assert job["status"] == "finished", job
         assert task(job, "c")["result"]["files"][0]["filename"] == "tone.mp3"
-    rows = deployment.sql(
-        "SELECT queue FROM tasks WHERE name = 'c' AND operation = 'convert'"
-        " ORDER BY created_at DESC LIMIT 1"
-    )
-    assert rows[0]["queue"] == "media"
+    assert _last_convert_queue(deployment) == "media"
 
 
 def test_docx_to_pdf_runs_warm_libreoffice_on_the_office_queue(deployment, tmp_path):
-    import base64
-    import subprocess
-
     md = tmp_path / "letter.md"
     md.write_text("# Dear reader\n\nThis became a PDF.\n")
     docx = tmp_path / "letter.docx"
     subprocess.run(["pandoc", "-o", str(docx), str(md)], check=True)
     with deployment.client(deployment.key()) as api:
-        job = api.post(
-            "/v2/jobs",
-            json={
-                "tasks": {
-                    "in": {
-                        "operation": "import/base64",
-                        "filename": "letter.docx",
-                        "file": base64.b64encode(docx.read_bytes()).decode(),
-                    },
-                    "c": {"operation": "convert", "input": "in", "output_format": "pdf"},
-                    "e": {"operation": "export/url", "input": "c"},
-                }
-            },
-        ).json()["data"]
-        job = api.get(f"/sync/v2/jobs/{job['id']}").json()["data"]
+        job = convert_inline(api, "letter.docx", docx.read_bytes(), "pdf")
         assert job["status"] == "finished", job
         assert task(job, "c")["engine"] == "libreoffice"
         pdf = httpx.get(task(job, "e")["result"]["files"][0]["url"]).content
         assert pdf.startswith(b"%PDF-")
-    rows = deployment.sql(
-        "SELECT queue FROM tasks WHERE name = 'c' ORDER BY created_at DESC LIMIT 1"
-    )
-    assert rows[0]["queue"] == "office"
+    assert _last_convert_queue(deployment) == "office"
 
 
 def test_markdown_to_pdf_routes_through_pandoc_then_libreoffice(deployment):
-    import base64
-
     md = b"# Report\n\nRouted over two engines.\n"
     with deployment.client(deployment.key()) as api:
-        job = api.post(
-            "/v2/jobs",
-            json={
-                "tasks": {
-                    "in": {
-                        "operation": "import/base64",
-                        "filename": "report.md",
-                        "file": base64.b64encode(md).decode(),
-                    },
-                    "c": {"operation": "convert", "input": "in", "output_format": "pdf"},
-                }
-            },
-        ).json()
-        job = api.get(f"/sync/v2/jobs/{job['data']['id']}").json()["data"]
+        job = convert_inline(api, "report.md", md, "pdf")
         assert job["status"] == "finished", job
         route = task(job, "c")["result"]["route"]
         assert [(h["from"], h["to"], h["engine"]) for h in route] == [
@@ -199,34 +159,12 @@ def test_markdown_to_pdf_routes_through_pandoc_then_libreoffice(deployment):
 
 
 def test_slides_to_png_gives_one_file_per_page(deployment, tmp_path):
-    import base64
-    import subprocess
-
     md = tmp_path / "deck.md"
     md.write_text("# One\n\nFirst.\n\n# Two\n\nSecond.\n")
     pptx = tmp_path / "deck.pptx"
     subprocess.run(["pandoc", "-o", str(pptx), str(md)], check=True)
     with deployment.client(deployment.key()) as api:
-        job = api.post(
-            "/v2/jobs",
-            json={
-                "tasks": {
-                    "in": {
-                        "operation": "import/base64",
-                        "filename": "deck.pptx",
-                        "file": base64.b64encode(pptx.read_bytes()).decode(),
-                    },
-                    "c": {
-                        "operation": "convert",
-                        "input": "in",
-                        "output_format": "png",
-                        "pixel_density": 50,
-                    },
-                    "e": {"operation": "export/url", "input": "c"},
-                }
-            },
-        ).json()["data"]
-        job = api.get(f"/sync/v2/jobs/{job['id']}").json()["data"]
+        job = convert_inline(api, "deck.pptx", pptx.read_bytes(), "png", pixel_density=50)
         assert job["status"] == "finished", job
         conv = task(job, "c")
         assert [h["engine"] for h in conv["result"]["route"]] == ["libreoffice", "pdfium"]
