@@ -26,11 +26,13 @@ if ((${#need[@]})); then
     fi
     echo "install.sh: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
+    # Waits for another apt run (a parallel install.sh) instead of failing on its lock.
+    APT=(apt-get -o DPkg::Lock::Timeout=900)
+    "${APT[@]}" update -qq
     # policy-rc.d keeps package scripts from starting system-wide services we do not use.
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-    apt-get install -y -qq --no-install-recommends "${need[@]}"
+    "${APT[@]}" install -y -qq --no-install-recommends "${need[@]}"
 fi
 
 PY=${PYTHON:-python3}
