@@ -92,6 +92,7 @@ def appliance(
             "APPLIANCE_API_WORKERS": str(api_workers),
             "APPLIANCE_LOG_LEVEL": "WARNING",
             "APPLIANCE_DB_POOL_SIZE": "20",
+            "APPLIANCE_WORKER_METRICS_PORT": "0",
         }
         cmds = [[sys.executable, "-m", "appliance.cli", "api"]]
         if start_workers:

@@ -28,6 +28,7 @@ from appliance.errors import FileTooLarge, InvalidData, NotFound
 from appliance.jobs import graph
 from appliance.jobs.dispatch import Dispatcher, Ready
 from appliance.jobs.files import RESERVE_FILE, Spool, safe_filename, store
+from appliance.metrics import JOBS_CREATED, UPLOAD_BYTES
 from appliance.security import signing
 from appliance.settings import Settings
 from appliance.storage import Storage
@@ -63,6 +64,7 @@ class JobService:
                 job_id = row["id"]
                 ready = await self._insert_tasks(conn, user_id, job_id, planned, inline)
                 doc = await self._job_json(conn, job_id, user_id)
+        JOBS_CREATED.inc()
         await self._dispatch(ready)
         return doc
 
@@ -128,6 +130,7 @@ class JobService:
                 finally:
                     spool.close()
                 out[task.id] = (sha, spool.size, name)
+                UPLOAD_BYTES.labels("base64").inc(spool.size)
         return out
 
     async def _keep(self, spool: Spool, sha: str) -> None:
@@ -269,6 +272,7 @@ class JobService:
             async for chunk in chunks:
                 spool.write(chunk)
             sha = spool.finish()
+            UPLOAD_BYTES.labels("upload").inc(spool.size)
             await self._keep(spool, sha)
         finally:
             spool.close()
