@@ -28,7 +28,7 @@ from appliance.errors import FileTooLarge, InvalidData, NotFound
 from appliance.jobs import graph
 from appliance.jobs.dispatch import Dispatcher, Ready
 from appliance.jobs.files import RESERVE_FILE, Spool, safe_filename, store
-from appliance.metrics import JOBS_CREATED, UPLOAD_BYTES
+from appliance.metrics import JOBS_CREATED, TASKS_ENDED, UPLOAD_BYTES
 from appliance.security import signing
 from appliance.settings import Settings
 from appliance.storage import Storage
@@ -208,6 +208,7 @@ class JobService:
             )
         for task_id, (sha, size, name) in inline.items():
             ready += await finish_with_file(conn, task_id, sha, size, name)
+            TASKS_ENDED.labels("import/base64", "finished").inc()
         ids = {t.id for t in planned}
         if any(dep not in ids for t in planned for dep in t.depends_on):
             ready += await _settle_external_inputs(conn, list(ids))
@@ -293,6 +294,7 @@ class JobService:
                     (task_id,),
                 )
             ).fetchone()
+        TASKS_ENDED.labels("import/upload", "finished").inc()
         await self._dispatch(ready)
         assert doc is not None
         return str(doc["doc"])

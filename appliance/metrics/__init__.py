@@ -45,7 +45,8 @@ JOBS_ENDED = Counter(
 )
 TASKS_ENDED = Counter(
     "appliance_tasks_ended",
-    "Tasks a worker ended, by operation and final status (finished, error); a retryable "
+    "Tasks ended, by operation and final status (finished, error): by a worker, or by the "
+    "API for the imports it completes (upload, base64). A retryable "
     "failure that will run again counts as status retry.",
     ["operation", "status"],
 )
