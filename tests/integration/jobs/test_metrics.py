@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from prometheus_client import REGISTRY
 
@@ -34,9 +35,7 @@ def snapshot() -> dict[str, float]:
             "appliance_tasks_ended_total", operation="export/url", status="finished"
         ),
         "conversions_ok": value("appliance_conversions_total", **ENGINE_PAIR, result="ok"),
-        "conversion_seconds": value(
-            "appliance_conversion_duration_seconds_count", **ENGINE_PAIR
-        ),
+        "conversion_seconds": value("appliance_conversion_duration_seconds_count", **ENGINE_PAIR),
         "cache_miss": value("appliance_conversion_cache_lookups_total", result="miss"),
         "cache_hit": value("appliance_conversion_cache_lookups_total", result="hit"),
         "written": value("appliance_storage_writes_total", result="written"),
@@ -46,9 +45,16 @@ def snapshot() -> dict[str, float]:
     }
 
 
-def changes(before: dict[str, float]) -> dict[str, float]:
-    after = snapshot()
-    return {k: after[k] - before[k] for k in before if after[k] != before[k]}
+def changes(before: dict[str, float], until: str) -> dict[str, float]:
+    """What changed since ``before``, once ``until`` has (a worker counts a task just after
+    its commit, so a client may see the job end a moment before the count)."""
+    deadline = time.monotonic() + 10
+    while True:
+        after = snapshot()
+        diff = {k: after[k] - before[k] for k in before if after[k] != before[k]}
+        if until in diff or time.monotonic() > deadline:
+            return diff
+        time.sleep(0.02)
 
 
 def test_a_finished_job_moves_job_task_conversion_storage_and_upload_metrics(system, png_file):
@@ -58,7 +64,7 @@ def test_a_finished_job_moves_job_task_conversion_storage_and_upload_metrics(sys
     system.upload(task(job, "up")["id"], png_file)
     assert system.wait(job["id"])["status"] == "finished"
     size = png_file.stat().st_size
-    diff = changes(before)
+    diff = changes(before, until="export_finished")
     stored = diff.pop("written", 0) + diff.pop("dedup", 0)
     assert stored == 2  # the upload and the output, each written or found already there
     assert diff == {
@@ -77,7 +83,7 @@ def test_a_finished_job_moves_job_task_conversion_storage_and_upload_metrics(sys
     job = system.create(job_spec)
     system.upload(task(job, "up")["id"], png_file)
     assert system.wait(job["id"])["status"] == "finished"
-    diff = changes(before)
+    diff = changes(before, until="export_finished")
     assert diff.get("cache_hit") == 1 and "cache_miss" not in diff
     assert "conversions_ok" not in diff and diff.get("dedup") == 1
 
@@ -89,7 +95,7 @@ def test_a_failed_task_counts_as_error_for_the_task_and_its_job(system, tmp_path
     job = system.create(UPLOAD_CONVERT_EXPORT)
     system.upload(task(job, "up")["id"], fake)
     assert system.wait(job["id"])["status"] == "error"
-    diff = changes(before)
+    diff = changes(before, until="convert_error")
     assert diff.get("convert_error") == 1 and diff.get("jobs_error") == 1
     assert "jobs_finished" not in diff and "convert_finished" not in diff
     assert "export_finished" not in diff
