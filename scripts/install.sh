@@ -13,7 +13,8 @@ RUNTIME_PKGS=(postgresql redis-server ca-certificates python3 python3-venv curl 
               pandoc ffmpeg librsvg2-bin libreoffice-writer-nogui libreoffice-calc-nogui
               libreoffice-impress-nogui python3-uno fonts-dejavu-core)
 DEV_PKGS=(swift swift-proxy swift-object swift-container swift-account memcached wrk
-          prometheus prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter)
+          prometheus prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter
+          prometheus-nginx-exporter nginx-light)
 
 need=()
 for pkg in "${RUNTIME_PKGS[@]}" $([[ $DEV == 1 ]] && echo "${DEV_PKGS[@]}"); do

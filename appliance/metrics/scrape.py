@@ -27,7 +27,7 @@ from appliance.jobs.dispatch import PENDING_KEY
 DRAMATIQ_NAMESPACE = "dramatiq"
 
 
-@dataclass
+@dataclass(eq=False)  # collectors are registered by identity
 class Snapshot(Collector):
     """Values read at one scrape, presented as a prometheus-client collector."""
 
