@@ -24,10 +24,21 @@ async def thing(thing_id: int) -> dict[str, int]:
     return {"id": thing_id}
 
 
+wrapper: HttpMetrics | None = None
+
+
 def client() -> TestClient:
+    global wrapper
     app = Litestar(route_handlers=[thing], debug=False)
-    app.asgi_handler = HttpMetrics(app.asgi_handler)  # type: ignore[assignment]
+    wrapper = HttpMetrics(app.asgi_handler)
+    app.asgi_handler = wrapper  # type: ignore[assignment]
     return TestClient(app)
+
+
+def flushed() -> None:
+    """The wrapper writes its tallies at most once a second; tests read them at once."""
+    assert wrapper is not None
+    wrapper.flush()
 
 
 def sample(name: str, route: str, status: str, method: str = "GET") -> float:
@@ -43,6 +54,7 @@ def test_a_request_is_counted_and_timed_under_its_route_template_not_its_url():
     with client() as c:
         assert c.get("/things/41").status_code == 200
         assert c.get("/things/42").status_code == 200
+    flushed()
     assert sample("appliance_http_requests_total", "/things/{thing_id}", "2xx") == before + 2
     assert (
         sample("appliance_http_request_duration_seconds_count", "/things/{thing_id}", "2xx")
@@ -51,12 +63,27 @@ def test_a_request_is_counted_and_timed_under_its_route_template_not_its_url():
     assert sample("appliance_http_requests_total", "/things/41", "2xx") == 0.0
 
 
+def test_latency_lands_in_the_right_bucket():
+    route, ok = "/things/{thing_id}", {"method": "GET", "status": "2xx"}
+    name = "appliance_http_request_duration_seconds_bucket"
+    before = REGISTRY.get_sample_value(name, {"route": route, **ok, "le": "0.005"}) or 0.0
+    before_sum = sample("appliance_http_request_duration_seconds_sum", route, "2xx")
+    with client() as c:
+        assert c.get("/things/3").status_code == 200
+    flushed()
+    # A local request takes well under 5 ms: it is in the first bucket and all above it.
+    assert REGISTRY.get_sample_value(name, {"route": route, **ok, "le": "0.005"}) == before + 1
+    after_sum = sample("appliance_http_request_duration_seconds_sum", route, "2xx")
+    assert 0 < after_sum - before_sum < 0.005
+
+
 def test_errors_and_unmatched_paths_are_counted_by_status_class():
     errors = sample("appliance_http_requests_total", "/things/{thing_id}", "5xx")
     unmatched = sample("appliance_http_requests_total", "unmatched", "4xx")
     with client() as c:
         assert c.get("/things/0").status_code == 500
         assert c.get("/no/such/path/123").status_code == 404
+    flushed()
     assert sample("appliance_http_requests_total", "/things/{thing_id}", "5xx") == errors + 1
     assert sample("appliance_http_requests_total", "unmatched", "4xx") == unmatched + 1
 
