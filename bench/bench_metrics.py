@@ -1,6 +1,7 @@
 """What the HTTP metrics cost: the same API with the metrics wrapper (as shipped) and without
 it, side by side on one database, wrk against GET /v2/jobs/{id} and the trivial
-/health/live, interleaved rounds, medians.
+/health/live, interleaved rounds (the order flips every round), medians. Besides req/s it
+reports the API processes' CPU time per request, which a busy shared machine disturbs less.
 
     .venv/bin/python -m bench.bench_metrics [--duration 10] [--connections 32] [--rounds 3]
 """
@@ -22,7 +23,7 @@ from appliance.api.app import create_app
 from appliance.metrics.http import HttpMetrics
 from appliance.supervisor import stop_process_groups
 from bench.bench_api import POST_BODY, wrk
-from bench.harness import appliance
+from bench.harness import _children, appliance, cpu_seconds
 
 ROOT = Path(__file__).parents[1]
 
@@ -81,22 +82,31 @@ def main() -> None:
                 "GET /v2/jobs/{id}": f"/v2/jobs/{job['id']}",
                 "GET /health/live": "/health/live",
             }
-            servers = {"metrics on": app.url, "metrics off": plain_url}
-            results: dict[tuple[str, str], list[float]] = {}
+            servers = {
+                "metrics on": (app.url, app.api_pids),
+                "metrics off": (plain_url, [plain.pid, *_children(plain.pid)]),
+            }
+            results: dict[tuple[str, str], list[tuple[float, float]]] = {}
             wrk(app.url + "/health/live", app.key, 3, args.connections)  # warm-up
             wrk(plain_url + "/health/live", app.key, 3, args.connections)
-            for _ in range(args.rounds):  # interleaved, so noise hits both alike
+            for n in range(args.rounds):  # interleaved, so noise hits both alike
+                order = list(servers.items())[:: 1 if n % 2 == 0 else -1]
                 for pname, path in paths.items():
-                    for sname, base in servers.items():
+                    for sname, (base, pids) in order:
+                        cpu = cpu_seconds(pids)
                         rps, _ = wrk(base + path, app.key, args.duration, args.connections)
-                        results.setdefault((pname, sname), []).append(rps)
+                        us = (cpu_seconds(pids) - cpu) / (rps * args.duration) * 1e6
+                        results.setdefault((pname, sname), []).append((rps, us))
         finally:
             stop_process_groups([plain], 20)
-    print(f"{'endpoint':20} {'metrics on':>11} {'metrics off':>12} {'on/off':>7}")
+    head = f"{'endpoint':18} {'req/s on':>9} {'off':>7} {'on/off':>7}"
+    print(f"{head}   {'CPU µs/req on':>13} {'off':>6}")
     for pname in paths:
-        on = statistics.median(results[(pname, "metrics on")])
-        off = statistics.median(results[(pname, "metrics off")])
-        print(f"{pname:20} {on:11.0f} {off:12.0f} {on / off:7.3f}")
+        on = statistics.median(r for r, _ in results[(pname, "metrics on")])
+        off = statistics.median(r for r, _ in results[(pname, "metrics off")])
+        cpu_on = statistics.median(c for _, c in results[(pname, "metrics on")])
+        cpu_off = statistics.median(c for _, c in results[(pname, "metrics off")])
+        print(f"{pname:18} {on:9.0f} {off:7.0f} {on / off:7.3f}   {cpu_on:13.1f} {cpu_off:6.1f}")
     print(f"(wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} rounds)")
 
 

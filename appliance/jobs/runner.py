@@ -225,8 +225,8 @@ class TaskRunner:
                     (task["id"], Jsonb(outcome.result)),
                 ).fetchall()
             ]
-            job_end = _job_ended(conn, task["job_id"])
-        _count_job_end(job_end)
+            job_end = job_ended(conn, task["job_id"])
+        count_job_end(job_end)
         self._dispatch(ready)
         self._announce(task)
 
@@ -235,8 +235,8 @@ class TaskRunner:
             job_end = None
             if self._owned(conn, task):
                 conn.execute("SELECT appliance_fail_task(%s, %s, %s)", (task["id"], code, message))
-                job_end = _job_ended(conn, task["job_id"])
-        _count_job_end(job_end)
+                job_end = job_ended(conn, task["job_id"])
+        count_job_end(job_end)
         self._announce(task)
 
     def _retry_or_fail(self, task: dict[str, Any], exc: ApplianceError) -> str:
@@ -268,7 +268,7 @@ class TaskRunner:
         announce(self.rt.redis, task["id"], task["job_id"])
 
 
-def _job_ended(conn: Any, job_id: Any) -> str | None:
+def job_ended(conn: Any, job_id: Any) -> str | None:
     """The job's final status if this transaction ended it, else None.
 
     ``appliance_refresh_job`` locks the job row and sets ``ended_at = now()`` (the
@@ -282,7 +282,7 @@ def _job_ended(conn: Any, job_id: Any) -> str | None:
     return str(row["status"]) if row else None
 
 
-def _count_job_end(status: str | None) -> None:
+def count_job_end(status: str | None) -> None:
     if status is not None:
         JOBS_ENDED.labels(status).inc()
 
