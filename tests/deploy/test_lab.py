@@ -103,6 +103,15 @@ def test_hosts_reach_each_other_by_name_but_not_the_outside(lab: Lab) -> None:
     assert outside.returncode != 0
 
 
+def test_https_tunnel_of_the_proxy_reaches_pypi_and_nothing_else(lab: Lab) -> None:
+    proxy = f"https_proxy=http://{lab.bridge_ip}:3142"
+    curl = "curl -sS -m 20 -o /dev/null -w '%{http_code}'"
+    pypi = lab.run("beta", f"{proxy} {curl} https://pypi.org/simple/pip/", check=False)
+    assert pypi.stdout == "200", pypi.stderr  # TLS verifies with the machine's trust store
+    other = lab.run("beta", f"{proxy} {curl} https://github.com/", check=False)
+    assert other.returncode != 0 and "403" in other.stderr
+
+
 def test_each_host_runs_in_its_own_cgroup(lab: Lab) -> None:
     for name in NAMES:
         pid = lab.host(name).init_pid()
