@@ -384,7 +384,12 @@ def _owner_alive(run_dir: Path) -> bool:
     try:
         state = json.loads((run_dir / "state.json").read_text())
     except (OSError, ValueError):
-        return False
+        # A parallel session writes state.json right after creating its run dir: a fresh dir
+        # without it is a lab being born, not a leftover.
+        try:
+            return time.time() - run_dir.stat().st_mtime < 60
+        except OSError:
+            return False
     pid = state.get("owner_pid")
     return isinstance(pid, int) and process_start_time(pid) == state.get("owner_start")
 
