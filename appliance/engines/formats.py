@@ -24,9 +24,7 @@ ALIASES = {
     "mpeg4": "mp4",
     "oga": "ogg",
 }
-TEXT = frozenset(
-    {"md", "gfm", "html", "rst", "latex", "org", "txt", "svg", "csv", "json", "fb2"}
-)
+TEXT = frozenset({"md", "gfm", "html", "rst", "latex", "org", "txt", "svg", "csv", "json", "fb2"})
 GROUPS = {
     **dict.fromkeys(("zip", "docx", "odt", "epub", "xlsx", "pptx", "ods", "odp"), "zip"),
     **dict.fromkeys(("mp4", "m4a", "mov"), "isobmff"),

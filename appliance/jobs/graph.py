@@ -290,7 +290,9 @@ def _check_optimize(
     try:
         msgspec.convert(options, schema)
     except msgspec.ValidationError as exc:
-        errors.add(f"{key}.options", str(exc))
+        message = str(exc)  # "... - at `$.profile`": name that field, as convert does
+        name = message.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in message else "options"
+        errors.add(f"{key}.{name}", message)
     task.output_format = declared or next(iter({f for f in formats if f}), None)
 
 
