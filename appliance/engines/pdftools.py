@@ -160,7 +160,7 @@ class ImagesToPdfEngine:
     image's resolution, pixels kept losslessly (JPEG data embedded as it is)."""
 
     descriptor = Descriptor(
-        id="img2pdf",
+        id="image-pdf",
         conversions=frozenset((fmt, "pdf") for fmt in IMAGE_INPUTS),
         options=ImagePdfOptions,
         queue="light",

@@ -73,7 +73,7 @@ def test_merge_routes_a_picture_and_a_document_to_pdf_and_keeps_the_order(deploy
         assert job["status"] == "finished", job
         merge = task(job, "m")
         assert merge["engine"] == "pdf-merge"
-        assert [h["engine"] for h in merge["result"]["route"]] == ["img2pdf", "libreoffice"]
+        assert [h["engine"] for h in merge["result"]["route"]] == ["image-pdf", "libreoffice"]
         ((name, data),) = _download(job)
     assert name == "bundle.pdf"
     sizes = _page_sizes(data)
@@ -200,3 +200,23 @@ def test_markdown_to_mobi_goes_through_two_engines_on_the_office_queue(deploymen
     assert data[60:68] == b"BOOKMOBI"
     rows = deployment.sql("SELECT queue FROM tasks WHERE name = 'c' ORDER BY created_at DESC")
     assert rows[0]["queue"] == "office"
+
+
+def test_single_task_routes_merge_and_optimize_chain_by_task_id(deployment):
+    with deployment.client(deployment.key()) as api:
+        first = api.post("/v2/import/base64", json=_b64("a.pdf", _pdf((100,)))).json()["data"]
+        second = api.post("/v2/import/base64", json=_b64("b.png", _png())).json()["data"]
+        merged = api.post(
+            "/v2/merge", json={"input": [first["id"], second["id"]], "output_format": "pdf"}
+        )
+        assert merged.status_code == 201, merged.text
+        small = api.post(
+            "/v2/optimize", json={"input": merged.json()["data"]["id"], "profile": "max"}
+        )
+        assert small.status_code == 201, small.text
+        exp = api.post("/v2/export/url", json={"input": [small.json()["data"]["id"]]})
+        done = api.get(f"/sync/v2/tasks/{exp.json()['data']['id']}").json()["data"]
+        assert done["status"] == "finished", done
+        (file,) = done["result"]["files"]
+        assert file["filename"] == "a.pdf"
+        assert _page_sizes(httpx.get(file["url"], timeout=60).content) == [(100, 150), (144, 72)]
