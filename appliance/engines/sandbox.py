@@ -9,7 +9,8 @@ Python starts. Resource limits (data memory, file size, CPU time) apply to the w
 each conversion also has a wall-clock timeout after which the helper's process group is killed.
 
 The worker talks to a helper over its stdin/stdout, one JSON object per line:
-request ``{"engine", "src", "dst", "src_format", "dst_format", "options"}`` (paths under /job),
+request ``{"engine", "src", "dst", "src_format", "dst_format", "options"}`` (paths under /job;
+``"srcs": [...]`` instead of ``src`` for an engine that combines several inputs, merge),
 replies ``{"progress": f}`` ... then ``{"ok": true}`` or ``{"error": CODE, "message": ...}``.
 A helper serves many conversions (it stays warm) and is replaced after ``restart_after`` of
 them, after a crash, or after a timeout.

@@ -264,7 +264,9 @@ def merge(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
             options = hops[-1].engine.descriptor.options()
             pdfs += _run_hops(hops, src, Path(tmp) / str(i), options, step)
         merged = Path(tmp) / "merged.pdf"
-        engine.combine(pdfs, merged, "pdf", engine.descriptor.options(), progress)
+        engine.combine(
+            pdfs, merged, "pdf", engine.descriptor.options(), lambda f: progress(0.8 + 0.2 * f)
+        )
         _check_output(engine.descriptor.id, "pdf", merged)
         name = task["payload"].get("filename") or f"{Path(inputs[0]['filename']).stem}.pdf"
         out = _keep_output(rt, merged, safe_filename(name))

@@ -10,6 +10,7 @@ import subprocess
 
 import httpx
 import pikepdf
+import pytest
 import pyvips
 
 from tests.e2e.conftest import task
@@ -220,3 +221,31 @@ def test_single_task_routes_merge_and_optimize_chain_by_task_id(deployment):
         (file,) = done["result"]["files"]
         assert file["filename"] == "a.pdf"
         assert _page_sizes(httpx.get(file["url"], timeout=60).content) == [(100, 150), (144, 72)]
+
+
+CORRUPT = b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\ntrailer garbage"
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        {"operation": "optimize", "profile": "web"},
+        {"operation": "pdf/split-pages"},
+        {"operation": "convert", "output_format": "pdf", "pdf_a": True},
+        {"operation": "convert", "output_format": "pdf", "pages": "1"},
+    ],
+    ids=["optimize", "split", "pdf_a", "pages"],
+)
+def test_a_corrupted_pdf_ends_each_pdf_operation_with_invalid_input(deployment, operation):
+    with deployment.client(deployment.key()) as api:
+        job = _run(
+            api,
+            {
+                "in": _b64("broken.pdf", CORRUPT),
+                "t": {**operation, "input": "in"},
+                "e": {"operation": "export/url", "input": "t"},
+            },
+        )
+    assert job["status"] == "error"
+    assert task(job, "t")["code"] == "INVALID_INPUT_FILE"
+    assert "could not be opened" in task(job, "t")["message"]
