@@ -154,7 +154,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         float, _doc("Wall-clock limit of one engine run; the helper is killed after it.", gt=0)
     ] = 120.0
     engine_memory_mb: Annotated[
-        int, _doc("Address-space limit of each engine helper process, in MiB.", ge=256)
+        int,
+        _doc(
+            "Memory limit (heap and private mappings) of each engine helper process, in MiB.",
+            ge=256,
+        ),
     ] = 2048
     engine_restart_after: Annotated[
         int, _doc("Conversions a warm engine helper serves before it is replaced.", ge=1)

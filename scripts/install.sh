@@ -11,7 +11,8 @@ DEV=0
 
 RUNTIME_PKGS=(postgresql redis-server ca-certificates python3 python3-venv curl bubblewrap util-linux
               pandoc ffmpeg librsvg2-bin libreoffice-writer-nogui libreoffice-calc-nogui
-              libreoffice-impress-nogui python3-uno fonts-dejavu-core)
+              libreoffice-impress-nogui python3-uno fonts-dejavu-core
+              ghostscript calibre)
 DEV_PKGS=(swift swift-proxy swift-object swift-container swift-account memcached wrk
           prometheus prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter
           prometheus-nginx-exporter nginx-light

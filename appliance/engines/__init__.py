@@ -49,3 +49,12 @@ class Engine(Protocol):
         and returns their paths in order; otherwise it writes ``dst`` and returns None.
         Raises ``PermanentError`` when the input cannot be converted.
         """
+
+
+class Combiner(Engine, Protocol):
+    """An engine that also makes one output from several inputs (merge)."""
+
+    def combine(
+        self, srcs: list[Path], dst: Path, dst_format: str, options: Any, progress: Progress
+    ) -> list[Path] | None:
+        """Combine ``srcs`` in order into ``dst``; the return value is as for ``convert``."""

@@ -35,8 +35,8 @@ def check_engine(engine: Engine) -> Check:
         version = d.version()
     except Exception as exc:  # a library that fails to load, e.g. libvips
         return Check(d.id, False, f"cannot load: {type(exc).__name__}: {exc}")
-    pairs = len(d.conversions)
-    return Check(d.id, True, f"{version}; {pairs} conversions; queue {d.queue}")
+    serves = f"{len(d.conversions)} conversions" if d.conversions else "task operations"
+    return Check(d.id, True, f"{version}; {serves}; queue {d.queue}")
 
 
 # Run inside the sandbox: must not reach any address, must be able to write /job.

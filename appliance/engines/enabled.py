@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from appliance.engines import Engine
+from appliance.engines.ebooks import CalibreEngine
 from appliance.engines.images import ImageEngine
 from appliance.engines.markup import PandocEngine
 from appliance.engines.media import FfmpegEngine
 from appliance.engines.office import OfficeEngine
 from appliance.engines.pdf import PdfEngine
+from appliance.engines.pdftools import (
+    ImagesToPdfEngine,
+    MergeEngine,
+    OptimizeEngine,
+    PdfToPdfEngine,
+    SplitEngine,
+)
 from appliance.engines.vector import SvgEngine
 
 
@@ -19,4 +27,10 @@ def enabled_engines() -> list[Engine]:
         FfmpegEngine(),
         OfficeEngine(),
         PdfEngine(),
+        ImagesToPdfEngine(),
+        PdfToPdfEngine(),
+        SplitEngine(),
+        MergeEngine(),
+        OptimizeEngine(),
+        CalibreEngine(),
     ]

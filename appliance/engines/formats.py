@@ -24,15 +24,16 @@ ALIASES = {
     "mpeg4": "mp4",
     "oga": "ogg",
 }
-TEXT = frozenset({"md", "gfm", "html", "rst", "latex", "org", "txt", "svg", "csv", "json"})
+TEXT = frozenset({"md", "gfm", "html", "rst", "latex", "org", "txt", "svg", "csv", "json", "fb2"})
 GROUPS = {
     **dict.fromkeys(("zip", "docx", "odt", "epub", "xlsx", "pptx", "ods", "odp"), "zip"),
     **dict.fromkeys(("mp4", "m4a", "mov"), "isobmff"),
     **dict.fromkeys(("webm", "mkv"), "matroska"),
     **dict.fromkeys(("ogg", "opus"), "ogg"),
     **dict.fromkeys(("ole", "doc", "xls", "ppt"), "ole"),  # MS Office 97 compound files
+    **dict.fromkeys(("mobi", "azw3"), "mobi"),  # Palm database of type BOOKMOBI
 }
-HEAD_BYTES = 64
+HEAD_BYTES = 68  # a Palm database (mobi, azw3) names its type at bytes 60-67
 TEXT_PROBE_BYTES = 64 * 1024
 
 
@@ -57,7 +58,7 @@ def _ftyp(head: bytes) -> str | None:
 
 
 def sniff(head: bytes) -> str | None:
-    """The binary format the leading bytes (>= 64 of them if the file has them) show."""
+    """The binary format the leading bytes (HEAD_BYTES of them if the file has them) show."""
     signatures = (
         (b"\x89PNG\r\n\x1a\n", "png"),
         (b"\xff\xd8\xff", "jpg"),
@@ -77,6 +78,8 @@ def sniff(head: bytes) -> str | None:
     for magic, fmt in signatures:
         if head.startswith(magic):
             return fmt
+    if head[60:68] == b"BOOKMOBI":
+        return "mobi"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "webp"
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":

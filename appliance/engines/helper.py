@@ -35,20 +35,31 @@ def _inside(path: str) -> Path:
     return resolved
 
 
+def _run(engine: Engine, req: dict[str, Any], options: Any, out: Any) -> list[Path] | None:
+    def progress(fraction: float) -> None:
+        _reply(out, {"progress": round(fraction, 3)})
+
+    if "srcs" in req:  # several inputs into one output (merge)
+        combine = engine.combine  # type: ignore[attr-defined]
+        srcs = [_inside(src) for src in req["srcs"]]
+        return combine(srcs, _inside(req["dst"]), req["dst_format"], options, progress)  # type: ignore[no-any-return]
+    return engine.convert(
+        _inside(req["src"]),
+        _inside(req["dst"]),
+        req["src_format"],
+        req["dst_format"],
+        options,
+        progress,
+    )
+
+
 def serve(engines: dict[str, Engine], inp: Any, out: Any) -> None:
     for line in inp:
         try:
             req = json.loads(line)
             engine = engines[req["engine"]]
             options = msgspec.convert(req["options"], engine.descriptor.options)
-            files = engine.convert(
-                _inside(req["src"]),
-                _inside(req["dst"]),
-                req["src_format"],
-                req["dst_format"],
-                options,
-                lambda fraction: _reply(out, {"progress": round(fraction, 3)}),
-            )
+            files = _run(engine, req, options, out)
             dst_dir = _inside(req["dst"]).parent
             names = [str(Path(f).relative_to(dst_dir)) for f in files or []]
             _reply(out, {"ok": True, "files": names})

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from appliance.engines import QUEUE_CLASSES, Engine, QueueClass
-from appliance.errors import InvalidData
+from appliance.errors import InvalidData, PermanentError
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,9 @@ class Registry:
         self._edges: dict[str, list[Hop]] = {}
         self._formats: list[dict[str, Any]] | None = None
         self._routes: dict[str, dict[str, list[Hop]]] = {}
+        # pdf -> pdf and the like: an engine that rewrites a format into itself (one hop only)
+        self._loops: dict[str, Hop] = {}
+        self._by_id: dict[str, Engine] = {}
         seen: set[str] = set()
         for engine in engines:
             d = engine.descriptor
@@ -33,16 +36,33 @@ class Registry:
             if d.queue not in QUEUE_CLASSES:
                 raise RuntimeError(f"engine {d.id!r} has unknown queue class {d.queue!r}")
             seen.add(d.id)
+            self._by_id[d.id] = engine
             for src, dst in sorted(d.conversions):
-                self._edges.setdefault(src, []).append(Hop(engine, src, dst))
+                if src == dst:
+                    self._loops.setdefault(src, Hop(engine, src, dst))
+                else:
+                    self._edges.setdefault(src, []).append(Hop(engine, src, dst))
         # every format some engine produces (checked on each job creation)
-        self.targets = frozenset(hop.dst for hops in self._edges.values() for hop in hops)
+        self.targets = frozenset(hop.dst for hops in self._edges.values() for hop in hops) | set(
+            self._loops
+        )
+
+    def engine(self, engine_id: str) -> Engine:
+        """The engine with this id (operations such as merge and optimize run one by id)."""
+        try:
+            return self._by_id[engine_id]
+        except KeyError:
+            raise PermanentError(
+                f"The {engine_id} engine is not enabled", code="ENGINE_UNAVAILABLE"
+            ) from None
 
     def route(self, src: str, dst: str) -> list[Hop] | None:
         """The cheapest path from ``src`` to ``dst`` (sum of the engines' ``cost``, fewer hops
-        on a tie); None if there is none. Dijkstra over the format graph."""
+        on a tie); None if there is none. Dijkstra over the format graph. A format into itself
+        only goes through an engine that declares that pair."""
         if src == dst:
-            return None
+            loop = self._loops.get(src)
+            return [loop] if loop else None
         return self._routes_from(src).get(dst)
 
     def _routes_from(self, src: str) -> dict[str, list[Hop]]:
@@ -107,8 +127,11 @@ class Registry:
         if self._formats is not None:
             return self._formats
         out = []
-        for src in sorted(self._edges):
-            for dst, hops in sorted(self._routes_from(src).items()):
+        for src in sorted(set(self._edges) | set(self._loops)):
+            routes = self._routes_from(src) | (
+                {src: [self._loops[src]]} if src in self._loops else {}
+            )
+            for dst, hops in sorted(routes.items()):
                 last = hops[-1].engine.descriptor
                 out.append(
                     {

@@ -5,11 +5,12 @@ A helper is ``python -m appliance.engines.helper`` inside bubblewrap: its own ne
 and UTS namespaces (no network at all), a read-only view of ``/usr``, the Python installation and
 the application, a private tmpfs ``/tmp``, and one writable directory, its work directory, at
 ``/job``. Inside, ``setpriv`` drops to ``nobody`` with no capabilities and no_new_privs before
-Python starts. Resource limits (address space, file size, CPU time) apply to the whole helper;
+Python starts. Resource limits (data memory, file size, CPU time) apply to the whole helper;
 each conversion also has a wall-clock timeout after which the helper's process group is killed.
 
 The worker talks to a helper over its stdin/stdout, one JSON object per line:
-request ``{"engine", "src", "dst", "src_format", "dst_format", "options"}`` (paths under /job),
+request ``{"engine", "src", "dst", "src_format", "dst_format", "options"}`` (paths under /job;
+``"srcs": [...]`` instead of ``src`` for an engine that combines several inputs, merge),
 replies ``{"progress": f}`` ... then ``{"ok": true}`` or ``{"error": CODE, "message": ...}``.
 A helper serves many conversions (it stays warm) and is replaced after ``restart_after`` of
 them, after a crash, or after a timeout.
@@ -44,13 +45,15 @@ from appliance.metrics import ENGINE_RESTARTS
 log = logging.getLogger(__name__)
 NOBODY = 65534
 JOB_DIR = "/job"
+SHM_BYTES = 256 << 20  # the sandbox's own /dev/shm
+SANDBOX_SHM = "/dev/shm"  # noqa: S108  (the sandbox's own tmpfs, as SANDBOX_TMP)
 SANDBOX_TMP = "/tmp"  # noqa: S108  (an empty tmpfs of the sandbox's own, not the host's)
 
 
 @dataclass(frozen=True)
 class Limits:
     timeout_seconds: float = 120.0  # wall clock per conversion
-    memory_bytes: int = 2 << 30  # address space of each helper process
+    memory_bytes: int = 2 << 30  # data (heap + private mappings) of each helper process
     output_bytes: int = 1 << 30  # largest file a helper may write
     cpu_seconds: int = 3600  # CPU time over a helper's whole life (it is restarted anyway)
     restart_after: int = 200  # conversions before a helper is replaced
@@ -118,6 +121,8 @@ def sandbox_argv(workdir: Path, argv: list[str], env: dict[str, str] | None = No
         "/proc",
         "--dev",
         "/dev",
+        # Chromium (calibre's PDF output) keeps shared memory here; private and bounded
+        *("--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", SANDBOX_SHM),
         *("--perms", "1777"),  # writable by the helper's user, like any /tmp
         "--tmpfs",
         SANDBOX_TMP,
@@ -187,7 +192,10 @@ class Helper:
         limits = self.limits
 
         def apply_limits() -> None:  # runs in the child before exec; inherited by the helper
-            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+            # Data, not address space: RLIMIT_DATA counts the heap and private writable
+            # mappings (what decoding a file allocates) but not reserved, untouched ranges.
+            # Chromium (calibre's PDF output) reserves tens of GB and fails under RLIMIT_AS.
+            resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_bytes, limits.memory_bytes))
             resource.setrlimit(resource.RLIMIT_FSIZE, (limits.output_bytes, limits.output_bytes))
             resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -351,23 +359,55 @@ class SandboxedEngine:
                 },
                 progress,
             )
-            if names:  # several outputs: bring each back next to dst, in order
-                moved: list[Path] = []
-                for name in names:
-                    produced = _inside_job(job, name)
-                    target = dst.with_name(f"{dst.stem}-{len(moved) + 1}{dst.suffix}")
-                    shutil.move(produced, target)
-                    moved.append(target)
-                return moved
-            produced = job / f"output.{dst_format}"
-            if not produced.is_file():
-                raise PermanentError(
-                    f"{self.descriptor.id} produced no output", code="CONVERSION_FAILED"
-                )
-            shutil.move(produced, dst)
-            return None
+            return self._collect(job, names, dst, dst_format)
         finally:
             shutil.rmtree(job, ignore_errors=True)
+
+    def combine(
+        self, srcs: list[Path], dst: Path, dst_format: str, options: Any, progress: Progress
+    ) -> list[Path] | None:
+        """Several inputs into one output (merge), in the helper like ``convert``."""
+        helper = self.pool.helper()
+        job = helper.job_dir()
+        try:
+            inside = []
+            for n, src in enumerate(srcs):
+                path = job / f"input-{n}{src.suffix}"
+                _link_or_copy(src, path)
+                inside.append(_in_sandbox(helper, path))
+            names = helper.call(
+                {
+                    "engine": self.descriptor.id,
+                    "srcs": inside,
+                    "dst": _in_sandbox(helper, job / f"output.{dst_format}"),
+                    "dst_format": dst_format,
+                    "options": msgspec.to_builtins(options),
+                },
+                progress,
+            )
+            return self._collect(job, names, dst, dst_format)
+        finally:
+            shutil.rmtree(job, ignore_errors=True)
+
+    def _collect(
+        self, job: Path, names: list[str], dst: Path, dst_format: str
+    ) -> list[Path] | None:
+        """Move the helper's output(s) out of its job directory to ``dst`` (numbered if several)."""
+        if names:  # several outputs: bring each back next to dst, in order
+            moved: list[Path] = []
+            for name in names:
+                produced = _inside_job(job, name)
+                target = dst.with_name(f"{dst.stem}-{len(moved) + 1}{dst.suffix}")
+                shutil.move(produced, target)
+                moved.append(target)
+            return moved
+        produced = job / f"output.{dst_format}"
+        if not produced.is_file():
+            raise PermanentError(
+                f"{self.descriptor.id} produced no output", code="CONVERSION_FAILED"
+            )
+        shutil.move(produced, dst)
+        return None
 
 
 def _inside_job(job: Path, name: str) -> Path:

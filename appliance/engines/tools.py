@@ -18,11 +18,19 @@ from typing import IO, Any
 from appliance.errors import PermanentError
 
 
-def run_tool(argv: list[str], *, what: str) -> subprocess.CompletedProcess[bytes]:
-    """Run ``argv``; a failure is the input's fault (``INVALID_INPUT``), with the tool's own
-    last words as the message."""
+def run_tool(
+    argv: list[str], *, what: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv`` (with ``env`` added to the environment); a failure is the input's fault
+    (``INVALID_INPUT``), with the tool's own last words as the message."""
     try:
-        done = subprocess.run(argv, capture_output=True, check=False, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            argv,
+            capture_output=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
+        )
     except FileNotFoundError as exc:
         raise PermanentError(f"{argv[0]} is not installed", code="ENGINE_UNAVAILABLE") from exc
     if done.returncode != 0:

@@ -14,12 +14,23 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from appliance.engines import QueueClass
+import msgspec
+
+from appliance.engines import QUEUE_CLASSES, QueueClass
 from appliance.engines.formats import normalize
 from appliance.engines.registry import Registry
 from appliance.errors import ClientError, InvalidData
 
-OPERATIONS = ("import/upload", "import/url", "import/base64", "convert", "export/url")
+OPERATIONS = (
+    "import/upload",
+    "import/url",
+    "import/base64",
+    "convert",
+    "merge",
+    "optimize",
+    "pdf/split-pages",
+    "export/url",
+)
 CONVERT_KEYS = {
     "input",
     "input_format",
@@ -29,11 +40,17 @@ CONVERT_KEYS = {
     "filename",
     "timeout",
 }
+# Task fields of optimize that are not the engine's options (``profile`` is one).
+OPTIMIZE_KEYS = {"input", "input_format", "engine", "engine_version", "filename", "timeout"}
+OPTIMIZE_FORMATS = ("pdf", "jpg", "png")
 _REQUIRED = {
     "import/url": ("url",),
     "import/base64": ("file", "filename"),
     "convert": ("input", "output_format"),
     "export/url": ("input",),
+    "merge": ("input", "output_format"),
+    "optimize": ("input",),
+    "pdf/split-pages": ("input",),
 }
 
 
@@ -194,6 +211,13 @@ def _check_operation(
         task.output_format = None
     elif task.operation == "convert":
         _check_convert(task, formats, registry, errors)
+    elif task.operation == "merge":
+        _check_merge(task, formats, registry, errors)
+    elif task.operation == "optimize":
+        _check_optimize(task, formats, registry, errors)
+    elif task.operation == "pdf/split-pages":
+        _check_inputs_are(task, formats, ("pdf",), errors)
+        task.output_format = "pdf"
     elif task.operation == "export/url" and not task.depends_on:
         errors.add(f"{key}.input", "export/url needs at least one input task")
 
@@ -227,3 +251,59 @@ def _check_convert(
                     errors.add(f"{key}.{field_name}", msg)
             return
         task.queue = registry.queue_for(hops)
+
+
+def _check_merge(
+    task: PlannedTask, formats: list[str | None], registry: Registry, errors: _Errors
+) -> None:
+    """merge: output pdf; every input whose format is known now must have a route to pdf."""
+    p, key = task.payload, f"tasks.{task.name}"
+    out = normalize(str(p.get("output_format", "")))
+    if out != "pdf":
+        errors.add(f"{key}.output_format", "merge makes pdf; allowed: pdf")
+    for extra in sorted(set(p) - CONVERT_KEYS):
+        errors.add(f"{key}.{extra}", f"unknown field for merge: {extra}")
+    task.output_format = "pdf"
+    queues: list[QueueClass] = ["light"]
+    for fmt in {f for f in formats if f and f != "pdf"}:
+        hops = registry.route(fmt, "pdf")
+        if hops is None:
+            errors.add(f"{key}.input", f"cannot convert {fmt} to pdf for merging")
+        else:
+            queues.append(registry.queue_for(hops))
+    task.queue = max(queues, key=QUEUE_CLASSES.index)
+
+
+def _check_optimize(
+    task: PlannedTask, formats: list[str | None], registry: Registry, errors: _Errors
+) -> None:
+    p, key = task.payload, f"tasks.{task.name}"
+    declared = p.get("input_format")
+    if declared:
+        p["input_format"] = declared = normalize(str(declared))
+    known = [declared] if declared else formats
+    _check_inputs_are(task, known, OPTIMIZE_FORMATS, errors)
+    if declared and declared not in OPTIMIZE_FORMATS:
+        errors.add(f"{key}.input_format", f"allowed: {', '.join(OPTIMIZE_FORMATS)}")
+    options = {k: v for k, v in p.items() if k not in OPTIMIZE_KEYS}
+    schema = registry.engine("optimize").descriptor.options
+    try:
+        msgspec.convert(options, schema)
+    except msgspec.ValidationError as exc:
+        message = str(exc)  # "... - at `$.profile`": name that field, as convert does
+        name = message.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in message else "options"
+        errors.add(f"{key}.{name}", message)
+    task.output_format = declared or next(iter({f for f in formats if f}), None)
+
+
+def _check_inputs_are(
+    task: PlannedTask, formats: list[str | None], allowed: tuple[str, ...], errors: _Errors
+) -> None:
+    """Inputs whose format is known now must be one of ``allowed`` (others are checked when
+    their files arrive)."""
+    for fmt in formats:
+        if fmt and fmt not in allowed:
+            errors.add(
+                f"tasks.{task.name}.input",
+                f"{task.operation} takes {', '.join(allowed)}, not {fmt}",
+            )

@@ -8,10 +8,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
+from appliance.engines import Combiner, Engine
 from appliance.engines.formats import mismatch, normalize, sniff_file
 from appliance.engines.registry import Hop, route_summary
 from appliance.errors import PermanentError
@@ -90,21 +91,7 @@ def _convert_one(
 ) -> tuple[list[OutFile], list[Hop]]:
     p = task["payload"]
     out_fmt = p["output_format"]
-    work.mkdir()
-    src = work / ("input" + Path(f["filename"]).suffix.lower())
-    rt.storage.get_to_path(object_key(f["sha256"]), src)
-    src_fmt = p.get("input_format") or graph.extension_of(f["filename"]) or sniff_file(src)
-    if src_fmt is None:
-        raise PermanentError(
-            f"The format of {f['filename']} could not be determined", code="INVALID_INPUT_FILE"
-        )
-    src_fmt = normalize(src_fmt)
-    seen = mismatch(src_fmt, src)
-    if seen is not None:
-        raise PermanentError(
-            f"The content of {f['filename']} is not {src_fmt} (it looks like: {seen})",
-            code="INVALID_INPUT_FILE",
-        )
+    src, src_fmt = _fetch_input(rt, f, work, p.get("input_format"))
     options = {k: v for k, v in p.items() if k not in graph.CONVERT_KEYS}
     try:
         hops, parsed = rt.registry.plan(src_fmt, out_fmt, options)
@@ -130,6 +117,28 @@ def _convert_one(
     if len(outputs) == 1:  # the cache holds single results; page sets are converted again
         _cache_store(rt, cache_key, outputs[0].sha256, outputs[0].size)
     return outputs, hops
+
+
+def _fetch_input(
+    rt: Runtime, f: dict[str, Any], work: Path, declared: str | None
+) -> tuple[Path, str]:
+    """The input file in ``work`` (made here) and its format, checked against its content."""
+    work.mkdir()
+    src = work / ("input" + Path(f["filename"]).suffix.lower())
+    rt.storage.get_to_path(object_key(f["sha256"]), src)
+    src_fmt = declared or graph.extension_of(f["filename"]) or sniff_file(src)
+    if src_fmt is None:
+        raise PermanentError(
+            f"The format of {f['filename']} could not be determined", code="INVALID_INPUT_FILE"
+        )
+    src_fmt = normalize(src_fmt)
+    seen = mismatch(src_fmt, src)
+    if seen is not None:
+        raise PermanentError(
+            f"The content of {f['filename']} is not {src_fmt} (it looks like: {seen})",
+            code="INVALID_INPUT_FILE",
+        )
+    return src, src_fmt
 
 
 def _numbered(filename: str, n: int) -> str:
@@ -242,8 +251,129 @@ def _work_root(rt: Runtime) -> Path:
     return root
 
 
+# -- merge, optimize, split: one engine by id over the task's input files ----------------------
+MERGE_ENGINE = "pdf-merge"
+OPTIMIZE_ENGINE = "optimize"
+SPLIT_ENGINE = "pdf-split"
+
+
+def merge(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
+    """The inputs, each routed to PDF unless it is one already, merged into one PDF in order."""
+    inputs = _input_files(rt, task)
+    if not inputs:
+        raise PermanentError("The input tasks produced no files", code="NO_INPUT_FILES")
+    engine = cast(Combiner, rt.registry.engine(MERGE_ENGINE))
+    routes: list[dict[str, str]] = []
+    with tempfile.TemporaryDirectory(dir=_work_root(rt)) as tmp:
+        pdfs: list[Path] = []
+        for i, f in enumerate(inputs):
+            src, fmt = _fetch_input(rt, f, Path(tmp) / str(i), None)
+            if fmt == "pdf":
+                pdfs.append(src)
+                continue
+            hops = rt.registry.route(fmt, "pdf")
+            if hops is None:
+                raise PermanentError(
+                    f"{f['filename']} ({fmt}) cannot be converted to pdf for merging",
+                    code="INVALID_CONVERSION_TYPE",
+                )
+            routes += route_summary(hops)
+
+            def step(fraction: float, i: int = i) -> None:
+                progress(0.8 * (i + fraction) / len(inputs))
+
+            options = hops[-1].engine.descriptor.options()
+            pdfs += _run_hops(hops, src, Path(tmp) / str(i), options, step)
+        merged = Path(tmp) / "merged.pdf"
+        engine.combine(
+            pdfs, merged, "pdf", engine.descriptor.options(), lambda f: progress(0.8 + 0.2 * f)
+        )
+        _check_output(engine.descriptor.id, "pdf", merged)
+        name = task["payload"].get("filename") or f"{Path(inputs[0]['filename']).stem}.pdf"
+        out = _keep_output(rt, merged, safe_filename(name))
+    _record_engine(rt, task["id"], engine.descriptor.id, engine.descriptor.version())
+    result = {"files": [{"filename": out.filename, "size": out.size}], "route": routes}
+    return Outcome(result, [out])
+
+
+def optimize(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
+    """Each input (pdf, jpg, png) made smaller, same format and name (never larger)."""
+    payload = task["payload"]
+    engine = rt.registry.engine(OPTIMIZE_ENGINE)
+    options = _engine_options(engine, payload, graph.OPTIMIZE_KEYS)
+    return _per_input(rt, task, engine, options, payload.get("input_format"), progress)
+
+
+def split_pages(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
+    """One PDF per page of each input PDF (CloudConvert's ``pdf/split-pages``)."""
+    engine = rt.registry.engine(SPLIT_ENGINE)
+    options = engine.descriptor.options()
+    return _per_input(rt, task, engine, options, "pdf", progress)
+
+
+def _per_input(
+    rt: Runtime,
+    task: dict[str, Any],
+    engine: Engine,
+    options: Any,
+    declared: str | None,
+    progress: Progress,
+) -> Outcome:
+    """Run ``engine`` over each input file in its own format; keep every file it makes."""
+    inputs = _input_files(rt, task)
+    if not inputs:
+        raise PermanentError("The input tasks produced no files", code="NO_INPUT_FILES")
+    outputs: list[OutFile] = []
+    with tempfile.TemporaryDirectory(dir=_work_root(rt)) as tmp:
+        for i, f in enumerate(inputs):
+            work = Path(tmp) / str(i)
+            src, fmt = _fetch_input(rt, f, work, declared)
+
+            def step(fraction: float, i: int = i) -> None:
+                progress((i + fraction) / len(inputs))
+
+            dst = work / f"output.{fmt}"
+            made = engine.convert(src, dst, fmt, fmt, options, step) or [dst]
+            for n, path in enumerate(made, start=1):
+                _check_output(engine.descriptor.id, fmt, path)
+                name = safe_filename(f["filename"])
+                outputs.append(
+                    _keep_output(rt, path, _numbered(name, n) if len(made) > 1 else name)
+                )
+    _record_engine(rt, task["id"], engine.descriptor.id, engine.descriptor.version())
+    return Outcome({"files": [{"filename": o.filename, "size": o.size} for o in outputs]}, outputs)
+
+
+def _engine_options(engine: Engine, payload: dict[str, Any], task_keys: set[str]) -> Any:
+    """The engine's options from the task's other fields (validated again: the job's checks
+    ran in the API, which may run another version)."""
+    fields = {k: v for k, v in payload.items() if k not in task_keys}
+    try:
+        return msgspec.convert(fields, engine.descriptor.options)
+    except msgspec.ValidationError as exc:
+        raise PermanentError(f"Invalid option: {exc}", code="INVALID_OPTIONS") from exc
+
+
+def _check_output(engine_id: str, fmt: str, path: Path) -> None:
+    if not path.is_file() or path.stat().st_size == 0:
+        raise PermanentError(f"{engine_id} produced no {fmt} output", code="CONVERSION_FAILED")
+    if mismatch(fmt, path) is not None:
+        raise PermanentError(
+            f"{engine_id} produced output that is not {fmt}", code="CONVERSION_FAILED"
+        )
+
+
+def _keep_output(rt: Runtime, path: Path, filename: str) -> OutFile:
+    sha, size = sha256_of(path)
+    _keep(rt, path, sha, size)
+    return OutFile(sha, size, filename)
+
+
 OPERATIONS: dict[str, Operation] = {
     "import/url": import_url,
     "convert": convert,
     "export/url": export_url,
+    "merge": merge,
+    "optimize": optimize,
+    "pdf/split-pages": split_pages,
 }

@@ -110,7 +110,12 @@ def test_formats_lists_what_the_engines_convert(deployment):
     with deployment.client(deployment.key()) as api:
         rows = api.get("/v2/convert/formats", params={"filter[input_format]": "png"}).json()
         outputs = {r["output_format"] for r in rows["data"]}
-        assert outputs == {"jpg", "webp", "avif", "tiff", "gif", "bmp"}
+        images = {"jpg", "webp", "avif", "tiff", "gif", "bmp"}
+        assert images | {"pdf"} <= outputs
+        for r in rows["data"]:  # everything else is reached through the image's PDF
+            first = r["route"][0]
+            expected = ("vips", r["output_format"]) if r["output_format"] in images else None
+            assert (first["engine"], first["to"]) == (expected or ("image-pdf", "pdf"))
         row = rows["data"][0]
         assert (
             row["engine"] == "vips"

@@ -44,3 +44,8 @@ def test_usable_engine_shows_version_and_queue():
         Fake(Descriptor("z", frozenset({("a", "b")}), NoOptions, "media", lambda: "z 1.0"))
     )
     assert check.ok and "z 1.0" in check.detail and "media" in check.detail
+
+
+def test_engine_without_format_pairs_is_shown_as_serving_task_operations():
+    check = check_engine(Fake(Descriptor("merge", frozenset(), NoOptions, "light", lambda: "2")))
+    assert check.ok and "task operations" in check.detail and "0 conversions" not in check.detail

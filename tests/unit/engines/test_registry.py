@@ -5,7 +5,7 @@ import pytest
 
 from appliance.engines import Descriptor
 from appliance.engines.registry import Registry
-from appliance.errors import InvalidData
+from appliance.errors import InvalidData, PermanentError
 
 
 class NoOptions(msgspec.Struct, forbid_unknown_fields=True):
@@ -97,3 +97,23 @@ def test_route_prefers_the_cheaper_engines_over_fewer_hops():
     )
     registry = Registry([cheap, engine("ab", [("a", "b")]), engine("bc", [("b", "c")])])
     assert [h.engine.descriptor.id for h in registry.route("a", "c")] == ["cheap"]
+
+
+def test_a_format_into_itself_needs_an_engine_that_declares_it():
+    registry = Registry([engine("pdfpdf", [("pdf", "pdf")]), engine("pdf", [("pdf", "png")])])
+    assert [(h.src, h.dst, h.engine.descriptor.id) for h in registry.route("pdf", "pdf")] == [
+        ("pdf", "pdf", "pdfpdf")
+    ]
+    assert registry.route("png", "png") is None
+    assert "pdf" in registry.targets
+    rows = registry.formats(input_format="pdf")
+    assert [(r["output_format"], r["engine"]) for r in rows] == [("pdf", "pdfpdf"), ("png", "pdf")]
+    # a loop never lengthens another route
+    assert [h.engine.descriptor.id for h in registry.route("pdf", "png")] == ["pdf"]
+
+
+def test_engines_are_found_by_id_and_a_missing_one_is_a_clear_error():
+    assert REGISTRY.engine("office").descriptor.id == "office"
+    with pytest.raises(PermanentError) as info:
+        REGISTRY.engine("nope")
+    assert info.value.code == "ENGINE_UNAVAILABLE"

@@ -135,3 +135,77 @@ def test_inputs_may_name_existing_tasks():
 def test_wrong_field_types_are_422_not_crashes(payload, field):
     errors = errors_of({"t": payload})
     assert f"tasks.t.{field}" in errors
+
+
+def test_merge_of_known_formats_is_planned_on_the_heaviest_queue_of_their_routes():
+    tasks = plan(
+        {
+            "a": {"operation": "import/url", "url": "https://example.test/a.png"},
+            "b": {"operation": "import/url", "url": "https://example.test/b.docx"},
+            "m": {"operation": "merge", "input": ["a", "b"], "output_format": "pdf"},
+        }
+    )
+    merge = next(t for t in tasks if t.name == "m")
+    assert merge.queue == "office"  # docx -> pdf runs LibreOffice
+    assert merge.output_format == "pdf"
+    assert len(merge.depends_on) == 2
+
+
+def test_merge_makes_only_pdf_and_refuses_inputs_without_a_route_to_pdf():
+    errors = errors_of(
+        {
+            "a": {"operation": "import/url", "url": "https://example.test/a.mp3"},
+            "m": {"operation": "merge", "input": ["a"], "output_format": "docx", "dpi": 3},
+        }
+    )
+    assert errors["tasks.m.output_format"] == ["merge makes pdf; allowed: pdf"]
+    assert errors["tasks.m.input"] == ["cannot convert mp3 to pdf for merging"]
+    assert errors["tasks.m.dpi"] == ["unknown field for merge: dpi"]
+
+
+def test_optimize_checks_its_profile_and_input_format():
+    errors = errors_of(
+        {
+            "a": {"operation": "import/url", "url": "https://example.test/a.docx"},
+            "o": {"operation": "optimize", "input": "a", "profile": "smallest"},
+        }
+    )
+    assert errors["tasks.o.input"] == ["optimize takes pdf, jpg, png, not docx"]
+    assert "smallest" in errors["tasks.o.profile"][0]
+    tasks = plan(
+        {
+            "a": {"operation": "import/upload"},
+            "o": {"operation": "optimize", "input": "a", "input_format": "PDF", "profile": "max"},
+        }
+    )
+    assert tasks[1].output_format == "pdf" and tasks[1].queue == "light"
+
+
+def test_split_pages_takes_pdf_only():
+    errors = errors_of(
+        {
+            "a": {"operation": "import/url", "url": "https://example.test/a.png"},
+            "s": {"operation": "pdf/split-pages", "input": "a"},
+        }
+    )
+    assert errors["tasks.s.input"] == ["pdf/split-pages takes pdf, not png"]
+
+
+def test_pdf_to_pdf_convert_is_planned_for_pdf_a():
+    tasks = plan(
+        {
+            "a": {"operation": "import/url", "url": "https://example.test/a.pdf"},
+            "c": {"operation": "convert", "input": "a", "output_format": "pdf", "pdf_a": True},
+        }
+    )
+    assert tasks[1].output_format == "pdf"
+
+
+def test_ebooks_convert_on_the_office_queue():
+    tasks = plan(
+        {
+            "a": {"operation": "import/url", "url": "https://example.test/book.epub"},
+            "c": {"operation": "convert", "input": "a", "output_format": "mobi"},
+        }
+    )
+    assert tasks[1].queue == "office"

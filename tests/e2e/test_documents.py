@@ -1,0 +1,251 @@
+"""Document operations through the API, as a client drives them: merge (each input routed to
+PDF first), optimize, pdf/split-pages, PDF/A of an existing PDF, and an e-book over two
+engines. Outputs are downloaded and parsed."""
+
+from __future__ import annotations
+
+import base64
+import io
+import subprocess
+
+import httpx
+import pikepdf
+import pytest
+import pyvips
+
+from tests.e2e.conftest import task
+
+
+def _b64(name: str, data: bytes) -> dict:
+    return {"operation": "import/base64", "filename": name, "file": base64.b64encode(data).decode()}
+
+
+def _run(api, tasks: dict) -> dict:
+    r = api.post("/v2/jobs", json={"tasks": tasks})
+    assert r.status_code == 201, r.text
+    return api.get(f"/sync/v2/jobs/{r.json()['data']['id']}").json()["data"]
+
+
+def _download(job: dict, name: str = "e") -> list[tuple[str, bytes]]:
+    files = task(job, name)["result"]["files"]
+    return [(f["filename"], httpx.get(f["url"], timeout=60).content) for f in files]
+
+
+def _page_sizes(data: bytes) -> list[tuple[int, int]]:
+    with pikepdf.open(io.BytesIO(data)) as pdf:
+        return [(round(float(p.mediabox[2])), round(float(p.mediabox[3]))) for p in pdf.pages]
+
+
+def _pdf(widths: tuple[int, ...]) -> bytes:
+    pdf = pikepdf.new()
+    for width in widths:
+        pdf.add_blank_page(page_size=(width, 150))
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()
+
+
+def _png(width: int = 192, height: int = 96) -> bytes:
+    image = pyvips.Image.black(width, height).new_from_image([200, 40, 40])
+    return image.copy(xres=96 / 25.4, yres=96 / 25.4).pngsave_buffer()
+
+
+def test_merge_routes_a_picture_and_a_document_to_pdf_and_keeps_the_order(deployment, tmp_path):
+    md = tmp_path / "letter.md"
+    md.write_text("# Letter\n\nOne page of text.\n")
+    docx = tmp_path / "letter.docx"
+    subprocess.run(["pandoc", "-o", str(docx), str(md)], check=True)
+    with deployment.client(deployment.key()) as api:
+        job = _run(
+            api,
+            {
+                "picture": _b64("picture.png", _png()),
+                "letter": _b64("letter.docx", docx.read_bytes()),
+                "pages": _b64("pages.pdf", _pdf((100, 200))),
+                "m": {
+                    "operation": "merge",
+                    "input": ["picture", "letter", "pages"],
+                    "output_format": "pdf",
+                    "filename": "bundle.pdf",
+                },
+                "e": {"operation": "export/url", "input": "m"},
+            },
+        )
+        assert job["status"] == "finished", job
+        merge = task(job, "m")
+        assert merge["engine"] == "pdf-merge"
+        assert [h["engine"] for h in merge["result"]["route"]] == ["image-pdf", "libreoffice"]
+        ((name, data),) = _download(job)
+    assert name == "bundle.pdf"
+    sizes = _page_sizes(data)
+    assert len(sizes) == 4
+    assert sizes[0] == (144, 72)  # the picture, 2 x 1 inch
+    assert sizes[1][0] > 500  # the letter: a Letter or A4 page
+    assert sizes[2:] == [(100, 150), (200, 150)]
+    rows = deployment.sql("SELECT queue FROM tasks WHERE name = 'm' ORDER BY created_at DESC")
+    assert rows[0]["queue"] == "office"  # docx -> pdf needs LibreOffice
+
+
+def test_merge_of_a_corrupted_pdf_fails_the_task_with_a_clear_code(deployment):
+    with deployment.client(deployment.key()) as api:
+        job = _run(
+            api,
+            {
+                "good": _b64("good.pdf", _pdf((100,))),
+                "bad": _b64("bad.pdf", b"%PDF-1.7\n1 0 obj << /Pages 2 0 R >> garbage"),
+                "m": {"operation": "merge", "input": ["good", "bad"], "output_format": "pdf"},
+                "e": {"operation": "export/url", "input": "m"},
+            },
+        )
+    assert job["status"] == "error"
+    assert task(job, "m")["code"] == "INVALID_INPUT_FILE"
+    assert "PDF" in task(job, "m")["message"]
+
+
+def test_optimize_makes_a_pdf_smaller_with_the_same_pages(deployment, tmp_path):
+    noise = pyvips.Image.gaussnoise(900, 600, mean=128, sigma=40).cast("uchar")
+    photo = noise.bandjoin([noise, noise]).copy(xres=300 / 25.4, yres=300 / 25.4)
+    with deployment.client(deployment.key()) as api:
+        to_pdf = _run(
+            api,
+            {
+                "in": _b64("photo.png", photo.pngsave_buffer()),
+                "c": {"operation": "convert", "input": "in", "output_format": "pdf"},
+                "e": {"operation": "export/url", "input": "c"},
+            },
+        )
+        assert to_pdf["status"] == "finished", to_pdf
+        ((_, heavy),) = _download(to_pdf)
+        job = _run(
+            api,
+            {
+                "in": _b64("scan.pdf", heavy),
+                "o": {"operation": "optimize", "input": "in", "profile": "web"},
+                "e": {"operation": "export/url", "input": "o"},
+            },
+        )
+        assert job["status"] == "finished", job
+        assert task(job, "o")["engine"] == "optimize"
+        ((name, data),) = _download(job)
+    assert name == "scan.pdf"
+    assert len(data) < len(heavy) * 0.8
+    assert _page_sizes(data) == _page_sizes(heavy) == [(216, 144)]
+
+
+def test_optimize_refuses_an_unknown_profile_at_job_creation(deployment):
+    with deployment.client(deployment.key()) as api:
+        r = api.post(
+            "/v2/jobs",
+            json={
+                "tasks": {
+                    "in": _b64("a.pdf", _pdf((100,))),
+                    "o": {"operation": "optimize", "input": "in", "profile": "tiny"},
+                }
+            },
+        )
+    assert r.status_code == 422
+    assert "tasks.o.profile" in r.json()["errors"]
+
+
+def test_split_pages_gives_one_pdf_per_page(deployment):
+    with deployment.client(deployment.key()) as api:
+        job = _run(
+            api,
+            {
+                "in": _b64("report.pdf", _pdf((100, 200, 300))),
+                "s": {"operation": "pdf/split-pages", "input": "in"},
+                "e": {"operation": "export/url", "input": "s"},
+            },
+        )
+        assert job["status"] == "finished", job
+        files = _download(job)
+    assert [name for name, _ in files] == ["report-1.pdf", "report-2.pdf", "report-3.pdf"]
+    assert [_page_sizes(data) for _, data in files] == [[(100, 150)], [(200, 150)], [(300, 150)]]
+
+
+def test_pdf_to_pdf_a_through_convert(deployment):
+    with deployment.client(deployment.key()) as api:
+        job = _run(
+            api,
+            {
+                "in": _b64("plain.pdf", _pdf((300, 300))),
+                "c": {"operation": "convert", "input": "in", "output_format": "pdf", "pdf_a": True},
+                "e": {"operation": "export/url", "input": "c"},
+            },
+        )
+        assert job["status"] == "finished", job
+        ((_, data),) = _download(job)
+    with pikepdf.open(io.BytesIO(data)) as pdf:
+        assert pdf.open_metadata().pdfa_status == "2B"
+        assert len(pdf.pages) == 2
+
+
+def test_markdown_to_mobi_goes_through_two_engines_on_the_office_queue(deployment):
+    md = b"# Heron\n\nThe heron waited by the quiet river.\n"
+    with deployment.client(deployment.key()) as api:
+        job = _run(
+            api,
+            {
+                "in": _b64("story.md", md),
+                "c": {"operation": "convert", "input": "in", "output_format": "mobi"},
+                "e": {"operation": "export/url", "input": "c"},
+            },
+        )
+        assert job["status"] == "finished", job
+        route = task(job, "c")["result"]["route"]
+        assert len(route) == 2
+        assert route[0]["engine"] == "pandoc" and route[0]["from"] == "md"
+        assert (route[1]["engine"], route[1]["to"]) == ("calibre", "mobi")
+        ((name, data),) = _download(job)
+    assert name == "story.mobi"
+    assert data[60:68] == b"BOOKMOBI"
+    rows = deployment.sql("SELECT queue FROM tasks WHERE name = 'c' ORDER BY created_at DESC")
+    assert rows[0]["queue"] == "office"
+
+
+def test_single_task_routes_merge_and_optimize_chain_by_task_id(deployment):
+    with deployment.client(deployment.key()) as api:
+        first = api.post("/v2/import/base64", json=_b64("a.pdf", _pdf((100,)))).json()["data"]
+        second = api.post("/v2/import/base64", json=_b64("b.png", _png())).json()["data"]
+        merged = api.post(
+            "/v2/merge", json={"input": [first["id"], second["id"]], "output_format": "pdf"}
+        )
+        assert merged.status_code == 201, merged.text
+        small = api.post(
+            "/v2/optimize", json={"input": merged.json()["data"]["id"], "profile": "max"}
+        )
+        assert small.status_code == 201, small.text
+        exp = api.post("/v2/export/url", json={"input": [small.json()["data"]["id"]]})
+        done = api.get(f"/sync/v2/tasks/{exp.json()['data']['id']}").json()["data"]
+        assert done["status"] == "finished", done
+        (file,) = done["result"]["files"]
+        assert file["filename"] == "a.pdf"
+        assert _page_sizes(httpx.get(file["url"], timeout=60).content) == [(100, 150), (144, 72)]
+
+
+CORRUPT = b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\ntrailer garbage"
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        {"operation": "optimize", "profile": "web"},
+        {"operation": "pdf/split-pages"},
+        {"operation": "convert", "output_format": "pdf", "pdf_a": True},
+        {"operation": "convert", "output_format": "pdf", "pages": "1"},
+    ],
+    ids=["optimize", "split", "pdf_a", "pages"],
+)
+def test_a_corrupted_pdf_ends_each_pdf_operation_with_invalid_input(deployment, operation):
+    with deployment.client(deployment.key()) as api:
+        job = _run(
+            api,
+            {
+                "in": _b64("broken.pdf", CORRUPT),
+                "t": {**operation, "input": "in"},
+                "e": {"operation": "export/url", "input": "t"},
+            },
+        )
+    assert job["status"] == "error"
+    assert task(job, "t")["code"] == "INVALID_INPUT_FILE"
+    assert "could not be opened" in task(job, "t")["message"]
