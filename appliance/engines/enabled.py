@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from appliance.engines import Engine
+from appliance.engines.data import DataEngine
 from appliance.engines.images import ImageEngine
 from appliance.engines.markup import PandocEngine
 from appliance.engines.media import FfmpegEngine
@@ -19,4 +20,5 @@ def enabled_engines() -> list[Engine]:
         FfmpegEngine(),
         OfficeEngine(),
         PdfEngine(),
+        DataEngine(),
     ]
