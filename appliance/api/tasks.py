@@ -106,5 +106,15 @@ def _single(operation: str) -> Any:
 
 
 SINGLE_TASK_ROUTES = [
-    _single(op) for op in ("import/upload", "import/url", "import/base64", "convert", "export/url")
+    _single(op)
+    for op in (
+        "import/upload",
+        "import/url",
+        "import/base64",
+        "convert",
+        "thumbnail",
+        "metadata",
+        "archive",
+        "export/url",
+    )
 ]

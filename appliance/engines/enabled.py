@@ -7,8 +7,10 @@ from appliance.engines.data import DataEngine
 from appliance.engines.images import ImageEngine
 from appliance.engines.markup import PandocEngine
 from appliance.engines.media import FfmpegEngine
+from appliance.engines.metadata import MetadataEngine
 from appliance.engines.office import OfficeEngine
 from appliance.engines.pdf import PdfEngine
+from appliance.engines.thumbnail import ThumbnailEngine
 from appliance.engines.vector import SvgEngine
 
 
@@ -21,4 +23,6 @@ def enabled_engines() -> list[Engine]:
         OfficeEngine(),
         PdfEngine(),
         DataEngine(),
+        ThumbnailEngine(),
+        MetadataEngine(),
     ]

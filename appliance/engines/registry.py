@@ -38,6 +38,13 @@ class Registry:
         # every format some engine produces (checked on each job creation)
         self.targets = frozenset(hop.dst for hops in self._edges.values() for hop in hops)
 
+    def engine(self, engine_id: str) -> Engine:
+        """The enabled engine with this id (KeyError if there is none)."""
+        found = next((e for e in self.engines if e.descriptor.id == engine_id), None)
+        if found is None:
+            raise KeyError(engine_id)
+        return found
+
     def route(self, src: str, dst: str) -> list[Hop] | None:
         """The cheapest path from ``src`` to ``dst`` (sum of the engines' ``cost``, fewer hops
         on a tie); None if there is none. Dijkstra over the format graph."""
