@@ -39,6 +39,7 @@ from appliance.engines import Descriptor, Progress
 from appliance.errors import PermanentError
 
 FORMATS = ("csv", "tsv", "json", "jsonl", "xlsx", "ods", "parquet", "yaml", "xml")
+LOSSY = ("csv", "tsv", "xml")  # text only: numbers, booleans and dates become text
 ENGINE_REVISION = "1"  # bump when output for the same input and options changes
 PARQUET_BATCH_ROWS = 65536
 _INT = re.compile(r"-?(0|[1-9][0-9]{0,17})")  # no leading zeros: "007" stays text
@@ -122,6 +123,9 @@ class DataEngine:
         # Cheaper than LibreOffice (2.0), which also converts csv / xlsx / ods among each
         # other: the router gives those pairs to this engine.
         cost=0.5,
+        # Text targets lose the values' types: on the way to another engine (json -> pdf)
+        # the router then prefers xlsx, which LibreOffice reads without guessing.
+        pair_costs={(a, b): 0.6 for a in FORMATS for b in LOSSY if a != b},
     )
 
     def convert(

@@ -48,7 +48,7 @@ def thumbnail_route(registry: Registry, src: str) -> list[Hop] | None:
     for target in SOURCES:
         hops = registry.route(src, target)
         if hops:
-            key = (sum(h.engine.descriptor.cost for h in hops), len(hops), hops)
+            key = (sum(h.cost for h in hops), len(hops), hops)
             if best is None or key[:2] < best[:2]:
                 best = key
     return best[2] if best else None

@@ -285,7 +285,7 @@ def test_csv_to_xlsx_runs_the_data_engine(deployment):
 
 
 def test_json_to_pdf_routes_through_the_data_engine_then_libreoffice(deployment):
-    records = [{"item": "Teapot", "price": 12.5}, {"item": "Kettle", "price": 30}]
+    records = [{"item": "Teapot", "price": 12.5, "code": "007"}, {"item": "Kettle", "price": 30}]
     with deployment.client(deployment.key()) as api:
         job = run_job(
             api,
@@ -297,10 +297,11 @@ def test_json_to_pdf_routes_through_the_data_engine_then_libreoffice(deployment)
         )
         assert job["status"] == "finished", job
         route = task(job, "c")["result"]["route"]
-        assert [h["engine"] for h in route] == ["data", "libreoffice"]
+        assert [(h["to"], h["engine"]) for h in route] == [("ods", "data"), ("pdf", "libreoffice")]
         pdf = pypdfium2.PdfDocument(_download(job)[0])
         text = pdf[0].get_textpage().get_text_bounded()
         assert "Teapot" in text and "Kettle" in text
+        assert "007" in text and "12.5" in text  # text stays text, numbers stay numbers
 
 
 @pytest.mark.parametrize(

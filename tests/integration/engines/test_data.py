@@ -246,8 +246,10 @@ def test_router_gives_spreadsheet_pairs_to_the_data_engine():
     registry = Registry(enabled_engines())
     for src, dst in [("csv", "xlsx"), ("xlsx", "csv"), ("ods", "xlsx"), ("xlsx", "ods")]:
         assert [h.engine.descriptor.id for h in registry.route(src, dst)] == ["data"]
-    # LibreOffice keeps what only it can do, and data formats reach it over two hops
+    # LibreOffice keeps what only it can do; data formats reach it through a typed
+    # intermediate (ods), not csv, whose numbers and text LibreOffice would have to guess
     assert [h.engine.descriptor.id for h in registry.route("xlsx", "pdf")] == ["libreoffice"]
-    assert [(h.src, h.engine.descriptor.id) for h in registry.route("parquet", "pdf")][-1][
-        1
-    ] == "libreoffice"
+    assert [(h.src, h.dst, h.engine.descriptor.id) for h in registry.route("parquet", "pdf")] == [
+        ("parquet", "ods", "data"),
+        ("ods", "pdf", "libreoffice"),
+    ]
