@@ -24,6 +24,7 @@ import datetime as dt
 import decimal
 import io
 import json
+import math
 import re
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -42,6 +43,7 @@ FORMATS = ("csv", "tsv", "json", "jsonl", "xlsx", "ods", "parquet", "yaml", "xml
 LOSSY = ("csv", "tsv", "xml")  # text only: numbers, booleans and dates become text
 ENGINE_REVISION = "1"  # bump when output for the same input and options changes
 PARQUET_BATCH_ROWS = 65536
+CSV_FIELD_LIMIT = 16 << 20  # characters in one csv cell (the csv module's default is 128 Ki)
 _INT = re.compile(r"-?(0|[1-9][0-9]{0,17})")  # no leading zeros: "007" stays text
 _FLOAT = re.compile(r"-?(0|[1-9][0-9]*)\.[0-9]+([eE][-+]?[0-9]+)?")
 _XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*")
@@ -124,7 +126,7 @@ class DataEngine:
         # other: the router gives those pairs to this engine.
         cost=0.5,
         # Text targets lose the values' types: on the way to another engine (json -> pdf)
-        # the router then prefers xlsx, which LibreOffice reads without guessing.
+        # the router then prefers ods / xlsx, which LibreOffice reads without guessing.
         pair_costs={(a, b): 0.6 for a in FORMATS for b in LOSSY if a != b},
     )
 
@@ -249,12 +251,16 @@ def _records(items: Any, what: str) -> Table:
 
 # -- readers -----------------------------------------------------------------------------------
 def _read_delimited(src: Path, options: DataOptions, delimiter: str) -> Table:
+    csv.field_size_limit(CSV_FIELD_LIMIT)
     fh = open(src, encoding="utf-8-sig", newline="")  # noqa: SIM115  (closed by the generator)
     reader = csv.reader(fh, delimiter=delimiter, strict=True)
-    first = next(reader, None)
-    if first is None:
+    try:
+        first = next(reader, None)
+        if first is None:
+            raise BadTable("the file is empty")
+    except BaseException:
         fh.close()
-        raise BadTable("the file is empty")
+        raise
     columns = _unique(first) if options.header else _positional(len(first))
 
     def rows() -> Iterator[list[Any]]:
@@ -405,7 +411,7 @@ def _dicts(table: Table) -> Iterator[dict[str, Any]]:
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and value != value:  # NaN is not JSON
+    if isinstance(value, float) and not math.isfinite(value):  # NaN and inf are not JSON
         return None
     return value
 
