@@ -85,13 +85,12 @@ def _libs() -> tuple[Any, Any, Any]:
 
 
 def _version() -> str:
+    """From the installed packages' metadata, without importing them: a helper that never
+    converts data (most serve images) does not pay ~1 s and ~15 MB for pyarrow at start."""
     from importlib.metadata import version
 
-    pyarrow, _, yaml = _libs()
-    return (
-        f"pyarrow-{pyarrow.__version__}+calamine-{version('python-calamine')}"
-        f"+openpyxl-{version('openpyxl')}+pyyaml-{yaml.__version__}+{ENGINE_REVISION}"
-    )
+    names = ("pyarrow", "python-calamine", "openpyxl", "pyyaml")
+    return "+".join(f"{n}-{version(n)}" for n in names) + f"+{ENGINE_REVISION}"
 
 
 def _parse_errors() -> tuple[type[BaseException], ...]:
