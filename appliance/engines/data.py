@@ -305,6 +305,11 @@ def _read_jsonl(src: Path, options: DataOptions) -> Table:
 def _read_yaml(src: Path, options: DataOptions) -> Table:
     _, _, yaml = _libs()
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    # Aliases let a few bytes stand for billions of values once written out ("billion
+    # laughs"); tables do not need them, so a first, cheap pass over the events refuses them.
+    with open(src, "rb") as fh:
+        if any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(fh, Loader=loader)):
+            raise BadTable("YAML aliases (*name) are not accepted in a table")
     with open(src, "rb") as fh:
         return _records(yaml.load(fh, Loader=loader), "The YAML document")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
@@ -238,6 +239,22 @@ def test_xml_entities_are_refused(pool, tmp_path):
             src, tmp_path / "o.csv", "xml", "csv", DataOptions(), lambda f: None
         )
     assert info.value.code == "INVALID_INPUT_FILE"
+
+
+def test_yaml_alias_bomb_is_refused_quickly(pool, tmp_path):
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for n in range(1, 9):  # 10**9 values once expanded
+        prev = chr(ord("a") + n - 1)
+        levels.append(f"{chr(ord('a') + n)}: &{chr(ord('a') + n)} [{', '.join(['*' + prev] * 10)}]")
+    src = tmp_path / "bomb.yaml"
+    src.write_text("- " + "\n  ".join(levels) + "\n")
+    started = time.monotonic()
+    with pytest.raises(PermanentError, match="aliases") as info:
+        SandboxedEngine(DataEngine(), pool).convert(
+            src, tmp_path / "o.json", "yaml", "json", DataOptions(), lambda f: None
+        )
+    assert info.value.code == "INVALID_INPUT_FILE"
+    assert time.monotonic() - started < 10
 
 
 def test_router_gives_spreadsheet_pairs_to_the_data_engine():
