@@ -211,6 +211,9 @@ def test_sheet_option_picks_the_sheet_to_read(pool, tmp_path):
         ("parquet", b"PAR1" + b"\0" * 100, "not a readable table"),
         ("xml", b"<rows><row><a>1</a></row>", "not a readable table"),
         ("yaml", b"- a: 1\n- [unclosed\n", "not a readable table"),
+        ("yaml", b"- ? [a, b]\n  : 1\n", "key must be a plain value"),
+        ("yaml", b"- a: !custom 1\n", "unknown YAML tag"),
+        ("yaml", b"- a: 1\n---\n- a: 2\n", "2 YAML documents"),
     ],
 )
 def test_malformed_input_is_an_invalid_input_error(pool, tmp_path, fmt, content, says):
