@@ -43,6 +43,7 @@ FORMATS = ("csv", "tsv", "json", "jsonl", "xlsx", "ods", "parquet", "yaml", "xml
 LOSSY = ("csv", "tsv", "xml")  # text only: numbers, booleans and dates become text
 ENGINE_REVISION = "1"  # bump when output for the same input and options changes
 PARQUET_BATCH_ROWS = 65536
+YAML_BATCH_ROWS = 500
 CSV_FIELD_LIMIT = 16 << 20  # characters in one csv cell (the csv module's default is 128 Ki)
 _INT = re.compile(r"-?(0|[1-9][0-9]{0,17})")  # no leading zeros: "007" stays text
 _FLOAT = re.compile(r"-?(0|[1-9][0-9]*)\.[0-9]+([eE][-+]?[0-9]+)?")
@@ -517,12 +518,25 @@ def _write_yaml(table: Table, dst: Path, options: DataOptions) -> None:
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     wrote = False
     with open(dst, "w", encoding="utf-8") as fh:
-        for record in _dicts(table):  # one list item at a time: the list streams
-            item = {k: _yaml_value(v) for k, v in record.items()}
-            yaml.dump([item], fh, Dumper=dumper, sort_keys=False, allow_unicode=True)
+        # A few hundred records per dump: the list streams, and dumps of "- item" blocks
+        # written one after another are one list (a dumper per record costs 3x the time).
+        for batch in _batches(_dicts(table), YAML_BATCH_ROWS):
+            items = [{k: _yaml_value(v) for k, v in record.items()} for record in batch]
+            yaml.dump(items, fh, Dumper=dumper, sort_keys=False, allow_unicode=True)
             wrote = True
         if not wrote:
             fh.write("[]\n")
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _xml_text(value: Any) -> str:
