@@ -115,6 +115,9 @@ SINGLE_TASK_ROUTES = [
         "merge",
         "optimize",
         "pdf/split-pages",
+        "thumbnail",
+        "metadata",
+        "archive",
         "export/url",
     )
 ]

@@ -7,8 +7,8 @@ format graph from the enabled engines and routes conversions, over several hops 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -28,6 +28,9 @@ class Descriptor:
     queue: QueueClass
     version: Callable[[], str]
     cost: float = 1.0  # relative price of one run, for choosing among routes
+    # Per-pair prices where one differs from ``cost`` (e.g. a lossy target costs a little more,
+    # so routes through the engine prefer a faithful intermediate format).
+    pair_costs: Mapping[tuple[str, str], float] = field(default_factory=dict)
     requires: tuple[str, ...] = ()  # programs that must be on PATH (checked by `doctor`)
 
 

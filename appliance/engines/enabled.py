@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from appliance.engines import Engine
+from appliance.engines.data import DataEngine
 from appliance.engines.ebooks import CalibreEngine
 from appliance.engines.images import ImageEngine
 from appliance.engines.markup import PandocEngine
 from appliance.engines.media import FfmpegEngine
+from appliance.engines.metadata import MetadataEngine
 from appliance.engines.office import OfficeEngine
 from appliance.engines.pdf import PdfEngine
 from appliance.engines.pdftools import (
@@ -16,6 +18,7 @@ from appliance.engines.pdftools import (
     PdfToPdfEngine,
     SplitEngine,
 )
+from appliance.engines.thumbnail import ThumbnailEngine
 from appliance.engines.vector import SvgEngine
 
 
@@ -33,4 +36,7 @@ def enabled_engines() -> list[Engine]:
         MergeEngine(),
         OptimizeEngine(),
         CalibreEngine(),
+        DataEngine(),
+        ThumbnailEngine(),
+        MetadataEngine(),
     ]

@@ -4,7 +4,8 @@ Binary formats are recognised by their leading bytes; formats sharing a containe
 epub are zip files, mp4/m4a/mov are ISO media files, webm/mkv are Matroska, ogg/opus are Ogg)
 are accepted for each other here and told apart by the engine that opens them. Text formats
 (md, html, svg, ...) have no signature: they must be text (UTF-8, no NUL bytes) and not a
-known binary format; SVG must contain an <svg element.
+known binary format; SVG must contain an <svg element; json must open with [ or {, jsonl
+with {, xml with <. Parquet is recognised by its PAR1 signature.
 """
 
 from __future__ import annotations
@@ -23,8 +24,16 @@ ALIASES = {
     "text": "txt",
     "mpeg4": "mp4",
     "oga": "ogg",
+    "yml": "yaml",
+    "ndjson": "jsonl",
+    "tab": "tsv",
 }
-TEXT = frozenset({"md", "gfm", "html", "rst", "latex", "org", "txt", "svg", "csv", "json", "fb2"})
+TEXT = frozenset(
+    {"md", "gfm", "html", "rst", "latex", "org", "txt", "svg", "csv", "tsv", "json", "jsonl"}
+    | {"yaml", "xml", "fb2"}
+)
+# Text formats whose first non-blank character is fixed.
+TEXT_OPENERS = {"json": b"[{", "jsonl": b"{", "xml": b"<"}
 GROUPS = {
     **dict.fromkeys(("zip", "docx", "odt", "epub", "xlsx", "pptx", "ods", "odp"), "zip"),
     **dict.fromkeys(("mp4", "m4a", "mov"), "isobmff"),
@@ -74,6 +83,7 @@ def sniff(head: bytes) -> str | None:
         (b"PK\x03\x04", "zip"),
         (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "ole"),
         (b"{\\rtf", "rtf"),
+        (b"PAR1", "parquet"),
     )
     for magic, fmt in signatures:
         if head.startswith(magic):
@@ -128,6 +138,10 @@ def mismatch(declared: str, path: Path) -> str | None:
             return "binary"
         if declared == "svg" and b"<svg" not in data.lower():
             return "text without an <svg> element"
+        opener = TEXT_OPENERS.get(declared)
+        first = data.removeprefix(b"\xef\xbb\xbf").lstrip()[:1]
+        if opener is not None and (not first or first not in opener):
+            return f"text starting with {first.decode('utf-8', 'replace')!r}"
         return None
     if detected is None:
         return "unrecognised"

@@ -18,6 +18,11 @@ class Hop:
     src: str
     dst: str
 
+    @property
+    def cost(self) -> float:
+        d = self.engine.descriptor
+        return d.pair_costs.get((self.src, self.dst), d.cost)
+
 
 class Registry:
     def __init__(self, engines: list[Engine]) -> None:
@@ -78,7 +83,7 @@ class Registry:
             if (cost, hops) > best[fmt]:
                 continue
             for hop in self._edges.get(fmt, []):
-                candidate = (cost + hop.engine.descriptor.cost, hops + 1)
+                candidate = (cost + hop.cost, hops + 1)
                 if hop.dst not in best or candidate < best[hop.dst]:
                     best[hop.dst] = candidate
                     previous[hop.dst] = hop

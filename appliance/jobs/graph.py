@@ -19,6 +19,8 @@ import msgspec
 from appliance.engines import QUEUE_CLASSES, QueueClass
 from appliance.engines.formats import normalize
 from appliance.engines.registry import Registry
+from appliance.engines.thumbnail import OUTPUTS as THUMBNAIL_FORMATS
+from appliance.engines.thumbnail import VIDEOS, ThumbnailOptions, thumbnail_route
 from appliance.errors import ClientError, InvalidData
 
 OPERATIONS = (
@@ -29,6 +31,9 @@ OPERATIONS = (
     "merge",
     "optimize",
     "pdf/split-pages",
+    "thumbnail",
+    "metadata",
+    "archive",
     "export/url",
 )
 CONVERT_KEYS = {
@@ -43,10 +48,14 @@ CONVERT_KEYS = {
 # Task fields of optimize that are not the engine's options (``profile`` is one).
 OPTIMIZE_KEYS = {"input", "input_format", "engine", "engine_version", "filename", "timeout"}
 OPTIMIZE_FORMATS = ("pdf", "jpg", "png")
+ARCHIVE_FORMATS = ("zip", "tar", "tar.gz")
 _REQUIRED = {
     "import/url": ("url",),
     "import/base64": ("file", "filename"),
     "convert": ("input", "output_format"),
+    "thumbnail": ("input", "output_format"),
+    "metadata": ("input",),
+    "archive": ("input", "output_format"),
     "export/url": ("input",),
     "merge": ("input", "output_format"),
     "optimize": ("input",),
@@ -218,6 +227,12 @@ def _check_operation(
     elif task.operation == "pdf/split-pages":
         _check_inputs_are(task, formats, ("pdf",), errors)
         task.output_format = "pdf"
+    elif task.operation == "thumbnail":
+        _check_thumbnail(task, formats, registry, errors)
+    elif task.operation == "archive":
+        _check_archive(task, errors)
+    elif task.operation == "metadata" and not task.depends_on:
+        errors.add(f"{key}.input", "metadata needs an input task")
     elif task.operation == "export/url" and not task.depends_on:
         errors.add(f"{key}.input", "export/url needs at least one input task")
 
@@ -307,3 +322,47 @@ def _check_inputs_are(
                 f"tasks.{task.name}.input",
                 f"{task.operation} takes {', '.join(allowed)}, not {fmt}",
             )
+
+
+def _check_thumbnail(
+    task: PlannedTask, formats: list[str | None], registry: Registry, errors: _Errors
+) -> None:
+    p, key = task.payload, f"tasks.{task.name}"
+    out = normalize(str(p.get("output_format", "")))
+    p["output_format"] = task.output_format = out
+    if out not in THUMBNAIL_FORMATS:
+        errors.add(f"{key}.output_format", f"must be one of {', '.join(THUMBNAIL_FORMATS)}")
+    if not task.depends_on:
+        errors.add(f"{key}.input", "thumbnail needs an input task")
+    try:
+        msgspec.convert({k: v for k, v in p.items() if k not in CONVERT_KEYS}, ThumbnailOptions)
+    except msgspec.ValidationError as exc:
+        errors.add(_option_field(key, exc), str(exc))
+    declared = p.get("input_format")
+    if declared:
+        p["input_format"] = declared = normalize(str(declared))
+    for src in {declared} if declared else {f for f in formats if f}:
+        hops = thumbnail_route(registry, src)
+        if hops is None:
+            errors.add(f"{key}.input", f"no thumbnail can be made from {src}")
+        elif hops:
+            task.queue = registry.queue_for(hops)
+        elif src in VIDEOS:
+            task.queue = "media"
+
+
+def _check_archive(task: PlannedTask, errors: _Errors) -> None:
+    p, key = task.payload, f"tasks.{task.name}"
+    out = normalize(str(p.get("output_format", "")))
+    out = {"tgz": "tar.gz"}.get(out, out)
+    p["output_format"] = task.output_format = out
+    if out not in ARCHIVE_FORMATS:
+        errors.add(f"{key}.output_format", f"must be one of {', '.join(ARCHIVE_FORMATS)}")
+    if not task.depends_on:
+        errors.add(f"{key}.input", "archive needs at least one input task")
+
+
+def _option_field(key: str, exc: msgspec.ValidationError) -> str:
+    """The field a msgspec error names (``... - at `$.width```), under the task's key."""
+    text = str(exc)
+    return f"{key}.{text.rsplit('`$.', 1)[-1].rstrip('`')}" if "`$." in text else key

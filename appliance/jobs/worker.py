@@ -10,6 +10,7 @@ import dramatiq
 
 from appliance import logs
 from appliance.jobs.broker import declare_actors, make_broker
+from appliance.jobs.derived import DERIVED
 from appliance.jobs.operations import OPERATIONS
 from appliance.jobs.reconciler import ReconcilerThread
 from appliance.jobs.runner import TaskRunner, build_runtime
@@ -34,7 +35,7 @@ class _Boot(dramatiq.Middleware):
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         global _runner
         rt = build_runtime(settings, broker)
-        _runner = TaskRunner(rt, OPERATIONS)
+        _runner = TaskRunner(rt, {**OPERATIONS, **DERIVED})
         self.reconciler = ReconcilerThread(rt)
         self.reconciler.start()
 

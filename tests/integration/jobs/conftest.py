@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 
 from appliance.db import async_pool
 from appliance.jobs.broker import declare_actors, make_broker
+from appliance.jobs.derived import DERIVED
 from appliance.jobs.operations import OPERATIONS
 from appliance.jobs.runner import Runtime, TaskRunner, build_runtime
 from appliance.jobs.service import JobService
@@ -87,7 +88,7 @@ class JobSystem:
 def system(settings: Settings, api_key: str) -> Iterator[JobSystem]:
     broker = make_broker(settings)
     rt = build_runtime(settings, broker)
-    runner = TaskRunner(rt, dict(OPERATIONS))
+    runner = TaskRunner(rt, {**OPERATIONS, **DERIVED})
     declare_actors(broker, lambda task_id, queue: runner.run(task_id, queue))
     loop = asyncio.new_event_loop()
     pool = loop.run_until_complete(async_pool(settings))

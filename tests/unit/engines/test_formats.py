@@ -24,3 +24,23 @@ def test_sniff_reads_the_content_not_the_name(head, fmt):
 def test_aliases_normalize():
     assert normalize(".JPEG") == "jpg" and normalize("tif") == "tiff"
     assert matches("jpeg", "jpg") and not matches("png", None)
+
+
+def test_data_formats_are_checked_by_content(tmp_path):
+    from appliance.engines.formats import mismatch
+
+    cases = {
+        "data.json": (b'\xef\xbb\xbf  [{"a": 1}]', "json", None),
+        "list.jsonl": (b'{"a": 1}\n', "jsonl", None),
+        "rows.xml": (b"\n<?xml version='1.0'?><r/>", "xml", None),
+        "table.parquet": (b"PAR1" + b"\0" * 60, "parquet", None),
+        "nope.json": (b"id,name\n1,a\n", "json", "text starting with 'i'"),
+        "nope.xml": (b"a: 1\n", "xml", "text starting with 'a'"),
+        "fake.csv": (b"PAR1" + b"\0" * 60, "csv", "parquet"),
+        "fake.parquet": (b"id,name\n", "parquet", "unrecognised"),
+    }
+    for name, (content, fmt, seen) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        assert mismatch(fmt, path) == seen, name
+    assert normalize("yml") == "yaml" and normalize("ndjson") == "jsonl"

@@ -209,3 +209,48 @@ def test_ebooks_convert_on_the_office_queue():
         }
     )
     assert tasks[1].queue == "office"
+
+
+@pytest.mark.parametrize(
+    ("filename", "queue"),
+    [("a.png", "light"), ("a.svg", "light"), ("a.docx", "office"), ("a.mp4", "media")],
+)
+def test_thumbnail_runs_on_the_queue_of_what_it_must_read(filename, queue):
+    tasks = plan(
+        {
+            "in": {"operation": "import/base64", "filename": filename, "file": "eA=="},
+            "t": {"operation": "thumbnail", "input": "in", "output_format": "JPEG", "width": 9},
+        }
+    )
+    thumb = next(t for t in tasks if t.name == "t")
+    assert thumb.queue == queue and thumb.payload["output_format"] == "jpg"
+
+
+def test_thumbnail_options_are_checked_and_named():
+    errors = errors_of(
+        {
+            "up": {"operation": "import/upload"},
+            "t": {"operation": "thumbnail", "input": "up", "output_format": "png", "count": 3},
+        }
+    )
+    assert "tasks.t.count" in errors
+
+
+def test_archive_takes_several_inputs_and_tgz():
+    tasks = plan(
+        {
+            "a": {"operation": "import/upload"},
+            "b": {"operation": "import/upload"},
+            "z": {"operation": "archive", "input": ["a", "b"], "output_format": "tgz"},
+        }
+    )
+    archive = next(t for t in tasks if t.name == "z")
+    assert archive.payload["output_format"] == "tar.gz" and len(archive.depends_on) == 2
+
+
+def test_metadata_needs_only_an_input():
+    tasks = plan(
+        {"a": {"operation": "import/upload"}, "m": {"operation": "metadata", "input": "a"}}
+    )
+    assert next(t for t in tasks if t.name == "m").queue == "light"
+    assert "tasks.m.input" in errors_of({"m": {"operation": "metadata"}})

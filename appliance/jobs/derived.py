@@ -1,0 +1,138 @@
+"""The `thumbnail`, `metadata` and `archive` task operations (CloudConvert's task model).
+
+Thumbnail and metadata read untrusted bytes, so they run in the sandboxed engine helpers
+(the ``thumbnail`` and ``metadata`` engines), after any conversions the router needs first;
+the worker only moves files and reads back the small JSON the metadata engine wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from appliance.engines.formats import mismatch, normalize, sniff_file
+from appliance.engines.registry import route_summary
+from appliance.engines.thumbnail import ThumbnailOptions, thumbnail_route
+from appliance.errors import PermanentError
+from appliance.jobs import graph
+from appliance.jobs.archive import archive
+from appliance.jobs.files import safe_filename, sha256_of
+from appliance.jobs.operations import Progress, _input_files, _keep, _run_hops, _work_root
+from appliance.jobs.runner import Operation, Outcome, OutFile, Runtime
+from appliance.storage import object_key
+
+METADATA_MAX_BYTES = 1 << 20  # the metadata engine's JSON; anything larger is refused
+
+
+def thumbnail(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
+    """One thumbnail per input file; the route (conversions first, then the thumbnail)
+    is in the result like a convert task's."""
+    p = task["payload"]
+    options = msgspec.convert(
+        {k: v for k, v in p.items() if k not in graph.CONVERT_KEYS}, ThumbnailOptions
+    )
+    inputs = _inputs(rt, task)
+    outputs: list[OutFile] = []
+    route: list[dict[str, str]] = []
+    with tempfile.TemporaryDirectory(dir=_work_root(rt)) as tmp:
+        for i, f in enumerate(inputs):
+
+            def step(fraction: float, i: int = i) -> None:
+                progress((i + fraction) / len(inputs))
+
+            out, route = _thumbnail_one(rt, p, f, Path(tmp) / str(i), options, step)
+            outputs.append(out)
+    result = {"files": [{"filename": o.filename, "size": o.size} for o in outputs]}
+    return Outcome(result | {"route": route}, outputs)
+
+
+def _thumbnail_one(
+    rt: Runtime,
+    p: dict[str, Any],
+    f: dict[str, Any],
+    work: Path,
+    options: ThumbnailOptions,
+    progress: Progress,
+) -> tuple[OutFile, list[dict[str, str]]]:
+    out_fmt = p["output_format"]
+    src, src_fmt = _fetch(rt, p, f, work)
+    hops = thumbnail_route(rt.registry, src_fmt)
+    if hops is None:
+        raise PermanentError(
+            f"No thumbnail can be made from {src_fmt}", code="INVALID_CONVERSION_TYPE"
+        )
+    if hops:  # bring it to an image, a PDF or a video first; its first file (page) will do
+        defaults = hops[-1].engine.descriptor.options()
+        src = _run_hops(hops, src, work, defaults, lambda x: progress(x / 2))[0]
+        src_fmt = hops[-1].dst
+    dst = work / f"thumbnail.{out_fmt}"
+    rt.registry.engine("thumbnail").convert(
+        src, dst, src_fmt, out_fmt, options, lambda x: progress(0.5 + x / 2)
+    )
+    name = safe_filename(p.get("filename") or f"{Path(f['filename']).stem}.{out_fmt}")
+    route = [*route_summary(hops), {"from": src_fmt, "to": out_fmt, "engine": "thumbnail"}]
+    return _stored(rt, dst, out_fmt, name), route
+
+
+def metadata(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
+    """CloudConvert's metadata task: ``result.metadata`` of its (first) input file."""
+    f = _inputs(rt, task)[0]
+    with tempfile.TemporaryDirectory(dir=_work_root(rt)) as tmp:
+        work = Path(tmp)
+        src, src_fmt = _fetch(rt, task["payload"], f, work)
+        dst = work / "metadata.json"
+        engine = rt.registry.engine("metadata")
+        engine.convert(src, dst, src_fmt, "json", engine.descriptor.options(), progress)
+        if dst.stat().st_size > METADATA_MAX_BYTES:
+            raise PermanentError("The metadata is too large", code="CONVERSION_FAILED")
+        found = json.loads(dst.read_bytes())
+    if not isinstance(found, dict):
+        raise PermanentError("The metadata engine gave no record", code="CONVERSION_FAILED")
+    found = {"FileName": f["filename"], "FileSize": f["size"], **found}
+    return Outcome({"metadata": found})
+
+
+def _inputs(rt: Runtime, task: dict[str, Any]) -> list[dict[str, Any]]:
+    inputs = _input_files(rt, task)
+    if not inputs:
+        raise PermanentError("The input tasks produced no files", code="NO_INPUT_FILES")
+    return inputs
+
+
+def _fetch(rt: Runtime, p: dict[str, Any], f: dict[str, Any], work: Path) -> tuple[Path, str]:
+    """The input file on local disk and its format, checked against its content."""
+    work.mkdir(parents=True, exist_ok=True)
+    src = work / ("input" + Path(f["filename"]).suffix.lower())
+    rt.storage.get_to_path(object_key(f["sha256"]), src)
+    fmt = p.get("input_format") or graph.extension_of(f["filename"]) or sniff_file(src)
+    if fmt is None:
+        raise PermanentError(
+            f"The format of {f['filename']} could not be determined", code="INVALID_INPUT_FILE"
+        )
+    fmt = normalize(fmt)
+    seen = mismatch(fmt, src)
+    if seen is not None:
+        raise PermanentError(
+            f"The content of {f['filename']} is not {fmt} (it looks like: {seen})",
+            code="INVALID_INPUT_FILE",
+        )
+    return src, fmt
+
+
+def _stored(rt: Runtime, path: Path, fmt: str, filename: str) -> OutFile:
+    if mismatch(fmt, path) is not None:
+        raise PermanentError(f"The thumbnail is not {fmt}", code="CONVERSION_FAILED")
+    sha, size = sha256_of(path)
+    _keep(rt, path, sha, size)
+    return OutFile(sha, size, filename)
+
+
+DERIVED: dict[str, Operation] = {
+    "thumbnail": thumbnail,
+    "metadata": metadata,
+    "archive": archive,
+}

@@ -1,0 +1,327 @@
+"""thumbnail, archive and metadata tasks, and data conversions, through the HTTP API: files go
+in as base64 imports, results are downloaded and opened (pyvips, zipfile, tarfile, openpyxl,
+PDFium) or read from the task result."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import tarfile
+import zipfile
+
+import httpx
+import openpyxl
+import pypdfium2
+import pytest
+import pyvips
+
+from tests.e2e.conftest import task
+
+SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="400" height="200">'
+    '<rect width="400" height="200" fill="#36c"/></svg>'
+)
+
+
+def _import(filename: str, data: bytes) -> dict:
+    return {
+        "operation": "import/base64",
+        "filename": filename,
+        "file": base64.b64encode(data).decode(),
+    }
+
+
+def run_job(api, tasks: dict) -> dict:
+    """Create the job (it must be accepted) and wait for its end."""
+    r = api.post("/v2/jobs", json={"tasks": tasks})
+    assert r.status_code == 201, r.text
+    return api.get(f"/sync/v2/jobs/{r.json()['data']['id']}").json()["data"]
+
+
+def _download(job: dict, name: str = "e") -> list[bytes]:
+    return [httpx.get(f["url"], timeout=30).content for f in task(job, name)["result"]["files"]]
+
+
+def _thumbnail_job(api, filename: str, data: bytes, **options) -> dict:
+    return run_job(
+        api,
+        {
+            "in": _import(filename, data),
+            "t": {"operation": "thumbnail", "input": "in", **options},
+            "e": {"operation": "export/url", "input": "t"},
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ops-in")
+    (root / "in.svg").write_text(SVG)
+    svg = str(root / "in.svg")
+    subprocess.run(["rsvg-convert", "-f", "pdf", "-o", str(root / "two.pdf"), svg, svg], check=True)
+    subprocess.run(
+        [
+            *("ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10:d=1"),
+            *("-pix_fmt", "yuv420p", str(root / "clip.mp4")),
+        ],
+        check=True,
+    )
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=duration=2", str(root / "a.mp3")],
+        check=True,
+    )
+    (root / "letter.md").write_text("# Dear reader\n\nA page to look at.\n")
+    subprocess.run(["pandoc", "-o", str(root / "letter.docx"), str(root / "letter.md")], check=True)
+    pyvips.Image.black(300, 150).write_to_file(str(root / "dark.png"))
+    return {p.name: p.read_bytes() for p in root.iterdir()}
+
+
+def test_thumbnail_of_a_png(deployment, samples):
+    with deployment.client(deployment.key()) as api:
+        job = _thumbnail_job(api, "dark.png", samples["dark.png"], output_format="webp", width=90)
+        assert job["status"] == "finished", job
+        assert task(job, "t")["result"]["files"][0]["filename"] == "dark.webp"
+        image = pyvips.Image.new_from_buffer(_download(job)[0], "")
+        assert (image.width, image.height) == (90, 45)
+
+
+def test_thumbnail_of_a_pdf_is_its_first_page(deployment, samples):
+    with deployment.client(deployment.key()) as api:
+        job = _thumbnail_job(
+            api,
+            "two.pdf",
+            samples["two.pdf"],
+            output_format="png",
+            width=100,
+            height=100,
+            fit="crop",
+        )
+        assert job["status"] == "finished", job
+        files = _download(job)
+        assert len(files) == 1
+        image = pyvips.Image.new_from_buffer(files[0], "")
+        assert (image.width, image.height) == (100, 100)
+        assert image.getpoint(50, 50)[:3] == pytest.approx([0x33, 0x66, 0xCC], abs=3)
+
+
+def test_thumbnail_of_a_docx_goes_through_libreoffice(deployment, samples):
+    with deployment.client(deployment.key()) as api:
+        job = _thumbnail_job(
+            api, "letter.docx", samples["letter.docx"], output_format="jpg", width=120
+        )
+        assert job["status"] == "finished", job
+        route = task(job, "t")["result"]["route"]
+        assert [h["engine"] for h in route] == ["libreoffice", "thumbnail"]
+        image = pyvips.Image.new_from_buffer(_download(job)[0], "")
+        assert image.width == 120 and image.height > 120  # a portrait page
+    rows = deployment.sql("SELECT queue FROM tasks WHERE name = 't' ORDER BY created_at DESC")
+    assert rows[0]["queue"] == "office"
+
+
+def test_thumbnail_of_a_video_is_a_frame(deployment, samples):
+    with deployment.client(deployment.key()) as api:
+        job = _thumbnail_job(
+            api,
+            "clip.mp4",
+            samples["clip.mp4"],
+            output_format="jpg",
+            height=60,
+            timestamp="00:00:00.5",
+        )
+        assert job["status"] == "finished", job
+        image = pyvips.Image.new_from_buffer(_download(job)[0], "")
+        assert (image.width, image.height) == (80, 60)
+    rows = deployment.sql("SELECT queue FROM tasks WHERE name = 't' ORDER BY created_at DESC")
+    assert rows[0]["queue"] == "media"
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"output_format": "gif"}, "tasks.t.output_format"),
+        ({"output_format": "png", "fit": "stretch"}, "tasks.t.fit"),
+        ({"output_format": "png", "width": 0}, "tasks.t.width"),
+    ],
+)
+def test_bad_thumbnail_options_are_422(deployment, options, field):
+    with deployment.client(deployment.key()) as api:
+        r = api.post(
+            "/v2/jobs",
+            json={
+                "tasks": {
+                    "in": _import("a.png", b"x"),
+                    "t": {"operation": "thumbnail", "input": "in", **options},
+                }
+            },
+        )
+        assert r.status_code == 422, r.text
+        assert field in r.json()["errors"]
+
+
+def test_thumbnail_of_audio_is_refused_at_creation(deployment):
+    with deployment.client(deployment.key()) as api:
+        r = api.post(
+            "/v2/jobs",
+            json={
+                "tasks": {
+                    "in": _import("a.mp3", b"x"),
+                    "t": {"operation": "thumbnail", "input": "in", "output_format": "png"},
+                }
+            },
+        )
+        assert r.status_code == 422, r.text
+        assert "no thumbnail can be made from mp3" in r.json()["errors"]["tasks.t.input"][0]
+
+
+def _archive_job(api, fmt: str) -> dict:
+    return run_job(
+        api,
+        {
+            "one": _import("notes.txt", b"first file\n"),
+            "two": _import("../../etc/notes.txt", b"second file\n"),
+            "three": _import("data.bin", bytes(range(256)) * 1000),
+            "a": {"operation": "archive", "input": ["one", "two", "three"], "output_format": fmt},
+            "e": {"operation": "export/url", "input": "a"},
+        },
+    )
+
+
+WANT = {
+    "notes.txt": b"first file\n",
+    "notes-2.txt": b"second file\n",
+    "data.bin": bytes(range(256)) * 1000,
+}
+
+
+def test_archive_zip_holds_every_file_under_a_safe_name(deployment):
+    with deployment.client(deployment.key()) as api:
+        job = _archive_job(api, "zip")
+        assert job["status"] == "finished", job
+        assert task(job, "a")["result"]["files"][0]["filename"] == "archive.zip"
+        with zipfile.ZipFile(io.BytesIO(_download(job)[0])) as z:
+            assert z.namelist() == list(WANT)
+            assert z.testzip() is None
+            assert {n: z.read(n) for n in z.namelist()} == WANT
+
+
+def test_archive_tar_gz_holds_every_file_under_a_safe_name(deployment):
+    with deployment.client(deployment.key()) as api:
+        job = _archive_job(api, "tar.gz")
+        assert job["status"] == "finished", job
+        with tarfile.open(fileobj=io.BytesIO(_download(job)[0]), mode="r:gz") as tar:
+            members = tar.getmembers()
+            assert [m.name for m in members] == list(WANT)
+            assert all(m.isfile() and m.mode == 0o644 for m in members)
+            assert {m.name: tar.extractfile(m).read() for m in members} == WANT
+
+
+def test_archive_to_rar_is_422(deployment):
+    with deployment.client(deployment.key()) as api:
+        r = api.post(
+            "/v2/jobs",
+            json={
+                "tasks": {
+                    "in": _import("a.txt", b"x"),
+                    "a": {"operation": "archive", "input": "in", "output_format": "rar"},
+                }
+            },
+        )
+        assert r.status_code == 422 and "tasks.a.output_format" in r.json()["errors"]
+
+
+def test_metadata_of_an_image_a_pdf_and_audio(deployment, samples):
+    with deployment.client(deployment.key()) as api:
+        job = run_job(
+            api,
+            {
+                "img": _import("dark.png", samples["dark.png"]),
+                "pdf": _import("two.pdf", samples["two.pdf"]),
+                "mp3": _import("a.mp3", samples["a.mp3"]),
+                "m1": {"operation": "metadata", "input": "img"},
+                "m2": {"operation": "metadata", "input": "pdf"},
+                "m3": {"operation": "metadata", "input": "mp3"},
+            },
+        )
+        assert job["status"] == "finished", job
+        image = task(job, "m1")["result"]["metadata"]
+        assert (image["FileType"], image["ImageWidth"], image["ImageHeight"]) == ("PNG", 300, 150)
+        assert image["FileName"] == "dark.png" and image["FileSize"] == len(samples["dark.png"])
+        pdf = task(job, "m2")["result"]["metadata"]
+        assert pdf["PageCount"] == 2
+        audio = task(job, "m3")["result"]["metadata"]
+        assert audio["Duration"] == pytest.approx(2.0, abs=0.1)
+        assert audio["Streams"][0]["Type"] == "audio"
+
+
+def test_metadata_single_task_route(deployment, samples):
+    with deployment.client(deployment.key()) as api:
+        imp = api.post("/v2/import/base64", json=_import("dark.png", samples["dark.png"]))
+        assert imp.status_code == 201, imp.text
+        meta = api.post("/v2/metadata", json={"input": imp.json()["data"]["id"]})
+        assert meta.status_code == 201, meta.text
+        done = api.get(f"/sync/v2/tasks/{meta.json()['data']['id']}").json()["data"]
+        assert done["status"] == "finished", done
+        assert done["result"]["metadata"]["ImageWidth"] == 300
+
+
+def test_csv_to_xlsx_runs_the_data_engine(deployment):
+    csv = b'city,people\nOslo,709000\n"Bergen, NO",291000\n'
+    with deployment.client(deployment.key()) as api:
+        job = run_job(
+            api,
+            {
+                "in": _import("cities.csv", csv),
+                "c": {"operation": "convert", "input": "in", "output_format": "xlsx"},
+                "e": {"operation": "export/url", "input": "c"},
+            },
+        )
+        assert job["status"] == "finished", job
+        assert task(job, "c")["engine"] == "data"
+        book = openpyxl.load_workbook(io.BytesIO(_download(job)[0]), read_only=True)
+        rows = [list(r) for r in book.worksheets[0].iter_rows(values_only=True)]
+        assert rows == [["city", "people"], ["Oslo", 709000], ["Bergen, NO", 291000]]
+
+
+def test_json_to_pdf_routes_through_the_data_engine_then_libreoffice(deployment):
+    records = [{"item": "Teapot", "price": 12.5, "code": "007"}, {"item": "Kettle", "price": 30}]
+    with deployment.client(deployment.key()) as api:
+        job = run_job(
+            api,
+            {
+                "in": _import("prices.json", json.dumps(records).encode()),
+                "c": {"operation": "convert", "input": "in", "output_format": "pdf"},
+                "e": {"operation": "export/url", "input": "c"},
+            },
+        )
+        assert job["status"] == "finished", job
+        route = task(job, "c")["result"]["route"]
+        assert [(h["to"], h["engine"]) for h in route] == [("ods", "data"), ("pdf", "libreoffice")]
+        pdf = pypdfium2.PdfDocument(_download(job)[0])
+        text = pdf[0].get_textpage().get_text_bounded()
+        assert "Teapot" in text and "Kettle" in text
+        assert "007" in text and "12.5" in text  # text stays text, numbers stay numbers
+
+
+@pytest.mark.parametrize(
+    ("filename", "content", "target"),
+    [
+        ("broken.csv", b'a,b\n1,"never closed\n', "json"),
+        ("broken.json", b'[{"a": 1}, {"a": ', "csv"),
+        ("broken.xlsx", b"PK\x03\x04" + b"\0" * 300, "csv"),
+    ],
+)
+def test_malformed_data_fails_with_invalid_input(deployment, filename, content, target):
+    with deployment.client(deployment.key()) as api:
+        job = run_job(
+            api,
+            {
+                "in": _import(filename, content),
+                "c": {"operation": "convert", "input": "in", "output_format": target},
+            },
+        )
+        assert job["status"] == "error", job
+        failed = task(job, "c")
+        assert failed["code"] == "INVALID_INPUT_FILE", failed
+        assert "not a readable table" in failed["message"]

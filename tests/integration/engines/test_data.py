@@ -1,0 +1,275 @@
+"""Every data pair (csv, tsv, json, jsonl, xlsx, ods, parquet, yaml, xml) converts a table made
+here, through the sandboxed helper, and the output is parsed with an independent reader (csv,
+json, PyYAML, ElementTree, openpyxl, pyarrow, the ODS content.xml) back into the same rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+import openpyxl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from appliance.engines.data import FORMATS, DataEngine, DataOptions
+from appliance.engines.formats import mismatch
+from appliance.engines.registry import Registry
+from appliance.engines.sandbox import SandboxedEngine
+from appliance.errors import PermanentError
+
+COLUMNS = ["id", "name", "price", "in stock"]
+ROWS = [
+    [1, "Ann Åström", 2.5, True],
+    [2, 'Bob, "the" builder', 10.25, False],
+    [3, "line\nbreak", -7.0, True],
+    [4, "007", 0.5, False],
+]
+ODS_NS = {
+    "table": "urn:oasis:names:tc:opendocument:xmlns:table:1.0",
+    "office": "urn:oasis:names:tc:opendocument:xmlns:office:1.0",
+}
+
+
+def _records() -> list[dict]:
+    return [dict(zip(COLUMNS, row, strict=True)) for row in ROWS]
+
+
+def _write_sample(fmt: str, path: Path) -> None:
+    """The table in ``fmt``, written with the tests' own libraries (not the engine)."""
+    if fmt in ("csv", "tsv"):
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh, delimiter="," if fmt == "csv" else "\t")
+            w.writerow(COLUMNS)
+            w.writerows([[_text(v) for v in r] for r in ROWS])
+    elif fmt == "json":
+        path.write_text(json.dumps(_records()))
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in _records()))
+    elif fmt == "yaml":
+        path.write_text(yaml.safe_dump(_records(), allow_unicode=True, sort_keys=False))
+    elif fmt == "xml":
+        root = ET.Element("items")
+        for record in _records():
+            item = ET.SubElement(root, "item")
+            for key, value in record.items():
+                ET.SubElement(item, "field", name=key).text = _text(value)
+        ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    elif fmt == "xlsx":
+        book = openpyxl.Workbook()
+        book.active.append(COLUMNS)
+        for row in ROWS:
+            book.active.append(row)
+        book.save(path)
+    elif fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(_records()), path)
+    elif fmt == "ods":  # no permissive ODS writer to test with: made from xlsx by the engine
+        xlsx = path.with_suffix(".xlsx")
+        _write_sample("xlsx", xlsx)
+        DataEngine().convert(xlsx, path, "xlsx", "ods", DataOptions(), lambda f: None)
+
+
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _read_back(fmt: str, path: Path) -> tuple[list[str], list[list]]:
+    """Columns and rows of an output, parsed without the engine's code."""
+    if fmt in ("csv", "tsv"):
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh, delimiter="," if fmt == "csv" else "\t"))
+        return rows[0], rows[1:]
+    if fmt in ("json", "jsonl", "yaml"):
+        text = path.read_text(encoding="utf-8")
+        if fmt == "json":
+            records = json.loads(text)
+        elif fmt == "jsonl":
+            records = [json.loads(line) for line in text.splitlines()]
+        else:
+            records = yaml.safe_load(text)
+        return list(records[0]), [list(r.values()) for r in records]
+    if fmt == "xml":
+        records = []
+        for row in ET.parse(path).getroot():
+            records.append({(c.get("name") or c.tag): (c.text or "") for c in row})
+        return list(records[0]), [list(r.values()) for r in records]
+    if fmt == "xlsx":
+        sheet = openpyxl.load_workbook(path, read_only=True).worksheets[0]
+        rows = [list(r) for r in sheet.iter_rows(values_only=True)]
+        return rows[0], rows[1:]
+    if fmt == "parquet":
+        table = pq.read_table(path)
+        return table.column_names, [list(r.values()) for r in table.to_pylist()]
+    if fmt == "ods":
+        with zipfile.ZipFile(path) as z:
+            assert z.read("mimetype") == b"application/vnd.oasis.opendocument.spreadsheet"
+            root = ET.fromstring(z.read("content.xml"))
+        rows = []
+        for tr in root.iter(f"{{{ODS_NS['table']}}}table-row"):
+            row = []
+            for cell in tr:
+                kind = cell.get(f"{{{ODS_NS['office']}}}value-type")
+                if kind == "float":
+                    row.append(float(cell.get(f"{{{ODS_NS['office']}}}value")))
+                elif kind == "boolean":
+                    row.append(cell.get(f"{{{ODS_NS['office']}}}boolean-value") == "true")
+                else:
+                    row.append("".join(cell.itertext()))
+            rows.append(row)
+        return rows[0], rows[1:]
+    raise AssertionError(fmt)
+
+
+def _same(got, want) -> bool:
+    """Typed formats give the value back; text-only ones (csv, tsv, xml) its text."""
+    if isinstance(want, bool):
+        return got is want or got == _text(want)
+    if isinstance(want, int | float):
+        if isinstance(got, str):
+            return float(got) == want
+        return not isinstance(got, bool) and got == want
+    return got == want
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    made = {}
+    for fmt in FORMATS:
+        made[fmt] = root / f"table.{fmt}"
+        _write_sample(fmt, made[fmt])
+    return made
+
+
+PAIRS = sorted(DataEngine.descriptor.conversions)
+
+
+def test_every_pair_among_the_data_formats_is_advertised():
+    assert len(PAIRS) == len(FORMATS) * (len(FORMATS) - 1)
+
+
+@pytest.mark.parametrize(("src_fmt", "dst_fmt"), PAIRS)
+def test_data_pair_keeps_every_row(pool, tmp_path, samples, src_fmt, dst_fmt):
+    dst = tmp_path / f"out.{dst_fmt}"
+    SandboxedEngine(DataEngine(), pool).convert(
+        samples[src_fmt], dst, src_fmt, dst_fmt, DataOptions(), lambda f: None
+    )
+    assert mismatch(dst_fmt, dst) is None
+    columns, rows = _read_back(dst_fmt, dst)
+    assert columns == COLUMNS
+    assert len(rows) == len(ROWS)
+    for got_row, want_row in zip(rows, ROWS, strict=True):
+        for got, want in zip(got_row, want_row, strict=True):
+            assert _same(got, want), (got_row, want_row)
+
+
+def test_csv_options_delimiter_and_no_header(pool, tmp_path):
+    src = tmp_path / "in.csv"
+    src.write_text("1;a\n2;b\n")
+    dst = tmp_path / "out.json"
+    options = DataOptions(delimiter=";", header=False)
+    SandboxedEngine(DataEngine(), pool).convert(src, dst, "csv", "json", options, lambda f: None)
+    assert json.loads(dst.read_text()) == [
+        {"column_1": 1, "column_2": "a"},
+        {"column_1": 2, "column_2": "b"},
+    ]
+
+
+def test_sheet_option_picks_the_sheet_to_read(pool, tmp_path):
+    book = openpyxl.Workbook()
+    book.active.append(["skip"])
+    second = book.create_sheet("Prices")
+    second.append(["item", "cost"])
+    second.append(["tea", 3])
+    src = tmp_path / "book.xlsx"
+    book.save(src)
+    dst = tmp_path / "out.csv"
+    engine = SandboxedEngine(DataEngine(), pool)
+    engine.convert(src, dst, "xlsx", "csv", DataOptions(sheet="Prices"), lambda f: None)
+    assert dst.read_text().splitlines() == ["item,cost", "tea,3"]
+    with pytest.raises(PermanentError, match="no sheet 'Nope'") as info:
+        engine.convert(src, dst, "xlsx", "csv", DataOptions(sheet="Nope"), lambda f: None)
+    assert info.value.code == "INVALID_INPUT_FILE"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "content", "says"),
+    [
+        ("csv", b'id,name\n1,"unclosed\n', "not a readable table"),
+        ("csv", b"a,b\n1,2,3\n", "row 1 has 3 cells"),
+        ("json", b'[{"a": 1}, {"a": 2', "not a readable table"),
+        ("json", b'{"a": 1}', "must be a list of records"),
+        ("jsonl", b'{"a": 1}\n{"a": \n', "line 2 is not JSON"),
+        ("xlsx", b"PK\x03\x04" + b"\0" * 200, "not a readable table"),
+        ("parquet", b"PAR1" + b"\0" * 100, "not a readable table"),
+        ("xml", b"<rows><row><a>1</a></row>", "not a readable table"),
+        ("yaml", b"- a: 1\n- [unclosed\n", "not a readable table"),
+        ("yaml", b"- ? [a, b]\n  : 1\n", "key must be a plain value"),
+        ("yaml", b"- a: !custom 1\n", "unknown YAML tag"),
+        ("yaml", b"- a: 1\n---\n- a: 2\n", "2 YAML documents"),
+    ],
+)
+def test_malformed_input_is_an_invalid_input_error(pool, tmp_path, fmt, content, says):
+    src = tmp_path / f"bad.{fmt}"
+    src.write_bytes(content)
+    with pytest.raises(PermanentError, match=says) as info:
+        SandboxedEngine(DataEngine(), pool).convert(
+            src,
+            tmp_path / "o.csv" if fmt != "csv" else tmp_path / "o.json",
+            fmt,
+            "csv" if fmt != "csv" else "json",
+            DataOptions(),
+            lambda f: None,
+        )
+    assert info.value.code == "INVALID_INPUT_FILE"
+
+
+def test_xml_entities_are_refused(pool, tmp_path):
+    src = tmp_path / "bomb.xml"
+    src.write_text(
+        '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa">'
+        '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]><r><row><x>&b;</x></row></r>'
+    )
+    with pytest.raises(PermanentError) as info:
+        SandboxedEngine(DataEngine(), pool).convert(
+            src, tmp_path / "o.csv", "xml", "csv", DataOptions(), lambda f: None
+        )
+    assert info.value.code == "INVALID_INPUT_FILE"
+
+
+def test_yaml_alias_bomb_is_refused_quickly(pool, tmp_path):
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for n in range(1, 9):  # 10**9 values once expanded
+        prev = chr(ord("a") + n - 1)
+        levels.append(f"{chr(ord('a') + n)}: &{chr(ord('a') + n)} [{', '.join(['*' + prev] * 10)}]")
+    src = tmp_path / "bomb.yaml"
+    src.write_text("- " + "\n  ".join(levels) + "\n")
+    started = time.monotonic()
+    with pytest.raises(PermanentError, match="aliases") as info:
+        SandboxedEngine(DataEngine(), pool).convert(
+            src, tmp_path / "o.json", "yaml", "json", DataOptions(), lambda f: None
+        )
+    assert info.value.code == "INVALID_INPUT_FILE"
+    assert time.monotonic() - started < 10
+
+
+def test_router_gives_spreadsheet_pairs_to_the_data_engine():
+    from appliance.engines.enabled import enabled_engines
+
+    registry = Registry(enabled_engines())
+    for src, dst in [("csv", "xlsx"), ("xlsx", "csv"), ("ods", "xlsx"), ("xlsx", "ods")]:
+        assert [h.engine.descriptor.id for h in registry.route(src, dst)] == ["data"]
+    # LibreOffice keeps what only it can do; data formats reach it through a typed
+    # intermediate (ods), not csv, whose numbers and text LibreOffice would have to guess
+    assert [h.engine.descriptor.id for h in registry.route("xlsx", "pdf")] == ["libreoffice"]
+    assert [(h.src, h.dst, h.engine.descriptor.id) for h in registry.route("parquet", "pdf")] == [
+        ("parquet", "ods", "data"),
+        ("ods", "pdf", "libreoffice"),
+    ]

@@ -1,0 +1,126 @@
+"""The thumbnail and metadata engines in the sandboxed helper: thumbnails of an image, a PDF's
+first page and a video frame, opened and measured; metadata of an image, a PDF and audio."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import pyvips
+
+from appliance.engines.enabled import enabled_engines
+from appliance.engines.metadata import MetadataEngine, MetadataOptions
+from appliance.engines.registry import Registry
+from appliance.engines.sandbox import SandboxedEngine
+from appliance.engines.thumbnail import ThumbnailEngine, ThumbnailOptions, thumbnail_route
+from appliance.errors import PermanentError
+
+SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="400" height="200">'
+    '<rect width="400" height="200" fill="#c33"/></svg>'
+)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("thumb-in")
+    png = root / "wide.png"
+    pyvips.Image.black(400, 200).draw_rect(255, 0, 0, 200, 200, fill=True).write_to_file(str(png))
+    svg = root / "in.svg"
+    svg.write_text(SVG)
+    pdf = root / "two.pdf"
+    subprocess.run(["rsvg-convert", "-f", "pdf", "-o", str(pdf), str(svg), str(svg)], check=True)
+    mp4 = root / "clip.mp4"
+    subprocess.run(
+        [
+            *("ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10:d=1"),
+            *("-pix_fmt", "yuv420p", str(mp4)),
+        ],
+        check=True,
+    )
+    wav = root / "tone.wav"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1.5", str(wav)], check=True
+    )
+    return {"png": png, "pdf": pdf, "mp4": mp4, "wav": wav}
+
+
+@pytest.mark.parametrize(
+    ("src_fmt", "out_fmt", "options", "size"),
+    [
+        ("png", "jpg", ThumbnailOptions(width=100), (100, 50)),
+        ("png", "webp", ThumbnailOptions(width=80, height=80, fit="crop"), (80, 80)),
+        ("png", "png", ThumbnailOptions(width=80, height=80, fit="scale"), (80, 80)),
+        ("pdf", "png", ThumbnailOptions(width=200), (200, 100)),
+        ("mp4", "jpg", ThumbnailOptions(height=60), (80, 60)),
+        ("mp4", "png", ThumbnailOptions(width=64, timestamp="00:00:00.5"), (64, 48)),
+    ],
+)
+def test_thumbnail_has_the_asked_size(pool, tmp_path, inputs, src_fmt, out_fmt, options, size):
+    dst = tmp_path / f"thumb.{out_fmt}"
+    SandboxedEngine(ThumbnailEngine(), pool).convert(
+        inputs[src_fmt], dst, src_fmt, out_fmt, options, lambda f: None
+    )
+    image = pyvips.Image.new_from_file(str(dst))
+    assert (image.width, image.height) == size
+    assert image.get("vips-loader").startswith(
+        {"jpg": "jpeg", "png": "png", "webp": "webp"}[out_fmt]
+    )
+
+
+def test_thumbnail_of_a_video_past_its_end_is_an_input_error(pool, tmp_path, inputs):
+    with pytest.raises(PermanentError) as info:
+        SandboxedEngine(ThumbnailEngine(), pool).convert(
+            inputs["mp4"],
+            tmp_path / "t.png",
+            "mp4",
+            "png",
+            ThumbnailOptions(timestamp="30"),
+            lambda f: None,
+        )
+    assert info.value.code == "INVALID_INPUT_FILE"
+
+
+def test_thumbnail_routes_what_it_cannot_read_itself():
+    registry = Registry(enabled_engines())
+    assert thumbnail_route(registry, "png") == []
+    assert [h.dst for h in thumbnail_route(registry, "docx")] == ["pdf"]
+    assert [h.engine.descriptor.id for h in thumbnail_route(registry, "svg")] == ["rsvg"]
+    assert thumbnail_route(registry, "mp3") is None
+
+
+def _metadata(pool, tmp_path, src, fmt) -> dict:
+    dst = tmp_path / "meta.json"
+    SandboxedEngine(MetadataEngine(), pool).convert(
+        src, dst, fmt, "json", MetadataOptions(), lambda f: None
+    )
+    return json.loads(dst.read_text())
+
+
+def test_metadata_of_an_image(pool, tmp_path, inputs):
+    meta = _metadata(pool, tmp_path, inputs["png"], "png")
+    assert meta["FileType"] == "PNG"
+    assert (meta["ImageWidth"], meta["ImageHeight"], meta["Bands"]) == (400, 200, 1)
+
+
+def test_metadata_of_a_pdf(pool, tmp_path, inputs):
+    meta = _metadata(pool, tmp_path, inputs["pdf"], "pdf")
+    assert meta["PageCount"] == 2
+    assert (meta["PageWidth"], meta["PageHeight"]) == (300.0, 150.0)  # 400x200 px at 96 dpi
+    assert meta["PDFVersion"].startswith("1.")
+
+
+def test_metadata_of_audio(pool, tmp_path, inputs):
+    meta = _metadata(pool, tmp_path, inputs["wav"], "wav")
+    assert meta["Duration"] == pytest.approx(1.5, abs=0.05)
+    assert [s["Type"] for s in meta["Streams"]] == ["audio"]
+    assert meta["Streams"][0]["SampleRate"] == 44100
+
+
+def test_metadata_of_a_truncated_image_is_an_input_error(pool, tmp_path, inputs):
+    bad = tmp_path / "cut.png"
+    bad.write_bytes(inputs["png"].read_bytes()[:60])
+    with pytest.raises(PermanentError) as info:
+        _metadata(pool, tmp_path, bad, "png")
+    assert info.value.code == "INVALID_INPUT_FILE"
