@@ -72,6 +72,8 @@ def appliance(
     worker_threads: int = 2,
     api_workers: int = 1,
     start_workers: bool = True,
+    queues: tuple[str, ...] = ("light",),
+    env_extra: dict[str, str] | None = None,
 ) -> Iterator[Running]:
     root = Path(tempfile.mkdtemp(prefix="appliance-bench-"))
     root.chmod(0o755)
@@ -92,6 +94,7 @@ def appliance(
             "APPLIANCE_API_WORKERS": str(api_workers),
             "APPLIANCE_LOG_LEVEL": "WARNING",
             "APPLIANCE_DB_POOL_SIZE": "20",
+            **(env_extra or {}),
         }
         cmds = [[sys.executable, "-m", "appliance.cli", "api"]]
         if start_workers:
@@ -102,7 +105,7 @@ def appliance(
                     "appliance.cli",
                     "worker",
                     "-Q",
-                    "light",
+                    *queues,
                     "-p",
                     str(worker_processes),
                     "-t",
