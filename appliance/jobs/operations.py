@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -88,7 +89,7 @@ def _convert_one(
     p = task["payload"]
     out_fmt = p["output_format"]
     work.mkdir()
-    src = work / ("input" + Path(f["filename"]).suffix.lower())
+    src = work / "input"  # never named after the client's file name
     rt.storage.get_to_path(object_key(f["sha256"]), src)
     src_fmt = p.get("input_format") or graph.extension_of(f["filename"]) or sniff_file(src)
     if src_fmt is None:
@@ -96,17 +97,13 @@ def _convert_one(
             f"The format of {f['filename']} could not be determined", code="INVALID_INPUT_FILE"
         )
     src_fmt = normalize(src_fmt)
+    options = {k: v for k, v in p.items() if k not in graph.CONVERT_KEYS}
+    hops, parsed = _plan(rt, src_fmt, out_fmt, options)
     seen = mismatch(src_fmt, src)
     if seen is not None:
-        raise PermanentError(
-            f"The content of {f['filename']} is not {src_fmt} (it looks like: {seen})",
-            code="INVALID_INPUT_FILE",
-        )
-    options = {k: v for k, v in p.items() if k not in graph.CONVERT_KEYS}
-    try:
-        hops, parsed = rt.registry.plan(src_fmt, out_fmt, options)
-    except Exception as exc:
-        raise PermanentError(str(exc), code="INVALID_CONVERSION_TYPE") from exc
+        src_fmt, hops, parsed = _real_type(rt, f["filename"], src_fmt, seen, hops, out_fmt, options)
+    if re.fullmatch(r"[a-z0-9]{1,10}", src_fmt):  # engines may go by the extension
+        src = src.rename(work / f"input.{src_fmt}")
     filename = safe_filename(p.get("filename") or f"{Path(f['filename']).stem}.{out_fmt}")
     versions = "+".join(f"{h.engine.descriptor.id}:{h.engine.descriptor.version()}" for h in hops)
     cache_key = (f["sha256"], out_fmt, _options_hash(parsed), versions)
@@ -125,6 +122,39 @@ def _convert_one(
     if len(outputs) == 1:  # the cache holds single results; page sets are converted again
         _cache_store(rt, cache_key, outputs[0].sha256, outputs[0].size)
     return outputs, hops
+
+
+def _plan(
+    rt: Runtime, src_fmt: str, out_fmt: str, options: dict[str, Any]
+) -> tuple[list[Hop], Any]:
+    try:
+        return rt.registry.plan(src_fmt, out_fmt, options)
+    except Exception as exc:
+        raise PermanentError(str(exc), code="INVALID_CONVERSION_TYPE") from exc
+
+
+def _real_type(
+    rt: Runtime,
+    filename: str,
+    declared: str,
+    seen: str,
+    hops: list[Hop],
+    out_fmt: str,
+    options: dict[str, Any],
+) -> tuple[str, list[Hop], Any]:
+    """The content is not the declared format. If it is one the declared route's first engine
+    takes as well (a PNG named .jpg, for libvips), convert it as what it is; otherwise the
+    input is invalid: an engine is never handed a file it was not meant to parse."""
+    try:
+        real_hops, parsed = rt.registry.plan(seen, out_fmt, options)
+    except Exception:
+        real_hops = []
+    if real_hops and real_hops[0].engine.descriptor.id == hops[0].engine.descriptor.id:
+        return seen, real_hops, parsed
+    raise PermanentError(
+        f"The content of {filename} is not {declared} (it looks like: {seen})",
+        code="INVALID_INPUT_FILE",
+    )
 
 
 def _numbered(filename: str, n: int) -> str:
