@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 
 from bench.bench_convert import upload
-from bench.harness import appliance
+from bench.harness import appliance, cpu_seconds, descendants
 
 CORES = os.cpu_count() or 1
 TYPES = ("docx", "xlsx", "pptx")
@@ -235,6 +235,45 @@ def through_api(api: httpx.Client, paths: list[Path], clients: int) -> float:
     return len(paths) / (time.perf_counter() - start) * 60
 
 
+KINDS = (  # what a process's command line contains -> the part it is counted in
+    ("appliance.engines.helper", "helpers (python)"),
+    ("office_bridge.py", "bridges (python)"),
+    ("soffice.bin", "soffice"),
+    ("appliance.jobs.worker", "workers"),
+    ("granian", "api"),
+    ("appliance.cli api", "api"),
+    ("postgres", "postgres"),
+    ("redis-server", "redis"),
+)
+
+
+def _kind(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "gone"
+    return next((kind for pattern, kind in KINDS if pattern in cmd), "other")
+
+
+def process_tree(roots: list[int]) -> dict[int, str]:
+    """Every process below ``roots`` (and the roots), by part; found again each time, as
+    helpers and listeners start and restart during a run."""
+    return {pid: _kind(pid) for root in roots for pid in [root, *descendants(root)]}
+
+
+def cpu_snapshot(roots: list[int]) -> dict[int, tuple[str, float]]:
+    return {pid: (kind, cpu_seconds([pid])) for pid, kind in process_tree(roots).items()}
+
+
+def cpu_used(roots: list[int], before: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds per part since ``before`` (processes that ended meanwhile are not seen:
+    a restarted listener's last moments are lost, a small undercount)."""
+    used: dict[str, float] = {}
+    for pid, (kind, now) in cpu_snapshot(roots).items():
+        used[kind] = used.get(kind, 0.0) + now - before.get(pid, (kind, 0.0))[1]
+    return used
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--unoserver-venv", type=Path, required=True)
@@ -256,6 +295,7 @@ def main() -> None:
                 worker_processes=1,
                 worker_threads=args.worker_threads,
                 queues=("light", "office"),
+                separate_workers=True,  # as `appliance up` runs them
             ) as app,
             httpx.Client(
                 base_url=app.url,
@@ -266,6 +306,7 @@ def main() -> None:
         ):
             (root / "warm").mkdir()
             uno.wait_ready(bases["docx"], root / "warm")
+            cpu: dict[str, list[dict[str, float]]] = {}
             for fmt in args.types:  # start every helper's listener before the clock runs
                 through_api(api, copies(bases[fmt], root / "warm", f"w{fmt}", 2 * CORES), 2)
             for r in range(args.rounds):
@@ -274,11 +315,17 @@ def main() -> None:
                     paths = copies(bases[fmt], out / "in", f"r{r}{fmt}", args.files)
                     for side in ("cold", "unoserver", "api"):
                         (out / side).mkdir()
-                    got = {
-                        "cold": cold(paths, out / "cold"),
-                        "unoserver": uno.run(paths, out / "unoserver"),
-                        "api": through_api(api, paths, args.clients),
-                    }
+                    got = {"cold": cold(paths, out / "cold")}
+                    before = cpu_snapshot([uno.proc.pid])
+                    got["unoserver"] = uno.run(paths, out / "unoserver")
+                    uno_cpu = cpu_used([uno.proc.pid], before)
+                    before = cpu_snapshot(app.root_pids)
+                    got["api"] = through_api(api, paths, args.clients)
+                    used = cpu_used(app.root_pids, before)
+                    used["unoserver's soffice"] = uno_cpu.get("soffice", 0.0)
+                    cpu.setdefault(fmt, []).append(
+                        {k: v / len(paths) * 1000 for k, v in used.items()}
+                    )
                     for side, rate in got.items():
                         rates.setdefault((fmt, side), []).append(rate)
                     print(
@@ -293,6 +340,12 @@ def main() -> None:
         print(
             f"{fmt} -> pdf: cold soffice {c:.0f}/min, unoserver {u:.0f}/min, API {a:.0f}/min; "
             f"API / cold {a / c:.1f}x, API / unoserver {a / u:.2f}x"
+        )
+        print(
+            "  CPU ms per document (median of rounds): "
+            + ", ".join(
+                f"{part} {statistics.median(r[part] for r in cpu[fmt]):.0f}" for part in cpu[fmt][0]
+            )
         )
 
 
