@@ -18,8 +18,10 @@ conversion cache never answers: each API job really runs LibreOffice.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -209,8 +211,11 @@ class Unoserver:
                     raise
                 time.sleep(1)
 
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, 9)
+    def close(self) -> None:
+        # unoserver starts soffice in a session of its own: kill the whole tree, by pid.
+        for pid in [*reversed(descendants(self.proc.pid)), self.proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.proc.wait()
 
 
@@ -291,6 +296,7 @@ def main() -> None:
         bases = make_bases(root)
         uno = Unoserver(args.unoserver_venv, root, args.stock_unoserver)
         with (
+            contextlib.closing(uno),
             appliance(
                 worker_processes=1,
                 worker_threads=args.worker_threads,
@@ -333,7 +339,6 @@ def main() -> None:
                         f"{got['unoserver']:.0f}/min, API {got['api']:.0f}/min",
                         flush=True,
                     )
-        uno.stop()
     print(f"\n{args.files} files per type per round, {args.rounds} rounds, {CORES} cores:")
     for fmt in args.types:
         c, u, a = (statistics.median(rates[(fmt, s)]) for s in ("cold", "unoserver", "api"))
