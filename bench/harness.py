@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -31,6 +31,11 @@ class Running:
     api_pids: list[int]
     data_dir: Path
     env: dict[str, str]
+    root_pids: list[int] = field(default_factory=list)  # api, workers, postgres, redis
+
+
+def descendants(pid: int) -> list[int]:
+    return _children(pid)
 
 
 def _children(pid: int) -> list[int]:
@@ -73,7 +78,11 @@ def appliance(
     worker_threads: int = 2,
     api_workers: int = 1,
     start_workers: bool = True,
+    queues: tuple[str, ...] = ("light",),
+    separate_workers: bool = False,
+    env_extra: dict[str, str] | None = None,
 ) -> Iterator[Running]:
+    """``separate_workers``: one worker per queue class, as ``appliance up`` runs them."""
     root = Path(tempfile.mkdtemp(prefix="appliance-bench-"))
     root.chmod(0o755)
     pg = local_services.start_postgres(root / "pg", local_services.free_port(), fast=False)
@@ -94,23 +103,25 @@ def appliance(
             "APPLIANCE_LOG_LEVEL": "WARNING",
             "APPLIANCE_DB_POOL_SIZE": "20",
             "APPLIANCE_WORKER_METRICS_PORT": "0",
+            **(env_extra or {}),
         }
         cmds = [[sys.executable, "-m", "appliance.cli", "api"]]
         if start_workers:
-            cmds.append(
-                [
-                    sys.executable,
-                    "-m",
-                    "appliance.cli",
-                    "worker",
-                    "-Q",
-                    "light",
-                    "-p",
-                    str(worker_processes),
-                    "-t",
-                    str(worker_threads),
-                ]
-            )
+            for group in [(q,) for q in queues] if separate_workers else [queues]:
+                cmds.append(
+                    [
+                        sys.executable,
+                        "-m",
+                        "appliance.cli",
+                        "worker",
+                        "-Q",
+                        *group,
+                        "-p",
+                        str(worker_processes),
+                        "-t",
+                        str(worker_threads),
+                    ]
+                )
         log = open(root / "procs.log", "wb")  # noqa: SIM115
         procs = [
             subprocess.Popen(
@@ -130,7 +141,9 @@ def appliance(
                 raise RuntimeError((root / "procs.log").read_text()[-3000:])
             time.sleep(0.2)
         api_pids = [procs[0].pid, *_children(procs[0].pid)]
-        yield Running(url, key, api_pids, root / "data", env)
+        yield Running(
+            url, key, api_pids, root / "data", env, [p.pid for p in procs] + [pg.pid, rd.pid]
+        )
     finally:
         stop_process_groups(procs, 20)
         rd.stop()

@@ -7,6 +7,7 @@ Engines that load slowly (libvips) stay loaded between conversions.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -15,10 +16,12 @@ from typing import Any
 import msgspec
 
 from appliance.engines import Engine
+from appliance.engines.containers import check_container
 from appliance.engines.enabled import enabled_engines
 from appliance.errors import PermanentError, RetryableError
 
 ROOT = Path("/job")
+DEFAULT_MAX_INFLATED = 1 << 30
 
 
 def _reply(out: Any, message: dict[str, Any]) -> None:
@@ -53,12 +56,16 @@ def _run(engine: Engine, req: dict[str, Any], options: Any, out: Any) -> list[Pa
     )
 
 
-def serve(engines: dict[str, Engine], inp: Any, out: Any) -> None:
+def serve(
+    engines: dict[str, Engine], inp: Any, out: Any, max_inflated: int = DEFAULT_MAX_INFLATED
+) -> None:
     for line in inp:
         try:
             req = json.loads(line)
             engine = engines[req["engine"]]
             options = msgspec.convert(req["options"], engine.descriptor.options)
+            if "src" in req:  # zip bombs stop here, before any engine inflates them
+                check_container(_inside(req["src"]), req["src_format"], max_inflated)
             files = _run(engine, req, options, out)
             dst_dir = _inside(req["dst"]).parent
             names = [str(Path(f).relative_to(dst_dir)) for f in files or []]
@@ -93,7 +100,8 @@ def main() -> None:
     # stdout carries the protocol only: anything a library prints goes to stderr (the log).
     protocol = sys.stdout
     sys.stdout = sys.stderr
-    serve(engines, sys.stdin, protocol)
+    max_inflated = int(os.environ.get("APPLIANCE_MAX_INFLATED_BYTES", DEFAULT_MAX_INFLATED))
+    serve(engines, sys.stdin, protocol, max_inflated)
 
 
 if __name__ == "__main__":

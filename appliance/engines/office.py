@@ -55,6 +55,37 @@ START_TIMEOUT = 60.0  # seconds for a fresh listener to accept connections (~11 
 BRIDGE = Path(__file__).with_name("office_bridge.py")
 
 
+def _item(path: str, **props: str) -> str:
+    return (
+        f'<item oor:path="{path}">'
+        + "".join(
+            f'<prop oor:name="{k}" oor:op="fuse"><value>{v}</value></prop>'
+            for k, v in props.items()
+        )
+        + "</item>"
+    )
+
+
+# The listener's profile, written before it starts. The bridge already loads every document
+# with macros never executed and links never updated; this makes the same the profile's own
+# defaults: macros disabled outright (security level "very high"), links in Writer and Calc
+# never updated, links from untrusted documents blocked. (The sandbox has no network anyway.)
+PROFILE_SETTINGS = (
+    '<?xml version="1.0" encoding="UTF-8"?><oor:items'
+    ' xmlns:oor="http://openoffice.org/2001/registry" xmlns:xs="http://www.w3.org/2001/XMLSchema"'
+    ' xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+    + _item(
+        "/org.openoffice.Office.Common/Security/Scripting",
+        MacroSecurityLevel="3",
+        DisableMacrosExecution="true",
+        BlockUntrustedRefererLinks="true",
+    )
+    + _item("/org.openoffice.Office.Writer/Content/Update", Link="0")  # 0: never
+    + _item("/org.openoffice.Office.Calc/Content/Update", Link="1")  # 1: never
+    + "</oor:items>"
+)
+
+
 def _families() -> list[tuple[tuple[str, ...], dict[str, str]]]:
     return [(WRITER_IN, WRITER_OUT), (CALC_IN, CALC_OUT), (IMPRESS_IN, IMPRESS_OUT)]
 
@@ -92,6 +123,8 @@ class _Listener:
         self.stop()
         pipe = f"appliance_lo_{os.getpid()}"
         profile = Path("/tmp") / f"lo-profile-{os.getpid()}"  # noqa: S108  (sandbox tmpfs)
+        (profile / "user").mkdir(parents=True, exist_ok=True)
+        (profile / "user" / "registrymodifications.xcu").write_text(PROFILE_SETTINGS)
         self.soffice = subprocess.Popen(
             [
                 "soffice",

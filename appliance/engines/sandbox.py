@@ -58,6 +58,7 @@ class Limits:
     cpu_seconds: int = 3600  # CPU time over a helper's whole life (it is restarted anyway)
     restart_after: int = 200  # conversions before a helper is replaced
     office_restart_after: int = 50  # conversions before a helper's LibreOffice is replaced
+    inflated_bytes: int = 1 << 30  # most a zip container (docx, xlsx, odt...) may inflate to
 
 
 class EngineTimeout(PermanentError):
@@ -205,7 +206,10 @@ class Helper:
             sandbox_argv(
                 self.workdir,
                 self.argv,
-                {"APPLIANCE_OFFICE_RESTART_AFTER": str(limits.office_restart_after)},
+                {
+                    "APPLIANCE_OFFICE_RESTART_AFTER": str(limits.office_restart_after),
+                    "APPLIANCE_MAX_INFLATED_BYTES": str(limits.inflated_bytes),
+                },
             ),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -14,16 +14,22 @@ from typing import Any
 
 import msgspec
 
-from appliance.engines.formats import mismatch, normalize, sniff_file
+from appliance.engines.formats import mismatch
 from appliance.engines.registry import route_summary
 from appliance.engines.thumbnail import ThumbnailOptions, thumbnail_route
 from appliance.errors import PermanentError
 from appliance.jobs import graph
 from appliance.jobs.archive import archive
 from appliance.jobs.files import safe_filename, sha256_of
-from appliance.jobs.operations import Progress, _input_files, _keep, _run_hops, _work_root
+from appliance.jobs.operations import (
+    Progress,
+    _checked_input,
+    _input_files,
+    _keep,
+    _run_hops,
+    _work_root,
+)
 from appliance.jobs.runner import Operation, Outcome, OutFile, Runtime
-from appliance.storage import object_key
 
 METADATA_MAX_BYTES = 1 << 20  # the metadata engine's JSON; anything larger is refused
 
@@ -105,22 +111,7 @@ def _inputs(rt: Runtime, task: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _fetch(rt: Runtime, p: dict[str, Any], f: dict[str, Any], work: Path) -> tuple[Path, str]:
     """The input file on local disk and its format, checked against its content."""
-    work.mkdir(parents=True, exist_ok=True)
-    src = work / ("input" + Path(f["filename"]).suffix.lower())
-    rt.storage.get_to_path(object_key(f["sha256"]), src)
-    fmt = p.get("input_format") or graph.extension_of(f["filename"]) or sniff_file(src)
-    if fmt is None:
-        raise PermanentError(
-            f"The format of {f['filename']} could not be determined", code="INVALID_INPUT_FILE"
-        )
-    fmt = normalize(fmt)
-    seen = mismatch(fmt, src)
-    if seen is not None:
-        raise PermanentError(
-            f"The content of {f['filename']} is not {fmt} (it looks like: {seen})",
-            code="INVALID_INPUT_FILE",
-        )
-    return src, fmt
+    return _checked_input(rt, f, work, p.get("input_format"))
 
 
 def _stored(rt: Runtime, path: Path, fmt: str, filename: str) -> OutFile:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import unicodedata
 from pathlib import Path
 
 from appliance.errors import FileTooLarge
@@ -91,9 +92,26 @@ def store(storage: Storage, path: Path, sha256: str, *, consume: bool = False) -
     return True
 
 
+MAX_NAME_CHARS = 200
+MAX_NAME_BYTES = 240  # UTF-8; file systems allow 255 bytes, leave room for "-12" page numbers
+
+
 def safe_filename(name: str, default: str = "file") -> str:
-    """A file name without path parts or control characters, at most 200 characters."""
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    """A file name without path parts, control or invisible formatting characters (a
+    right-to-left override can make "gpj.exe" read as "exe.jpg"), in NFC form (one spelling
+    for "é"), at most 200 characters and 240 UTF-8 bytes; shortened from the end of its stem
+    so the extension stays."""
+    name = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if ch.isprintable() and ch not in '"<>|:*?')
     name = name.strip(" .")
-    return name[:200] or default
+    stem, dot, ext = name.rpartition(".")
+    if not dot or len(ext) > 16:
+        stem, ext = name, ""
+    suffix = f".{ext}" if ext else ""
+    stem = stem[:MAX_NAME_CHARS]
+    while stem and (
+        len(stem) + len(suffix) > MAX_NAME_CHARS or len((stem + suffix).encode()) > MAX_NAME_BYTES
+    ):
+        stem = stem[:-1]
+    stem = stem.rstrip(" .")
+    return (stem or default) + suffix

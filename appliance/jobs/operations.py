@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -91,12 +92,12 @@ def _convert_one(
 ) -> tuple[list[OutFile], list[Hop]]:
     p = task["payload"]
     out_fmt = p["output_format"]
-    src, src_fmt = _fetch_input(rt, f, work, p.get("input_format"))
+    src, src_fmt, seen = _fetch_input(rt, f, work, p.get("input_format"))
     options = {k: v for k, v in p.items() if k not in graph.CONVERT_KEYS}
-    try:
-        hops, parsed = rt.registry.plan(src_fmt, out_fmt, options)
-    except Exception as exc:
-        raise PermanentError(str(exc), code="INVALID_CONVERSION_TYPE") from exc
+    hops, parsed = _plan(rt, src_fmt, out_fmt, options)
+    if seen is not None:
+        src_fmt, hops, parsed = _real_type(rt, f["filename"], src_fmt, seen, hops, out_fmt, options)
+    src = _with_extension(src, src_fmt)
     filename = safe_filename(p.get("filename") or f"{Path(f['filename']).stem}.{out_fmt}")
     versions = "+".join(f"{h.engine.descriptor.id}:{h.engine.descriptor.version()}" for h in hops)
     cache_key = (f["sha256"], out_fmt, _options_hash(parsed), versions)
@@ -121,10 +122,12 @@ def _convert_one(
 
 def _fetch_input(
     rt: Runtime, f: dict[str, Any], work: Path, declared: str | None
-) -> tuple[Path, str]:
-    """The input file in ``work`` (made here) and its format, checked against its content."""
-    work.mkdir()
-    src = work / ("input" + Path(f["filename"]).suffix.lower())
+) -> tuple[Path, str, str | None]:
+    """Downloads the input into ``work`` (made here) as ``input``, never named after the
+    client's file name, and finds its format: declared, else the name's extension, else
+    sniffed. The third value is the type the content shows when it is not that format."""
+    work.mkdir(parents=True, exist_ok=True)
+    src = work / "input"
     rt.storage.get_to_path(object_key(f["sha256"]), src)
     src_fmt = declared or graph.extension_of(f["filename"]) or sniff_file(src)
     if src_fmt is None:
@@ -132,13 +135,61 @@ def _fetch_input(
             f"The format of {f['filename']} could not be determined", code="INVALID_INPUT_FILE"
         )
     src_fmt = normalize(src_fmt)
-    seen = mismatch(src_fmt, src)
+    return src, src_fmt, mismatch(src_fmt, src)
+
+
+def _checked_input(
+    rt: Runtime, f: dict[str, Any], work: Path, declared: str | None
+) -> tuple[Path, str]:
+    """The input as ``_fetch_input`` gives it; content of another type is an invalid input."""
+    src, src_fmt, seen = _fetch_input(rt, f, work, declared)
     if seen is not None:
-        raise PermanentError(
-            f"The content of {f['filename']} is not {src_fmt} (it looks like: {seen})",
-            code="INVALID_INPUT_FILE",
-        )
-    return src, src_fmt
+        raise _not_what_it_says(f["filename"], src_fmt, seen)
+    return _with_extension(src, src_fmt), src_fmt
+
+
+def _with_extension(src: Path, fmt: str) -> Path:
+    """``input`` renamed ``input.<fmt>``: engines may go by the extension."""
+    if re.fullmatch(r"[a-z0-9]{1,10}", fmt):
+        return src.rename(src.with_name(f"input.{fmt}"))
+    return src
+
+
+def _not_what_it_says(filename: str, declared: str, seen: str) -> PermanentError:
+    return PermanentError(
+        f"The content of {filename} is not {declared} (it looks like: {seen})",
+        code="INVALID_INPUT_FILE",
+    )
+
+
+def _plan(
+    rt: Runtime, src_fmt: str, out_fmt: str, options: dict[str, Any]
+) -> tuple[list[Hop], Any]:
+    try:
+        return rt.registry.plan(src_fmt, out_fmt, options)
+    except Exception as exc:
+        raise PermanentError(str(exc), code="INVALID_CONVERSION_TYPE") from exc
+
+
+def _real_type(
+    rt: Runtime,
+    filename: str,
+    declared: str,
+    seen: str,
+    hops: list[Hop],
+    out_fmt: str,
+    options: dict[str, Any],
+) -> tuple[str, list[Hop], Any]:
+    """The content is not the declared format. If it is one the declared route's first engine
+    takes as well (a PNG named .jpg, for libvips), convert it as what it is; otherwise the
+    input is invalid: an engine is never handed a file it was not meant to parse."""
+    try:
+        real_hops, parsed = rt.registry.plan(seen, out_fmt, options)
+    except Exception:
+        real_hops = []
+    if real_hops and real_hops[0].engine.descriptor.id == hops[0].engine.descriptor.id:
+        return seen, real_hops, parsed
+    raise _not_what_it_says(filename, declared, seen)
 
 
 def _numbered(filename: str, n: int) -> str:
@@ -267,7 +318,7 @@ def merge(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
     with tempfile.TemporaryDirectory(dir=_work_root(rt)) as tmp:
         pdfs: list[Path] = []
         for i, f in enumerate(inputs):
-            src, fmt = _fetch_input(rt, f, Path(tmp) / str(i), None)
+            src, fmt = _checked_input(rt, f, Path(tmp) / str(i), None)
             if fmt == "pdf":
                 pdfs.append(src)
                 continue
@@ -327,7 +378,7 @@ def _per_input(
     with tempfile.TemporaryDirectory(dir=_work_root(rt)) as tmp:
         for i, f in enumerate(inputs):
             work = Path(tmp) / str(i)
-            src, fmt = _fetch_input(rt, f, work, declared)
+            src, fmt = _checked_input(rt, f, work, declared)
 
             def step(fraction: float, i: int = i) -> None:
                 progress((i + fraction) / len(inputs))

@@ -25,6 +25,7 @@ from appliance.db import SyncPool
 from appliance.engines import Engine
 from appliance.engines.registry import Registry
 from appliance.errors import ApplianceError, RetryableError
+from appliance.jobs import graph
 from appliance.jobs.dispatch import DramatiqDispatcher, Ready
 from appliance.metrics import (
     JOBS_ENDED,
@@ -217,6 +218,13 @@ class TaskRunner:
                         for i, f in enumerate(outcome.files)
                     ],
                 )
+            if task["operation"].startswith("import/") and outcome.files:
+                for waiting in conn.execute(graph.DEPENDENT_CONVERTS, (task["id"],)).fetchall():
+                    queue = graph.queue_once_named(
+                        self.rt.registry, waiting, outcome.files[0].filename
+                    )
+                    if queue is not None:
+                        conn.execute(graph.SET_QUEUE, (queue, waiting["id"]))
             ready = [
                 Ready(r["id"], r["queue"])
                 for r in conn.execute(

@@ -207,7 +207,7 @@ class JobService:
                 rows,
             )
         for task_id, (sha, size, name) in inline.items():
-            ready += await finish_with_file(conn, task_id, sha, size, name)
+            ready += await finish_with_file(conn, task_id, sha, size, name, self.registry)
             TASKS_ENDED.labels("import/base64", "finished").inc()
         ids = {t.id for t in planned}
         if any(dep not in ids for t in planned for dep in t.depends_on):
@@ -286,7 +286,7 @@ class JobService:
                     "The upload task already has a file or has ended", code="TASK_NOT_WAITING"
                 )
             ready = await finish_with_file(
-                conn, task_id, sha, spool.size, safe_filename(filename())
+                conn, task_id, sha, spool.size, safe_filename(filename()), self.registry
             )
             doc = await (
                 await conn.execute(
@@ -522,7 +522,12 @@ LIST_JOBS_WITH_TASKS = _list_jobs_sql("job_docs")
 
 
 async def finish_with_file(
-    conn: AsyncDictConnection, task_id: uuid.UUID, sha: str, size: int, filename: str
+    conn: AsyncDictConnection,
+    task_id: uuid.UUID,
+    sha: str,
+    size: int,
+    filename: str,
+    registry: Registry,
 ) -> list[Ready]:
     """Record an import task's file and finish it; returns the tasks that became ready."""
     await conn.execute(
@@ -530,6 +535,10 @@ async def finish_with_file(
         " VALUES (%s, 0, %s, %s, %s)",
         (task_id, sha, filename, size),
     )
+    for task in await (await conn.execute(graph.DEPENDENT_CONVERTS, (task_id,))).fetchall():
+        queue = graph.queue_once_named(registry, task, filename)
+        if queue is not None:
+            await conn.execute(graph.SET_QUEUE, (queue, task["id"]))
     result = {"files": [{"filename": filename, "size": size}]}
     rows = await (
         await conn.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from minio import Minio
 from minio.error import S3Error
@@ -81,7 +81,9 @@ class S3Storage:
         self.client.remove_object(self.bucket, key)
 
     def download_url(self, key: str, filename: str, expires_in: int) -> str:
-        disposition = 'attachment; filename="' + filename.replace('"', "") + '"'
+        # RFC 6266: an ASCII fallback, and the real (UTF-8) name percent-encoded
+        fallback = filename.encode("ascii", "replace").decode().replace('"', "").replace("?", "_")
+        disposition = f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
         return self.presigner.presigned_get_object(
             self.bucket,
             key,

@@ -172,3 +172,27 @@ def test_slides_to_png_gives_one_file_per_page(deployment, tmp_path):
         assert [f["filename"] for f in files] == ["deck-1.png", "deck-2.png"]
         for f in files:
             assert httpx.get(f["url"]).content[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_uploaded_office_document_moves_to_the_office_queue_once_named(deployment, tmp_path):
+    """An upload names its file only when it arrives: its convert starts on `light` and is
+    moved to the route's queue before it is enqueued (LibreOffice never runs on `light`)."""
+    md = tmp_path / "memo.md"
+    md.write_text("# Memo\n\nUploaded, then converted.\n")
+    docx = tmp_path / "memo.docx"
+    subprocess.run(["pandoc", "-o", str(docx), str(md)], check=True)
+    job_spec = {
+        "tasks": {
+            "up": {"operation": "import/upload"},
+            "c": {"operation": "convert", "input": "up", "output_format": "pdf"},
+            "e": {"operation": "export/url", "input": "c"},
+        }
+    }
+    with deployment.client(deployment.key()) as api:
+        job = api.post("/v2/jobs", json=job_spec).json()["data"]
+        assert _last_convert_queue(deployment) == "light"
+        assert upload(task(job, "up")["result"]["form"], docx).status_code == 201
+        job = api.get(f"/sync/v2/jobs/{job['id']}").json()["data"]
+        assert job["status"] == "finished", job
+        assert task(job, "c")["engine"] == "libreoffice"
+    assert _last_convert_queue(deployment) == "office"

@@ -1,9 +1,12 @@
 """Hostile inputs end in a clear task error (or a harmless result), inside the sandbox, within
-the timeout, with the helper replaced if it died. A first set; issue 3 lists more."""
+the timeout, with the helper replaced if it died: truncated files, decompression and zip
+bombs, SVG and office documents that link to remote content, documents with macros."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -12,9 +15,16 @@ import pyvips
 from appliance.engines.images import ImageEngine, ImageOptions
 from appliance.engines.markup import MarkupOptions, PandocEngine
 from appliance.engines.media import FfmpegEngine, MediaOptions
+from appliance.engines.office import OfficeEngine, OfficeOptions
 from appliance.engines.sandbox import SandboxedEngine
 from appliance.engines.vector import SvgEngine, SvgOptions
 from appliance.errors import PermanentError
+from tests.integration.engines.hostile_docs import (
+    macro_odt,
+    remote_image_docx,
+    remote_image_odt,
+    zip_bomb,
+)
 
 CLEAR_CODES = {
     "INVALID_INPUT_FILE",
@@ -119,3 +129,191 @@ def test_image_claiming_huge_dimensions_is_refused(pool, tmp_path):
     _expect_clear_error(
         ImageEngine(), pool, src, tmp_path / "o.tiff", "png", "tiff", ImageOptions()
     )
+
+
+# --- zip bombs, macros, remote links (office containers) ---
+
+
+@pytest.fixture(scope="module")
+def office_bases(pool, tmp_path_factory):
+    """Small real documents to build hostile ones from."""
+    root = tmp_path_factory.mktemp("hostile-office")
+    md = root / "a.md"
+    md.write_text("# Title\n\nSome text.\n")
+    pixel = root / "pixel.png"
+    pyvips.Image.black(8, 8).write_to_file(str(pixel))
+    (root / "pic.md").write_text(f"Picture: ![pic]({pixel})\n")
+    out = {}
+    for fmt in ("docx", "odt"):
+        out[fmt] = root / f"base.{fmt}"
+        subprocess.run(["pandoc", "-o", str(out[fmt]), str(md)], check=True)
+    out["docx-pic"] = root / "pic.docx"
+    subprocess.run(["pandoc", "-o", str(out["docx-pic"]), str(root / "pic.md")], check=True)
+    csv = root / "a.csv"
+    csv.write_text("a,b\n1,2\n")
+    out["xlsx"] = root / "base.xlsx"
+    SandboxedEngine(OfficeEngine(), pool).convert(
+        csv, out["xlsx"], "csv", "xlsx", OfficeOptions(), lambda f: None
+    )
+    return out
+
+
+ZIP_BOMBS = [
+    ("docx", "word/document.xml", OfficeEngine(), "pdf", OfficeOptions()),
+    ("docx", "word/document.xml", PandocEngine(), "html", MarkupOptions()),
+    ("odt", "content.xml", OfficeEngine(), "pdf", OfficeOptions()),
+    ("xlsx", "xl/worksheets/sheet1.xml", OfficeEngine(), "pdf", OfficeOptions()),
+]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "member", "engine", "target", "options"),
+    ZIP_BOMBS,
+    ids=[f"{b[0]}-{b[2].descriptor.id}" for b in ZIP_BOMBS],
+)
+def test_zip_bomb_is_refused_before_an_engine_inflates_it(
+    pool, office_bases, tmp_path, fmt, member, engine, target, options
+):
+    bomb = zip_bomb(office_bases[fmt], tmp_path / f"bomb.{fmt}", member, gigabytes=2.5)
+    assert bomb.stat().st_size < 8 << 20  # a few megabytes that inflate to 2.5 GB
+    error = _expect_clear_error(engine, pool, bomb, tmp_path / f"o.{target}", fmt, target, options)
+    assert error.code == "ENGINE_LIMIT", error
+    # the helper is still usable for the next, ordinary document
+    SandboxedEngine(engine, pool).convert(
+        office_bases[fmt], tmp_path / f"ok.{target}", fmt, target, options, lambda f: None
+    )
+    assert (tmp_path / f"ok.{target}").stat().st_size > 0
+
+
+def test_zip_bomb_whose_headers_understate_its_size_is_refused(pool, office_bases, tmp_path):
+    bomb = zip_bomb(
+        office_bases["docx"], tmp_path / "liar.docx", "word/document.xml", 2.5, declared=9000
+    )
+    error = _expect_clear_error(
+        OfficeEngine(), pool, bomb, tmp_path / "o.pdf", "docx", "pdf", OfficeOptions()
+    )
+    assert error.code in ("ENGINE_LIMIT", "INVALID_INPUT_FILE"), error
+
+
+def test_macro_bound_to_document_load_is_not_run(pool, tmp_path):
+    # Control: loaded with macros allowed, outside the appliance, the document runs its macro.
+    ran = tmp_path / "control-ran"
+    control = macro_odt(tmp_path / "control.odt", str(ran))
+    subprocess.run(
+        ["/usr/bin/python3", "-c", MACROS_ALLOWED, str(tmp_path / "profile"), str(control)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert ran.exists(), "the test document's macro should run where macros are allowed"
+    # The appliance converts the same document without running it.
+    doc = macro_odt(tmp_path / "macro.odt", "/job/MACRO_RAN")
+    dst = tmp_path / "out.pdf"
+    SandboxedEngine(OfficeEngine(), pool).convert(
+        doc, dst, "odt", "pdf", OfficeOptions(), lambda f: None
+    )
+    assert dst.read_bytes().startswith(b"%PDF-")
+    assert not (pool.helper().workdir / "MACRO_RAN").exists()
+
+
+# Loads a document in a fresh soffice with MacroExecutionMode ALWAYS_EXECUTE_NO_WARN (4).
+MACROS_ALLOWED = """
+import os, signal, subprocess, sys, time, uno
+from pathlib import Path
+from com.sun.star.beans import PropertyValue
+pipe = "hostile_control"
+office = subprocess.Popen(["soffice", "--headless", "--norestore",
+    "-env:UserInstallation=" + Path(sys.argv[1]).as_uri(), "--accept=pipe,name=" + pipe + ";urp;"],
+    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+try:
+    local = uno.getComponentContext()
+    resolver = local.ServiceManager.createInstanceWithContext(
+        "com.sun.star.bridge.UnoUrlResolver", local)
+    for _ in range(300):
+        try:
+            ctx = resolver.resolve("uno:pipe,name=" + pipe + ";urp;StarOffice.ComponentContext")
+            break
+        except Exception:
+            time.sleep(0.2)
+    desktop = ctx.ServiceManager.createInstanceWithContext("com.sun.star.frame.Desktop", ctx)
+    mode = PropertyValue()
+    mode.Name, mode.Value = "MacroExecutionMode", 4
+    doc = desktop.loadComponentFromURL(uno.systemPathToFileUrl(sys.argv[2]), "_blank", 0, (mode,))
+    doc.close(True)
+finally:
+    os.killpg(office.pid, signal.SIGKILL)  # soffice.bin runs below the soffice launcher
+    office.wait()
+"""
+
+
+class _Listener:
+    """A loopback TCP listener that counts connections (a remote image would be one)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+REMOTE_CASES = [
+    ("odt", OfficeEngine(), "pdf", OfficeOptions()),
+    ("docx", OfficeEngine(), "pdf", OfficeOptions()),
+    ("html", OfficeEngine(), "pdf", OfficeOptions()),
+    ("html", PandocEngine(), "docx", MarkupOptions()),
+    ("docx", PandocEngine(), "odt", MarkupOptions()),
+]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "engine", "target", "options"),
+    REMOTE_CASES,
+    ids=[f"{c[0]}-{c[1].descriptor.id}-{c[2]}" for c in REMOTE_CASES],
+)
+def test_remote_linked_images_are_not_fetched(
+    pool, office_bases, tmp_path, fmt, engine, target, options
+):
+    listener = _Listener()
+    try:
+        url = f"http://127.0.0.1:{listener.port}/picture.png"
+        src = tmp_path / f"linked.{fmt}"
+        if fmt == "odt":
+            remote_image_odt(src, url)
+        elif fmt == "docx":
+            remote_image_docx(office_bases["docx-pic"], src, url)
+        else:
+            src.write_text(f'<html><body><p>Linked picture</p><img src="{url}"></body></html>')
+        dst = tmp_path / f"out.{target}"
+        start = time.monotonic()
+        try:
+            SandboxedEngine(engine, pool).convert(src, dst, fmt, target, options, lambda f: None)
+            assert dst.stat().st_size > 0  # a safe success: the document without the picture
+        except PermanentError as exc:
+            assert exc.code in CLEAR_CODES, exc
+        assert time.monotonic() - start < 20
+        time.sleep(0.5)
+        assert listener.connections == 0
+        socket.create_connection(("127.0.0.1", listener.port), timeout=2).close()
+        deadline = time.monotonic() + 5
+        while listener.connections == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert listener.connections == 1  # the listener itself works
+    finally:
+        listener.close()

@@ -10,11 +10,19 @@ import subprocess
 import time
 import zipfile
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
 from appliance.engines.formats import mismatch
-from appliance.engines.office import CALC_IN, IMPRESS_IN, WRITER_IN, OfficeEngine, OfficeOptions
+from appliance.engines.office import (
+    CALC_IN,
+    IMPRESS_IN,
+    PROFILE_SETTINGS,
+    WRITER_IN,
+    OfficeEngine,
+    OfficeOptions,
+)
 from appliance.engines.sandbox import HelperPool, Limits, SandboxedEngine
 
 SENTENCE = "Office matrix sentence"
@@ -188,3 +196,28 @@ def test_listener_survives_200_conversions_in_a_row_with_restarts(work_root, sam
         assert len(listeners) == 4  # restarted after every 50 conversions
     finally:
         pool.close()
+
+
+def test_listener_profile_settings_name_real_configuration_keys():
+    """The macro and link settings written into the listener's profile are keys of this
+    LibreOffice's configuration schema (a misspelt key would be ignored silently)."""
+    oor = "{http://openoffice.org/2001/registry}"
+    schema = ElementTree.parse("/usr/lib/libreoffice/share/registry/main.xcd").getroot()
+    settings = ElementTree.fromstring(PROFILE_SETTINGS)
+    items = settings.findall("item")
+    assert len(items) == 3
+    for item in items:
+        first, *groups = item.get(f"{oor}path", "").strip("/").split("/")
+        package, component = first.rsplit(".", 1)
+        node = next(
+            s.find("component")
+            for s in schema.iter(f"{oor}component-schema")
+            if s.get(f"{oor}name") == component and s.get(f"{oor}package") == package
+        )
+        for name in groups:
+            assert node is not None
+            node = next(g for g in node if g.get(f"{oor}name") == name)
+        assert node is not None
+        known = {p.get(f"{oor}name") for p in node if p.tag == "prop"}
+        for prop in item.findall("prop"):
+            assert prop.get(f"{oor}name") in known, prop.get(f"{oor}name")

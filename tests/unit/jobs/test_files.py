@@ -32,6 +32,13 @@ def test_spool_refuses_to_grow_past_its_limit_and_leaves_nothing(tmp_path):
         ("", "file"),
         ("..", "file"),
         ("ok name.webp", "ok name.webp"),
+        ("invoice\u202egpj.exe", "invoicegpj.exe"),  # right-to-left override dropped
+        ("a\x00b\x01c.png", "abc.png"),
+        ("cafe\u0301.png", "caf\u00e9.png"),  # NFD -> NFC
+        (".hidden.png", "hidden.png"),  # no hidden files
+        ("\U0001f600" * 300 + ".png", "\U0001f600" * 59 + ".png"),  # 240 bytes at most
+        ("x" * 500 + ".docx", "x" * 195 + ".docx"),  # 200 characters, extension kept
+        ("\u200b\u2066name\u2069.txt", "name.txt"),  # zero-width and isolate marks
     ],
 )
 def test_safe_filename_drops_paths_and_odd_characters(raw, safe):
