@@ -368,28 +368,40 @@ def _option_field(key: str, exc: msgspec.ValidationError) -> str:
     return f"{key}.{text.rsplit('`$.', 1)[-1].rstrip('`')}" if "`$." in text else key
 
 
-# A convert whose input's format was unknown when its job was created (an upload names its file
+# A task whose input's format was unknown when its job was created (an upload names its file
 # only when it arrives) was put on the light queue. Once the input task has its file, the
-# route is known; if it needs a heavier queue class (LibreOffice on `office`), the task moves
-# there before it is enqueued, so office documents never tie up light workers.
-DEPENDENT_CONVERTS = (
-    "SELECT id, queue, payload FROM tasks WHERE %s = ANY(depends_on)"
-    " AND operation = 'convert' AND status = 'waiting' FOR UPDATE"
+# route is known; if it needs a heavier queue class (LibreOffice on `office`, ffmpeg on
+# `media`), the task moves there before it is enqueued, so office documents never tie up light
+# workers, nor reach a light-only worker host that lacks the engine.
+DEPENDENT_ROUTED = (
+    "SELECT id, operation, queue, payload FROM tasks WHERE %s = ANY(depends_on)"
+    " AND operation IN ('convert', 'thumbnail', 'merge') AND status = 'waiting' FOR UPDATE"
 )
 SET_QUEUE = "UPDATE tasks SET queue = %s WHERE id = %s"
 
 
 def queue_once_named(registry: Registry, task: Mapping[str, Any], filename: str) -> str | None:
-    """The queue class a waiting convert ``task`` needs now its input is named ``filename``,
-    if that is heavier than the one it has; else None."""
+    """The queue class a waiting ``task`` (convert, thumbnail, merge) needs now its input is
+    named ``filename``, if that is heavier than the one it has; else None."""
     payload = task["payload"]
-    src = payload.get("input_format") or extension_of(filename)
+    src = extension_of(filename)
     if not src or payload.get("input_format"):
         return None  # a declared input format already chose the queue at creation
-    hops = registry.route(src, str(payload.get("output_format", "")))
-    if not hops:
-        return None  # the worker reports the impossible pair
-    queue = registry.queue_for(hops)
-    if QUEUE_CLASSES.index(queue) > QUEUE_CLASSES.index(task["queue"]):
+    queue = _queue_for_input(registry, task["operation"], src, payload)
+    if queue and QUEUE_CLASSES.index(queue) > QUEUE_CLASSES.index(task["queue"]):
         return queue
     return None
+
+
+def _queue_for_input(
+    registry: Registry, operation: str, src: str, payload: Mapping[str, Any]
+) -> QueueClass | None:
+    if operation == "thumbnail":
+        if src in VIDEOS:
+            return "media"
+        hops = thumbnail_route(registry, src)
+    elif operation == "merge":
+        hops = None if src == "pdf" else registry.route(src, "pdf")
+    else:
+        hops = registry.route(src, str(payload.get("output_format", "")))
+    return registry.queue_for(hops) if hops else None  # no route: the worker reports it

@@ -219,7 +219,7 @@ class TaskRunner:
                     ],
                 )
             if task["operation"].startswith("import/") and outcome.files:
-                for waiting in conn.execute(graph.DEPENDENT_CONVERTS, (task["id"],)).fetchall():
+                for waiting in conn.execute(graph.DEPENDENT_ROUTED, (task["id"],)).fetchall():
                     queue = graph.queue_once_named(
                         self.rt.registry, waiting, outcome.files[0].filename
                     )

@@ -535,7 +535,7 @@ async def finish_with_file(
         " VALUES (%s, 0, %s, %s, %s)",
         (task_id, sha, filename, size),
     )
-    for task in await (await conn.execute(graph.DEPENDENT_CONVERTS, (task_id,))).fetchall():
+    for task in await (await conn.execute(graph.DEPENDENT_ROUTED, (task_id,))).fetchall():
         queue = graph.queue_once_named(registry, task, filename)
         if queue is not None:
             await conn.execute(graph.SET_QUEUE, (queue, task["id"]))

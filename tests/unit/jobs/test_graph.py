@@ -254,3 +254,28 @@ def test_metadata_needs_only_an_input():
     )
     assert next(t for t in tasks if t.name == "m").queue == "light"
     assert "tasks.m.input" in errors_of({"m": {"operation": "metadata"}})
+
+
+@pytest.mark.parametrize(
+    ("operation", "extra", "filename", "moves_to"),
+    [
+        ("convert", {"output_format": "pdf"}, "a.docx", "office"),
+        ("convert", {"output_format": "webp"}, "a.png", None),
+        ("thumbnail", {"output_format": "png"}, "a.docx", "office"),
+        ("thumbnail", {"output_format": "png"}, "a.mp4", "media"),
+        ("thumbnail", {"output_format": "png"}, "a.png", None),
+        ("merge", {"output_format": "pdf"}, "a.pptx", "office"),
+        ("merge", {"output_format": "pdf"}, "a.pdf", None),
+        ("convert", {"output_format": "pdf", "input_format": "png"}, "a.docx", None),
+    ],
+)
+def test_a_task_moves_to_the_queue_its_uploaded_input_needs(operation, extra, filename, moves_to):
+    [_, task] = plan(
+        {
+            "up": {"operation": "import/upload"},
+            "t": {"operation": operation, "input": "up", **extra},
+        }
+    )
+    assert task.queue == "light"  # nothing is known of the input yet
+    row = {"operation": operation, "queue": task.queue, "payload": task.payload}
+    assert graph.queue_once_named(REGISTRY, row, filename) == moves_to
