@@ -30,25 +30,34 @@ from roles import (
     storage,
     worker,
 )
+from roles.common import barrier
 
 run = current(inventory)
 fleet, release = run.fleet, run.release
 me = fleet.host(host.name)
 
+# barrier(): every host reaches it from the same line, so stages run in order across hosts.
 preflight.apply(fleet, me)
+barrier("preflight passed on every host")
 base.apply(fleet, me)
 if me.has("db"):
     db.apply(fleet, me)
+barrier("db primary ready")
+if me.has("db"):
+    db.clone_replica(fleet, me)
 if me.has("redis"):
     redis.apply(fleet, me)
 if me.has("storage"):
     storage.apply(fleet, me)
+barrier("data services ready")
 if me.has("api") or me.has("worker"):
     env = app.install(fleet, me, release)
 if me.has("api"):
     api.apply(fleet, me, release, run.rolling, env)
+barrier("release installed, migrations applied")
 if run.rolling and me == fleet.role("lb")[0]:
     rolling.apply(fleet, inventory, release)
+barrier("api hosts on the release")
 if me.has("worker"):
     worker.apply(fleet, me, release, env)
 if me.has("lb"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,9 @@ from fleet.model import Fleet, fleet_from_pyinfra
 from fleet.secrets import load_or_create
 
 log = logging.getLogger("appliance.deploy")
+# pyinfra runs deploy.py for each host in its own greenlet; the first builds the run while
+# the others wait (threading is gevent's here, so the lock yields instead of blocking).
+_lock = threading.Lock()
 
 
 @dataclass
@@ -44,4 +48,5 @@ def _run(inventory: Any) -> Run:
 
 
 def current(inventory: Any) -> Run:
-    return _run(inventory)
+    with _lock:
+        return _run(inventory)

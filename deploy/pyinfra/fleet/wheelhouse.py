@@ -42,7 +42,9 @@ def _tool(name: str) -> str:
 
 
 def _run(*cmd: str, cwd: Path = REPO) -> None:
-    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout}{done.stderr}")
 
 
 def _deps(lock_hash: str) -> Path:

@@ -40,7 +40,11 @@ def configure(fleet: Fleet, me: HostSpec) -> None:
     sysctl = put("pyinfra/templates/sysctl.conf.j2", "/etc/sysctl.d/60-appliance.conf")
     server.shell(
         name="Apply sysctl settings",
-        commands=["sysctl -q -e -p /etc/sysctl.d/60-appliance.conf"],
+        # A container (LXC, nspawn: the lab) has /proc/sys read-only: its host decides.
+        commands=[
+            "systemd-detect-virt -cq && echo 'container: sysctl left to the host'"
+            " || sysctl -q -e -p /etc/sysctl.d/60-appliance.conf"
+        ],
         _if=sysctl.did_change,
     )
     if fleet.get("unattended_upgrades", me):

@@ -7,6 +7,7 @@ import hashlib
 from typing import Any
 
 from pyinfra import host
+from pyinfra.api import operation
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import Sha256File
 from pyinfra.operations import files, server, systemd
@@ -70,3 +71,15 @@ def restart_if(service: str, *changes: OperationMeta | None, reload: bool = Fals
     systemd.service(
         name=f"{service} enabled and running", service=service, running=True, enabled=True
     )
+
+
+@operation()
+def barrier(stage: str):
+    """A step every host passes at the same place in deploy.py, changing nothing.
+
+    pyinfra orders operations as a graph of each host's sequence; hosts that take different
+    paths (a db primary and its replica) are otherwise not ordered against each other.
+    Called on every host from one line, this operation is one shared node: everything
+    before it, on any host, runs before anything after it."""
+    return
+    yield

@@ -84,7 +84,7 @@ def apply(fleet: Fleet, me: HostSpec) -> None:
             primary_ip=fleet.db_primary.ip,
             replication_password=fleet.secrets["replication_password"],
         )
-    # activate: the primary first (roles, slots), then each replica clones it once.
+    # activate: the primary's roles and slots; replicas clone it afterwards (clone_replica).
     restart_if(p["service"], conf, hba)
     if me == fleet.db_primary:
         sql = setup_sql(fleet)
@@ -92,26 +92,31 @@ def apply(fleet: Fleet, me: HostSpec) -> None:
         once(
             "db-setup",
             sql,
-            "runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 -f /etc/appliance/db-setup.sql",
+            "cd / && runuser -u postgres --"
+            " psql -q -v ON_ERROR_STOP=1 -f /etc/appliance/db-setup.sql",
         )
-    else:
-        clone_replica(fleet, me, p)
     restart_if("prometheus-postgres-exporter", exporter)
 
 
-def clone_replica(fleet: Fleet, me: HostSpec, p: dict[str, str]) -> None:
+def clone_replica(fleet: Fleet, me: HostSpec) -> None:
     """Once per replica (no standby.signal yet): replace the empty cluster with a copy of
-    the primary that streams from it through its slot."""
+    the primary that streams from it through its slot. deploy.py calls it after every db
+    host's apply (the primary's roles and slots exist by then)."""
+    if me == fleet.db_primary:
+        return
+    p = paths(fleet)
     if host.get_fact(File, path=f"{p['data']}/standby.signal"):
         return
     data = p["data"]
     server.shell(
         name=f"Clone the primary {fleet.db_primary.ip} into this replica",
+        # Cloned aside first: a failed clone leaves the host's cluster as it was.
         commands=[
+            f"rm -rf {data}.clone && install -d -m 700 -o postgres -g postgres {data}.clone",
+            f"cd / && runuser -u postgres -- {p['bin']}/pg_basebackup -h {fleet.db_primary.ip}"
+            f" -U replicator -D {data}.clone -R -S {fleet.slot_name(me)} -X stream -c fast -w",
             f"systemctl stop {p['service']}",
-            f"rm -rf {data} && install -d -m 700 -o postgres -g postgres {data}",
-            f"runuser -u postgres -- {p['bin']}/pg_basebackup -h {fleet.db_primary.ip}"
-            f" -U replicator -D {data} -R -S {fleet.slot_name(me)} -X stream -c fast -w",
+            f"rm -rf {data} && mv {data}.clone {data}",
             f"systemctl start {p['service']}",
         ],
     )
