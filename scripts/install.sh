@@ -13,6 +13,7 @@ RUNTIME_PKGS=(postgresql redis-server ca-certificates python3 python3-venv curl 
               pandoc ffmpeg librsvg2-bin libreoffice-writer-nogui libreoffice-calc-nogui
               libreoffice-impress-nogui python3-uno fonts-dejavu-core)
 DEV_PKGS=(swift swift-proxy swift-object swift-container swift-account memcached wrk
+          mmdebstrap systemd-container socat iproute2 iptables openssh-client apt-cacher-ng
           nginx prometheus nftables openssl)
 
 need=()
