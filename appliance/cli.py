@@ -88,11 +88,26 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _api(settings: Settings, _: argparse.Namespace) -> int:
+    from appliance.metrics import process
+
+    process.prepare(settings, api_group(), os.environ)
     os.execvp(sys.executable, api_command(settings))
 
 
 def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from appliance.metrics import process
+
+    process.prepare(settings, worker_group(args.queues), os.environ)
     os.execvp(sys.executable, worker_command(settings, args.queues, args.processes, args.threads))
+
+
+def api_group() -> str:
+    """The API's metrics directory name (one process group per host)."""
+    return "api"
+
+
+def worker_group(queues: list[str]) -> str:
+    return "worker-" + "-".join(queues)
 
 
 def _up(settings: Settings, _: argparse.Namespace) -> int:

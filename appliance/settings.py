@@ -177,6 +177,32 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         int, _doc("Worker processes per queue class under `appliance up`.", ge=1, le=64)
     ] = 1
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], _doc("Log level.")] = "INFO"
+    log_format: Annotated[
+        Literal["json", "text"],
+        _doc(
+            "Log lines on stdout: `json` (one object per line, with request, job and task "
+            "ids) or `text` (for a terminal)."
+        ),
+    ] = "json"
+    metrics_dir: Annotated[
+        str,
+        _doc(
+            "Directory for the multiprocess metric files of each process group (wiped when "
+            "the group starts). Empty: DATA_DIR/metrics."
+        ),
+    ] = ""
+    worker_metrics_host: Annotated[
+        str, _doc("Address a worker process group serves /metrics and /health/* on.")
+    ] = "127.0.0.1"
+    worker_metrics_port: Annotated[
+        int,
+        _doc(
+            "TCP port of a worker group's /metrics and /health/*; 0 disables. `appliance up` "
+            "gives its queue groups this port + 1, + 2, + 3.",
+            ge=0,
+            le=65535,
+        ),
+    ] = 9180
 
     # -- derived values --------------------------------------------------------------------
     @property
@@ -190,6 +216,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or EMBEDDED_REDIS_URL
+
+    @property
+    def effective_metrics_dir(self) -> Path:
+        return (
+            Path(self.metrics_dir).expanduser() if self.metrics_dir else self.data_path / "metrics"
+        )
 
     @property
     def effective_public_url(self) -> str:

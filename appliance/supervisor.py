@@ -17,7 +17,7 @@ import sys
 import time
 from contextlib import ExitStack
 
-from appliance import local_services
+from appliance import local_services, logs
 from appliance.engines import QUEUE_CLASSES
 from appliance.settings import EMBEDDED_POSTGRES_PORT, EMBEDDED_REDIS_PORT, Settings
 
@@ -29,9 +29,7 @@ def run_single_host(settings: Settings) -> int:
     from appliance.cli import api_command, worker_command
     from appliance.db.migrate import migrate
 
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     env = dict(os.environ)
     with ExitStack() as stack:
         if not settings.database_url:
@@ -48,14 +46,28 @@ def run_single_host(settings: Settings) -> int:
             log.info("started private Redis at %s", rd.url)
         applied = migrate(env.get("APPLIANCE_DATABASE_URL", settings.effective_database_url))
         log.info("migrations applied: %s", applied or "none pending")
-        commands = [api_command(settings)] + [
-            worker_command(settings, [queue], None, None) for queue in QUEUE_CLASSES
+        commands = [(api_command(settings), group_env(settings, env, None, 0))] + [
+            (worker_command(settings, [queue], None, None), group_env(settings, env, queue, i))
+            for i, queue in enumerate(QUEUE_CLASSES, start=1)
         ]
-        return _supervise(commands, env, settings)
+        return _supervise(commands, settings)
     return 1  # unreachable; keeps type checkers calm
 
 
-def _supervise(commands: list[list[str]], env: dict[str, str], settings: Settings) -> int:
+def group_env(settings: Settings, env: dict[str, str], queue: str | None, n: int) -> dict[str, str]:
+    """A process group's environment: its own metrics directory and, for the queue groups,
+    its own metrics port (the base port + n: 9181 light, 9182 office, 9183 media)."""
+    from appliance.cli import api_group, worker_group
+    from appliance.metrics import process
+
+    out = dict(env)
+    process.prepare(settings, worker_group([queue]) if queue else api_group(), out)
+    if queue and settings.worker_metrics_port:
+        out["APPLIANCE_WORKER_METRICS_PORT"] = str(settings.worker_metrics_port + n)
+    return out
+
+
+def _supervise(commands: list[tuple[list[str], dict[str, str]]], settings: Settings) -> int:
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -64,7 +76,7 @@ def _supervise(commands: list[list[str]], env: dict[str, str], settings: Setting
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     # Own sessions: a Ctrl-C reaches only us, and we stop the children in order.
-    children = [subprocess.Popen(cmd, env=env, start_new_session=True) for cmd in commands]
+    children = [subprocess.Popen(cmd, env=env, start_new_session=True) for cmd, env in commands]
     log.info(
         "appliance is up: API at http://%s:%s (sync API under %s)",
         settings.host,

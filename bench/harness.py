@@ -30,6 +30,7 @@ class Running:
     key: str
     api_pids: list[int]
     data_dir: Path
+    env: dict[str, str]
 
 
 def _children(pid: int) -> list[int]:
@@ -92,6 +93,7 @@ def appliance(
             "APPLIANCE_API_WORKERS": str(api_workers),
             "APPLIANCE_LOG_LEVEL": "WARNING",
             "APPLIANCE_DB_POOL_SIZE": "20",
+            "APPLIANCE_WORKER_METRICS_PORT": "0",
         }
         cmds = [[sys.executable, "-m", "appliance.cli", "api"]]
         if start_workers:
@@ -128,7 +130,7 @@ def appliance(
                 raise RuntimeError((root / "procs.log").read_text()[-3000:])
             time.sleep(0.2)
         api_pids = [procs[0].pid, *_children(procs[0].pid)]
-        yield Running(url, key, api_pids, root / "data")
+        yield Running(url, key, api_pids, root / "data", env)
     finally:
         stop_process_groups(procs, 20)
         rd.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,6 +12,7 @@ from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
+from appliance import logs
 from appliance.api import files, jobs, meta, responses, tasks
 from appliance.api.auth import Authenticator
 from appliance.api.deps import Services, principal
@@ -23,6 +23,7 @@ from appliance.engines.registry import Registry
 from appliance.errors import ClientError
 from appliance.jobs.broker import make_broker, make_dispatcher
 from appliance.jobs.service import JobService
+from appliance.metrics.http import HttpMetrics
 from appliance.settings import Settings
 from appliance.storage import make_storage
 
@@ -31,9 +32,7 @@ MULTIPART_SLACK = 1024 * 1024  # room for form fields and boundaries around the 
 
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -73,7 +72,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     sync = Router(
         path=settings.sync_prefix, route_handlers=[jobs.sync_job, tasks.sync_task], tags=["sync"]
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             jobs.JobController,
             tasks.TaskController,
@@ -83,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             meta.formats,
             meta.live,
             meta.ready,
+            meta.metrics,
             sync,
         ],
         dependencies={"principal": Provide(principal)},
@@ -101,3 +101,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=False,
     )
+    # Outermost, so it also sees requests no route matched and errors turned into responses.
+    app.asgi_handler = HttpMetrics(app.asgi_handler)  # type: ignore[assignment]
+    return app

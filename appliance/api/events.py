@@ -34,6 +34,11 @@ class Notifier:
                 await self._task
         await self._redis.aclose()
 
+    @property
+    def client(self) -> aioredis.Redis:
+        """The Redis connection, for other reads at scrape time (metrics)."""
+        return self._redis
+
     async def ping(self) -> None:
         """Raise if Redis is unreachable (readiness)."""
         await self._redis.ping()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated, Any
 
 from litestar import Request, Response, get
@@ -10,6 +11,10 @@ from litestar.params import Parameter
 
 from appliance.api.deps import services
 from appliance.engines.formats import normalize
+from appliance.metrics import scrape
+from appliance.metrics.process import CONTENT_TYPE, exposition
+
+log = logging.getLogger(__name__)
 
 
 @get("/v2/convert/formats", tags=["formats"], summary="What the enabled engines convert")
@@ -52,7 +57,27 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
             checks[name] = "ok"
         except Exception as exc:
             checks[name] = f"error: {type(exc).__name__}"
-    ok = all(v == "ok" for v in checks.values())
+    failed = [name for name, result in checks.items() if result != "ok"]
+    if failed:
+        log.warning("not ready: %s", ", ".join(f"{n} {checks[n]}" for n in failed))
     return Response(
-        {"status": "ok" if ok else "error", "checks": checks}, status_code=200 if ok else 503
+        {"status": "error" if failed else "ok", "checks": checks, "failed": failed},
+        status_code=503 if failed else 200,
     )
+
+
+@get("/metrics", tags=["health"], include_in_schema=False)
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Prometheus text: this API's process group, plus queue and storage gauges read now."""
+    svc = services(request)
+    snapshot = scrape.Snapshot()
+    try:
+        snapshot.queues = await asyncio.wait_for(scrape.queues(svc.notifier.client), 2.0)
+    except Exception:
+        log.warning("metrics: queue gauges unavailable (Redis)", exc_info=True)
+    try:
+        snapshot.storage = await asyncio.wait_for(scrape.storage(svc.jobs.pool), 2.0)
+    except Exception:
+        log.warning("metrics: storage gauges unavailable (Postgres)", exc_info=True)
+    body = await asyncio.to_thread(exposition, snapshot)
+    return Response(body, media_type=CONTENT_TYPE)

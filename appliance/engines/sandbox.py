@@ -39,6 +39,7 @@ import appliance
 from appliance.engines import Descriptor, Engine, Progress
 from appliance.engines.tools import JsonLines
 from appliance.errors import PermanentError, RetryableError
+from appliance.metrics import ENGINE_RESTARTS
 
 log = logging.getLogger(__name__)
 NOBODY = 65534
@@ -176,6 +177,7 @@ class Helper:
         self.proc: subprocess.Popen[bytes] | None = None
         self.served = 0
         self._lines: JsonLines | None = None
+        self._ended = "start"  # why the next start happens (metric label)
 
     def _start(self) -> subprocess.Popen[bytes]:
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -218,13 +220,18 @@ class Helper:
 
     def job_dir(self) -> Path:
         """A fresh directory for one conversion, inside the helper's work directory."""
-        if (
-            self.proc is None
-            or self.proc.poll() is not None
-            or self.served >= self.limits.restart_after
-        ):
+        reason = None
+        if self.proc is None:
+            reason = self._ended
+        elif self.proc.poll() is not None:
+            reason = "died"
+        elif self.served >= self.limits.restart_after:
+            reason = "recycled"
+        if reason is not None:
             self.stop()
             self._start()
+            ENGINE_RESTARTS.labels(reason).inc()
+            self._ended = "start"
         path = self.workdir / uuid.uuid4().hex
         path.mkdir()
         if os.geteuid() == 0:
@@ -243,6 +250,7 @@ class Helper:
             self.proc.stdin.flush()
         except BrokenPipeError:
             self.stop()
+            self._ended = "crashed"
             raise EngineCrashed("The engine process ended unexpectedly") from None
         while True:
             reply = self._read_line(deadline)
@@ -267,12 +275,14 @@ class Helper:
             reply = self._lines.read(deadline)
         except TimeoutError:
             self.stop()
+            self._ended = "timeout"
             raise EngineTimeout(
                 f"The conversion took longer than {self.limits.timeout_seconds:.0f} s"
             ) from None
         if reply is None:
             code = self.proc.wait()
             self.stop()
+            self._ended = "crashed"
             reason = f"signal {-code}" if code < 0 else f"exit status {code}"
             raise EngineCrashed(
                 f"The engine process ended unexpectedly ({reason}); the "

@@ -6,11 +6,14 @@ records attempts in Postgres, so it survives Redis and worker restarts.
 
 from __future__ import annotations
 
+from typing import Any
+
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, ShutdownNotifications
 
+from appliance import logs
 from appliance.engines import QUEUE_CLASSES
 from appliance.jobs.dispatch import DramatiqDispatcher, actor_name
 from appliance.settings import Settings
@@ -20,8 +23,25 @@ from appliance.settings import Settings
 MIDDLEWARE = [AgeLimit, ShutdownNotifications, Callbacks, Pipelines]
 
 
+class RequestIds(dramatiq.Middleware):
+    """Log lines of a task carry the id of the API request that made it ready (message
+    option ``request_id``, set by the dispatcher)."""
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        logs.request_id.set(message.options.get("request_id"))
+
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: Any = None
+    ) -> None:
+        logs.request_id.set(None)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        logs.request_id.set(None)
+
+
 def make_broker(settings: Settings) -> RedisBroker:
-    broker = RedisBroker(url=settings.effective_redis_url, middleware=[m() for m in MIDDLEWARE])
+    middleware = [m() for m in MIDDLEWARE] + [RequestIds()]
+    broker = RedisBroker(url=settings.effective_redis_url, middleware=middleware)
     for queue in QUEUE_CLASSES:
         broker.declare_queue(queue)
     return broker

@@ -20,6 +20,8 @@ from typing import Protocol
 import dramatiq
 import redis
 
+from appliance import logs
+
 PENDING_KEY = "appliance:pending:{queue}"
 
 
@@ -44,6 +46,9 @@ class DramatiqDispatcher:
 
     def dispatch(self, tasks: Iterable[Ready], delay_ms: int | None = None) -> None:
         due = time.time() + (delay_ms or 0) / 1000
+        # The request that made the task ready: the worker logs with the same id.
+        rid = logs.request_id.get()
+        options = {"request_id": rid} if rid else {}
         for task in tasks:
             self.redis.zadd(PENDING_KEY.format(queue=task.queue), {str(task.task_id): due})
             message: dramatiq.Message[None] = dramatiq.Message(
@@ -51,7 +56,7 @@ class DramatiqDispatcher:
                 actor_name=actor_name(task.queue),
                 args=(str(task.task_id),),
                 kwargs={},
-                options={},
+                options=dict(options),
             )
             self.broker.enqueue(message, delay=delay_ms)
 

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from appliance.errors import FileTooLarge
+from appliance.metrics import STORAGE_WRITES
 from appliance.storage import Storage, object_key
 
 
@@ -83,8 +84,10 @@ def store(storage: Storage, path: Path, sha256: str, *, consume: bool = False) -
     backend may take it instead of copying."""
     key = object_key(sha256)
     if storage.exists(key):
+        STORAGE_WRITES.labels("deduplicated").inc()
         return False
     storage.put_path(key, path, consume=consume)
+    STORAGE_WRITES.labels("written").inc()
     return True
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from appliance.jobs import graph
 from appliance.jobs.fetch import fetch
 from appliance.jobs.files import RESERVE_FILE, Spool, safe_filename, sha256_of, store
 from appliance.jobs.runner import Operation, Outcome, OutFile, Runtime
+from appliance.metrics import CACHE_LOOKUPS, CONVERSION_DURATION, CONVERSIONS, UPLOAD_BYTES
 from appliance.storage import object_key
 
 Progress = Callable[[float], None]
@@ -35,6 +37,7 @@ def import_url(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome
             headers=p.get("headers") or None,
         )
         sha = spool.finish()
+        UPLOAD_BYTES.labels("url").inc(spool.size)
         progress(0.8)
         _keep(rt, spool.path, sha, spool.size)
         filename = safe_filename(p.get("filename") or name)
@@ -112,7 +115,9 @@ def _convert_one(
     cache_key = (f["sha256"], out_fmt, _options_hash(parsed), versions)
     hit = _cache_lookup(rt, cache_key)
     if hit is not None and rt.storage.exists(object_key(hit[0])):
+        CACHE_LOOKUPS.labels("hit").inc()
         return [OutFile(hit[0], hit[1], filename)], hops
+    CACHE_LOOKUPS.labels("miss").inc()
     paths = _run_hops(hops, src, work, parsed, progress)
     outputs = []
     for n, path in enumerate(paths, start=1):
@@ -148,7 +153,7 @@ def _run_hops(
         produced: list[Path] = []
         for k, path in enumerate(current):
             dst = work / f"hop{n}-{k}.{hop.dst}"
-            made = hop.engine.convert(path, dst, hop.src, hop.dst, hop_options, step)
+            made = _timed_convert(hop, path, dst, hop_options, step)
             produced += made if made else [dst]
         for out in produced:
             if not out.is_file() or out.stat().st_size == 0:
@@ -163,6 +168,22 @@ def _run_hops(
                 )
         current = produced
     return current
+
+
+def _timed_convert(
+    hop: Hop, src: Path, dst: Path, options: Any, progress: Progress
+) -> list[Path] | None:
+    """One engine run, counted and timed per engine and format pair."""
+    labels = (hop.engine.descriptor.id, hop.src, hop.dst)
+    start = time.perf_counter()
+    try:
+        made = hop.engine.convert(src, dst, hop.src, hop.dst, options, progress)
+    except BaseException:
+        CONVERSIONS.labels(*labels, "error").inc()
+        raise
+    CONVERSION_DURATION.labels(*labels).observe(time.perf_counter() - start)
+    CONVERSIONS.labels(*labels, "ok").inc()
+    return made
 
 
 def _keep(rt: Runtime, path: Path, sha: str, size: int) -> None:

@@ -17,7 +17,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from appliance.jobs.dispatch import Ready
-from appliance.jobs.runner import Runtime, announce
+from appliance.jobs.runner import Runtime, announce, count_job_end, job_ended
+from appliance.metrics import TASKS_ENDED
 from appliance.storage import object_key
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,12 @@ class Reconciler:
         s = self.rt.settings
         with self.rt.pool.connection() as conn, conn.transaction():
             failed = conn.execute(
-                "SELECT id, job_id FROM tasks WHERE status = 'processing' AND lease_until < now()"
+                "SELECT id, job_id, operation FROM tasks"
+                " WHERE status = 'processing' AND lease_until < now()"
                 " AND attempts >= %s FOR UPDATE SKIP LOCKED",
                 (s.task_max_attempts,),
             ).fetchall()
+            job_ends = []
             for row in failed:
                 conn.execute(
                     "SELECT appliance_fail_task(%s, 'WORKER_LOST', %s)",
@@ -77,10 +80,14 @@ class Reconciler:
                         "times; the input may crash the engine",
                     ),
                 )
+                job_ends.append(job_ended(conn, row["job_id"]))
             back = conn.execute(
                 "UPDATE tasks SET status = 'waiting', lease_until = NULL, ready_at = now()"
                 " WHERE status = 'processing' AND lease_until < now() RETURNING id, queue"
             ).fetchall()
+        for row, job_end in zip(failed, job_ends, strict=True):
+            TASKS_ENDED.labels(row["operation"], "error").inc()
+            count_job_end(job_end)
         report.lost += len(failed)
         report.lapsed += len(back)
         if back:

@@ -20,11 +20,18 @@ import dramatiq
 import redis
 from psycopg.types.json import Jsonb
 
+from appliance import logs
 from appliance.db import SyncPool
 from appliance.engines import Engine
 from appliance.engines.registry import Registry
 from appliance.errors import ApplianceError, RetryableError
 from appliance.jobs.dispatch import DramatiqDispatcher, Ready
+from appliance.metrics import (
+    JOBS_ENDED,
+    TASK_DURATION,
+    TASKS_ENDED,
+    TASKS_IN_PROGRESS,
+)
 from appliance.settings import Settings
 from appliance.storage import Storage
 
@@ -112,11 +119,26 @@ class TaskRunner:
 
     def run(self, task_id: str, queue: str) -> None:
         self.rt.dispatcher.picked_up(task_id, queue)
-        task = self._claim(task_id)
-        if task is None:
-            self._too_early(task_id, queue)
-            return
-        attempt = task["attempts"]
+        ids = (logs.task_id.set(task_id), logs.job_id.set(None))
+        try:
+            task = self._claim(task_id)
+            if task is None:
+                self._too_early(task_id, queue)
+                return
+            if task["job_id"] is not None:
+                logs.job_id.set(str(task["job_id"]))
+            start = time.perf_counter()
+            with TASKS_IN_PROGRESS.labels(queue).track_inprogress():
+                status = self._attempt(task)
+            TASK_DURATION.labels(task["operation"]).observe(time.perf_counter() - start)
+            TASKS_ENDED.labels(task["operation"], status).inc()
+        finally:
+            logs.task_id.reset(ids[0])
+            logs.job_id.reset(ids[1])
+
+    def _attempt(self, task: dict[str, Any]) -> str:
+        """Run the claimed task once; its status afterwards: finished, error or retry."""
+        task_id, attempt = task["id"], task["attempts"]
         lease = _Lease(self.rt, task["id"], attempt)
         try:
             with lease:
@@ -129,17 +151,18 @@ class TaskRunner:
                 exc,
                 exc_info=exc.__cause__ is not None,
             )
-            self._retry_or_fail(task, exc)
+            return self._retry_or_fail(task, exc)
         except ApplianceError as exc:
             log.info("task %s failed: %s %s", task_id, exc.code, exc.message)
             self._fail(task, exc.code, exc.message)
+            return "error"
         except Exception as exc:
             log.exception("task %s attempt %s crashed", task_id, attempt)
-            self._retry_or_fail(
+            return self._retry_or_fail(
                 task, RetryableError(f"Internal error: {type(exc).__name__}", code="INTERNAL_ERROR")
             )
-        else:
-            self._finish(task, outcome)
+        self._finish(task, outcome)
+        return "finished"
 
     def _claim(self, task_id: str) -> dict[str, Any] | None:
         with self.rt.pool.connection() as conn, conn.transaction():
@@ -202,29 +225,35 @@ class TaskRunner:
                     (task["id"], Jsonb(outcome.result)),
                 ).fetchall()
             ]
+            job_end = job_ended(conn, task["job_id"])
+        count_job_end(job_end)
         self._dispatch(ready)
         self._announce(task)
 
     def _fail(self, task: dict[str, Any], code: str, message: str) -> None:
         with self.rt.pool.connection() as conn, conn.transaction():
+            job_end = None
             if self._owned(conn, task):
                 conn.execute("SELECT appliance_fail_task(%s, %s, %s)", (task["id"], code, message))
+                job_end = job_ended(conn, task["job_id"])
+        count_job_end(job_end)
         self._announce(task)
 
-    def _retry_or_fail(self, task: dict[str, Any], exc: ApplianceError) -> None:
+    def _retry_or_fail(self, task: dict[str, Any], exc: ApplianceError) -> str:
         if task["attempts"] >= self.rt.settings.task_max_attempts:
             self._fail(task, exc.code, f"{exc.message} (after {task['attempts']} attempts)")
-            return
+            return "error"
         delay = self.rt.settings.retry_backoff_seconds * 2 ** (task["attempts"] - 1)
         with self.rt.pool.connection() as conn, conn.transaction():
             if not self._owned(conn, task):
-                return
+                return "retry"
             conn.execute(
                 "UPDATE tasks SET status = 'waiting', lease_until = NULL, message = %s,"
                 " ready_at = now() + make_interval(secs => %s) WHERE id = %s",
                 (f"Retrying after: {exc.message}", delay, task["id"]),
             )
         self._dispatch([Ready(task["id"], task["queue"])], delay_ms=int(delay * 1000))
+        return "retry"
 
     def _dispatch(self, ready: list[Ready], delay_ms: int | None = None) -> None:
         """Enqueue after the commit; if Redis fails now, the reconciler enqueues later."""
@@ -237,6 +266,25 @@ class TaskRunner:
 
     def _announce(self, task: dict[str, Any]) -> None:
         announce(self.rt.redis, task["id"], task["job_id"])
+
+
+def job_ended(conn: Any, job_id: Any) -> str | None:
+    """The job's final status if this transaction ended it, else None.
+
+    ``appliance_refresh_job`` locks the job row and sets ``ended_at = now()`` (the
+    transaction's start time) only on the change to a final status, so exactly one transaction
+    sees its own ``now()`` there: the job is counted once however its last tasks race."""
+    if job_id is None:
+        return None
+    row = conn.execute(
+        "SELECT status FROM jobs WHERE id = %s AND ended_at = now()", (job_id,)
+    ).fetchone()
+    return str(row["status"]) if row else None
+
+
+def count_job_end(status: str | None) -> None:
+    if status is not None:
+        JOBS_ENDED.labels(status).inc()
 
 
 class _Lease:

@@ -28,6 +28,7 @@ from appliance.errors import FileTooLarge, InvalidData, NotFound
 from appliance.jobs import graph
 from appliance.jobs.dispatch import Dispatcher, Ready
 from appliance.jobs.files import RESERVE_FILE, Spool, safe_filename, store
+from appliance.metrics import JOBS_CREATED, TASKS_ENDED, UPLOAD_BYTES
 from appliance.security import signing
 from appliance.settings import Settings
 from appliance.storage import Storage
@@ -65,6 +66,7 @@ class JobService:
                 job_id = row["id"]
                 ready = await self._insert_tasks(conn, user_id, job_id, planned, inline)
                 doc = await self._job_json(conn, job_id, user_id)
+        JOBS_CREATED.inc()
         await self._dispatch(ready)
         return doc
 
@@ -130,6 +132,7 @@ class JobService:
                 finally:
                     spool.close()
                 out[task.id] = (sha, spool.size, name)
+                UPLOAD_BYTES.labels("base64").inc(spool.size)
         return out
 
     async def _keep(self, spool: Spool, sha: str) -> None:
@@ -207,6 +210,7 @@ class JobService:
             )
         for task_id, (sha, size, name) in inline.items():
             ready += await finish_with_file(conn, task_id, sha, size, name)
+            TASKS_ENDED.labels("import/base64", "finished").inc()
         ids = {t.id for t in planned}
         if any(dep not in ids for t in planned for dep in t.depends_on):
             ready += await _settle_external_inputs(conn, list(ids))
@@ -271,6 +275,7 @@ class JobService:
             async for chunk in chunks:
                 spool.write(chunk)
             sha = spool.finish()
+            UPLOAD_BYTES.labels("upload").inc(spool.size)
             await self._keep(spool, sha)
         finally:
             spool.close()
@@ -291,6 +296,7 @@ class JobService:
                     (task_id,),
                 )
             ).fetchone()
+        TASKS_ENDED.labels("import/upload", "finished").inc()
         await self._dispatch(ready)
         assert doc is not None
         return str(doc["doc"])

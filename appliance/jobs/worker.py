@@ -6,20 +6,18 @@ Importing it builds the broker and declares the actors. Each worker process buil
 
 from __future__ import annotations
 
-import logging
-
 import dramatiq
 
+from appliance import logs
 from appliance.jobs.broker import declare_actors, make_broker
 from appliance.jobs.operations import OPERATIONS
 from appliance.jobs.reconciler import ReconcilerThread
 from appliance.jobs.runner import TaskRunner, build_runtime
+from appliance.metrics.worker_server import serve
 from appliance.settings import Settings
 
 settings = Settings.from_env()
-logging.basicConfig(
-    level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-)
+logs.configure(settings.log_level, settings.log_format)
 broker = make_broker(settings)
 dramatiq.set_broker(broker)
 _runner: TaskRunner | None = None
@@ -45,5 +43,13 @@ class _Boot(dramatiq.Middleware):
             self.reconciler.stop()
 
 
+class _MetricsPort(dramatiq.Middleware):
+    """Dramatiq forks one process running ``serve``: the group's metrics and health port."""
+
+    forks = [serve]  # type: ignore[list-item]  # Dramatiq ignores the return value
+
+
 broker.add_middleware(_Boot())
+if settings.worker_metrics_port:
+    broker.add_middleware(_MetricsPort())
 declare_actors(broker, _run)

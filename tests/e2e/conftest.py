@@ -117,6 +117,7 @@ def deployment(request, postgres_server, redis_server, tmp_path_factory) -> Iter
         "APPLIANCE_SYNC_TIMEOUT_SECONDS": "30",
         "APPLIANCE_RECONCILE_INTERVAL_SECONDS": "1",
         "APPLIANCE_WORKER_THREADS": "2",
+        "APPLIANCE_WORKER_METRICS_PORT": str(local_services.free_port()),
     }
     if name == "s3":
         s3 = request.getfixturevalue("s3_server")

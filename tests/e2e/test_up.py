@@ -77,6 +77,12 @@ def test_up_runs_everything_with_no_configuration_and_stops_on_ctrl_c(
             assert job["status"] == "finished", job
             url = task(job, "e")["result"]["files"][0]["url"]
             assert httpx.get(url).content[:6] == b"GIF89a"
+        # Each queue group serves its own metrics and health port: 9180 + 1, 2, 3.
+        for n in (1, 2, 3):
+            ready = httpx.get(f"http://127.0.0.1:{9180 + n}/health/ready", timeout=10)
+            assert ready.status_code == 200 and ready.json()["failed"] == [], ready.text
+        light = httpx.get("http://127.0.0.1:9181/metrics", timeout=10).text
+        assert 'appliance_tasks_ended_total{operation="convert",status="finished"} 1.0' in light
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does

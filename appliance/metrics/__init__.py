@@ -1,0 +1,122 @@
+"""Prometheus metrics of the appliance: the one catalogue of names, and where they are kept.
+
+Names follow ``appliance_<area>_<name>_<unit>``. Every process group (the API's granian
+workers, each ``appliance worker`` with its Dramatiq processes) writes its samples to files in
+its own directory (prometheus-client's multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``), and
+its ``/metrics`` adds them up over the group's processes. ``process.prepare`` sets that up
+before anything imports ``prometheus_client``; without it (unit tests, scripts) the metrics
+live in the process's own default registry.
+
+Label values are small, closed sets (route templates, operations, engine ids, queue classes),
+created up front where known so every series exists, with value 0, from the first scrape.
+The gauges that describe shared state (queue depth, storage use) are not here: the API
+computes them from Redis and Postgres at scrape time (``scrape.py``).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from appliance.engines import QUEUE_CLASSES
+
+# Seconds; the 2 s bucket lets the p95 > 2 s alert be read exactly.
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 120.0)
+CONVERSION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+TASK_OPERATIONS = ("import/upload", "import/url", "import/base64", "convert", "export/url")
+
+HTTP_REQUESTS = Counter(
+    "appliance_http_requests",
+    "HTTP requests answered, by route template, method and status class.",
+    ["route", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    "appliance_http_request_duration_seconds",
+    "Time from a request's arrival to the end of its response body, by route template, "
+    "method and status class.",
+    ["route", "method", "status"],
+    buckets=HTTP_BUCKETS,
+)
+JOBS_CREATED = Counter("appliance_jobs_created", "Jobs created through the API.")
+JOBS_ENDED = Counter(
+    "appliance_jobs_ended",
+    "Jobs that reached a final status (finished or error) when a worker ended their last task.",
+    ["status"],
+)
+TASKS_ENDED = Counter(
+    "appliance_tasks_ended",
+    "Tasks ended, by operation and final status (finished, error): by a worker, or by the "
+    "API for the imports it completes (upload, base64). A retryable "
+    "failure that will run again counts as status retry.",
+    ["operation", "status"],
+)
+TASKS_IN_PROGRESS = Gauge(
+    "appliance_tasks_in_progress",
+    "Tasks running now in this worker process group, by queue.",
+    ["queue"],
+    multiprocess_mode="livesum",
+)
+TASK_DURATION = Histogram(
+    "appliance_task_duration_seconds",
+    "Time a worker spent on one task attempt, by operation.",
+    ["operation"],
+    buckets=CONVERSION_BUCKETS,
+)
+CONVERSIONS = Counter(
+    "appliance_conversions",
+    "Engine runs (one hop of a route), by engine, format pair and result (ok, error).",
+    ["engine", "src", "dst", "result"],
+)
+CONVERSION_DURATION = Histogram(
+    "appliance_conversion_duration_seconds",
+    "Time of a successful engine run (one hop), by engine and format pair.",
+    ["engine", "src", "dst"],
+    buckets=CONVERSION_BUCKETS,
+)
+CACHE_LOOKUPS = Counter(
+    "appliance_conversion_cache_lookups",
+    "Conversion-cache lookups by result (hit, miss).",
+    ["result"],
+)
+STORAGE_WRITES = Counter(
+    "appliance_storage_writes",
+    "Files brought into content-addressed storage, by result: written, or deduplicated "
+    "(the same bytes were already stored).",
+    ["result"],
+)
+UPLOAD_BYTES = Counter(
+    "appliance_upload_bytes",
+    "Bytes of input files received, by source (upload, url, base64).",
+    ["source"],
+)
+ENGINE_RESTARTS = Counter(
+    "appliance_engine_restarts",
+    "Sandboxed engine helpers (re)started, by reason: start (first use), recycled (served "
+    "its quota), crashed, timeout, died (found dead before use).",
+    ["reason"],
+)
+RATELIMIT_REJECTIONS = Counter(
+    "appliance_ratelimit_rejections",
+    "Requests refused by the rate limiter (429), by scope (key, ip). The limiter itself is "
+    "still to come (issue 6); it increments this counter.",
+    ["scope"],
+)
+
+# Every known label value exists from the start, so dashboards and alerts see 0, not nothing.
+for _queue in QUEUE_CLASSES:
+    TASKS_IN_PROGRESS.labels(_queue)
+for _op in TASK_OPERATIONS:
+    for _status in ("finished", "error", "retry"):
+        TASKS_ENDED.labels(_op, _status)
+for _status in ("finished", "error"):
+    JOBS_ENDED.labels(_status)
+for _result in ("hit", "miss"):
+    CACHE_LOOKUPS.labels(_result)
+for _result in ("written", "deduplicated"):
+    STORAGE_WRITES.labels(_result)
+for _source in ("upload", "url", "base64"):
+    UPLOAD_BYTES.labels(_source)
+for _reason in ("start", "recycled", "crashed", "timeout", "died"):
+    ENGINE_RESTARTS.labels(_reason)
+for _scope in ("key", "ip"):
+    RATELIMIT_REJECTIONS.labels(_scope)

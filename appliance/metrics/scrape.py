@@ -1,0 +1,103 @@
+"""Gauges of shared state, computed when the API is scraped: queue depth and the age of the
+oldest waiting message (Redis), and storage use (Postgres).
+
+Every API host reports the same values (they describe the whole appliance, not the host), so
+dashboards and alerts take ``max`` over instances, never ``sum``.
+
+The queue figures come from the set ``appliance:pending:<queue>`` (see ``jobs/dispatch.py``):
+a task id scored with the time its message became due, removed when a worker picks the
+message up. Due entries are the backlog; their lowest score gives the oldest message's age.
+Dramatiq's own lists (``dramatiq:<queue>`` and its delay queue ``.DQ``) are reported beside
+them, as a cross-check of the broker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from appliance.engines import QUEUE_CLASSES
+from appliance.jobs.dispatch import PENDING_KEY
+
+DRAMATIQ_NAMESPACE = "dramatiq"
+
+
+@dataclass(eq=False)  # collectors are registered by identity
+class Snapshot(Collector):
+    """Values read at one scrape, presented as a prometheus-client collector."""
+
+    queues: dict[str, tuple[int, int, float, int]] = field(default_factory=dict)
+    storage: tuple[int, int] | None = None  # (objects, bytes)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "appliance_queue_depth",
+            "Tasks whose message is due and not yet picked up by a worker, by queue.",
+            labels=["queue"],
+        )
+        delayed = GaugeMetricFamily(
+            "appliance_queue_delayed",
+            "Tasks waiting for a delayed retry (message not yet due), by queue.",
+            labels=["queue"],
+        )
+        age = GaugeMetricFamily(
+            "appliance_queue_oldest_age_seconds",
+            "How long the oldest due message has waited for a worker (0 when none), by queue.",
+            labels=["queue"],
+        )
+        broker = GaugeMetricFamily(
+            "appliance_queue_broker_messages",
+            "Messages in Dramatiq's Redis lists for the queue (ready and delayed).",
+            labels=["queue"],
+        )
+        for queue, (n_due, n_delayed, oldest, n_broker) in self.queues.items():
+            depth.add_metric([queue], n_due)
+            delayed.add_metric([queue], n_delayed)
+            age.add_metric([queue], oldest)
+            broker.add_metric([queue], n_broker)
+        yield from (depth, delayed, age, broker)
+        if self.storage is not None:
+            yield GaugeMetricFamily(
+                "appliance_storage_objects",
+                "Objects in content-addressed storage (each distinct file once).",
+                value=self.storage[0],
+            )
+            yield GaugeMetricFamily(
+                "appliance_storage_bytes",
+                "Bytes in content-addressed storage.",
+                value=self.storage[1],
+            )
+
+
+async def queues(client: Any) -> dict[str, tuple[int, int, float, int]]:
+    """(due, delayed, oldest due age s, broker messages) per queue, in one round trip."""
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    for queue in QUEUE_CLASSES:
+        key = PENDING_KEY.format(queue=queue)
+        pipe.zcount(key, "-inf", now)
+        pipe.zcount(key, f"({now}", "+inf")
+        pipe.zrange(key, 0, 0, withscores=True)
+        pipe.llen(f"{DRAMATIQ_NAMESPACE}:{queue}")
+        pipe.llen(f"{DRAMATIQ_NAMESPACE}:{queue}.DQ")
+    replies = await pipe.execute()
+    out: dict[str, tuple[int, int, float, int]] = {}
+    for i, queue in enumerate(QUEUE_CLASSES):
+        due, later, first, ready, dq = replies[i * 5 : i * 5 + 5]
+        oldest = max(0.0, now - first[0][1]) if due and first else 0.0
+        out[queue] = (int(due), int(later), oldest, int(ready) + int(dq))
+    return out
+
+
+async def storage(pool: Any) -> tuple[int, int]:
+    """(objects, bytes) from the ``files`` table, which has one row per stored object."""
+    async with pool.connection() as conn:
+        row = await (
+            await conn.execute("SELECT count(*) AS n, coalesce(sum(size), 0) AS b FROM files")
+        ).fetchone()
+    return int(row["n"]), int(row["b"])

@@ -1,0 +1,113 @@
+"""A worker process group's own HTTP port: ``/metrics``, ``/health/live``, ``/health/ready``.
+
+Runs as a Dramatiq fork function (one process beside the group's worker processes, started
+and stopped by Dramatiq), so exactly one process binds the port and serves the samples of
+all the group's processes from their shared multiprocess directory. Ready means Postgres,
+Redis and storage answer from this host; the JSON names the one that failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from appliance import logs
+from appliance.metrics.process import CONTENT_TYPE, exposition
+from appliance.settings import Settings
+
+log = logging.getLogger(__name__)
+PROBE_TIMEOUT = 5.0  # seconds for each dependency to answer
+
+
+class Probes:
+    """Readiness checks with the group's settings; clients are made once and reused."""
+
+    def __init__(self, settings: Settings) -> None:
+        import redis
+
+        from appliance.storage import make_storage
+
+        self.settings = settings
+        self.redis = redis.Redis.from_url(
+            settings.effective_redis_url, socket_timeout=2, socket_connect_timeout=2
+        )
+        self.storage = make_storage(settings)
+        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="probe")
+
+    def postgres(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.settings.effective_database_url, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+
+    def check(self) -> dict[str, str]:
+        probes: dict[str, Callable[[], object]] = {
+            "postgres": self.postgres,
+            "redis": self.redis.ping,
+            "storage": self.storage.check,
+        }
+        futures: dict[str, Future[object]] = {n: self._pool.submit(p) for n, p in probes.items()}
+        checks = {}
+        for name, future in futures.items():
+            try:
+                future.result(timeout=PROBE_TIMEOUT)
+                checks[name] = "ok"
+            except FutureTimeout:
+                checks[name] = "error: timeout"
+            except Exception as exc:
+                checks[name] = f"error: {type(exc).__name__}"
+        return checks
+
+
+def make_handler(probes: Probes) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._answer(200, exposition(), CONTENT_TYPE)
+            elif path == "/health/live":
+                self._json(200, {"status": "ok"})
+            elif path == "/health/ready":
+                checks = probes.check()
+                failed = [n for n, r in checks.items() if r != "ok"]
+                if failed:
+                    log.warning("worker not ready: %s", ", ".join(failed))
+                body = {"status": "error" if failed else "ok", "checks": checks, "failed": failed}
+                self._json(503 if failed else 200, body)
+            else:
+                self._json(404, {"code": "NOT_FOUND", "message": "Not found"})
+
+        def _json(self, status: int, body: dict[str, Any]) -> None:
+            self._answer(status, json.dumps(body).encode(), "application/json")
+
+        def _answer(self, status: int, body: bytes, ctype: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # scrapes every few seconds would drown the log
+
+    return Handler
+
+
+def serve() -> None:
+    """The fork function: serve until Dramatiq stops the group."""
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_format)
+    address = (settings.worker_metrics_host, settings.worker_metrics_port)
+    try:
+        server = ThreadingHTTPServer(address, make_handler(Probes(settings)))
+    except OSError:
+        # Conversions go on without the port; the scrape target shows as down.
+        log.exception("cannot serve worker metrics on %s:%s", *address)
+        return
+    log.info("worker metrics and health on http://%s:%s", *address)
+    server.serve_forever()

@@ -1,0 +1,380 @@
+"""A real Prometheus, with the Debian exporters, scrapes a running appliance (API and worker
+processes, a streaming replica of its Postgres, nginx in front of the API) while a small load
+runs; then every PromQL expression of the dashboards and alert rules is evaluated through
+Prometheus's HTTP API. Each must parse and return data that is a number: no panel may show
+nothing. Scrapes and rule evaluations run every second so the test stays short.
+
+Alert expressions have the form ``<query> <comparison> <threshold>``: the whole expression
+must parse, and the query must return data (the comparison itself is tested by promtool).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from appliance import local_services
+from tests.e2e.conftest import Deployment, task, upload
+
+ROOT = Path(__file__).parents[2]
+RULES = ROOT / "monitoring" / "prometheus" / "rules"
+PG_QUERIES = ROOT / "monitoring" / "prometheus" / "postgres-exporter" / "queries.yaml"
+DASHBOARDS = ROOT / "monitoring" / "grafana" / "dashboards"
+SCRAPE_INTERVAL = "1s"
+# Grafana's variable, replaced for direct queries: a window holding many 1 s scrapes.
+GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "1s", "$__range": "5m"}
+
+pytestmark = pytest.mark.parametrize("deployment", ["local"], indirect=True)
+
+
+def expressions() -> list[tuple[str, str]]:
+    """(where, PromQL) for every dashboard target and alert or recording rule."""
+    out = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                expr = target["expr"]
+                for var, value in GRAFANA_VARS.items():
+                    expr = expr.replace(var, value)
+                out.append((f"{path.name}: {panel['title']} [{target['refId']}]", expr))
+    for path in sorted(RULES.glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                name = rule.get("alert") or rule.get("record")
+                out.append((f"{path.name}: {name}", rule["expr"]))
+    return out
+
+
+COMPARISON = re.compile(r"(==|!=|>=|<=|>|<)")
+
+
+def split_comparison(expr: str) -> tuple[str, str] | None:
+    """(query, comparison + threshold) when the top level ends in a comparison with a
+    number, else None."""
+    depth, quoted, last = 0, False, None
+    for i, ch in enumerate(expr):
+        if ch == '"' and (i == 0 or expr[i - 1] != "\\"):
+            quoted = not quoted
+        elif not quoted and ch in "({[":
+            depth += 1
+        elif not quoted and ch in ")}]":
+            depth -= 1
+        elif not quoted and depth == 0 and COMPARISON.match(expr, i):
+            last = i if last is None or i > last + 1 else last  # ">=" is one operator
+    if last is None:
+        return None
+    rest = expr[last:]
+    if not re.fullmatch(r"\s*(==|!=|>=|<=|>|<)\s*[0-9.]+\s*", rest):
+        return None
+    return expr[:last].strip(), rest.strip()
+
+
+def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    fh = open(log, "wb")  # noqa: SIM115  (the child keeps writing to it)
+    return subprocess.Popen(
+        cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+
+
+def nginx_config(root: Path, port: int, status_port: int, upstream: str) -> Path:
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    conf = root / "nginx.conf"
+    conf.write_text(
+        f"""
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/logs/error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ proxy_pass {upstream}; }}
+    }}
+    server {{
+        listen 127.0.0.1:{status_port};
+        location = /stub_status {{ stub_status; }}
+    }}
+}}
+"""
+    )
+    return conf
+
+
+def start_replica(primary_url: str, work: Path) -> local_services.LocalService:
+    """A hot-standby streaming replica of the harness's Postgres (pg_basebackup -R)."""
+    runner = local_services._PgRunner(
+        local_services._bindir_for(work / "none"), local_services._pg_owner()
+    )
+    data = work
+    local_services._prepare_data_dir(runner, data)  # owned by the postgres user when root
+    port = primary_url.rsplit(":", 1)[1].split("/")[0]
+    res = runner.run(
+        "pg_basebackup",
+        *("-h", "127.0.0.1", "-p", port, "-U", "appliance", "-D", str(data)),
+        *("-R", "-X", "stream", "-c", "fast"),  # -R: a standby; fast: no wait for a checkpoint
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    return local_services.start_postgres(data, local_services.free_port(), fast=True)
+
+
+@pytest.fixture(scope="module")
+def monitored(
+    deployment: Deployment, postgres_server, redis_server, work_root, tmp_path_factory
+) -> Iterator:
+    work = tmp_path_factory.mktemp("monitoring")
+    work.chmod(0o755)
+    ports = {name: local_services.free_port() for name in ("prom", "node", "pg", "pg2", "redis")}
+    ports |= {n: local_services.free_port() for n in ("nginx", "stub", "nginx_exporter")}
+    procs: list[subprocess.Popen] = []
+    replica = start_replica(postgres_server, work_root / f"replica-{uuid.uuid4().hex[:8]}")
+    try:
+        redis_addr = redis_server.rsplit("/", 1)[0]
+        exporters = [
+            (
+                [
+                    "prometheus-node-exporter",
+                    f"--web.listen-address=127.0.0.1:{ports['node']}",
+                    "--collector.disable-defaults",
+                    "--collector.cpu",
+                    "--collector.meminfo",
+                    "--collector.filesystem",
+                ],
+                None,
+            ),
+            (
+                [
+                    "prometheus-postgres-exporter",
+                    f"--web.listen-address=127.0.0.1:{ports['pg']}",
+                    f"--extend.query-path={PG_QUERIES}",
+                ],
+                {**os.environ, "DATA_SOURCE_NAME": postgres_server + "?sslmode=disable"},
+            ),
+            (
+                [
+                    "prometheus-postgres-exporter",
+                    f"--web.listen-address=127.0.0.1:{ports['pg2']}",
+                    f"--extend.query-path={PG_QUERIES}",
+                ],
+                {**os.environ, "DATA_SOURCE_NAME": replica.url + "?sslmode=disable"},
+            ),
+            (
+                [
+                    "prometheus-redis-exporter",
+                    f"-redis.addr={redis_addr}",
+                    f"-web.listen-address=127.0.0.1:{ports['redis']}",
+                ],
+                None,
+            ),
+        ]
+        for i, (cmd, env) in enumerate(exporters):
+            procs.append(start(cmd, work / f"exporter-{i}.log", env))
+        conf = nginx_config(work / "nginx", ports["nginx"], ports["stub"], deployment.url)
+        procs.append(
+            start(
+                ["nginx", "-c", str(conf), "-p", str(work / "nginx"), "-g", "daemon off;"],
+                work / "nginx.log",
+            )
+        )
+        wait_http(f"http://127.0.0.1:{ports['stub']}/stub_status", work, procs)
+        procs.append(
+            start(
+                [
+                    "prometheus-nginx-exporter",
+                    f"-nginx.scrape-uri=http://127.0.0.1:{ports['stub']}/stub_status",
+                    f"-web.listen-address=127.0.0.1:{ports['nginx_exporter']}",
+                ],
+                work / "nginx-exporter.log",
+            )
+        )
+        worker_port = deployment.env["APPLIANCE_WORKER_METRICS_PORT"]
+        api = deployment.url.removeprefix("http://")
+        jobs = {
+            "appliance-api": [api],
+            "appliance-worker": [f"127.0.0.1:{worker_port}"],
+            "node": [f"127.0.0.1:{ports['node']}"],
+            "postgres": [f"127.0.0.1:{ports['pg']}", f"127.0.0.1:{ports['pg2']}"],
+            "redis": [f"127.0.0.1:{ports['redis']}"],
+            "nginx": [f"127.0.0.1:{ports['nginx_exporter']}"],
+            "prometheus": [f"127.0.0.1:{ports['prom']}"],
+        }
+        config = {
+            "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": "1s"},
+            "rule_files": [str(p) for p in sorted(RULES.glob("*.yml"))],
+            "scrape_configs": [
+                {"job_name": name, "static_configs": [{"targets": targets}]}
+                for name, targets in jobs.items()
+            ],
+        }
+        (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+        procs.append(
+            start(
+                [
+                    "prometheus",
+                    f"--config.file={work / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={work / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{ports['prom']}",
+                ],
+                work / "prometheus.log",
+            )
+        )
+        prom = f"http://127.0.0.1:{ports['prom']}"
+        wait_for_targets(prom, sum(len(t) for t in jobs.values()), work, procs)
+        yield prom, f"http://127.0.0.1:{ports['nginx']}"
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        replica.stop()
+        shutil.rmtree(work / "tsdb", ignore_errors=True)
+
+
+def logs_of(work: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(work.glob("*.log")))
+
+
+def wait_http(url: str, work: Path, procs: list) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        for p in procs:
+            assert p.poll() is None, f"{p.args[0]} exited:\n{logs_of(work)}"
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer:\n{logs_of(work)}")
+
+
+def wait_for_targets(prom: str, count: int, work: Path, procs: list) -> None:
+    """Until every target has been scraped and is up (30 s at most)."""
+    deadline = time.monotonic() + 30
+    targets: list = []
+    while time.monotonic() < deadline:
+        for p in procs:
+            assert p.poll() is None, f"{p.args[0]} exited:\n{logs_of(work)}"
+        try:
+            targets = httpx.get(prom + "/api/v1/targets", timeout=2).json()["data"]["activeTargets"]
+        except (httpx.HTTPError, ValueError):  # not listening, or not ready (503 text)
+            targets = []
+        if len(targets) == count and all(t["health"] == "up" for t in targets):
+            return
+        time.sleep(0.3)
+    down = [(t["labels"]["job"], t["scrapeUrl"], t["lastError"]) for t in targets]
+    raise AssertionError(f"targets not all up: {down}\n{logs_of(work)}")
+
+
+def drive_load(deployment: Deployment, via_nginx: str, png: Path, tmp: Path) -> None:
+    """Jobs that finish (and one repeated, a cache hit), one whose engine fails, reads, and a
+    request no route matches; through nginx, so its counters move too."""
+    key = deployment.key()
+    truncated = tmp / "truncated.png"
+    truncated.write_bytes(png.read_bytes()[: png.stat().st_size // 2])
+    spec: dict[str, dict] = {
+        "up": {"operation": "import/upload"},
+        "c": {"operation": "convert", "input": "up", "output_format": "webp", "width": 50},
+        "e": {"operation": "export/url", "input": "c"},
+    }
+    with httpx.Client(
+        base_url=via_nginx, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    ) as api:
+        # Three sizes (engine runs: a histogram's rate needs a second observation after the
+        # first scrape saw it), the first size again (a cache hit), and a broken file.
+        for width, source in ((50, png), (60, png), (70, png), (50, png), (50, truncated)):
+            spec["c"]["width"] = width
+            job = api.post("/v2/jobs", json={"tasks": spec}).json()["data"]
+            assert upload(task(job, "up")["result"]["form"], source).status_code == 201
+            done = api.get(f"/sync/v2/jobs/{job['id']}").json()["data"]
+            assert done["status"] == ("error" if source == truncated else "finished"), done
+            for _ in range(20):
+                assert api.get(f"/v2/jobs/{job['id']}").status_code == 200
+            time.sleep(1.2)  # at least one scrape between jobs
+        assert api.get("/v2/no-such-route").status_code == 404
+
+
+def query(prom: str, expr: str) -> dict:
+    return httpx.get(prom + "/api/v1/query", params={"query": expr}, timeout=10).json()
+
+
+def numbers(reply: dict) -> list[float]:
+    result = reply["data"]["result"]
+    if reply["data"]["resultType"] == "scalar":
+        return [float(result[1])]
+    return [float(sample["value"][1]) for sample in result]
+
+
+def test_every_dashboard_and_alert_expression_parses_and_returns_data(
+    deployment, monitored, png_file, tmp_path
+):
+    prom, via_nginx = monitored
+    drive_load(deployment, via_nginx, png_file, tmp_path)
+    time.sleep(3)  # a few more scrapes after the load, so rates span it
+    exprs = expressions()
+    assert len(exprs) > 30
+    problems = []
+    for where, expr in exprs:
+        reply = query(prom, expr)
+        if reply.get("status") != "success":
+            problems.append(f"{where}: does not evaluate: {reply.get('error')}")
+            continue
+        if where.split(":")[0].endswith(".yml"):  # an alert rule: evaluate its query
+            parts = split_comparison(expr)
+            if parts is None:
+                problems.append(f"{where}: not of the form <query> <comparison> <number>")
+                continue
+            reply = query(prom, parts[0])
+        values = numbers(reply)
+        if not values or all(math.isnan(v) for v in values):
+            problems.append(f"{where}: no data for {expr}")
+    assert problems == [], "\n".join(problems)
+
+
+def test_replication_lag_is_read_from_a_real_streaming_replica(deployment, monitored):
+    prom, _ = monitored
+    reply = query(prom, 'pg_replication_lag{job="postgres"}')
+    assert len(numbers(reply)) == 2  # the primary reports 0, the replica its replay delay
+    reply = query(prom, 'pg_replication_is_replica{job="postgres"}')
+    assert sorted(numbers(reply)) == [0.0, 1.0]
+
+
+def test_the_worker_group_port_aggregates_its_processes(deployment, monitored):
+    port = deployment.env["APPLIANCE_WORKER_METRICS_PORT"]
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert 'appliance_tasks_ended_total{operation="convert",status="finished"}' in text
+    ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=10)
+    assert ready.status_code == 200 and ready.json() == {
+        "status": "ok",
+        "checks": {"postgres": "ok", "redis": "ok", "storage": "ok"},
+        "failed": [],
+    }
+
+
+if __name__ == "__main__":  # list the expressions: python -m tests.e2e.test_monitoring
+    for where, expr in expressions():
+        print(f"{where}\n    {expr}", file=sys.stdout)
