@@ -9,11 +9,14 @@ from pyinfra import host
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, server
 
+from fleet.checks import MONITORING
 from fleet.model import Fleet, HostSpec
 from fleet.render import render
 from roles.common import once, put, put_text, restart_if
 
 SHARED_BUFFERS = "256MB"
+# Replication lag for the dashboards and alerts (monitoring/, CONTRACTS.md).
+QUERIES = MONITORING / "prometheus" / "postgres-exporter" / "queries.yaml"
 
 
 def paths(fleet: Fleet) -> dict[str, str]:
@@ -69,6 +72,9 @@ def apply(fleet: Fleet, me: HostSpec) -> None:
         group="postgres",
         **hba_context(fleet),
     )
+    queries = put_text(
+        QUERIES.read_text(), "/etc/prometheus/postgres-exporter-queries.yaml", mode="644"
+    )
     exporter = put(
         "pyinfra/templates/postgres-exporter.default.j2",
         "/etc/default/prometheus-postgres-exporter",
@@ -95,7 +101,7 @@ def apply(fleet: Fleet, me: HostSpec) -> None:
             "cd / && runuser -u postgres --"
             " psql -q -v ON_ERROR_STOP=1 -f /etc/appliance/db-setup.sql",
         )
-    restart_if("prometheus-postgres-exporter", exporter)
+    restart_if("prometheus-postgres-exporter", exporter, queries)
 
 
 def clone_replica(fleet: Fleet, me: HostSpec) -> None:
