@@ -162,7 +162,10 @@ def test_minio_unit_verifies(tmp_path):
 
 # -- the app's settings ---------------------------------------------------------------------
 def _env(text: str) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in text.splitlines() if line and line[0] != "#")
+    """The file as sh reads it (the `appliance` wrapper sources it; systemd agrees)."""
+    out = subprocess.run(["sh", "-c", "set -a; . /dev/stdin; env -0"], input=text,
+                         capture_output=True, text=True, env={}, check=True).stdout  # fmt: skip
+    return dict(item.split("=", 1) for item in out.split("\0") if item.startswith("APPLIANCE_"))
 
 
 def test_the_app_settings_file_is_accepted_by_the_app(fleet):
