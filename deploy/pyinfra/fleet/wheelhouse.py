@@ -65,6 +65,7 @@ def _deps(lock_hash: str) -> Path:
         "-o",
         str(req),
     )
+    _for_hosts(req)
     # pip wheel (not download): a few dependencies publish only an sdist (pyvips).
     _run(_tool("pip"), "wheel", "-q", "--no-deps", "-r", str(req), "-w", str(out))
     req.unlink()
@@ -72,10 +73,27 @@ def _deps(lock_hash: str) -> Path:
     return out
 
 
+def _for_hosts(req: Path) -> None:
+    """Keep every requirement the hosts may need: markers on the Python version are dropped
+    (Debian 12's 3.11.2 needs async-timeout, this machine's 3.11.x may not), others are
+    evaluated here (Linux)."""
+    from packaging.markers import Marker
+
+    kept = []
+    for line in req.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        spec, _, marker = line.partition(";")
+        if not marker or "python" in marker or Marker(marker.strip()).evaluate():
+            kept.append(spec.strip())
+    req.write_text("\n".join(kept) + "\n")
+
+
 @functools.cache
 def build() -> Release:
     """Build (once per deploy run) and return the release."""
-    lock_hash = hashlib.sha256((REPO / "uv.lock").read_bytes()).hexdigest()[:16]
+    recipe = b"v2" + (REPO / "uv.lock").read_bytes()  # v2: requirements kept for the hosts
+    lock_hash = hashlib.sha256(recipe).hexdigest()[:16]
     deps = _deps(lock_hash)
     dist = BUILD / "dist"
     shutil.rmtree(dist, ignore_errors=True)
