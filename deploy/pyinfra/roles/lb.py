@@ -72,7 +72,7 @@ def apply(fleet: Fleet, me: HostSpec) -> None:
         packages=["nginx", "prometheus-nginx-exporter"],
         no_recommends=True,
     )
-    default_site = files.file(
+    default_site = files.link(
         name="No default site", path="/etc/nginx/sites-enabled/default", present=False
     )
     certs = tls(fleet, me)
