@@ -185,7 +185,12 @@ def test_prometheus_has_every_target_up(fleet):
 def test_a_second_run_reports_no_changes(fleet):
     log, seconds = fleet.deploy()
     _record("idempotent_rerun_seconds", seconds)
-    changed = [line for line in log.splitlines() if re.search(r"\] Success$", line.strip())]
+    changed, operation = [], ""
+    for line in log.splitlines():
+        if "Starting operation:" in line:
+            operation = line.split("Starting operation:", 1)[1].strip()
+        elif re.search(r"\] Success$", line.strip()):
+            changed.append(f"{operation}: {line.strip()}")
     assert changed == [], "\n".join(changed)
 
 
