@@ -47,7 +47,8 @@ def needs_restart(fleet: Fleet, target: Any, release: Release) -> bool:
     """Whether api host ``target`` (a pyinfra Host) runs something other than this deploy's
     release, unit and settings (facts read before any change)."""
     me = fleet.host(target.name)
-    if target.get_fact(Link, path=f"{APP_ROOT}/current") != app.release_dir(release):
+    link = target.get_fact(Link, path=f"{APP_ROOT}/current") or {}
+    if link.get("link_target") != app.release_dir(release):
         return True
     want = {
         UNIT: unit_text(fleet, me),
