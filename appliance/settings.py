@@ -51,6 +51,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "its own on port 54329 under data_dir."
         ),
     ] = ""
+    database_read_url: Annotated[
+        str,
+        _doc(
+            "libpq URL of a hot-standby replica (or several, multi-host with "
+            "target_session_attrs=prefer-standby) for job and task status reads. Empty: "
+            "reads go to the primary."
+        ),
+    ] = ""
     redis_url: Annotated[
         str,
         _doc(
@@ -300,7 +308,7 @@ def _check_consistency(s: Settings) -> None:
         for name in ("s3_endpoint", "s3_access_key", "s3_secret_key"):
             if not getattr(s, name):
                 raise SettingsError(f"{PREFIX}{name.upper()} must be set when {PREFIX}STORAGE=s3")
-    for name in ("database_url",):
+    for name in ("database_url", "database_read_url"):
         url = getattr(s, name)
         if url and not url.startswith(("postgresql://", "postgres://")):
             raise SettingsError(

@@ -37,6 +37,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await async_pool(settings)
+        read_pool = (
+            await async_pool(settings, settings.database_read_url)
+            if settings.database_read_url
+            else None
+        )
         storage = make_storage(settings)
         if hasattr(storage, "ensure_bucket"):
             await asyncio.to_thread(storage.ensure_bucket)
@@ -50,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 storage,
                 Registry(enabled_engines()),
                 make_dispatcher(settings, broker),
+                read_pool,
             ),
             auth=Authenticator(pool),
             notifier=notifier,
@@ -59,6 +65,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         finally:
             await notifier.stop()
             await pool.close()
+            if read_pool is not None:
+                await read_pool.close()
             broker.close()
 
     sync = Router(

@@ -44,16 +44,17 @@ def sync_pool(settings: Settings, *, min_size: int = 1) -> SyncPool:
     return pool
 
 
-async def async_pool(settings: Settings) -> AsyncPool:
+async def async_pool(settings: Settings, url: str | None = None) -> AsyncPool:
+    """The API's pool on ``url`` (default: the primary)."""
     pool = AsyncConnectionPool(
-        settings.effective_database_url,
+        url or settings.effective_database_url,
         connection_class=AsyncConnection[DictRow],
         min_size=min(2, settings.db_pool_size),
         max_size=settings.db_pool_size,
         kwargs={"row_factory": dict_row, "autocommit": True},
         configure=_utc_async,
         open=False,
-        name="appliance-api",
+        name="appliance-api" if url is None else "appliance-api-read",
     )
     await pool.open(wait=True, timeout=30)
     return pool

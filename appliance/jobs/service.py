@@ -45,6 +45,8 @@ class JobService:
     storage: Storage
     registry: Registry
     dispatcher: Dispatcher
+    # Status reads (show and list of jobs and tasks) go here when a replica is configured.
+    read_pool: AsyncPool | None = None
 
     # -- creation ------------------------------------------------------------------------
     async def create_job(self, user_id: uuid.UUID, tasks: Any, tag: str | None) -> str:
@@ -300,9 +302,19 @@ class JobService:
         return str(doc["doc"])
 
     # -- reads ---------------------------------------------------------------------------
-    async def get_job(self, user_id: uuid.UUID, job_id: uuid.UUID) -> str:
+    async def _read(self, fetch: Callable[[AsyncDictConnection], Awaitable[Any]]) -> Any:
+        """``fetch`` on the replica; on the primary when there is none or the replica has
+        not replayed the row yet (a job read right after its creation)."""
+        if self.read_pool is not None:
+            async with self.read_pool.connection() as conn:
+                found = await fetch(conn)
+            if found is not None:
+                return found
         async with self.pool.connection() as conn:
-            doc = await self._job_json(conn, job_id, user_id)
+            return await fetch(conn)
+
+    async def get_job(self, user_id: uuid.UUID, job_id: uuid.UUID) -> str:
+        doc = await self._read(lambda conn: self._job_json(conn, job_id, user_id))
         if doc is None:
             raise NotFound(f"Job {job_id} not found")
         return doc
@@ -319,8 +331,7 @@ class JobService:
         return row["doc"] if row else None
 
     async def get_task(self, user_id: uuid.UUID, task_id: uuid.UUID) -> str:
-        async with self.pool.connection() as conn:
-            doc = await self._task_json(conn, user_id, task_id)
+        doc = await self._read(lambda conn: self._task_json(conn, user_id, task_id))
         if doc is None:
             raise NotFound(f"Task {task_id} not found")
         return doc
@@ -394,7 +405,7 @@ class JobService:
         return await self._page(sql, args, per_page)
 
     async def _page(self, sql: str, args: tuple[Any, ...], per_page: int) -> tuple[str, bool]:
-        async with self.pool.connection() as conn:
+        async with (self.read_pool or self.pool).connection() as conn:
             row = await (await conn.execute(sql, args)).fetchone()  # type: ignore[arg-type]
         assert row is not None
         if row["n"] <= per_page:

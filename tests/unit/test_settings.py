@@ -31,6 +31,7 @@ def test_values_are_converted_from_strings():
         ("APPLIANCE_MAX_UPLOAD_BYTES", "0"),
         ("APPLIANCE_SYNC_PREFIX", "no-slash"),
         ("APPLIANCE_DATABASE_URL", "mysql://x"),
+        ("APPLIANCE_DATABASE_READ_URL", "mysql://x"),
     ],
 )
 def test_invalid_value_error_names_the_variable(var, value):

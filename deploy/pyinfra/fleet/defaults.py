@@ -1,0 +1,116 @@
+"""Defaults of every fleet setting; an inventory's group data (``group_data/all.py``, or a
+group's own file) overrides any of them. Units are in the names or the comments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+MiB = 1024 * 1024
+
+# Debian packages each engine family needs on a worker host. images (libvips) and pdf
+# (PDFium) come as wheels (pyvips-binary, pypdfium2), so they need no Debian package.
+ENGINE_PACKAGES: dict[str, list[str]] = {
+    "images": [],
+    "pdf": [],
+    "svg": ["librsvg2-bin"],
+    "markup": ["pandoc"],
+    "media": ["ffmpeg"],
+    "office": [
+        "libreoffice-writer-nogui",
+        "libreoffice-calc-nogui",
+        "libreoffice-impress-nogui",
+        "python3-uno",
+        "fonts-dejavu-core",
+    ],
+}
+# The queue class whose worker an engine family needs (see appliance/engines).
+FAMILY_QUEUE = {
+    "images": "light",
+    "pdf": "light",
+    "svg": "light",
+    "markup": "light",
+    "office": "office",
+    "media": "media",
+}
+
+DEFAULTS: dict[str, Any] = {
+    # Name of the fleet: keys the operator's secrets file (one fleet, one file).
+    "fleet_name": "appliance",
+    # Address every other host reaches this one at (host data; defaults to the SSH host).
+    "private_ip": None,
+    # Operator addresses (CIDRs) allowed to reach internal ports (Prometheus, Grafana, db, ...).
+    "admin_sources": [],
+    # Who may reach SSH (CIDRs).
+    "ssh_sources": ["0.0.0.0/0", "::/0"],
+    "firewall": True,
+    "unattended_upgrades": True,
+    # The API
+    "api_port": 8080,
+    "api_workers": 2,
+    "api_memory_max": "1G",
+    # Base URL clients use; empty: https://<first lb host's SSH name>.
+    "public_url": "",
+    "max_upload_bytes": 100 * MiB,
+    "sync_timeout_seconds": 120,
+    "log_level": "INFO",
+    # Workers: engine families installed on worker hosts, and per queue class its processes,
+    # threads, metrics port (CONTRACTS.md) and memory limit. Queues whose families are all
+    # absent get no worker instance.
+    "engine_families": ["images", "pdf", "svg", "markup", "office", "media"],
+    "worker_queues": {
+        "light": {"processes": 2, "threads": 2, "metrics_port": 9181, "memory_max": "2G"},
+        "office": {"processes": 1, "threads": 1, "metrics_port": 9182, "memory_max": "3G"},
+        "media": {"processes": 1, "threads": 1, "metrics_port": 9183, "memory_max": "3G"},
+    },
+    # Seconds a worker gets to finish its running tasks on stop before systemd kills it; an
+    # unfinished task's lease lapses and the reconciler runs it again on another worker.
+    "worker_stop_seconds": 150,
+    "engine_timeout_seconds": 120,
+    # bwrap (sandboxed engines) or off. Keep bwrap in production.
+    "sandbox": "bwrap",
+    # Database
+    "postgres_version": 15,
+    "db_name": "appliance",
+    "db_user": "appliance",
+    "db_pool_size": 10,
+    # Redis
+    "redis_maxmemory": "512mb",
+    # Storage: MinIO on the storage group, or an external S3 service when s3_external is set
+    # ({"endpoint": "host:port", "access_key", "secret_key", "bucket", "region", "secure",
+    # "public_url"}; the keys may also come from the secrets file / environment).
+    "s3_external": None,
+    "s3_bucket": "appliance",
+    "s3_public_url": "",
+    "minio_url": (
+        "https://dl.min.io/server/minio/release/linux-amd64/archive/"
+        "minio.RELEASE.2025-09-07T16-13-09Z"
+    ),
+    "minio_sha256": "",  # required when a storage host exists: the deploy checks it
+    "mc_url": (
+        "https://dl.min.io/client/mc/release/linux-amd64/archive/mc.RELEASE.2025-08-13T08-35-41Z"
+    ),
+    "mc_sha256": "",
+    # lb: TLS from the operator (paths on the operator's machine) or self-signed on first
+    # deploy; outer rate limit per client address.
+    "tls_cert_file": "",
+    "tls_key_file": "",
+    "rate_limit_per_second": 50,
+    "rate_limit_burst": 200,
+    # Monitoring
+    "prometheus_retention": "15d",
+    "grafana": True,
+    "grafana_skip_reason": "",
+}
+
+
+def engine_packages(families: list[str]) -> list[str]:
+    unknown = sorted(set(families) - set(ENGINE_PACKAGES))
+    if unknown:
+        raise ValueError(f"unknown engine families {unknown}; known: {sorted(ENGINE_PACKAGES)}")
+    return sorted({pkg for family in families for pkg in ENGINE_PACKAGES[family]})
+
+
+def active_queues(families: list[str]) -> list[str]:
+    """Queue classes a worker host runs: those at least one installed family feeds."""
+    wanted = {FAMILY_QUEUE[f] for f in families}
+    return [q for q in ("light", "office", "media") if q in wanted]

@@ -1,0 +1,17 @@
+"""The lab's fixed settings (the run-dependent ones come from the harness's JSON file)."""
+
+fleet_name = "lab"
+# A light engine set keeps the CI run short: libvips and PDFium come as wheels, so worker
+# hosts install no engine Debian packages and only the `light` queue runs.
+engine_families = ["images", "pdf"]
+worker_queues = {
+    "light": {"processes": 1, "threads": 2, "metrics_port": 9181, "memory_max": "1G"},
+}
+api_workers = 1
+max_upload_bytes = 20 * 1024 * 1024
+# Grafana's APT repository is unreachable from here: skip it, still check its files.
+grafana = False
+grafana_skip_reason = "the lab has no route to apt.grafana.com"
+# Enough for the e2e's steady load from one client address.
+rate_limit_per_second = 500
+rate_limit_burst = 1000

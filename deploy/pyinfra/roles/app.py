@@ -1,0 +1,109 @@
+"""The app on api and worker hosts: its user, the release (a virtualenv installed offline
+from the operator's wheelhouse, one directory per release id), its settings file and the
+``appliance`` command for operators. Which release runs is the ``current`` link, switched by
+the api and worker roles when they restart the services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyinfra import host
+from pyinfra.facts.files import File
+from pyinfra.operations import apt, files, server
+
+from fleet.model import Fleet, HostSpec
+from fleet.wheelhouse import Release
+from roles.common import APP_ROOT, put
+
+APP_USER = "appliance"
+ENV_FILE = "/etc/appliance/appliance.env"
+KEEP_RELEASES = 3
+
+
+def release_dir(release: Release) -> str:
+    return f"{APP_ROOT}/releases/{release.id}"
+
+
+def env_context(fleet: Fleet, me: HostSpec) -> dict[str, Any]:
+    return {
+        "app_user": APP_USER,
+        "database_url": fleet.database_url,
+        "database_read_url": fleet.database_read_url,
+        "db_pool_size": fleet.get("db_pool_size", me),
+        "redis_url": fleet.redis_url,
+        "listen_ip": me.ip,
+        "api_port": fleet.get("api_port", me),
+        "api_workers": fleet.get("api_workers", me),
+        "public_url": fleet.public_url,
+        "sync_timeout_seconds": fleet.get("sync_timeout_seconds"),
+        "max_upload_bytes": fleet.get("max_upload_bytes"),
+        "s3": fleet.s3(),
+        "secret_key": fleet.secrets["secret_key"],
+        "sandbox": fleet.get("sandbox", me),
+        "engine_timeout_seconds": fleet.get("engine_timeout_seconds", me),
+        "log_level": fleet.get("log_level", me),
+    }
+
+
+def install(fleet: Fleet, me: HostSpec, release: Release) -> Any:
+    """Everything but the switch to the new release; returns the settings file's op."""
+    apt.packages(
+        name="Python venv and the engine sandbox",
+        packages=["python3-venv", "bubblewrap", "util-linux"],
+        no_recommends=True,
+    )
+    server.group(name="App group", group=APP_USER, system=True)
+    server.user(
+        name="App user",
+        user=APP_USER,
+        group=APP_USER,
+        system=True,
+        home="/var/lib/appliance",
+        shell="/usr/sbin/nologin",
+    )
+    files.directory(
+        name="App data", path="/var/lib/appliance", user=APP_USER, group=APP_USER, mode="750"
+    )
+    files.directory(name="App settings dir", path="/etc/appliance", group=APP_USER, mode="750")
+    if not host.get_fact(File, path=f"{release_dir(release)}/.complete"):
+        files.sync(
+            name="Wheelhouse",
+            src=str(release.wheelhouse),
+            dest=f"{APP_ROOT}/wheelhouse",
+            delete=True,
+        )
+        rel = release_dir(release)
+        server.shell(
+            name=f"Install release {release.id} offline from the wheelhouse",
+            commands=[
+                f"rm -rf {rel} && python3 -m venv {rel}",
+                f"{rel}/bin/pip install -q --no-index --no-cache-dir"
+                f" --find-links {APP_ROOT}/wheelhouse {APP_ROOT}/wheelhouse/{release.app_wheel}",
+                f"touch {rel}/.complete",
+                # Keep the newest few releases for a quick roll back.
+                f"ls -1dt {APP_ROOT}/releases/*/ | tail -n +{KEEP_RELEASES + 1} | xargs -r rm -rf",
+            ],
+        )
+    put(
+        "pyinfra/templates/appliance-cli.sh.j2",
+        "/usr/local/sbin/appliance",
+        mode="755",
+        app_user=APP_USER,
+        app_root=APP_ROOT,
+    )
+    return put(
+        "pyinfra/templates/appliance.env.j2",
+        ENV_FILE,
+        mode="640",
+        group=APP_USER,
+        **env_context(fleet, me),
+    )
+
+
+def switch(release: Release) -> Any:
+    return files.link(
+        name=f"Run release {release.id}",
+        path=f"{APP_ROOT}/current",
+        target=release_dir(release),
+        force=True,
+    )

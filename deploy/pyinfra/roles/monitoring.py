@@ -1,0 +1,106 @@
+"""monitoring: Prometheus scraping every target (job names from CONTRACTS.md) with the alert
+rules from monitoring/prometheus/rules/, checked by promtool before each reload; Grafana from
+its APT repository with the provisioned datasource and dashboards from monitoring/grafana/.
+
+Where Grafana cannot be installed (the lab: its APT repository is unreachable there), group
+data sets ``grafana: False`` with a ``grafana_skip_reason``; the deploy says so and still
+checks the provisioning and dashboard files (fleet/checks.py)."""
+
+from __future__ import annotations
+
+import logging
+
+from pyinfra.operations import apt, files, server
+
+from fleet.checks import grafana_files, rule_files
+from fleet.model import Fleet, HostSpec
+from roles.common import put, put_text, restart_if
+
+log = logging.getLogger("appliance.deploy")
+RULES_DIR = "/etc/prometheus/rules/appliance"
+GRAFANA_KEY_URL = "https://apt.grafana.com/gpg.key"
+GRAFANA_REPO = "deb [signed-by=/etc/apt/keyrings/grafana.asc] https://apt.grafana.com stable main"
+GRAFANA_DROPIN = "[Service]\nEnvironmentFile=/etc/grafana/appliance.env\n"
+
+
+def prometheus_context(fleet: Fleet) -> dict[str, object]:
+    return {
+        "fleet_name": fleet.get("fleet_name"),
+        "scrape_interval": "15s",
+        "scrape_targets": fleet.scrape_targets(),
+    }
+
+
+def apply(fleet: Fleet, me: HostSpec) -> None:
+    apt.packages(name="Prometheus", packages=["prometheus"], no_recommends=True)
+    files.directory(name="Rules dir", path=RULES_DIR)
+    rules = [put_text(path.read_text(), f"{RULES_DIR}/{path.name}") for path in rule_files()]
+    config = put(
+        "pyinfra/templates/prometheus.yml.j2",
+        "/etc/prometheus/prometheus.yml",
+        **prometheus_context(fleet),
+    )
+    args = put(
+        "pyinfra/templates/prometheus.default.j2",
+        "/etc/default/prometheus",
+        retention=fleet.get("prometheus_retention", me),
+    )
+    changes = [config, args, *rules]
+    server.shell(
+        name="promtool check config (and rules)",
+        commands=["promtool check config /etc/prometheus/prometheus.yml"],
+        _if=lambda: any(c.did_change() for c in changes),
+    )
+    restart_if("prometheus", *changes)
+    if fleet.get("grafana", me):
+        grafana(fleet, me)
+    else:
+        log.warning(
+            "Grafana skipped on %s: %s. Its provisioning and %d dashboards were checked.",
+            me.name,
+            fleet.get("grafana_skip_reason", me) or "grafana: False in group data",
+            len(grafana_files()["dashboard_json"]),
+        )
+
+
+def grafana(fleet: Fleet, me: HostSpec) -> None:
+    files.download(
+        name="Grafana APT key", src=GRAFANA_KEY_URL, dest="/etc/apt/keyrings/grafana.asc"
+    )
+    repo = put_text(GRAFANA_REPO + "\n", "/etc/apt/sources.list.d/grafana.list")
+    apt.update(name="APT lists with Grafana's repository", _if=repo.did_change)
+    apt.packages(name="Grafana", packages=["grafana"])
+    found = grafana_files()
+    changes = [
+        put_text(
+            path.read_text(),
+            f"/etc/grafana/provisioning/{kind}/{path.name}",
+            group="grafana",
+            mode="640",
+        )
+        for kind in ("datasources", "dashboards")
+        for path in found[kind]
+    ]
+    changes += [
+        put_text(
+            path.read_text(),
+            f"/var/lib/grafana/dashboards/appliance/{path.name}",
+            user="grafana",
+            group="grafana",
+        )
+        for path in found["dashboard_json"]
+    ]
+    changes.append(
+        put(
+            "pyinfra/templates/grafana.default.j2",
+            "/etc/grafana/appliance.env",
+            mode="640",
+            group="grafana",
+            listen_ip=me.ip,
+            admin_password=fleet.secrets["grafana_admin_password"],
+        )
+    )
+    changes.append(
+        put_text(GRAFANA_DROPIN, "/etc/systemd/system/grafana-server.service.d/appliance.conf")
+    )
+    restart_if("grafana-server", *changes)

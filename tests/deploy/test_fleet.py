@@ -1,0 +1,259 @@
+"""The whole fleet on six real Debian hosts (the lab), provisioned from bare with the one
+command (scripts/deploy), then driven through the lb like a client would.
+
+Roles on six hosts: h1 lb + monitoring; h2 api + redis; h3 api; h4 worker + db primary;
+h5 worker; h6 db replica. Storage is the harness's Swift+s3api as an external S3 endpoint.
+Timings of the first and the idempotent run go to bench/out/deploy-times.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import pyvips
+
+from tests.deploy.lab import Lab
+from tests.harness.s3server import S3Server
+
+REPO = Path(__file__).resolve().parents[2]
+LAYOUT = {
+    "h1": ["lb", "monitoring"],
+    "h2": ["api", "redis"],
+    "h3": ["api"],
+    "h4": ["worker", "db"],
+    "h5": ["worker"],
+    "h6": ["db"],
+}
+# prometheus, node x6, api x2, worker x2 (light queue only), postgres x2, redis, nginx
+EXPECTED_TARGETS = 1 + 6 + 2 + 2 + 2 + 1 + 1
+pytestmark = pytest.mark.timeout(2400)
+
+
+@dataclass
+class Fleet:
+    lab: Lab
+    url: str  # the lb's https address, forwarded to 127.0.0.1
+    env: dict[str, str]
+    inventory: Path
+    first_log: str
+    first_seconds: float
+
+    def deploy(self, extra_env: dict[str, str] | None = None) -> tuple[str, float]:
+        started = time.monotonic()
+        done = subprocess.run(
+            [str(REPO / "scripts" / "deploy"), str(self.inventory)],
+            env={**self.env, **(extra_env or {})},
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=1500,
+        )
+        assert done.returncode == 0, done.stdout[-6000:]
+        return done.stdout, time.monotonic() - started
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, verify=False, timeout=60)
+
+    def key(self) -> str:
+        out = self.lab.run("h2", f"appliance keys create --user {uuid.uuid4().hex[:8]}@lab.test")
+        return out.stdout.strip().splitlines()[-1]
+
+
+def _record(name: str, seconds: float) -> None:
+    out = REPO / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "deploy-times.json"
+    times = json.loads(path.read_text()) if path.exists() else {}
+    times[name] = round(seconds, 1)
+    path.write_text(json.dumps(times, indent=2))
+
+
+@pytest.fixture(scope="module")
+def fleet(lab_factory, s3_server: S3Server, tmp_path_factory) -> Iterator[Fleet]:
+    lab = lab_factory(list(LAYOUT))
+    s3 = lab.expose(int(s3_server.endpoint.rsplit(":", 1)[1]))
+    lb_port = lab.forward("h1", 443)
+    work = tmp_path_factory.mktemp("fleet")
+    spec = {
+        "hosts": [
+            {"name": n, "ip": lab.ip(n), "roles": roles, "ssh": lab.host_data(n)}
+            for n, roles in LAYOUT.items()
+        ],
+        "data": {
+            "public_url": f"https://127.0.0.1:{lb_port}",
+            "admin_sources": [f"{lab.bridge_ip}/32"],
+            "s3_external": {
+                "endpoint": f"{s3.ip}:{s3.port}",
+                "access_key": s3_server.access_key,
+                "secret_key": s3_server.secret_key,
+                "bucket": f"lab{uuid.uuid4().hex[:10]}",
+                "region": s3_server.region,
+                # presigned downloads: the test fetches them from the root namespace
+                "public_url": f"http://{s3_server.endpoint}",
+            },
+        },
+    }
+    (work / "fleet.json").write_text(json.dumps(spec))
+    env = {
+        **os.environ,
+        "APPLIANCE_LAB_FLEET": str(work / "fleet.json"),
+        "APPLIANCE_DEPLOY_SECRETS_DIR": str(work / "secrets"),
+    }
+    fleet = Fleet(lab, f"https://127.0.0.1:{lb_port}", env,
+                  REPO / "deploy/pyinfra/inventories/lab/inventory.py", "", 0.0)  # fmt: skip
+    fleet.first_log, fleet.first_seconds = fleet.deploy()
+    _record("provision_from_bare_seconds", fleet.first_seconds)
+    yield fleet
+
+
+def _png(path: Path) -> Path:
+    base = pyvips.Image.xyz(64, 48).extract_band(0).cast("uchar")
+    base.bandjoin([base, base]).write_to_file(str(path))
+    return path
+
+
+def test_fleet_converts_upload_to_download_through_the_lb(fleet, tmp_path):
+    key = fleet.key()
+    with fleet.client(key) as api:
+        job = api.post("/v2/jobs", json={"tasks": {
+            "up": {"operation": "import/upload"},
+            "c": {"operation": "convert", "input": "up", "output_format": "webp"},
+            "e": {"operation": "export/url", "input": "c"},
+        }}).raise_for_status().json()["data"]  # fmt: skip
+        form = job["tasks"][0]["result"]["form"]
+        png = _png(tmp_path / "in.png")
+        with png.open("rb") as f:
+            up = api.post(form["url"], data=form["parameters"], files={"file": ("in.png", f)})
+        assert up.status_code == 201, up.text
+        done = api.get(f"/sync/v2/jobs/{job['id']}").raise_for_status().json()["data"]
+    assert done["status"] == "finished", done
+    export = next(t for t in done["tasks"] if t["name"] == "e")
+    url = export["result"]["files"][0]["url"]
+    body = httpx.get(url, timeout=30).raise_for_status().content
+    assert body[:4] == b"RIFF" and body[8:12] == b"WEBP"
+    fleet.job_id = job["id"]  # type: ignore[attr-defined]
+
+
+def test_the_replica_has_the_job_row(fleet):
+    job_id = getattr(fleet, "job_id", None)
+    assert job_id, "needs the conversion test's job"
+    query = (
+        "cd / && runuser -u postgres -- psql -d appliance -Atc "
+        f"\"SELECT pg_is_in_recovery(), count(*) FROM jobs WHERE id = '{job_id}'\""
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        out = fleet.lab.run("h6", query).stdout.strip()
+        if out == "t|1" or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert out == "t|1"  # a hot standby, and the row replicated
+
+
+def test_prometheus_has_every_target_up(fleet):
+    port = fleet.lab.forward("h1", 9090)
+    deadline = time.monotonic() + 90  # a scrape interval or two after the deploy
+    while True:
+        targets = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=10).json()
+        active = targets["data"]["activeTargets"]
+        down = [(t["labels"]["job"], t["labels"]["instance"], t.get("lastError")) for t in active
+                if t["health"] != "up"]  # fmt: skip
+        # Prometheus restarted at the end of the deploy: its targets appear after a moment.
+        if (len(active) == EXPECTED_TARGETS and not down) or time.monotonic() > deadline:
+            break
+        time.sleep(5)
+    jobs = {t["labels"]["job"] for t in active}
+    assert jobs == {"prometheus", "node", "appliance-api", "appliance-worker", "postgres",
+                    "redis", "nginx"}  # fmt: skip
+    assert len(active) == EXPECTED_TARGETS
+    assert down == []
+
+
+def test_a_second_run_reports_no_changes(fleet):
+    log, seconds = fleet.deploy()
+    _record("idempotent_rerun_seconds", seconds)
+    changed, operation = [], ""
+    for line in log.splitlines():
+        if "Starting operation:" in line:
+            operation = line.split("Starting operation:", 1)[1].strip()
+        elif re.search(r"\] Success$", line.strip()):
+            changed.append(f"{operation}: {line.strip()}")
+    assert changed == [], "\n".join(changed)
+
+
+def _steady_load(fleet: Fleet, key: str, stop: threading.Event, results: list) -> None:
+    with fleet.client(key) as api:
+        job = api.post("/v2/jobs", json={"tasks": {"up": {"operation": "import/upload"}}})
+        job_id = job.json()["data"]["id"]
+        while not stop.is_set():
+            for method, path, body in (
+                ("GET", f"/v2/jobs/{job_id}", None),
+                ("POST", "/v2/jobs", {"tasks": {"up": {"operation": "import/upload"}}}),
+                ("GET", "/v2/jobs?per_page=5", None),
+            ):
+                try:
+                    status = api.request(method, path, json=body).status_code
+                except httpx.HTTPError as exc:
+                    status = repr(exc)
+                results.append((time.monotonic(), method, path, status))
+            time.sleep(0.1)
+
+
+def _under_load(fleet: Fleet, action) -> list:
+    key = fleet.key()
+    stop, results = threading.Event(), []
+    thread = threading.Thread(target=_steady_load, args=(fleet, key, stop, results))
+    thread.start()
+    try:
+        time.sleep(2)
+        action()
+        time.sleep(2)
+    finally:
+        stop.set()
+        thread.join(30)
+    return results
+
+
+def _failures(results: list) -> list:
+    return [r for r in results if not (isinstance(r[3], int) and r[3] < 400)]
+
+
+def test_requests_keep_succeeding_when_an_api_host_dies(fleet):
+    def kill_and_wait() -> None:
+        fleet.lab.kill("h3")
+        time.sleep(15)
+
+    try:
+        results = _under_load(fleet, kill_and_wait)
+    finally:
+        fleet.lab.boot("h3")
+    assert len(results) > 30
+    assert _failures(results) == []
+    ready = f"http://{fleet.lab.ip('h3')}:8080/health/ready"
+    fleet.lab.run("h3", f"for i in $(seq 60); do curl -fs {ready} && exit 0; sleep 1; done; exit 1")
+
+
+def test_rolling_upgrade_under_load_fails_no_request(fleet):
+    before = {n: fleet.lab.run(n, "readlink /opt/appliance/current").stdout for n in ("h2", "h3")}
+    # A new release: the same code built at another timestamp gives other wheel bytes.
+    new_build = {"SOURCE_DATE_EPOCH": str(int(time.time()))}
+    logs: list[str] = []
+    results = _under_load(fleet, lambda: logs.append(fleet.deploy(new_build)[0]))
+    after = {n: fleet.lab.run(n, "readlink /opt/appliance/current").stdout for n in ("h2", "h3")}
+    assert all(before[n] != after[n] for n in before), (before, after)
+    assert "Rolling restart of h2, h3" in logs[0]
+    assert len(results) > 30
+    assert _failures(results) == []

@@ -1,0 +1,298 @@
+"""Every file the roles write, rendered from the lab fleet and checked by the tool that
+reads it: nginx -t, systemd-analyze verify, promtool, nft -c, redis-server, postgres, and
+the app's own settings parser."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from fleet.render import render
+from roles import api, app, base, db, lb, monitoring, rolling, storage, worker
+
+from appliance.settings import Settings
+
+
+def _run(*cmd: str, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kw)
+
+
+# -- nginx ----------------------------------------------------------------------------------
+@pytest.fixture
+def nginx_prefix(tmp_path: Path) -> Path:
+    """An nginx prefix whose nginx.conf includes the two rendered files, with a real cert."""
+    assert shutil.which("nginx"), "nginx is needed (scripts/install.sh --dev)"
+    (tmp_path / "logs").mkdir()
+    key, cert = tmp_path / "k.pem", tmp_path / "c.pem"
+    made = _run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                "-keyout", str(key), "-out", str(cert), "-subj", "/CN=lab")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    return tmp_path
+
+
+def _nginx_files(fleet, prefix: Path, down: str | None = None) -> tuple[str, str]:
+    site = render("nginx/appliance.conf.j2", **lb.site_context(fleet))
+    site = site.replace(lb.CERT, str(prefix / "c.pem")).replace(lb.KEY, str(prefix / "k.pem"))
+    site = site.replace("/var/log/nginx/", f"{prefix}/logs/")
+    upstream = render("nginx/appliance-upstream.conf.j2", **lb.upstream_context(fleet, down))
+    return site, upstream
+
+
+def _nginx_t(prefix: Path, site: str, upstream: str) -> subprocess.CompletedProcess[str]:
+    (prefix / "site.conf").write_text(site)
+    (prefix / "upstream.conf").write_text(upstream)
+    (prefix / "nginx.conf").write_text(
+        f"pid {prefix}/nginx.pid;\nerror_log {prefix}/logs/error.log;\n"
+        "events {}\nhttp {\n"
+        f"  access_log {prefix}/logs/access.log;\n"
+        f"  include {prefix}/upstream.conf;\n  include {prefix}/site.conf;\n}}\n"
+    )
+    return _run("nginx", "-t", "-p", str(prefix), "-c", str(prefix / "nginx.conf"))
+
+
+def test_nginx_config_passes_nginx_t(fleet, nginx_prefix):
+    result = _nginx_t(nginx_prefix, *_nginx_files(fleet, nginx_prefix))
+    assert result.returncode == 0, result.stderr
+    assert "syntax is ok" in result.stderr
+
+
+def test_nginx_config_with_a_drained_api_host_passes_nginx_t(fleet, nginx_prefix):
+    site, upstream = _nginx_files(fleet, nginx_prefix, down="h3")
+    assert "server 10.200.1.3:8080 max_fails=2 fail_timeout=10s down;" in upstream
+    assert _nginx_t(nginx_prefix, site, upstream).returncode == 0
+
+
+def test_nginx_limits_match_the_app_and_metrics_are_denied(fleet, nginx_prefix):
+    site, upstream = _nginx_files(fleet, nginx_prefix)
+    limit = int(re.search(r"client_max_body_size (\d+);", site)[1])
+    assert limit == fleet.get("max_upload_bytes") + 1024 * 1024  # the app's multipart slack
+    assert re.search(r"location = /metrics \{\s+return 404;", site)
+    upload = site[site.index("location /v2/upload/") :]
+    assert "proxy_request_buffering off;" in upload[: upload.index("}")]
+    (retry,) = re.findall(r"\n\s*proxy_next_upstream ([^;]*);", site)
+    assert retry.startswith("error timeout") and "non_idempotent" not in retry
+    assert "rid=$request_id" in site and "X-Request-ID $request_id" in site
+    assert "keepalive 32;" in upstream
+    assert upstream.count("max_fails=2") == 2
+
+
+def test_rolling_drain_marks_one_server_down_and_back_exactly(fleet, tmp_path):
+    _, upstream = _nginx_files(fleet, tmp_path)
+    path = tmp_path / "up.conf"
+    path.write_text(upstream)
+
+    def sed(down: bool) -> None:
+        command = rolling.mark_command("10.200.1.3", 8080, down)
+        script = command.split(" && ")[0].replace(api.UPSTREAM_FILE, str(path))
+        assert _run("sh", "-c", script).returncode == 0
+
+    sed(down=True)
+    drained = path.read_text()
+    assert drained == render("nginx/appliance-upstream.conf.j2",
+                             **lb.upstream_context(fleet, "h3"))  # fmt: skip
+    sed(down=True)  # twice is still one `down`
+    assert path.read_text() == drained
+    sed(down=False)
+    assert path.read_text() == upstream
+
+
+# -- systemd ----------------------------------------------------------------------------------
+@pytest.fixture
+def app_root(tmp_path: Path) -> Path:
+    """The unit's ExecStart must exist for systemd-analyze verify."""
+    binary = tmp_path / "opt" / "current" / "bin" / "appliance"
+    binary.parent.mkdir(parents=True)
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    return tmp_path / "opt"
+
+
+def _verify(unit_dir: Path, *units: str) -> subprocess.CompletedProcess[str]:
+    assert shutil.which("systemd-analyze"), "systemd is needed for systemd-analyze"
+    env = {**os.environ, "SYSTEMD_LOG_LEVEL": "notice"}
+    return _run("systemd-analyze", "verify", "--man=no", *[str(unit_dir / u) for u in units],
+                env=env)  # fmt: skip
+
+
+HARDENING = ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
+             "ReadWritePaths=/var/lib/appliance", "Restart=on-failure")  # fmt: skip
+
+
+def test_api_unit_is_hardened_and_verifies(fleet, app_root, tmp_path):
+    text = render("systemd/appliance-api.service.j2", app_user="appliance",
+                  app_root=str(app_root), memory_max="1G")  # fmt: skip
+    assert all(line in text.splitlines() for line in HARDENING)
+    assert "MemoryMax=1G" in text
+    (tmp_path / "appliance-api.service").write_text(text)
+    result = _verify(tmp_path, "appliance-api.service")
+    assert result.returncode == 0, result.stderr
+
+
+def test_worker_template_verifies_for_each_queue_and_stops_gracefully(fleet, app_root, tmp_path):
+    me = fleet.host("h4")
+    context = worker.unit_context(fleet, me, "light") | {"app_root": str(app_root)}
+    text = render("systemd/appliance-worker@.service.j2", **context)
+    assert all(line in text.splitlines() for line in HARDENING)
+    assert "KillSignal=SIGTERM" in text
+    assert f"TimeoutStopSec={fleet.get('worker_stop_seconds')}" in text
+    (tmp_path / "appliance-worker@.service").write_text(text)
+    for queue in ("light", "office", "media"):
+        os.link(
+            tmp_path / "appliance-worker@.service", tmp_path / f"appliance-worker@{queue}.service"
+        )
+    result = _verify(tmp_path, "appliance-worker@light.service", "appliance-worker@media.service")
+    assert result.returncode == 0, result.stderr
+
+
+def test_minio_unit_verifies(tmp_path):
+    binary = tmp_path / "minio"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    text = render("systemd/minio.service.j2", minio_bin=str(binary), data_dir=storage.DATA_DIR,
+                  memory_max="2G")  # fmt: skip
+    assert "ReadWritePaths=/var/lib/minio" in text and "NoNewPrivileges=yes" in text
+    (tmp_path / "minio.service").write_text(text)
+    result = _verify(tmp_path, "minio.service")
+    assert result.returncode == 0, result.stderr
+
+
+# -- the app's settings ---------------------------------------------------------------------
+def _env(text: str) -> dict[str, str]:
+    """The file as sh reads it (the `appliance` wrapper sources it; systemd agrees)."""
+    out = subprocess.run(["sh", "-c", "set -a; . /dev/stdin; env -0"], input=text,
+                         capture_output=True, text=True, env={}, check=True).stdout  # fmt: skip
+    return dict(item.split("=", 1) for item in out.split("\0") if item.startswith("APPLIANCE_"))
+
+
+def test_the_app_settings_file_is_accepted_by_the_app(fleet):
+    me = fleet.host("h2")
+    env = _env(render("pyinfra/templates/appliance.env.j2", **app.env_context(fleet, me)))
+    settings = Settings.from_env(env)
+    assert settings.host == "10.200.1.2" and settings.storage == "s3"
+    assert settings.database_url == fleet.database_url
+    assert "prefer-standby" in settings.database_read_url
+    assert settings.secret_key == fleet.secrets["secret_key"]
+    assert settings.max_upload_bytes == fleet.get("max_upload_bytes")
+
+
+def test_worker_instance_settings_use_the_contract_ports(fleet):
+    conf = fleet.queues(fleet.host("h5"))
+    assert list(conf) == ["light"]
+    text = render("pyinfra/templates/worker.env.j2", queue="light", listen_ip="10.200.1.5",
+                  **conf["light"])  # fmt: skip
+    env = _env(text)
+    assert env["APPLIANCE_WORKER_METRICS_PORT"] == "9181"
+    assert env["APPLIANCE_WORKER_METRICS_HOST"] == "10.200.1.5"
+
+
+# -- Prometheus -------------------------------------------------------------------------------
+def test_prometheus_config_passes_promtool(fleet, tmp_path):
+    assert shutil.which("promtool"), "promtool is needed (Debian package prometheus)"
+    text = render("pyinfra/templates/prometheus.yml.j2", **monitoring.prometheus_context(fleet))
+    path = tmp_path / "prometheus.yml"
+    path.write_text(text.replace("/etc/prometheus/rules/appliance", str(tmp_path / "rules")))
+    (tmp_path / "rules").mkdir()
+    for rule in monitoring.rule_files():
+        shutil.copy(rule, tmp_path / "rules" / rule.name)
+    result = _run("promtool", "check", "config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for job in fleet.scrape_targets():
+        if fleet.scrape_targets()[job]:
+            assert f"job_name: {job}" in text
+
+
+# -- firewall -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["h1", "h2", "h4", "h6"])
+def test_firewall_rules_pass_nft_check(fleet, tmp_path, name):
+    assert shutil.which("nft"), "nft is needed (Debian package nftables)"
+    me = fleet.host(name)
+    text = render("pyinfra/templates/nftables.conf.j2", **base.firewall_context(fleet, me))
+    path = tmp_path / "rules.nft"
+    path.write_text(text)
+    result = _run("nft", "-c", "-f", str(path))  # -c: checked, never loaded
+    assert result.returncode == 0, result.stderr
+    assert "policy drop" in text
+
+
+# -- Redis --------------------------------------------------------------------------------------
+def test_redis_config_starts_with_aof_and_a_password(tmp_path):
+    from appliance.local_services import free_port
+
+    port = free_port()
+    conf = render("pyinfra/templates/redis.conf.j2", listen_ip="127.0.0.1", password="pw",
+                  maxmemory="64mb")  # fmt: skip
+    (tmp_path / "redis.conf").write_text(conf)
+    proc = subprocess.Popen(
+        ["redis-server", str(tmp_path / "redis.conf"), "--port", str(port), "--dir",
+         str(tmp_path), "--pidfile", str(tmp_path / "r.pid"), "--logfile", "",
+         "--supervised", "no", "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        import redis
+
+        client = redis.Redis(port=port, password="pw")
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                import time
+
+                time.sleep(0.05)
+        assert client.config_get("appendonly")["appendonly"] == "yes"
+        assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+def test_postgres_settings_parse_and_enable_streaming_replication(fleet, work_root):
+    bindir = Path("/usr/lib/postgresql") / str(fleet.get("postgres_version")) / "bin"
+    if not bindir.exists():  # the machine's own major version (the hosts get theirs)
+        bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
+    data = work_root / "deploy-pgconf"
+    data.mkdir()
+    shutil.chown(data, "postgres", "postgres")
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    assert _run(*as_pg, str(bindir / "initdb"), "-D", str(data)).returncode == 0
+    conf = render("pyinfra/templates/postgresql.conf.j2", shared_buffers=db.SHARED_BUFFERS)
+    (data / "appliance.conf").write_text(conf)
+    with (data / "postgresql.conf").open("a") as out:
+        out.write("include 'appliance.conf'\n")
+    for name, want in [("wal_level", "replica"), ("hot_standby", "on"),
+                       ("max_replication_slots", "10")]:  # fmt: skip
+        got = _run(*as_pg, str(bindir / "postgres"), "-D", str(data), "-C", name)
+        assert got.returncode == 0, got.stderr
+        assert got.stdout.strip() == want
+
+
+def test_pg_hba_lets_app_hosts_and_replicas_in_only(fleet):
+    text = render("pyinfra/templates/pg_hba.conf.j2", **db.hba_context(fleet))
+    app_lines = [line.split() for line in text.splitlines() if line.startswith("host    appliance")]
+    assert sorted(line[3] for line in app_lines) == [
+        "10.200.1.2/32", "10.200.1.3/32", "10.200.1.4/32", "10.200.1.5/32", "10.200.1.6/32"
+    ]  # fmt: skip
+    repl = [line.split()[3] for line in text.splitlines() if " replication " in line]
+    assert repl == ["10.200.1.4/32", "10.200.1.6/32"]
+    assert all(line[-1] == "scram-sha-256" for line in app_lines)
+
+
+def test_db_setup_sql_is_idempotent_on_a_real_server(fleet, postgres_server):
+    fleet.secrets["db_password"] = "pw1"
+    sql = db.setup_sql(fleet).replace("'appliance'", "'deploytest'")
+    sql = re.sub(r"\bappliance\b", "deploytest", sql)
+    sql = re.sub(r"(?s)SELECT pg_create_physical_replication_slot.*?;\n", "", sql)
+    for _ in range(2):
+        result = _run("psql", postgres_server, "-q", "-v", "ON_ERROR_STOP=1", input=sql)
+        assert result.returncode == 0, result.stderr
+    check = _run("psql", postgres_server, "-Atc",
+                 "SELECT count(*) FROM pg_database WHERE datname = 'deploytest'")  # fmt: skip
+    assert check.stdout.strip() == "1"
