@@ -207,7 +207,7 @@ def test_sheet_option_picks_the_sheet_to_read(pool, tmp_path):
         ("json", b'[{"a": 1}, {"a": 2', "not a readable table"),
         ("json", b'{"a": 1}', "must be a list of records"),
         ("jsonl", b'{"a": 1}\n{"a": \n', "line 2 is not JSON"),
-        ("xlsx", b"PK\x03\x04" + b"\0" * 200, "not a readable table"),
+        ("xlsx", b"PK\x03\x04" + b"\0" * 200, "not a sound zip container"),  # checked first
         ("parquet", b"PAR1" + b"\0" * 100, "not a readable table"),
         ("xml", b"<rows><row><a>1</a></row>", "not a readable table"),
         ("yaml", b"- a: 1\n- [unclosed\n", "not a readable table"),
