@@ -98,7 +98,7 @@ ENGINE_RESTARTS = Counter(
 RATELIMIT_REJECTIONS = Counter(
     "appliance_ratelimit_rejections",
     "Requests refused by the rate limiter (429), by scope (key, ip). The limiter itself is "
-    "still to come (issue 6); it increments this counter.",
+    "still to come; it increments this counter.",
     ["scope"],
 )
 
