@@ -13,6 +13,7 @@ from appliance.api import responses
 from appliance.api.auth import Principal
 from appliance.api.deps import services
 from appliance.api.jobs import wait_response
+from appliance.jobs.graph import OPERATIONS
 
 
 class TaskController(Controller):
@@ -105,19 +106,5 @@ def _single(operation: str) -> Any:
     return create
 
 
-SINGLE_TASK_ROUTES = [
-    _single(op)
-    for op in (
-        "import/upload",
-        "import/url",
-        "import/base64",
-        "convert",
-        "merge",
-        "optimize",
-        "pdf/split-pages",
-        "thumbnail",
-        "metadata",
-        "archive",
-        "export/url",
-    )
-]
+# One route per operation (POST /v2/convert, /v2/merge, ...): the same list the job graph takes.
+SINGLE_TASK_ROUTES = [_single(op) for op in OPERATIONS]
