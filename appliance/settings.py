@@ -195,6 +195,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "the group starts). Empty: DATA_DIR/metrics."
         ),
     ] = ""
+    drain_file: Annotated[
+        str,
+        _doc(
+            "While this file exists the API is draining: every response closes its "
+            "connection and /health/ready answers 503 (a rolling upgrade creates it). "
+            "Empty: never."
+        ),
+    ] = ""
     worker_metrics_host: Annotated[
         str, _doc("Address a worker process group serves /metrics and /health/* on.")
     ] = "127.0.0.1"

@@ -16,6 +16,7 @@ from appliance import logs
 from appliance.api import files, jobs, meta, responses, tasks
 from appliance.api.auth import Authenticator
 from appliance.api.deps import Services, principal
+from appliance.api.drain import Drain, DrainFlag
 from appliance.api.events import Notifier
 from appliance.db import async_pool
 from appliance.engines.enabled import enabled_engines
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         debug=False,
     )
-    # Outermost, so it also sees requests no route matched and errors turned into responses.
-    app.asgi_handler = HttpMetrics(app.asgi_handler)  # type: ignore[assignment]
+    app.state.drain = DrainFlag(settings.drain_file)
+    # Outermost, so they also see requests no route matched and errors turned into responses.
+    app.asgi_handler = Drain(HttpMetrics(app.asgi_handler), app.state.drain)  # type: ignore[assignment]
     return app

@@ -57,6 +57,8 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
             checks[name] = "ok"
         except Exception as exc:
             checks[name] = f"error: {type(exc).__name__}"
+    if request.app.state.drain.active():
+        checks["draining"] = "error: the drain file exists"
     failed = [name for name, result in checks.items() if result != "ok"]
     if failed:
         log.warning("not ready: %s", ", ".join(f"{n} {checks[n]}" for n in failed))

@@ -118,6 +118,7 @@ def deployment(request, postgres_server, redis_server, tmp_path_factory) -> Iter
         "APPLIANCE_RECONCILE_INTERVAL_SECONDS": "1",
         "APPLIANCE_WORKER_THREADS": "2",
         "APPLIANCE_WORKER_METRICS_PORT": str(local_services.free_port()),
+        "APPLIANCE_DRAIN_FILE": str(data_dir / "drain"),
     }
     if name == "s3":
         s3 = request.getfixturevalue("s3_server")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import socket
+import time
+
 from tests.e2e.conftest import task, upload
 
 
@@ -133,3 +137,48 @@ def test_openapi_docs_are_served(deployment):
         assert api.get("/health/live").json() == {"status": "ok"}
         ready = api.get("/health/ready").json()
         assert ready["checks"] == {"postgres": "ok", "redis": "ok", "storage": "ok"}
+
+
+def _raw_get(url: str, path: str) -> tuple[bytes, bytes]:
+    """One GET over a fresh keep-alive connection: the response head, and what the
+    connection gives after the response (b"" when the server closed it)."""
+    host, port = url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        head, body = data.split(b"\r\n\r\n", 1)
+        length = int(re.search(rb"content-length: (\d+)", head, re.I)[1])
+        while len(body) < length:
+            body += s.recv(65536)
+        s.settimeout(1.5)
+        try:
+            after = s.recv(100)
+        except TimeoutError:
+            after = b"(still open)"
+    return head.lower(), after
+
+
+def test_a_draining_api_closes_each_connection_after_its_response(deployment):
+    """What a rolling upgrade relies on (deploy/pyinfra/roles/rolling.py): while the drain
+    file exists, requests are still served, each connection is closed by the server after
+    its response, and /health/ready says 503 draining; without it, connections stay open."""
+    drain = deployment.data_dir / "drain"
+    head, after = _raw_get(deployment.url, "/health/live")
+    assert b"connection: close" not in head and after == b"(still open)"
+    drain.touch()
+    try:
+        time.sleep(0.6)  # the API looks at the file at most twice a second
+        head, after = _raw_get(deployment.url, "/health/live")
+        assert head.startswith(b"http/1.1 200") and b"connection: close" in head
+        assert after == b""
+        with deployment.client(deployment.key()) as api:
+            assert api.get("/v2/jobs").status_code == 200
+            ready = api.get("/health/ready")
+            assert ready.status_code == 503 and ready.json()["failed"] == ["draining"]
+    finally:
+        drain.unlink()
+    time.sleep(0.6)
+    head, after = _raw_get(deployment.url, "/health/ready")
+    assert head.startswith(b"http/1.1 200") and after == b"(still open)"

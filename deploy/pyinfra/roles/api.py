@@ -1,6 +1,6 @@
 """api: appliance-api.service (granian) on the new release, migrations once per release, and
-the switch to it: directly on a fleet's first deploy, else one api host at a time with the lb
-draining it first (roles/rolling.py)."""
+the switch to it: directly on a fleet's first deploy, else one api host at a time, each
+draining itself first (roles/rolling.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ from roles.common import APP_ROOT, once, put, restart_if
 
 UNIT = "/etc/systemd/system/appliance-api.service"
 UPSTREAM_FILE = "/etc/nginx/conf.d/appliance-upstream.conf"
+# nginx's view of the api hosts (the lb's upstream), which the rolling drain times against.
+# nginx closes an idle connection to an api host after this long, before granian would.
+UPSTREAM_KEEPALIVE_SECONDS = 20
+# After this many failed connects within the timeout, nginx skips a host for the timeout.
+UPSTREAM_MAX_FAILS = 2
+UPSTREAM_FAIL_TIMEOUT_SECONDS = 10
 
 
 def unit_text(fleet: Fleet, me: HostSpec) -> str:

@@ -17,6 +17,8 @@ from roles.common import APP_ROOT, put
 
 APP_USER = "appliance"
 ENV_FILE = "/etc/appliance/appliance.env"
+# The API drains while this exists (appliance/api/drain.py, roles/rolling.py).
+DRAIN_FILE = "/run/appliance-api.drain"
 KEEP_RELEASES = 3
 
 
@@ -42,6 +44,7 @@ def env_context(fleet: Fleet, me: HostSpec) -> dict[str, Any]:
         "sandbox": fleet.get("sandbox", me),
         "engine_timeout_seconds": fleet.get("engine_timeout_seconds", me),
         "log_level": fleet.get("log_level", me),
+        "drain_file": DRAIN_FILE,
     }
 
 

@@ -34,10 +34,13 @@ def site_context(fleet: Fleet) -> dict[str, Any]:
     }
 
 
-def upstream_context(fleet: Fleet, down: str | None = None) -> dict[str, Any]:
+def upstream_context(fleet: Fleet) -> dict[str, Any]:
     port = fleet.get("api_port")
     return {
-        "upstream": [{"ip": h.ip, "port": port, "down": h.name == down} for h in fleet.role("api")]
+        "upstream": [{"ip": h.ip, "port": port} for h in fleet.role("api")],
+        "keepalive_seconds": api.UPSTREAM_KEEPALIVE_SECONDS,
+        "max_fails": api.UPSTREAM_MAX_FAILS,
+        "fail_timeout_seconds": api.UPSTREAM_FAIL_TIMEOUT_SECONDS,
     }
 
 

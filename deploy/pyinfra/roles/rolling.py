@@ -1,10 +1,23 @@
-"""Rolling upgrade of the api hosts, driven from the lb: for each api host that needs a
-restart, one at a time, mark it ``down`` in the nginx upstream and reload nginx (in-flight
-requests finish on the old workers, new ones go to the other hosts), switch the host to the
-new release and restart its API, wait until /health/ready answers, then put it back.
+"""Rolling upgrade of the api hosts, one at a time, with no failed request through the lb.
 
-It runs as one operation on the first lb host (pyinfra runs each operation on all hosts at
-once, so a per-host sequence across hosts has to live in one place); the commands on the api
+nginx is never reloaded for it: a reload closes the clients' idle keep-alive connections, and a
+request a client sends on one at that instant is lost. The api host drains itself instead
+(appliance/api/drain.py has the why):
+
+1. drain: create the API's drain file (each response now closes its connection, so nginx
+   drops every connection to the host after using it once more) and refuse new connections
+   to the API port from other hosts with a TCP reset, which nginx retries on another api host,
+   a POST too, as nothing was sent; then wait until no connection from another host is left
+   (bounded by nginx's upstream keep-alive timeout, after which nginx has closed its idle
+   ones itself);
+2. switch the host to the new release, remove the drain file, restart the API and wait for
+   /health/ready from the host itself (over loopback, which the refusal lets through);
+3. stop refusing; before the next host drains, wait out nginx's fail_timeout, after which
+   nginx sends to this host again (were both refused at once, nginx would have no live
+   upstream).
+
+It runs as one operation on the first lb host's deploy (pyinfra runs each operation on all
+hosts at once, so a sequence across hosts has to live in one place); the commands on the api
 hosts go over their already open connections."""
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ from roles import api, app
 from roles.common import APP_ROOT
 
 log = logging.getLogger("appliance.deploy")
-DRAIN_SECONDS = 3  # in-flight requests on the drained host finish meanwhile
+NFT_TABLE = "inet appliance_drain"
 
 
 def _run(target: Any, command: str) -> None:
@@ -30,30 +43,62 @@ def _run(target: Any, command: str) -> None:
         raise RuntimeError(f"{target.name}: `{command}` failed:\n{output.output}")
 
 
-def mark_command(ip: str, port: int, down: bool) -> str:
-    """sed on the upstream file, then a checked reload."""
-    line = f"^\\(    server {ip}:{port} [^;]*\\)"
-    undrain = f"-e 's/{line} down;/\\1;/'"
-    drain = f" -e 's/{line};/\\1 down;/'" if down else ""
-    return f"sed -i {undrain}{drain} {api.UPSTREAM_FILE} && nginx -t -q && systemctl reload nginx"
+def refuse_command(port: int) -> str:
+    """Refuse new TCP connections to ``port`` except over loopback; established ones go on."""
+    ruleset = (
+        f"table {NFT_TABLE} {{ chain input {{"
+        " type filter hook input priority filter - 10; policy accept;"
+        ' iif "lo" accept;'
+        f" tcp dport {port} ct state new reject with tcp reset; }}; }}"
+    )
+    return f"{unrefuse_command()} && echo '{ruleset}' | nft -f -"
 
 
-def roll(fleet: Fleet, inventory: Any, lb: Any, targets: list[str], release: Release) -> None:
-    for name in targets:
+def unrefuse_command() -> str:
+    return f"(nft delete table {NFT_TABLE} 2>/dev/null || true)"
+
+
+def connections_gone_command(ip: str, port: int, seconds: int) -> str:
+    """Waits (at most ``seconds``) until no established connection to ``port`` comes from
+    another host; never fails, as the stop that follows finishes what is left."""
+    count = (
+        f"ss -Htn state established '( sport = :{port} and not dst 127.0.0.0/8"
+        f" and not dst {ip} )' | wc -l"
+    )
+    return (
+        f'for i in $(seq 1 {seconds}); do [ "$({count})" -eq 0 ] && exit 0; sleep 1; done;'
+        f" echo 'connections still open to :{port} after {seconds}s' >&2; exit 0"
+    )
+
+
+def drain_command(ip: str, port: int) -> str:
+    return (
+        f"touch {app.DRAIN_FILE} && {refuse_command(port)}"
+        f" && {connections_gone_command(ip, port, api.UPSTREAM_KEEPALIVE_SECONDS + 5)}"
+    )
+
+
+def restart_command(fleet: Fleet, me: Any, release: Release) -> str:
+    return (
+        f"ln -sfn {app.release_dir(release)} {APP_ROOT}/current.new"
+        f" && mv -T {APP_ROOT}/current.new {APP_ROOT}/current"
+        f" && rm -f {app.DRAIN_FILE}"
+        " && systemctl daemon-reload && systemctl restart appliance-api"
+        f" && {api.wait_ready_command(fleet, me)}"
+        f" && {unrefuse_command()}"
+    )
+
+
+def roll(fleet: Fleet, inventory: Any, targets: list[str], release: Release) -> None:
+    for i, name in enumerate(targets):
         target = inventory.get_host(name)
         me = fleet.host(name)
         port = int(fleet.get("api_port", me))
+        if i:
+            time.sleep(api.UPSTREAM_FAIL_TIMEOUT_SECONDS + 1)
         log.warning("rolling: draining %s", name)
-        _run(lb, mark_command(me.ip, port, down=True))
-        time.sleep(DRAIN_SECONDS)
-        _run(
-            target,
-            f"ln -sfn {app.release_dir(release)} {APP_ROOT}/current.new"
-            f" && mv -T {APP_ROOT}/current.new {APP_ROOT}/current"
-            " && systemctl daemon-reload && systemctl restart appliance-api"
-            f" && {api.wait_ready_command(fleet, me)}",
-        )
-        _run(lb, mark_command(me.ip, port, down=False))
+        _run(target, drain_command(me.ip, port))
+        _run(target, restart_command(fleet, me, release))
         log.warning("rolling: %s is back on release %s", name, release.id)
 
 
@@ -66,13 +111,11 @@ def apply(fleet: Fleet, inventory: Any, release: Release) -> None:
     ]
     if not targets:
         return
-    lb = inventory.get_host(fleet.role("lb")[0].name)
     python.call(
         name=f"Rolling restart of {', '.join(targets)}, one at a time",
         function=roll,
         fleet=fleet,
         inventory=inventory,
-        lb=lb,
         targets=targets,
         release=release,
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from fleet.render import render
+from fleet.wheelhouse import Release
 from roles import api, app, base, db, lb, monitoring, rolling, storage, worker
 
 from appliance.settings import Settings
@@ -34,11 +35,11 @@ def nginx_prefix(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _nginx_files(fleet, prefix: Path, down: str | None = None) -> tuple[str, str]:
+def _nginx_files(fleet, prefix: Path) -> tuple[str, str]:
     site = render("nginx/appliance.conf.j2", **lb.site_context(fleet))
     site = site.replace(lb.CERT, str(prefix / "c.pem")).replace(lb.KEY, str(prefix / "k.pem"))
     site = site.replace("/var/log/nginx/", f"{prefix}/logs/")
-    upstream = render("nginx/appliance-upstream.conf.j2", **lb.upstream_context(fleet, down))
+    upstream = render("nginx/appliance-upstream.conf.j2", **lb.upstream_context(fleet))
     return site, upstream
 
 
@@ -60,12 +61,6 @@ def test_nginx_config_passes_nginx_t(fleet, nginx_prefix):
     assert "syntax is ok" in result.stderr
 
 
-def test_nginx_config_with_a_drained_api_host_passes_nginx_t(fleet, nginx_prefix):
-    site, upstream = _nginx_files(fleet, nginx_prefix, down="h3")
-    assert "server 10.200.1.3:8080 max_fails=2 fail_timeout=10s down;" in upstream
-    assert _nginx_t(nginx_prefix, site, upstream).returncode == 0
-
-
 def test_nginx_limits_match_the_app_and_metrics_are_denied(fleet, nginx_prefix):
     site, upstream = _nginx_files(fleet, nginx_prefix)
     limit = int(re.search(r"client_max_body_size (\d+);", site)[1])
@@ -80,24 +75,63 @@ def test_nginx_limits_match_the_app_and_metrics_are_denied(fleet, nginx_prefix):
     assert upstream.count("max_fails=2") == 2
 
 
-def test_rolling_drain_marks_one_server_down_and_back_exactly(fleet, tmp_path):
-    _, upstream = _nginx_files(fleet, tmp_path)
-    path = tmp_path / "up.conf"
-    path.write_text(upstream)
+def test_upstream_idle_connections_close_on_nginx_side_first(fleet, nginx_prefix):
+    """granian closes an idle keep-alive connection after its header read timeout (30 s,
+    measured); nginx must drop its idle ones before that, or a request it sends on one the
+    api host just closed fails."""
+    _, upstream = _nginx_files(fleet, nginx_prefix)
+    seconds = int(re.search(r"keepalive_timeout (\d+)s;", upstream)[1])
+    assert seconds == api.UPSTREAM_KEEPALIVE_SECONDS < 30
+    fails = re.findall(r"max_fails=(\d+) fail_timeout=(\d+)s;", upstream)
+    assert fails == [(str(api.UPSTREAM_MAX_FAILS), str(api.UPSTREAM_FAIL_TIMEOUT_SECONDS))] * 2
 
-    def sed(down: bool) -> None:
-        command = rolling.mark_command("10.200.1.3", 8080, down)
-        script = command.split(" && ")[0].replace(api.UPSTREAM_FILE, str(path))
-        assert _run("sh", "-c", script).returncode == 0
 
-    sed(down=True)
-    drained = path.read_text()
-    assert drained == render("nginx/appliance-upstream.conf.j2",
-                             **lb.upstream_context(fleet, "h3"))  # fmt: skip
-    sed(down=True)  # twice is still one `down`
-    assert path.read_text() == drained
-    sed(down=False)
-    assert path.read_text() == upstream
+def test_rolling_refusal_ruleset_passes_nft_check():
+    ruleset = rolling.refuse_command(8080).split("echo '")[1].split("' | nft")[0]
+    checked = _run("nft", "-c", "-f", "-", input=ruleset)
+    assert checked.returncode == 0, checked.stderr
+    assert "tcp dport 8080 ct state new reject with tcp reset" in ruleset
+    assert 'iif "lo" accept' in ruleset.split("reject")[0]
+
+
+NETNS_CONNECTION = """
+import socket, subprocess, sys
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+subprocess.run(["ip", "addr", "add", "10.254.0.1/32", "dev", "lo"], check=True)
+listener = socket.create_server(("10.254.0.1", 8080))
+client = socket.create_connection(("10.254.0.1", 8080), source_address=("10.254.0.1", 0))
+peer, _ = listener.accept()
+for own_ip in sys.argv[1:]:
+    done = subprocess.run(["sh", "-c", own_ip], capture_output=True, text=True, timeout=30)
+    print(done.returncode, "open" if "still open" in done.stderr else "gone")
+client.close(); peer.close()
+"""
+
+
+def test_rolling_waits_for_connections_from_other_hosts_only():
+    """In a network namespace of its own: one established connection to :8080 whose peer
+    is 10.254.0.1. Seen from a host with another address it is a connection to wait for;
+    from 10.254.0.1 itself it is local and ignored."""
+    other = rolling.connections_gone_command("10.254.0.2", 8080, 2)
+    own = rolling.connections_gone_command("10.254.0.1", 8080, 2)
+    done = _run("unshare", "-n", "python3", "-c", NETNS_CONNECTION, other, own)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["0 open", "0 gone"]
+
+
+def test_rolling_drain_and_restart_commands_use_the_drain_file_the_app_reads(fleet):
+    env = render("pyinfra/templates/appliance.env.j2", **app.env_context(fleet, fleet.host("h2")))
+    assert f'APPLIANCE_DRAIN_FILE="{app.DRAIN_FILE}"' in env
+    me = fleet.host("h2")
+    drain = rolling.drain_command(me.ip, 8080)
+    assert drain.startswith(f"touch {app.DRAIN_FILE} && ")
+    restart = rolling.restart_command(
+        fleet, me, Release(id="0123456789abcdef", wheelhouse=Path("/nowhere"), app_wheel="a.whl")
+    )
+    # The drain file goes before the restart (the new process must not start draining),
+    # the refusal only after the host answers ready.
+    assert restart.index(f"rm -f {app.DRAIN_FILE}") < restart.index("systemctl restart")
+    assert restart.index("/health/ready") < restart.index(rolling.unrefuse_command())
 
 
 # -- systemd ----------------------------------------------------------------------------------
