@@ -177,6 +177,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_threads: Annotated[
         int, _doc("Threads per worker process for each queue class.", ge=1, le=64)
     ] = 2
+    worker_poll_ms: Annotated[
+        int,
+        _doc(
+            "Longest a worker waits before it looks at its queue again when the queue was "
+            "empty or its prefetch full (Dramatiq's own default backs off to 1000 ms, which "
+            "leaves threads idle between short tasks), in milliseconds.",
+            ge=5,
+            le=5000,
+        ),
+    ] = 100
     worker_processes: Annotated[
         int, _doc("Worker processes per queue class under `appliance up`.", ge=1, le=64)
     ] = 1

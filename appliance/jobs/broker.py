@@ -39,9 +39,27 @@ class RequestIds(dramatiq.Middleware):
         logs.request_id.set(None)
 
 
+class PromptRedisBroker(RedisBroker):
+    """Dramatiq's Redis broker with a bound on how long a consumer sleeps between fetches.
+
+    A consumer that finds its queue empty, or has as many messages out as it may prefetch,
+    sleeps with exponential backoff up to the worker timeout (1 s by default) before it
+    fetches again. With tasks shorter than that, a worker's threads finish their prefetched
+    messages and then idle until the sleep ends, however long the queue is."""
+
+    def __init__(self, *, poll_ms: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.poll_ms = poll_ms
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        return super().consume(queue_name, prefetch, min(timeout, self.poll_ms))
+
+
 def make_broker(settings: Settings) -> RedisBroker:
     middleware = [m() for m in MIDDLEWARE] + [RequestIds()]
-    broker = RedisBroker(url=settings.effective_redis_url, middleware=middleware)
+    broker = PromptRedisBroker(
+        url=settings.effective_redis_url, middleware=middleware, poll_ms=settings.worker_poll_ms
+    )
     for queue in QUEUE_CLASSES:
         broker.declare_queue(queue)
     return broker

@@ -231,6 +231,42 @@ def _failures(results: list) -> list:
     return [r for r in results if not (isinstance(r[3], int) and r[3] < 400)]
 
 
+def _explain(fleet: Fleet, results: list, log: str = "") -> str:
+    """What a failed load test needs to be understood: the failures by kind and time, the
+    deploy's rolling steps, and the lb's nginx error log."""
+    failed = _failures(results)
+    if not failed:
+        return ""
+    kinds: dict[str, int] = {}
+    for _, method, path, status in failed:
+        kind = f"{method} {path.split('?')[0]} {status}"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    to_wall = time.time() - time.monotonic()  # the deploy logs wall-clock times
+
+    def clock(t: float) -> str:
+        return (
+            time.strftime("%H:%M:%S", time.localtime(t + to_wall)) + f"{(t + to_wall) % 1:.2f}"[1:]
+        )
+
+    nginx = fleet.lab.run(
+        "h1",
+        "grep -v 'no live upstreams' /var/log/nginx/appliance-error.log | tail -n 40;"
+        " echo \"and $(grep -c 'no live upstreams' /var/log/nginx/appliance-error.log)"
+        " 'no live upstreams', first and last:\";"
+        " grep 'no live upstreams' /var/log/nginx/appliance-error.log | sed -n '1p;$p'",
+        check=False,
+    )
+    return "\n".join(
+        [
+            f"{len(failed)} of {len(results)} requests failed, from {clock(failed[0][0])}"
+            f" to {clock(failed[-1][0])} (load from {clock(results[0][0])}): {kinds}",
+            *(line for line in log.splitlines() if "rolling:" in line),
+            "nginx error log (h1):",
+            nginx.stdout,
+        ]
+    )
+
+
 def test_requests_keep_succeeding_when_an_api_host_dies(fleet):
     def kill_and_wait() -> None:
         fleet.lab.kill("h3")
@@ -241,7 +277,7 @@ def test_requests_keep_succeeding_when_an_api_host_dies(fleet):
     finally:
         fleet.lab.boot("h3")
     assert len(results) > 30
-    assert _failures(results) == []
+    assert _failures(results) == [], _explain(fleet, results)
     ready = f"http://{fleet.lab.ip('h3')}:8080/health/ready"
     fleet.lab.run("h3", f"for i in $(seq 60); do curl -fs {ready} && exit 0; sleep 1; done; exit 1")
 
@@ -256,4 +292,8 @@ def test_rolling_upgrade_under_load_fails_no_request(fleet):
     assert all(before[n] != after[n] for n in before), (before, after)
     assert "Rolling restart of h2, h3" in logs[0]
     assert len(results) > 30
-    assert _failures(results) == []
+    assert _failures(results) == [], _explain(fleet, results, logs[0])
+    for name in ("h2", "h3"):  # back in the lb's reach, not only up
+        assert "appliance_drain" not in fleet.lab.run(name, "nft list tables").stdout
+        ready = f"http://{fleet.lab.ip(name)}:8080/health/ready"
+        fleet.lab.run("h1", f"curl -fsS --max-time 5 {ready}")

@@ -36,10 +36,11 @@ def unit_text(fleet: Fleet, me: HostSpec) -> str:
 
 
 def wait_ready_command(fleet: Fleet, me: HostSpec, seconds: int = 90) -> str:
+    """A subshell, so it can be chained with ``&&`` (it exits when done)."""
     url = f"http://{me.ip}:{fleet.get('api_port', me)}/health/ready"
     return (
-        f"for i in $(seq 1 {seconds}); do curl -fsS -o /dev/null --max-time 2 {url} && exit 0;"
-        f" sleep 1; done; echo 'api not ready: {url}' >&2; exit 1"
+        f"(for i in $(seq 1 {seconds}); do curl -fsS -o /dev/null --max-time 2 {url} && exit 0;"
+        f" sleep 1; done; echo 'api not ready: {url}' >&2; exit 1)"
     )
 
 

@@ -13,8 +13,8 @@ request a client sends on one at that instant is lost. The api host drains itsel
 2. switch the host to the new release, remove the drain file, restart the API and wait for
    /health/ready from the host itself (over loopback, which the refusal lets through);
 3. stop refusing; before the next host drains, wait out nginx's fail_timeout, after which
-   nginx sends to this host again (were both refused at once, nginx would have no live
-   upstream).
+   nginx sends to this host again, and until it does (were two hosts out at once, nginx
+   would have no live upstream and answer 502).
 
 It runs as one operation on the first lb host's deploy (pyinfra runs each operation on all
 hosts at once, so a sequence across hosts has to live in one place); the commands on the api
@@ -35,6 +35,10 @@ from roles.common import APP_ROOT
 
 log = logging.getLogger("appliance.deploy")
 NFT_TABLE = "inet appliance_drain"
+
+
+def _now() -> str:
+    return time.strftime("%H:%M:%S") + f"{time.time() % 1:.2f}"[1:]
 
 
 def _run(target: Any, command: str) -> None:
@@ -58,16 +62,32 @@ def unrefuse_command() -> str:
     return f"(nft delete table {NFT_TABLE} 2>/dev/null || true)"
 
 
-def connections_gone_command(ip: str, port: int, seconds: int) -> str:
-    """Waits (at most ``seconds``) until no established connection to ``port`` comes from
-    another host; never fails, as the stop that follows finishes what is left."""
-    count = (
+def _remote_connections(ip: str, port: int) -> str:
+    """Shell: how many established connections to ``port`` come from other hosts."""
+    return (
         f"ss -Htn state established '( sport = :{port} and not dst 127.0.0.0/8"
         f" and not dst {ip} )' | wc -l"
     )
+
+
+def connections_gone_command(ip: str, port: int, seconds: int) -> str:
+    """Waits (at most ``seconds``) until no established connection to ``port`` comes from
+    another host; never fails, as the stop that follows finishes what is left. A subshell,
+    so it chains with ``&&``."""
     return (
-        f'for i in $(seq 1 {seconds}); do [ "$({count})" -eq 0 ] && exit 0; sleep 1; done;'
-        f" echo 'connections still open to :{port} after {seconds}s' >&2; exit 0"
+        f'(for i in $(seq 1 {seconds}); do [ "$({_remote_connections(ip, port)})" -eq 0 ]'
+        f" && exit 0; sleep 1; done;"
+        f" echo 'connections still open to :{port} after {seconds}s' >&2; exit 0)"
+    )
+
+
+def back_in_use_command(ip: str, port: int) -> str:
+    """Waits out nginx's fail_timeout for the host just restarted, then (at most 10 s more)
+    until a connection from another host shows nginx sends to it again; never fails (with
+    no traffic there is nothing to see)."""
+    return (
+        f"(sleep {api.UPSTREAM_FAIL_TIMEOUT_SECONDS + 1}; for i in $(seq 1 10); do"
+        f' [ "$({_remote_connections(ip, port)})" -gt 0 ] && exit 0; sleep 1; done; exit 0)'
     )
 
 
@@ -94,12 +114,12 @@ def roll(fleet: Fleet, inventory: Any, targets: list[str], release: Release) -> 
         target = inventory.get_host(name)
         me = fleet.host(name)
         port = int(fleet.get("api_port", me))
-        if i:
-            time.sleep(api.UPSTREAM_FAIL_TIMEOUT_SECONDS + 1)
-        log.warning("rolling: draining %s", name)
+        log.warning("rolling: draining %s at %s", name, _now())
         _run(target, drain_command(me.ip, port))
         _run(target, restart_command(fleet, me, release))
-        log.warning("rolling: %s is back on release %s", name, release.id)
+        log.warning("rolling: %s is back on release %s at %s", name, release.id, _now())
+        if i < len(targets) - 1:
+            _run(target, back_in_use_command(me.ip, port))
 
 
 def apply(fleet: Fleet, inventory: Any, release: Release) -> None:

@@ -119,6 +119,51 @@ def test_rolling_waits_for_connections_from_other_hosts_only():
     assert done.stdout.split("\n")[:2] == ["0 open", "0 gone"]
 
 
+STUB = """#!/bin/sh
+echo "$(basename "$0") $*" >> "$STUB_LOG"
+if [ "$(basename "$0")" = ss ] && [ -f "$STUB_LOG.busy" ]; then
+    echo "ESTAB 0 0 10.200.0.12:8080 10.200.0.11:4000"
+fi
+exit 0
+"""
+
+
+def _stubbed(command: str, tmp_path: Path, busy: bool = False) -> list[str]:
+    """Runs ``command`` with every program it changes the host with replaced by a stub
+    that logs its arguments; the log, one program call per line."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("touch", "nft", "ss", "ln", "mv", "rm", "systemctl", "curl", "sleep"):
+        (bin_dir / name).write_text(STUB)
+        (bin_dir / name).chmod(0o755)
+    log = tmp_path / "calls.log"
+    log.unlink(missing_ok=True)
+    if busy:
+        (tmp_path / "calls.log.busy").touch()
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "STUB_LOG": str(log)}
+    done = _run("sh", "-c", command, env=env)
+    assert done.returncode == 0, done.stderr
+    return log.read_text().splitlines()
+
+
+def test_rolling_commands_run_every_step_in_order(fleet, tmp_path):
+    """The whole chain runs: a step that exits (the ready wait) must not end the command
+    before the refusal is lifted (it once did, and the host stayed out of the upstream)."""
+    me = fleet.host("h2")
+    drain = [c.split()[0] for c in _stubbed(rolling.drain_command(me.ip, 8080), tmp_path)]
+    assert drain == ["touch", "nft", "nft", "ss"]  # no connection left: no wait
+    release = Release(id="0123456789abcdef", wheelhouse=Path("/nowhere"), app_wheel="a.whl")
+    calls = _stubbed(rolling.restart_command(fleet, me, release), tmp_path)
+    assert [c.split()[0] for c in calls] == [
+        "ln", "mv", "rm", "systemctl", "systemctl", "curl", "nft",
+    ]  # fmt: skip
+    assert calls[-1] == "nft delete table inet appliance_drain"
+    # Between hosts: nginx's fail_timeout, then until traffic is back (here at once).
+    back = _stubbed(rolling.back_in_use_command(me.ip, 8080), tmp_path, busy=True)
+    assert back == [f"sleep {api.UPSTREAM_FAIL_TIMEOUT_SECONDS + 1}", back[1]]
+    assert back[1].startswith("ss -Htn state established")
+
+
 def test_rolling_drain_and_restart_commands_use_the_drain_file_the_app_reads(fleet):
     env = render("pyinfra/templates/appliance.env.j2", **app.env_context(fleet, fleet.host("h2")))
     assert f'APPLIANCE_DRAIN_FILE="{app.DRAIN_FILE}"' in env
