@@ -11,7 +11,10 @@ MiB = 1024 * 1024
 # (PDFium) come as wheels (pyvips-binary, pypdfium2), so they need no Debian package.
 ENGINE_PACKAGES: dict[str, list[str]] = {
     "images": [],
-    "pdf": [],
+    "data": [],
+    "pdf": ["ghostscript"],  # optimize and PDF/A
+    "ebooks": ["calibre"],
+    "ocr": ["tesseract-ocr", "tesseract-ocr-eng"],
     "svg": ["librsvg2-bin"],
     "markup": ["pandoc"],
     "media": ["ffmpeg"],
@@ -26,7 +29,10 @@ ENGINE_PACKAGES: dict[str, list[str]] = {
 # The queue class whose worker an engine family needs (see appliance/engines).
 FAMILY_QUEUE = {
     "images": "light",
+    "data": "light",
     "pdf": "light",
+    "ebooks": "office",
+    "ocr": "office",
     "svg": "light",
     "markup": "light",
     "office": "office",
@@ -56,7 +62,7 @@ DEFAULTS: dict[str, Any] = {
     # Workers: engine families installed on worker hosts, and per queue class its processes,
     # threads, metrics port (CONTRACTS.md) and memory limit. Queues whose families are all
     # absent get no worker instance.
-    "engine_families": ["images", "pdf", "svg", "markup", "office", "media"],
+    "engine_families": list(ENGINE_PACKAGES),
     "worker_queues": {
         "light": {"processes": 2, "threads": 2, "metrics_port": 9181, "memory_max": "2G"},
         "office": {"processes": 1, "threads": 1, "metrics_port": 9182, "memory_max": "3G"},

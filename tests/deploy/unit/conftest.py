@@ -41,5 +41,5 @@ def make_fleet(**settings: object) -> Fleet:
 def fleet() -> Fleet:
     return make_fleet(
         s3_external={"endpoint": "10.200.0.1:9000", "access_key": "a", "secret_key": "b"},
-        engine_families=["images", "pdf"],
+        engine_families=["images", "data"],
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 import pytest
-from fleet.defaults import active_queues, engine_packages
+from fleet.defaults import DEFAULTS, active_queues, engine_packages
 from fleet.model import FleetError
 
 from tests.deploy.unit.conftest import make_fleet
@@ -78,10 +78,14 @@ def test_each_host_opens_only_its_roles_ports(fleet):
 
 
 def test_engine_families_choose_packages_and_queues():
-    assert engine_packages(["images", "pdf"]) == []
-    assert active_queues(["images", "pdf"]) == ["light"]
-    full = ["images", "pdf", "svg", "markup", "office", "media"]
-    assert {"ffmpeg", "pandoc", "librsvg2-bin", "python3-uno"} <= set(engine_packages(full))
+    assert engine_packages(["images", "data"]) == []
+    assert active_queues(["images", "data"]) == ["light"]
+    assert engine_packages(["pdf"]) == ["ghostscript"]
+    assert active_queues(["ocr"]) == active_queues(["ebooks"]) == ["office"]
+    full = DEFAULTS["engine_families"]
+    assert {"ffmpeg", "pandoc", "librsvg2-bin", "python3-uno", "calibre", "tesseract-ocr"} <= set(
+        engine_packages(full)
+    )
     assert active_queues(full) == ["light", "office", "media"]
     with pytest.raises(ValueError, match="unknown engine families"):
         engine_packages(["images", "flash"])

@@ -1,9 +1,9 @@
 """The lab's fixed settings (the run-dependent ones come from the harness's JSON file)."""
 
 fleet_name = "lab"
-# A light engine set keeps the CI run short: libvips and PDFium come as wheels, so worker
-# hosts install no engine Debian packages and only the `light` queue runs.
-engine_families = ["images", "pdf"]
+# A light engine set keeps the CI run short: libvips and the data engine's libraries come
+# as wheels, so worker hosts install no engine Debian packages and only `light` runs.
+engine_families = ["images", "data"]
 worker_queues = {
     "light": {"processes": 1, "threads": 2, "metrics_port": 9181, "memory_max": "1G"},
 }
