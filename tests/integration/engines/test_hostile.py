@@ -15,6 +15,7 @@ import pyvips
 from appliance.engines.images import ImageEngine, ImageOptions
 from appliance.engines.markup import MarkupOptions, PandocEngine
 from appliance.engines.media import FfmpegEngine, MediaOptions
+from appliance.engines.ocr import OcrEngine, OcrOptions
 from appliance.engines.office import OfficeEngine, OfficeOptions
 from appliance.engines.sandbox import SandboxedEngine
 from appliance.engines.vector import SvgEngine, SvgOptions
@@ -71,6 +72,7 @@ def test_svg_with_external_entity_and_remote_href_does_not_leak_or_fetch(pool, t
         (ImageEngine(), "jpg", "png", ImageOptions()),
         (PandocEngine(), "docx", "html", MarkupOptions()),
         (FfmpegEngine(), "mp4", "webm", MediaOptions()),
+        (OcrEngine(), "png", "txt", OcrOptions()),
     ],
 )
 def test_truncated_files_fail_clearly(pool, tmp_path, engine, fmt, target, options):
@@ -103,7 +105,12 @@ def test_truncated_files_fail_clearly(pool, tmp_path, engine, fmt, target, optio
     _expect_clear_error(engine, pool, cut, tmp_path / f"o.{target}", fmt, target, options)
 
 
-def test_image_claiming_huge_dimensions_is_refused(pool, tmp_path):
+@pytest.mark.parametrize(
+    ("engine", "target", "options"),
+    [(ImageEngine(), "tiff", ImageOptions()), (OcrEngine(), "txt", OcrOptions())],
+    ids=["vips", "tesseract"],
+)
+def test_image_claiming_huge_dimensions_is_refused(pool, tmp_path, engine, target, options):
     """A tiny PNG whose header claims 60000 x 60000 pixels (a decompression bomb)."""
     import struct
     import zlib
@@ -126,9 +133,7 @@ def test_image_claiming_huge_dimensions_is_refused(pool, tmp_path):
     )
     src = tmp_path / "bomb.png"
     src.write_bytes(png)
-    _expect_clear_error(
-        ImageEngine(), pool, src, tmp_path / "o.tiff", "png", "tiff", ImageOptions()
-    )
+    _expect_clear_error(engine, pool, src, tmp_path / f"o.{target}", "png", target, options)
 
 
 # --- zip bombs, macros, remote links (office containers) ---
