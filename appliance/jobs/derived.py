@@ -26,6 +26,7 @@ from appliance.jobs.operations import (
     _checked_input,
     _input_files,
     _keep,
+    _numbered,
     _run_hops,
     _work_root,
 )
@@ -35,8 +36,9 @@ METADATA_MAX_BYTES = 1 << 20  # the metadata engine's JSON; anything larger is r
 
 
 def thumbnail(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
-    """One thumbnail per input file; the route (conversions first, then the thumbnail)
-    is in the result like a convert task's."""
+    """``count`` thumbnails per input file (pages of a PDF, frames of a video; an image gives
+    one); the route (conversions first, then the thumbnail) is in the result like a convert
+    task's."""
     p = task["payload"]
     options = msgspec.convert(
         {k: v for k, v in p.items() if k not in graph.CONVERT_KEYS}, ThumbnailOptions
@@ -50,8 +52,8 @@ def thumbnail(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
             def step(fraction: float, i: int = i) -> None:
                 progress((i + fraction) / len(inputs))
 
-            out, route = _thumbnail_one(rt, p, f, Path(tmp) / str(i), options, step)
-            outputs.append(out)
+            made, route = _thumbnail_one(rt, p, f, Path(tmp) / str(i), options, step)
+            outputs += made
     result = {"files": [{"filename": o.filename, "size": o.size} for o in outputs]}
     return Outcome(result | {"route": route}, outputs)
 
@@ -63,7 +65,7 @@ def _thumbnail_one(
     work: Path,
     options: ThumbnailOptions,
     progress: Progress,
-) -> tuple[OutFile, list[dict[str, str]]]:
+) -> tuple[list[OutFile], list[dict[str, str]]]:
     out_fmt = p["output_format"]
     src, src_fmt = _fetch(rt, p, f, work)
     hops = thumbnail_route(rt.registry, src_fmt)
@@ -76,12 +78,13 @@ def _thumbnail_one(
         src = _run_hops(hops, src, work, defaults, lambda x: progress(x / 2))[0]
         src_fmt = hops[-1].dst
     dst = work / f"thumbnail.{out_fmt}"
-    rt.registry.engine("thumbnail").convert(
+    made = rt.registry.engine("thumbnail").convert(
         src, dst, src_fmt, out_fmt, options, lambda x: progress(0.5 + x / 2)
-    )
+    ) or [dst]
     name = safe_filename(p.get("filename") or f"{Path(f['filename']).stem}.{out_fmt}")
+    names = [name] if len(made) == 1 else [_numbered(name, n) for n in range(1, len(made) + 1)]
     route = [*route_summary(hops), {"from": src_fmt, "to": out_fmt, "engine": "thumbnail"}]
-    return _stored(rt, dst, out_fmt, name), route
+    return [_stored(rt, path, out_fmt, n) for path, n in zip(made, names, strict=True)], route
 
 
 def metadata(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:

@@ -1,6 +1,6 @@
-"""thumbnail, archive and metadata tasks, and data conversions, through the HTTP API: files go
-in as base64 imports, results are downloaded and opened (pyvips, zipfile, tarfile, openpyxl,
-PDFium) or read from the task result."""
+"""thumbnail (also several per file), archive and metadata tasks, and data conversions,
+through the HTTP API: files go in as base64 imports, results are downloaded and opened (pyvips,
+zipfile, tarfile, openpyxl, PDFium) or read from the task result."""
 
 from __future__ import annotations
 
@@ -137,12 +137,44 @@ def test_thumbnail_of_a_video_is_a_frame(deployment, samples):
     assert rows[0]["queue"] == "media"
 
 
+def test_thumbnail_count_gives_pages_of_a_pdf_and_frames_of_a_video(deployment, samples):
+    with deployment.client(deployment.key()) as api:
+        job = run_job(
+            api,
+            {
+                "pdf": _import("two.pdf", samples["two.pdf"]),
+                "video": _import("clip.mp4", samples["clip.mp4"]),
+                "tp": {
+                    "operation": "thumbnail",
+                    "input": "pdf",
+                    "output_format": "png",
+                    "width": 50,
+                    "count": 3,
+                },
+                "tv": {
+                    "operation": "thumbnail",
+                    "input": "video",
+                    "output_format": "jpg",
+                    "height": 30,
+                    "count": 2,
+                },
+                "e": {"operation": "export/url", "input": ["tp", "tv"]},
+            },
+        )
+        assert job["status"] == "finished", job
+        names = [f["filename"] for f in task(job, "e")["result"]["files"]]
+        assert names == ["two-1.png", "two-2.png", "clip-1.jpg", "clip-2.jpg"]
+        sizes = [pyvips.Image.new_from_buffer(data, "") for data in _download(job)]
+        assert [(i.width, i.height) for i in sizes] == [(50, 25), (50, 25), (40, 30), (40, 30)]
+
+
 @pytest.mark.parametrize(
     ("options", "field"),
     [
         ({"output_format": "gif"}, "tasks.t.output_format"),
         ({"output_format": "png", "fit": "stretch"}, "tasks.t.fit"),
         ({"output_format": "png", "width": 0}, "tasks.t.width"),
+        ({"output_format": "png", "count": 101}, "tasks.t.count"),
     ],
 )
 def test_bad_thumbnail_options_are_422(deployment, options, field):
