@@ -88,21 +88,36 @@ def _thumbnail_one(
 
 
 def metadata(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
-    """CloudConvert's metadata task: ``result.metadata`` of its (first) input file."""
-    f = _inputs(rt, task)[0]
+    """CloudConvert's metadata task, for every input file: ``result.metadata`` is the first
+    one's record (CloudConvert's shape for its one input), ``result.files`` has each file's
+    name, size and record, in input order."""
+    inputs = _inputs(rt, task)
+    files = []
     with tempfile.TemporaryDirectory(dir=_work_root(rt)) as tmp:
-        work = Path(tmp)
-        src, src_fmt = _fetch(rt, task["payload"], f, work)
-        dst = work / "metadata.json"
-        engine = rt.registry.engine("metadata")
-        engine.convert(src, dst, src_fmt, "json", engine.descriptor.options(), progress)
-        if dst.stat().st_size > METADATA_MAX_BYTES:
-            raise PermanentError("The metadata is too large", code="CONVERSION_FAILED")
-        found = json.loads(dst.read_bytes())
+        for i, f in enumerate(inputs):
+
+            def step(fraction: float, i: int = i) -> None:
+                progress((i + fraction) / len(inputs))
+
+            found = _metadata_one(rt, task["payload"], f, Path(tmp) / str(i), step)
+            files.append({"filename": f["filename"], "size": f["size"], "metadata": found})
+    return Outcome({"metadata": files[0]["metadata"], "files": files})
+
+
+def _metadata_one(
+    rt: Runtime, p: dict[str, Any], f: dict[str, Any], work: Path, progress: Progress
+) -> dict[str, Any]:
+    """One file's record (exiftool's keys), read by the metadata engine in its sandbox."""
+    src, src_fmt = _fetch(rt, p, f, work)
+    dst = work / "metadata.json"
+    engine = rt.registry.engine("metadata")
+    engine.convert(src, dst, src_fmt, "json", engine.descriptor.options(), progress)
+    if dst.stat().st_size > METADATA_MAX_BYTES:
+        raise PermanentError("The metadata is too large", code="CONVERSION_FAILED")
+    found = json.loads(dst.read_bytes())
     if not isinstance(found, dict):
         raise PermanentError("The metadata engine gave no record", code="CONVERSION_FAILED")
-    found = {"FileName": f["filename"], "FileSize": f["size"], **found}
-    return Outcome({"metadata": found})
+    return {"FileName": f["filename"], "FileSize": f["size"], **found}
 
 
 def _inputs(rt: Runtime, task: dict[str, Any]) -> list[dict[str, Any]]:
