@@ -53,7 +53,8 @@ class OcrOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     def __post_init__(self) -> None:
         # Checked where Tesseract is installed: by the API when it is installed there too (a
-        # 422 naming the field), in any case inside the engine helper before it runs.
+        # 422 whose message names the language and the installed ones), and in any case
+        # inside the engine helper before it runs (INVALID_OPTIONS).
         installed = installed_languages()
         if installed is None:
             return
