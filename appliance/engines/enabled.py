@@ -9,6 +9,7 @@ from appliance.engines.images import ImageEngine
 from appliance.engines.markup import PandocEngine
 from appliance.engines.media import FfmpegEngine
 from appliance.engines.metadata import MetadataEngine
+from appliance.engines.ocr import OcrEngine
 from appliance.engines.office import OfficeEngine
 from appliance.engines.pdf import PdfEngine
 from appliance.engines.pdftools import (
@@ -36,6 +37,7 @@ def enabled_engines() -> list[Engine]:
         MergeEngine(),
         OptimizeEngine(),
         CalibreEngine(),
+        OcrEngine(),
         DataEngine(),
         ThumbnailEngine(),
         MetadataEngine(),

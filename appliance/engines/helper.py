@@ -38,6 +38,15 @@ def _inside(path: str) -> Path:
     return resolved
 
 
+def _options(engine: Engine, raw: Any) -> Any:
+    """The request's options. The API validated them, but some checks need this host (an OCR
+    language must be installed here): options refused now are still the client's error."""
+    try:
+        return msgspec.convert(raw, engine.descriptor.options)
+    except msgspec.ValidationError as exc:
+        raise PermanentError(f"Invalid option: {exc}", code="INVALID_OPTIONS") from exc
+
+
 def _run(engine: Engine, req: dict[str, Any], options: Any, out: Any) -> list[Path] | None:
     def progress(fraction: float) -> None:
         _reply(out, {"progress": round(fraction, 3)})
@@ -63,7 +72,7 @@ def serve(
         try:
             req = json.loads(line)
             engine = engines[req["engine"]]
-            options = msgspec.convert(req["options"], engine.descriptor.options)
+            options = _options(engine, req["options"])
             if "src" in req:  # zip bombs stop here, before any engine inflates them
                 check_container(_inside(req["src"]), req["src_format"], max_inflated)
             files = _run(engine, req, options, out)

@@ -75,9 +75,7 @@ def _parents(path: Path) -> list[Path]:
 
 def sandbox_argv(workdir: Path, argv: list[str], env: dict[str, str] | None = None) -> list[str]:
     """bubblewrap (+ setpriv when root) around ``argv``, with ``workdir`` writable at /job."""
-    readonly = sorted(
-        {Path(sys.base_prefix), Path(sys.prefix), Path(appliance.__file__).resolve().parent.parent}
-    )
+    readonly = sorted({Path(sys.base_prefix), Path(sys.prefix), _package_root()})
     cmd = [
         "bwrap",
         "--die-with-parent",
@@ -169,8 +167,20 @@ def sandbox_argv(workdir: Path, argv: list[str], env: dict[str, str] | None = No
     return cmd + argv
 
 
+def _package_root() -> Path:
+    """The directory that holds the running ``appliance`` package (bound read-only inside)."""
+    return Path(appliance.__file__).resolve().parent.parent
+
+
 def helper_argv() -> list[str]:
-    return [sys.executable, "-I", "-m", "appliance.engines.helper"]
+    """The helper runs the same ``appliance`` code as this process. ``-I`` keeps the
+    environment and working directory out of its import path, and an editable install's path
+    file may name another checkout, so the package root goes first explicitly."""
+    start = (
+        f"import runpy, sys; sys.path.insert(0, {str(_package_root())!r}); "
+        "runpy.run_module('appliance.engines.helper', run_name='__main__', alter_sys=True)"
+    )
+    return [sys.executable, "-I", "-c", start]
 
 
 class Helper:

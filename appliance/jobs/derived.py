@@ -26,6 +26,7 @@ from appliance.jobs.operations import (
     _checked_input,
     _input_files,
     _keep,
+    _numbered,
     _run_hops,
     _work_root,
 )
@@ -35,8 +36,9 @@ METADATA_MAX_BYTES = 1 << 20  # the metadata engine's JSON; anything larger is r
 
 
 def thumbnail(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
-    """One thumbnail per input file; the route (conversions first, then the thumbnail)
-    is in the result like a convert task's."""
+    """``count`` thumbnails per input file (pages of a PDF, frames of a video; an image gives
+    one); the route (conversions first, then the thumbnail) is in the result like a convert
+    task's."""
     p = task["payload"]
     options = msgspec.convert(
         {k: v for k, v in p.items() if k not in graph.CONVERT_KEYS}, ThumbnailOptions
@@ -50,8 +52,8 @@ def thumbnail(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
             def step(fraction: float, i: int = i) -> None:
                 progress((i + fraction) / len(inputs))
 
-            out, route = _thumbnail_one(rt, p, f, Path(tmp) / str(i), options, step)
-            outputs.append(out)
+            made, route = _thumbnail_one(rt, p, f, Path(tmp) / str(i), options, step)
+            outputs += made
     result = {"files": [{"filename": o.filename, "size": o.size} for o in outputs]}
     return Outcome(result | {"route": route}, outputs)
 
@@ -63,7 +65,7 @@ def _thumbnail_one(
     work: Path,
     options: ThumbnailOptions,
     progress: Progress,
-) -> tuple[OutFile, list[dict[str, str]]]:
+) -> tuple[list[OutFile], list[dict[str, str]]]:
     out_fmt = p["output_format"]
     src, src_fmt = _fetch(rt, p, f, work)
     hops = thumbnail_route(rt.registry, src_fmt)
@@ -76,30 +78,46 @@ def _thumbnail_one(
         src = _run_hops(hops, src, work, defaults, lambda x: progress(x / 2))[0]
         src_fmt = hops[-1].dst
     dst = work / f"thumbnail.{out_fmt}"
-    rt.registry.engine("thumbnail").convert(
+    made = rt.registry.engine("thumbnail").convert(
         src, dst, src_fmt, out_fmt, options, lambda x: progress(0.5 + x / 2)
-    )
+    ) or [dst]
     name = safe_filename(p.get("filename") or f"{Path(f['filename']).stem}.{out_fmt}")
+    names = [name] if len(made) == 1 else [_numbered(name, n) for n in range(1, len(made) + 1)]
     route = [*route_summary(hops), {"from": src_fmt, "to": out_fmt, "engine": "thumbnail"}]
-    return _stored(rt, dst, out_fmt, name), route
+    return [_stored(rt, path, out_fmt, n) for path, n in zip(made, names, strict=True)], route
 
 
 def metadata(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
-    """CloudConvert's metadata task: ``result.metadata`` of its (first) input file."""
-    f = _inputs(rt, task)[0]
+    """CloudConvert's metadata task, for every input file: ``result.metadata`` is the first
+    one's record (CloudConvert's shape for its one input), ``result.files`` has each file's
+    name, size and record, in input order."""
+    inputs = _inputs(rt, task)
+    files = []
     with tempfile.TemporaryDirectory(dir=_work_root(rt)) as tmp:
-        work = Path(tmp)
-        src, src_fmt = _fetch(rt, task["payload"], f, work)
-        dst = work / "metadata.json"
-        engine = rt.registry.engine("metadata")
-        engine.convert(src, dst, src_fmt, "json", engine.descriptor.options(), progress)
-        if dst.stat().st_size > METADATA_MAX_BYTES:
-            raise PermanentError("The metadata is too large", code="CONVERSION_FAILED")
-        found = json.loads(dst.read_bytes())
+        for i, f in enumerate(inputs):
+
+            def step(fraction: float, i: int = i) -> None:
+                progress((i + fraction) / len(inputs))
+
+            found = _metadata_one(rt, task["payload"], f, Path(tmp) / str(i), step)
+            files.append({"filename": f["filename"], "size": f["size"], "metadata": found})
+    return Outcome({"metadata": files[0]["metadata"], "files": files})
+
+
+def _metadata_one(
+    rt: Runtime, p: dict[str, Any], f: dict[str, Any], work: Path, progress: Progress
+) -> dict[str, Any]:
+    """One file's record (exiftool's keys), read by the metadata engine in its sandbox."""
+    src, src_fmt = _fetch(rt, p, f, work)
+    dst = work / "metadata.json"
+    engine = rt.registry.engine("metadata")
+    engine.convert(src, dst, src_fmt, "json", engine.descriptor.options(), progress)
+    if dst.stat().st_size > METADATA_MAX_BYTES:
+        raise PermanentError("The metadata is too large", code="CONVERSION_FAILED")
+    found = json.loads(dst.read_bytes())
     if not isinstance(found, dict):
         raise PermanentError("The metadata engine gave no record", code="CONVERSION_FAILED")
-    found = {"FileName": f["filename"], "FileSize": f["size"], **found}
-    return Outcome({"metadata": found})
+    return {"FileName": f["filename"], "FileSize": f["size"], **found}
 
 
 def _inputs(rt: Runtime, task: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """Document operations through the API, as a client drives them: merge (each input routed to
-PDF first), optimize, pdf/split-pages, PDF/A of an existing PDF, and an e-book over two
-engines. Outputs are downloaded and parsed."""
+PDF first), optimize, pdf/split-pages, PDF/A of an existing PDF, an e-book over two engines,
+and the text of a scanned page through OCR. Outputs are downloaded and parsed."""
 
 from __future__ import annotations
 
@@ -201,6 +201,73 @@ def test_markdown_to_mobi_goes_through_two_engines_on_the_office_queue(deploymen
     assert data[60:68] == b"BOOKMOBI"
     rows = deployment.sql("SELECT queue FROM tasks WHERE name = 'c' ORDER BY created_at DESC")
     assert rows[0]["queue"] == "office"
+
+
+SCANNED_WORDS = "Invoice number seven paid in full"
+
+
+def _scan(words: str) -> bytes:
+    """A picture of black words (none: a blank page) on white, as scanned at 300 dpi."""
+    ink = (
+        pyvips.Image.text(words, dpi=300, font="sans 24") if words else pyvips.Image.black(900, 100)
+    )
+    page = (255 - ink).cast("uchar")
+    return page.embed(60, 60, page.width + 120, page.height + 120, extend="white").pngsave_buffer()
+
+
+def test_text_of_a_scanned_page_comes_through_ocr_on_the_office_queue(deployment):
+    with deployment.client(deployment.key()) as api:
+        job = _run(
+            api,
+            {
+                "in": _b64("scan.png", _scan(SCANNED_WORDS)),
+                "c": {"operation": "convert", "input": "in", "output_format": "txt"},
+                "e": {"operation": "export/url", "input": "c"},
+            },
+        )
+        assert job["status"] == "finished", job
+        convert = task(job, "c")
+        assert convert["engine"] == "tesseract"
+        assert convert["result"]["route"] == [{"from": "png", "to": "txt", "engine": "tesseract"}]
+        ((name, data),) = _download(job)
+    assert name == "scan.txt"
+    assert data.decode().split() == SCANNED_WORDS.split()
+    rows = deployment.sql("SELECT queue FROM tasks WHERE name = 'c' ORDER BY created_at DESC")
+    assert rows[0]["queue"] == "office"
+
+
+def test_ocr_of_a_page_without_text_fails_the_task_clearly(deployment):
+    with deployment.client(deployment.key()) as api:
+        job = _run(
+            api,
+            {
+                "in": _b64("blank.png", _scan("")),
+                "c": {"operation": "convert", "input": "in", "output_format": "txt"},
+            },
+        )
+    assert job["status"] == "error"
+    assert task(job, "c")["code"] == "NO_TEXT_FOUND"
+    assert task(job, "c")["message"] == "No text was found in the image"
+
+
+def test_ocr_language_that_is_not_installed_is_422(deployment):
+    with deployment.client(deployment.key()) as api:
+        r = api.post(
+            "/v2/jobs",
+            json={
+                "tasks": {
+                    "in": _b64("scan.png", _scan(SCANNED_WORDS)),
+                    "c": {
+                        "operation": "convert",
+                        "input": "in",
+                        "output_format": "txt",
+                        "language": "klingon",
+                    },
+                }
+            },
+        )
+    assert r.status_code == 422, r.text
+    assert "language 'klingon' is not installed; installed: eng" in r.text
 
 
 def test_single_task_routes_merge_and_optimize_chain_by_task_id(deployment):

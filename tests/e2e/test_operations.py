@@ -1,6 +1,6 @@
-"""thumbnail, archive and metadata tasks, and data conversions, through the HTTP API: files go
-in as base64 imports, results are downloaded and opened (pyvips, zipfile, tarfile, openpyxl,
-PDFium) or read from the task result."""
+"""thumbnail (also several per file), archive and metadata (of every input) tasks, and data
+conversions, through the HTTP API: files go in as base64 imports, results are downloaded and
+opened (pyvips, zipfile, tarfile, openpyxl, PDFium) or read from the task result."""
 
 from __future__ import annotations
 
@@ -137,12 +137,44 @@ def test_thumbnail_of_a_video_is_a_frame(deployment, samples):
     assert rows[0]["queue"] == "media"
 
 
+def test_thumbnail_count_gives_pages_of_a_pdf_and_frames_of_a_video(deployment, samples):
+    with deployment.client(deployment.key()) as api:
+        job = run_job(
+            api,
+            {
+                "pdf": _import("two.pdf", samples["two.pdf"]),
+                "video": _import("clip.mp4", samples["clip.mp4"]),
+                "tp": {
+                    "operation": "thumbnail",
+                    "input": "pdf",
+                    "output_format": "png",
+                    "width": 50,
+                    "count": 3,
+                },
+                "tv": {
+                    "operation": "thumbnail",
+                    "input": "video",
+                    "output_format": "jpg",
+                    "height": 30,
+                    "count": 2,
+                },
+                "e": {"operation": "export/url", "input": ["tp", "tv"]},
+            },
+        )
+        assert job["status"] == "finished", job
+        names = [f["filename"] for f in task(job, "e")["result"]["files"]]
+        assert names == ["two-1.png", "two-2.png", "clip-1.jpg", "clip-2.jpg"]
+        sizes = [pyvips.Image.new_from_buffer(data, "") for data in _download(job)]
+        assert [(i.width, i.height) for i in sizes] == [(50, 25), (50, 25), (40, 30), (40, 30)]
+
+
 @pytest.mark.parametrize(
     ("options", "field"),
     [
         ({"output_format": "gif"}, "tasks.t.output_format"),
         ({"output_format": "png", "fit": "stretch"}, "tasks.t.fit"),
         ({"output_format": "png", "width": 0}, "tasks.t.width"),
+        ({"output_format": "png", "count": 101}, "tasks.t.count"),
     ],
 )
 def test_bad_thumbnail_options_are_422(deployment, options, field):
@@ -255,6 +287,44 @@ def test_metadata_of_an_image_a_pdf_and_audio(deployment, samples):
         assert audio["Streams"][0]["Type"] == "audio"
 
 
+def test_metadata_reads_every_input_and_keeps_the_first_as_metadata(deployment, samples):
+    with deployment.client(deployment.key()) as api:
+        job = run_job(
+            api,
+            {
+                "img": _import("dark.png", samples["dark.png"]),
+                "pdf": _import("two.pdf", samples["two.pdf"]),
+                "mp3": _import("a.mp3", samples["a.mp3"]),
+                "m": {"operation": "metadata", "input": ["img", "pdf", "mp3"]},
+            },
+        )
+        assert job["status"] == "finished", job
+        result = task(job, "m")["result"]
+    files = result["files"]
+    assert [(f["filename"], f["size"]) for f in files] == [
+        (name, len(samples[name])) for name in ("dark.png", "two.pdf", "a.mp3")
+    ]
+    assert [f["metadata"]["FileName"] for f in files] == ["dark.png", "two.pdf", "a.mp3"]
+    assert files[0]["metadata"]["ImageWidth"] == 300
+    assert files[1]["metadata"]["PageCount"] == 2
+    assert files[2]["metadata"]["Duration"] == pytest.approx(2.0, abs=0.1)
+    assert result["metadata"] == files[0]["metadata"]  # CloudConvert's shape: one record
+
+
+def test_metadata_of_a_bad_input_among_good_ones_fails_the_task(deployment, samples):
+    with deployment.client(deployment.key()) as api:
+        job = run_job(
+            api,
+            {
+                "img": _import("dark.png", samples["dark.png"]),
+                "bad": _import("cut.png", samples["dark.png"][:60]),
+                "m": {"operation": "metadata", "input": ["img", "bad"]},
+            },
+        )
+    assert job["status"] == "error"
+    assert task(job, "m")["code"] == "INVALID_INPUT_FILE"
+
+
 def test_metadata_single_task_route(deployment, samples):
     with deployment.client(deployment.key()) as api:
         imp = api.post("/v2/import/base64", json=_import("dark.png", samples["dark.png"]))
@@ -264,6 +334,7 @@ def test_metadata_single_task_route(deployment, samples):
         done = api.get(f"/sync/v2/tasks/{meta.json()['data']['id']}").json()["data"]
         assert done["status"] == "finished", done
         assert done["result"]["metadata"]["ImageWidth"] == 300
+        assert [f["metadata"] for f in done["result"]["files"]] == [done["result"]["metadata"]]
 
 
 def test_csv_to_xlsx_runs_the_data_engine(deployment):

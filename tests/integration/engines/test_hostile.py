@@ -1,6 +1,7 @@
 """Hostile inputs end in a clear task error (or a harmless result), inside the sandbox, within
 the timeout, with the helper replaced if it died: truncated files, decompression and zip
-bombs, SVG and office documents that link to remote content, documents with macros."""
+bombs, SVG and office documents that link to remote content, documents with macros (a
+LibreOffice Basic macro in an ODT, a VBA macro in a DOCM)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,22 @@ import subprocess
 import threading
 import time
 
+import pypdfium2
 import pytest
 import pyvips
 
+from appliance.engines.enabled import enabled_engines
 from appliance.engines.images import ImageEngine, ImageOptions
 from appliance.engines.markup import MarkupOptions, PandocEngine
 from appliance.engines.media import FfmpegEngine, MediaOptions
+from appliance.engines.ocr import OcrEngine, OcrOptions
 from appliance.engines.office import OfficeEngine, OfficeOptions
+from appliance.engines.registry import Registry
 from appliance.engines.sandbox import SandboxedEngine
 from appliance.engines.vector import SvgEngine, SvgOptions
-from appliance.errors import PermanentError
+from appliance.errors import InvalidData, PermanentError
 from tests.integration.engines.hostile_docs import (
+    macro_docm,
     macro_odt,
     remote_image_docx,
     remote_image_odt,
@@ -71,6 +77,7 @@ def test_svg_with_external_entity_and_remote_href_does_not_leak_or_fetch(pool, t
         (ImageEngine(), "jpg", "png", ImageOptions()),
         (PandocEngine(), "docx", "html", MarkupOptions()),
         (FfmpegEngine(), "mp4", "webm", MediaOptions()),
+        (OcrEngine(), "png", "txt", OcrOptions()),
     ],
 )
 def test_truncated_files_fail_clearly(pool, tmp_path, engine, fmt, target, options):
@@ -103,7 +110,12 @@ def test_truncated_files_fail_clearly(pool, tmp_path, engine, fmt, target, optio
     _expect_clear_error(engine, pool, cut, tmp_path / f"o.{target}", fmt, target, options)
 
 
-def test_image_claiming_huge_dimensions_is_refused(pool, tmp_path):
+@pytest.mark.parametrize(
+    ("engine", "target", "options"),
+    [(ImageEngine(), "tiff", ImageOptions()), (OcrEngine(), "txt", OcrOptions())],
+    ids=["vips", "tesseract"],
+)
+def test_image_claiming_huge_dimensions_is_refused(pool, tmp_path, engine, target, options):
     """A tiny PNG whose header claims 60000 x 60000 pixels (a decompression bomb)."""
     import struct
     import zlib
@@ -126,9 +138,7 @@ def test_image_claiming_huge_dimensions_is_refused(pool, tmp_path):
     )
     src = tmp_path / "bomb.png"
     src.write_bytes(png)
-    _expect_clear_error(
-        ImageEngine(), pool, src, tmp_path / "o.tiff", "png", "tiff", ImageOptions()
-    )
+    _expect_clear_error(engine, pool, src, tmp_path / f"o.{target}", "png", target, options)
 
 
 # --- zip bombs, macros, remote links (office containers) ---
@@ -216,7 +226,43 @@ def test_macro_bound_to_document_load_is_not_run(pool, tmp_path):
     assert not (pool.helper().workdir / "MACRO_RAN").exists()
 
 
-# Loads a document in a fresh soffice with MacroExecutionMode ALWAYS_EXECUTE_NO_WARN (4).
+def test_docm_with_a_vba_macro_converts_to_pdf_without_running_it(pool, office_bases, tmp_path):
+    """A macro-enabled Word document (VBA project, macroEnabled content type). By its name
+    (docm) there is no route: refused at job creation. Content sniffing takes any OOXML zip
+    for docx, so a client may send it as docx: LibreOffice then imports the VBA project, and
+    the conversion must not run it."""
+    with pytest.raises(InvalidData) as info:
+        Registry(enabled_engines()).plan("docm", "pdf", {})
+    assert info.value.code == "INVALID_CONVERSION_TYPE"
+    # Control: where macros are allowed, LibreOffice imports the project as executable VBA and
+    # the macro, called, writes its file. (LibreOffice 7.4 fires VBA's AutoOpen and
+    # Document_Open only for Word 97 .doc files, so the control calls it itself.)
+    ran = tmp_path / "control-ran"
+    control = macro_docm(office_bases["docx"], tmp_path / "control.docm", str(ran))
+    subprocess.run(
+        [
+            *("/usr/bin/python3", "-c", MACROS_ALLOWED, str(tmp_path / "profile"), str(control)),
+            "vnd.sun.star.script:Project.Module1.AutoOpen?language=Basic&location=document",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert ran.exists(), "the test document's macro should run where macros are allowed"
+    # The appliance converts the same document, sent as docx, without running it.
+    doc = macro_docm(office_bases["docx"], tmp_path / "macro.docx", "/job/MACRO_RAN")
+    dst = tmp_path / "out.pdf"
+    SandboxedEngine(OfficeEngine(), pool).convert(
+        doc, dst, "docx", "pdf", OfficeOptions(), lambda f: None
+    )
+    pdf = pypdfium2.PdfDocument(str(dst))
+    assert "Some text." in pdf[0].get_textpage().get_text_bounded()
+    pdf.close()
+    assert not (pool.helper().workdir / "MACRO_RAN").exists()
+
+
+# Loads a document in a fresh soffice with MacroExecutionMode ALWAYS_EXECUTE_NO_WARN (4), then
+# calls the macro named by a script URL, if one is given.
 MACROS_ALLOWED = """
 import os, signal, subprocess, sys, time, uno
 from pathlib import Path
@@ -239,6 +285,8 @@ try:
     mode = PropertyValue()
     mode.Name, mode.Value = "MacroExecutionMode", 4
     doc = desktop.loadComponentFromURL(uno.systemPathToFileUrl(sys.argv[2]), "_blank", 0, (mode,))
+    if len(sys.argv) > 3:
+        doc.getScriptProvider().getScript(sys.argv[3]).invoke((), (), ())
     doc.close(True)
 finally:
     os.killpg(office.pid, signal.SIGKILL)  # soffice.bin runs below the soffice launcher

@@ -1,7 +1,7 @@
-"""Every advertised direct pair of the CLI engines (rsvg, pandoc, ffmpeg) converts a small input
-made here, and the output is checked by opening it (ffprobe for media, zip members or text for
-documents, a PDF page object), not only by its signature. Run through the sandboxed helper, as
-workers run them."""
+"""Every advertised direct pair of the CLI engines (rsvg, pandoc, ffmpeg, tesseract) converts a
+small input made here, and the output is checked by opening it (ffprobe for media, zip members
+or text for documents, a PDF page object, the words OCR read back), not only by its signature.
+Run through the sandboxed helper, as workers run them."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import pyvips
+from PIL import Image
 
 from appliance.engines.formats import mismatch
 from appliance.engines.markup import READERS, WRITERS, MarkupOptions, PandocEngine
 from appliance.engines.media import AUDIO, VIDEO, FfmpegEngine, MediaOptions
+from appliance.engines.ocr import OcrEngine, OcrOptions
 from appliance.engines.sandbox import SandboxedEngine
 from appliance.engines.vector import SvgEngine, SvgOptions
 
@@ -177,3 +179,34 @@ def test_media_progress_is_reported(tmp_path, media_samples):
         media_samples["mp4"], tmp_path / "o.webm", "mp4", "webm", MediaOptions(), seen.append
     )
     assert seen and max(seen) > 0.5
+
+
+# -- ocr --------------------------------------------------------------------------------------
+OCR_WORDS = "Quick brown foxes jump over lazy dogs"
+
+
+def text_image(words: str) -> pyvips.Image:
+    """Black words on white, 24 pt at 300 dpi (about 100 px high), with a margin."""
+    ink = pyvips.Image.text(words, dpi=300, font="sans 24")
+    page = (255 - ink).cast("uchar")
+    return page.embed(60, 60, page.width + 120, page.height + 120, extend="white")
+
+
+@pytest.fixture(scope="module")
+def ocr_samples(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ocr")
+    image = text_image(OCR_WORDS)
+    samples = {}
+    for fmt in ("png", "jpg", "tiff", "webp", "gif"):
+        samples[fmt] = root / f"words.{fmt}"
+        image.write_to_file(str(samples[fmt]))
+    samples["bmp"] = root / "words.bmp"  # this libvips has no BMP saver: Pillow writes it
+    Image.open(samples["png"]).save(samples["bmp"], format="BMP")
+    return samples
+
+
+@pytest.mark.parametrize(("src_fmt", "dst_fmt"), sorted(OcrEngine.descriptor.conversions))
+def test_ocr_pair_reads_the_words_back(pool, tmp_path, ocr_samples, src_fmt, dst_fmt):
+    dst = tmp_path / f"out.{dst_fmt}"
+    _convert(OcrEngine(), pool, ocr_samples[src_fmt], dst, src_fmt, dst_fmt, OcrOptions())
+    assert dst.read_text().split() == OCR_WORDS.split()

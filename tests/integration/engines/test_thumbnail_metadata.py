@@ -1,5 +1,6 @@
 """The thumbnail and metadata engines in the sandboxed helper: thumbnails of an image, a PDF's
-first page and a video frame, opened and measured; metadata of an image, a PDF and audio."""
+first page and a video frame, opened and measured, and several of them (``count``): a PDF's
+first pages, frames spread over a video; metadata of an image, a PDF and audio."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ SVG = (
     '<svg xmlns="http://www.w3.org/2000/svg" width="400" height="200">'
     '<rect width="400" height="200" fill="#c33"/></svg>'
 )
+COLOURS = ("#ff0000", "#00ff00", "#0000ff")
+RGB = {"#ff0000": [255, 0, 0], "#00ff00": [0, 255, 0], "#0000ff": [0, 0, 255]}
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,31 @@ def inputs(tmp_path_factory):
     subprocess.run(
         ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=duration=1.5", str(wav)], check=True
     )
-    return {"png": png, "pdf": pdf, "mp4": mp4, "wav": wav}
+    # three pages, red, green, blue; a 3 s video, one second of each colour
+    colours = root / "colours.pdf"
+    pages = []
+    for colour in COLOURS:
+        page = root / f"{colour}.svg"
+        page.write_text(SVG.replace("#c33", colour))
+        pages.append(str(page))
+    subprocess.run(["rsvg-convert", "-f", "pdf", "-o", str(colours), *pages], check=True)
+    seconds = root / "colours.mp4"
+    sources = [a for c in COLOURS for a in ("-f", "lavfi", "-i", f"color=c={c}:s=160x120:d=1")]
+    subprocess.run(
+        [
+            *("ffmpeg", "-v", "error", *sources),
+            *("-filter_complex", "concat=n=3:v=1:a=0", "-pix_fmt", "yuv420p", str(seconds)),
+        ],
+        check=True,
+    )
+    return {
+        "png": png,
+        "pdf": pdf,
+        "mp4": mp4,
+        "wav": wav,
+        "colours.pdf": colours,
+        "colours.mp4": seconds,
+    }
 
 
 @pytest.mark.parametrize(
@@ -80,6 +107,54 @@ def test_thumbnail_of_a_video_past_its_end_is_an_input_error(pool, tmp_path, inp
             lambda f: None,
         )
     assert info.value.code == "INVALID_INPUT_FILE"
+
+
+def _thumbnails(pool, tmp_path, src, src_fmt, options) -> list[pyvips.Image]:
+    dst = tmp_path / "thumb.png"
+    made = SandboxedEngine(ThumbnailEngine(), pool).convert(
+        src, dst, src_fmt, "png", options, lambda f: None
+    )
+    assert made is None or [p.name for p in made] == [
+        f"thumb-{n}.png" for n in range(1, len(made) + 1)
+    ]
+    return [pyvips.Image.new_from_file(str(p)) for p in made or [dst]]
+
+
+def _colour(image: pyvips.Image) -> list[float]:
+    return image.getpoint(image.width // 2, image.height // 2)[:3]
+
+
+def test_count_gives_the_first_pages_of_a_pdf(pool, tmp_path, inputs):
+    thumbs = _thumbnails(
+        pool, tmp_path, inputs["colours.pdf"], "pdf", ThumbnailOptions(width=100, count=2)
+    )
+    assert [(t.width, t.height) for t in thumbs] == [(100, 50), (100, 50)]
+    assert [_colour(t) for t in thumbs] == [pytest.approx(RGB[c], abs=3) for c in COLOURS[:2]]
+
+
+def test_count_beyond_the_last_page_gives_every_page(pool, tmp_path, inputs):
+    thumbs = _thumbnails(pool, tmp_path, inputs["colours.pdf"], "pdf", ThumbnailOptions(count=9))
+    assert [_colour(t) for t in thumbs] == [pytest.approx(RGB[c], abs=3) for c in COLOURS]
+
+
+def test_count_spreads_frames_over_a_video(pool, tmp_path, inputs):
+    thumbs = _thumbnails(
+        pool, tmp_path, inputs["colours.mp4"], "mp4", ThumbnailOptions(height=60, count=3)
+    )
+    assert [(t.width, t.height) for t in thumbs] == [(80, 60)] * 3
+    assert [_colour(t) for t in thumbs] == [pytest.approx(RGB[c], abs=12) for c in COLOURS]
+
+
+def test_count_spreads_frames_after_the_timestamp(pool, tmp_path, inputs):
+    thumbs = _thumbnails(
+        pool, tmp_path, inputs["colours.mp4"], "mp4", ThumbnailOptions(count=2, timestamp="1")
+    )
+    assert [_colour(t) for t in thumbs] == [pytest.approx(RGB[c], abs=12) for c in COLOURS[1:]]
+
+
+def test_count_of_an_image_gives_one_thumbnail(pool, tmp_path, inputs):
+    thumbs = _thumbnails(pool, tmp_path, inputs["png"], "png", ThumbnailOptions(count=5))
+    assert [(t.width, t.height) for t in thumbs] == [(400, 200)]
 
 
 def test_thumbnail_routes_what_it_cannot_read_itself():

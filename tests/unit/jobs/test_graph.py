@@ -226,14 +226,25 @@ def test_thumbnail_runs_on_the_queue_of_what_it_must_read(filename, queue):
     assert thumb.queue == queue and thumb.payload["output_format"] == "jpg"
 
 
-def test_thumbnail_options_are_checked_and_named():
+@pytest.mark.parametrize("count", [0, 101, "2"])
+def test_thumbnail_options_are_checked_and_named(count):
     errors = errors_of(
         {
             "up": {"operation": "import/upload"},
-            "t": {"operation": "thumbnail", "input": "up", "output_format": "png", "count": 3},
+            "t": {"operation": "thumbnail", "input": "up", "output_format": "png", "count": count},
         }
     )
     assert "tasks.t.count" in errors
+
+
+def test_thumbnail_takes_a_count_of_up_to_100():
+    tasks = plan(
+        {
+            "up": {"operation": "import/upload"},
+            "t": {"operation": "thumbnail", "input": "up", "output_format": "png", "count": 100},
+        }
+    )
+    assert next(t for t in tasks if t.name == "t").payload["count"] == 100
 
 
 def test_archive_takes_several_inputs_and_tgz():

@@ -1,0 +1,113 @@
+"""Text from raster images with Tesseract OCR (``tesseract``, Apache-2.0), run as a program.
+
+png, jpg, tiff (every page), bmp, webp and gif (first frame) -> txt; pages are separated by a
+form feed, as PDFium's pdf -> txt separates them. Other images reach it through libvips
+(avif -> png -> txt), and text formats go on from txt (png -> txt -> docx).
+
+An image without text is a task error (``NO_TEXT_FOUND``), not an empty file. ``language``
+takes Tesseract's names, several joined by ``+`` (``eng+deu``); each must be installed here
+(Debian's ``tesseract-ocr-LANG`` packages).
+
+Tesseract reads a file that is not an image as a list of image paths, and names starting with
+``http`` as URLs: the worker has checked the input's magic bytes first, it is always a path
+under /job, and the sandbox has neither the host's files nor a network.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from appliance.engines import Descriptor, Progress
+from appliance.engines.tools import run_tool, tool_version
+from appliance.errors import PermanentError
+
+INPUTS = ("png", "jpg", "tiff", "bmp", "webp", "gif")
+DEFAULT_LANGUAGE = "eng"
+# Tesseract's names ("eng", "chi_sim", "script/Latin"), several joined by "+"
+LANGUAGES = r"^[A-Za-z_]+(/[A-Za-z_]+)?(\+[A-Za-z_]+(/[A-Za-z_]+)?)*$"
+# One OCR run uses one core: several conversions run side by side on a worker instead.
+ENV = {"OMP_THREAD_LIMIT": "1"}
+
+
+@functools.cache
+def installed_languages() -> frozenset[str] | None:
+    """Languages Tesseract has data for on this host (``osd``, orientation detection, is not
+    one), or None where Tesseract is not installed (an API host)."""
+    if shutil.which("tesseract") is None:
+        return None
+    done = subprocess.run(
+        ["tesseract", "--list-langs"], capture_output=True, text=True, check=False
+    )
+    names = {line.strip() for line in done.stdout.splitlines()[1:]}  # after "List of ..."
+    return frozenset(names - {"", "osd"})
+
+
+class OcrOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    language: Annotated[str, msgspec.Meta(pattern=LANGUAGES, max_length=200)] = DEFAULT_LANGUAGE
+
+    def __post_init__(self) -> None:
+        # Checked where Tesseract is installed: by the API when it is installed there too (a
+        # 422 whose message names the language and the installed ones), and in any case
+        # inside the engine helper before it runs (INVALID_OPTIONS).
+        installed = installed_languages()
+        if installed is None:
+            return
+        for name in self.language.split("+"):
+            if name not in installed:
+                allowed = ", ".join(sorted(installed)) or "none"
+                raise ValueError(f"language {name!r} is not installed; installed: {allowed}")
+
+
+def _version() -> str:
+    languages = installed_languages() or frozenset()
+    return f"{tool_version('tesseract')} ({'+'.join(sorted(languages)) or 'no languages'})"
+
+
+class OcrEngine:
+    descriptor = Descriptor(
+        id="tesseract",
+        conversions=frozenset((fmt, "txt") for fmt in INPUTS),
+        options=OcrOptions,
+        # Seconds per page (an A4 page at 300 dpi: ~3 s on one core), like calibre: not
+        # light work.
+        queue="office",
+        version=_version,
+        # Below image -> pdf -> txt (1 + 1), which finds no text in a picture, so images
+        # reach txt, and the text formats after it, through OCR.
+        cost=1.5,
+        requires=("tesseract",),
+    )
+
+    def convert(
+        self,
+        src: Path,
+        dst: Path,
+        src_format: str,
+        dst_format: str,
+        options: OcrOptions,
+        progress: Progress,
+    ) -> None:
+        # "-" writes the text to stdout; the page count and warnings go to stderr.
+        done = run_tool(["tesseract", str(src), "-", "-l", options.language], what="OCR", env=ENV)
+        text = done.stdout.decode("utf-8", "replace")
+        if not text.strip():
+            raise _no_text(done.stderr.decode("utf-8", "replace"))
+        dst.write_text(text, encoding="utf-8")
+        progress(1.0)
+
+
+def _no_text(stderr: str) -> PermanentError:
+    """Tesseract exits 0 with no text both for a blank image and for a TIFF page it could not
+    decode; its stderr tells them apart."""
+    errors = [line.strip() for line in stderr.splitlines() if line.startswith("Error")]
+    if errors:
+        return PermanentError(
+            f"The image could not be read: {errors[0]}", code="INVALID_INPUT_FILE"
+        )
+    return PermanentError("No text was found in the image", code="NO_TEXT_FOUND")

@@ -1,0 +1,125 @@
+"""The OCR engine (Tesseract) beyond its format pairs (those are in test_matrix): every page of
+a TIFF, an image without text, an image it cannot decode, languages that are not installed,
+and the routes that reach text from images through it, run end to end in sandboxed helpers."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+
+import pytest
+import pyvips
+
+from appliance.engines.doctor import check_engine
+from appliance.engines.enabled import enabled_engines
+from appliance.engines.ocr import OcrEngine, OcrOptions
+from appliance.engines.registry import Registry
+from appliance.engines.sandbox import SandboxedEngine, sandboxed
+from appliance.errors import InvalidData, PermanentError
+from appliance.jobs.operations import _run_hops
+from tests.integration.engines.test_matrix import OCR_WORDS, text_image
+
+
+def _ocr(pool, src, dst, fmt, options=None):
+    SandboxedEngine(OcrEngine(), pool).convert(
+        src, dst, fmt, "txt", options or OcrOptions(), lambda f: None
+    )
+    return dst.read_text()
+
+
+def test_every_page_of_a_tiff_is_read_with_pages_separated_by_a_form_feed(pool, tmp_path):
+    first, second = text_image("First page here"), text_image("Second page there")
+    width, height = max(first.width, second.width), max(first.height, second.height)
+    pages = [p.gravity("north-west", width, height, extend="white") for p in (first, second)]
+    tiff = tmp_path / "two.tiff"
+    pages_tall = pyvips.Image.arrayjoin(pages, across=1).copy()
+    pages_tall.set_type(pyvips.GValue.gint_type, "page-height", height)  # one TIFF page each
+    pages_tall.write_to_file(str(tiff))
+    text = _ocr(pool, tiff, tmp_path / "out.txt", "tiff")
+    assert [page.split() for page in text.split("\f")] == [
+        ["First", "page", "here"],
+        ["Second", "page", "there"],
+    ]
+
+
+def test_an_image_without_text_is_a_no_text_found_error(pool, tmp_path):
+    blank = tmp_path / "blank.png"
+    pyvips.Image.black(600, 300).invert().cast("uchar").write_to_file(str(blank))
+    with pytest.raises(PermanentError) as info:
+        _ocr(pool, blank, tmp_path / "out.txt", "png")
+    assert info.value.code == "NO_TEXT_FOUND"
+    assert info.value.message == "No text was found in the image"
+
+
+def test_a_tiff_it_cannot_decode_is_an_input_error_not_an_empty_page(pool, tmp_path):
+    # Float samples: Tesseract exits 0 with no text and says why only on stderr.
+    floats = tmp_path / "float.tiff"
+    (text_image(OCR_WORDS).cast("float") / 255).write_to_file(str(floats))
+    with pytest.raises(PermanentError) as info:
+        _ocr(pool, floats, tmp_path / "out.txt", "tiff")
+    assert info.value.code == "INVALID_INPUT_FILE"
+    assert "could not be read" in info.value.message
+
+
+def test_a_language_that_is_not_installed_is_a_422_naming_the_installed_ones():
+    registry = Registry(enabled_engines())
+    with pytest.raises(InvalidData) as info:
+        registry.plan("png", "txt", {"language": "eng+xyz"})
+    assert "language 'xyz' is not installed; installed: eng" in info.value.message
+    with pytest.raises(InvalidData) as info:
+        registry.plan("png", "txt", {"language": "../../tmp/eng"})
+    assert "language" in info.value.errors
+    _, options = registry.plan("png", "txt", {})
+    assert options == OcrOptions(language="eng")
+
+
+def test_the_helper_refuses_a_language_it_has_not_as_invalid_options(pool, tmp_path):
+    """The API host may lack Tesseract (no check there): the helper checks again."""
+    src = tmp_path / "words.png"
+    text_image(OCR_WORDS).write_to_file(str(src))
+    helper = pool.helper()
+    job = helper.job_dir()
+    shutil.copy(src, job / "input.png")
+    inside = f"/job/{job.relative_to(helper.workdir)}"
+    request = {
+        "engine": "tesseract",
+        "src": f"{inside}/input.png",
+        "dst": f"{inside}/output.txt",
+        "src_format": "png",
+        "dst_format": "txt",
+        "options": {"language": "deu"},
+    }
+    with pytest.raises(PermanentError) as info:
+        helper.call(request, lambda f: None)
+    assert info.value.code == "INVALID_OPTIONS"
+    assert "language 'deu' is not installed" in info.value.message
+    assert not (job / "output.txt").exists()
+
+
+def test_images_reach_text_formats_through_ocr(pool, tmp_path):
+    registry = Registry(sandboxed(enabled_engines(), pool))
+    engines = {
+        (src, target): [h.engine.descriptor.id for h in registry.route(src, target) or []]
+        for src, target in (("png", "txt"), ("jpg", "txt"), ("png", "docx"), ("avif", "txt"))
+    }
+    assert engines == {
+        ("png", "txt"): ["tesseract"],  # not png -> pdf -> txt, which finds no text
+        ("jpg", "txt"): ["tesseract"],
+        ("png", "docx"): ["tesseract", "pandoc"],
+        ("avif", "txt"): ["vips", "tesseract"],  # Tesseract cannot read AVIF itself
+    }
+    assert registry.route("png", "pdf")[0].engine.descriptor.id == "image-pdf"  # unchanged
+    src = tmp_path / "words.png"
+    text_image(OCR_WORDS).write_to_file(str(src))
+    hops, options = registry.plan("png", "docx", {})
+    (docx,) = _run_hops(hops, src, tmp_path, options, lambda f: None)
+    with zipfile.ZipFile(docx) as z:
+        body = z.read("word/document.xml").decode()
+    assert all(word in body for word in OCR_WORDS.split())
+
+
+def test_doctor_reports_tesseract_with_its_languages():
+    check = check_engine(OcrEngine())
+    assert check.ok, check.detail
+    assert check.detail.startswith("tesseract 5.") and "(eng)" in check.detail
+    assert "6 conversions; queue office" in check.detail
