@@ -224,7 +224,7 @@ class OfficeEngine:
 
     def _warm(self) -> _Listener:
         if self._listener is None:
-            restart_after = int(os.environ.get("APPLIANCE_OFFICE_RESTART_AFTER", "50"))
+            restart_after = int(os.environ.get("APPLIANCE_OFFICE_RESTART_AFTER", "200"))
             self._listener = _Listener(restart_after)
         return self._listener
 

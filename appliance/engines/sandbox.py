@@ -57,7 +57,7 @@ class Limits:
     output_bytes: int = 1 << 30  # largest file a helper may write
     cpu_seconds: int = 3600  # CPU time over a helper's whole life (it is restarted anyway)
     restart_after: int = 200  # conversions before a helper is replaced
-    office_restart_after: int = 50  # conversions before a helper's LibreOffice is replaced
+    office_restart_after: int = 200  # conversions before a helper's LibreOffice is replaced
     inflated_bytes: int = 1 << 30  # most a zip container (docx, xlsx, odt...) may inflate to
 
 

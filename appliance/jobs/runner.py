@@ -38,6 +38,10 @@ from appliance.storage import Storage
 
 log = logging.getLogger(__name__)
 EVENTS_CHANNEL = "appliance:events"
+# Operations with no engine and no file transfer (export/url signs URLs): the worker whose
+# task made one ready runs it at once, instead of a trip through a queue, where it would wait
+# behind conversions for another worker. Claimed like any task, so a crash is recovered alike.
+INLINE_OPERATIONS = frozenset({"export/url"})
 
 
 @dataclass
@@ -118,8 +122,10 @@ class TaskRunner:
         self.rt = rt
         self.operations = operations
 
-    def run(self, task_id: str, queue: str) -> None:
-        self.rt.dispatcher.picked_up(task_id, queue)
+    def run(self, task_id: str, queue: str, queued: bool = True) -> None:
+        """Run a task; ``queued``: it came as a message (not inline, see INLINE_OPERATIONS)."""
+        if queued:
+            self.rt.dispatcher.picked_up(task_id, queue)
         ids = (logs.task_id.set(task_id), logs.job_id.set(None))
         try:
             task = self._claim(task_id)
@@ -130,15 +136,18 @@ class TaskRunner:
                 logs.job_id.set(str(task["job_id"]))
             start = time.perf_counter()
             with TASKS_IN_PROGRESS.labels(queue).track_inprogress():
-                status = self._attempt(task)
+                status, inline = self._attempt(task)
             TASK_DURATION.labels(task["operation"]).observe(time.perf_counter() - start)
             TASKS_ENDED.labels(task["operation"], status).inc()
         finally:
             logs.task_id.reset(ids[0])
             logs.job_id.reset(ids[1])
+        for ready in inline:
+            self.run(str(ready.task_id), ready.queue, queued=False)
 
-    def _attempt(self, task: dict[str, Any]) -> str:
-        """Run the claimed task once; its status afterwards: finished, error or retry."""
+    def _attempt(self, task: dict[str, Any]) -> tuple[str, list[Ready]]:
+        """Run the claimed task once; its status afterwards (finished, error or retry), and
+        the tasks it made ready that this worker runs next (INLINE_OPERATIONS)."""
         task_id, attempt = task["id"], task["attempts"]
         lease = _Lease(self.rt, task["id"], attempt)
         try:
@@ -152,18 +161,16 @@ class TaskRunner:
                 exc,
                 exc_info=exc.__cause__ is not None,
             )
-            return self._retry_or_fail(task, exc)
+            return self._retry_or_fail(task, exc), []
         except ApplianceError as exc:
             log.info("task %s failed: %s %s", task_id, exc.code, exc.message)
             self._fail(task, exc.code, exc.message)
-            return "error"
+            return "error", []
         except Exception as exc:
             log.exception("task %s attempt %s crashed", task_id, attempt)
-            return self._retry_or_fail(
-                task, RetryableError(f"Internal error: {type(exc).__name__}", code="INTERNAL_ERROR")
-            )
-        self._finish(task, outcome)
-        return "finished"
+            error = RetryableError(f"Internal error: {type(exc).__name__}", code="INTERNAL_ERROR")
+            return self._retry_or_fail(task, error), []
+        return "finished", self._finish(task, outcome)
 
     def _claim(self, task_id: str) -> dict[str, Any] | None:
         with self.rt.pool.connection() as conn, conn.transaction():
@@ -204,11 +211,12 @@ class TaskRunner:
             and row["attempts"] == task["attempts"]
         )
 
-    def _finish(self, task: dict[str, Any], outcome: Outcome) -> None:
+    def _finish(self, task: dict[str, Any], outcome: Outcome) -> list[Ready]:
+        """Record the outcome; enqueue the tasks it made ready, or return those to run inline."""
         with self.rt.pool.connection() as conn, conn.transaction():
             if not self._owned(conn, task):
                 log.info("task %s was cancelled, deleted or re-run meanwhile", task["id"])
-                return
+                return []
             with conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO task_files (task_id, position, sha256, filename, size, url)"
@@ -225,18 +233,18 @@ class TaskRunner:
                     )
                     if queue is not None:
                         conn.execute(graph.SET_QUEUE, (queue, waiting["id"]))
-            ready = [
-                Ready(r["id"], r["queue"])
-                for r in conn.execute(
-                    "SELECT r.id, t.queue FROM appliance_finish_task(%s, %s) r(id)"
-                    " JOIN tasks t ON t.id = r.id",
-                    (task["id"], Jsonb(outcome.result)),
-                ).fetchall()
-            ]
+            ready = conn.execute(
+                "SELECT r.id, t.queue, t.operation FROM appliance_finish_task(%s, %s) r(id)"
+                " JOIN tasks t ON t.id = r.id",
+                (task["id"], Jsonb(outcome.result)),
+            ).fetchall()
             job_end = job_ended(conn, task["job_id"])
         count_job_end(job_end)
-        self._dispatch(ready)
+        self._dispatch(
+            [Ready(r["id"], r["queue"]) for r in ready if r["operation"] not in INLINE_OPERATIONS]
+        )
         self._announce(task)
+        return [Ready(r["id"], r["queue"]) for r in ready if r["operation"] in INLINE_OPERATIONS]
 
     def _fail(self, task: dict[str, Any], code: str, message: str) -> None:
         with self.rt.pool.connection() as conn, conn.transaction():

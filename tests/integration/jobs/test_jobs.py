@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import urllib.request
 
+import dramatiq
 import pyvips
 
 from appliance.errors import InvalidData, RetryableError
@@ -36,6 +37,31 @@ def test_upload_convert_export_finishes_with_a_downloadable_output(system, png_f
     img = pyvips.Image.new_from_file(str(out))
     assert (img.width, img.height) == (100, 63)  # 320x200 scaled to 100 wide
     assert out.read_bytes()[8:12] == b"WEBP"
+
+
+class _Enqueued(dramatiq.Middleware):
+    """Records the task id of every message the broker enqueues."""
+
+    def __init__(self) -> None:
+        self.task_ids: list[str] = []
+
+    def before_enqueue(self, broker, message, delay):
+        self.task_ids.append(message.args[0])
+
+
+def test_export_url_runs_in_the_worker_that_finished_its_input(system, png_file):
+    """export/url has no engine and no transfer: it is not queued behind conversions for
+    another worker, the worker that finished the conversion runs it next."""
+    enqueued = _Enqueued()
+    system.broker.add_middleware(enqueued)
+    job = system.create(UPLOAD_CONVERT_EXPORT)
+    system.upload(task(job, "up")["id"], png_file)
+    job = system.wait(job["id"])
+    assert job["status"] == "finished", job
+    export = task(job, "e")
+    assert export["result"]["files"][0]["url"] and export["status"] == "finished"
+    assert task(job, "c")["id"] in enqueued.task_ids
+    assert export["id"] not in enqueued.task_ids
 
 
 def test_identical_uploads_are_stored_once(system, png_file):
