@@ -34,7 +34,8 @@ class Filters:
     operation: str | None = None
     input_format: str | None = None
     output_format: str | None = None
-    engine: str | None = None  # any engine the task runs (``office`` matches ``office+pdf``)
+    # any engine on the row: ``libreoffice`` matches ``libreoffice+thumbnail``
+    engine: str | None = None
 
 
 @dataclass(frozen=True)
