@@ -23,6 +23,7 @@ from appliance.engines.enabled import enabled_engines
 from appliance.engines.registry import Registry
 from appliance.errors import ClientError
 from appliance.jobs.broker import make_broker, make_dispatcher
+from appliance.jobs.catalog import Catalog
 from appliance.jobs.service import JobService
 from appliance.metrics.http import HttpMetrics
 from appliance.settings import Settings
@@ -49,17 +50,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         broker = make_broker(settings)
         notifier = Notifier(settings.effective_redis_url)
         await notifier.start()
+        registry = Registry(enabled_engines())
         app.state.services = Services(
             jobs=JobService(
-                settings,
-                pool,
-                storage,
-                Registry(enabled_engines()),
-                make_dispatcher(settings, broker),
-                read_pool,
+                settings, pool, storage, registry, make_dispatcher(settings, broker), read_pool
             ),
             auth=Authenticator(pool),
             notifier=notifier,
+            catalog=Catalog(registry),
         )
         try:
             yield
@@ -81,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             files.upload,
             files.download,
             meta.formats,
+            meta.operations,
             meta.live,
             meta.ready,
             meta.metrics,

@@ -10,6 +10,7 @@ from litestar import Request
 from appliance.api.auth import Authenticator, Principal
 from appliance.api.events import Notifier
 from appliance.errors import Forbidden
+from appliance.jobs.catalog import Catalog
 from appliance.jobs.service import JobService
 
 
@@ -18,6 +19,7 @@ class Services:
     jobs: JobService
     auth: Authenticator
     notifier: Notifier
+    catalog: Catalog
 
 
 def services(request: Request[Any, Any, Any]) -> Services:

@@ -1,4 +1,4 @@
-"""Conversion formats and health checks."""
+"""Conversion formats, the operations list, and health checks."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from litestar.params import Parameter
 
 from appliance.api.deps import services
 from appliance.engines.formats import normalize
+from appliance.jobs.catalog import Filters
 from appliance.metrics import scrape
 from appliance.metrics.process import CONTENT_TYPE, exposition
 
@@ -30,6 +31,33 @@ async def formats(
             normalize(output_format) if output_format else None,
         )
     }
+
+
+@get(
+    "/v2/operations",
+    tags=["formats"],
+    summary="Every task operation, by input and output format",
+    description="CloudConvert's operations list: `include=options` adds each row's options"
+    " schema; `input_format` `*` is an operation that takes any file.",
+)
+async def operations(
+    request: Request[Any, Any, Any],
+    operation: Annotated[str | None, Parameter(query="filter[operation]")] = None,
+    input_format: Annotated[str | None, Parameter(query="filter[input_format]")] = None,
+    output_format: Annotated[str | None, Parameter(query="filter[output_format]")] = None,
+    engine: Annotated[str | None, Parameter(query="filter[engine]")] = None,
+    include: str | None = None,
+) -> dict[str, Any]:
+    filters = Filters(
+        operation,
+        normalize(input_format) if input_format else None,
+        normalize(output_format) if output_format else None,
+        engine,
+    )
+    options = "options" in (include or "").split(",")
+    # a thread: the first call builds the list (engine versions are asked of their tools)
+    catalog = services(request).catalog
+    return {"data": await asyncio.to_thread(catalog.operations, filters, options)}
 
 
 @get("/health/live", tags=["health"], include_in_schema=False)

@@ -47,10 +47,11 @@ class Registry:
                     self._loops.setdefault(src, Hop(engine, src, dst))
                 else:
                     self._edges.setdefault(src, []).append(Hop(engine, src, dst))
-        # every format some engine produces (checked on each job creation)
+        # every format some engine produces (checked on each job creation), and reads
         self.targets = frozenset(hop.dst for hops in self._edges.values() for hop in hops) | set(
             self._loops
         )
+        self.sources = frozenset(self._edges) | set(self._loops)
 
     def engine(self, engine_id: str) -> Engine:
         """The engine with this id (operations such as merge and optimize run one by id)."""
@@ -132,7 +133,7 @@ class Registry:
         if self._formats is not None:
             return self._formats
         out = []
-        for src in sorted(set(self._edges) | set(self._loops)):
+        for src in sorted(self.sources):
             routes = self._routes_from(src) | (
                 {src: [self._loops[src]]} if src in self._loops else {}
             )

@@ -1,8 +1,9 @@
 """Validates a job's task graph and turns it into tasks to insert. Pure: no I/O.
 
 Checks: known operations, required fields, inputs that exist (a task of the job or, for
-single-task routes, an existing task id), no cycles, and a conversion path for each convert
-whose input format is known.
+single-task routes, an existing task id), no cycles, a conversion path for each convert
+whose input format is known, and for the other operations the input and output formats of
+``OPERATION_FORMATS`` (which ``GET /v2/operations`` lists).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import msgspec
 
 from appliance.engines import QUEUE_CLASSES, QueueClass
 from appliance.engines.formats import normalize
-from appliance.engines.registry import Registry
+from appliance.engines.registry import Hop, Registry
 from appliance.engines.thumbnail import OUTPUTS as THUMBNAIL_FORMATS
+from appliance.engines.thumbnail import SOURCES as THUMBNAIL_SOURCES
 from appliance.engines.thumbnail import VIDEOS, ThumbnailOptions, thumbnail_route
 from appliance.errors import ClientError, InvalidData
 
@@ -49,6 +51,53 @@ CONVERT_KEYS = {
 OPTIMIZE_KEYS = {"input", "input_format", "engine", "engine_version", "filename", "timeout"}
 OPTIMIZE_FORMATS = ("pdf", "jpg", "png")
 ARCHIVE_FORMATS = ("zip", "tar", "tar.gz")
+
+
+def _to_pdf(registry: Registry, src: str) -> list[Hop] | None:
+    return registry.route(src, "pdf")
+
+
+@dataclass(frozen=True)
+class OperationFormats:
+    """The formats a task operation other than convert takes and makes. The checks below and
+    ``GET /v2/operations`` (``catalog``) both read this table: what is listed is what is
+    accepted."""
+
+    inputs: tuple[str, ...] | None  # taken as they are; None: a file of any format
+    outputs: tuple[str, ...] | None  # None: the input's own format; (): no file, a result only
+    engine: str | None  # the engine that runs it, by id; None: the worker itself
+    # other input formats: the conversions that bring one to ``inputs`` (None: refused)
+    convert_first: Callable[[Registry, str], list[Hop] | None] | None = None
+
+    def route(self, registry: Registry, src: str) -> list[Hop] | None:
+        """The conversions an input of format ``src`` goes through first ([] for none), or
+        None if this operation refuses it."""
+        if self.inputs is None or src in self.inputs:
+            return []
+        return self.convert_first(registry, src) if self.convert_first else None
+
+
+OPERATION_FORMATS = {
+    "merge": OperationFormats(("pdf",), ("pdf",), "pdf-merge", _to_pdf),
+    "optimize": OperationFormats(OPTIMIZE_FORMATS, None, "optimize"),
+    "pdf/split-pages": OperationFormats(("pdf",), ("pdf",), "pdf-split"),
+    "thumbnail": OperationFormats(
+        THUMBNAIL_SOURCES, THUMBNAIL_FORMATS, "thumbnail", thumbnail_route
+    ),
+    "metadata": OperationFormats(None, (), "metadata"),
+    "archive": OperationFormats(None, ARCHIVE_FORMATS, None),
+}
+
+
+def input_queue(registry: Registry, operation: str, src: str, hops: list[Hop]) -> QueueClass:
+    """The queue class a task of ``operation`` needs for an input of format ``src`` that goes
+    through ``hops`` first: their heaviest engine's, ffmpeg's for a video thumbnail, else
+    light."""
+    if hops:
+        return registry.queue_for(hops)
+    return "media" if operation == "thumbnail" and src in VIDEOS else "light"
+
+
 _REQUIRED = {
     "import/url": ("url",),
     "import/base64": ("file", "filename"),
@@ -225,7 +274,7 @@ def _check_operation(
     elif task.operation == "optimize":
         _check_optimize(task, formats, registry, errors)
     elif task.operation == "pdf/split-pages":
-        _check_inputs_are(task, formats, ("pdf",), errors)
+        _check_inputs_are(task, formats, registry, errors)
         task.output_format = "pdf"
     elif task.operation == "thumbnail":
         _check_thumbnail(task, formats, registry, errors)
@@ -273,19 +322,21 @@ def _check_merge(
 ) -> None:
     """merge: output pdf; every input whose format is known now must have a route to pdf."""
     p, key = task.payload, f"tasks.{task.name}"
+    rule = OPERATION_FORMATS["merge"]
+    makes = ", ".join(rule.outputs or ())
     out = normalize(str(p.get("output_format", "")))
-    if out != "pdf":
-        errors.add(f"{key}.output_format", "merge makes pdf; allowed: pdf")
+    if out not in (rule.outputs or ()):
+        errors.add(f"{key}.output_format", f"merge makes {makes}; allowed: {makes}")
     for extra in sorted(set(p) - CONVERT_KEYS):
         errors.add(f"{key}.{extra}", f"unknown field for merge: {extra}")
     task.output_format = "pdf"
     queues: list[QueueClass] = ["light"]
-    for fmt in {f for f in formats if f and f != "pdf"}:
-        hops = registry.route(fmt, "pdf")
+    for fmt in {f for f in formats if f}:
+        hops = rule.route(registry, fmt)
         if hops is None:
             errors.add(f"{key}.input", f"cannot convert {fmt} to pdf for merging")
         else:
-            queues.append(registry.queue_for(hops))
+            queues.append(input_queue(registry, "merge", fmt, hops))
     task.queue = max(queues, key=QUEUE_CLASSES.index)
 
 
@@ -297,8 +348,8 @@ def _check_optimize(
     if declared:
         p["input_format"] = declared = normalize(str(declared))
     known = [declared] if declared else formats
-    _check_inputs_are(task, known, OPTIMIZE_FORMATS, errors)
-    if declared and declared not in OPTIMIZE_FORMATS:
+    _check_inputs_are(task, known, registry, errors)
+    if declared and OPERATION_FORMATS["optimize"].route(registry, declared) is None:
         errors.add(f"{key}.input_format", f"allowed: {', '.join(OPTIMIZE_FORMATS)}")
     options = {k: v for k, v in p.items() if k not in OPTIMIZE_KEYS}
     schema = registry.engine("optimize").descriptor.options
@@ -312,15 +363,16 @@ def _check_optimize(
 
 
 def _check_inputs_are(
-    task: PlannedTask, formats: list[str | None], allowed: tuple[str, ...], errors: _Errors
+    task: PlannedTask, formats: list[str | None], registry: Registry, errors: _Errors
 ) -> None:
-    """Inputs whose format is known now must be one of ``allowed`` (others are checked when
-    their files arrive)."""
+    """Inputs whose format is known now must be ones the operation takes (others are checked
+    when their files arrive)."""
+    rule = OPERATION_FORMATS[task.operation]
     for fmt in formats:
-        if fmt and fmt not in allowed:
+        if fmt and rule.route(registry, fmt) is None:
             errors.add(
                 f"tasks.{task.name}.input",
-                f"{task.operation} takes {', '.join(allowed)}, not {fmt}",
+                f"{task.operation} takes {', '.join(rule.inputs or ())}, not {fmt}",
             )
 
 
@@ -342,13 +394,12 @@ def _check_thumbnail(
     if declared:
         p["input_format"] = declared = normalize(str(declared))
     for src in {declared} if declared else {f for f in formats if f}:
-        hops = thumbnail_route(registry, src)
+        hops = OPERATION_FORMATS["thumbnail"].route(registry, src)
         if hops is None:
             errors.add(f"{key}.input", f"no thumbnail can be made from {src}")
-        elif hops:
-            task.queue = registry.queue_for(hops)
-        elif src in VIDEOS:
-            task.queue = "media"
+        else:  # several inputs: the heaviest one's queue
+            queue = input_queue(registry, "thumbnail", src, hops)
+            task.queue = max(task.queue, queue, key=QUEUE_CLASSES.index)
 
 
 def _check_archive(task: PlannedTask, errors: _Errors) -> None:
@@ -396,12 +447,8 @@ def queue_once_named(registry: Registry, task: Mapping[str, Any], filename: str)
 def _queue_for_input(
     registry: Registry, operation: str, src: str, payload: Mapping[str, Any]
 ) -> QueueClass | None:
-    if operation == "thumbnail":
-        if src in VIDEOS:
-            return "media"
-        hops = thumbnail_route(registry, src)
-    elif operation == "merge":
-        hops = None if src == "pdf" else registry.route(src, "pdf")
-    else:
-        hops = registry.route(src, str(payload.get("output_format", "")))
+    if operation in ("thumbnail", "merge"):
+        hops = OPERATION_FORMATS[operation].route(registry, src)
+        return None if hops is None else input_queue(registry, operation, src, hops)
+    hops = registry.route(src, str(payload.get("output_format", "")))
     return registry.queue_for(hops) if hops else None  # no route: the worker reports it

@@ -1,4 +1,5 @@
-"""Listing, filtering, pagination, cancel, retry, delete, formats and docs over HTTP."""
+"""Listing, filtering, pagination, cancel, retry, delete, formats, operations and docs over
+HTTP."""
 
 from __future__ import annotations
 
@@ -116,9 +117,14 @@ def test_formats_lists_what_the_engines_convert(deployment):
         outputs = {r["output_format"] for r in rows["data"]}
         images = {"jpg", "webp", "avif", "tiff", "gif", "bmp"}
         assert images | {"pdf"} <= outputs
+        # to text and documents: OCR (tesseract) reads the picture into txt first
+        text = {"txt", "md", "gfm", "rst", "org", "latex", "html"}
+        documents = {"docx", "odt", "doc", "rtf", "epub"}
         for r in rows["data"]:  # everything else is reached through the image's PDF
             first = r["route"][0]
             expected = ("vips", r["output_format"]) if r["output_format"] in images else None
+            if r["output_format"] in text | documents:
+                expected = ("tesseract", "txt")
             assert (first["engine"], first["to"]) == (expected or ("image-pdf", "pdf"))
         row = rows["data"][0]
         assert (
@@ -129,11 +135,67 @@ def test_formats_lists_what_the_engines_convert(deployment):
         assert {r["output_format"] for r in jpeg["data"]} == {"jpg"}
 
 
+def test_operations_lists_every_task_operation_with_cloudconvert_filters(deployment):
+    with deployment.client(deployment.key()) as api:
+
+        def operations(**filters):
+            r = api.get("/v2/operations", params=filters)
+            assert r.status_code == 200, r.text
+            return r.json()["data"]
+
+        rows = operations()
+        every = {"convert", "merge", "optimize", "pdf/split-pages", "thumbnail", "metadata"}
+        assert {r["operation"] for r in rows} == every | {"archive"}
+        assert all("options" not in r for r in rows)  # CloudConvert sends them when asked
+        thumbnail_of_docx = {
+            "filter[operation]": "thumbnail",
+            "filter[input_format]": "DOCX",
+            "filter[output_format]": "jpeg",
+            "include": "options",
+        }
+        [docx] = operations(**thumbnail_of_docx)
+        assert (docx["engine"], docx["queue"], docx["output_format"]) == (
+            "libreoffice+thumbnail",
+            "office",
+            "jpg",
+        )
+        assert "width" in docx["options"]["$defs"]["ThumbnailOptions"]["properties"]
+        merge = operations(**{"filter[engine]": "pdf-merge"})
+        assert {(r["operation"], r["output_format"]) for r in merge} == {("merge", "pdf")}
+        assert {"metadata", "archive"} <= {
+            r["operation"] for r in operations(**{"filter[input_format]": "mp3"})
+        }
+        for unknown in ("filter[operation]", "filter[input_format]", "filter[engine]"):
+            assert operations(**{unknown: "nope"}) == []
+
+        # what it lists for thumbnail a job may ask for; a format it does not list is a 422
+        thumbs = {r["input_format"] for r in operations(**{"filter[operation]": "thumbnail"})}
+        named = {r["input_format"] for r in rows} - {"*"}
+        for fmt, status in (("docx", 201), (sorted(named - thumbs)[0], 422)):
+            r = api.post(
+                "/v2/jobs",
+                json={
+                    "tasks": {
+                        "up": {"operation": "import/upload"},
+                        "t": {
+                            "operation": "thumbnail",
+                            "input": "up",
+                            "input_format": fmt,
+                            "output_format": "png",
+                        },
+                    }
+                },
+            )
+            assert r.status_code == status, (fmt, r.text)
+        assert "tasks.t.input" in r.json()["errors"]
+
+
 def test_openapi_docs_are_served(deployment):
     with deployment.client(None) as api:
         spec = api.get("/docs/openapi.json")
         assert spec.status_code == 200
         assert "/v2/jobs" in spec.json()["paths"]
+        assert spec.json()["paths"]["/v2/operations"]["get"]["tags"] == ["formats"]
         assert api.get("/health/live").json() == {"status": "ok"}
         ready = api.get("/health/ready").json()
         assert ready["checks"] == {"postgres": "ok", "redis": "ok", "storage": "ok"}
