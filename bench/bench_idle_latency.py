@@ -1,0 +1,76 @@
+"""Latency of a job that arrives at an idle worker, and the appliance's idle CPU, for several
+values of APPLIANCE_WORKER_POLL_MS side by side (one fresh appliance per value, in turn).
+
+    .venv/bin/python -m bench.bench_idle_latency 1000 100 1000 100
+
+Each job (upload a small png -> convert to webp -> export/url, sync wait) is sent after the
+queue has been idle for ``--idle`` seconds; then the appliance's processes are left alone for
+20 s and their CPU counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pyvips
+
+from bench.bench_convert import upload
+from bench.harness import appliance, cpu_seconds, descendants
+
+JOB = {
+    "tasks": {
+        "up": {"operation": "import/upload"},
+        "c": {"operation": "convert", "input": "up", "output_format": "webp"},
+        "e": {"operation": "export/url", "input": "c"},
+    }
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("poll_ms", nargs="+", help="APPLIANCE_WORKER_POLL_MS values, in turn")
+    ap.add_argument("--jobs", type=int, default=12)
+    ap.add_argument("--idle", type=float, default=3.0)
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="bench-idle-"))
+    for poll in args.poll_ms:
+        with (
+            appliance(
+                queues=("light",),
+                separate_workers=True,
+                env_extra={"APPLIANCE_WORKER_POLL_MS": poll},
+            ) as app,
+            httpx.Client(
+                base_url=app.url, headers={"Authorization": f"Bearer {app.key}"}, timeout=60
+            ) as api,
+        ):
+            latencies = []
+            for i in range(args.jobs):
+                png = root / f"{poll}-{i}.png"
+                pyvips.Image.black(64 + i, 64).write_to_file(str(png))
+                time.sleep(args.idle)
+                start = time.perf_counter()
+                job = api.post("/v2/jobs", json=JOB).json()["data"]
+                upload(job["tasks"][0]["result"]["form"], png)
+                done = api.get(f"/sync/v2/jobs/{job['id']}").json()["data"]
+                assert done["status"] == "finished", done
+                latencies.append(time.perf_counter() - start)
+            pids = [p for r in app.root_pids for p in [r, *descendants(r)]]
+            before = cpu_seconds(pids)
+            time.sleep(20)
+            idle_cpu = (cpu_seconds(pids) - before) / 20
+        print(
+            f"poll {poll} ms: job latency after {args.idle:g} s idle median"
+            f" {statistics.median(latencies) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms;"
+            f" idle CPU of the appliance {100 * idle_cpu:.1f}% of a core",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
