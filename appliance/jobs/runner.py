@@ -143,7 +143,10 @@ class TaskRunner:
             logs.task_id.reset(ids[0])
             logs.job_id.reset(ids[1])
         for ready in inline:
-            self.run(str(ready.task_id), ready.queue, queued=False)
+            try:
+                self.run(str(ready.task_id), ready.queue, queued=False)
+            except Exception:  # the task stays ready: the reconciler enqueues it
+                log.exception("task %s could not run after its input", ready.task_id)
 
     def _attempt(self, task: dict[str, Any]) -> tuple[str, list[Ready]]:
         """Run the claimed task once; its status afterwards (finished, error or retry), and
