@@ -103,32 +103,22 @@ def _image(src: Path) -> dict[str, Any]:
 
 
 def _pdf(src: Path) -> dict[str, Any]:
-    from appliance.engines.pdf import _LOCK, _pdfium
+    from appliance.engines.pdf import open_pdf
 
-    pdfium = _pdfium()
-    with _LOCK:
-        try:
-            doc = pdfium.PdfDocument(str(src))
-        except pdfium.PdfiumError as exc:
-            raise PermanentError(
-                f"The PDF could not be opened: {exc}", code="INVALID_INPUT_FILE"
-            ) from exc
-        try:
-            out: dict[str, Any] = {"PageCount": len(doc)}
-            version = doc.get_version()
-            if version:
-                out["PDFVersion"] = f"{version // 10}.{version % 10}"
-            info = doc.get_metadata_dict(skip_empty=True)
-            out |= {key: info[key] for key in PDF_INFO if key in info}
-            for key, name in (("CreationDate", "CreateDate"), ("ModDate", "ModifyDate")):
-                if key in info:
-                    out[name] = info[key]
-            if len(doc):
-                width, height = doc[0].get_size()
-                out["PageWidth"], out["PageHeight"] = round(width, 2), round(height, 2)
-            return out
-        finally:
-            doc.close()
+    with open_pdf(src) as doc:
+        out: dict[str, Any] = {"PageCount": len(doc)}
+        version = doc.get_version()
+        if version:
+            out["PDFVersion"] = f"{version // 10}.{version % 10}"
+        info = doc.get_metadata_dict(skip_empty=True)
+        out |= {key: info[key] for key in PDF_INFO if key in info}
+        for key, name in (("CreationDate", "CreateDate"), ("ModDate", "ModifyDate")):
+            if key in info:
+                out[name] = info[key]
+        if len(doc):
+            width, height = doc[0].get_size()
+            out["PageWidth"], out["PageHeight"] = round(width, 2), round(height, 2)
+        return out
 
 
 def _media(src: Path) -> dict[str, Any]:

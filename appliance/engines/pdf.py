@@ -7,6 +7,8 @@ pdf -> txt gives the text of the selected pages, pages separated by a form feed.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +34,24 @@ def _pdfium() -> Any:
     import pypdfium2
 
     return pypdfium2
+
+
+@contextmanager
+def open_pdf(src: Path) -> Iterator[Any]:
+    """The PDF at ``src``, opened under PDFium's lock and closed after; one PDFium cannot open
+    is the input's fault (``INVALID_INPUT_FILE``)."""
+    pdfium = _pdfium()
+    with _LOCK:
+        try:
+            doc = pdfium.PdfDocument(str(src))
+        except pdfium.PdfiumError as exc:
+            raise PermanentError(
+                f"The PDF could not be opened: {exc}", code="INVALID_INPUT_FILE"
+            ) from exc
+        try:
+            yield doc
+        finally:
+            doc.close()
 
 
 def _version() -> str:
@@ -74,20 +94,7 @@ class PdfEngine:
         options: PdfOptions,
         progress: Progress,
     ) -> list[Path] | None:
-        with _LOCK:
-            return self._convert(src, dst, dst_format, options, progress)
-
-    def _convert(
-        self, src: Path, dst: Path, dst_format: str, options: PdfOptions, progress: Progress
-    ) -> list[Path] | None:
-        pdfium = _pdfium()
-        try:
-            doc = pdfium.PdfDocument(str(src))
-        except pdfium.PdfiumError as exc:
-            raise PermanentError(
-                f"The PDF could not be opened: {exc}", code="INVALID_INPUT_FILE"
-            ) from exc
-        try:
+        with open_pdf(src) as doc:
             pages = page_numbers(options.pages, len(doc))
             if dst_format == "txt":
                 texts = []
@@ -105,8 +112,6 @@ class PdfEngine:
                 self._render(doc[index], out, dst_format, options)
                 progress(n / len(pages))
             return None if len(pages) == 1 else outputs
-        finally:
-            doc.close()
 
     def _render(self, page: Any, out: Path, fmt: str, options: PdfOptions) -> None:
         scale = options.pixel_density / 72

@@ -112,24 +112,14 @@ class ThumbnailEngine:
 
 def _pages(src: Path, work: Path, options: ThumbnailOptions) -> list[Path]:
     """The first ``count`` pages (as many as there are, if fewer), as PNG files in ``work``."""
-    from appliance.engines.pdf import _LOCK, _pdfium
+    from appliance.engines.pdf import open_pdf
 
-    pdfium = _pdfium()
-    with _LOCK:
-        try:
-            doc = pdfium.PdfDocument(str(src))
-        except pdfium.PdfiumError as exc:
-            raise PermanentError(
-                f"The PDF could not be opened: {exc}", code="INVALID_INPUT_FILE"
-            ) from exc
-        try:
-            if len(doc) == 0:
-                raise PermanentError("The PDF has no pages", code="INVALID_INPUT_FILE")
-            pages = [work / f"page-{n}.png" for n in range(1, min(options.count, len(doc)) + 1)]
-            for index, out in enumerate(pages):
-                _render(doc[index], out, options)
-        finally:
-            doc.close()
+    with open_pdf(src) as doc:
+        if len(doc) == 0:
+            raise PermanentError("The PDF has no pages", code="INVALID_INPUT_FILE")
+        pages = [work / f"page-{n}.png" for n in range(1, min(options.count, len(doc)) + 1)]
+        for index, out in enumerate(pages):
+            _render(doc[index], out, options)
     return pages
 
 
