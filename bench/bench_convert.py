@@ -71,8 +71,9 @@ def bare_loop(paths: list[Path]) -> float:
         return len(paths) / (time.perf_counter() - start) * 60
 
 
-def _one_job(api: httpx.Client, path: Path) -> None:
-    job = api.post("/v2/jobs", json=JOB).json()["data"]
+def run_job(api: httpx.Client, path: Path, tasks: dict = JOB) -> None:
+    """One job (``tasks``: its body, an upload first) for ``path``, to its sync answer."""
+    job = api.post("/v2/jobs", json=tasks).json()["data"]
     upload(job["tasks"][0]["result"]["form"], path)
     job = api.get(f"/sync/v2/jobs/{job['id']}").json()["data"]
     if job["status"] != "finished":
@@ -119,7 +120,7 @@ def through_api(paths: list[Path], clients: int) -> tuple[float, dict[str, float
             limits=httpx.Limits(max_connections=clients),
         ) as api,
     ):
-        _one_job(api, paths[0])  # warm up engines and connections
+        run_job(api, paths[0])  # warm up engines and connections
         parts = {  # process groups, found again at the end: helpers start during the run
             "api": lambda: app.api_pids,
             "workers": lambda: pids_matching("appliance.jobs.worker"),
@@ -131,7 +132,7 @@ def through_api(paths: list[Path], clients: int) -> tuple[float, dict[str, float
         before = {pid: cpu_seconds([pid]) for find in parts.values() for pid in find()}
         start = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
-            list(pool.map(lambda p: _one_job(api, p), paths[1:]))
+            list(pool.map(lambda p: run_job(api, p), paths[1:]))
         elapsed = time.perf_counter() - start
         jobs = len(paths) - 1
         cpu = {

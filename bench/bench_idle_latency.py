@@ -21,31 +21,19 @@ from pathlib import Path
 import httpx
 import pyvips
 
-from bench.bench_convert import upload
+from bench.bench_convert import run_job
 from bench.harness import appliance, cpu_seconds, descendants
-
-JOB = {
-    "tasks": {
-        "up": {"operation": "import/upload"},
-        "c": {"operation": "convert", "input": "up", "output_format": "webp"},
-        "e": {"operation": "export/url", "input": "c"},
-    }
-}
-
 
 WARM_JOBS = 4  # twice the worker threads the harness starts
 _SIZES = itertools.count()  # each job's image is another size: the cache never answers
 
 
-def _run_job(api: httpx.Client, png: Path) -> float:
+def _timed_job(api: httpx.Client, png: Path) -> float:
     """One job on a fresh small png (distinct, so the conversion cache never answers);
     seconds from creating it to the sync answer."""
     pyvips.Image.black(64 + next(_SIZES), 64).write_to_file(str(png))
     start = time.perf_counter()
-    job = api.post("/v2/jobs", json=JOB).json()["data"]
-    upload(job["tasks"][0]["result"]["form"], png)
-    done = api.get(f"/sync/v2/jobs/{job['id']}").json()["data"]
-    assert done["status"] == "finished", done
+    run_job(api, png)
     return time.perf_counter() - start
 
 
@@ -72,14 +60,14 @@ def main() -> None:
             with ThreadPoolExecutor(WARM_JOBS) as pool:
                 list(
                     pool.map(
-                        lambda i: _run_job(api, root / f"warm-{i}-{next(_SIZES)}.png"),
+                        lambda i: _timed_job(api, root / f"warm-{i}-{next(_SIZES)}.png"),
                         range(WARM_JOBS),
                     )
                 )
             latencies = []
             for i in range(args.jobs):
                 time.sleep(args.idle)
-                latencies.append(_run_job(api, root / f"{i}-{next(_SIZES)}.png"))
+                latencies.append(_timed_job(api, root / f"{i}-{next(_SIZES)}.png"))
             pids = [p for r in app.root_pids for p in [r, *descendants(r)]]
             before = cpu_seconds(pids)
             time.sleep(20)

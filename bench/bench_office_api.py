@@ -34,7 +34,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.bench_convert import upload
+from bench.bench_convert import run_job
 from bench.harness import appliance, cpu_seconds, descendants
 
 CORES = os.cpu_count() or 1
@@ -225,18 +225,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _one_job(api: httpx.Client, path: Path) -> None:
-    job = api.post("/v2/jobs", json=JOB).json()["data"]
-    upload(job["tasks"][0]["result"]["form"], path)
-    job = api.get(f"/sync/v2/jobs/{job['id']}").json()["data"]
-    if job["status"] != "finished":
-        raise RuntimeError(job)
-
-
 def through_api(api: httpx.Client, paths: list[Path], clients: int) -> float:
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(lambda p: _one_job(api, p), paths))
+        list(pool.map(lambda p: run_job(api, p, JOB), paths))
     return len(paths) / (time.perf_counter() - start) * 60
 
 
