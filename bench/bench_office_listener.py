@@ -14,24 +14,15 @@ import time
 from pathlib import Path
 
 from bench.bench_office_api import copies, make_bases
+from bench.harness import cpu_seconds, pids_matching, rss_kib
 
 
 def _soffice_cpu_rss() -> tuple[float, int]:
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"soffice.bin" in cmd and f"lo-profile-{os.getpid()}".encode() in cmd:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf(
-                "SC_PAGE_SIZE"
-            )
-            return cpu, rss >> 20
-    raise RuntimeError("no soffice.bin of this process found")
+    """CPU seconds and RSS (MB) of this process's listener's soffice.bin."""
+    pids = pids_matching(rf"soffice\.bin.*lo-profile-{os.getpid()}")
+    if not pids:
+        raise RuntimeError("no soffice.bin of this process found")
+    return cpu_seconds(pids), rss_kib(pids) >> 10
 
 
 def main() -> None:
