@@ -14,7 +14,7 @@ from fleet.model import Fleet, HostSpec
 from fleet.render import render
 from fleet.wheelhouse import Release
 from roles import app
-from roles.common import APP_ROOT, once, put, restart_if
+from roles.common import APP_ROOT, once, put_text, restart_if
 
 UNIT = "/etc/systemd/system/appliance-api.service"
 UPSTREAM_FILE = "/etc/nginx/conf.d/appliance-upstream.conf"
@@ -69,13 +69,7 @@ def needs_restart(fleet: Fleet, target: Any, release: Release) -> bool:
 
 def apply(fleet: Fleet, me: HostSpec, release: Release, rolling: bool, env: Any) -> None:
     """``env`` is app.install's settings-file operation."""
-    unit = put(
-        "systemd/appliance-api.service.j2",
-        UNIT,
-        app_user=app.APP_USER,
-        app_root=APP_ROOT,
-        memory_max=fleet.get("api_memory_max", me),
-    )
+    unit = put_text(unit_text(fleet, me), UNIT)  # the text needs_restart compares with
     if me == fleet.role("api")[0]:
         # Migrations are additive, so the old release keeps working while they apply.
         once(
