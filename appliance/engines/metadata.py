@@ -103,9 +103,9 @@ def _image(src: Path) -> dict[str, Any]:
 
 
 def _pdf(src: Path) -> dict[str, Any]:
-    from appliance.engines.pdf import open_pdf
+    from appliance.engines.pdf import open_pdfium
 
-    with open_pdf(src) as doc:
+    with open_pdfium(src) as doc:
         out: dict[str, Any] = {"PageCount": len(doc)}
         version = doc.get_version()
         if version:

@@ -37,7 +37,7 @@ def _pdfium() -> Any:
 
 
 @contextmanager
-def open_pdf(src: Path) -> Iterator[Any]:
+def open_pdfium(src: Path) -> Iterator[Any]:
     """The PDF at ``src``, opened under PDFium's lock and closed after; one PDFium cannot open
     is the input's fault (``INVALID_INPUT_FILE``)."""
     pdfium = _pdfium()
@@ -94,7 +94,7 @@ class PdfEngine:
         options: PdfOptions,
         progress: Progress,
     ) -> list[Path] | None:
-        with open_pdf(src) as doc:
+        with open_pdfium(src) as doc:
             pages = page_numbers(options.pages, len(doc))
             if dst_format == "txt":
                 texts = []

@@ -112,9 +112,9 @@ class ThumbnailEngine:
 
 def _pages(src: Path, work: Path, options: ThumbnailOptions) -> list[Path]:
     """The first ``count`` pages (as many as there are, if fewer), as PNG files in ``work``."""
-    from appliance.engines.pdf import open_pdf
+    from appliance.engines.pdf import open_pdfium
 
-    with open_pdf(src) as doc:
+    with open_pdfium(src) as doc:
         if len(doc) == 0:
             raise PermanentError("The PDF has no pages", code="INVALID_INPUT_FILE")
         pages = [work / f"page-{n}.png" for n in range(1, min(options.count, len(doc)) + 1)]
