@@ -7,6 +7,7 @@ Two deployments: `s3` (Swift+s3api storage, private URLs refused, 2 MB upload li
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -163,3 +164,25 @@ def upload(form: dict, path: Path, filename: str | None = None) -> httpx.Respons
 
 def task(job: dict, name: str) -> dict:
     return next(t for t in job["tasks"] if t["name"] == name)
+
+
+def base64_import(filename: str, data: bytes) -> dict:
+    """An import/base64 task for ``data`` named ``filename``."""
+    return {
+        "operation": "import/base64",
+        "filename": filename,
+        "file": base64.b64encode(data).decode(),
+    }
+
+
+def run_job(api: httpx.Client, tasks: dict) -> dict:
+    """Create the job (it must be accepted) and wait for its end."""
+    r = api.post("/v2/jobs", json={"tasks": tasks})
+    assert r.status_code == 201, r.text
+    return api.get(f"/sync/v2/jobs/{r.json()['data']['id']}").json()["data"]
+
+
+def downloads(job: dict, name: str = "e", timeout: float = 60) -> list[tuple[str, bytes]]:
+    """Each file task ``name`` exported: its name and its bytes."""
+    files = task(job, name)["result"]["files"]
+    return [(f["filename"], httpx.get(f["url"], timeout=timeout).content) for f in files]

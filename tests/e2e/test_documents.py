@@ -4,7 +4,6 @@ and the text of a scanned page through OCR. Outputs are downloaded and parsed.""
 
 from __future__ import annotations
 
-import base64
 import io
 import subprocess
 
@@ -13,22 +12,7 @@ import pikepdf
 import pytest
 import pyvips
 
-from tests.e2e.conftest import task
-
-
-def _b64(name: str, data: bytes) -> dict:
-    return {"operation": "import/base64", "filename": name, "file": base64.b64encode(data).decode()}
-
-
-def _run(api, tasks: dict) -> dict:
-    r = api.post("/v2/jobs", json={"tasks": tasks})
-    assert r.status_code == 201, r.text
-    return api.get(f"/sync/v2/jobs/{r.json()['data']['id']}").json()["data"]
-
-
-def _download(job: dict, name: str = "e") -> list[tuple[str, bytes]]:
-    files = task(job, name)["result"]["files"]
-    return [(f["filename"], httpx.get(f["url"], timeout=60).content) for f in files]
+from tests.e2e.conftest import base64_import, downloads, run_job, task
 
 
 def _page_sizes(data: bytes) -> list[tuple[int, int]]:
@@ -56,12 +40,12 @@ def test_merge_routes_a_picture_and_a_document_to_pdf_and_keeps_the_order(deploy
     docx = tmp_path / "letter.docx"
     subprocess.run(["pandoc", "-o", str(docx), str(md)], check=True)
     with deployment.client(deployment.key()) as api:
-        job = _run(
+        job = run_job(
             api,
             {
-                "picture": _b64("picture.png", _png()),
-                "letter": _b64("letter.docx", docx.read_bytes()),
-                "pages": _b64("pages.pdf", _pdf((100, 200))),
+                "picture": base64_import("picture.png", _png()),
+                "letter": base64_import("letter.docx", docx.read_bytes()),
+                "pages": base64_import("pages.pdf", _pdf((100, 200))),
                 "m": {
                     "operation": "merge",
                     "input": ["picture", "letter", "pages"],
@@ -75,7 +59,7 @@ def test_merge_routes_a_picture_and_a_document_to_pdf_and_keeps_the_order(deploy
         merge = task(job, "m")
         assert merge["engine"] == "pdf-merge"
         assert [h["engine"] for h in merge["result"]["route"]] == ["image-pdf", "libreoffice"]
-        ((name, data),) = _download(job)
+        ((name, data),) = downloads(job)
     assert name == "bundle.pdf"
     sizes = _page_sizes(data)
     assert len(sizes) == 4
@@ -88,11 +72,11 @@ def test_merge_routes_a_picture_and_a_document_to_pdf_and_keeps_the_order(deploy
 
 def test_merge_of_a_corrupted_pdf_fails_the_task_with_a_clear_code(deployment):
     with deployment.client(deployment.key()) as api:
-        job = _run(
+        job = run_job(
             api,
             {
-                "good": _b64("good.pdf", _pdf((100,))),
-                "bad": _b64("bad.pdf", b"%PDF-1.7\n1 0 obj << /Pages 2 0 R >> garbage"),
+                "good": base64_import("good.pdf", _pdf((100,))),
+                "bad": base64_import("bad.pdf", b"%PDF-1.7\n1 0 obj << /Pages 2 0 R >> garbage"),
                 "m": {"operation": "merge", "input": ["good", "bad"], "output_format": "pdf"},
                 "e": {"operation": "export/url", "input": "m"},
             },
@@ -106,27 +90,27 @@ def test_optimize_makes_a_pdf_smaller_with_the_same_pages(deployment, tmp_path):
     noise = pyvips.Image.gaussnoise(900, 600, mean=128, sigma=40).cast("uchar")
     photo = noise.bandjoin([noise, noise]).copy(xres=300 / 25.4, yres=300 / 25.4)
     with deployment.client(deployment.key()) as api:
-        to_pdf = _run(
+        to_pdf = run_job(
             api,
             {
-                "in": _b64("photo.png", photo.pngsave_buffer()),
+                "in": base64_import("photo.png", photo.pngsave_buffer()),
                 "c": {"operation": "convert", "input": "in", "output_format": "pdf"},
                 "e": {"operation": "export/url", "input": "c"},
             },
         )
         assert to_pdf["status"] == "finished", to_pdf
-        ((_, heavy),) = _download(to_pdf)
-        job = _run(
+        ((_, heavy),) = downloads(to_pdf)
+        job = run_job(
             api,
             {
-                "in": _b64("scan.pdf", heavy),
+                "in": base64_import("scan.pdf", heavy),
                 "o": {"operation": "optimize", "input": "in", "profile": "web"},
                 "e": {"operation": "export/url", "input": "o"},
             },
         )
         assert job["status"] == "finished", job
         assert task(job, "o")["engine"] == "optimize"
-        ((name, data),) = _download(job)
+        ((name, data),) = downloads(job)
     assert name == "scan.pdf"
     assert len(data) < len(heavy) * 0.8
     assert _page_sizes(data) == _page_sizes(heavy) == [(216, 144)]
@@ -138,7 +122,7 @@ def test_optimize_refuses_an_unknown_profile_at_job_creation(deployment):
             "/v2/jobs",
             json={
                 "tasks": {
-                    "in": _b64("a.pdf", _pdf((100,))),
+                    "in": base64_import("a.pdf", _pdf((100,))),
                     "o": {"operation": "optimize", "input": "in", "profile": "tiny"},
                 }
             },
@@ -149,32 +133,32 @@ def test_optimize_refuses_an_unknown_profile_at_job_creation(deployment):
 
 def test_split_pages_gives_one_pdf_per_page(deployment):
     with deployment.client(deployment.key()) as api:
-        job = _run(
+        job = run_job(
             api,
             {
-                "in": _b64("report.pdf", _pdf((100, 200, 300))),
+                "in": base64_import("report.pdf", _pdf((100, 200, 300))),
                 "s": {"operation": "pdf/split-pages", "input": "in"},
                 "e": {"operation": "export/url", "input": "s"},
             },
         )
         assert job["status"] == "finished", job
-        files = _download(job)
+        files = downloads(job)
     assert [name for name, _ in files] == ["report-1.pdf", "report-2.pdf", "report-3.pdf"]
     assert [_page_sizes(data) for _, data in files] == [[(100, 150)], [(200, 150)], [(300, 150)]]
 
 
 def test_pdf_to_pdf_a_through_convert(deployment):
     with deployment.client(deployment.key()) as api:
-        job = _run(
+        job = run_job(
             api,
             {
-                "in": _b64("plain.pdf", _pdf((300, 300))),
+                "in": base64_import("plain.pdf", _pdf((300, 300))),
                 "c": {"operation": "convert", "input": "in", "output_format": "pdf", "pdf_a": True},
                 "e": {"operation": "export/url", "input": "c"},
             },
         )
         assert job["status"] == "finished", job
-        ((_, data),) = _download(job)
+        ((_, data),) = downloads(job)
     with pikepdf.open(io.BytesIO(data)) as pdf:
         assert pdf.open_metadata().pdfa_status == "2B"
         assert len(pdf.pages) == 2
@@ -183,10 +167,10 @@ def test_pdf_to_pdf_a_through_convert(deployment):
 def test_markdown_to_mobi_goes_through_two_engines_on_the_office_queue(deployment):
     md = b"# Heron\n\nThe heron waited by the quiet river.\n"
     with deployment.client(deployment.key()) as api:
-        job = _run(
+        job = run_job(
             api,
             {
-                "in": _b64("story.md", md),
+                "in": base64_import("story.md", md),
                 "c": {"operation": "convert", "input": "in", "output_format": "mobi"},
                 "e": {"operation": "export/url", "input": "c"},
             },
@@ -196,7 +180,7 @@ def test_markdown_to_mobi_goes_through_two_engines_on_the_office_queue(deploymen
         assert len(route) == 2
         assert route[0]["engine"] == "pandoc" and route[0]["from"] == "md"
         assert (route[1]["engine"], route[1]["to"]) == ("calibre", "mobi")
-        ((name, data),) = _download(job)
+        ((name, data),) = downloads(job)
     assert name == "story.mobi"
     assert data[60:68] == b"BOOKMOBI"
     rows = deployment.sql("SELECT queue FROM tasks WHERE name = 'c' ORDER BY created_at DESC")
@@ -217,10 +201,10 @@ def _scan(words: str) -> bytes:
 
 def test_text_of_a_scanned_page_comes_through_ocr_on_the_office_queue(deployment):
     with deployment.client(deployment.key()) as api:
-        job = _run(
+        job = run_job(
             api,
             {
-                "in": _b64("scan.png", _scan(SCANNED_WORDS)),
+                "in": base64_import("scan.png", _scan(SCANNED_WORDS)),
                 "c": {"operation": "convert", "input": "in", "output_format": "txt"},
                 "e": {"operation": "export/url", "input": "c"},
             },
@@ -229,7 +213,7 @@ def test_text_of_a_scanned_page_comes_through_ocr_on_the_office_queue(deployment
         convert = task(job, "c")
         assert convert["engine"] == "tesseract"
         assert convert["result"]["route"] == [{"from": "png", "to": "txt", "engine": "tesseract"}]
-        ((name, data),) = _download(job)
+        ((name, data),) = downloads(job)
     assert name == "scan.txt"
     assert data.decode().split() == SCANNED_WORDS.split()
     rows = deployment.sql("SELECT queue FROM tasks WHERE name = 'c' ORDER BY created_at DESC")
@@ -238,10 +222,10 @@ def test_text_of_a_scanned_page_comes_through_ocr_on_the_office_queue(deployment
 
 def test_ocr_of_a_page_without_text_fails_the_task_clearly(deployment):
     with deployment.client(deployment.key()) as api:
-        job = _run(
+        job = run_job(
             api,
             {
-                "in": _b64("blank.png", _scan("")),
+                "in": base64_import("blank.png", _scan("")),
                 "c": {"operation": "convert", "input": "in", "output_format": "txt"},
             },
         )
@@ -256,7 +240,7 @@ def test_ocr_language_that_is_not_installed_is_422(deployment):
             "/v2/jobs",
             json={
                 "tasks": {
-                    "in": _b64("scan.png", _scan(SCANNED_WORDS)),
+                    "in": base64_import("scan.png", _scan(SCANNED_WORDS)),
                     "c": {
                         "operation": "convert",
                         "input": "in",
@@ -272,8 +256,10 @@ def test_ocr_language_that_is_not_installed_is_422(deployment):
 
 def test_single_task_routes_merge_and_optimize_chain_by_task_id(deployment):
     with deployment.client(deployment.key()) as api:
-        first = api.post("/v2/import/base64", json=_b64("a.pdf", _pdf((100,)))).json()["data"]
-        second = api.post("/v2/import/base64", json=_b64("b.png", _png())).json()["data"]
+        first = api.post("/v2/import/base64", json=base64_import("a.pdf", _pdf((100,)))).json()[
+            "data"
+        ]
+        second = api.post("/v2/import/base64", json=base64_import("b.png", _png())).json()["data"]
         merged = api.post(
             "/v2/merge", json={"input": [first["id"], second["id"]], "output_format": "pdf"}
         )
@@ -305,10 +291,10 @@ CORRUPT = b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\ntrailer 
 )
 def test_a_corrupted_pdf_ends_each_pdf_operation_with_invalid_input(deployment, operation):
     with deployment.client(deployment.key()) as api:
-        job = _run(
+        job = run_job(
             api,
             {
-                "in": _b64("broken.pdf", CORRUPT),
+                "in": base64_import("broken.pdf", CORRUPT),
                 "t": {**operation, "input": "in"},
                 "e": {"operation": "export/url", "input": "t"},
             },

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
 import subprocess
 
 import httpx
 import pyvips
 
-from tests.e2e.conftest import task, upload
+from tests.e2e.conftest import base64_import, run_job, task, upload
 
 JOB = {
     "tasks": {
@@ -73,27 +72,14 @@ def test_single_task_routes_chain_by_task_id(deployment, png_file):
 def convert_inline(api, filename: str, data: bytes, output_format: str, **options) -> dict:
     """A job that imports ``data`` as base64, converts it and exports the result; returns the
     job once it has ended (sync API). The job must be accepted."""
-    r = api.post(
-        "/v2/jobs",
-        json={
-            "tasks": {
-                "in": {
-                    "operation": "import/base64",
-                    "filename": filename,
-                    "file": base64.b64encode(data).decode(),
-                },
-                "c": {
-                    "operation": "convert",
-                    "input": "in",
-                    "output_format": output_format,
-                    **options,
-                },
-                "e": {"operation": "export/url", "input": "c"},
-            }
+    return run_job(
+        api,
+        {
+            "in": base64_import(filename, data),
+            "c": {"operation": "convert", "input": "in", "output_format": output_format, **options},
+            "e": {"operation": "export/url", "input": "c"},
         },
     )
-    assert r.status_code == 201, r.text
-    return api.get(f"/sync/v2/jobs/{r.json()['data']['id']}").json()["data"]
 
 
 def _last_convert_queue(deployment) -> str:

@@ -4,20 +4,18 @@ opened (pyvips, zipfile, tarfile, openpyxl, PDFium) or read from the task result
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import subprocess
 import tarfile
 import zipfile
 
-import httpx
 import openpyxl
 import pypdfium2
 import pytest
 import pyvips
 
-from tests.e2e.conftest import task
+from tests.e2e.conftest import base64_import, downloads, run_job, task
 
 SVG = (
     '<svg xmlns="http://www.w3.org/2000/svg" width="400" height="200">'
@@ -25,30 +23,15 @@ SVG = (
 )
 
 
-def _import(filename: str, data: bytes) -> dict:
-    return {
-        "operation": "import/base64",
-        "filename": filename,
-        "file": base64.b64encode(data).decode(),
-    }
-
-
-def run_job(api, tasks: dict) -> dict:
-    """Create the job (it must be accepted) and wait for its end."""
-    r = api.post("/v2/jobs", json={"tasks": tasks})
-    assert r.status_code == 201, r.text
-    return api.get(f"/sync/v2/jobs/{r.json()['data']['id']}").json()["data"]
-
-
 def _download(job: dict, name: str = "e") -> list[bytes]:
-    return [httpx.get(f["url"], timeout=30).content for f in task(job, name)["result"]["files"]]
+    return [data for _, data in downloads(job, name, timeout=30)]
 
 
 def _thumbnail_job(api, filename: str, data: bytes, **options) -> dict:
     return run_job(
         api,
         {
-            "in": _import(filename, data),
+            "in": base64_import(filename, data),
             "t": {"operation": "thumbnail", "input": "in", **options},
             "e": {"operation": "export/url", "input": "t"},
         },
@@ -142,8 +125,8 @@ def test_thumbnail_count_gives_pages_of_a_pdf_and_frames_of_a_video(deployment, 
         job = run_job(
             api,
             {
-                "pdf": _import("two.pdf", samples["two.pdf"]),
-                "video": _import("clip.mp4", samples["clip.mp4"]),
+                "pdf": base64_import("two.pdf", samples["two.pdf"]),
+                "video": base64_import("clip.mp4", samples["clip.mp4"]),
                 "tp": {
                     "operation": "thumbnail",
                     "input": "pdf",
@@ -183,7 +166,7 @@ def test_bad_thumbnail_options_are_422(deployment, options, field):
             "/v2/jobs",
             json={
                 "tasks": {
-                    "in": _import("a.png", b"x"),
+                    "in": base64_import("a.png", b"x"),
                     "t": {"operation": "thumbnail", "input": "in", **options},
                 }
             },
@@ -198,7 +181,7 @@ def test_thumbnail_of_audio_is_refused_at_creation(deployment):
             "/v2/jobs",
             json={
                 "tasks": {
-                    "in": _import("a.mp3", b"x"),
+                    "in": base64_import("a.mp3", b"x"),
                     "t": {"operation": "thumbnail", "input": "in", "output_format": "png"},
                 }
             },
@@ -211,9 +194,9 @@ def _archive_job(api, fmt: str) -> dict:
     return run_job(
         api,
         {
-            "one": _import("notes.txt", b"first file\n"),
-            "two": _import("../../etc/notes.txt", b"second file\n"),
-            "three": _import("data.bin", bytes(range(256)) * 1000),
+            "one": base64_import("notes.txt", b"first file\n"),
+            "two": base64_import("../../etc/notes.txt", b"second file\n"),
+            "three": base64_import("data.bin", bytes(range(256)) * 1000),
             "a": {"operation": "archive", "input": ["one", "two", "three"], "output_format": fmt},
             "e": {"operation": "export/url", "input": "a"},
         },
@@ -255,7 +238,7 @@ def test_archive_to_rar_is_422(deployment):
             "/v2/jobs",
             json={
                 "tasks": {
-                    "in": _import("a.txt", b"x"),
+                    "in": base64_import("a.txt", b"x"),
                     "a": {"operation": "archive", "input": "in", "output_format": "rar"},
                 }
             },
@@ -268,9 +251,9 @@ def test_metadata_of_an_image_a_pdf_and_audio(deployment, samples):
         job = run_job(
             api,
             {
-                "img": _import("dark.png", samples["dark.png"]),
-                "pdf": _import("two.pdf", samples["two.pdf"]),
-                "mp3": _import("a.mp3", samples["a.mp3"]),
+                "img": base64_import("dark.png", samples["dark.png"]),
+                "pdf": base64_import("two.pdf", samples["two.pdf"]),
+                "mp3": base64_import("a.mp3", samples["a.mp3"]),
                 "m1": {"operation": "metadata", "input": "img"},
                 "m2": {"operation": "metadata", "input": "pdf"},
                 "m3": {"operation": "metadata", "input": "mp3"},
@@ -292,9 +275,9 @@ def test_metadata_reads_every_input_and_keeps_the_first_as_metadata(deployment, 
         job = run_job(
             api,
             {
-                "img": _import("dark.png", samples["dark.png"]),
-                "pdf": _import("two.pdf", samples["two.pdf"]),
-                "mp3": _import("a.mp3", samples["a.mp3"]),
+                "img": base64_import("dark.png", samples["dark.png"]),
+                "pdf": base64_import("two.pdf", samples["two.pdf"]),
+                "mp3": base64_import("a.mp3", samples["a.mp3"]),
                 "m": {"operation": "metadata", "input": ["img", "pdf", "mp3"]},
             },
         )
@@ -316,8 +299,8 @@ def test_metadata_of_a_bad_input_among_good_ones_fails_the_task(deployment, samp
         job = run_job(
             api,
             {
-                "img": _import("dark.png", samples["dark.png"]),
-                "bad": _import("cut.png", samples["dark.png"][:60]),
+                "img": base64_import("dark.png", samples["dark.png"]),
+                "bad": base64_import("cut.png", samples["dark.png"][:60]),
                 "m": {"operation": "metadata", "input": ["img", "bad"]},
             },
         )
@@ -327,7 +310,7 @@ def test_metadata_of_a_bad_input_among_good_ones_fails_the_task(deployment, samp
 
 def test_metadata_single_task_route(deployment, samples):
     with deployment.client(deployment.key()) as api:
-        imp = api.post("/v2/import/base64", json=_import("dark.png", samples["dark.png"]))
+        imp = api.post("/v2/import/base64", json=base64_import("dark.png", samples["dark.png"]))
         assert imp.status_code == 201, imp.text
         meta = api.post("/v2/metadata", json={"input": imp.json()["data"]["id"]})
         assert meta.status_code == 201, meta.text
@@ -343,7 +326,7 @@ def test_csv_to_xlsx_runs_the_data_engine(deployment):
         job = run_job(
             api,
             {
-                "in": _import("cities.csv", csv),
+                "in": base64_import("cities.csv", csv),
                 "c": {"operation": "convert", "input": "in", "output_format": "xlsx"},
                 "e": {"operation": "export/url", "input": "c"},
             },
@@ -361,7 +344,7 @@ def test_json_to_pdf_routes_through_the_data_engine_then_libreoffice(deployment)
         job = run_job(
             api,
             {
-                "in": _import("prices.json", json.dumps(records).encode()),
+                "in": base64_import("prices.json", json.dumps(records).encode()),
                 "c": {"operation": "convert", "input": "in", "output_format": "pdf"},
                 "e": {"operation": "export/url", "input": "c"},
             },
@@ -389,7 +372,7 @@ def test_malformed_data_fails_with_invalid_input(deployment, filename, content, 
         job = run_job(
             api,
             {
-                "in": _import(filename, content),
+                "in": base64_import(filename, content),
                 "c": {"operation": "convert", "input": "in", "output_format": target},
             },
         )
