@@ -19,7 +19,7 @@ from typing import Any
 
 from appliance.errors import PermanentError
 from appliance.jobs.files import safe_filename, sha256_of
-from appliance.jobs.operations import _input_files, _keep, _work_root
+from appliance.jobs.operations import _keep, _work_root
 from appliance.jobs.runner import Outcome, OutFile, Runtime
 from appliance.storage import object_key
 
@@ -27,7 +27,7 @@ from appliance.storage import object_key
 def archive(rt: Runtime, task: dict[str, Any], progress: Any) -> Outcome:
     p = task["payload"]
     fmt = p["output_format"]
-    files = _input_files(rt, task)
+    files = task["inputs"]
     if not files:
         raise PermanentError("The input tasks produced no files", code="NO_INPUT_FILES")
     names = member_names([f["filename"] for f in files])

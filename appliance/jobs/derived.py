@@ -24,7 +24,6 @@ from appliance.jobs.files import safe_filename, sha256_of
 from appliance.jobs.operations import (
     Progress,
     _checked_input,
-    _input_files,
     _keep,
     _numbered,
     _run_hops,
@@ -121,7 +120,7 @@ def _metadata_one(
 
 
 def _inputs(rt: Runtime, task: dict[str, Any]) -> list[dict[str, Any]]:
-    inputs = _input_files(rt, task)
+    inputs = task["inputs"]
     if not inputs:
         raise PermanentError("The input tasks produced no files", code="NO_INPUT_FILES")
     return inputs

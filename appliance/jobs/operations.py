@@ -52,7 +52,7 @@ def import_url(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome
 def export_url(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
     ttl = rt.settings.url_ttl_seconds
     files = []
-    for f in _input_files(rt, task):
+    for f in task["inputs"]:
         url = rt.storage.download_url(object_key(f["sha256"]), f["filename"], ttl)
         files.append(OutFile(f["sha256"], f["size"], f["filename"], url))
     if not files:
@@ -63,7 +63,7 @@ def export_url(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome
 
 
 def convert(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
-    inputs = _input_files(rt, task)
+    inputs = task["inputs"]
     if not inputs:
         raise PermanentError("The input tasks produced no files", code="NO_INPUT_FILES")
     outputs: list[OutFile] = []
@@ -80,11 +80,11 @@ def convert(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
         "files": [{"filename": o.filename, "size": o.size} for o in outputs],
         "route": route_summary(hops),
     }
-    task_engine = "+".join(h.engine.descriptor.id for h in hops)
-    _record_engine(
-        rt, task["id"], task_engine, "+".join(h.engine.descriptor.version() for h in hops)
+    engine = (
+        "+".join(h.engine.descriptor.id for h in hops),
+        "+".join(h.engine.descriptor.version() for h in hops),
     )
-    return Outcome(result, outputs)
+    return Outcome(result, outputs, engine)
 
 
 def _convert_one(
@@ -278,24 +278,6 @@ def _cache_store(rt: Runtime, key: tuple[str, str, str, str], sha: str, size: in
         )
 
 
-def _record_engine(rt: Runtime, task_id: Any, engine: str, version: str) -> None:
-    with rt.pool.connection() as conn:
-        conn.execute(
-            "UPDATE tasks SET engine = %s, engine_version = %s WHERE id = %s",
-            (engine, version, task_id),
-        )
-
-
-def _input_files(rt: Runtime, task: dict[str, Any]) -> list[dict[str, Any]]:
-    with rt.pool.connection() as conn:
-        return conn.execute(
-            "SELECT f.sha256, f.filename, f.size FROM task_files f"
-            " WHERE f.task_id = ANY(%s)"
-            " ORDER BY array_position(%s, f.task_id), f.position",
-            (task["depends_on"], task["depends_on"]),
-        ).fetchall()
-
-
 def _work_root(rt: Runtime) -> Path:
     root = rt.settings.data_path / "work"
     root.mkdir(parents=True, exist_ok=True)
@@ -310,7 +292,7 @@ SPLIT_ENGINE = "pdf-split"
 
 def merge(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
     """The inputs, each routed to PDF unless it is one already, merged into one PDF in order."""
-    inputs = _input_files(rt, task)
+    inputs = task["inputs"]
     if not inputs:
         raise PermanentError("The input tasks produced no files", code="NO_INPUT_FILES")
     engine = cast(Combiner, rt.registry.engine(MERGE_ENGINE))
@@ -342,9 +324,8 @@ def merge(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
         _check_output(engine.descriptor.id, "pdf", merged)
         name = task["payload"].get("filename") or f"{Path(inputs[0]['filename']).stem}.pdf"
         out = _keep_output(rt, merged, safe_filename(name))
-    _record_engine(rt, task["id"], engine.descriptor.id, engine.descriptor.version())
     result = {"files": [{"filename": out.filename, "size": out.size}], "route": routes}
-    return Outcome(result, [out])
+    return Outcome(result, [out], (engine.descriptor.id, engine.descriptor.version()))
 
 
 def optimize(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
@@ -371,7 +352,7 @@ def _per_input(
     progress: Progress,
 ) -> Outcome:
     """Run ``engine`` over each input file in its own format; keep every file it makes."""
-    inputs = _input_files(rt, task)
+    inputs = task["inputs"]
     if not inputs:
         raise PermanentError("The input tasks produced no files", code="NO_INPUT_FILES")
     outputs: list[OutFile] = []
@@ -391,8 +372,11 @@ def _per_input(
                 outputs.append(
                     _keep_output(rt, path, _numbered(name, n) if len(made) > 1 else name)
                 )
-    _record_engine(rt, task["id"], engine.descriptor.id, engine.descriptor.version())
-    return Outcome({"files": [{"filename": o.filename, "size": o.size} for o in outputs]}, outputs)
+    return Outcome(
+        {"files": [{"filename": o.filename, "size": o.size} for o in outputs]},
+        outputs,
+        (engine.descriptor.id, engine.descriptor.version()),
+    )
 
 
 def _engine_options(engine: Engine, payload: dict[str, Any], task_keys: set[str]) -> Any:

@@ -42,6 +42,7 @@ EVENTS_CHANNEL = "appliance:events"
 # task made one ready runs it at once, instead of a trip through a queue, where it would wait
 # behind conversions for another worker. Claimed like any task, so a crash is recovered alike.
 INLINE_OPERATIONS = frozenset({"export/url"})
+PROGRESS_SECONDS = 0.5  # how often a running task's progress may be written
 
 
 @dataclass
@@ -56,6 +57,7 @@ class OutFile:
 class Outcome:
     result: dict[str, Any]
     files: list[OutFile] = field(default_factory=list)
+    engine: tuple[str, str] | None = None  # (engine id, version): the task's engine fields
 
 
 @dataclass
@@ -109,10 +111,11 @@ def engines_for(settings: Settings) -> list[Engine]:
 Operation = Callable[[Runtime, dict[str, Any], Callable[[float], None]], Outcome]
 
 
-def announce(client: redis.Redis, task_id: Any, job_id: Any) -> None:
-    """Wake API requests waiting on this task or its job (best effort: they also poll)."""
+def announce(client: redis.Redis, task_id: Any, ended_job_id: Any = None) -> None:
+    """Wake API requests waiting on this task, and on its job when the task's end ended the
+    job (job waits answer only then). Best effort: waiters also poll."""
     try:
-        client.publish(EVENTS_CHANNEL, f"{task_id} {job_id or ''}")
+        client.publish(EVENTS_CHANNEL, f"{task_id} {ended_job_id or ''}")
     except redis.RedisError:
         log.warning("could not publish the end of task %s", task_id, exc_info=True)
 
@@ -176,17 +179,10 @@ class TaskRunner:
         return "finished", self._finish(task, outcome)
 
     def _claim(self, task_id: str) -> dict[str, Any] | None:
-        with self.rt.pool.connection() as conn, conn.transaction():
-            task = conn.execute(
-                "UPDATE tasks SET status = 'processing', attempts = attempts + 1, percent = 0,"
-                " lease_until = now() + make_interval(secs => %s),"
-                " started_at = coalesce(started_at, now()), message = NULL, code = NULL"
-                " WHERE id = %s AND status = 'waiting' AND ready_at <= now() RETURNING *",
-                (self.rt.settings.task_lease_seconds, task_id),
-            ).fetchone()
-            if task is not None:
-                conn.execute("SELECT appliance_refresh_job(%s)", (task["job_id"],))
-        return task
+        """Take the task (one statement): its row, with ``inputs``: the files of the tasks it
+        depends on, in input order, as operations use them."""
+        with self.rt.pool.connection() as conn:
+            return conn.execute(CLAIM, (task_id, self.rt.settings.task_lease_seconds)).fetchone()
 
     def _too_early(self, task_id: str, queue: str) -> None:
         """A delayed retry that arrived before its time (clocks differ between hosts) goes
@@ -216,38 +212,34 @@ class TaskRunner:
 
     def _finish(self, task: dict[str, Any], outcome: Outcome) -> list[Ready]:
         """Record the outcome; enqueue the tasks it made ready, or return those to run inline."""
-        with self.rt.pool.connection() as conn, conn.transaction():
-            if not self._owned(conn, task):
-                log.info("task %s was cancelled, deleted or re-run meanwhile", task["id"])
-                return []
-            with conn.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO task_files (task_id, position, sha256, filename, size, url)"
-                    " VALUES (%s, %s, %s, %s, %s, %s)",
-                    [
-                        (task["id"], i, f.sha256, f.filename, f.size, f.url)
-                        for i, f in enumerate(outcome.files)
-                    ],
-                )
+        with self.rt.pool.connection() as conn:
             if task["operation"].startswith("import/") and outcome.files:
-                for waiting in conn.execute(graph.DEPENDENT_ROUTED, (task["id"],)).fetchall():
-                    queue = graph.queue_once_named(
-                        self.rt.registry, waiting, outcome.files[0].filename
-                    )
-                    if queue is not None:
-                        conn.execute(graph.SET_QUEUE, (queue, waiting["id"]))
-            ready = conn.execute(
-                "SELECT r.id, t.queue, t.operation FROM appliance_finish_task(%s, %s) r(id)"
-                " JOIN tasks t ON t.id = r.id",
-                (task["id"], Jsonb(outcome.result)),
-            ).fetchall()
-            job_end = job_ended(conn, task["job_id"])
-        count_job_end(job_end)
-        self._dispatch(
-            [Ready(r["id"], r["queue"]) for r in ready if r["operation"] not in INLINE_OPERATIONS]
-        )
-        self._announce(task)
-        return [Ready(r["id"], r["queue"]) for r in ready if r["operation"] in INLINE_OPERATIONS]
+                with conn.transaction():
+                    queues = self._route_dependents(conn, task, outcome.files[0].filename)
+                    end = conn.execute(
+                        COMPLETE, complete_args(task["id"], task["attempts"], outcome, queues)
+                    ).fetchone()
+            else:
+                end = conn.execute(
+                    COMPLETE, complete_args(task["id"], task["attempts"], outcome)
+                ).fetchone()
+        assert end is not None
+        if not end["owned"]:
+            log.info("task %s was cancelled, deleted or re-run meanwhile", task["id"])
+            return []
+        count_job_end(end["job_end"])
+        ready = [Ready(r["id"], r["queue"]) for r in end["ready"]]
+        inline = {r["id"] for r in end["ready"] if r["operation"] in INLINE_OPERATIONS}
+        self._dispatch([r for r in ready if r.task_id not in inline])
+        self._announce(task, end["job_end"])
+        return [r for r in ready if r.task_id in inline]
+
+    def _route_dependents(self, conn: Any, task: dict[str, Any], filename: str) -> dict[str, str]:
+        """The queue classes the import's dependents need now its file is named ``filename``
+        (lock order: the import's own row first)."""
+        conn.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (task["id"],))
+        dependents = conn.execute(graph.DEPENDENT_ROUTED, (task["id"],)).fetchall()
+        return graph.queues_once_named(self.rt.registry, dependents, filename)
 
     def _fail(self, task: dict[str, Any], code: str, message: str) -> None:
         with self.rt.pool.connection() as conn, conn.transaction():
@@ -256,7 +248,7 @@ class TaskRunner:
                 conn.execute("SELECT appliance_fail_task(%s, %s, %s)", (task["id"], code, message))
                 job_end = job_ended(conn, task["job_id"])
         count_job_end(job_end)
-        self._announce(task)
+        self._announce(task, job_end)
 
     def _retry_or_fail(self, task: dict[str, Any], exc: ApplianceError) -> str:
         if task["attempts"] >= self.rt.settings.task_max_attempts:
@@ -283,8 +275,50 @@ class TaskRunner:
                 "enqueue of %d tasks failed; the reconciler will retry", len(ready), exc_info=True
             )
 
-    def _announce(self, task: dict[str, Any]) -> None:
-        announce(self.rt.redis, task["id"], task["job_id"])
+    def _announce(self, task: dict[str, Any], job_end: str | None) -> None:
+        announce(self.rt.redis, task["id"], task["job_id"] if job_end else None)
+
+
+# The claim's statement: appliance_claim_task (migration 0002) and the input files.
+CLAIM = (
+    "SELECT c.*, (SELECT coalesce(json_agg(json_build_object('sha256', f.sha256,"
+    " 'filename', f.filename, 'size', f.size)"
+    " ORDER BY array_position(c.depends_on, f.task_id), f.position), '[]')"
+    " FROM task_files f WHERE f.task_id = ANY(c.depends_on)) AS inputs"
+    " FROM appliance_claim_task(%s, %s) c"
+)
+
+
+COMPLETE = "SELECT * FROM appliance_complete_task(%s, %s, %s, %s, %s, %s, %s, %s)"
+
+
+def complete_args(
+    task_id: Any,
+    attempts: int | None,
+    outcome: Outcome,
+    queues: dict[str, str] | None = None,
+    doc: bool = False,
+) -> tuple[Any, ...]:
+    """COMPLETE's arguments (appliance_complete_task, migration 0002): end a task well with
+    its files, engine and result; dependents moved to ``queues`` ({task id: queue class}) and
+    released; the job settled. ``attempts``: the worker's attempt that must still own the
+    task, or None for an import still waiting. Its row: owned, ready ([{id, queue,
+    operation}]), job_end, and doc (the task's JSON text when ``doc``)."""
+    engine, version = outcome.engine or (None, None)
+    files = [
+        {"sha256": f.sha256, "filename": f.filename, "size": f.size, "url": f.url}
+        for f in outcome.files
+    ]
+    return (
+        task_id,
+        attempts,
+        Jsonb(files),
+        Jsonb(outcome.result),
+        engine,
+        version,
+        Jsonb(queues or {}),
+        doc,
+    )
 
 
 def job_ended(conn: Any, job_id: Any) -> str | None:
@@ -307,13 +341,14 @@ def count_job_end(status: str | None) -> None:
 
 
 class _Lease:
-    """Renews the task's lease every third of its length; records progress (percent)."""
+    """Renews the task's lease every third of its length, and records its progress (percent):
+    both from its own thread, which looks every PROGRESS_SECONDS, so the engine's thread never
+    waits on Postgres for a progress report and a task shorter than that writes none."""
 
     def __init__(self, rt: Runtime, task_id: uuid.UUID, attempt: int) -> None:
         self.rt, self.task_id, self.attempt = rt, task_id, attempt
         self._stop = threading.Event()
         self._percent = 0
-        self._written = (0, 0.0)
         self._thread = threading.Thread(target=self._renew, daemon=True, name=f"lease-{task_id}")
 
     def __enter__(self) -> _Lease:
@@ -326,22 +361,22 @@ class _Lease:
 
     def progress(self, fraction: float) -> None:
         self._percent = max(self._percent, min(99, int(fraction * 100)))
-        last_percent, last_time = self._written
-        if self._percent - last_percent >= 5 and time.monotonic() - last_time >= 0.5:
-            self._write()
-
-    def _write(self) -> None:
-        self._written = (self._percent, time.monotonic())
-        with self.rt.pool.connection() as conn:
-            conn.execute(
-                "UPDATE tasks SET percent = %s, lease_until = now() + make_interval(secs => %s)"
-                " WHERE id = %s AND status = 'processing' AND attempts = %s",
-                (self._percent, self.rt.settings.task_lease_seconds, self.task_id, self.attempt),
-            )
 
     def _renew(self) -> None:
-        while not self._stop.wait(self.rt.settings.task_lease_seconds / 3):
+        renew_every = self.rt.settings.task_lease_seconds / 3
+        written, last = 0, time.monotonic()  # the claim set percent 0 and the lease
+        while not self._stop.wait(PROGRESS_SECONDS):
+            percent, now = self._percent, time.monotonic()
+            if percent == written and now - last < renew_every:
+                continue
             try:
-                self._write()
+                with self.rt.pool.connection() as conn:
+                    conn.execute(
+                        "UPDATE tasks SET percent = %s,"
+                        " lease_until = now() + make_interval(secs => %s)"
+                        " WHERE id = %s AND status = 'processing' AND attempts = %s",
+                        (percent, self.rt.settings.task_lease_seconds, self.task_id, self.attempt),
+                    )
+                written, last = percent, now
             except Exception:
                 log.warning("lease renewal of task %s failed", self.task_id, exc_info=True)

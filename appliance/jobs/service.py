@@ -28,6 +28,7 @@ from appliance.errors import FileTooLarge, InvalidData, NotFound
 from appliance.jobs import graph
 from appliance.jobs.dispatch import Dispatcher, Ready
 from appliance.jobs.files import RESERVE_FILE, Spool, safe_filename, store
+from appliance.jobs.runner import COMPLETE, Outcome, OutFile, complete_args
 from appliance.metrics import JOBS_CREATED, TASKS_ENDED, UPLOAD_BYTES
 from appliance.security import signing
 from appliance.settings import Settings
@@ -209,7 +210,8 @@ class JobService:
                 rows,
             )
         for task_id, (sha, size, name) in inline.items():
-            ready += await finish_with_file(conn, task_id, sha, size, name, self.registry)
+            # the name was known when the job was planned: its dependents' queues follow it
+            ready += (await finish_with_file(conn, task_id, sha, size, name))[0]
             TASKS_ENDED.labels("import/base64", "finished").inc()
         ids = {t.id for t in planned}
         if any(dep not in ids for t in planned for dep in t.depends_on):
@@ -258,12 +260,7 @@ class JobService:
 
         ``filename()`` is asked once the file has arrived (multipart names it late)."""
         async with self.pool.connection() as conn:
-            row = await (
-                await conn.execute(
-                    "SELECT status FROM tasks WHERE id = %s AND operation = 'import/upload'",
-                    (task_id,),
-                )
-            ).fetchone()
+            row = await (await conn.execute(UPLOAD_CHECK, (task_id,))).fetchone()
         if row is None:
             raise NotFound("The upload task does not exist")
         if row["status"] != "waiting":
@@ -279,27 +276,13 @@ class JobService:
             await self._keep(spool, sha)
         finally:
             spool.close()
-        async with self.pool.connection() as conn, conn.transaction():
-            locked = await (
-                await conn.execute("SELECT status FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
-            ).fetchone()
-            if locked is None or locked["status"] != "waiting":
-                raise InvalidData(
-                    "The upload task already has a file or has ended", code="TASK_NOT_WAITING"
-                )
-            ready = await finish_with_file(
-                conn, task_id, sha, spool.size, safe_filename(filename()), self.registry
-            )
-            doc = await (
-                await conn.execute(
-                    "SELECT appliance_task_json(t)::text AS doc FROM tasks t WHERE id = %s",
-                    (task_id,),
-                )
-            ).fetchone()
+        name = safe_filename(filename())
+        queues = graph.queues_once_named(self.registry, row["dependents"], name)
+        async with self.pool.connection() as conn:
+            ready, doc = await finish_with_file(conn, task_id, sha, spool.size, name, queues)
         TASKS_ENDED.labels("import/upload", "finished").inc()
         await self._dispatch(ready)
-        assert doc is not None
-        return str(doc["doc"])
+        return doc
 
     # -- reads ---------------------------------------------------------------------------
     async def _read(self, fetch: Callable[[AsyncDictConnection], Awaitable[Any]]) -> Any:
@@ -529,6 +512,12 @@ def _list_jobs_sql(view: str) -> str:
 
 
 LIST_JOBS = _list_jobs_sql("job_summaries")
+# An upload's task before its file arrives: its status, and the dependents whose queue class
+# its file's name may change (graph.queues_once_named).
+UPLOAD_CHECK = (
+    f"SELECT t.status, {graph.DEPENDENTS_ROUTED_JSON} AS dependents"  # noqa: S608
+    " FROM tasks t WHERE t.id = %s AND t.operation = 'import/upload'"
+)
 LIST_JOBS_WITH_TASKS = _list_jobs_sql("job_docs")
 
 
@@ -538,27 +527,22 @@ async def finish_with_file(
     sha: str,
     size: int,
     filename: str,
-    registry: Registry,
-) -> list[Ready]:
-    """Record an import task's file and finish it; returns the tasks that became ready."""
-    await conn.execute(
-        "INSERT INTO task_files (task_id, position, sha256, filename, size)"
-        " VALUES (%s, 0, %s, %s, %s)",
-        (task_id, sha, filename, size),
+    queues: dict[str, str] | None = None,
+) -> tuple[list[Ready], str]:
+    """Record a waiting import task's file and finish it (one statement); its dependents move
+    to ``queues`` first. Returns the tasks that became ready and the task's JSON text;
+    TASK_NOT_WAITING if it already has a file or has ended."""
+    outcome = Outcome(
+        {"files": [{"filename": filename, "size": size}]}, [OutFile(sha, size, filename)]
     )
-    for task in await (await conn.execute(graph.DEPENDENT_ROUTED, (task_id,))).fetchall():
-        queue = graph.queue_once_named(registry, task, filename)
-        if queue is not None:
-            await conn.execute(graph.SET_QUEUE, (queue, task["id"]))
-    result = {"files": [{"filename": filename, "size": size}]}
-    rows = await (
-        await conn.execute(
-            "SELECT r.id, t.queue FROM appliance_finish_task(%s, %s) r(id)"
-            " JOIN tasks t ON t.id = r.id",
-            (task_id, Jsonb(result)),
+    end = await (
+        await conn.execute(COMPLETE, complete_args(task_id, None, outcome, queues, doc=True))
+    ).fetchone()
+    if end is None or not end["owned"]:
+        raise InvalidData(
+            "The upload task already has a file or has ended", code="TASK_NOT_WAITING"
         )
-    ).fetchall()
-    return [Ready(r["id"], r["queue"]) for r in rows]
+    return [Ready(r["id"], r["queue"]) for r in end["ready"]], end["doc"]
 
 
 async def _settle_external_inputs(conn: AsyncDictConnection, ids: list[uuid.UUID]) -> list[Ready]:
