@@ -180,8 +180,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ),
     ] = 200
     worker_threads: Annotated[
-        int, _doc("Threads per worker process for each queue class.", ge=1, le=64)
-    ] = 2
+        int,
+        _doc(
+            "Threads per worker process for each queue class: tasks in progress at once. "
+            "More than the engine helpers, so a helper starts the next conversion while a "
+            "thread records the last one's result.",
+            ge=1,
+            le=64,
+        ),
+    ] = 3
+    engine_helpers: Annotated[
+        int,
+        _doc(
+            "Sandboxed engine helpers per worker process, i.e. engine runs at once (an office "
+            "helper holds a warm LibreOffice); 0: one per CPU core, never more than the "
+            "threads.",
+            ge=0,
+            le=64,
+        ),
+    ] = 0
     worker_poll_ms: Annotated[
         int,
         _doc(

@@ -277,7 +277,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=12, help="files per type per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--clients", type=int, default=4)
-    ap.add_argument("--worker-threads", type=int, default=CORES)
+    ap.add_argument("--worker-threads", type=int, default=None, help="default: the appliance's")
     ap.add_argument("--types", nargs="+", default=list(TYPES))
     ap.add_argument("--stock-unoserver", action="store_true", help="without Hidden=True")
     args = ap.parse_args()

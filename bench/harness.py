@@ -75,14 +75,15 @@ def rss_kib(pids: list[int]) -> int:
 def appliance(
     *,
     worker_processes: int = 1,
-    worker_threads: int = 2,
+    worker_threads: int | None = None,
     api_workers: int = 1,
     start_workers: bool = True,
     queues: tuple[str, ...] = ("light",),
     separate_workers: bool = False,
     env_extra: dict[str, str] | None = None,
 ) -> Iterator[Running]:
-    """``separate_workers``: one worker per queue class, as ``appliance up`` runs them."""
+    """``separate_workers``: one worker per queue class, as ``appliance up`` runs them;
+    ``worker_threads`` None: the appliance's default (APPLIANCE_WORKER_THREADS)."""
     root = Path(tempfile.mkdtemp(prefix="appliance-bench-"))
     root.chmod(0o755)
     pg = local_services.start_postgres(root / "pg", local_services.free_port(), fast=False)
@@ -118,8 +119,7 @@ def appliance(
                         *group,
                         "-p",
                         str(worker_processes),
-                        "-t",
-                        str(worker_threads),
+                        *(["-t", str(worker_threads)] if worker_threads else []),
                     ]
                 )
         log = open(root / "procs.log", "wb")  # noqa: SIM115

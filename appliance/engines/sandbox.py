@@ -30,6 +30,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,6 +185,9 @@ def helper_argv() -> list[str]:
     return [sys.executable, "-I", "-c", start]
 
 
+_SPAWNER = ThreadPoolExecutor(1, thread_name_prefix="helper-spawner")
+
+
 class Helper:
     """One warm sandboxed helper process and its work directory."""
 
@@ -212,21 +217,29 @@ class Helper:
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
         log_file = open(self.workdir.parent / f"{self.workdir.name}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            sandbox_argv(
-                self.workdir,
-                self.argv,
-                {
-                    "APPLIANCE_OFFICE_RESTART_AFTER": str(limits.office_restart_after),
-                    "APPLIANCE_MAX_INFLATED_BYTES": str(limits.inflated_bytes),
-                },
-            ),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log_file,
-            start_new_session=True,
-            preexec_fn=apply_limits,
+        argv = sandbox_argv(
+            self.workdir,
+            self.argv,
+            {
+                "APPLIANCE_OFFICE_RESTART_AFTER": str(limits.office_restart_after),
+                "APPLIANCE_MAX_INFLATED_BYTES": str(limits.inflated_bytes),
+            },
         )
+
+        def spawn() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                start_new_session=True,
+                preexec_fn=apply_limits,
+            )
+
+        # bwrap's --die-with-parent follows the thread that forked it, not the process: the
+        # helper is forked by one thread that lives as long as the process, since the
+        # conversion's thread (a pool lends helpers to any) may end before the helper.
+        self.proc = _SPAWNER.submit(spawn).result()
         log_file.close()
         self.served = 0
         assert self.proc.stdout is not None
@@ -314,28 +327,54 @@ class Helper:
 
 
 class HelperPool:
-    """One helper per worker thread (threads convert concurrently), created on first use."""
+    """The worker process's helpers, lent to one conversion at a time.
 
-    def __init__(self, root: Path, limits: Limits, argv: list[str] | None = None) -> None:
+    ``size`` bounds how many exist, i.e. how many engine runs go on at once (each office
+    helper holds a warm LibreOffice); a conversion waits for a free one. None: one more is
+    made whenever all are busy, so there are as many as threads convert at once. With more
+    worker threads than helpers, a helper goes straight to the next conversion while the
+    thread that used it records its result, and never waits on Postgres or storage. The
+    most recently used free helper goes first, so the warm ones stay in use."""
+
+    def __init__(
+        self, root: Path, limits: Limits, argv: list[str] | None = None, size: int | None = None
+    ) -> None:
         self.root = root
         self.limits = limits
         self.argv = argv
-        self._local = threading.local()
+        self.size = size
         self._all: list[Helper] = []
-        self._lock = threading.Lock()
+        self._free: list[Helper] = []
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Helper]:
+        """A helper for one conversion, back in the pool afterwards."""
+        with self._cond:
+            while not self._free and self.size is not None and len(self._all) >= self.size:
+                self._cond.wait()
+            helper = self._free.pop() if self._free else self._new()
+        try:
+            yield helper
+        finally:
+            with self._cond:
+                self._free.append(helper)
+                self._cond.notify()
 
     def helper(self) -> Helper:
-        found: Helper | None = getattr(self._local, "helper", None)
-        if found is None:
-            with self._lock:
-                name = f"{os.getpid()}-{len(self._all)}"
-                found = Helper(self.root / name, self.limits, self.argv)
-                self._all.append(found)
-            self._local.helper = found
-        return found
+        """The helper the next conversion gets when the pool is idle (tests look into it)."""
+        with self._cond:
+            if not self._free:
+                self._free.append(self._new())
+            return self._free[-1]
+
+    def _new(self) -> Helper:
+        helper = Helper(self.root / f"{os.getpid()}-{len(self._all)}", self.limits, self.argv)
+        self._all.append(helper)
+        return helper
 
     def close(self) -> None:
-        with self._lock:
+        with self._cond:
             for helper in self._all:
                 helper.stop()
                 shutil.rmtree(helper.workdir, ignore_errors=True)
@@ -357,7 +396,19 @@ class SandboxedEngine:
         options: Any,
         progress: Progress,
     ) -> list[Path] | None:
-        helper = self.pool.helper()
+        with self.pool.lease() as helper:
+            return self._convert(helper, src, dst, src_format, dst_format, options, progress)
+
+    def _convert(
+        self,
+        helper: Helper,
+        src: Path,
+        dst: Path,
+        src_format: str,
+        dst_format: str,
+        options: Any,
+        progress: Progress,
+    ) -> list[Path] | None:
         job = helper.job_dir()
         try:
             inside = job / f"input.{src_format}"
@@ -380,8 +431,19 @@ class SandboxedEngine:
     def combine(
         self, srcs: list[Path], dst: Path, dst_format: str, options: Any, progress: Progress
     ) -> list[Path] | None:
-        """Several inputs into one output (merge), in the helper like ``convert``."""
-        helper = self.pool.helper()
+        """Several inputs into one output (merge), in a helper like ``convert``."""
+        with self.pool.lease() as helper:
+            return self._combine(helper, srcs, dst, dst_format, options, progress)
+
+    def _combine(
+        self,
+        helper: Helper,
+        srcs: list[Path],
+        dst: Path,
+        dst_format: str,
+        options: Any,
+        progress: Progress,
+    ) -> list[Path] | None:
         job = helper.job_dir()
         try:
             inside = []

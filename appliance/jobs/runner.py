@@ -9,6 +9,7 @@ backoff until ``task_max_attempts``; permanent failures fail the task and its de
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -105,7 +106,9 @@ def engines_for(settings: Settings) -> list[Engine]:
         # A backstop over the helper's life: each run is bounded by its wall-clock timeout.
         cpu_seconds=max(3600, int(settings.engine_timeout_seconds * settings.engine_restart_after)),
     )
-    return sandboxed(enabled_engines(), HelperPool(settings.data_path / "sandbox", limits))
+    size = settings.engine_helpers or os.cpu_count() or 1
+    pool = HelperPool(settings.data_path / "sandbox", limits, size=size)
+    return sandboxed(enabled_engines(), pool)
 
 
 Operation = Callable[[Runtime, dict[str, Any], Callable[[float], None]], Outcome]

@@ -150,22 +150,35 @@ def test_engine_errors_come_back_with_their_code(pool, tmp_path):
     assert info.value.code == "INVALID_INPUT_FILE"
 
 
-def test_helpers_of_concurrent_threads_are_separate(pool, tmp_path):
+def test_more_threads_than_helpers_all_convert_through_the_bounded_pool(work_root, tmp_path):
+    """Four threads, two helpers: every conversion is done, by two helper processes only."""
+    pool = HelperPool(work_root / f"bounded-{os.getpid()}", Limits(), size=2)
     src = tmp_path / "in.png"
     pyvips.Image.black(64, 64).write_to_file(str(src))
     engine = SandboxedEngine(ImageEngine(), pool)
-    dirs = set()
+    errors: list[BaseException] = []
 
-    def run(i):
-        engine.convert(src, tmp_path / f"t{i}.gif", "png", "gif", ImageOptions(), lambda f: None)
-        dirs.add(pool.helper().workdir)
+    def run(i: int) -> None:
+        try:
+            for k in range(3):
+                dst = tmp_path / f"t{i}-{k}.gif"
+                engine.convert(src, dst, "png", "gif", ImageOptions(), lambda f: None)
+                assert pyvips.Image.new_from_file(str(dst)).width == 64
+        except BaseException as exc:
+            errors.append(exc)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert len(dirs) == 3
+    try:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == [] and not any(t.is_alive() for t in threads)
+        started = [h for h in pool._all if h.proc is not None]
+        assert len(pool._all) == 2 and len(started) == 2
+        assert sum(h.served for h in pool._all) == 12
+    finally:
+        pool.close()
 
 
 def test_doctor_reports_every_engine_usable_and_the_sandbox_working():
