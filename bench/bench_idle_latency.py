@@ -18,17 +18,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pyvips
 
-from bench.bench_convert import run_job
+from bench.bench_convert import JsonApi, run_job
 from bench.harness import appliance, cpu_seconds, descendants
 
-WARM_JOBS = 4  # twice the worker threads the harness starts
+WARM_JOBS = 4  # more than the engine helpers (one per core)
 _SIZES = itertools.count()  # each job's image is another size: the cache never answers
 
 
-def _timed_job(api: httpx.Client, png: Path) -> float:
+def _timed_job(api: JsonApi, png: Path) -> float:
     """One job on a fresh small png (distinct, so the conversion cache never answers);
     seconds from creating it to the sync answer."""
     pyvips.Image.black(64 + next(_SIZES), 64).write_to_file(str(png))
@@ -45,22 +44,18 @@ def main() -> None:
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-idle-"))
     for poll in args.poll_ms:
-        with (
-            appliance(
-                queues=("light",),
-                separate_workers=True,
-                env_extra={"APPLIANCE_WORKER_POLL_MS": poll},
-            ) as app,
-            httpx.Client(
-                base_url=app.url, headers={"Authorization": f"Bearer {app.key}"}, timeout=60
-            ) as api,
-        ):
+        with appliance(
+            queues=("light",),
+            separate_workers=True,
+            env_extra={"APPLIANCE_WORKER_POLL_MS": poll},
+        ) as app:
+            api = JsonApi(app.url, app.key, timeout=60)
             # Warm-up: a job per worker thread at once, so each thread's engine helper is
-            # started before the clock runs (one helper per thread).
+            # started before the clock runs (one helper per core).
             with ThreadPoolExecutor(WARM_JOBS) as pool:
                 list(
                     pool.map(
-                        lambda i: _timed_job(api, root / f"warm-{i}-{next(_SIZES)}.png"),
+                        lambda i, api=api: _timed_job(api, root / f"warm-{i}-{next(_SIZES)}.png"),
                         range(WARM_JOBS),
                     )
                 )

@@ -32,9 +32,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
-
-from bench.bench_convert import run_job
+from bench.bench_convert import JsonApi, run_job
 from bench.harness import appliance, cpu_seconds, descendants
 
 CORES = os.cpu_count() or 1
@@ -225,7 +223,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def through_api(api: httpx.Client, paths: list[Path], clients: int) -> float:
+def through_api(api: JsonApi, paths: list[Path], clients: int) -> float:
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(lambda p: run_job(api, p, JOB), paths))
@@ -295,13 +293,8 @@ def main() -> None:
                 queues=("light", "office"),
                 separate_workers=True,  # as `appliance up` runs them
             ) as app,
-            httpx.Client(
-                base_url=app.url,
-                headers={"Authorization": f"Bearer {app.key}"},
-                timeout=300,
-                limits=httpx.Limits(max_connections=args.clients),
-            ) as api,
         ):
+            api = JsonApi(app.url, app.key)
             (root / "warm").mkdir()
             uno.wait_ready(bases["docx"], root / "warm")
             cpu: dict[str, list[dict[str, float]]] = {}

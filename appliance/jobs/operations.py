@@ -68,14 +68,16 @@ def convert(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
         raise PermanentError("The input tasks produced no files", code="NO_INPUT_FILES")
     outputs: list[OutFile] = []
     hops: list[Hop] = []
+    cache: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(dir=_work_root(rt)) as tmp:
         for i, f in enumerate(inputs):
 
             def step(fraction: float, i: int = i) -> None:
                 progress((i + fraction) / len(inputs))
 
-            files, hops = _convert_one(rt, task, f, Path(tmp) / str(i), step)
+            files, hops, entry = _convert_one(rt, task, f, Path(tmp) / str(i), step)
             outputs += files
+            cache += [entry] if entry else []
     result = {
         "files": [{"filename": o.filename, "size": o.size} for o in outputs],
         "route": route_summary(hops),
@@ -84,12 +86,14 @@ def convert(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
         "+".join(h.engine.descriptor.id for h in hops),
         "+".join(h.engine.descriptor.version() for h in hops),
     )
-    return Outcome(result, outputs, engine)
+    return Outcome(result, outputs, engine, cache)
 
 
 def _convert_one(
     rt: Runtime, task: dict[str, Any], f: dict[str, Any], work: Path, progress: Progress
-) -> tuple[list[OutFile], list[Hop]]:
+) -> tuple[list[OutFile], list[Hop], dict[str, Any] | None]:
+    """One input through its route: the files made, the route, and the conversion cache's
+    entry for them (recorded with the task's end), if any."""
     p = task["payload"]
     out_fmt = p["output_format"]
     src, src_fmt, seen = _fetch_input(rt, f, work, p.get("input_format"))
@@ -104,7 +108,7 @@ def _convert_one(
     hit = _cache_lookup(rt, cache_key)
     if hit is not None and rt.storage.exists(object_key(hit[0])):
         CACHE_LOOKUPS.labels("hit").inc()
-        return [OutFile(hit[0], hit[1], filename)], hops
+        return [OutFile(hit[0], hit[1], filename)], hops, None
     CACHE_LOOKUPS.labels("miss").inc()
     paths = _run_hops(hops, src, work, parsed, progress)
     outputs = []
@@ -115,9 +119,11 @@ def _convert_one(
         _keep(rt, path, sha, size)
         name = filename if len(paths) == 1 else _numbered(filename, n)
         outputs.append(OutFile(sha, size, name))
-    if len(outputs) == 1:  # the cache holds single results; page sets are converted again
-        _cache_store(rt, cache_key, outputs[0].sha256, outputs[0].size)
-    return outputs, hops
+    if len(outputs) != 1:  # the cache holds single results; page sets are converted again
+        return outputs, hops, None
+    keys = ("input_sha256", "output_format", "options_hash", "engine_version")
+    entry = {**dict(zip(keys, cache_key, strict=True)), "output_sha256": outputs[0].sha256}
+    return outputs, hops, {**entry, "size": outputs[0].size}
 
 
 def _fetch_input(
@@ -266,16 +272,6 @@ def _cache_lookup(rt: Runtime, key: tuple[str, str, str, str]) -> tuple[str, int
             key,
         ).fetchone()
     return (row["output_sha256"], row["size"]) if row else None
-
-
-def _cache_store(rt: Runtime, key: tuple[str, str, str, str], sha: str, size: int) -> None:
-    with rt.pool.connection() as conn:
-        conn.execute(
-            "INSERT INTO conversion_cache (input_sha256, output_format, options_hash,"
-            " engine_version, output_sha256, size) VALUES (%s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT DO NOTHING",
-            (*key, sha, size),
-        )
 
 
 def _work_root(rt: Runtime) -> Path:

@@ -59,6 +59,9 @@ class Outcome:
     result: dict[str, Any]
     files: list[OutFile] = field(default_factory=list)
     engine: tuple[str, str] | None = None  # (engine id, version): the task's engine fields
+    # conversion_cache rows for the outputs (input_sha256, output_format, options_hash,
+    # engine_version, output_sha256, size), recorded with the task's end
+    cache: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -292,7 +295,7 @@ CLAIM = (
 )
 
 
-COMPLETE = "SELECT * FROM appliance_complete_task(%s, %s, %s, %s, %s, %s, %s, %s)"
+COMPLETE = "SELECT * FROM appliance_complete_task(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 
 
 def complete_args(
@@ -303,10 +306,10 @@ def complete_args(
     doc: bool = False,
 ) -> tuple[Any, ...]:
     """COMPLETE's arguments (appliance_complete_task, migration 0002): end a task well with
-    its files, engine and result; dependents moved to ``queues`` ({task id: queue class}) and
-    released; the job settled. ``attempts``: the worker's attempt that must still own the
-    task, or None for an import still waiting. Its row: owned, ready ([{id, queue,
-    operation}]), job_end, and doc (the task's JSON text when ``doc``)."""
+    its files, engine, cache entries and result; dependents moved to ``queues`` ({task id:
+    queue class}) and released; the job settled. ``attempts``: the worker's attempt that
+    must still own the task, or None for an import still waiting. Its row: owned, ready
+    ([{id, queue, operation}]), job_end, and doc (the task's JSON text when ``doc``)."""
     engine, version = outcome.engine or (None, None)
     files = [
         {"sha256": f.sha256, "filename": f.filename, "size": f.size, "url": f.url}
@@ -320,6 +323,7 @@ def complete_args(
         engine,
         version,
         Jsonb(queues or {}),
+        Jsonb(outcome.cache),
         doc,
     )
 

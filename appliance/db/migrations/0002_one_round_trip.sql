@@ -22,7 +22,8 @@ BEGIN
 END $$;
 
 -- A task ends well: its files (a JSON array of {sha256, filename, size, url}) are recorded,
--- the engine that made them, and its result; dependents move to the queue classes in
+-- the engine that made them, the conversion cache's entries for them (a JSON array of
+-- conversion_cache rows), and its result; dependents move to the queue classes in
 -- p_queues ({task id: queue}: an import's file named the work they face), the ready ones are
 -- released and the job is settled.
 -- p_attempts: the worker's attempt, which must still own the task (processing, same attempt
@@ -33,7 +34,7 @@ END $$;
 -- ended it; doc, the task's JSON text when p_doc.
 CREATE FUNCTION appliance_complete_task(
     p_task uuid, p_attempts integer, p_files jsonb, p_result jsonb,
-    p_engine text, p_engine_version text, p_queues jsonb, p_doc boolean,
+    p_engine text, p_engine_version text, p_queues jsonb, p_cache jsonb, p_doc boolean,
     OUT owned boolean, OUT ready jsonb, OUT job_end text, OUT doc text
 ) LANGUAGE plpgsql AS $$
 DECLARE
@@ -55,6 +56,12 @@ BEGIN
     SELECT p_task, f.n - 1, f.v ->> 'sha256', f.v ->> 'filename', (f.v ->> 'size')::bigint,
            f.v ->> 'url'
       FROM jsonb_array_elements(p_files) WITH ORDINALITY AS f(v, n);
+    INSERT INTO conversion_cache (input_sha256, output_format, options_hash, engine_version,
+                                  output_sha256, size)
+    SELECT c ->> 'input_sha256', c ->> 'output_format', c ->> 'options_hash',
+           c ->> 'engine_version', c ->> 'output_sha256', (c ->> 'size')::bigint
+      FROM jsonb_array_elements(coalesce(p_cache, '[]')) AS c
+    ON CONFLICT DO NOTHING;
     IF p_engine IS NOT NULL THEN
         UPDATE tasks SET engine = p_engine, engine_version = p_engine_version WHERE id = p_task;
     END IF;
