@@ -52,6 +52,7 @@ IMPRESS_OUT = {
 }
 CSV_OPTIONS = "44,34,76,1"  # comma, double quote, UTF-8, start at line 1
 START_TIMEOUT = 60.0  # seconds for a fresh listener to accept connections (~11 s measured)
+PRESTART = 20  # conversions before a restart is due that the replacement starts
 BRIDGE = Path(__file__).with_name("office_bridge.py")
 
 
@@ -95,17 +96,17 @@ class OfficeOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pdf_a: bool = False  # PDF/A-2b instead of plain PDF
 
 
-class _Listener:
-    """soffice + its UNO bridge, in the helper process; restarted as described above."""
+class _Instance:
+    """One soffice and its UNO bridge, with profile ``slot`` (0 or 1: a replacement starts
+    next to the running instance, never in its profile)."""
 
-    def __init__(self, restart_after: int) -> None:
-        self.restart_after = restart_after
+    def __init__(self, slot: int) -> None:
+        self.slot = slot
         self.soffice: subprocess.Popen[bytes] | None = None
         self.bridge: subprocess.Popen[bytes] | None = None
         self.lines: JsonLines | None = None
-        self.served = 0
 
-    def _alive(self) -> bool:
+    def alive(self) -> bool:
         return all(p is not None and p.poll() is None for p in (self.soffice, self.bridge))
 
     def stop(self) -> None:
@@ -120,9 +121,9 @@ class _Listener:
         self.soffice = self.bridge = self.lines = None
 
     def start(self) -> None:
-        self.stop()
-        pipe = f"appliance_lo_{os.getpid()}"
-        profile = Path("/tmp") / f"lo-profile-{os.getpid()}"  # noqa: S108  (sandbox tmpfs)
+        """Start soffice and the bridge; return once the bridge is connected."""
+        pipe = f"appliance_lo_{os.getpid()}_{self.slot}"
+        profile = Path("/tmp") / f"lo-profile-{os.getpid()}-{self.slot}"  # noqa: S108  (sandbox tmpfs)
         (profile / "user").mkdir(parents=True, exist_ok=True)
         (profile / "user" / "registrymodifications.xcu").write_text(PROFILE_SETTINGS)
         self.soffice = subprocess.Popen(
@@ -157,38 +158,103 @@ class _Listener:
         )
         assert self.bridge.stdout is not None
         self.lines = JsonLines(self.bridge.stdout)
-        ready = self._read(time.monotonic() + START_TIMEOUT + 5)
+        ready = self.read(time.monotonic() + START_TIMEOUT + 5)
         if not ready or not ready.get("ready"):
             self.stop()
             raise PermanentError("LibreOffice did not start", code="ENGINE_UNAVAILABLE")
-        self.served = 0
 
-    def _read(self, deadline: float) -> dict[str, Any] | None:
+    def read(self, deadline: float) -> dict[str, Any] | None:
         assert self.lines is not None
         try:
             return self.lines.read(deadline)
         except TimeoutError:
             return None
 
-    def convert(self, request: dict[str, Any]) -> None:
-        if not self._alive() or self.served >= self.restart_after:
-            self.start()
+    def call(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        """One conversion: the bridge's reply, or None when the bridge or soffice died."""
         assert self.bridge is not None and self.bridge.stdin is not None
-        self.served += 1
         try:
             self.bridge.stdin.write(msgspec.json.encode(request) + b"\n")
             self.bridge.stdin.flush()
         except BrokenPipeError:
-            self.stop()
-            raise PermanentError("LibreOffice stopped", code="ENGINE_CRASHED") from None
+            return None
         # The helper's own wall-clock timeout bounds this wait (it kills the whole helper).
-        reply = self._read(time.monotonic() + 24 * 3600)
+        return self.read(time.monotonic() + 24 * 3600)
+
+
+class _Listener:
+    """The warm LibreOffice of one helper, restarted as described above. The replacement
+    starts in the background PRESTART conversions (at most half the span) before the restart
+    is due and takes over exactly after ``restart_after`` conversions, so a restart costs
+    the conversions no wait (a start takes about a second, ten light conversions' worth)."""
+
+    def __init__(self, restart_after: int) -> None:
+        self.restart_after = restart_after
+        self.current: _Instance | None = None
+        self.served = 0
+        self._next: _Instance | None = None
+        self._next_started: threading.Thread | None = None
+        self._next_error: BaseException | None = None
+
+    def stop(self) -> None:
+        self._take_next()  # waits for a replacement being started, to stop it too
+        for instance in (self.current, self._next):
+            if instance is not None:
+                instance.stop()
+        self.current = self._next = None
+
+    def _prestart(self) -> None:
+        slot = 1 - self.current.slot if self.current else 0
+        self._next, self._next_error = _Instance(slot), None
+
+        def run() -> None:
+            try:
+                assert self._next is not None
+                self._next.start()
+            except BaseException as exc:  # the switch then starts one itself
+                self._next_error = exc
+
+        self._next_started = threading.Thread(target=run, daemon=True, name="office-prestart")
+        self._next_started.start()
+
+    def _take_next(self) -> _Instance | None:
+        """The replacement once its start has ended (None if it did not start)."""
+        if self._next_started is not None:
+            self._next_started.join()
+            self._next_started = None
+        instance, self._next = self._next, None
+        if instance is not None and (self._next_error is not None or not instance.alive()):
+            instance.stop()
+            return None
+        return instance
+
+    def _switch(self) -> None:
+        """To the replacement if one is started or starting, else to a fresh instance."""
+        old = self.current
+        self.current = self._take_next()
+        if old is not None:
+            old.stop()
+        if self.current is None:
+            self.current = _Instance(1 - old.slot if old else 0)
+            self.current.start()
+        self.served = 0
+
+    def convert(self, request: dict[str, Any]) -> None:
+        if self.current is None or not self.current.alive() or self.served >= self.restart_after:
+            self._switch()
+        assert self.current is not None
+        if self._next is None and self.served >= self.restart_after - min(
+            PRESTART, self.restart_after // 2
+        ):
+            self._prestart()
+        self.served += 1
+        reply = self.current.call(request)
         if reply is None:
-            self.stop()  # soffice died on this document; the next one gets a fresh listener
+            self.current.stop()  # soffice died on this document; the next one gets another
             raise PermanentError("LibreOffice crashed on this document", code="ENGINE_CRASHED")
         if not reply.get("ok"):
-            if not self._alive():  # LibreOffice died under us: not the document's fault alone
-                self.stop()
+            if not self.current.alive():  # LibreOffice died under us: not the document's fault
+                self.current.stop()
                 raise RetryableError(
                     "LibreOffice stopped during the conversion", code="ENGINE_CRASHED"
                 )

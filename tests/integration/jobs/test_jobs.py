@@ -232,3 +232,25 @@ def test_reserving_a_hash_restarts_the_grace_of_an_unreferenced_object(system, t
     _keep(system.rt, f, sha, size)  # a new upload of the same bytes, not yet referenced
     assert Reconciler(system.rt).run_once().deleted_objects == 0
     assert system.rt.storage.exists(object_key(sha))
+
+
+def test_a_job_is_announced_once_when_it_ends_and_each_task_when_it_ends(system, png_file):
+    """Sync job waits re-read the whole job on each announcement: its id is published only by
+    the task end that ended the job, not by each task's end."""
+    from appliance.jobs.runner import EVENTS_CHANNEL
+
+    pubsub = system.rt.redis.pubsub()
+    pubsub.subscribe(EVENTS_CHANNEL)
+    try:
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+        job = system.create(UPLOAD_CONVERT_EXPORT)
+        system.upload(task(job, "up")["id"], png_file)
+        job = system.wait(job["id"])
+        assert job["status"] == "finished", job
+        seen: list[list[str]] = []
+        while (message := pubsub.get_message(timeout=2)) is not None:
+            seen.append(message["data"].decode().split())
+    finally:
+        pubsub.close()
+    assert [words[0] for words in seen] == [task(job, "c")["id"], task(job, "e")["id"]]
+    assert [words[1:] for words in seen] == [[], [job["id"]]]

@@ -1,0 +1,70 @@
+"""The warm LibreOffice's restarts, with stand-in instances (no LibreOffice): a replacement
+starts in the background and takes over after exactly N conversions, without a wait."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from appliance.engines import office
+
+START_SECONDS = 0.3  # a stand-in's start
+CALL_SECONDS = 0.1  # a stand-in's conversion
+
+
+class FakeInstance:
+    made: list[FakeInstance] = []  # every one, in order
+
+    def __init__(self, slot: int) -> None:
+        self.slot, self.n, self.running, self.calls = slot, len(self.made), False, 0
+        self.made.append(self)
+
+    def start(self) -> None:
+        time.sleep(START_SECONDS)
+        self.running = True
+
+    def alive(self) -> bool:
+        return self.running
+
+    def stop(self) -> None:
+        self.running = False
+
+    def call(self, request: dict) -> dict:
+        assert self.running
+        time.sleep(CALL_SECONDS)
+        self.calls += 1
+        return {"ok": True, "by": self.n}
+
+
+@pytest.fixture
+def listener(monkeypatch):
+    monkeypatch.setattr(office, "_Instance", FakeInstance)
+    FakeInstance.made.clear()
+    lst = office._Listener(restart_after=10)
+    yield lst
+    lst.stop()
+
+
+def test_a_restart_is_exactly_after_n_conversions_and_costs_them_no_wait(listener):
+    served_by, waits = [], []
+    for _ in range(25):
+        start = time.perf_counter()
+        listener.convert({})
+        waits.append(time.perf_counter() - start - CALL_SECONDS)
+        served_by.append(listener.current.n)
+    first, second, third = FakeInstance.made[:3]
+    assert served_by == [first.n] * 10 + [second.n] * 10 + [third.n] * 5
+    assert waits[0] >= START_SECONDS  # the very first start is waited for
+    assert max(waits[1:]) < START_SECONDS / 2  # replacements were ready when due
+    assert not first.alive() and not second.alive() and third.alive()
+    assert first.slot != second.slot and second.slot != third.slot  # never the same profile
+
+
+def test_a_dead_instance_is_replaced_before_the_next_conversion(listener):
+    listener.convert({})
+    dead = listener.current
+    dead.stop()  # soffice killed between two conversions
+    listener.convert({})
+    assert listener.current is not dead and listener.current.alive()
+    assert listener.served == 1
