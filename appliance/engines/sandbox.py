@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -396,74 +396,52 @@ class SandboxedEngine:
         options: Any,
         progress: Progress,
     ) -> list[Path] | None:
-        with self.pool.lease() as helper:
-            return self._convert(helper, src, dst, src_format, dst_format, options, progress)
-
-    def _convert(
-        self,
-        helper: Helper,
-        src: Path,
-        dst: Path,
-        src_format: str,
-        dst_format: str,
-        options: Any,
-        progress: Progress,
-    ) -> list[Path] | None:
-        job = helper.job_dir()
-        try:
+        def inputs(helper: Helper, job: Path) -> dict[str, Any]:
             inside = job / f"input.{src_format}"
             _link_or_copy(src, inside)
-            names = helper.call(
-                {
-                    "engine": self.descriptor.id,
-                    "src": _in_sandbox(helper, inside),
-                    "dst": _in_sandbox(helper, job / f"output.{dst_format}"),
-                    "src_format": src_format,
-                    "dst_format": dst_format,
-                    "options": msgspec.to_builtins(options),
-                },
-                progress,
-            )
-            return self._collect(job, names, dst, dst_format)
-        finally:
-            shutil.rmtree(job, ignore_errors=True)
+            return {"src": _in_sandbox(helper, inside), "src_format": src_format}
+
+        return self._run(inputs, dst, dst_format, options, progress)
 
     def combine(
         self, srcs: list[Path], dst: Path, dst_format: str, options: Any, progress: Progress
     ) -> list[Path] | None:
         """Several inputs into one output (merge), in a helper like ``convert``."""
-        with self.pool.lease() as helper:
-            return self._combine(helper, srcs, dst, dst_format, options, progress)
 
-    def _combine(
-        self,
-        helper: Helper,
-        srcs: list[Path],
-        dst: Path,
-        dst_format: str,
-        options: Any,
-        progress: Progress,
-    ) -> list[Path] | None:
-        job = helper.job_dir()
-        try:
+        def inputs(helper: Helper, job: Path) -> dict[str, Any]:
             inside = []
             for n, src in enumerate(srcs):
                 path = job / f"input-{n}{src.suffix}"
                 _link_or_copy(src, path)
                 inside.append(_in_sandbox(helper, path))
-            names = helper.call(
-                {
+            return {"srcs": inside}
+
+        return self._run(inputs, dst, dst_format, options, progress)
+
+    def _run(
+        self,
+        inputs: Callable[[Helper, Path], dict[str, Any]],
+        dst: Path,
+        dst_format: str,
+        options: Any,
+        progress: Progress,
+    ) -> list[Path] | None:
+        """One request in a leased helper's fresh job directory; ``inputs`` puts the input
+        files there and names them in the request."""
+        with self.pool.lease() as helper:
+            job = helper.job_dir()
+            try:
+                request = {
                     "engine": self.descriptor.id,
-                    "srcs": inside,
+                    **inputs(helper, job),
                     "dst": _in_sandbox(helper, job / f"output.{dst_format}"),
                     "dst_format": dst_format,
                     "options": msgspec.to_builtins(options),
-                },
-                progress,
-            )
-            return self._collect(job, names, dst, dst_format)
-        finally:
-            shutil.rmtree(job, ignore_errors=True)
+                }
+                names = helper.call(request, progress)
+                return self._collect(job, names, dst, dst_format)
+            finally:
+                shutil.rmtree(job, ignore_errors=True)
 
     def _collect(
         self, job: Path, names: list[str], dst: Path, dst_format: str
