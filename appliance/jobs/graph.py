@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -424,27 +424,14 @@ def _option_field(key: str, exc: msgspec.ValidationError) -> str:
 # route is known; if it needs a heavier queue class (LibreOffice on `office`, ffmpeg on
 # `media`), the task moves there before it is enqueued, so office documents never tie up light
 # workers, nor reach a light-only worker host that lacks the engine.
-def _routed_dependents(of: str) -> str:
-    """The waiting tasks depending on the import ``of`` (an SQL expression) whose queue class
-    follows their input's format (queue_once_named)."""
-    return (
-        f"FROM tasks d WHERE {of} = ANY(d.depends_on)"
-        " AND d.operation IN ('convert', 'thumbnail', 'merge') AND d.status = 'waiting'"
-    )
-
-
-# As rows, locked, for the import task %s; as a JSON array for the import row aliased t.
 DEPENDENT_ROUTED = (
-    f"SELECT d.id, d.operation, d.queue, d.payload {_routed_dependents('%s')} FOR UPDATE"
-)
-DEPENDENTS_ROUTED_JSON = (
-    "(SELECT coalesce(json_agg(json_build_object('id', d.id, 'operation', d.operation,"
-    f" 'queue', d.queue, 'payload', d.payload)), '[]') {_routed_dependents('t.id')})"
+    "SELECT id, operation, queue, payload FROM tasks WHERE %s = ANY(depends_on)"
+    " AND operation IN ('convert', 'thumbnail', 'merge') AND status = 'waiting' FOR UPDATE"
 )
 
 
 def queues_once_named(
-    registry: Registry, tasks: list[Mapping[str, Any]], filename: str
+    registry: Registry, tasks: Sequence[Mapping[str, Any]], filename: str
 ) -> dict[str, str]:
     """{task id: queue class} for each of ``tasks`` that needs a heavier one now its input
     is named ``filename`` (queue_once_named)."""

@@ -260,7 +260,12 @@ class JobService:
 
         ``filename()`` is asked once the file has arrived (multipart names it late)."""
         async with self.pool.connection() as conn:
-            row = await (await conn.execute(UPLOAD_CHECK, (task_id,))).fetchone()
+            row = await (
+                await conn.execute(
+                    "SELECT status FROM tasks WHERE id = %s AND operation = 'import/upload'",
+                    (task_id,),
+                )
+            ).fetchone()
         if row is None:
             raise NotFound("The upload task does not exist")
         if row["status"] != "waiting":
@@ -277,8 +282,12 @@ class JobService:
         finally:
             spool.close()
         name = safe_filename(filename())
-        queues = graph.queues_once_named(self.registry, row["dependents"], name)
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, conn.transaction():
+            # The dependents are read now, under lock (own row first): a job created during
+            # the upload may have added one that takes this task as its input.
+            await conn.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
+            dependents = await (await conn.execute(graph.DEPENDENT_ROUTED, (task_id,))).fetchall()
+            queues = graph.queues_once_named(self.registry, dependents, name)
             ready, doc = await finish_with_file(conn, task_id, sha, spool.size, name, queues)
         TASKS_ENDED.labels("import/upload", "finished").inc()
         await self._dispatch(ready)
@@ -512,12 +521,6 @@ def _list_jobs_sql(view: str) -> str:
 
 
 LIST_JOBS = _list_jobs_sql("job_summaries")
-# An upload's task before its file arrives: its status, and the dependents whose queue class
-# its file's name may change (graph.queues_once_named).
-UPLOAD_CHECK = (
-    f"SELECT t.status, {graph.DEPENDENTS_ROUTED_JSON} AS dependents"  # noqa: S608
-    " FROM tasks t WHERE t.id = %s AND t.operation = 'import/upload'"
-)
 LIST_JOBS_WITH_TASKS = _list_jobs_sql("job_docs")
 
 

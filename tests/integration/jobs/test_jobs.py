@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
 import urllib.request
+import uuid
 
 import dramatiq
 import pyvips
@@ -254,3 +256,25 @@ def test_a_job_is_announced_once_when_it_ends_and_each_task_when_it_ends(system,
         pubsub.close()
     assert [words[0] for words in seen] == [task(job, "c")["id"], task(job, "e")["id"]]
     assert [words[1:] for words in seen] == [[], [job["id"]]]
+
+
+def test_a_job_made_during_an_upload_on_its_task_moves_to_the_queue_the_file_needs(
+    system, tmp_path
+):
+    """A convert created while the upload it takes as input is still arriving is planned on
+    the light queue (the format is not known yet); the upload's end moves it to `office`."""
+    job = system.create({"up": {"operation": "import/upload"}})
+    up = task(job, "up")["id"]
+    doc = tmp_path / "report.docx"
+    doc.write_bytes(b"PK\x03\x04" + b"\0" * 4000)
+    made = {}
+
+    async def chunks():
+        yield doc.read_bytes()[:1000]
+        body = {"c": {"operation": "convert", "input": up, "output_format": "pdf"}}
+        made["job"] = json.loads(await system.svc.create_job(system.user_id, body, None))
+        yield doc.read_bytes()[1000:]
+
+    system.call(system.svc.accept_upload(uuid.UUID(up), lambda: doc.name, chunks()))
+    conv = task(made["job"], "c")
+    assert system.sql("SELECT queue FROM tasks WHERE id = %s", conv["id"])[0]["queue"] == "office"
