@@ -197,11 +197,11 @@ class _Listener:
         self._next_error: BaseException | None = None
 
     def stop(self) -> None:
-        self._take_next()  # waits for a replacement being started, to stop it too
-        for instance in (self.current, self._next):
+        replacement = self._take_next()  # waits for one being started, to stop it too
+        for instance in (self.current, replacement):
             if instance is not None:
                 instance.stop()
-        self.current = self._next = None
+        self.current = None
 
     def _prestart(self) -> None:
         slot = 1 - self.current.slot if self.current else 0

@@ -68,3 +68,11 @@ def test_a_dead_instance_is_replaced_before_the_next_conversion(listener):
     listener.convert({})
     assert listener.current is not dead and listener.current.alive()
     assert listener.served == 1
+
+
+def test_stop_ends_the_running_instance_and_a_replacement_being_started(listener):
+    for _ in range(6):  # the replacement starts at the 6th of 10
+        listener.convert({})
+    running, starting = FakeInstance.made
+    listener.stop()
+    assert not running.alive() and not starting.alive()
