@@ -185,8 +185,9 @@ class _Instance:
 class _Listener:
     """The warm LibreOffice of one helper, restarted as described above. The replacement
     starts in the background PRESTART conversions (at most half the span) before the restart
-    is due and takes over exactly after ``restart_after`` conversions, so a restart costs
-    the conversions no wait (a start takes about a second, ten light conversions' worth)."""
+    is due and takes over after ``restart_after`` conversions (or, if it is still starting
+    then, once it has started), so a restart costs the conversions no wait (a start takes
+    about a second, ten light conversions' worth, more on a busy machine)."""
 
     def __init__(self, restart_after: int) -> None:
         self.restart_after = restart_after
@@ -240,7 +241,11 @@ class _Listener:
         self.served = 0
 
     def convert(self, request: dict[str, Any]) -> None:
-        if self.current is None or not self.current.alive() or self.served >= self.restart_after:
+        # A replacement still starting when the restart is due (a start is slow on a busy
+        # machine) lets the old instance go on until it is ready: no conversion waits for it.
+        starting = self._next_started is not None and self._next_started.is_alive()
+        due = self.served >= self.restart_after and not starting
+        if self.current is None or not self.current.alive() or due:
             self._switch()
         assert self.current is not None
         if self._next is None and self.served >= self.restart_after - min(

@@ -3,12 +3,14 @@ checked, restarts after N conversions, and a killed soffice replaced."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
 import subprocess
 import time
 import zipfile
+from collections import Counter
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -146,7 +148,8 @@ def test_listener_is_restarted_after_n_conversions_and_replaced_when_killed(
     try:
         engine = SandboxedEngine(OfficeEngine(), pool)
         seen = []
-        for i in range(7):
+        deadline = time.monotonic() + 60
+        for i in itertools.count():
             engine.convert(
                 samples["docx"],
                 tmp_path / f"o{i}.pdf",
@@ -156,14 +159,15 @@ def test_listener_is_restarted_after_n_conversions_and_replaced_when_killed(
                 lambda f: None,
             )
             seen.append(frozenset(_soffice_pids(pool.helper())))
-        # Restarted after 3: the first listener serves conversions 1-3 and is gone after;
-        # its replacement, started in the background meanwhile, serves 4-6. (The samples may
-        # also hold the next replacement, already starting.)
-        first = seen[0] & seen[1] & seen[2]
-        second = seen[3] & seen[4] & seen[5]
-        assert first and second and first.isdisjoint(second)
-        assert first.isdisjoint(seen[3]) and second.isdisjoint(seen[6])
-        for pid in seen[6]:
+            if (i >= 3 and seen[0].isdisjoint(seen[-1])) or time.monotonic() > deadline:
+                break
+        # Restarted after 3: the first listener serves conversions 1-3 at least, and on
+        # until its replacement (started in the background one conversion before; its first
+        # start in a fresh profile takes a few seconds) is up; then it is gone. (Samples may
+        # also hold a replacement being started.)
+        first = frozenset.intersection(*seen[:3])
+        assert first and first.isdisjoint(seen[-1]), seen
+        for pid in seen[-1]:
             os.kill(pid, signal.SIGKILL)  # soffice dies between two conversions
         time.sleep(0.5)
         engine.convert(
@@ -175,7 +179,7 @@ def test_listener_is_restarted_after_n_conversions_and_replaced_when_killed(
             lambda f: None,
         )
         assert _pdf_pages(tmp_path / "after-kill.pdf") >= 1
-        assert _soffice_pids(pool.helper()).isdisjoint(seen[6])
+        assert _soffice_pids(pool.helper()).isdisjoint(seen[-1])
     finally:
         pool.close()
 
@@ -198,13 +202,13 @@ def test_listener_survives_200_conversions_in_a_row_with_restarts(work_root, sam
             engine.convert(src, dst, fmt, "pdf", OfficeOptions(), lambda f: None)
             assert _pdf_pages(dst) >= 1
             seen.append(frozenset(_soffice_pids(pool.helper())))
-        # Restarted after every 50 conversions: one listener runs through each fifty (its
-        # replacement starts in the background 20 before the end) and is gone after it.
-        generations = [frozenset.intersection(*seen[k : k + 50]) for k in range(0, 200, 50)]
-        assert all(len(g) == 1 for g in generations)
-        assert len(frozenset.union(*generations)) == 4
-        for k, gen in enumerate(generations[:-1]):
-            assert gen.isdisjoint(seen[50 * (k + 1)])
+        # Restarted after every 50 conversions (on until its replacement, started in the
+        # background 20 before, is up): the first listener serves the first 50 at least, and
+        # about four serve fifty each.
+        first = frozenset.intersection(*seen[:50])
+        assert len(first) == 1 and first.isdisjoint(seen[-1])
+        counts = Counter(pid for sample in seen for pid in sample)
+        assert 3 <= sum(1 for n in counts.values() if n >= 40) <= 4, counts
     finally:
         pool.close()
 

@@ -76,3 +76,23 @@ def test_stop_ends_the_running_instance_and_a_replacement_being_started(listener
     running, starting = FakeInstance.made
     listener.stop()
     assert not running.alive() and not starting.alive()
+
+
+def test_a_replacement_still_starting_when_due_lets_the_old_instance_go_on(monkeypatch):
+    """Restart due after 4, replacement started 2 before (0.2 s of conversions, less than
+    its 0.3 s start): the old instance serves on until the replacement is up."""
+    monkeypatch.setattr(office, "_Instance", FakeInstance)
+    FakeInstance.made.clear()
+    listener = office._Listener(restart_after=4)
+    try:
+        served_by, waits = [], []
+        for _ in range(10):
+            start = time.perf_counter()
+            listener.convert({})
+            waits.append(time.perf_counter() - start - CALL_SECONDS)
+            served_by.append(listener.current.n)
+    finally:
+        listener.stop()
+    assert max(waits[1:]) < START_SECONDS / 2  # nobody waited for the slow start
+    first = served_by.count(served_by[0])
+    assert first > 4 and served_by[first] != served_by[0]  # went on, then switched
