@@ -46,13 +46,19 @@ def listener(monkeypatch):
     lst.stop()
 
 
-def test_a_restart_is_exactly_after_n_conversions_and_costs_them_no_wait(listener):
+def _convert(listener, times: int) -> tuple[list[int], list[float]]:
+    """Which instance served each conversion, and how long each waited beyond its own run."""
     served_by, waits = [], []
-    for _ in range(25):
+    for _ in range(times):
         start = time.perf_counter()
         listener.convert({})
         waits.append(time.perf_counter() - start - CALL_SECONDS)
         served_by.append(listener.current.n)
+    return served_by, waits
+
+
+def test_a_restart_is_exactly_after_n_conversions_and_costs_them_no_wait(listener):
+    served_by, waits = _convert(listener, 25)
     first, second, third = FakeInstance.made[:3]
     assert served_by == [first.n] * 10 + [second.n] * 10 + [third.n] * 5
     assert waits[0] >= START_SECONDS  # the very first start is waited for
@@ -85,12 +91,7 @@ def test_a_replacement_still_starting_when_due_lets_the_old_instance_go_on(monke
     FakeInstance.made.clear()
     listener = office._Listener(restart_after=4)
     try:
-        served_by, waits = [], []
-        for _ in range(10):
-            start = time.perf_counter()
-            listener.convert({})
-            waits.append(time.perf_counter() - start - CALL_SECONDS)
-            served_by.append(listener.current.n)
+        served_by, waits = _convert(listener, 10)
     finally:
         listener.stop()
     assert max(waits[1:]) < START_SECONDS / 2  # nobody waited for the slow start
