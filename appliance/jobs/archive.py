@@ -17,9 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import PermanentError
 from appliance.jobs.files import safe_filename, sha256_of
-from appliance.jobs.operations import _keep, _work_root
+from appliance.jobs.operations import _keep, _work_root, input_files
 from appliance.jobs.runner import Outcome, OutFile, Runtime
 from appliance.storage import object_key
 
@@ -27,9 +26,7 @@ from appliance.storage import object_key
 def archive(rt: Runtime, task: dict[str, Any], progress: Any) -> Outcome:
     p = task["payload"]
     fmt = p["output_format"]
-    files = task["inputs"]
-    if not files:
-        raise PermanentError("The input tasks produced no files", code="NO_INPUT_FILES")
+    files = input_files(task)
     names = member_names([f["filename"] for f in files])
     filename = safe_filename(p.get("filename") or f"archive.{fmt}")
     with tempfile.TemporaryDirectory(dir=_work_root(rt)) as tmp:

@@ -28,6 +28,7 @@ from appliance.jobs.operations import (
     _numbered,
     _run_hops,
     _work_root,
+    input_files,
 )
 from appliance.jobs.runner import Operation, Outcome, OutFile, Runtime
 
@@ -42,7 +43,7 @@ def thumbnail(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
     options = msgspec.convert(
         {k: v for k, v in p.items() if k not in graph.CONVERT_KEYS}, ThumbnailOptions
     )
-    inputs = _inputs(rt, task)
+    inputs = input_files(task)
     outputs: list[OutFile] = []
     route: list[dict[str, str]] = []
     with tempfile.TemporaryDirectory(dir=_work_root(rt)) as tmp:
@@ -90,7 +91,7 @@ def metadata(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
     """CloudConvert's metadata task, for every input file: ``result.metadata`` is the first
     one's record (CloudConvert's shape for its one input), ``result.files`` has each file's
     name, size and record, in input order."""
-    inputs = _inputs(rt, task)
+    inputs = input_files(task)
     files = []
     with tempfile.TemporaryDirectory(dir=_work_root(rt)) as tmp:
         for i, f in enumerate(inputs):
@@ -117,13 +118,6 @@ def _metadata_one(
     if not isinstance(found, dict):
         raise PermanentError("The metadata engine gave no record", code="CONVERSION_FAILED")
     return {"FileName": f["filename"], "FileSize": f["size"], **found}
-
-
-def _inputs(rt: Runtime, task: dict[str, Any]) -> list[dict[str, Any]]:
-    inputs = task["inputs"]
-    if not inputs:
-        raise PermanentError("The input tasks produced no files", code="NO_INPUT_FILES")
-    return inputs
 
 
 def _fetch(rt: Runtime, p: dict[str, Any], f: dict[str, Any], work: Path) -> tuple[Path, str]:

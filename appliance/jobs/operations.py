@@ -52,20 +52,16 @@ def import_url(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome
 def export_url(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
     ttl = rt.settings.url_ttl_seconds
     files = []
-    for f in task["inputs"]:
+    for f in input_files(task):
         url = rt.storage.download_url(object_key(f["sha256"]), f["filename"], ttl)
         files.append(OutFile(f["sha256"], f["size"], f["filename"], url))
-    if not files:
-        raise PermanentError("The input tasks produced no files", code="NO_INPUT_FILES")
     return Outcome(
         {"files": [{"filename": f.filename, "size": f.size, "url": f.url} for f in files]}, files
     )
 
 
 def convert(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
-    inputs = task["inputs"]
-    if not inputs:
-        raise PermanentError("The input tasks produced no files", code="NO_INPUT_FILES")
+    inputs = input_files(task)
     outputs: list[OutFile] = []
     hops: list[Hop] = []
     cache: list[dict[str, Any]] = []
@@ -121,9 +117,8 @@ def _convert_one(
         outputs.append(OutFile(sha, size, name))
     if len(outputs) != 1:  # the cache holds single results; page sets are converted again
         return outputs, hops, None
-    keys = ("input_sha256", "output_format", "options_hash", "engine_version")
-    entry = {**dict(zip(keys, cache_key, strict=True)), "output_sha256": outputs[0].sha256}
-    return outputs, hops, {**entry, "size": outputs[0].size}
+    entry = dict(zip(CACHE_KEY, cache_key, strict=True))
+    return outputs, hops, entry | {"output_sha256": outputs[0].sha256, "size": outputs[0].size}
 
 
 def _fetch_input(
@@ -258,6 +253,10 @@ def _keep(rt: Runtime, path: Path, sha: str, size: int) -> None:
     store(rt.storage, path, sha, consume=True)
 
 
+# conversion_cache's key columns, in the order of _convert_one's cache_key
+CACHE_KEY = ("input_sha256", "output_format", "options_hash", "engine_version")
+
+
 def _options_hash(options: Any) -> str:
     canonical = json.dumps(msgspec.to_builtins(options), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
@@ -274,6 +273,15 @@ def _cache_lookup(rt: Runtime, key: tuple[str, str, str, str]) -> tuple[str, int
     return (row["output_sha256"], row["size"]) if row else None
 
 
+def input_files(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """The files of the tasks this one takes, in input order (read by its claim);
+    NO_INPUT_FILES if they made none."""
+    inputs: list[dict[str, Any]] = task["inputs"]
+    if not inputs:
+        raise PermanentError("The input tasks produced no files", code="NO_INPUT_FILES")
+    return inputs
+
+
 def _work_root(rt: Runtime) -> Path:
     root = rt.settings.data_path / "work"
     root.mkdir(parents=True, exist_ok=True)
@@ -288,9 +296,7 @@ SPLIT_ENGINE = "pdf-split"
 
 def merge(rt: Runtime, task: dict[str, Any], progress: Progress) -> Outcome:
     """The inputs, each routed to PDF unless it is one already, merged into one PDF in order."""
-    inputs = task["inputs"]
-    if not inputs:
-        raise PermanentError("The input tasks produced no files", code="NO_INPUT_FILES")
+    inputs = input_files(task)
     engine = cast(Combiner, rt.registry.engine(MERGE_ENGINE))
     routes: list[dict[str, str]] = []
     with tempfile.TemporaryDirectory(dir=_work_root(rt)) as tmp:
@@ -348,9 +354,7 @@ def _per_input(
     progress: Progress,
 ) -> Outcome:
     """Run ``engine`` over each input file in its own format; keep every file it makes."""
-    inputs = task["inputs"]
-    if not inputs:
-        raise PermanentError("The input tasks produced no files", code="NO_INPUT_FILES")
+    inputs = input_files(task)
     outputs: list[OutFile] = []
     with tempfile.TemporaryDirectory(dir=_work_root(rt)) as tmp:
         for i, f in enumerate(inputs):
