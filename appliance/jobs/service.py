@@ -211,7 +211,7 @@ class JobService:
             )
         for task_id, (sha, size, name) in inline.items():
             # the name was known when the job was planned: its dependents' queues follow it
-            ready += (await finish_with_file(conn, task_id, sha, size, name))[0]
+            ready += (await finish_with_file(conn, task_id, sha, size, name, doc=False))[0]
             TASKS_ENDED.labels("import/base64", "finished").inc()
         ids = {t.id for t in planned}
         if any(dep not in ids for t in planned for dep in t.depends_on):
@@ -291,6 +291,7 @@ class JobService:
             ready, doc = await finish_with_file(conn, task_id, sha, spool.size, name, queues)
         TASKS_ENDED.labels("import/upload", "finished").inc()
         await self._dispatch(ready)
+        assert doc is not None
         return doc
 
     # -- reads ---------------------------------------------------------------------------
@@ -531,15 +532,16 @@ async def finish_with_file(
     size: int,
     filename: str,
     queues: dict[str, str] | None = None,
-) -> tuple[list[Ready], str]:
+    doc: bool = True,
+) -> tuple[list[Ready], str | None]:
     """Record a waiting import task's file and finish it (one statement); its dependents move
-    to ``queues`` first. Returns the tasks that became ready and the task's JSON text;
-    TASK_NOT_WAITING if it already has a file or has ended."""
+    to ``queues`` first. Returns the tasks that became ready and the task's JSON text (when
+    ``doc``); TASK_NOT_WAITING if it already has a file or has ended."""
     outcome = Outcome(
         {"files": [{"filename": filename, "size": size}]}, [OutFile(sha, size, filename)]
     )
     end = await (
-        await conn.execute(COMPLETE, complete_args(task_id, None, outcome, queues, doc=True))
+        await conn.execute(COMPLETE, complete_args(task_id, None, outcome, queues, doc))
     ).fetchone()
     if end is None or not end["owned"]:
         raise InvalidData(
