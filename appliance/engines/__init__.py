@@ -32,6 +32,9 @@ class Descriptor:
     # so routes through the engine prefer a faithful intermediate format).
     pair_costs: Mapping[tuple[str, str], float] = field(default_factory=dict)
     requires: tuple[str, ...] = ()  # programs that must be on PATH (checked by `doctor`)
+    # Pairs a route may take only as its last hop: their output is a poor source for further
+    # hops (a whole video turned into a gif, only for another engine to read its first frame).
+    last_only: frozenset[tuple[str, str]] = frozenset()
 
 
 class Engine(Protocol):

@@ -76,6 +76,7 @@ class FfmpegEngine:
         version=lambda: tool_version("ffmpeg", "-version"),
         cost=3.0,
         requires=("ffmpeg", "ffprobe"),
+        last_only=frozenset((v, "gif") for v in VIDEO if v != "gif"),
     )
 
     def convert(

@@ -28,6 +28,7 @@ class Registry:
     def __init__(self, engines: list[Engine]) -> None:
         self.engines = engines
         self._edges: dict[str, list[Hop]] = {}
+        self._last_edges: dict[str, list[Hop]] = {}  # Descriptor.last_only pairs
         self._formats: list[dict[str, Any]] | None = None
         self._routes: dict[str, dict[str, list[Hop]]] = {}
         # pdf -> pdf and the like: an engine that rewrites a format into itself (one hop only)
@@ -46,12 +47,17 @@ class Registry:
                 if src == dst:
                     self._loops.setdefault(src, Hop(engine, src, dst))
                 else:
-                    self._edges.setdefault(src, []).append(Hop(engine, src, dst))
+                    edges = self._last_edges if (src, dst) in d.last_only else self._edges
+                    edges.setdefault(src, []).append(Hop(engine, src, dst))
         # every format some engine produces (checked on each job creation), and reads
-        self.targets = frozenset(hop.dst for hops in self._edges.values() for hop in hops) | set(
-            self._loops
-        )
-        self.sources = frozenset(self._edges) | set(self._loops)
+        every = [
+            hop
+            for table in (self._edges, self._last_edges)
+            for hops in table.values()
+            for hop in hops
+        ]
+        self.targets = frozenset(hop.dst for hop in every) | set(self._loops)
+        self.sources = frozenset(hop.src for hop in every) | set(self._loops)
 
     def engine(self, engine_id: str) -> Engine:
         """The engine with this id (operations such as merge and optimize run one by id)."""
@@ -72,7 +78,10 @@ class Registry:
         return self._routes_from(src).get(dst)
 
     def _routes_from(self, src: str) -> dict[str, list[Hop]]:
-        """Cheapest route to every format reachable from ``src`` (cached: the graph is fixed)."""
+        """Cheapest route to every format reachable from ``src`` (cached: the graph is fixed).
+
+        Dijkstra over the ordinary hops; a last-only hop then ends a route where that is
+        cheaper (its prefix is the cheapest ordinary route to the hop's source)."""
         cached = self._routes.get(src)
         if cached is not None:
             return cached
@@ -90,6 +99,13 @@ class Registry:
                     previous[hop.dst] = hop
                     heapq.heappush(heap, (*candidate, hop.dst))
         routes = {dst: _unwind(previous, src, dst) for dst in previous if dst != src}
+        reached = dict(best)
+        for fmt, (cost, hops) in best.items():
+            for hop in self._last_edges.get(fmt, []):
+                candidate = (cost + hop.cost, hops + 1)
+                if hop.dst != src and (hop.dst not in reached or candidate < reached[hop.dst]):
+                    reached[hop.dst] = candidate
+                    routes[hop.dst] = [*routes.get(fmt, []), hop]
         self._routes[src] = routes
         return routes
 

@@ -117,3 +117,31 @@ def test_engines_are_found_by_id_and_a_missing_one_is_a_clear_error():
     with pytest.raises(PermanentError) as info:
         REGISTRY.engine("nope")
     assert info.value.code == "ENGINE_UNAVAILABLE"
+
+
+def test_a_last_only_pair_ends_a_route_and_is_never_a_step_in_one():
+    media = FakeEngine(
+        Descriptor(
+            "media",
+            frozenset({("mp4", "gif"), ("mp4", "webm")}),
+            NoOptions,
+            "media",
+            lambda: "1",
+            last_only=frozenset({("mp4", "gif")}),
+        )
+    )
+    images = engine("img", [("gif", "png"), ("png", "pdf")])
+    registry = Registry([media, images])
+    assert [(h.src, h.dst) for h in registry.route("mp4", "gif")] == [("mp4", "gif")]
+    # gif -> png would make mp4 -> png reachable through the last-only hop: it is not
+    assert registry.route("mp4", "png") is None
+    assert registry.route("mp4", "pdf") is None
+    assert {r["output_format"] for r in registry.formats("mp4")} == {"gif", "webm"}
+    assert "mp4" in registry.sources and "gif" in registry.targets
+    # an ordinary hop into gif still leads on
+    registry = Registry([media, images, engine("vid", [("webm", "gif")])])
+    assert [(h.src, h.dst) for h in registry.route("mp4", "png")] == [
+        ("mp4", "webm"),
+        ("webm", "gif"),
+        ("gif", "png"),
+    ]

@@ -163,6 +163,30 @@ def test_merge_makes_only_pdf_and_refuses_inputs_without_a_route_to_pdf():
     assert errors["tasks.m.dpi"] == ["unknown field for merge: dpi"]
 
 
+def test_a_video_is_refused_for_merging_and_for_conversion_beyond_its_gif():
+    errors = errors_of(
+        {
+            "a": {"operation": "import/url", "url": "https://example.test/a.mp4"},
+            "m": {"operation": "merge", "input": ["a"], "output_format": "pdf"},
+        }
+    )
+    assert errors["tasks.m.input"] == ["cannot convert mp4 to pdf for merging"]
+    errors = errors_of(
+        {
+            "a": {"operation": "import/url", "url": "https://example.test/a.mov"},
+            "c": {"operation": "convert", "input": "a", "output_format": "png"},
+        }
+    )
+    assert "tasks.c.output_format" in errors
+    gif = plan(
+        {
+            "a": {"operation": "import/url", "url": "https://example.test/a.mov"},
+            "c": {"operation": "convert", "input": "a", "output_format": "gif"},
+        }
+    )
+    assert gif[1].queue == "media"
+
+
 def test_optimize_checks_its_profile_and_input_format():
     errors = errors_of(
         {
