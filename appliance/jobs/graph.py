@@ -423,13 +423,8 @@ def _option_field(key: str, exc: msgspec.ValidationError) -> str:
 # only when it arrives) was put on the light queue. Once the input task has its file, the
 # route is known; if it needs a heavier queue class (LibreOffice on `office`, ffmpeg on
 # `media`), the task moves there before it is enqueued, so office documents never tie up light
-# workers, nor reach a light-only worker host that lacks the engine.
-DEPENDENT_ROUTED = (
-    "SELECT id, operation, queue, payload FROM tasks WHERE %s = ANY(depends_on)"
-    " AND operation IN ('convert', 'thumbnail', 'merge') AND status = 'waiting' FOR UPDATE"
-)
-
-
+# workers, nor reach a light-only worker host that lacks the engine. The tasks concerned are
+# read by appliance_routed_dependents (migration 0003).
 def queues_once_named(
     registry: Registry, tasks: Sequence[Mapping[str, Any]], filename: str
 ) -> dict[str, str]:

@@ -220,10 +220,10 @@ class TaskRunner:
         """Record the outcome; enqueue the tasks it made ready, or return those to run inline."""
         with self.rt.pool.connection() as conn:
             if task["operation"].startswith("import/") and outcome.files:
-                with conn.transaction():
-                    queues = self._route_dependents(conn, task, outcome.files[0].filename)
+                routing, end = ImportRouting(self.rt.registry, outcome), None
+                while routing.more(end):
                     end = conn.execute(
-                        COMPLETE, complete_args(task["id"], task["attempts"], outcome, queues)
+                        COMPLETE_IMPORT, routing.args(task["id"], task["attempts"])
                     ).fetchone()
             else:
                 end = conn.execute(
@@ -239,13 +239,6 @@ class TaskRunner:
         self._dispatch([r for r in ready if r.task_id not in inline])
         self._announce(task, end["job_end"])
         return [r for r in ready if r.task_id in inline]
-
-    def _route_dependents(self, conn: Any, task: dict[str, Any], filename: str) -> dict[str, str]:
-        """The queue classes the import's dependents need now its file is named ``filename``
-        (lock order: the import's own row first)."""
-        conn.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (task["id"],))
-        dependents = conn.execute(graph.DEPENDENT_ROUTED, (task["id"],)).fetchall()
-        return graph.queues_once_named(self.rt.registry, dependents, filename)
 
     def _fail(self, task: dict[str, Any], code: str, message: str) -> None:
         with self.rt.pool.connection() as conn, conn.transaction():
@@ -296,6 +289,10 @@ CLAIM = (
 
 
 COMPLETE = "SELECT * FROM appliance_complete_task(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+COMPLETE_IMPORT = "SELECT * FROM appliance_complete_import(%s, %s, %s, %s, %s, %s, %s)"
+# An import's end is tried again while jobs made meanwhile add dependents to it; each try
+# takes one statement, so more than a few in a row means something is wrong.
+IMPORT_TRIES = 20
 
 
 def complete_args(
@@ -311,14 +308,10 @@ def complete_args(
     must still own the task, or None for an import still waiting. Its row: owned, ready
     ([{id, queue, operation}]), job_end, and doc (the task's JSON text when ``doc``)."""
     engine, version = outcome.engine or (None, None)
-    files = [
-        {"sha256": f.sha256, "filename": f.filename, "size": f.size, "url": f.url}
-        for f in outcome.files
-    ]
     return (
         task_id,
         attempts,
-        Jsonb(files),
+        _files_json(outcome),
         Jsonb(outcome.result),
         engine,
         version,
@@ -326,6 +319,66 @@ def complete_args(
         Jsonb(outcome.cache),
         doc,
     )
+
+
+def _files_json(outcome: Outcome) -> Jsonb:
+    return Jsonb(
+        [
+            {"sha256": f.sha256, "filename": f.filename, "size": f.size, "url": f.url}
+            for f in outcome.files
+        ]
+    )
+
+
+class ImportRouting:
+    """COMPLETE_IMPORT's arguments (appliance_complete_import, migration 0003): an import
+    ends with its file, and the dependents it knows of move to the queue classes their input
+    now needs, by the file's name. A stale answer (a job made meanwhile added a dependent)
+    brings them all, and the call is made once more::
+
+        routing, end = ImportRouting(registry, outcome, known), None
+        while routing.more(end):
+            end = conn.execute(COMPLETE_IMPORT, routing.args(task_id, attempts)).fetchone()
+
+    ``dependents``: those known before the first call ([{id, operation, queue, payload}],
+    appliance_routed_dependents); the call answers stale if there are others."""
+
+    def __init__(
+        self, registry: Registry, outcome: Outcome, dependents: list[dict[str, Any]] | None = None
+    ) -> None:
+        self.registry = registry
+        self.outcome = outcome
+        self.dependents = dependents or []
+        self.tries = 0
+
+    def args(self, task_id: Any, attempts: int | None, doc: bool = False) -> tuple[Any, ...]:
+        self.tries += 1
+        if self.tries > IMPORT_TRIES:
+            raise RetryableError(
+                f"Task {task_id} gained dependents on every one of {IMPORT_TRIES} tries to end"
+            )
+        queues = graph.queues_once_named(
+            self.registry, self.dependents, self.outcome.files[0].filename
+        )
+        routed = [uuid.UUID(str(d["id"])) for d in self.dependents]
+        return (
+            task_id,
+            attempts,
+            _files_json(self.outcome),
+            Jsonb(self.outcome.result),
+            Jsonb(queues),
+            routed,
+            doc,
+        )
+
+    def more(self, end: dict[str, Any] | None) -> bool:
+        """Whether to call (again): before the first call (``end`` None), and after a
+        stale answer, whose dependents the next call works from."""
+        if end is None:
+            return self.tries == 0
+        if end["stale"]:
+            self.dependents = end["dependents"]
+        return bool(end["stale"])
 
 
 def job_ended(conn: Any, job_id: Any) -> str | None:

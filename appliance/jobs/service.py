@@ -28,7 +28,14 @@ from appliance.errors import FileTooLarge, InvalidData, NotFound
 from appliance.jobs import graph
 from appliance.jobs.dispatch import Dispatcher, Ready
 from appliance.jobs.files import RESERVE_FILE, Spool, safe_filename, store
-from appliance.jobs.runner import COMPLETE, Outcome, OutFile, complete_args
+from appliance.jobs.runner import (
+    COMPLETE,
+    COMPLETE_IMPORT,
+    ImportRouting,
+    Outcome,
+    OutFile,
+    complete_args,
+)
 from appliance.metrics import JOBS_CREATED, TASKS_ENDED, UPLOAD_BYTES
 from appliance.security import signing
 from appliance.settings import Settings
@@ -55,21 +62,24 @@ class JobService:
             refs = await self._external_refs(conn, user_id, tasks)
             planned = graph.plan(tasks, self.registry, refs.get)
             inline = await self._ingest_inline(planned)
-            async with conn.transaction():
+            rows, ready = self._task_rows(planned)
+            settle = bool(inline) or _existing_inputs(planned)
+            # One statement, unless imported files or existing inputs have tasks to settle.
+            async with conn.transaction() if settle else contextlib.nullcontext():
                 row = await (
                     await conn.execute(
-                        "INSERT INTO jobs (user_id, tag, expires_at) VALUES (%s, %s, now() + "
-                        "%s * interval '1 hour') RETURNING id",
-                        (user_id, tag, self.settings.job_retention_hours),
+                        "SELECT * FROM appliance_create_job(%s, %s, %s, %s, %s)",
+                        (user_id, tag, self.settings.job_retention_hours, rows, not settle),
                     )
                 ).fetchone()
                 assert row is not None
-                job_id = row["id"]
-                ready = await self._insert_tasks(conn, user_id, job_id, planned, inline)
-                doc = await self._job_json(conn, job_id, user_id)
+                doc = row["doc"]
+                if settle:
+                    ready += await self._settle(conn, planned, inline)
+                    doc = await self._job_json(conn, row["new_job"], user_id)
         JOBS_CREATED.inc()
         await self._dispatch(ready)
-        return doc
+        return doc  # type: ignore[no-any-return]
 
     async def create_task(self, user_id: uuid.UUID, operation: str, payload: Any) -> str:
         """The single-task routes (POST /v2/import/upload, /v2/convert, ...): no job."""
@@ -80,8 +90,13 @@ class JobService:
             refs = await self._external_refs(conn, user_id, tasks)
             planned = graph.plan(tasks, self.registry, refs.get)
             inline = await self._ingest_inline(planned)
+            rows, ready = self._task_rows(planned)
             async with conn.transaction():
-                ready = await self._insert_tasks(conn, user_id, None, planned, inline)
+                await conn.execute(
+                    "SELECT appliance_insert_tasks(NULL, %s, %s, %s)",
+                    (user_id, self.settings.job_retention_hours, rows),
+                )
+                ready += await self._settle(conn, planned, inline)
                 doc = await self._task_json(conn, user_id, planned[0].id)
         await self._dispatch(ready)
         assert doc is not None
@@ -169,14 +184,9 @@ class JobService:
             spool.close()
             raise
 
-    async def _insert_tasks(
-        self,
-        conn: AsyncDictConnection,
-        user_id: uuid.UUID,
-        job_id: uuid.UUID | None,
-        planned: list[graph.PlannedTask],
-        inline: dict[uuid.UUID, tuple[str, int, str]],
-    ) -> list[Ready]:
+    def _task_rows(self, planned: list[graph.PlannedTask]) -> tuple[Jsonb, list[Ready]]:
+        """appliance_insert_tasks's JSON of the planned tasks (migration 0003), and those that
+        are ready at once: no dependencies and no file to wait for."""
         ready: list[Ready] = []
         rows = []
         for task in planned:
@@ -184,38 +194,43 @@ class JobService:
                 "import/upload",
                 "import/base64",
             )
-            result = self._upload_form(task.id) if task.operation == "import/upload" else None
             rows.append(
-                (
-                    task.id,
-                    job_id,
-                    user_id,
-                    task.name,
-                    task.operation,
-                    task.queue,
-                    Jsonb(task.payload),
-                    task.depends_on,
-                    Jsonb(result) if result else None,
-                    runs_now,
-                    self.settings.job_retention_hours,
-                )
+                {
+                    "id": str(task.id),
+                    "name": task.name,
+                    "operation": task.operation,
+                    "queue": task.queue,
+                    "payload": task.payload,
+                    "depends_on": [str(d) for d in task.depends_on],
+                    "result": (
+                        self._upload_form(task.id) if task.operation == "import/upload" else None
+                    ),
+                    "runs_now": runs_now,
+                }
             )
             if runs_now:
                 ready.append(Ready(task.id, task.queue))
-        async with conn.cursor() as cur:  # one pipelined round trip for all tasks
-            await cur.executemany(
-                "INSERT INTO tasks (id, job_id, user_id, name, operation, queue, payload,"
-                " depends_on, result, ready_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s,"
-                " %s, %s, CASE WHEN %s THEN now() END, now() + %s * interval '1 hour')",
-                rows,
-            )
+        return Jsonb(rows), ready
+
+    async def _settle(
+        self,
+        conn: AsyncDictConnection,
+        planned: list[graph.PlannedTask],
+        inline: dict[uuid.UUID, tuple[str, int, str]],
+    ) -> list[Ready]:
+        """In the transaction that inserted ``planned``: end the imports whose files came
+        inline, and settle the tasks whose inputs are existing tasks. The tasks made ready."""
+        ready: list[Ready] = []
         for task_id, (sha, size, name) in inline.items():
             # the name was known when the job was planned: its dependents' queues follow it
-            ready += (await finish_with_file(conn, task_id, sha, size, name, doc=False))[0]
+            outcome = file_outcome(sha, size, name)
+            end = await (
+                await conn.execute(COMPLETE, complete_args(task_id, None, outcome))
+            ).fetchone()
+            ready += _ended(end)[0]
             TASKS_ENDED.labels("import/base64", "finished").inc()
-        ids = {t.id for t in planned}
-        if any(dep not in ids for t in planned for dep in t.depends_on):
-            ready += await _settle_external_inputs(conn, list(ids))
+        if _existing_inputs(planned):
+            ready += await _settle_external_inputs(conn, [t.id for t in planned])
         return ready
 
     def _upload_form(self, task_id: uuid.UUID) -> dict[str, Any]:
@@ -262,7 +277,8 @@ class JobService:
         async with self.pool.connection() as conn:
             row = await (
                 await conn.execute(
-                    "SELECT status FROM tasks WHERE id = %s AND operation = 'import/upload'",
+                    "SELECT status, appliance_routed_dependents(id) AS dependents FROM tasks"
+                    " WHERE id = %s AND operation = 'import/upload'",
                     (task_id,),
                 )
             ).fetchone()
@@ -281,14 +297,20 @@ class JobService:
             await self._keep(spool, sha)
         finally:
             spool.close()
-        name = safe_filename(filename())
-        async with self.pool.connection() as conn, conn.transaction():
-            # The dependents are read now, under lock (own row first): a job created during
-            # the upload may have added one that takes this task as its input.
-            await conn.execute("SELECT 1 FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
-            dependents = await (await conn.execute(graph.DEPENDENT_ROUTED, (task_id,))).fetchall()
-            queues = graph.queues_once_named(self.registry, dependents, name)
-            ready, doc = await finish_with_file(conn, task_id, sha, spool.size, name, queues)
+        # The dependents known before the upload move to the queues its name calls for; a job
+        # made during the upload may have added one, and then the end is tried again.
+        routing = ImportRouting(
+            self.registry,
+            file_outcome(sha, spool.size, safe_filename(filename())),
+            row["dependents"],
+        )
+        end = None
+        async with self.pool.connection() as conn:
+            while routing.more(end):
+                end = await (
+                    await conn.execute(COMPLETE_IMPORT, routing.args(task_id, None, doc=True))
+                ).fetchone()
+        ready, doc = _ended(end)
         TASKS_ENDED.labels("import/upload", "finished").inc()
         await self._dispatch(ready)
         assert doc is not None
@@ -525,24 +547,23 @@ LIST_JOBS = _list_jobs_sql("job_summaries")
 LIST_JOBS_WITH_TASKS = _list_jobs_sql("job_docs")
 
 
-async def finish_with_file(
-    conn: AsyncDictConnection,
-    task_id: uuid.UUID,
-    sha: str,
-    size: int,
-    filename: str,
-    queues: dict[str, str] | None = None,
-    doc: bool = True,
-) -> tuple[list[Ready], str | None]:
-    """Record a waiting import task's file and finish it (one statement); its dependents move
-    to ``queues`` first. Returns the tasks that became ready and the task's JSON text (when
-    ``doc``); TASK_NOT_WAITING if it already has a file or has ended."""
-    outcome = Outcome(
+def _existing_inputs(planned: list[graph.PlannedTask]) -> bool:
+    """Whether some of the new tasks take existing tasks as inputs."""
+    ids = {t.id for t in planned}
+    return any(dep not in ids for t in planned for dep in t.depends_on)
+
+
+def file_outcome(sha: str, size: int, filename: str) -> Outcome:
+    """An import's outcome: its one file."""
+    return Outcome(
         {"files": [{"filename": filename, "size": size}]}, [OutFile(sha, size, filename)]
     )
-    end = await (
-        await conn.execute(COMPLETE, complete_args(task_id, None, outcome, queues, doc))
-    ).fetchone()
+
+
+def _ended(end: Any) -> tuple[list[Ready], str | None]:
+    """A waiting import's end as COMPLETE or COMPLETE_IMPORT answered it: the tasks that
+    became ready and the task's JSON text; TASK_NOT_WAITING if it already had a file or had
+    ended."""
     if end is None or not end["owned"]:
         raise InvalidData(
             "The upload task already has a file or has ended", code="TASK_NOT_WAITING"

@@ -129,3 +129,35 @@ def test_a_retried_task_counts_through_its_retry(db):
     conn.execute("SELECT appliance_finish_task(%s, '{}')", (retry,))
     assert conn.execute("SELECT status FROM jobs WHERE id = %s", (job,)).fetchone()[0] == "finished"
     assert uuid.UUID(str(retry))
+
+
+def _complete_import(conn, task, queues, routed):
+    return conn.execute(
+        "SELECT owned, stale, dependents, ready FROM appliance_complete_import(%s, NULL,"
+        " '[]', '{}', %s, %s, false)",
+        (task, psycopg.types.json.Jsonb(queues), routed),
+    ).fetchone()
+
+
+def test_an_import_that_gained_a_dependent_changes_nothing_and_names_them_all(db):
+    """The import's end worked out queues for the dependents its caller knew of; one more has
+    appeared since: the answer is stale, with every dependent, and nothing is written."""
+    conn, user = db
+    job = _job(conn, user)
+    up = _task(conn, user, job, "up", status="waiting")
+    known = _task(conn, user, job, "c1", status="waiting", depends_on=[up])
+    late = _task(conn, user, job, "c2", status="waiting", depends_on=[up])
+    owned, stale, dependents, ready = _complete_import(conn, up, {str(known): "office"}, [known])
+    assert (owned, stale, ready) == (False, True, None)
+    assert sorted(d["id"] for d in dependents) == sorted([str(known), str(late)])
+    assert {d["queue"] for d in dependents} == {"light"}
+    rows = conn.execute(
+        "SELECT status, queue FROM tasks WHERE id = ANY(%s) ORDER BY name", ([up, known, late],)
+    ).fetchall()
+    assert rows == [("waiting", "light")] * 3
+
+    queues = {str(known): "office", str(late): "office"}
+    owned, stale, dependents, ready = _complete_import(conn, up, queues, [known, late])
+    assert (owned, stale, dependents) == (True, False, None)
+    assert sorted(r["id"] for r in ready) == sorted([str(known), str(late)])
+    assert {r["queue"] for r in ready} == {"office"}
