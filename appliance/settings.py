@@ -169,16 +169,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ),
     ] = 2048
     engine_restart_after: Annotated[
-        int, _doc("Conversions a warm engine helper serves before it is replaced.", ge=1)
+        int,
+        _doc(
+            "Conversions a warm engine helper serves before it is replaced (LibreOffice's do "
+            "not count: its listener restarts on its own, APPLIANCE_OFFICE_RESTART_AFTER).",
+            ge=1,
+        ),
     ] = 200
     office_restart_after: Annotated[
         int,
         _doc(
             "Conversions a warm LibreOffice listener serves before it is restarted (it grows "
-            "by about 0.6 MB a document; a restart costs about 1 s of CPU).",
+            "by about 0.2 MB a document; a restart costs about 0.9 s of CPU).",
             ge=1,
         ),
-    ] = 200
+    ] = 1000
     worker_threads: Annotated[
         int,
         _doc(

@@ -35,6 +35,10 @@ class Descriptor:
     # Pairs a route may take only as its last hop: their output is a poor source for further
     # hops (a whole video turned into a gif, only for another engine to read its first frame).
     last_only: frozenset[tuple[str, str]] = frozenset()
+    # The engine runs its work in a warm process of its own that it restarts on its own
+    # schedule (LibreOffice's listener): its conversions do not count toward the sandboxed
+    # helper's replacement, which would restart that process too, at the helper's pace.
+    recycles_itself: bool = False
 
 
 class Engine(Protocol):

@@ -285,6 +285,7 @@ class OfficeEngine:
         version=lambda: tool_version("soffice"),
         cost=2.0,  # heavier than pandoc where both can do a pair
         requires=("soffice",),
+        recycles_itself=True,  # the listener restarts after APPLIANCE_OFFICE_RESTART_AFTER
     )
 
     def __init__(self) -> None:
@@ -295,7 +296,7 @@ class OfficeEngine:
 
     def _warm(self) -> _Listener:
         if self._listener is None:
-            restart_after = int(os.environ.get("APPLIANCE_OFFICE_RESTART_AFTER", "200"))
+            restart_after = int(os.environ.get("APPLIANCE_OFFICE_RESTART_AFTER", "1000"))
             self._listener = _Listener(restart_after)
         return self._listener
 

@@ -13,7 +13,8 @@ request ``{"engine", "src", "dst", "src_format", "dst_format", "options"}`` (pat
 ``"srcs": [...]`` instead of ``src`` for an engine that combines several inputs, merge),
 replies ``{"progress": f}`` ... then ``{"ok": true}`` or ``{"error": CODE, "message": ...}``.
 A helper serves many conversions (it stays warm) and is replaced after ``restart_after`` of
-them, after a crash, or after a timeout.
+them (but those of an engine that restarts its own process, LibreOffice), after a crash, or
+after a timeout.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class Limits:
     output_bytes: int = 1 << 30  # largest file a helper may write
     cpu_seconds: int = 3600  # CPU time over a helper's whole life (it is restarted anyway)
     restart_after: int = 200  # conversions before a helper is replaced
-    office_restart_after: int = 200  # conversions before a helper's LibreOffice is replaced
+    office_restart_after: int = 1000  # conversions before a helper's LibreOffice is replaced
     inflated_bytes: int = 1 << 30  # most a zip container (docx, xlsx, odt...) may inflate to
 
 
@@ -273,12 +274,13 @@ class Helper:
             os.chown(path, NOBODY, NOBODY)
         return path
 
-    def call(self, request: dict[str, Any], progress: Progress) -> list[str]:
+    def call(self, request: dict[str, Any], progress: Progress, counts: bool = True) -> list[str]:
         """Send one request and wait for its end: the extra output files it names (relative to
         the job directory), or the engine's error, or
-        ``EngineTimeout`` / ``EngineCrashed`` (the helper is then replaced)."""
+        ``EngineTimeout`` / ``EngineCrashed`` (the helper is then replaced). ``counts``: the
+        request counts toward the helper's replacement (Descriptor.recycles_itself)."""
         assert self.proc is not None and self.proc.stdin is not None
-        self.served += 1
+        self.served += counts
         deadline = time.monotonic() + self.limits.timeout_seconds
         try:
             self.proc.stdin.write(json.dumps(request).encode() + b"\n")
@@ -438,7 +440,7 @@ class SandboxedEngine:
                     "dst_format": dst_format,
                     "options": msgspec.to_builtins(options),
                 }
-                names = helper.call(request, progress)
+                names = helper.call(request, progress, not self.descriptor.recycles_itself)
                 return self._collect(job, names, dst, dst_format)
             finally:
                 shutil.rmtree(job, ignore_errors=True)

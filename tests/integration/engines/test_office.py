@@ -213,6 +213,30 @@ def test_listener_survives_200_conversions_in_a_row_with_restarts(work_root, sam
         pool.close()
 
 
+def test_office_conversions_do_not_count_toward_the_helpers_replacement(
+    work_root, samples, tmp_path
+):
+    """The listener restarts on its own schedule; the helper's (every 2 here) would restart
+    it with the helper at that pace."""
+    pool = HelperPool(
+        work_root / f"office-recycle-{os.getpid()}",
+        Limits(timeout_seconds=60, restart_after=2),
+    )
+    try:
+        engine = SandboxedEngine(OfficeEngine(), pool)
+        seen = set()
+        for i in range(5):
+            dst = tmp_path / f"o{i}.pdf"
+            engine.convert(samples["docx"], dst, "docx", "pdf", OfficeOptions(), lambda f: None)
+            assert _pdf_pages(dst) >= 1
+            helper = pool.helper()
+            seen.add((helper.proc.pid, frozenset(_soffice_pids(helper))))
+        assert len(seen) == 1, seen
+        assert pool.helper().served == 0
+    finally:
+        pool.close()
+
+
 def test_listener_profile_settings_name_real_configuration_keys():
     """The macro and link settings written into the listener's profile are keys of this
     LibreOffice's configuration schema (a misspelt key would be ignored silently)."""
