@@ -73,13 +73,13 @@ class JobService:
                     )
                 ).fetchone()
                 assert row is not None
-                doc = row["doc"]
+                doc: str = row["doc"]
                 if settle:
                     ready += await self._settle(conn, planned, inline)
                     doc = await self._job_json(conn, row["new_job"], user_id)
         JOBS_CREATED.inc()
         await self._dispatch(ready)
-        return doc  # type: ignore[no-any-return]
+        return doc
 
     async def create_task(self, user_id: uuid.UUID, operation: str, payload: Any) -> str:
         """The single-task routes (POST /v2/import/upload, /v2/convert, ...): no job."""
@@ -223,7 +223,7 @@ class JobService:
         ready: list[Ready] = []
         for task_id, (sha, size, name) in inline.items():
             # the name was known when the job was planned: its dependents' queues follow it
-            outcome = file_outcome(sha, size, name)
+            outcome = _file_outcome(sha, size, name)
             end = await (
                 await conn.execute(COMPLETE, complete_args(task_id, None, outcome))
             ).fetchone()
@@ -301,7 +301,7 @@ class JobService:
         # made during the upload may have added one, and then the end is tried again.
         routing = ImportRouting(
             self.registry,
-            file_outcome(sha, spool.size, safe_filename(filename())),
+            _file_outcome(sha, spool.size, safe_filename(filename())),
             row["dependents"],
         )
         end = None
@@ -553,7 +553,7 @@ def _existing_inputs(planned: list[graph.PlannedTask]) -> bool:
     return any(dep not in ids for t in planned for dep in t.depends_on)
 
 
-def file_outcome(sha: str, size: int, filename: str) -> Outcome:
+def _file_outcome(sha: str, size: int, filename: str) -> Outcome:
     """An import's outcome: its one file."""
     return Outcome(
         {"files": [{"filename": filename, "size": size}]}, [OutFile(sha, size, filename)]

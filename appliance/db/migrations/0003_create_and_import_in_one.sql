@@ -1,13 +1,16 @@
 -- A job's creation and an import's end, each in one statement (one round trip, one implicit
 -- transaction) instead of a transaction of five to seven. The functions of 0002 stay as they
 -- are, so hosts still on the previous release keep working during a rolling upgrade.
+-- All are PL/pgSQL, whose statements' plans are kept per connection (PostgreSQL 15 plans the
+-- body of a SQL-language function that it cannot inline again on every call).
 
 -- A new job's or single task's tasks, from a JSON array of {id, name, operation, queue,
 -- payload, depends_on, result, runs_now}, in that order (their seq follows it). runs_now: no
 -- dependencies and nothing to wait for, ready at once.
 CREATE FUNCTION appliance_insert_tasks(
     p_job uuid, p_user uuid, p_hours double precision, p_tasks jsonb
-) RETURNS void LANGUAGE sql AS $$
+) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
     INSERT INTO tasks (id, job_id, user_id, name, operation, queue, payload, depends_on,
                        result, ready_at, expires_at)
     SELECT (t ->> 'id')::uuid, p_job, p_user, t ->> 'name', t ->> 'operation', t ->> 'queue',
@@ -18,7 +21,7 @@ CREATE FUNCTION appliance_insert_tasks(
            now() + p_hours * interval '1 hour'
       FROM jsonb_array_elements(p_tasks) WITH ORDINALITY AS x(t, n)
      ORDER BY n;
-$$;
+END $$;
 
 -- A job and its tasks; returns its id and, when p_doc, its JSON text.
 CREATE FUNCTION appliance_create_job(
@@ -38,14 +41,15 @@ END $$;
 -- The waiting tasks whose queue class an import's file name may change (convert, thumbnail
 -- and merge that take it as an input), as a JSON array of {id, operation, queue, payload}.
 CREATE FUNCTION appliance_routed_dependents(p_task uuid)
-RETURNS jsonb LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_agg(jsonb_build_object(
-               'id', id, 'operation', operation, 'queue', queue, 'payload', payload)
-               ORDER BY id), '[]')
-      FROM tasks
-     WHERE p_task = ANY(depends_on) AND operation IN ('convert', 'thumbnail', 'merge')
-       AND status = 'waiting';
-$$;
+RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                       'id', id, 'operation', operation, 'queue', queue, 'payload', payload)
+                       ORDER BY id), '[]')
+              FROM tasks
+             WHERE p_task = ANY(depends_on) AND operation IN ('convert', 'thumbnail', 'merge')
+               AND status = 'waiting');
+END $$;
 
 -- An import ends well (as appliance_complete_task, without engine and cache), its dependents
 -- moved to p_queues: the queue classes worked out from its file's name for p_routed, the
