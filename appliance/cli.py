@@ -146,6 +146,8 @@ def api_command(settings: Settings) -> list[str]:
         str(settings.port),
         "--workers",
         str(settings.api_workers),
+        "--loop",
+        "uvloop",  # 7% less CPU per job than asyncio's loop (bench/RESULTS.md)
         "--no-access-log",
         "--respawn-failed-workers",
         "appliance.api.app:create_app",
