@@ -7,10 +7,12 @@ back as dicts.
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
+import msgspec
 from psycopg import AsyncConnection, Connection
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from appliance.settings import Settings
@@ -21,11 +23,20 @@ DictConnection: TypeAlias = Connection[DictRow]
 AsyncDictConnection: TypeAlias = AsyncConnection[DictRow]
 
 
-def _utc(conn: Connection[DictRow]) -> None:
+def _json_by_msgspec(conn: Any) -> None:
+    """json/jsonb values in and out through msgspec, several times faster than the standard
+    library's json, which psycopg uses by default (task payloads, results, files)."""
+    set_json_loads(msgspec.json.decode, conn)
+    set_json_dumps(msgspec.json.encode, conn)
+
+
+def _configure(conn: Connection[DictRow]) -> None:
+    _json_by_msgspec(conn)
     conn.execute("SET TIME ZONE 'UTC'")  # timestamps in API JSON read +00:00
 
 
-async def _utc_async(conn: AsyncConnection[DictRow]) -> None:
+async def _configure_async(conn: AsyncConnection[DictRow]) -> None:
+    _json_by_msgspec(conn)
     await conn.execute("SET TIME ZONE 'UTC'")
 
 
@@ -36,7 +47,7 @@ def sync_pool(settings: Settings, *, min_size: int = 1) -> SyncPool:
         min_size=min_size,
         max_size=settings.db_pool_size,
         kwargs={"row_factory": dict_row, "autocommit": True},
-        configure=_utc,
+        configure=_configure,
         open=False,
         name="appliance",
     )
@@ -52,7 +63,7 @@ async def async_pool(settings: Settings, url: str | None = None) -> AsyncPool:
         min_size=min(2, settings.db_pool_size),
         max_size=settings.db_pool_size,
         kwargs={"row_factory": dict_row, "autocommit": True},
-        configure=_utc_async,
+        configure=_configure_async,
         open=False,
         name="appliance-api" if url is None else "appliance-api-read",
     )
