@@ -47,7 +47,8 @@ BEGIN
                        'id', id, 'operation', operation, 'queue', queue, 'payload', payload)
                        ORDER BY id), '[]')
               FROM tasks
-             WHERE p_task = ANY(depends_on) AND operation IN ('convert', 'thumbnail', 'merge')
+             WHERE depends_on @> ARRAY[p_task]
+               AND operation IN ('convert', 'thumbnail', 'merge')
                AND status = 'waiting');
 END $$;
 

@@ -161,3 +161,31 @@ def test_an_import_that_gained_a_dependent_changes_nothing_and_names_them_all(db
     assert (owned, stale, dependents) == (True, False, None)
     assert sorted(r["id"] for r in ready) == sorted([str(known), str(late)])
     assert {r["queue"] for r in ready} == {"office"}
+
+
+def test_task_ends_find_dependents_through_the_index_not_by_scanning_every_task(db, postgres_url):
+    """Among 20,000 other tasks, ending one (and failing one, with its dependents) reads the
+    tasks table through indexes only: no sequential scan in the transaction."""
+    conn, user = db
+    job = _job(conn, user)
+    conn.execute(
+        "INSERT INTO tasks (job_id, user_id, name, operation, queue, status, depends_on,"
+        " expires_at) SELECT %s, %s, 'old', 'convert', 'light', 'finished',"
+        " ARRAY[gen_random_uuid()], now() + interval '1 hour' FROM generate_series(1, 20000)",
+        (_job(conn, user), user),
+    )
+    conn.execute("ANALYZE tasks")
+    a, b = _task(conn, user, job, "a"), _task(conn, user, job, "b")
+    after_a = _task(conn, user, job, "after-a", status="waiting", depends_on=[a])
+    after_b = _task(conn, user, job, "after-b", status="waiting", depends_on=[b])
+    with psycopg.connect(postgres_url) as tx:
+        released = tx.execute("SELECT appliance_finish_task(%s, '{}')", (a,)).fetchall()
+        failed = tx.execute("SELECT appliance_fail_task(%s, 'X', 'broken')", (b,)).fetchone()
+        scans = tx.execute(
+            "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'tasks'"
+        ).fetchone()
+    assert released == [(after_a,)] and failed == (2,)
+    assert scans == (0,)
+    assert conn.execute("SELECT status FROM tasks WHERE id = %s", (after_b,)).fetchone() == (
+        "error",
+    )
