@@ -94,7 +94,7 @@ class Reconciler:
             log.warning("re-running %d tasks whose worker stopped", len(back))
             self.rt.dispatcher.dispatch([Ready(r["id"], r["queue"]) for r in back])
         for row, job_end in zip(failed, job_ends, strict=True):
-            announce(self.rt.redis, row["id"], row["job_id"] if job_end else None)
+            announce(self.rt.redis, row["id"], ended_job_id=row["job_id"] if job_end else None)
 
     def _stragglers(self, report: PassReport) -> None:
         with self.rt.pool.connection() as conn:

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import dramatiq
@@ -117,13 +117,13 @@ def engines_for(settings: Settings) -> list[Engine]:
 Operation = Callable[[Runtime, dict[str, Any], Callable[[float], None]], Outcome]
 
 
-def announce(client: redis.Redis, task_id: Any, ended_job_id: Any = None) -> None:
-    """Wake API requests waiting on this task, and on its job when the task's end ended the
+def announce(client: redis.Redis, *task_ids: Any, ended_job_id: Any = None) -> None:
+    """Wake API requests waiting on these tasks, and on their job when their end ended the
     job (job waits answer only then). Best effort: waiters also poll."""
     try:
-        client.publish(EVENTS_CHANNEL, f"{task_id} {ended_job_id or ''}")
+        client.publish(EVENTS_CHANNEL, " ".join(str(i) for i in (*task_ids, ended_job_id) if i))
     except redis.RedisError:
-        log.warning("could not publish the end of task %s", task_id, exc_info=True)
+        log.warning("could not publish the end of tasks %s", task_ids, exc_info=True)
 
 
 class TaskRunner:
@@ -227,18 +227,35 @@ class TaskRunner:
                     ).fetchone()
             else:
                 end = conn.execute(
-                    COMPLETE, complete_args(task["id"], task["attempts"], outcome)
+                    COMPLETE_WITH_EXPORTS,
+                    (
+                        *_outcome_args(task["id"], task["attempts"], outcome),
+                        Jsonb(outcome.cache),
+                        self._exports(task, outcome),
+                    ),
                 ).fetchone()
         assert end is not None
         if not end["owned"]:
             log.info("task %s was cancelled, deleted or re-run meanwhile", task["id"])
             return []
+        ended = end.get("ended") or []
+        TASKS_ENDED.labels("export/url", "finished").inc(len(ended))
         count_job_end(end["job_end"])
         ready = [Ready(r["id"], r["queue"]) for r in end["ready"]]
         inline = {r["id"] for r in end["ready"] if r["operation"] in INLINE_OPERATIONS}
         self._dispatch([r for r in ready if r.task_id not in inline])
-        self._announce(task, end["job_end"])
+        self._announce(task, end["job_end"], ended)
         return [r for r in ready if r.task_id in inline]
+
+    def _exports(self, task: dict[str, Any], outcome: Outcome) -> Jsonb:
+        """The ends of the task's exports that take its files alone ({id: {files, result}}),
+        for the task's own end to make along with it (the claim names them)."""
+        if not task.get("exports") or not outcome.files:
+            return Jsonb({})
+        inputs = {"inputs": [asdict(f) for f in outcome.files]}
+        export = self.operations["export/url"](self.rt, inputs, lambda fraction: None)
+        end = {"files": _files_json(export).obj, "result": export.result}
+        return Jsonb({str(export_id): end for export_id in task["exports"]})
 
     def _fail(self, task: dict[str, Any], code: str, message: str) -> None:
         with self.rt.pool.connection() as conn, conn.transaction():
@@ -274,22 +291,30 @@ class TaskRunner:
                 "enqueue of %d tasks failed; the reconciler will retry", len(ready), exc_info=True
             )
 
-    def _announce(self, task: dict[str, Any], job_end: str | None) -> None:
-        announce(self.rt.redis, task["id"], task["job_id"] if job_end else None)
+    def _announce(self, task: dict[str, Any], job_end: str | None, also: Any = ()) -> None:
+        announce(self.rt.redis, task["id"], *also, ended_job_id=task["job_id"] if job_end else None)
 
 
-# The claim's statement: appliance_claim_task (migration 0002) and the input files.
+# The claim's statement: appliance_claim_task (migration 0002), the input files, and the
+# exports to end with the task.
 CLAIM = (
     "SELECT c.*, (SELECT coalesce(json_agg(json_build_object('sha256', f.sha256,"
     " 'filename', f.filename, 'size', f.size)"
     " ORDER BY array_position(c.depends_on, f.task_id), f.position), '[]')"
-    " FROM task_files f WHERE f.task_id = ANY(c.depends_on)) AS inputs"
+    " FROM task_files f WHERE f.task_id = ANY(c.depends_on)) AS inputs,"
+    # its job's exports that take its files alone: its end ends them too (migration 0005)
+    " ARRAY(SELECT d.id FROM tasks d WHERE d.depends_on @> ARRAY[c.id]"
+    " AND cardinality(d.depends_on) = 1 AND d.operation = 'export/url'"
+    " AND d.status = 'waiting' AND d.job_id IS NOT DISTINCT FROM c.job_id) AS exports"
     " FROM appliance_claim_task(%s, %s) c"
 )
 
 
 COMPLETE = "SELECT * FROM appliance_complete_task(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 COMPLETE_IMPORT = "SELECT * FROM appliance_complete_import(%s, %s, %s, %s, %s, %s, %s)"
+COMPLETE_WITH_EXPORTS = (
+    "SELECT * FROM appliance_complete_with_exports(%s, %s, %s, %s, %s, %s, %s, %s)"
+)
 # An import's end is tried again while jobs made meanwhile add dependents to it; each try
 # takes one statement, so more than a few in a row means something is wrong.
 IMPORT_TRIES = 20
@@ -307,18 +332,15 @@ def complete_args(
     queue class}) and released; the job settled. ``attempts``: the worker's attempt that
     must still own the task, or None for an import still waiting. Its row: owned, ready
     ([{id, queue, operation}]), job_end, and doc (the task's JSON text when ``doc``)."""
+    start = _outcome_args(task_id, attempts, outcome)
+    return (*start, Jsonb(queues or {}), Jsonb(outcome.cache), doc)
+
+
+def _outcome_args(task_id: Any, attempts: int | None, outcome: Outcome) -> tuple[Any, ...]:
+    """The arguments COMPLETE and COMPLETE_WITH_EXPORTS begin with: the task, its attempt,
+    files, result, engine and engine version."""
     engine, version = outcome.engine or (None, None)
-    return (
-        task_id,
-        attempts,
-        _files_json(outcome),
-        Jsonb(outcome.result),
-        engine,
-        version,
-        Jsonb(queues or {}),
-        Jsonb(outcome.cache),
-        doc,
-    )
+    return (task_id, attempts, _files_json(outcome), Jsonb(outcome.result), engine, version)
 
 
 def _files_json(outcome: Outcome) -> Jsonb:

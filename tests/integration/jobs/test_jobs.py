@@ -238,7 +238,8 @@ def test_reserving_a_hash_restarts_the_grace_of_an_unreferenced_object(system, t
 
 def test_a_job_is_announced_once_when_it_ends_and_each_task_when_it_ends(system, png_file):
     """Sync job waits re-read the whole job on each announcement: its id is published only by
-    the task end that ended the job, not by each task's end."""
+    the task end that ended the job, not by each task's end. The export, whose only input is
+    the convert, ends in the same statement: one announcement names both, and the job."""
     from appliance.jobs.runner import EVENTS_CHANNEL
 
     pubsub = system.rt.redis.pubsub()
@@ -254,8 +255,31 @@ def test_a_job_is_announced_once_when_it_ends_and_each_task_when_it_ends(system,
             seen.append(message["data"].decode().split())
     finally:
         pubsub.close()
-    assert [words[0] for words in seen] == [task(job, "c")["id"], task(job, "e")["id"]]
-    assert [words[1:] for words in seen] == [[], [job["id"]]]
+    assert seen == [[task(job, "c")["id"], task(job, "e")["id"], job["id"]]]
+    export = task(job, "e")
+    assert export["status"] == "finished" and export["started_at"] and export["ended_at"]
+    [file] = export["result"]["files"]
+    assert file["url"] and file["filename"] == task(job, "c")["result"]["files"][0]["filename"]
+
+
+def test_an_export_of_two_inputs_runs_on_its_own_after_both(system, png_file):
+    """Only an export whose one input is the task just ended ends with it; one of two inputs
+    is still claimed and run by a worker once both have ended."""
+    job = system.create(
+        {
+            "up": {"operation": "import/upload"},
+            "a": {"operation": "convert", "input": "up", "output_format": "webp"},
+            "b": {"operation": "convert", "input": "up", "output_format": "jpg"},
+            "e": {"operation": "export/url", "input": ["a", "b"]},
+        }
+    )
+    system.upload(task(job, "up")["id"], png_file)
+    job = system.wait(job["id"])
+    assert job["status"] == "finished", job
+    names = [f["filename"] for f in task(job, "e")["result"]["files"]]
+    assert [n.rsplit(".", 1)[1] for n in names] == ["webp", "jpg"]
+    attempts = system.sql("SELECT attempts FROM tasks WHERE id = %s", task(job, "e")["id"])
+    assert attempts[0]["attempts"] == 1  # claimed and run, not ended along with an input
 
 
 def test_a_job_made_during_an_upload_on_its_task_moves_to_the_queue_the_file_needs(
