@@ -164,8 +164,11 @@ def test_an_import_that_gained_a_dependent_changes_nothing_and_names_them_all(db
 
 
 def test_task_ends_find_dependents_through_the_index_not_by_scanning_every_task(db, postgres_url):
-    """Among 20,000 other tasks, ending one (and failing one, with its dependents) reads the
-    tasks table through indexes only: no sequential scan in the transaction."""
+    """Among 20,000 other tasks, claiming a task, ending it (moving its dependent to another
+    queue) and failing another with its dependent read tasks and their files through indexes
+    only: no sequential scan in the transaction."""
+    from appliance.jobs.runner import CLAIM, COMPLETE
+
     conn, user = db
     job = _job(conn, user)
     conn.execute(
@@ -174,18 +177,28 @@ def test_task_ends_find_dependents_through_the_index_not_by_scanning_every_task(
         " ARRAY[gen_random_uuid()], now() + interval '1 hour' FROM generate_series(1, 20000)",
         (_job(conn, user), user),
     )
+    conn.execute(
+        "INSERT INTO task_files (task_id, position, sha256, filename, size)"
+        " SELECT id, 0, md5(id::text), 'f', 1 FROM tasks"
+    )
     conn.execute("ANALYZE tasks")
-    a, b = _task(conn, user, job, "a"), _task(conn, user, job, "b")
+    conn.execute("ANALYZE task_files")
+    a, b = _task(conn, user, job, "a", status="waiting"), _task(conn, user, job, "b")
+    conn.execute("UPDATE tasks SET ready_at = now() WHERE id = %s", (a,))
     after_a = _task(conn, user, job, "after-a", status="waiting", depends_on=[a])
     after_b = _task(conn, user, job, "after-b", status="waiting", depends_on=[b])
+    queues = psycopg.types.json.Jsonb({str(after_a): "office"})
     with psycopg.connect(postgres_url) as tx:
-        released = tx.execute("SELECT appliance_finish_task(%s, '{}')", (a,)).fetchall()
+        claimed = tx.execute(CLAIM, (a, 60)).fetchone()
+        ended = tx.execute(COMPLETE, (a, 1, "[]", "{}", None, None, queues, "[]", False)).fetchone()
         failed = tx.execute("SELECT appliance_fail_task(%s, 'X', 'broken')", (b,)).fetchone()
         scans = tx.execute(
-            "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'tasks'"
-        ).fetchone()
-    assert released == [(after_a,)] and failed == (2,)
-    assert scans == (0,)
+            "SELECT relname, seq_scan FROM pg_stat_xact_user_tables"
+            " WHERE relname IN ('tasks', 'task_files') ORDER BY relname"
+        ).fetchall()
+    assert claimed is not None and ended[0] is True and failed == (2,)
+    assert [(r["id"], r["queue"]) for r in ended[1]] == [(str(after_a), "office")]
+    assert scans == [("task_files", 0), ("tasks", 0)]
     assert conn.execute("SELECT status FROM tasks WHERE id = %s", (after_b,)).fetchone() == (
         "error",
     )
