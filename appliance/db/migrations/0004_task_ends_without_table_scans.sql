@@ -8,6 +8,7 @@
 -- the index takes new entries directly instead of into a pending list that every lookup reads
 -- through until a vacuum merges it (1.6 ms a lookup after 200,000 inserts).
 ALTER INDEX tasks_depends_on SET (fastupdate = off);
+SELECT gin_clean_pending_list('tasks_depends_on');  -- what an existing install has pending
 
 CREATE OR REPLACE FUNCTION appliance_release_dependents(p_task uuid) RETURNS SETOF uuid
 LANGUAGE plpgsql AS $$
