@@ -58,7 +58,11 @@ class Limits:
     timeout_seconds: float = 120.0  # wall clock per conversion
     memory_bytes: int = 2 << 30  # data (heap + private mappings) of each helper process
     output_bytes: int = 1 << 30  # largest file a helper may write
-    cpu_seconds: int = 3600  # CPU time over a helper's whole life (it is restarted anyway)
+    # CPU time of each helper process over its whole life, a backstop. A helper that serves
+    # only LibreOffice is no longer recycled by count: at ~2 ms of its own CPU a conversion it
+    # reaches the worker's limit (24,000 s by default) after millions of conversions, and is
+    # then replaced like a crashed one (its conversion retried).
+    cpu_seconds: int = 3600
     restart_after: int = 200  # conversions before a helper is replaced
     office_restart_after: int = 1000  # conversions before a helper's LibreOffice is replaced
     inflated_bytes: int = 1 << 30  # most a zip container (docx, xlsx, odt...) may inflate to
