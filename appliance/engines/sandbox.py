@@ -60,8 +60,8 @@ class Limits:
     output_bytes: int = 1 << 30  # largest file a helper may write
     # CPU time of each helper process over its whole life, a backstop. A helper that serves
     # only LibreOffice is no longer recycled by count: at ~2 ms of its own CPU a conversion it
-    # reaches the worker's limit (24,000 s by default) after millions of conversions, and is
-    # then replaced like a crashed one (its conversion retried).
+    # reaches the worker's limit (24,000 s by default) after about ten million conversions;
+    # the conversion running then fails as ENGINE_CRASHED and the helper is replaced.
     cpu_seconds: int = 3600
     restart_after: int = 200  # conversions before a helper is replaced
     office_restart_after: int = 1000  # conversions before a helper's LibreOffice is replaced
