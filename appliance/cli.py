@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from appliance.settings import Settings, SettingsError
+from appliance.supervisor import api_command, api_group, worker_command, worker_group
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,15 +103,6 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     os.execvp(sys.executable, worker_command(settings, args.queues, args.processes, args.threads))
 
 
-def api_group() -> str:
-    """The API's metrics directory name (one process group per host)."""
-    return "api"
-
-
-def worker_group(queues: list[str]) -> str:
-    return "worker-" + "-".join(queues)
-
-
 def _up(settings: Settings, _: argparse.Namespace) -> int:
     from appliance.supervisor import run_single_host
 
@@ -132,43 +125,13 @@ def _doctor(settings: Settings, _: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
-def api_command(settings: Settings) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "granian",
-        "--interface",
-        "asgi",
-        "--factory",
-        "--host",
-        settings.host,
-        "--port",
-        str(settings.port),
-        "--workers",
-        str(settings.api_workers),
-        "--loop",
-        "uvloop",  # 7% less CPU per job than asyncio's loop (bench/RESULTS.md)
-        "--no-access-log",
-        "--respawn-failed-workers",
-        "appliance.api.app:create_app",
-    ]
+def asgi() -> Any:
+    """The API's ASGI app, as granian loads it (``--factory appliance.cli:asgi``): the
+    HTTP side with the queue side's dispatcher."""
+    from appliance.api.app import create_app
+    from appliance.jobs.broker import dramatiq_dispatcher
 
-
-def worker_command(
-    settings: Settings, queues: list[str], processes: int | None, threads: int | None
-) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "dramatiq",
-        "appliance.jobs.worker",
-        "-Q",
-        *queues,
-        "-p",
-        str(processes or settings.worker_processes),
-        "-t",
-        str(threads or settings.worker_threads),
-    ]
+    return create_app(dramatiq_dispatcher)
 
 
 COMMANDS = {

@@ -19,7 +19,7 @@ import httpx
 from litestar import Litestar
 
 from appliance import local_services
-from appliance.api.app import create_app
+from appliance.cli import asgi
 from appliance.metrics.http import HttpMetrics
 from appliance.supervisor import stop_process_groups
 from bench.bench_api import POST_BODY, wrk
@@ -30,7 +30,7 @@ ROOT = Path(__file__).parents[1]
 
 def app_without_metrics() -> Litestar:
     """The shipped app with the metrics wrapper taken off again (granian factory)."""
-    app = create_app()
+    app = asgi()
     assert isinstance(app.asgi_handler, HttpMetrics)
     app.asgi_handler = app.asgi_handler.app
     return app

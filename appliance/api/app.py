@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Router
@@ -14,59 +13,46 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from appliance import logs
 from appliance.api import files, jobs, meta, responses, tasks
-from appliance.api.auth import Authenticator
 from appliance.api.deps import Services, principal
 from appliance.api.drain import Drain, DrainFlag
 from appliance.api.events import Notifier
-from appliance.db import async_pool
-from appliance.engines.enabled import enabled_engines
-from appliance.engines.registry import Registry
+from appliance.conversions.catalog import Catalog
+from appliance.conversions.service import JobService
+from appliance.conversions.task import Dispatcher
 from appliance.errors import ClientError
-from appliance.jobs.broker import make_broker, make_dispatcher
-from appliance.jobs.catalog import Catalog
-from appliance.jobs.service import JobService
 from appliance.metrics.http import HttpMetrics
+from appliance.security.auth import Authenticator
 from appliance.settings import Settings
-from appliance.storage import make_storage
 
 MULTIPART_SLACK = 1024 * 1024  # room for form fields and boundaries around the file
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+def create_app(
+    dispatcher: Callable[[Settings], Dispatcher], settings: Settings | None = None
+) -> Litestar:
+    """The API; ``dispatcher(settings)`` makes what enqueues ready tasks (the queue side's,
+    handed in by the entry point: the API knows no queue)."""
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await async_pool(settings)
-        read_pool = (
-            await async_pool(settings, settings.database_read_url)
-            if settings.database_read_url
-            else None
-        )
-        storage = make_storage(settings)
-        if hasattr(storage, "ensure_bucket"):
-            await asyncio.to_thread(storage.ensure_bucket)
-        broker = make_broker(settings)
+        queue = dispatcher(settings)
+        jobs = await JobService.open(settings, queue)
         notifier = Notifier(settings.effective_redis_url)
         await notifier.start()
-        registry = Registry(enabled_engines())
         app.state.services = Services(
-            jobs=JobService(
-                settings, pool, storage, registry, make_dispatcher(settings, broker), read_pool
-            ),
-            auth=Authenticator(pool),
+            jobs=jobs,
+            auth=Authenticator(jobs.pool),
             notifier=notifier,
-            catalog=Catalog(registry),
+            catalog=Catalog(jobs.registry),
         )
         try:
             yield
         finally:
             await notifier.stop()
-            await pool.close()
-            if read_pool is not None:
-                await read_pool.close()
-            broker.close()
+            await jobs.close()
+            queue.close()
 
     sync = Router(
         path=settings.sync_prefix, route_handlers=[jobs.sync_job, tasks.sync_task], tags=["sync"]

@@ -7,11 +7,11 @@ from typing import Any
 
 from litestar import Request
 
-from appliance.api.auth import Authenticator, Principal
 from appliance.api.events import Notifier
+from appliance.conversions.catalog import Catalog
+from appliance.conversions.service import JobService
 from appliance.errors import Forbidden
-from appliance.jobs.catalog import Catalog
-from appliance.jobs.service import JobService
+from appliance.security.auth import Authenticator, Principal
 
 
 @dataclass

@@ -13,7 +13,7 @@ import logging
 
 import redis.asyncio as aioredis
 
-from appliance.jobs.runner import EVENTS_CHANNEL
+from appliance.conversions.events import EVENTS_CHANNEL
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
 from appliance.api import responses
-from appliance.api.auth import Principal
 from appliance.api.deps import services
+from appliance.security.auth import Principal
 
 
 class JobCreate(msgspec.Struct):

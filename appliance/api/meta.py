@@ -10,8 +10,9 @@ from litestar import Request, Response, get
 from litestar.params import Parameter
 
 from appliance.api.deps import services
+from appliance.conversions.catalog import Filters
+from appliance.engines import QUEUE_CLASSES
 from appliance.engines.formats import normalize
-from appliance.jobs.catalog import Filters
 from appliance.metrics import scrape
 from appliance.metrics.process import CONTENT_TYPE, exposition
 
@@ -69,12 +70,8 @@ async def live() -> dict[str, str]:
 async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     svc = services(request)
 
-    async def postgres() -> None:
-        async with svc.jobs.pool.connection(timeout=2) as conn:
-            await conn.execute("SELECT 1")
-
     probes = {
-        "postgres": (postgres(), 2.0),
+        "postgres": (svc.jobs.ping(), 2.0),
         "redis": (svc.notifier.ping(), 2.0),
         "storage": (asyncio.to_thread(svc.jobs.storage.check), 5.0),
     }
@@ -102,11 +99,12 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     svc = services(request)
     snapshot = scrape.Snapshot()
     try:
-        snapshot.queues = await asyncio.wait_for(scrape.queues(svc.notifier.client), 2.0)
+        pending: dict[str, str] = {q: svc.jobs.dispatcher.pending_key(q) for q in QUEUE_CLASSES}
+        snapshot.queues = await asyncio.wait_for(scrape.queues(svc.notifier.client, pending), 2.0)
     except Exception:
         log.warning("metrics: queue gauges unavailable (Redis)", exc_info=True)
     try:
-        snapshot.storage = await asyncio.wait_for(scrape.storage(svc.jobs.pool), 2.0)
+        snapshot.storage = await asyncio.wait_for(svc.jobs.storage_use(), 2.0)
     except Exception:
         log.warning("metrics: storage gauges unavailable (Postgres)", exc_info=True)
     body = await asyncio.to_thread(exposition, snapshot)

@@ -10,10 +10,10 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
 from appliance.api import responses
-from appliance.api.auth import Principal
 from appliance.api.deps import services
 from appliance.api.jobs import wait_response
-from appliance.jobs.graph import OPERATIONS
+from appliance.conversions.operations.enabled import OPERATIONS
+from appliance.security.auth import Principal
 
 
 class TaskController(Controller):

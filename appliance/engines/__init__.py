@@ -1,8 +1,10 @@
 """Conversion engines: plugins with a descriptor, listed in ``enabled.py``.
 
 An engine declares the format pairs it converts, an options schema (a msgspec Struct using
-CloudConvert's option names), its queue class and its version. ``registry.Registry`` builds the
-format graph from the enabled engines and routes conversions, over several hops if needed.
+CloudConvert's option names), its queue class, its version, and the family and Debian packages
+a worker host installs for it (the pyinfra deploy reads those from here). ``registry.Registry``
+builds the format graph from the enabled engines and routes conversions, over several hops if
+needed.
 """
 
 from __future__ import annotations
@@ -27,11 +29,18 @@ class Descriptor:
     options: type[msgspec.Struct]
     queue: QueueClass
     version: Callable[[], str]
+    # The engine family an operator lists in a worker host's ``engine_families`` (images, pdf,
+    # office, ...): the deploy installs the family's packages there and runs the heaviest of
+    # its engines' queues. The names are the inventories' vocabulary: keep them stable.
+    family: str
     cost: float = 1.0  # relative price of one run, for choosing among routes
     # Per-pair prices where one differs from ``cost`` (e.g. a lossy target costs a little more,
     # so routes through the engine prefer a faithful intermediate format).
     pair_costs: Mapping[tuple[str, str], float] = field(default_factory=dict)
     requires: tuple[str, ...] = ()  # programs that must be on PATH (checked by `doctor`)
+    # Debian packages a worker host needs for this engine, installed by the deploy with its
+    # family (the programs in ``requires`` and what they load); engines on wheels need none.
+    packages: tuple[str, ...] = ()
     # Pairs a route may take only as its last hop: their output is a poor source for further
     # hops (a whole video turned into a gif, only for another engine to read its first frame).
     last_only: frozenset[tuple[str, str]] = frozenset()

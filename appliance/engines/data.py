@@ -122,6 +122,7 @@ class DataEngine:
         options=DataOptions,
         queue="light",
         version=_version,
+        family="data",
         # Cheaper than LibreOffice (2.0), which also converts csv / xlsx / ods among each
         # other: the router gives those pairs to this engine.
         cost=0.5,

@@ -37,8 +37,10 @@ class CalibreEngine:
         options=EbookOptions,
         queue="office",
         version=lambda: tool_version("ebook-convert"),
+        family="ebooks",
         cost=3.0,  # slower to start than pandoc (1) or warm LibreOffice (2)
         requires=("ebook-convert",),
+        packages=("calibre",),
     )
 
     def convert(

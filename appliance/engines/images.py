@@ -53,6 +53,7 @@ class ImageEngine:
         options=ImageOptions,
         queue="light",
         version=_version,
+        family="images",
     )
 
     def convert(

@@ -48,7 +48,9 @@ class PandocEngine:
         options=MarkupOptions,
         queue="light",
         version=lambda: tool_version("pandoc"),
+        family="markup",
         requires=("pandoc",),
+        packages=("pandoc",),
     )
 
     def convert(

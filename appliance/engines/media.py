@@ -74,8 +74,10 @@ class FfmpegEngine:
         options=MediaOptions,
         queue="media",
         version=lambda: tool_version("ffmpeg", "-version"),
+        family="media",
         cost=3.0,
         requires=("ffmpeg", "ffprobe"),
+        packages=("ffmpeg",),
         last_only=frozenset((v, "gif") for v in VIDEO if v != "gif"),
     )
 

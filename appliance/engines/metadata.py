@@ -52,7 +52,9 @@ class MetadataEngine:
         options=MetadataOptions,
         queue="light",
         version=lambda: f"metadata-1+{tool_version('ffprobe', '-version')}",
+        family="media",
         requires=("ffprobe",),
+        packages=("ffmpeg",),
     )
 
     def convert(

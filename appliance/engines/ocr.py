@@ -78,10 +78,12 @@ class OcrEngine:
         # light work.
         queue="office",
         version=_version,
+        family="ocr",
         # Below image -> pdf -> txt (1 + 1), which finds no text in a picture, so images
         # reach txt, and the text formats after it, through OCR.
         cost=1.5,
         requires=("tesseract",),
+        packages=("tesseract-ocr", "tesseract-ocr-eng"),
     )
 
     def convert(

@@ -283,8 +283,16 @@ class OfficeEngine:
         options=OfficeOptions,
         queue="office",
         version=lambda: tool_version("soffice"),
+        family="office",
         cost=2.0,  # heavier than pandoc where both can do a pair
         requires=("soffice",),
+        packages=(
+            "libreoffice-writer-nogui",
+            "libreoffice-calc-nogui",
+            "libreoffice-impress-nogui",
+            "python3-uno",  # office_bridge.py runs under the system Python with uno
+            "fonts-dejavu-core",  # a font to render with: the deploy skips recommended ones
+        ),
         recycles_itself=True,  # the listener restarts after APPLIANCE_OFFICE_RESTART_AFTER
     )
 

@@ -83,6 +83,7 @@ class PdfEngine:
         options=PdfOptions,
         queue="light",
         version=_version,
+        family="pdf",
     )
 
     def convert(

@@ -165,6 +165,7 @@ class ImagesToPdfEngine:
         options=ImagePdfOptions,
         queue="light",
         version=_version,
+        family="pdf",
     )
 
     def convert(
@@ -292,7 +293,9 @@ class PdfToPdfEngine:
         options=PdfPdfOptions,
         queue="light",
         version=_gs_version,
+        family="pdf",
         requires=("gs",),
+        packages=("ghostscript",),
     )
 
     def convert(
@@ -332,6 +335,7 @@ class SplitEngine:
         options=SplitOptions,
         queue="light",
         version=_version,
+        family="pdf",
     )
 
     def convert(
@@ -371,6 +375,7 @@ class MergeEngine:
         options=MergeOptions,
         queue="light",
         version=_version,
+        family="pdf",
     )
 
     def convert(
@@ -440,7 +445,9 @@ class OptimizeEngine:
         options=OptimizeOptions,
         queue="light",
         version=_gs_version,
+        family="pdf",
         requires=("gs",),
+        packages=("ghostscript",),
     )
     formats = ("pdf", "jpg", "png")
 

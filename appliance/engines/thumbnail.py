@@ -68,7 +68,9 @@ class ThumbnailEngine:
         options=ThumbnailOptions,
         queue="light",
         version=lambda: f"{ImageEngine.descriptor.version()}+thumbnail-2",
+        family="media",
         requires=("ffmpeg", "ffprobe"),
+        packages=("ffmpeg",),
     )
 
     def __init__(self) -> None:

@@ -27,7 +27,9 @@ class SvgEngine:
         options=SvgOptions,
         queue="light",
         version=lambda: tool_version("rsvg-convert"),
+        family="svg",
         requires=("rsvg-convert",),
+        packages=("librsvg2-bin",),
     )
 
     def convert(

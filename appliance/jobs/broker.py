@@ -1,4 +1,5 @@
-"""The Dramatiq broker and the actors: one actor per queue class, all running ``TaskRunner``.
+"""The Dramatiq broker and the actors: one actor per queue class, all running the domain's
+``TaskRunner``.
 
 Dramatiq's own retries are off (``max_retries=0``): retry policy lives in ``TaskRunner``, which
 records attempts in Postgres, so it survives Redis and worker restarts.
@@ -6,6 +7,7 @@ records attempts in Postgres, so it survives Redis and worker restarts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -69,12 +71,21 @@ def make_dispatcher(settings: Settings, broker: RedisBroker) -> DramatiqDispatch
     return DramatiqDispatcher(broker, redis.Redis.from_url(settings.effective_redis_url))
 
 
-def declare_actors(broker: dramatiq.Broker, run: object) -> None:
-    """Register ``run(task_id, queue)`` as one actor per queue class."""
+def dramatiq_dispatcher(settings: Settings) -> DramatiqDispatcher:
+    """A dispatcher with a broker of its own (the API process's; closed with it)."""
+    return make_dispatcher(settings, make_broker(settings))
+
+
+def declare_actors(
+    broker: dramatiq.Broker, run: Callable[[str, str], None], dispatcher: DramatiqDispatcher
+) -> None:
+    """Register ``run(task_id, queue)`` as one actor per queue class; a message picked up
+    leaves its queue's pending set first (``dispatch``)."""
     for queue in QUEUE_CLASSES:
 
         def handler(task_id: str, _queue: str = queue) -> None:
-            run(task_id, _queue)  # type: ignore[operator]
+            dispatcher.picked_up(task_id, _queue)
+            run(task_id, _queue)
 
         dramatiq.Actor(
             handler,

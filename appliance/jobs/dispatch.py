@@ -12,15 +12,13 @@ A duplicate message is harmless: the claim in Postgres lets only one run.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Protocol
 
 import dramatiq
 import redis
 
 from appliance import logs
+from appliance.conversions.task import Ready
 
 PENDING_KEY = "appliance:pending:{queue}"
 
@@ -29,17 +27,9 @@ def actor_name(queue: str) -> str:
     return f"run_task_{queue}"
 
 
-@dataclass(frozen=True)
-class Ready:
-    task_id: uuid.UUID | str
-    queue: str
-
-
-class Dispatcher(Protocol):
-    def dispatch(self, tasks: Iterable[Ready], delay_ms: int | None = None) -> None: ...
-
-
 class DramatiqDispatcher:
+    """The domain's ``Dispatcher`` on Dramatiq's Redis broker."""
+
     def __init__(self, broker: dramatiq.Broker, client: redis.Redis) -> None:
         self.broker = broker
         self.redis = client
@@ -59,6 +49,13 @@ class DramatiqDispatcher:
                 options=dict(options),
             )
             self.broker.enqueue(message, delay=delay_ms)
+
+    def pending_key(self, queue: str) -> str:
+        return PENDING_KEY.format(queue=queue)
+
+    def close(self) -> None:
+        self.broker.close()
+        self.redis.close()
 
     def picked_up(self, task_id: str, queue: str) -> None:
         self.redis.zrem(PENDING_KEY.format(queue=queue), task_id)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import dramatiq
 
 from appliance import logs
-from appliance.jobs.broker import declare_actors, make_broker
-from appliance.jobs.derived import DERIVED
-from appliance.jobs.operations import OPERATIONS
+from appliance.conversions.runner import TaskRunner
+from appliance.conversions.runtime import build_runtime
+from appliance.engines import QUEUE_CLASSES
+from appliance.jobs.broker import declare_actors, make_broker, make_dispatcher
 from appliance.jobs.reconciler import ReconcilerThread
-from appliance.jobs.runner import TaskRunner, build_runtime
+from appliance.metrics import preset
 from appliance.metrics.worker_server import serve
 from appliance.settings import Settings
 
@@ -21,6 +22,7 @@ settings = Settings.from_env()
 logs.configure(settings.log_level, settings.log_format)
 broker = make_broker(settings)
 dramatiq.set_broker(broker)
+dispatcher = make_dispatcher(settings, broker)
 _runner: TaskRunner | None = None
 
 
@@ -34,8 +36,9 @@ class _Boot(dramatiq.Middleware):
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         global _runner
-        rt = build_runtime(settings, broker)
-        _runner = TaskRunner(rt, {**OPERATIONS, **DERIVED})
+        rt = build_runtime(settings, dispatcher)
+        preset(queues=QUEUE_CLASSES)
+        _runner = TaskRunner(rt)
         self.reconciler = ReconcilerThread(rt)
         self.reconciler.start()
 
@@ -53,4 +56,4 @@ class _MetricsPort(dramatiq.Middleware):
 broker.add_middleware(_Boot())
 if settings.worker_metrics_port:
     broker.add_middleware(_MetricsPort())
-declare_actors(broker, _run)
+declare_actors(broker, _run, dispatcher)

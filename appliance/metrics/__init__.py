@@ -15,15 +15,14 @@ computes them from Redis and Postgres at scrape time (``scrape.py``).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Iterable
 
-from appliance.engines import QUEUE_CLASSES
+from prometheus_client import Counter, Gauge, Histogram
 
 # Seconds; the 2 s bucket lets the p95 > 2 s alert be read exactly.
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 120.0)
 CONVERSION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
-TASK_OPERATIONS = ("import/upload", "import/url", "import/base64", "convert", "export/url")
 
 HTTP_REQUESTS = Counter(
     "appliance_http_requests",
@@ -102,12 +101,19 @@ RATELIMIT_REJECTIONS = Counter(
     ["scope"],
 )
 
-# Every known label value exists from the start, so dashboards and alerts see 0, not nothing.
-for _queue in QUEUE_CLASSES:
-    TASKS_IN_PROGRESS.labels(_queue)
-for _op in TASK_OPERATIONS:
-    for _status in ("finished", "error", "retry"):
-        TASKS_ENDED.labels(_op, _status)
+
+def preset(queues: Iterable[str] = (), operations: Iterable[str] = ()) -> None:
+    """Create the series of the queue classes and task operations the caller knows (the
+    engines' queue classes, the enabled operations: this package imports neither), so
+    dashboards and alerts see 0, not nothing. Safe to call again."""
+    for queue in queues:
+        TASKS_IN_PROGRESS.labels(queue)
+    for operation in operations:
+        for status in ("finished", "error", "retry"):
+            TASKS_ENDED.labels(operation, status)
+
+
+# Every other known label value exists from the start.
 for _status in ("finished", "error"):
     JOBS_ENDED.labels(_status)
 for _result in ("hit", "miss"):

@@ -4,7 +4,8 @@ oldest waiting message (Redis), and storage use (Postgres).
 Every API host reports the same values (they describe the whole appliance, not the host), so
 dashboards and alerts take ``max`` over instances, never ``sum``.
 
-The queue figures come from the set ``appliance:pending:<queue>`` (see ``jobs/dispatch.py``):
+The queue figures come from each queue's pending set (``appliance:pending:<queue>``, kept by
+the dispatcher, ``jobs/dispatch.py``):
 a task id scored with the time its message became due, removed when a worker picks the
 message up. Due entries are the backlog; their lowest score gives the oldest message's age.
 Dramatiq's own lists (``dramatiq:<queue>`` and its delay queue ``.DQ``) are reported beside
@@ -20,9 +21,6 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-
-from appliance.engines import QUEUE_CLASSES
-from appliance.jobs.dispatch import PENDING_KEY
 
 DRAMATIQ_NAMESPACE = "dramatiq"
 
@@ -74,12 +72,12 @@ class Snapshot(Collector):
             )
 
 
-async def queues(client: Any) -> dict[str, tuple[int, int, float, int]]:
-    """(due, delayed, oldest due age s, broker messages) per queue, in one round trip."""
+async def queues(client: Any, pending: dict[str, str]) -> dict[str, tuple[int, int, float, int]]:
+    """(due, delayed, oldest due age s, broker messages) per queue, in one round trip;
+    ``pending``: each queue's pending set."""
     now = time.time()
     pipe = client.pipeline(transaction=False)
-    for queue in QUEUE_CLASSES:
-        key = PENDING_KEY.format(queue=queue)
+    for queue, key in pending.items():
         pipe.zcount(key, "-inf", now)
         pipe.zcount(key, f"({now}", "+inf")
         pipe.zrange(key, 0, 0, withscores=True)
@@ -87,17 +85,8 @@ async def queues(client: Any) -> dict[str, tuple[int, int, float, int]]:
         pipe.llen(f"{DRAMATIQ_NAMESPACE}:{queue}.DQ")
     replies = await pipe.execute()
     out: dict[str, tuple[int, int, float, int]] = {}
-    for i, queue in enumerate(QUEUE_CLASSES):
+    for i, queue in enumerate(pending):
         due, later, first, ready, dq = replies[i * 5 : i * 5 + 5]
         oldest = max(0.0, now - first[0][1]) if due and first else 0.0
         out[queue] = (int(due), int(later), oldest, int(ready) + int(dq))
     return out
-
-
-async def storage(pool: Any) -> tuple[int, int]:
-    """(objects, bytes) from the ``files`` table, which has one row per stored object."""
-    async with pool.connection() as conn:
-        row = await (
-            await conn.execute("SELECT count(*) AS n, coalesce(sum(size), 0) AS b FROM files")
-        ).fetchone()
-    return int(row["n"]), int(row["b"])

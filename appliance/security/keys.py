@@ -6,6 +6,7 @@ import hashlib
 import secrets
 
 from appliance.db import DictConnection
+from appliance.db.queries.keys import create_user_key
 
 KEY_PREFIX = "apl_"
 
@@ -31,16 +32,5 @@ def create_key(
     if unknown:
         raise ValueError(f"unknown scopes {unknown}; known: {', '.join(SCOPES)}")
     key = new_key()
-    with conn.transaction():
-        row = conn.execute(
-            "INSERT INTO users (email) VALUES (%s) ON CONFLICT (email) DO UPDATE"
-            " SET email = EXCLUDED.email RETURNING id",
-            (email,),
-        ).fetchone()
-        assert row is not None
-        user_id = row["id"]
-        conn.execute(
-            "INSERT INTO api_keys (user_id, key_hash, prefix, scopes) VALUES (%s, %s, %s, %s)",
-            (user_id, key_hash(key), key[:8], list(scopes)),
-        )
+    create_user_key(conn, email, key_hash(key), key[:8], list(scopes))
     return key

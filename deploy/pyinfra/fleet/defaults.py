@@ -5,39 +5,28 @@ from __future__ import annotations
 
 from typing import Any
 
+from appliance.engines import QUEUE_CLASSES, QueueClass
+from appliance.engines.enabled import enabled_engines
+
 MiB = 1024 * 1024
 
-# Debian packages each engine family needs on a worker host. images (libvips) and pdf
-# (PDFium) come as wheels (pyvips-binary, pypdfium2), so they need no Debian package.
-ENGINE_PACKAGES: dict[str, list[str]] = {
-    "images": [],
-    "data": [],
-    "pdf": ["ghostscript"],  # optimize and PDF/A
-    "ebooks": ["calibre"],
-    "ocr": ["tesseract-ocr", "tesseract-ocr-eng"],
-    "svg": ["librsvg2-bin"],
-    "markup": ["pandoc"],
-    "media": ["ffmpeg"],
-    "office": [
-        "libreoffice-writer-nogui",
-        "libreoffice-calc-nogui",
-        "libreoffice-impress-nogui",
-        "python3-uno",
-        "fonts-dejavu-core",
-    ],
-}
-# The queue class whose worker an engine family needs (see appliance/engines).
-FAMILY_QUEUE = {
-    "images": "light",
-    "data": "light",
-    "pdf": "light",
-    "ebooks": "office",
-    "ocr": "office",
-    "svg": "light",
-    "markup": "light",
-    "office": "office",
-    "media": "media",
-}
+
+def _engine_tables() -> tuple[dict[str, list[str]], dict[str, QueueClass]]:
+    """The engine descriptors' families: each with its engines' Debian packages (in the order
+    the engines list them) and the heaviest of their queue classes."""
+    packages: dict[str, list[str]] = {}
+    queues: dict[str, QueueClass] = {}
+    for engine in enabled_engines():
+        d = engine.descriptor
+        listed = packages.setdefault(d.family, [])
+        listed += [p for p in d.packages if p not in listed]
+        queues[d.family] = max(queues.get(d.family, d.queue), d.queue, key=QUEUE_CLASSES.index)
+    return packages, queues
+
+
+# Debian packages each engine family needs on a worker host, and the queue class whose worker
+# the family needs: both from the engines' descriptors (appliance/engines), their one home.
+ENGINE_PACKAGES, FAMILY_QUEUE = _engine_tables()
 
 DEFAULTS: dict[str, Any] = {
     # Name of the fleet: keys the operator's secrets file (one fleet, one file).
@@ -119,4 +108,4 @@ def engine_packages(families: list[str]) -> list[str]:
 def active_queues(families: list[str]) -> list[str]:
     """Queue classes a worker host runs: those at least one installed family feeds."""
     wanted = {FAMILY_QUEUE[f] for f in families}
-    return [q for q in ("light", "office", "media") if q in wanted]
+    return [q for q in QUEUE_CLASSES if q in wanted]

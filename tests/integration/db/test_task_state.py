@@ -167,7 +167,7 @@ def test_task_ends_find_dependents_through_the_index_not_by_scanning_every_task(
     """Among 20,000 other tasks, claiming a task, ending it (moving its dependent to another
     queue) and failing another with its dependent read tasks and their files through indexes
     only: no sequential scan in the transaction."""
-    from appliance.jobs.runner import CLAIM, COMPLETE
+    from appliance.db.queries.tasks import CLAIM, COMPLETE
 
     conn, user = db
     job = _job(conn, user)

@@ -10,13 +10,13 @@ import zipfile
 import pytest
 import pyvips
 
+from appliance.conversions.work import run_hops
 from appliance.engines.doctor import check_engine
 from appliance.engines.enabled import enabled_engines
 from appliance.engines.ocr import OcrEngine, OcrOptions
 from appliance.engines.registry import Registry
 from appliance.engines.sandbox import SandboxedEngine, sandboxed
 from appliance.errors import InvalidData, PermanentError
-from appliance.jobs.operations import _run_hops
 from tests.integration.engines.test_matrix import OCR_WORDS, text_image
 
 
@@ -112,7 +112,7 @@ def test_images_reach_text_formats_through_ocr(pool, tmp_path):
     src = tmp_path / "words.png"
     text_image(OCR_WORDS).write_to_file(str(src))
     hops, options = registry.plan("png", "docx", {})
-    (docx,) = _run_hops(hops, src, tmp_path, options, lambda f: None)
+    (docx,) = run_hops(hops, src, tmp_path, options, lambda f: None)
     with zipfile.ZipFile(docx) as z:
         body = z.read("word/document.xml").decode()
     assert all(word in body for word in OCR_WORDS.split())

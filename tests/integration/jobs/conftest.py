@@ -18,12 +18,12 @@ import pytest
 import pyvips
 from psycopg.rows import dict_row
 
+from appliance.conversions.operations.convert import Convert
+from appliance.conversions.runner import TaskRunner
+from appliance.conversions.runtime import Runtime, build_runtime
+from appliance.conversions.service import JobService
 from appliance.db import async_pool
-from appliance.jobs.broker import declare_actors, make_broker
-from appliance.jobs.derived import DERIVED
-from appliance.jobs.operations import OPERATIONS
-from appliance.jobs.runner import Runtime, TaskRunner, build_runtime
-from appliance.jobs.service import JobService
+from appliance.jobs.broker import declare_actors, make_broker, make_dispatcher
 from appliance.settings import Settings
 
 
@@ -87,9 +87,10 @@ class JobSystem:
 @pytest.fixture
 def system(settings: Settings, api_key: str) -> Iterator[JobSystem]:
     broker = make_broker(settings)
-    rt = build_runtime(settings, broker)
-    runner = TaskRunner(rt, {**OPERATIONS, **DERIVED})
-    declare_actors(broker, lambda task_id, queue: runner.run(task_id, queue))
+    dispatcher = make_dispatcher(settings, broker)
+    rt = build_runtime(settings, dispatcher)
+    runner = TaskRunner(rt)
+    declare_actors(broker, lambda task_id, queue: runner.run(task_id, queue), dispatcher)
     loop = asyncio.new_event_loop()
     pool = loop.run_until_complete(async_pool(settings))
     svc = JobService(settings, pool, rt.storage, rt.registry, rt.dispatcher)
@@ -113,6 +114,16 @@ def png_file(tmp_path_factory) -> Path:
     base = pyvips.Image.xyz(320, 200).extract_band(0).cast("uchar")
     base.bandjoin([base.flip("horizontal"), base]).write_to_file(str(path))
     return path
+
+
+def as_operation(run: Any) -> Convert:
+    """A convert operation whose worker run is ``run(rt, task, progress)`` (a test double)."""
+
+    class Replaced(Convert):
+        def run(self, rt: Any, task: Any, progress: Any) -> Any:
+            return run(rt, task, progress)
+
+    return Replaced()
 
 
 UPLOAD_CONVERT_EXPORT = {

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
+from appliance.conversions import fetch as fetch_module
+from appliance.conversions.files import Spool
 from appliance.errors import FileTooLarge, InvalidData, PermanentError, RetryableError
-from appliance.jobs import fetch as fetch_module
-from appliance.jobs.files import Spool
 from appliance.security import netguard
 
 BODY = b"\x89PNG\r\n\x1a\n" + b"p" * 5000

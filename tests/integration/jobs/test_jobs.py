@@ -12,7 +12,7 @@ import pyvips
 
 from appliance.errors import InvalidData, RetryableError
 from appliance.storage import object_key
-from tests.integration.jobs.conftest import UPLOAD_CONVERT_EXPORT, task
+from tests.integration.jobs.conftest import UPLOAD_CONVERT_EXPORT, as_operation, task
 
 
 def _download(system, url, tmp_path):
@@ -79,10 +79,10 @@ def test_same_conversion_reuses_the_cached_output_without_running_the_engine(sys
     original = system.runner.operations["convert"]
 
     def counting(rt, t, progress):
-        calls.append(t["id"])
-        return original(rt, t, progress)
+        calls.append(t.id)
+        return original.run(rt, t, progress)
 
-    system.runner.operations["convert"] = counting
+    system.runner.operations["convert"] = as_operation(counting)
     engine = system.rt.registry.engines[0]
     runs = []
     real_convert = engine.convert
@@ -136,12 +136,12 @@ def test_retryable_failure_retries_with_backoff_then_succeeds(system, png_file):
     attempts = []
 
     def flaky(rt, t, progress):
-        attempts.append(t["attempts"])
+        attempts.append(t.attempts)
         if len(attempts) < 3:
             raise RetryableError("storage hiccup")
-        return original(rt, t, progress)
+        return original.run(rt, t, progress)
 
-    system.runner.operations["convert"] = flaky
+    system.runner.operations["convert"] = as_operation(flaky)
     job = system.create(UPLOAD_CONVERT_EXPORT)
     system.upload(task(job, "up")["id"], png_file)
     job = system.wait(job["id"])
@@ -153,7 +153,7 @@ def test_retryable_failure_gives_up_after_max_attempts(system, png_file):
     def always(rt, t, progress):
         raise RetryableError("storage down")
 
-    system.runner.operations["convert"] = always
+    system.runner.operations["convert"] = as_operation(always)
     job = system.create(UPLOAD_CONVERT_EXPORT)
     system.upload(task(job, "up")["id"], png_file)
     job = system.wait(job["id"])
@@ -169,7 +169,7 @@ def test_permanent_failure_fails_at_once_with_its_code(system, png_file):
         calls.append(1)
         raise InvalidData("bad", code="SOMETHING_PERMANENT")
 
-    system.runner.operations["convert"] = broken
+    system.runner.operations["convert"] = as_operation(broken)
     job = system.create(UPLOAD_CONVERT_EXPORT)
     system.upload(task(job, "up")["id"], png_file)
     job = system.wait(job["id"])
@@ -204,14 +204,14 @@ def test_reconciler_deletes_unreferenced_objects_after_grace(system, png_file):
 def test_stored_bytes_that_never_get_a_reference_are_cleaned_up(system, tmp_path):
     """E.g. an import/url download whose task was cancelled meanwhile: the object has a
     reserved `files` row with no reference, so the cleaner finds it after the grace period."""
-    from appliance.jobs.files import sha256_of
-    from appliance.jobs.operations import _keep
+    from appliance.conversions.files import sha256_of
+    from appliance.conversions.work import keep
     from appliance.jobs.reconciler import Reconciler
 
     orphan = tmp_path / "orphan.bin"
     orphan.write_bytes(b"never referenced" * 100)
     sha, size = sha256_of(orphan)
-    _keep(system.rt, orphan, sha, size)
+    keep(system.rt, orphan, orphan.name, (sha, size))
     assert system.rt.storage.exists(object_key(sha))
     Reconciler(system.rt).run_once()
     assert system.rt.storage.exists(object_key(sha))  # within the grace period
@@ -221,17 +221,17 @@ def test_stored_bytes_that_never_get_a_reference_are_cleaned_up(system, tmp_path
 
 
 def test_reserving_a_hash_restarts_the_grace_of_an_unreferenced_object(system, tmp_path):
-    from appliance.jobs.files import sha256_of
-    from appliance.jobs.operations import _keep
+    from appliance.conversions.files import sha256_of
+    from appliance.conversions.work import keep
     from appliance.jobs.reconciler import Reconciler
 
     f = tmp_path / "again.bin"
     f.write_bytes(b"stored twice" * 100)
     sha, size = sha256_of(f)
-    _keep(system.rt, f, sha, size)
+    keep(system.rt, f, f.name, (sha, size))
     system.sql("UPDATE files SET released_at = now() - interval '2 hours'")
     f.write_bytes(b"stored twice" * 100)
-    _keep(system.rt, f, sha, size)  # a new upload of the same bytes, not yet referenced
+    keep(system.rt, f, f.name, (sha, size))  # a new upload of the same bytes, not yet referenced
     assert Reconciler(system.rt).run_once().deleted_objects == 0
     assert system.rt.storage.exists(object_key(sha))
 
@@ -240,7 +240,7 @@ def test_a_job_is_announced_once_when_it_ends_and_each_task_when_it_ends(system,
     """Sync job waits re-read the whole job on each announcement: its id is published only by
     the task end that ended the job, not by each task's end. The export, whose only input is
     the convert, ends in the same statement: one announcement names both, and the job."""
-    from appliance.jobs.runner import EVENTS_CHANNEL
+    from appliance.conversions.events import EVENTS_CHANNEL
 
     pubsub = system.rt.redis.pubsub()
     pubsub.subscribe(EVENTS_CHANNEL)

@@ -9,7 +9,7 @@ import time
 import redis
 
 from appliance.jobs.reconciler import Reconciler
-from tests.integration.jobs.conftest import UPLOAD_CONVERT_EXPORT, task
+from tests.integration.jobs.conftest import UPLOAD_CONVERT_EXPORT, as_operation, task
 
 
 def _base64_job(system, png_file):
@@ -76,7 +76,7 @@ def test_task_of_a_killed_worker_runs_again_when_its_lease_lapses(system, png_fi
     job = _base64_job(system, png_file)
     conv = task(job, "c")
     claimed = system.runner._claim(conv["id"])  # a worker took it, then died
-    assert claimed["status"] == "processing"
+    assert claimed.status == "processing"
     assert Reconciler(system.rt).run_once().lapsed == 0  # lease still valid
     system.sql(
         "UPDATE tasks SET lease_until = now() - interval '1 second' WHERE id = %s", conv["id"]
@@ -110,9 +110,9 @@ def test_progress_is_written_while_the_task_runs(system, png_file):
     def slow(rt, t, progress):
         progress(0.5)
         release.wait(20)
-        return original(rt, t, progress)
+        return original.run(rt, t, progress)
 
-    system.runner.operations["convert"] = slow
+    system.runner.operations["convert"] = as_operation(slow)
     job = system.create(UPLOAD_CONVERT_EXPORT)
     system.upload(task(job, "up")["id"], png_file)
     deadline = time.monotonic() + 20
@@ -137,9 +137,9 @@ def test_cancelled_task_is_not_finished_by_its_worker(system, png_file):
     def slow(rt, t, progress):
         started.set()
         release.wait(20)
-        return original(rt, t, progress)
+        return original.run(rt, t, progress)
 
-    system.runner.operations["convert"] = slow
+    system.runner.operations["convert"] = as_operation(slow)
     job = system.create(UPLOAD_CONVERT_EXPORT)
     system.upload(task(job, "up")["id"], png_file)
     assert started.wait(20)

@@ -21,7 +21,9 @@ class FakeEngine:
 
 
 def engine(id, pairs, queue="light"):
-    return FakeEngine(Descriptor(id, frozenset(pairs), NoOptions, queue, lambda: "1"))
+    return FakeEngine(
+        Descriptor(id, frozenset(pairs), NoOptions, queue, lambda: "1", family="test")
+    )
 
 
 REGISTRY = Registry(
@@ -88,12 +90,28 @@ def test_formats_lists_every_reachable_pair_with_its_route():
 
 def test_route_prefers_the_cheaper_engines_over_fewer_hops():
     slow = FakeEngine(
-        Descriptor("slow", frozenset({("a", "c")}), NoOptions, "light", lambda: "1", cost=5.0)
+        Descriptor(
+            "slow",
+            frozenset({("a", "c")}),
+            NoOptions,
+            "light",
+            lambda: "1",
+            family="test",
+            cost=5.0,
+        )
     )
     registry = Registry([slow, engine("ab", [("a", "b")]), engine("bc", [("b", "c")])])
     assert [h.engine.descriptor.id for h in registry.route("a", "c")] == ["ab", "bc"]
     cheap = FakeEngine(
-        Descriptor("cheap", frozenset({("a", "c")}), NoOptions, "light", lambda: "1", cost=1.5)
+        Descriptor(
+            "cheap",
+            frozenset({("a", "c")}),
+            NoOptions,
+            "light",
+            lambda: "1",
+            family="test",
+            cost=1.5,
+        )
     )
     registry = Registry([cheap, engine("ab", [("a", "b")]), engine("bc", [("b", "c")])])
     assert [h.engine.descriptor.id for h in registry.route("a", "c")] == ["cheap"]
@@ -127,6 +145,7 @@ def test_a_last_only_pair_ends_a_route_and_is_never_a_step_in_one():
             NoOptions,
             "media",
             lambda: "1",
+            family="test",
             last_only=frozenset({("mp4", "gif")}),
         )
     )

@@ -15,35 +15,52 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-from appliance.jobs.files import safe_filename, sha256_of
-from appliance.jobs.operations import _keep, _work_root, input_files
-from appliance.jobs.runner import Outcome, OutFile, Runtime
+from appliance.conversions.files import safe_filename
+from appliance.conversions.operation import Errors, Formats, Operation, PlannedTask, Progress
+from appliance.conversions.runtime import Runtime
+from appliance.conversions.task import Outcome, Task
+from appliance.conversions.work import keep
+from appliance.engines.formats import normalize
+from appliance.engines.registry import Registry
 from appliance.storage import object_key
 
+FORMATS = ("zip", "tar", "tar.gz")
 
-def archive(rt: Runtime, task: dict[str, Any], progress: Any) -> Outcome:
-    p = task["payload"]
-    fmt = p["output_format"]
-    files = input_files(task)
-    names = member_names([f["filename"] for f in files])
-    filename = safe_filename(p.get("filename") or f"archive.{fmt}")
-    with tempfile.TemporaryDirectory(dir=_work_root(rt)) as tmp:
-        out = Path(tmp) / f"archive.{fmt}"
-        members = [
-            (name, f["size"], _reader(rt, f["sha256"]))
-            for name, f in zip(names, files, strict=True)
-        ]
-        if fmt == "zip":
-            _zip(out, members, progress)
-        else:
-            _tar(out, members, "w:gz" if fmt == "tar.gz" else "w", progress)
-        sha, size = sha256_of(out)
-        _keep(rt, out, sha, size)
-    return Outcome(
-        {"files": [{"filename": filename, "size": size}]}, [OutFile(sha, size, filename)]
-    )
+
+class Archive(Operation):
+    name = "archive"
+    required = ("input", "output_format")
+    fields = Operation.fields | {"output_format"}
+    formats = Formats(None, FORMATS, None)
+
+    def check(
+        self, task: PlannedTask, formats: list[str | None], registry: Registry, errors: Errors
+    ) -> None:
+        p, key = task.payload, task.key
+        out = normalize(str(p.get("output_format", "")))
+        out = {"tgz": "tar.gz"}.get(out, out)
+        p["output_format"] = task.output_format = out
+        if out not in FORMATS:
+            errors.add(f"{key}.output_format", f"must be one of {', '.join(FORMATS)}")
+        if not task.depends_on:
+            errors.add(f"{key}.input", "archive needs at least one input task")
+
+    def run(self, rt: Runtime, task: Task, progress: Progress) -> Outcome:
+        fmt = task.payload["output_format"]
+        files = task.input_files()
+        names = member_names([f.filename for f in files])
+        filename = safe_filename(task.payload.get("filename") or f"archive.{fmt}")
+        with tempfile.TemporaryDirectory(dir=rt.work_root()) as tmp:
+            out = Path(tmp) / f"archive.{fmt}"
+            members = [
+                (name, f.size, _reader(rt, f.sha256)) for name, f in zip(names, files, strict=True)
+            ]
+            if fmt == "zip":
+                _zip(out, members, progress)
+            else:
+                _tar(out, members, "w:gz" if fmt == "tar.gz" else "w", progress)
+            return Outcome.of_files([keep(rt, out, filename)])
 
 
 def member_names(filenames: list[str]) -> list[str]:
@@ -72,7 +89,7 @@ def _reader(rt: Runtime, sha256: str) -> Callable[[], Iterator[bytes]]:
     return lambda: rt.storage.iter_bytes(object_key(sha256))
 
 
-def _zip(out: Path, members: list[Member], progress: Any) -> None:
+def _zip(out: Path, members: list[Member], progress: Progress) -> None:
     now = time.localtime()[:6]
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as z:
         for n, (name, size, chunks) in enumerate(members, start=1):
@@ -85,7 +102,7 @@ def _zip(out: Path, members: list[Member], progress: Any) -> None:
             progress(n / len(members))
 
 
-def _tar(out: Path, members: list[Member], mode: str, progress: Any) -> None:
+def _tar(out: Path, members: list[Member], mode: str, progress: Progress) -> None:
     now = time.time()
     with tarfile.open(out, mode, format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
         for n, (name, size, chunks) in enumerate(members, start=1):

@@ -1,4 +1,4 @@
-from appliance.jobs.archive import _Chunks, member_names
+from appliance.conversions.operations.archive import _Chunks, member_names
 
 
 def test_member_names_lose_directories_and_stay_unique():

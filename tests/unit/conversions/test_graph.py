@@ -1,9 +1,9 @@
 import pytest
 
+from appliance.conversions import graph
 from appliance.engines.enabled import enabled_engines
 from appliance.engines.registry import Registry
 from appliance.errors import InvalidData
-from appliance.jobs import graph
 
 REGISTRY = Registry(enabled_engines())
 

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 
 from appliance.db import AsyncPool
+from appliance.db.queries.keys import principal_of
 from appliance.errors import Unauthenticated
 from appliance.security.keys import key_hash
 
@@ -33,14 +34,7 @@ class Authenticator:
         hit = self._cache.get(digest)
         if hit and hit[0] > now:
             return hit[1]
-        async with self.pool.connection() as conn:
-            row = await (
-                await conn.execute(
-                    "SELECT user_id, scopes FROM api_keys"
-                    " WHERE key_hash = %s AND revoked_at IS NULL",
-                    (digest,),
-                )
-            ).fetchone()
+        row = await principal_of(self.pool, digest)
         if row is None:
             raise Unauthenticated("Unauthenticated: the API key is invalid or revoked")
         principal = Principal(row["user_id"], frozenset(row["scopes"]))

@@ -2,10 +2,11 @@ import uuid
 
 import pytest
 
+from appliance.conversions.lifecycle import IMPORT_TRIES, ImportRouting
+from appliance.conversions.task import Outcome, OutFile
 from appliance.engines.enabled import enabled_engines
 from appliance.engines.registry import Registry
 from appliance.errors import RetryableError
-from appliance.jobs.runner import IMPORT_TRIES, ImportRouting, Outcome, OutFile
 
 REGISTRY = Registry(enabled_engines())
 

@@ -66,20 +66,9 @@ def sha256_of(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-# Before bytes are stored under a hash, the hash gets a `files` row (refcount 0 if new, its
-# grace period restarted if unreferenced). The cleaner only deletes rows unreferenced for an
-# hour, so it cannot delete an object being stored now, and an object that never gets a
-# reference (a failed job, a rejected upload) is still found and deleted later.
-RESERVE_FILE = (
-    "INSERT INTO files (sha256, size, refcount, released_at) VALUES (%s, %s, 0, now())"
-    " ON CONFLICT (sha256) DO UPDATE SET released_at ="
-    " CASE WHEN files.refcount <= 0 THEN now() ELSE files.released_at END"
-)
-
-
 def store(storage: Storage, path: Path, sha256: str, *, consume: bool = False) -> bool:
     """Put the file under its content address unless it is there; True if it was written.
-    Reserve the hash first (``RESERVE_FILE``).
+    Reserve the hash first (``db.queries.files.reserve``).
 
     ``consume=True``: the caller is done with ``path`` (a spool or engine output), so the
     backend may take it instead of copying."""

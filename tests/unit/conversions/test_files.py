@@ -2,8 +2,8 @@ import hashlib
 
 import pytest
 
+from appliance.conversions.files import Spool, safe_filename
 from appliance.errors import FileTooLarge
-from appliance.jobs.files import Spool, safe_filename
 
 
 def test_spool_hashes_and_counts_while_writing(tmp_path):

@@ -15,8 +15,8 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import urllib3
 
+from appliance.conversions.files import Spool, safe_filename
 from appliance.errors import InvalidData, PermanentError, RetryableError
-from appliance.jobs.files import Spool, safe_filename
 from appliance.security.netguard import resolve
 
 MAX_REDIRECTS = 5

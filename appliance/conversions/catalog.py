@@ -2,8 +2,9 @@
 output format, with the engines that run it, its queue class and its options schema.
 
 Convert rows are the registry's (``Registry.formats``); the other operations' rows come from
-the table the job graph checks against (``graph.OPERATION_FORMATS``) and the same routes, so a
-listed row is a task ``graph.plan`` accepts and an unlisted input format one it refuses.
+what each enabled operation declares (``Operation.formats``), which its graph check reads
+too, and the same routes, so a listed row is a task ``graph.plan`` accepts and an unlisted
+input format one it refuses.
 Built once per process, on first use: engines, routes and versions do not change while it runs.
 """
 
@@ -15,16 +16,11 @@ from typing import Any
 
 import msgspec
 
+from appliance.conversions.operation import Formats, Operation, input_queue
+from appliance.conversions.operations.enabled import ENABLED
 from appliance.engines.registry import Registry, route_summary
-from appliance.jobs import graph
 
 ANY_FORMAT = "*"  # the input_format of an operation that takes a file of any format
-# Operations that bring files in or send them out: no formats to list.
-_NOT_LISTED = ("import/", "export/")
-
-
-class NoOptions(msgspec.Struct):
-    """The options of an operation the worker runs itself (archive): none."""
 
 
 @dataclass(frozen=True)
@@ -74,20 +70,18 @@ class Catalog:
             return self._rows
         rows = [_row(r) for r in self.registry.formats()]
         formats = self.registry.sources | self.registry.targets
-        for operation in graph.OPERATIONS:
-            if operation != "convert" and not operation.startswith(_NOT_LISTED):
-                rows += self._rows_of(operation, graph.OPERATION_FORMATS[operation], formats)
+        for op in ENABLED:
+            if op.formats is not None:  # convert's rows are the registry's; imports, exports none
+                rows += self._rows_of(op, op.formats, formats)
         named = {r.full["input_format"] for r in rows} | {r.full["output_format"] for r in rows}
         self._known = frozenset(named - {ANY_FORMAT, None})
         self._rows = rows
         return rows
 
-    def _rows_of(
-        self, operation: str, rule: graph.OperationFormats, formats: frozenset[str]
-    ) -> Iterator[_Row]:
+    def _rows_of(self, op: Operation, rule: Formats, formats: frozenset[str]) -> Iterator[_Row]:
         """One row per input format the rule takes (as it is or through a route) and output."""
         engine = self.registry.engine(rule.engine).descriptor if rule.engine else None
-        schema = msgspec.json.schema(engine.options if engine else NoOptions)
+        schema = msgspec.json.schema(op.options_schema(self.registry))
         inputs = [ANY_FORMAT] if rule.inputs is None else sorted(formats | set(rule.inputs))
         for src in inputs:
             hops = [] if src == ANY_FORMAT else rule.route(self.registry, src)
@@ -99,19 +93,19 @@ class Catalog:
             for dst in _outputs(rule, src):
                 yield _row(
                     {
-                        "operation": operation,
+                        "operation": op.name,
                         "input_format": src,
                         "output_format": dst,
                         "engine": "+".join(ids) or None,
                         "engine_version": "+".join(versions) or None,
-                        "queue": graph.input_queue(self.registry, operation, src, hops),
+                        "queue": input_queue(self.registry, op, src, hops),
                         "route": route_summary(hops),  # the conversions run first
                         "options": schema,
                     }
                 )
 
 
-def _outputs(rule: graph.OperationFormats, src: str) -> tuple[str | None, ...]:
+def _outputs(rule: Formats, src: str) -> tuple[str | None, ...]:
     """What the operation makes of ``src``; None for a result without a file (metadata)."""
     if rule.outputs is None:
         return (src,)

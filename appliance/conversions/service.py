@@ -20,30 +20,34 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
-from appliance.db import AsyncDictConnection, AsyncPool
+from appliance.conversions import graph
+from appliance.conversions.files import Spool, safe_filename, store
+from appliance.conversions.lifecycle import (
+    ImportRouting,
+    client_import_ended,
+    files_of,
+    import_outcome,
+)
+from appliance.conversions.operations.enabled import OPERATIONS
+from appliance.conversions.task import Dispatcher, Ready
+from appliance.db import AsyncDictConnection, AsyncPool, async_pool
+from appliance.db.queries import files as file_rows
+from appliance.db.queries import health
+from appliance.db.queries import jobs as job_rows
+from appliance.db.queries import tasks as task_rows
+from appliance.engines import QUEUE_CLASSES
+from appliance.engines.enabled import enabled_engines
 from appliance.engines.registry import Registry
 from appliance.errors import FileTooLarge, InvalidData, NotFound
-from appliance.jobs import graph
-from appliance.jobs.dispatch import Dispatcher, Ready
-from appliance.jobs.files import RESERVE_FILE, Spool, safe_filename, store
-from appliance.jobs.runner import (
-    COMPLETE,
-    COMPLETE_IMPORT,
-    ImportRouting,
-    Outcome,
-    OutFile,
-    complete_args,
-)
-from appliance.metrics import JOBS_CREATED, TASKS_ENDED, UPLOAD_BYTES
+from appliance.metrics import JOBS_CREATED, TASKS_ENDED, UPLOAD_BYTES, preset
 from appliance.security import signing
 from appliance.settings import Settings
-from appliance.storage import Storage
+from appliance.storage import Storage, make_storage
 
 log = logging.getLogger(__name__)
 UPLOAD_PURPOSE = "upload"
 JOB_STATUSES = ("waiting", "processing", "finished", "error")
+InlineFiles = dict[uuid.UUID, tuple[str, int, str]]  # import/base64 task -> (sha, size, name)
 
 
 @dataclass
@@ -56,6 +60,35 @@ class JobService:
     # Status reads (show and list of jobs and tasks) go here when a replica is configured.
     read_pool: AsyncPool | None = None
 
+    def __post_init__(self) -> None:
+        preset(queues=QUEUE_CLASSES, operations=OPERATIONS)
+
+    @classmethod
+    async def open(cls, settings: Settings, dispatcher: Dispatcher) -> JobService:
+        """The API process's service: pools (and the replica's), storage, the engines."""
+        pool = await async_pool(settings)
+        read_pool = None
+        if settings.database_read_url:
+            read_pool = await async_pool(settings, settings.database_read_url)
+        storage = make_storage(settings)
+        if hasattr(storage, "ensure_bucket"):
+            await asyncio.to_thread(storage.ensure_bucket)
+        registry = Registry(enabled_engines())
+        return cls(settings, pool, storage, registry, dispatcher, read_pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+        if self.read_pool is not None:
+            await self.read_pool.close()
+
+    async def ping(self) -> None:
+        """Raise unless Postgres answers (readiness)."""
+        await health.ping(self.pool)
+
+    async def storage_use(self) -> tuple[int, int]:
+        """(objects, bytes) in content-addressed storage."""
+        return await file_rows.storage_use(self.pool)
+
     # -- creation ------------------------------------------------------------------------
     async def create_job(self, user_id: uuid.UUID, tasks: Any, tag: str | None) -> str:
         async with self.pool.connection() as conn:
@@ -64,15 +97,10 @@ class JobService:
             inline = await self._ingest_inline(planned)
             rows, ready = self._task_rows(planned)
             settle = bool(inline) or _existing_inputs(planned)
+            hours = self.settings.job_retention_hours
             # One statement, unless imported files or existing inputs have tasks to settle.
             async with conn.transaction() if settle else contextlib.nullcontext():
-                row = await (
-                    await conn.execute(
-                        "SELECT * FROM appliance_create_job(%s, %s, %s, %s, %s)",
-                        (user_id, tag, self.settings.job_retention_hours, rows, not settle),
-                    )
-                ).fetchone()
-                assert row is not None
+                row = await job_rows.create_job(conn, user_id, tag, hours, rows, not settle)
                 doc: str = row["doc"]
                 if settle:
                     ready += await self._settle(conn, planned, inline)
@@ -92,12 +120,9 @@ class JobService:
             inline = await self._ingest_inline(planned)
             rows, ready = self._task_rows(planned)
             async with conn.transaction():
-                await conn.execute(
-                    "SELECT appliance_insert_tasks(NULL, %s, %s, %s)",
-                    (user_id, self.settings.job_retention_hours, rows),
-                )
+                await job_rows.insert_tasks(conn, user_id, self.settings.job_retention_hours, rows)
                 ready += await self._settle(conn, planned, inline)
-                doc = await self._task_json(conn, user_id, planned[0].id)
+                doc = await job_rows.task_doc(conn, planned[0].id, user_id)
         await self._dispatch(ready)
         assert doc is not None
         return doc
@@ -106,37 +131,18 @@ class JobService:
         self, conn: AsyncDictConnection, user_id: uuid.UUID, tasks: Any
     ) -> dict[str, tuple[uuid.UUID, str | None]]:
         """Inputs naming existing tasks of this user: ref -> (id, output format)."""
-        if not isinstance(tasks, dict):
-            return {}
-        ids = set()
-        for body in tasks.values():
-            refs = body.get("input", []) if isinstance(body, dict) else []
-            for ref in [refs] if isinstance(refs, str) else refs if isinstance(refs, list) else []:
-                if isinstance(ref, str) and ref not in tasks:
-                    with contextlib.suppress(ValueError):
-                        ids.add(uuid.UUID(ref))
+        ids = _external_ids(tasks)
         if not ids:
             return {}
-        rows = await (
-            await conn.execute(
-                "SELECT t.id, t.operation, t.payload, "
-                " (SELECT filename FROM task_files f WHERE f.task_id = t.id"
-                "  ORDER BY position LIMIT 1)"
-                " AS filename FROM tasks t WHERE t.id = ANY(%s) AND t.user_id = %s",
-                (list(ids), user_id),
-            )
-        ).fetchall()
         out = {}
-        for r in rows:
+        for r in await job_rows.external_inputs(conn, user_id, ids):
             fmt = r["payload"].get("output_format") if r["operation"] == "convert" else None
             fmt = fmt or graph.extension_of(r["filename"] or r["payload"].get("filename"))
             out[str(r["id"])] = (r["id"], fmt)
         return out
 
-    async def _ingest_inline(
-        self, planned: list[graph.PlannedTask]
-    ) -> dict[uuid.UUID, tuple[str, int, str]]:
-        """import/base64 files are stored before the job is written: id -> (sha, size, name)."""
+    async def _ingest_inline(self, planned: list[graph.PlannedTask]) -> InlineFiles:
+        """import/base64 files are stored before the job is written."""
         out = {}
         for task in planned:
             if task.operation == "import/base64":
@@ -154,8 +160,7 @@ class JobService:
     async def _keep(self, spool: Spool, sha: str) -> None:
         """Reserve the hash in Postgres (so the cleaner leaves it alone), then store the
         spooled file under it unless the bytes are already there."""
-        async with self.pool.connection() as conn:
-            await conn.execute(RESERVE_FILE, (sha, spool.size))
+        await file_rows.reserve_async(self.pool, sha, spool.size)
         await asyncio.to_thread(partial(store, consume=True), self.storage, spool.path, sha)
 
     def _spool_base64(self, data: Any, name: str) -> tuple[Spool, str]:
@@ -184,16 +189,17 @@ class JobService:
             spool.close()
             raise
 
-    def _task_rows(self, planned: list[graph.PlannedTask]) -> tuple[Jsonb, list[Ready]]:
-        """appliance_insert_tasks's JSON of the planned tasks (migration 0003), and those that
+    def _task_rows(
+        self, planned: list[graph.PlannedTask]
+    ) -> tuple[list[dict[str, Any]], list[Ready]]:
+        """appliance_insert_tasks's rows of the planned tasks (migration 0003), and those that
         are ready at once: no dependencies and no file to wait for."""
         ready: list[Ready] = []
         rows = []
         for task in planned:
-            runs_now = not task.depends_on and task.operation not in (
-                "import/upload",
-                "import/base64",
-            )
+            from_client = OPERATIONS[task.operation].file_from_client
+            runs_now = not task.depends_on and not from_client
+            form = self._upload_form(task.id) if task.operation == "import/upload" else None
             rows.append(
                 {
                     "id": str(task.id),
@@ -202,35 +208,29 @@ class JobService:
                     "queue": task.queue,
                     "payload": task.payload,
                     "depends_on": [str(d) for d in task.depends_on],
-                    "result": (
-                        self._upload_form(task.id) if task.operation == "import/upload" else None
-                    ),
+                    "result": form,
                     "runs_now": runs_now,
                 }
             )
             if runs_now:
                 ready.append(Ready(task.id, task.queue))
-        return Jsonb(rows), ready
+        return rows, ready
 
     async def _settle(
-        self,
-        conn: AsyncDictConnection,
-        planned: list[graph.PlannedTask],
-        inline: dict[uuid.UUID, tuple[str, int, str]],
+        self, conn: AsyncDictConnection, planned: list[graph.PlannedTask], inline: InlineFiles
     ) -> list[Ready]:
         """In the transaction that inserted ``planned``: end the imports whose files came
         inline, and settle the tasks whose inputs are existing tasks. The tasks made ready."""
         ready: list[Ready] = []
         for task_id, (sha, size, name) in inline.items():
             # the name was known when the job was planned: its dependents' queues follow it
-            outcome = _file_outcome(sha, size, name)
-            end = await (
-                await conn.execute(COMPLETE, complete_args(task_id, None, outcome))
-            ).fetchone()
-            ready += _ended(end)[0]
+            outcome = import_outcome(sha, size, name)
+            args = task_rows.complete_args(task_id, None, files_of(outcome), outcome.result)
+            ready += client_import_ended(await task_rows.complete_async(conn, args))[0]
             TASKS_ENDED.labels("import/base64", "finished").inc()
         if _existing_inputs(planned):
-            ready += await _settle_external_inputs(conn, [t.id for t in planned])
+            rows = await job_rows.settle_external_inputs(conn, [t.id for t in planned])
+            ready += [Ready(r["id"], r["queue"]) for r in rows]
         return ready
 
     def _upload_form(self, task_id: uuid.UUID) -> dict[str, Any]:
@@ -275,13 +275,7 @@ class JobService:
 
         ``filename()`` is asked once the file has arrived (multipart names it late)."""
         async with self.pool.connection() as conn:
-            row = await (
-                await conn.execute(
-                    "SELECT status, appliance_routed_dependents(id) AS dependents FROM tasks"
-                    " WHERE id = %s AND operation = 'import/upload'",
-                    (task_id,),
-                )
-            ).fetchone()
+            row = await task_rows.routed_dependents(conn, task_id, "import/upload")
         if row is None:
             raise NotFound("The upload task does not exist")
         if row["status"] != "waiting":
@@ -299,18 +293,14 @@ class JobService:
             spool.close()
         # The dependents known before the upload move to the queues its name calls for; a job
         # made during the upload may have added one, and then the end is tried again.
-        routing = ImportRouting(
-            self.registry,
-            _file_outcome(sha, spool.size, safe_filename(filename())),
-            row["dependents"],
-        )
+        outcome = import_outcome(sha, spool.size, safe_filename(filename()))
+        routing = ImportRouting(self.registry, outcome, row["dependents"])
         end = None
         async with self.pool.connection() as conn:
             while routing.more(end):
-                end = await (
-                    await conn.execute(COMPLETE_IMPORT, routing.args(task_id, None, doc=True))
-                ).fetchone()
-        ready, doc = _ended(end)
+                args = routing.args(task_id, None, doc=True)
+                end = await task_rows.complete_import_async(conn, args)
+        ready, doc = client_import_ended(end)
         TASKS_ENDED.labels("import/upload", "finished").inc()
         await self._dispatch(ready)
         assert doc is not None
@@ -329,39 +319,23 @@ class JobService:
             return await fetch(conn)
 
     async def get_job(self, user_id: uuid.UUID, job_id: uuid.UUID) -> str:
-        doc = await self._read(lambda conn: self._job_json(conn, job_id, user_id))
+        doc = await self._read(lambda conn: job_rows.job_doc(conn, job_id, user_id))
         if doc is None:
             raise NotFound(f"Job {job_id} not found")
-        return doc
+        return doc  # type: ignore[no-any-return]
 
     async def _job_json(
         self, conn: AsyncDictConnection, job_id: uuid.UUID, user_id: uuid.UUID
-    ) -> Any:
-        row = await (
-            await conn.execute(
-                "SELECT doc::text AS doc FROM job_docs WHERE id = %s AND user_id = %s",
-                (job_id, user_id),
-            )
-        ).fetchone()
-        return row["doc"] if row else None
-
-    async def get_task(self, user_id: uuid.UUID, task_id: uuid.UUID) -> str:
-        doc = await self._read(lambda conn: self._task_json(conn, user_id, task_id))
-        if doc is None:
-            raise NotFound(f"Task {task_id} not found")
+    ) -> str:
+        doc = await job_rows.job_doc(conn, job_id, user_id)
+        assert doc is not None
         return doc
 
-    async def _task_json(
-        self, conn: AsyncDictConnection, user_id: uuid.UUID, task_id: uuid.UUID
-    ) -> str | None:
-        row = await (
-            await conn.execute(
-                "SELECT appliance_task_json(t)::text AS doc FROM tasks t WHERE id = %s"
-                " AND user_id = %s",
-                (task_id, user_id),
-            )
-        ).fetchone()
-        return row["doc"] if row else None
+    async def get_task(self, user_id: uuid.UUID, task_id: uuid.UUID) -> str:
+        doc = await self._read(lambda conn: job_rows.task_doc(conn, task_id, user_id))
+        if doc is None:
+            raise NotFound(f"Task {task_id} not found")
+        return doc  # type: ignore[no-any-return]
 
     async def list_jobs(
         self,
@@ -375,16 +349,8 @@ class JobService:
     ) -> tuple[str, bool]:
         """JSON array text of one page and whether a next page exists."""
         _check_status(status)
-        sql = LIST_JOBS_WITH_TASKS if include_tasks else LIST_JOBS
-        args = (
-            user_id,
-            status,
-            status,
-            tag,
-            tag,
-            per_page + 1,
-            (page - 1) * per_page,
-        )
+        sql = job_rows.LIST_JOBS_WITH_TASKS if include_tasks else job_rows.LIST_JOBS
+        args = (user_id, status, status, tag, tag, per_page + 1, (page - 1) * per_page)
         return await self._page(sql, args, per_page)
 
     async def list_tasks(
@@ -398,13 +364,6 @@ class JobService:
         per_page: int,
     ) -> tuple[str, bool]:
         _check_status(status)
-        sql = (
-            "SELECT coalesce(json_agg(appliance_task_json(t) ORDER BY t.created_at DESC,"
-            " t.id DESC), '[]')::text AS doc, count(*) AS n FROM (SELECT * FROM tasks"
-            " WHERE user_id = %s AND (%s::text IS NULL OR status = %s)"
-            " AND (%s::uuid IS NULL OR job_id = %s) AND (%s::text IS NULL OR operation = %s)"
-            " ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s) t"
-        )
         job = _uuid_or_404(job_id, "job") if job_id else None
         args = (
             user_id,
@@ -417,64 +376,40 @@ class JobService:
             per_page + 1,
             (page - 1) * per_page,
         )
-        return await self._page(sql, args, per_page)
+        return await self._page(job_rows.LIST_TASKS, args, per_page)
 
     async def _page(self, sql: str, args: tuple[Any, ...], per_page: int) -> tuple[str, bool]:
         async with (self.read_pool or self.pool).connection() as conn:
-            row = await (await conn.execute(sql, args)).fetchone()  # type: ignore[arg-type]
-        assert row is not None
-        if row["n"] <= per_page:
-            return row["doc"], False
+            doc, n = await job_rows.page(conn, sql, args)
+        if n <= per_page:
+            return doc, False
         # One extra row was fetched to learn whether a next page exists; drop it.
-        items = json.loads(row["doc"])[:per_page]
-        return json.dumps(items), True
+        return json.dumps(json.loads(doc)[:per_page]), True
 
     # -- changes -------------------------------------------------------------------------
     async def delete_job(self, user_id: uuid.UUID, job_id: uuid.UUID) -> None:
         async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "SELECT appliance_delete_tasks(coalesce(array_agg(t.id), '{}'))"
-                " FROM jobs j LEFT JOIN tasks t ON t.job_id = j.id"
-                " WHERE j.id = %s AND j.user_id = %s GROUP BY j.id",
-                (job_id, user_id),
-            )
-            if cur.rowcount == 0:
+            if not await job_rows.delete_job(conn, job_id, user_id):
                 raise NotFound(f"Job {job_id} not found")
-            await conn.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
 
     async def delete_task(self, user_id: uuid.UUID, task_id: uuid.UUID) -> None:
         async with self.pool.connection() as conn:
-            row = await (
-                await conn.execute(
-                    "SELECT appliance_delete_tasks(ARRAY[id]) AS n FROM tasks"
-                    " WHERE id = %s AND user_id = %s",
-                    (task_id, user_id),
-                )
-            ).fetchone()
-        if row is None:
-            raise NotFound(f"Task {task_id} not found")
+            if not await job_rows.delete_task(conn, task_id, user_id):
+                raise NotFound(f"Task {task_id} not found")
 
     async def cancel_task(self, user_id: uuid.UUID, task_id: uuid.UUID) -> str:
         async with self.pool.connection() as conn:
             async with conn.transaction():
-                row = await (
-                    await conn.execute(
-                        "SELECT status FROM tasks WHERE id = %s AND user_id = %s FOR UPDATE",
-                        (task_id, user_id),
-                    )
-                ).fetchone()
-                if row is None:
+                status = await job_rows.task_status_for_update(conn, task_id, user_id)
+                if status is None:
                     raise NotFound(f"Task {task_id} not found")
-                if row["status"] not in ("waiting", "processing"):
+                if status not in ("waiting", "processing"):
                     raise InvalidData(
                         "Only waiting or processing tasks can be cancelled",
                         code="TASK_NOT_CANCELLABLE",
                     )
-                await conn.execute(
-                    "SELECT appliance_fail_task(%s, 'CANCELLED', %s)",
-                    (task_id, "The task was cancelled"),
-                )
-            doc = await self._task_json(conn, user_id, task_id)
+                await task_rows.fail_async(conn, task_id, "CANCELLED", "The task was cancelled")
+            doc = await job_rows.task_doc(conn, task_id, user_id)
         assert doc is not None
         return doc
 
@@ -482,36 +417,19 @@ class JobService:
         """A new task with the same operation, payload and inputs (CloudConvert's retry)."""
         async with self.pool.connection() as conn:
             async with conn.transaction():
-                old = await (
-                    await conn.execute(
-                        "SELECT * FROM tasks WHERE id = %s AND user_id = %s", (task_id, user_id)
-                    )
-                ).fetchone()
+                old = await job_rows.task_row(conn, task_id, user_id)
                 if old is None:
                     raise NotFound(f"Task {task_id} not found")
                 if old["status"] not in ("finished", "error"):
                     raise InvalidData("Only ended tasks can be retried", code="TASK_NOT_ENDED")
-                if old["operation"] in ("import/upload", "import/base64"):
+                op = OPERATIONS.get(old["operation"])
+                if op is None or op.file_from_client:
                     raise InvalidData(
                         f"{old['operation']} tasks cannot be retried", code="TASK_NOT_RETRYABLE"
                     )
                 new_id = uuid.uuid4()
-                row = await (
-                    await conn.execute(
-                        "INSERT INTO tasks (id, job_id, user_id, name, operation, queue, payload,"
-                        " depends_on, retry_of_task_id, ready_at, expires_at)"
-                        " SELECT %s, job_id, user_id, name || '-retry-' || left(%s::text, 8),"
-                        " operation, queue, payload, depends_on, id,"
-                        " CASE WHEN NOT EXISTS (SELECT 1 FROM tasks d"
-                        "   WHERE d.id = ANY(t.depends_on)"
-                        "   AND d.status <> 'finished') THEN now() END, expires_at"
-                        " FROM tasks t WHERE id = %s RETURNING ready_at, queue",
-                        (new_id, new_id, task_id),
-                    )
-                ).fetchone()
-                assert row is not None
-                await conn.execute("SELECT appliance_refresh_job(%s)", (old["job_id"],))
-            doc = await self._task_json(conn, user_id, new_id)
+                row = await job_rows.retry_task(conn, task_id, new_id, old["job_id"])
+            doc = await job_rows.task_doc(conn, new_id, user_id)
         if row["ready_at"] is not None:
             await self._dispatch([Ready(new_id, row["queue"])])
         assert doc is not None
@@ -533,78 +451,24 @@ class JobService:
             await wakeup(min(remaining, 2.0))
 
 
-def _list_jobs_sql(view: str) -> str:
-    # ``view`` is one of the two constants below, never client input.
-    return (
-        "SELECT coalesce(json_agg(doc ORDER BY created_at DESC, id DESC), '[]')::text AS doc,"  # noqa: S608
-        f" count(*) AS n FROM (SELECT * FROM {view} WHERE user_id = %s"
-        " AND (%s::text IS NULL OR status = %s) AND (%s::text IS NULL OR tag = %s)"
-        " ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s) j"
-    )
-
-
-LIST_JOBS = _list_jobs_sql("job_summaries")
-LIST_JOBS_WITH_TASKS = _list_jobs_sql("job_docs")
+def _external_ids(tasks: Any) -> list[uuid.UUID]:
+    """The inputs of ``tasks`` that name no task of the job but look like task ids."""
+    if not isinstance(tasks, dict):
+        return []
+    ids = set()
+    for body in tasks.values():
+        refs = body.get("input", []) if isinstance(body, dict) else []
+        for ref in [refs] if isinstance(refs, str) else refs if isinstance(refs, list) else []:
+            if isinstance(ref, str) and ref not in tasks:
+                with contextlib.suppress(ValueError):
+                    ids.add(uuid.UUID(ref))
+    return list(ids)
 
 
 def _existing_inputs(planned: list[graph.PlannedTask]) -> bool:
     """Whether some of the new tasks take existing tasks as inputs."""
     ids = {t.id for t in planned}
     return any(dep not in ids for t in planned for dep in t.depends_on)
-
-
-def _file_outcome(sha: str, size: int, filename: str) -> Outcome:
-    """An import's outcome: its one file."""
-    return Outcome(
-        {"files": [{"filename": filename, "size": size}]}, [OutFile(sha, size, filename)]
-    )
-
-
-def _ended(end: Any) -> tuple[list[Ready], str | None]:
-    """A waiting import's end as COMPLETE or COMPLETE_IMPORT answered it: the tasks that
-    became ready and the task's JSON text; TASK_NOT_WAITING if it already had a file or had
-    ended."""
-    if end is None or not end["owned"]:
-        raise InvalidData(
-            "The upload task already has a file or has ended", code="TASK_NOT_WAITING"
-        )
-    return [Ready(r["id"], r["queue"]) for r in end["ready"]], end["doc"]
-
-
-async def _settle_external_inputs(conn: AsyncDictConnection, ids: list[uuid.UUID]) -> list[Ready]:
-    """New tasks whose inputs are existing tasks: ready if those finished, failed if one failed.
-
-    (Inputs still running release them later, like any dependency.) The inputs are locked
-    first, so an input finishing at this moment either waits for this transaction (and then
-    releases the new tasks itself) or has committed before the checks below read it."""
-    await conn.execute(
-        "SELECT 1 FROM tasks WHERE id IN (SELECT unnest(depends_on) FROM tasks"
-        " WHERE id = ANY(%s)) AND NOT id = ANY(%s) ORDER BY id FOR SHARE",
-        (ids, ids),
-    )
-    failed = await (
-        await conn.execute(
-            "SELECT t.id, min(d.message) AS message FROM tasks t JOIN tasks d"
-            " ON d.id = ANY(t.depends_on) WHERE t.id = ANY(%s) AND d.status = 'error'"
-            " GROUP BY t.id",
-            (ids,),
-        )
-    ).fetchall()
-    for row in failed:
-        await conn.execute(
-            "SELECT appliance_fail_task(%s, 'INPUT_TASK_FAILED', %s)",
-            (row["id"], row["message"] or "an input task failed"),
-        )
-    rows = await (
-        await conn.execute(
-            "UPDATE tasks t SET ready_at = now() WHERE t.id = ANY(%s) AND t.status = 'waiting'"
-            " AND t.ready_at IS NULL AND cardinality(t.depends_on) > 0 AND NOT EXISTS"
-            " (SELECT 1 FROM tasks d WHERE d.id = ANY(t.depends_on) AND d.status <> 'finished')"
-            " RETURNING t.id, t.queue",
-            (ids,),
-        )
-    ).fetchall()
-    return [Ready(r["id"], r["queue"]) for r in rows]
 
 
 def _check_status(status: str | None) -> None:

@@ -4,11 +4,12 @@ import uuid
 
 import pytest
 
+from appliance.conversions import graph
+from appliance.conversions.catalog import ANY_FORMAT, Catalog, Filters
+from appliance.conversions.operations.enabled import ENABLED, OPERATIONS
 from appliance.engines.enabled import enabled_engines
 from appliance.engines.registry import Registry
 from appliance.errors import InvalidData
-from appliance.jobs import graph, operations
-from appliance.jobs.catalog import ANY_FORMAT, Catalog, Filters
 
 REGISTRY = Registry(enabled_engines())
 CATALOG = Catalog(REGISTRY)
@@ -17,13 +18,14 @@ ROWS = CATALOG.operations(Filters(), options=True)
 NAMED = sorted({r["input_format"] for r in ROWS} | {r["output_format"] for r in ROWS} - {None, "*"})
 UNKNOWN = "qqq"
 INPUT = uuid.uuid4()  # an existing task whose file has the format under test
+FORMATS = {op.name: op.formats for op in ENABLED if op.formats is not None}
 
 
 def output_field(operation, output_format):
     """The task's ``output_format`` field, for the operations whose task names its output."""
     return (
         {"output_format": output_format}
-        if "output_format" in graph._REQUIRED.get(operation, ())
+        if "output_format" in OPERATIONS[operation].required
         else {}
     )
 
@@ -42,7 +44,7 @@ def refusal(operation, input_format, **fields):
 
 
 def test_every_operation_that_takes_inputs_is_listed():
-    takes_inputs = {op for op in graph.OPERATIONS if not op.startswith(("import/", "export/"))}
+    takes_inputs = {op for op in OPERATIONS if not op.startswith(("import/", "export/"))}
     assert {r["operation"] for r in ROWS} == takes_inputs
 
 
@@ -62,10 +64,10 @@ def test_every_listed_row_is_planned_with_its_output_and_queue():
     assert len(ROWS) > 1000  # the convert pairs are all in it
 
 
-@pytest.mark.parametrize("operation", sorted(graph.OPERATION_FORMATS))
+@pytest.mark.parametrize("operation", sorted(FORMATS))
 def test_an_input_format_not_listed_for_an_operation_is_refused_with_422(operation):
     listed = {r["input_format"] for r in ROWS if r["operation"] == operation}
-    rule = graph.OPERATION_FORMATS[operation]
+    rule = FORMATS[operation]
     fields = output_field(operation, rule.outputs[0] if rule.outputs else None)
     if listed == {ANY_FORMAT}:  # takes any file: every format is planned, even an unknown one
         for fmt in [*NAMED, UNKNOWN]:
@@ -93,11 +95,8 @@ def test_an_output_format_not_listed_is_refused_with_422():
     assert "tasks.t.output_format" in refusal("merge", "png", output_format="docx")
 
 
-def test_the_table_names_the_engines_the_workers_run():
-    engines = {op: rule.engine for op, rule in graph.OPERATION_FORMATS.items()}
-    assert engines["merge"] == operations.MERGE_ENGINE
-    assert engines["optimize"] == operations.OPTIMIZE_ENGINE
-    assert engines["pdf/split-pages"] == operations.SPLIT_ENGINE
+def test_every_engine_an_operation_runs_is_enabled():
+    engines = {op: rule.engine for op, rule in FORMATS.items()}
     for engine_id in filter(None, engines.values()):
         REGISTRY.engine(engine_id)  # enabled, or this raises
 

@@ -1,0 +1,197 @@
+"""Validates a job's task graph and turns it into tasks to insert. Pure: no I/O.
+
+Checks: known operations, required fields and field types, inputs that exist (a task of the
+job or, for single-task routes, an existing task id), no cycles; then each operation's own
+check (``Operation.check``: formats, routes, options) sets the task's queue class and the
+format it makes. Once an import's file is named, ``queues_once_named`` moves the waiting tasks
+that take it to the queue class their route now needs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from appliance.conversions.operation import Errors, Operation, PlannedTask
+from appliance.conversions.operations.enabled import OPERATIONS
+from appliance.conversions.work import extension_of
+from appliance.engines import QUEUE_CLASSES
+from appliance.engines.registry import Registry
+from appliance.errors import ClientError, InvalidData
+
+__all__ = ["PlannedTask", "extension_of", "plan", "queue_once_named", "queues_once_named"]
+
+# Fields whose type the workers rely on: checked here so a wrong type is a 422, not a crash.
+_STRING_FIELDS = ("url", "filename", "input_format", "output_format", "file", "engine")
+External = Callable[[str], tuple[uuid.UUID, str | None] | None]
+
+
+def plan(
+    tasks: Mapping[str, Any],
+    registry: Registry,
+    external: External = lambda _ref: None,
+    operations: Mapping[str, Operation] = OPERATIONS,
+) -> list[PlannedTask]:
+    """Validate ``tasks`` (name -> payload) and return them in definition order (as
+    CloudConvert lists them), dependencies linked.
+
+    ``external(ref)`` resolves an input that is not a task of this job (an existing task id of
+    the same user) to ``(id, output format or None)``; None means it does not exist.
+    """
+    if not isinstance(tasks, Mapping) or not tasks:
+        raise InvalidData(
+            "The job needs at least one task", errors={"tasks": ["must be a non-empty object"]}
+        )
+    errors = Errors()
+    by_name, inputs = _parse(tasks, operations, errors)
+    errors.raise_any()
+    for name in _topological(by_name, inputs, errors):
+        task = by_name[name]
+        formats = _link(task, inputs[name], by_name, external, errors)
+        if formats is not None:
+            operations[task.operation].check(task, formats, registry, errors)
+    errors.raise_any()
+    return list(by_name.values())
+
+
+def _parse(
+    tasks: Mapping[str, Any], operations: Mapping[str, Operation], errors: Errors
+) -> tuple[dict[str, PlannedTask], dict[str, list[str]]]:
+    """Each task's operation, required fields, field types and input references."""
+    by_name: dict[str, PlannedTask] = {}
+    inputs: dict[str, list[str]] = {}
+    for name, payload in tasks.items():
+        key = f"tasks.{name}"
+        if not isinstance(payload, Mapping):
+            errors.add(key, "must be an object")
+            continue
+        op = operations.get(payload.get("operation"))  # type: ignore[arg-type]
+        if op is None:
+            errors.add(
+                f"{key}.operation",
+                f"unknown operation {payload.get('operation')!r}; allowed: {', '.join(operations)}",
+            )
+            continue
+        for req in op.required:
+            if payload.get(req) in (None, "", []):
+                errors.add(f"{key}.{req}", f"{req} is required for {op.name}")
+        _check_types(payload, key, errors)
+        inputs[name] = _refs(payload, key, errors)
+        body = {k: v for k, v in payload.items() if k != "operation"}
+        by_name[name] = PlannedTask(uuid.uuid4(), name, op.name, "light", body)
+    return by_name, inputs
+
+
+def _refs(payload: Mapping[str, Any], key: str, errors: Errors) -> list[str]:
+    refs = payload.get("input", [])
+    refs = [refs] if isinstance(refs, str) else refs
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        errors.add(f"{key}.input", "must be a task name or a list of task names")
+        return []
+    return refs
+
+
+def _link(
+    task: PlannedTask,
+    refs: list[str],
+    by_name: dict[str, PlannedTask],
+    external: External,
+    errors: Errors,
+) -> list[str | None] | None:
+    """Link the task to its inputs; their formats (None: not known yet), or None when an
+    input does not exist."""
+    formats: list[str | None] = []
+    missing = False
+    for ref in refs:
+        if ref in by_name:
+            task.depends_on.append(by_name[ref].id)
+            formats.append(by_name[ref].output_format)
+            continue
+        found = external(ref)
+        if found is None:
+            errors.add(f"{task.key}.input", f"input task {ref!r} does not exist")
+            missing = True
+            continue
+        task.depends_on.append(found[0])
+        formats.append(found[1])
+    return None if missing else formats
+
+
+def _check_types(payload: Mapping[str, Any], key: str, errors: Errors) -> None:
+    for name in _STRING_FIELDS:
+        if name in payload and payload[name] is not None and not isinstance(payload[name], str):
+            errors.add(f"{key}.{name}", "must be a string")
+    headers = payload.get("headers")
+    if headers is not None and not (
+        isinstance(headers, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+    ):
+        errors.add(f"{key}.headers", "must be an object of string header values")
+
+
+def _topological(
+    by_name: dict[str, PlannedTask], inputs: dict[str, list[str]], errors: Errors
+) -> list[str]:
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = " -> ".join([*trail[trail.index(name) :], name])
+            errors.add(f"tasks.{name}.input", f"the task graph has a cycle: {cycle}")
+            raise ClientError("cycle")
+        state[name] = 1
+        for ref in inputs[name]:
+            if ref in by_name:
+                visit(ref, [*trail, name])
+        state[name] = 2
+        order.append(name)
+
+    try:
+        for name in by_name:
+            visit(name, [])
+    except ClientError:
+        raise InvalidData("The given data was invalid.", errors=errors.items) from None
+    return order
+
+
+# A task whose input's format was unknown when its job was created (an upload names its file
+# only when it arrives) was put on the light queue. Once the input task has its file, the
+# route is known; if it needs a heavier queue class (LibreOffice on `office`, ffmpeg on
+# `media`), the task moves there before it is enqueued, so office documents never tie up light
+# workers, nor reach a light-only worker host that lacks the engine. The tasks concerned are
+# read by appliance_routed_dependents (migration 0003).
+def queues_once_named(
+    registry: Registry,
+    tasks: Sequence[Mapping[str, Any]],
+    filename: str,
+    operations: Mapping[str, Operation] = OPERATIONS,
+) -> dict[str, str]:
+    """{task id: queue class} for each waiting task of ``tasks`` ({id, operation, queue,
+    payload}) that needs a heavier queue class now its input is named ``filename``."""
+    queues = {}
+    for task in tasks:
+        queue = queue_once_named(registry, task, filename, operations)
+        if queue is not None:
+            queues[str(task["id"])] = queue
+    return queues
+
+
+def queue_once_named(
+    registry: Registry,
+    task: Mapping[str, Any],
+    filename: str,
+    operations: Mapping[str, Operation] = OPERATIONS,
+) -> str | None:
+    """The queue class a waiting ``task`` needs now its input is named ``filename``, if
+    that is heavier than the one it has; else None."""
+    payload, op, src = task["payload"], operations.get(task["operation"]), extension_of(filename)
+    if not src or op is None or payload.get("input_format"):
+        return None  # a declared input format already chose the queue at creation
+    queue = op.queue_once_named(registry, payload, src)
+    if queue and QUEUE_CLASSES.index(queue) > QUEUE_CLASSES.index(task["queue"]):
+        return queue
+    return None

@@ -1,0 +1,209 @@
+"""What a task operation is: one class that declares everything about it.
+
+A task operation (``convert``, ``merge``, ``thumbnail``, ``export/url``, ...) is one module
+under ``operations/`` holding one ``Operation`` subclass, listed once in
+``operations/enabled.py``. From that list the job graph checks tasks (``graph.plan``),
+``GET /v2/operations`` lists rows (``catalog``), the API mounts one single-task route per
+operation, metrics label tasks, and the worker runs them (``runner``).
+
+An operation declares:
+- ``name``, ``required`` fields and ``fields`` (the task's own fields; the rest of a task's
+  payload are the engine's options, checked against ``options_schema``);
+- ``formats``: the formats it takes and makes and the engine that runs it (``Formats``);
+- ``check``: its graph check, given the formats of its inputs where known;
+- ``queue_once_named``: the queue class it needs once an input's file name is known;
+- ``run``: what a worker does with a claimed task.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+
+from appliance.engines import QUEUE_CLASSES, QueueClass
+from appliance.engines.formats import normalize
+from appliance.engines.registry import Hop, Registry
+from appliance.errors import InvalidData
+
+if TYPE_CHECKING:
+    from appliance.conversions.runtime import Runtime
+    from appliance.conversions.task import Outcome, Task
+
+Progress = Callable[[float], None]  # fraction done, 0.0-1.0
+
+
+class NoOptions(msgspec.Struct, forbid_unknown_fields=True):
+    """The options of an operation without an engine: none."""
+
+
+@dataclass
+class PlannedTask:
+    """A task of a job being created, as the graph check leaves it."""
+
+    id: uuid.UUID
+    name: str
+    operation: str
+    queue: QueueClass
+    payload: dict[str, Any]
+    depends_on: list[uuid.UUID] = field(default_factory=list)
+    # Format of the file(s) this task produces, when known before it runs.
+    output_format: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The task's key in validation errors (``tasks.<name>``)."""
+        return f"tasks.{self.name}"
+
+
+class Errors:
+    """Validation errors collected over a whole job: field key -> messages."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, list[str]] = {}
+
+    def add(self, key: str, message: str) -> None:
+        self.items.setdefault(key, []).append(message)
+
+    def raise_any(self) -> None:
+        if self.items:
+            raise InvalidData("The given data was invalid.", errors=self.items)
+
+
+@dataclass(frozen=True)
+class Formats:
+    """The formats an operation takes and makes. Its graph check and ``GET /v2/operations``
+    both read this: what is listed is what is accepted."""
+
+    inputs: tuple[str, ...] | None  # taken as they are; None: a file of any format
+    outputs: tuple[str, ...] | None  # None: the input's own format; (): no file, a result only
+    engine: str | None  # the engine that runs it, by id; None: the worker itself
+    # other input formats: the conversions that bring one to ``inputs`` (None: refused)
+    convert_first: Callable[[Registry, str], list[Hop] | None] | None = None
+
+    def route(self, registry: Registry, src: str) -> list[Hop] | None:
+        """The conversions an input of format ``src`` goes through first ([] for none), or
+        None if the operation refuses it."""
+        if self.inputs is None or src in self.inputs:
+            return []
+        return self.convert_first(registry, src) if self.convert_first else None
+
+
+def to_pdf(registry: Registry, src: str) -> list[Hop] | None:
+    """``Formats.convert_first`` of operations that take PDF and any format routed to it."""
+    return registry.route(src, "pdf")
+
+
+class Operation:
+    """Base of every task operation; subclasses set the class attributes and override what
+    differs. The defaults describe an operation that takes inputs and runs on a worker."""
+
+    name: ClassVar[str]
+    required: ClassVar[tuple[str, ...]] = ("input",)
+    # the task's own fields; any other payload key is an engine option
+    fields: ClassVar[frozenset[str]] = frozenset(
+        {"input", "input_format", "engine", "engine_version", "filename", "timeout"}
+    )
+    formats: ClassVar[Formats | None] = None  # None: not listed by GET /v2/operations
+    # its file arrives from the client (upload, base64), not from a run: never enqueued first
+    file_from_client: ClassVar[bool] = False
+    # ends without engine or file transfer: the worker that made it ready runs it at once
+    inline: ClassVar[bool] = False
+    # its queue class may change once an input's file name is known (routed dependents)
+    routed: ClassVar[bool] = False
+
+    # -- declarations ----------------------------------------------------------------------
+    def options_schema(self, registry: Registry) -> type[msgspec.Struct]:
+        """The msgspec Struct its engine options are checked against (listed by
+        ``GET /v2/operations?include=options``)."""
+        if self.formats is not None and self.formats.engine:
+            return registry.engine(self.formats.engine).descriptor.options
+        return NoOptions
+
+    def options(self, registry: Registry, payload: dict[str, Any]) -> Any:
+        """The engine options of a task: its payload's non-task fields, validated; msgspec's
+        ValidationError when one is wrong."""
+        extra = {k: v for k, v in payload.items() if k not in self.fields}
+        return msgspec.convert(extra, self.options_schema(registry))
+
+    # -- the job graph ---------------------------------------------------------------------
+    def check(
+        self, task: PlannedTask, formats: list[str | None], registry: Registry, errors: Errors
+    ) -> None:
+        """Check a planned task whose inputs' formats (None: unknown yet) are ``formats``;
+        set its ``queue`` and ``output_format``. The default: inputs are needed."""
+        if not task.depends_on:
+            errors.add(f"{task.key}.input", f"{self.name} needs an input task")
+
+    def queue_once_named(
+        self, registry: Registry, payload: dict[str, Any], src: str
+    ) -> QueueClass | None:
+        """The queue class a waiting task of this operation needs now that an input's format
+        is known to be ``src`` (its file was named); None when that says nothing."""
+        if self.formats is None:
+            return None
+        hops = self.formats.route(registry, src)
+        return None if hops is None else input_queue(registry, self, src, hops)
+
+    def media_input(self, src: str) -> bool:
+        """Whether an input of format ``src`` needs the media queue without conversions."""
+        return False
+
+    # -- the worker ------------------------------------------------------------------------
+    def run(self, rt: Runtime, task: Task, progress: Progress) -> Outcome:
+        raise NotImplementedError(f"{self.name} does not run on a worker")
+
+
+def input_queue(registry: Registry, op: Operation, src: str, hops: list[Hop]) -> QueueClass:
+    """The queue class a task of ``op`` needs for an input of format ``src`` that goes
+    through ``hops`` first: their heaviest engine's, media for a media input, else light."""
+    if hops:
+        return registry.queue_for(hops)
+    return "media" if op.media_input(src) else "light"
+
+
+def heavier(a: QueueClass, b: QueueClass) -> QueueClass:
+    return max(a, b, key=QUEUE_CLASSES.index)
+
+
+def normalized(payload: dict[str, Any], name: str) -> str | None:
+    """The payload's format field ``name`` normalized in place (None when absent)."""
+    value = payload.get(name)
+    if not value:
+        return None
+    payload[name] = normalize(str(value))
+    return str(payload[name])
+
+
+def option_field(key: str, exc: msgspec.ValidationError) -> str:
+    """The field a msgspec error names (``... - at `$.width```), under the task's key."""
+    text = str(exc)
+    return f"{key}.{text.rsplit('`$.', 1)[-1].rstrip('`')}" if "`$." in text else key
+
+
+def check_options(
+    op: Operation, task: PlannedTask, registry: Registry, errors: Errors
+) -> Any | None:
+    """The task's engine options, or None with the error recorded under the field it names."""
+    try:
+        return op.options(registry, task.payload)
+    except msgspec.ValidationError as exc:
+        errors.add(option_field(task.key, exc), str(exc))
+        return None
+
+
+def check_inputs_are(
+    op: Operation, task: PlannedTask, formats: list[str | None], registry: Registry, errors: Errors
+) -> None:
+    """Inputs whose format is known now must be ones the operation takes (others are checked
+    when their files arrive)."""
+    assert op.formats is not None
+    for fmt in formats:
+        if fmt and op.formats.route(registry, fmt) is None:
+            errors.add(
+                f"{task.key}.input",
+                f"{op.name} takes {', '.join(op.formats.inputs or ())}, not {fmt}",
+            )

@@ -1,0 +1,1 @@
+"""The task operations, one module each; ``enabled.py`` lists those the appliance offers."""

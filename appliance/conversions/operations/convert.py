@@ -1,0 +1,148 @@
+"""``convert``: each input file through the cheapest route of engines to the output format,
+over several hops if needed, with the conversion cache in front."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from appliance.conversions.operation import Errors, Operation, PlannedTask, Progress, normalized
+from appliance.conversions.runtime import Runtime
+from appliance.conversions.task import InputFile, Outcome, OutFile, Task
+from appliance.conversions.work import (
+    cache_entry,
+    cache_key,
+    cached,
+    each_input,
+    fetch_input,
+    keep,
+    names_for,
+    not_what_it_says,
+    output_name,
+    run_hops,
+    with_extension,
+)
+from appliance.engines import QueueClass
+from appliance.engines.formats import normalize
+from appliance.engines.registry import Hop, Registry, route_summary
+from appliance.errors import InvalidData, PermanentError
+
+
+class Convert(Operation):
+    name = "convert"
+    required = ("input", "output_format")
+    fields = Operation.fields | {"output_format"}
+    routed = True
+
+    def check(
+        self, task: PlannedTask, formats: list[str | None], registry: Registry, errors: Errors
+    ) -> None:
+        p, key = task.payload, task.key
+        out = normalize_out(p)
+        task.output_format = out
+        if not task.depends_on:
+            errors.add(f"{key}.input", "convert needs an input task")
+            return
+        declared = normalized(p, "input_format")
+        candidates = {declared} if declared else {f for f in formats if f}
+        if not candidates:
+            # Input format only known once the file arrives; check the target exists at all.
+            if out not in registry.targets:
+                errors.add(f"{key}.output_format", f"no engine converts to {out!r}")
+            return
+        for src in candidates:
+            try:
+                hops, _ = self.plan(registry, src, p)
+            except InvalidData as exc:
+                for field_name, msgs in exc.errors.items():
+                    for msg in msgs:
+                        errors.add(f"{key}.{field_name}", msg)
+                return
+            task.queue = registry.queue_for(hops)
+
+    def plan(self, registry: Registry, src: str, payload: dict[str, Any]) -> tuple[list[Hop], Any]:
+        """The route from ``src`` to the task's output format and its validated options."""
+        options = {k: v for k, v in payload.items() if k not in self.fields}
+        return registry.plan(src, str(payload.get("output_format", "")), options)
+
+    def queue_once_named(
+        self, registry: Registry, payload: dict[str, Any], src: str
+    ) -> QueueClass | None:
+        hops = registry.route(src, str(payload.get("output_format", "")))
+        return registry.queue_for(hops) if hops else None  # no route: the worker reports it
+
+    def run(self, rt: Runtime, task: Task, progress: Progress) -> Outcome:
+        outputs: list[OutFile] = []
+        hops: list[Hop] = []
+        cache: list[dict[str, Any]] = []
+        with tempfile.TemporaryDirectory(dir=rt.work_root()) as tmp:
+            for i, f, step in each_input(task.input_files(), progress):
+                files, hops, entry = self._one(rt, task.payload, f, Path(tmp) / str(i), step)
+                outputs += files
+                cache += [entry] if entry else []
+        engine = (
+            "+".join(h.engine.descriptor.id for h in hops),
+            "+".join(h.engine.descriptor.version() for h in hops),
+        )
+        outcome = Outcome.of_files(outputs, route=route_summary(hops))
+        outcome.engine, outcome.cache = engine, cache
+        return outcome
+
+    def _one(
+        self, rt: Runtime, p: dict[str, Any], f: InputFile, work: Path, progress: Progress
+    ) -> tuple[list[OutFile], list[Hop], dict[str, Any] | None]:
+        """One input through its route: the files made, the route, and the conversion
+        cache's entry for them (recorded with the task's end), if any."""
+        out_fmt = p["output_format"]
+        src, src_fmt, seen = fetch_input(rt, f, work, p.get("input_format"))
+        hops, options = self._worker_plan(rt.registry, src_fmt, p)
+        if seen is not None:
+            src_fmt, hops, options = self._real_type(rt.registry, f, src_fmt, seen, hops, p)
+        src = with_extension(src, src_fmt)
+        filename = output_name(p, f, out_fmt)
+        key = cache_key(f, out_fmt, hops, options)
+        hit = cached(rt, key, filename)
+        if hit is not None:
+            return [hit], hops, None
+        paths = run_hops(hops, src, work, options, progress)
+        names = names_for(filename, len(paths))
+        outputs = [keep(rt, path, name) for path, name in zip(paths, names, strict=True)]
+        if len(outputs) != 1:  # the cache holds single results; page sets are converted again
+            return outputs, hops, None
+        return outputs, hops, cache_entry(key, outputs[0])
+
+    def _worker_plan(
+        self, registry: Registry, src: str, payload: dict[str, Any]
+    ) -> tuple[list[Hop], Any]:
+        try:
+            return self.plan(registry, src, payload)
+        except Exception as exc:
+            raise PermanentError(str(exc), code="INVALID_CONVERSION_TYPE") from exc
+
+    def _real_type(
+        self,
+        registry: Registry,
+        f: InputFile,
+        declared: str,
+        seen: str,
+        hops: list[Hop],
+        payload: dict[str, Any],
+    ) -> tuple[str, list[Hop], Any]:
+        """The content is not the declared format. If it is one the declared route's first
+        engine takes as well (a PNG named .jpg, for libvips), convert it as what it is;
+        otherwise the input is invalid: an engine is never handed a file it was not meant to
+        parse."""
+        try:
+            real_hops, options = self.plan(registry, seen, payload)
+        except Exception:
+            real_hops = []
+        if real_hops and real_hops[0].engine.descriptor.id == hops[0].engine.descriptor.id:
+            return seen, real_hops, options
+        raise not_what_it_says(f.filename, declared, seen)
+
+
+def normalize_out(payload: dict[str, Any]) -> str:
+    """The payload's ``output_format``, normalized in place."""
+    payload["output_format"] = out = normalize(str(payload.get("output_format", "")))
+    return out

@@ -1,0 +1,36 @@
+"""The enabled task operations: this list is the API's task model. One line per operation.
+
+The job graph, ``GET /v2/operations``, the single-task routes (``POST /v2/<operation>``),
+the OpenAPI schema and the metrics' operation labels are all built from it.
+"""
+
+from __future__ import annotations
+
+from appliance.conversions.operation import Operation
+from appliance.conversions.operations.archive import Archive
+from appliance.conversions.operations.convert import Convert
+from appliance.conversions.operations.export_url import ExportUrl
+from appliance.conversions.operations.import_base64 import ImportBase64
+from appliance.conversions.operations.import_upload import ImportUpload
+from appliance.conversions.operations.import_url import ImportUrl
+from appliance.conversions.operations.merge import Merge
+from appliance.conversions.operations.metadata import Metadata
+from appliance.conversions.operations.optimize import Optimize
+from appliance.conversions.operations.split_pages import SplitPages
+from appliance.conversions.operations.thumbnail import Thumbnail
+
+ENABLED: tuple[Operation, ...] = (
+    ImportUpload(),
+    ImportUrl(),
+    ImportBase64(),
+    Convert(),
+    Merge(),
+    Optimize(),
+    SplitPages(),
+    Thumbnail(),
+    Metadata(),
+    Archive(),
+    ExportUrl(),
+)
+# by name, in the order above (which error messages and the operations list follow)
+OPERATIONS: dict[str, Operation] = {op.name: op for op in ENABLED}

@@ -1,0 +1,66 @@
+"""What a worker process holds while it runs tasks: built once on boot, shared by its threads."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from appliance.conversions.task import Dispatcher
+from appliance.db import SyncPool, sync_pool
+from appliance.engines import Engine
+from appliance.engines.registry import Registry
+from appliance.settings import Settings
+from appliance.storage import Storage, make_storage
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    pool: SyncPool
+    storage: Storage
+    registry: Registry
+    dispatcher: Dispatcher
+    redis: redis.Redis  # task ends are announced here (``events``)
+
+    def work_root(self) -> Path:
+        """Where runs make their temporary directories."""
+        root = self.settings.data_path / "work"
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+
+def build_runtime(settings: Settings, dispatcher: Dispatcher) -> Runtime:
+    storage = make_storage(settings)
+    if hasattr(storage, "ensure_bucket"):
+        storage.ensure_bucket()
+    return Runtime(
+        settings=settings,
+        pool=sync_pool(settings),
+        storage=storage,
+        registry=Registry(engines_for(settings)),
+        dispatcher=dispatcher,
+        redis=redis.Redis.from_url(settings.effective_redis_url),
+    )
+
+
+def engines_for(settings: Settings) -> list[Engine]:
+    """The enabled engines as a worker runs them: in sandboxed helpers unless turned off."""
+    from appliance.engines.enabled import enabled_engines
+    from appliance.engines.sandbox import HelperPool, Limits, sandboxed
+
+    if settings.sandbox == "off":
+        return enabled_engines()
+    limits = Limits(
+        timeout_seconds=settings.engine_timeout_seconds,
+        memory_bytes=settings.engine_memory_mb << 20,
+        restart_after=settings.engine_restart_after,
+        office_restart_after=settings.office_restart_after,
+        # A backstop over the helper's life: each run is bounded by its wall-clock timeout.
+        cpu_seconds=max(3600, int(settings.engine_timeout_seconds * settings.engine_restart_after)),
+    )
+    size = settings.engine_helpers or os.cpu_count() or 1
+    pool = HelperPool(settings.data_path / "sandbox", limits, size=size)
+    return sandboxed(enabled_engines(), pool)

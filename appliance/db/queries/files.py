@@ -1,0 +1,48 @@
+"""Stored objects (``files``, one row per content hash) and the conversion cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appliance.db import AsyncPool, SyncPool
+
+# Before bytes are stored under a hash, the hash gets a `files` row (refcount 0 if new, its
+# grace period restarted if unreferenced). The cleaner only deletes rows unreferenced for an
+# hour, so it cannot delete an object being stored now, and an object that never gets a
+# reference (a failed job, a rejected upload) is still found and deleted later.
+RESERVE_FILE = (
+    "INSERT INTO files (sha256, size, refcount, released_at) VALUES (%s, %s, 0, now())"
+    " ON CONFLICT (sha256) DO UPDATE SET released_at ="
+    " CASE WHEN files.refcount <= 0 THEN now() ELSE files.released_at END"
+)
+CACHE_HIT = (
+    "UPDATE conversion_cache SET last_hit_at = now() WHERE input_sha256 = %s AND"
+    " output_format = %s AND options_hash = %s AND engine_version = %s"
+    " RETURNING output_sha256, size"
+)
+STORAGE_USE = "SELECT count(*) AS n, coalesce(sum(size), 0) AS b FROM files"
+
+
+def reserve(pool: SyncPool, sha256: str, size: int) -> None:
+    with pool.connection() as conn:
+        conn.execute(RESERVE_FILE, (sha256, size))
+
+
+async def reserve_async(pool: AsyncPool, sha256: str, size: int) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(RESERVE_FILE, (sha256, size))
+
+
+def cache_hit(pool: SyncPool, key: tuple[str, str, str, str]) -> tuple[str, int] | None:
+    """The cached output (sha256, size) for (input sha256, output format, options hash,
+    engine versions), marked as used now; None on a miss."""
+    with pool.connection() as conn:
+        row = conn.execute(CACHE_HIT, key).fetchone()
+    return (row["output_sha256"], row["size"]) if row else None
+
+
+async def storage_use(pool: Any) -> tuple[int, int]:
+    """(objects, bytes) from the ``files`` table, which has one row per stored object."""
+    async with pool.connection() as conn:
+        row = await (await conn.execute(STORAGE_USE)).fetchone()
+    return int(row["n"]), int(row["b"])
