@@ -33,7 +33,7 @@ class ImageOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 @cache
-def _vips() -> Any:
+def vips_module() -> Any:
     import pyvips
 
     pyvips.block_untrusted_set(True)  # no loaders libvips marks unsafe for untrusted input
@@ -42,7 +42,7 @@ def _vips() -> Any:
 
 
 def _version() -> str:
-    v = _vips()
+    v = vips_module()
     return f"libvips-{v.version(0)}.{v.version(1)}.{v.version(2)}+{ENGINE_REVISION}"
 
 
@@ -65,7 +65,7 @@ class ImageEngine:
         options: ImageOptions,
         progress: Progress,
     ) -> None:
-        vips = _vips()
+        vips = vips_module()
         try:
             image = self._load(vips, src, src_format, options)
             progress(0.5)

@@ -43,7 +43,7 @@ class MediaOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     fps: Annotated[float, msgspec.Meta(gt=0, le=120)] | None = None
 
 
-def _duration(src: Path) -> float | None:
+def media_duration(src: Path) -> float | None:
     done = run_tool(
         [
             "ffprobe",
@@ -91,7 +91,7 @@ class FfmpegEngine:
         progress: Progress,
     ) -> None:
         muxer, vcodec, acodec = CONTAINERS[dst_format]
-        duration = _duration(src)
+        duration = media_duration(src)
         argv = [
             "ffmpeg",
             "-nostdin",

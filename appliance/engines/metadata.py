@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from appliance.engines import Descriptor, Progress
-from appliance.engines.images import _vips
+from appliance.engines.images import vips_module
 from appliance.engines.media import AUDIO, VIDEO
 from appliance.engines.tools import run_tool, tool_version
 from appliance.errors import PermanentError
@@ -78,7 +78,7 @@ class MetadataEngine:
 
 
 def _image(src: Path) -> dict[str, Any]:
-    vips = _vips()
+    vips = vips_module()
     try:
         image = vips.Image.new_from_file(str(src), access="sequential", fail_on="truncated")
     except vips.Error as exc:

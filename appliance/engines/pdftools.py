@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from appliance.engines import Descriptor, Progress
-from appliance.engines.images import _vips
+from appliance.engines.images import vips_module
 from appliance.engines.pdf import MAX_PIXELS, page_numbers
 from appliance.engines.tools import run_tool, tool_version
 from appliance.errors import PermanentError
@@ -500,7 +500,7 @@ class OptimizeEngine:
         return candidates
 
     def _jpg(self, src: Path, dst: Path, profile: str) -> list[Path]:
-        vips = _vips()
+        vips = vips_module()
         out = dst.with_name("candidate.jpg")
         quality = JPEG_QUALITY[profile]
         try:
@@ -516,7 +516,7 @@ class OptimizeEngine:
         return [out]
 
     def _png(self, src: Path, dst: Path, profile: str) -> list[Path]:
-        vips = _vips()
+        vips = vips_module()
         out = dst.with_name("candidate.png")
         try:
             image = vips.Image.new_from_file(str(src), fail_on="truncated")

@@ -21,7 +21,7 @@ import msgspec
 
 from appliance.engines import Descriptor, Progress
 from appliance.engines.images import ImageEngine, ImageOptions
-from appliance.engines.media import _duration
+from appliance.engines.media import media_duration
 from appliance.engines.registry import Hop, Registry
 from appliance.engines.tools import run_tool
 from appliance.errors import PermanentError
@@ -143,7 +143,7 @@ def _frames(src: Path, work: Path, options: ThumbnailOptions, progress: Progress
     frames from the middles of equal parts of the video after ``timestamp``."""
     if options.count == 1:
         return [_frame(src, work / "frame-1.png", options.timestamp)]
-    duration = _duration(src)
+    duration = media_duration(src)
     if not duration:
         raise PermanentError(
             "The video's duration is unknown: more than one thumbnail cannot be spread over it",
