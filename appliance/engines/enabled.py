@@ -17,6 +17,7 @@ from appliance.engines.pdftools import (
     MergeEngine,
     OptimizeEngine,
     PdfToPdfEngine,
+    RotateEngine,
     SplitEngine,
 )
 from appliance.engines.thumbnail import ThumbnailEngine
@@ -34,6 +35,7 @@ def enabled_engines() -> list[Engine]:
         ImagesToPdfEngine(),
         PdfToPdfEngine(),
         SplitEngine(),
+        RotateEngine(),
         MergeEngine(),
         OptimizeEngine(),
         CalibreEngine(),

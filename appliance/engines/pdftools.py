@@ -321,6 +321,42 @@ class PdfToPdfEngine:
         progress(1.0)
 
 
+# -- rotate ------------------------------------------------------------------------------------
+class RotateOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # degrees clockwise, added to each page's own rotation (CloudConvert's ``rotation``)
+    rotation: Literal[90, 180, 270, -90, -180, -270]
+    pages: PagesSpec | None = None  # only these pages ("1-3,5"); default: every page
+
+
+class RotateEngine:
+    """The same PDF with pages turned (the ``pdf/rotate-pages`` operation); the content is
+    not touched, only each page's /Rotate."""
+
+    descriptor = Descriptor(
+        id="pdf-rotate",
+        conversions=frozenset(),
+        options=RotateOptions,
+        queue="light",
+        version=_version,
+        family="pdf",
+    )
+
+    def convert(
+        self,
+        src: Path,
+        dst: Path,
+        src_format: str,
+        dst_format: str,
+        options: RotateOptions,
+        progress: Progress,
+    ) -> None:
+        with open_pdf(src) as pdf:
+            for index in page_numbers(options.pages, len(pdf.pages)):
+                pdf.pages[index].rotate(options.rotation, relative=True)
+            _save(pdf, dst)
+        progress(1.0)
+
+
 # -- split -------------------------------------------------------------------------------------
 class SplitOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass

@@ -1,6 +1,7 @@
 """Document operations through the API, as a client drives them: merge (each input routed to
-PDF first), optimize, pdf/split-pages, PDF/A of an existing PDF, an e-book over two engines,
-and the text of a scanned page through OCR. Outputs are downloaded and parsed."""
+PDF first), optimize, pdf/split-pages, pdf/rotate-pages, PDF/A of an existing PDF, an e-book
+over two engines, and the text of a scanned page through OCR. Outputs are downloaded and
+parsed."""
 
 from __future__ import annotations
 
@@ -147,6 +148,49 @@ def test_split_pages_gives_one_pdf_per_page(deployment):
     assert [_page_sizes(data) for _, data in files] == [[(100, 150)], [(200, 150)], [(300, 150)]]
 
 
+def _rotations(data: bytes) -> list[int]:
+    with pikepdf.open(io.BytesIO(data)) as pdf:
+        return [int(p.obj.get("/Rotate", 0)) for p in pdf.pages]
+
+
+def test_rotate_pages_turns_the_pages_asked_and_keeps_the_name(deployment):
+    with deployment.client(deployment.key()) as api:
+        job = run_job(
+            api,
+            {
+                "in": base64_import("scan.pdf", _pdf((100, 200, 300))),
+                "r": {"operation": "pdf/rotate-pages", "input": "in", "rotation": 90},
+                "r2": {
+                    "operation": "pdf/rotate-pages",
+                    "input": "r",
+                    "rotation": -90,
+                    "pages": "2",
+                },
+                "e": {"operation": "export/url", "input": ["r", "r2"]},
+            },
+        )
+        assert job["status"] == "finished", job
+        files = downloads(job)
+    assert [name for name, _ in files] == ["scan.pdf", "scan.pdf"]
+    assert [_rotations(data) for _, data in files] == [[90, 90, 90], [90, 0, 90]]
+    assert _page_sizes(files[0][1]) == [(100, 150), (200, 150), (300, 150)]
+
+
+def test_rotate_pages_refuses_a_rotation_that_is_not_a_quarter_turn(deployment):
+    with deployment.client(deployment.key()) as api:
+        r = api.post(
+            "/v2/jobs",
+            json={
+                "tasks": {
+                    "in": base64_import("scan.pdf", _pdf((100,))),
+                    "r": {"operation": "pdf/rotate-pages", "input": "in", "rotation": 45},
+                }
+            },
+        )
+    assert r.status_code == 422, r.text
+    assert "tasks.r.rotation" in r.json()["errors"]
+
+
 def test_pdf_to_pdf_a_through_convert(deployment):
     with deployment.client(deployment.key()) as api:
         job = run_job(
@@ -284,10 +328,11 @@ CORRUPT = b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\ntrailer 
     [
         {"operation": "optimize", "profile": "web"},
         {"operation": "pdf/split-pages"},
+        {"operation": "pdf/rotate-pages", "rotation": 180},
         {"operation": "convert", "output_format": "pdf", "pdf_a": True},
         {"operation": "convert", "output_format": "pdf", "pages": "1"},
     ],
-    ids=["optimize", "split", "pdf_a", "pages"],
+    ids=["optimize", "split", "rotate", "pdf_a", "pages"],
 )
 def test_a_corrupted_pdf_ends_each_pdf_operation_with_invalid_input(deployment, operation):
     with deployment.client(deployment.key()) as api:

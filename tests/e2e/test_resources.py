@@ -144,7 +144,8 @@ def test_operations_lists_every_task_operation_with_cloudconvert_filters(deploym
             return r.json()["data"]
 
         rows = operations()
-        every = {"convert", "merge", "optimize", "pdf/split-pages", "thumbnail", "metadata"}
+        every = {"convert", "merge", "optimize", "pdf/split-pages", "pdf/rotate-pages"}
+        every |= {"thumbnail", "metadata"}
         assert {r["operation"] for r in rows} == every | {"archive"}
         assert all("options" not in r for r in rows)  # CloudConvert sends them when asked
         thumbnail_of_docx = {

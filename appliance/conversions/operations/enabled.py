@@ -16,6 +16,7 @@ from appliance.conversions.operations.import_url import ImportUrl
 from appliance.conversions.operations.merge import Merge
 from appliance.conversions.operations.metadata import Metadata
 from appliance.conversions.operations.optimize import Optimize
+from appliance.conversions.operations.rotate_pages import RotatePages
 from appliance.conversions.operations.split_pages import SplitPages
 from appliance.conversions.operations.thumbnail import Thumbnail
 
@@ -27,6 +28,7 @@ ENABLED: tuple[Operation, ...] = (
     Merge(),
     Optimize(),
     SplitPages(),
+    RotatePages(),
     Thumbnail(),
     Metadata(),
     Archive(),

@@ -19,6 +19,8 @@ from appliance.engines.pdftools import (
     OptimizeOptions,
     PdfPdfOptions,
     PdfToPdfEngine,
+    RotateEngine,
+    RotateOptions,
     SplitEngine,
     SplitOptions,
 )
@@ -223,6 +225,35 @@ def test_split_gives_one_pdf_per_page_in_order(pool, three_pages, tmp_path):
     assert [_pages(p) for p in outputs] == [[(100, 150)], [(200, 150)], [(300, 150)]]
 
 
+def test_rotate_turns_every_page_or_the_pages_given_and_adds_to_their_rotation(
+    pool, three_pages, tmp_path
+):
+    engine = SandboxedEngine(RotateEngine(), pool)
+    once, twice = tmp_path / "once.pdf", tmp_path / "twice.pdf"
+    engine.convert(three_pages, once, "pdf", "pdf", RotateOptions(rotation=90), _nothing)
+    engine.convert(once, twice, "pdf", "pdf", RotateOptions(rotation=180, pages="1,3"), _nothing)
+    assert [_rotation(p) for p in (once, twice)] == [[90, 90, 90], [270, 90, 270]]
+    assert _pages(twice) == _pages(three_pages)  # the media boxes are not touched
+
+
+def test_rotate_refuses_pages_outside_the_document(pool, three_pages, tmp_path):
+    with pytest.raises(PermanentError) as info:
+        SandboxedEngine(RotateEngine(), pool).convert(
+            three_pages,
+            tmp_path / "o.pdf",
+            "pdf",
+            "pdf",
+            RotateOptions(rotation=90, pages="2-5"),
+            _nothing,
+        )
+    assert info.value.code == "INVALID_OPTIONS"
+
+
+def _rotation(path):
+    with pikepdf.open(path) as pdf:
+        return [int(p.obj.get("/Rotate", 0)) for p in pdf.pages]
+
+
 def test_merge_keeps_the_inputs_order(pool, three_pages, images, tmp_path):
     picture = tmp_path / "picture.pdf"
     SandboxedEngine(ImagesToPdfEngine(), pool).convert(
@@ -315,10 +346,11 @@ def test_jpg_and_png_optimize_to_smaller_images_of_the_same_size(pool, tmp_path)
         (PdfToPdfEngine(), PdfPdfOptions(pages="1")),
         (PdfToPdfEngine(), PdfPdfOptions(pdf_a=True)),
         (SplitEngine(), SplitOptions()),
+        (RotateEngine(), RotateOptions(rotation=90)),
         (OptimizeEngine(), OptimizeOptions(profile="web")),
         (MergeEngine(), MergeOptions()),
     ],
-    ids=["pages", "pdf_a", "split", "optimize", "merge"],
+    ids=["pages", "pdf_a", "split", "rotate", "optimize", "merge"],
 )
 def test_a_corrupted_pdf_is_invalid_input(pool, corrupt, tmp_path, engine, options):
     with pytest.raises(PermanentError) as info:

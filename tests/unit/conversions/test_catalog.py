@@ -21,13 +21,16 @@ INPUT = uuid.uuid4()  # an existing task whose file has the format under test
 FORMATS = {op.name: op.formats for op in ENABLED if op.formats is not None}
 
 
+# a valid value of each field an operation requires besides its input and output format
+REQUIRED_SAMPLES = {"rotation": 90}
+
+
 def output_field(operation, output_format):
-    """The task's ``output_format`` field, for the operations whose task names its output."""
-    return (
-        {"output_format": output_format}
-        if "output_format" in OPERATIONS[operation].required
-        else {}
-    )
+    """The task's ``output_format`` field, for the operations whose task names its output,
+    and the other fields it requires."""
+    required = OPERATIONS[operation].required
+    fields = {k: v for k, v in REQUIRED_SAMPLES.items() if k in required}
+    return fields | ({"output_format": output_format} if "output_format" in required else {})
 
 
 def plan_one(operation, input_format, **fields):

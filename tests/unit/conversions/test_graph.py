@@ -314,3 +314,21 @@ def test_a_task_moves_to_the_queue_its_uploaded_input_needs(operation, extra, fi
     assert task.queue == "light"  # nothing is known of the input yet
     row = {"operation": operation, "queue": task.queue, "payload": task.payload}
     assert graph.queue_once_named(REGISTRY, row, filename) == moves_to
+
+
+def test_rotate_pages_needs_a_quarter_turn_and_takes_only_pdf():
+    [_, rotate] = plan(
+        {
+            "in": {"operation": "import/url", "url": "https://example.com/scan.pdf"},
+            "r": {"operation": "pdf/rotate-pages", "input": "in", "rotation": -90, "pages": "2"},
+        }
+    )
+    assert (rotate.output_format, rotate.queue) == ("pdf", "light")
+    assert "tasks.r.rotation" in errors_of({"r": {"operation": "pdf/rotate-pages", "input": "x"}})
+    errors = errors_of(
+        {
+            "in": {"operation": "import/url", "url": "https://example.com/a.docx"},
+            "r": {"operation": "pdf/rotate-pages", "input": "in", "rotation": 45, "pages": "x"},
+        }
+    )
+    assert {"tasks.r.input", "tasks.r.rotation"} <= set(errors)
