@@ -16,11 +16,11 @@ from typing import Any
 from appliance.conversions.operation import Errors, Operation, PlannedTask
 from appliance.conversions.operations.enabled import OPERATIONS
 from appliance.conversions.work import extension_of
-from appliance.engines import QUEUE_CLASSES
-from appliance.engines.registry import Registry
+from appliance.engines import QUEUE_CLASSES, QueueClass
+from appliance.engines.registry import Hop, Registry, route_summary
 from appliance.errors import ClientError, InvalidData
 
-__all__ = ["PlannedTask", "extension_of", "plan", "queue_once_named", "queues_once_named"]
+__all__ = ["PlannedTask", "extension_of", "plan", "plans_once_named", "queue_once_named"]
 
 # Fields whose type the workers rely on: checked here so a wrong type is a 422, not a crash.
 _STRING_FIELDS = ("url", "filename", "input_format", "output_format", "file", "engine")
@@ -159,25 +159,29 @@ def _topological(
 
 
 # A task whose input's format was unknown when its job was created (an upload names its file
-# only when it arrives) was put on the light queue. Once the input task has its file, the
-# route is known; if it needs a heavier queue class (LibreOffice on `office`, ffmpeg on
-# `media`), the task moves there before it is enqueued, so office documents never tie up light
-# workers, nor reach a light-only worker host that lacks the engine. The tasks concerned are
-# read by appliance_routed_dependents (migration 0003).
-def queues_once_named(
+# only when it arrives) was put on the light queue, with no route. Once the input task has its
+# file, the route is planned and kept with the task; if it needs a heavier queue class
+# (LibreOffice on `office`, ffmpeg on `media`), the task moves there before it is enqueued, so
+# office documents never tie up light workers, nor reach a light-only worker host that lacks
+# the engine. The tasks concerned are read by appliance_routed_dependents (migration 0003).
+def plans_once_named(
     registry: Registry,
     tasks: Sequence[Mapping[str, Any]],
     filename: str,
     operations: Mapping[str, Operation] = OPERATIONS,
-) -> dict[str, str]:
-    """{task id: queue class} for each waiting task of ``tasks`` ({id, operation, queue,
-    payload}) that needs a heavier queue class now its input is named ``filename``."""
-    queues = {}
+) -> dict[str, dict[str, Any]]:
+    """{task id: {queue, routes}} for each waiting task of ``tasks`` ({id, operation, queue,
+    payload}) that takes an input named ``filename``: the queue class it needs (its own, or
+    a heavier one) and the route planned for that input's format."""
+    src = extension_of(filename)
+    plans: dict[str, dict[str, Any]] = {}
     for task in tasks:
-        queue = queue_once_named(registry, task, filename, operations)
-        if queue is not None:
-            queues[str(task["id"])] = queue
-    return queues
+        found = _once_named(registry, task, src, operations)
+        if found is not None:
+            queue, hops = found
+            heaviest = max(queue, task["queue"], key=QUEUE_CLASSES.index)
+            plans[str(task["id"])] = {"queue": heaviest, "routes": {src: route_summary(hops)}}
+    return plans
 
 
 def queue_once_named(
@@ -188,10 +192,19 @@ def queue_once_named(
 ) -> str | None:
     """The queue class a waiting ``task`` needs now its input is named ``filename``, if
     that is heavier than the one it has; else None."""
-    payload, op, src = task["payload"], operations.get(task["operation"]), extension_of(filename)
-    if not src or op is None or payload.get("input_format"):
-        return None  # a declared input format already chose the queue at creation
-    queue = op.queue_once_named(registry, payload, src)
-    if queue and QUEUE_CLASSES.index(queue) > QUEUE_CLASSES.index(task["queue"]):
-        return queue
+    found = _once_named(registry, task, extension_of(filename), operations)
+    if found and QUEUE_CLASSES.index(found[0]) > QUEUE_CLASSES.index(task["queue"]):
+        return found[0]
     return None
+
+
+def _once_named(
+    registry: Registry,
+    task: Mapping[str, Any],
+    src: str | None,
+    operations: Mapping[str, Operation],
+) -> tuple[QueueClass, list[Hop]] | None:
+    payload, op = task["payload"], operations.get(task["operation"])
+    if not src or op is None or payload.get("input_format"):
+        return None  # a declared input format chose the queue and route at creation
+    return op.queue_once_named(registry, payload, src)

@@ -61,9 +61,10 @@ def count_job_end(status: str | None) -> None:
 
 
 class ImportRouting:
-    """An import ends with its file, and the dependents it knows of move to the queue
-    classes their input now needs, by the file's name. A stale answer (a job made meanwhile
-    added a dependent) brings them all, and the end is tried once more::
+    """An import ends with its file, and the dependents it knows of get the route planned
+    for their input, by the file's name, and move to the queue class it needs. A stale
+    answer (a job made meanwhile added a dependent) brings them all, and the end is tried
+    once more::
 
         routing, end = ImportRouting(registry, outcome, known), None
         while routing.more(end):
@@ -90,7 +91,7 @@ class ImportRouting:
             raise RetryableError(
                 f"Task {task_id} gained dependents on every one of {IMPORT_TRIES} tries to end"
             )
-        queues = graph.queues_once_named(
+        plans = graph.plans_once_named(
             self.registry, self.dependents, self.outcome.files[0].filename
         )
         routed = [uuid.UUID(str(d["id"])) for d in self.dependents]
@@ -99,7 +100,7 @@ class ImportRouting:
             attempts,
             files_of(self.outcome),
             self.outcome.result,
-            queues,
+            plans,
             routed,
             doc,
         )

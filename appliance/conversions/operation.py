@@ -11,14 +11,16 @@ An operation declares:
   payload are the engine's options, checked against ``options_schema``);
 - ``formats``: the formats it takes and makes and the engine that runs it (``Formats``);
 - ``check``: its graph check, given the formats of its inputs where known;
-- ``queue_once_named``: the queue class it needs once an input's file name is known;
+- ``route``: the conversions an input of a format goes through first; planned once per input
+  format (at the graph check, or once an input's file is named), kept with the task
+  (``Task.routes``) and run as planned (``planned``);
 - ``run``: what a worker does with a claimed task.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -26,7 +28,7 @@ import msgspec
 
 from appliance.engines import QUEUE_CLASSES, QueueClass
 from appliance.engines.formats import normalize
-from appliance.engines.registry import Hop, Registry
+from appliance.engines.registry import Hop, Registry, route_summary
 from appliance.errors import InvalidData
 
 if TYPE_CHECKING:
@@ -52,6 +54,12 @@ class PlannedTask:
     depends_on: list[uuid.UUID] = field(default_factory=list)
     # Format of the file(s) this task produces, when known before it runs.
     output_format: str | None = None
+    # The route planned for each input format known now (``Operation.route``), kept with it
+    routes: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+
+    def plan_route(self, src: str, hops: list[Hop]) -> None:
+        """Keep the route planned for inputs of format ``src``."""
+        self.routes[src] = route_summary(hops)
 
     @property
     def key(self) -> str:
@@ -138,15 +146,33 @@ class Operation:
         if not task.depends_on:
             errors.add(f"{task.key}.input", f"{self.name} needs an input task")
 
+    def route(self, registry: Registry, src: str, payload: dict[str, Any]) -> list[Hop] | None:
+        """The conversions an input of format ``src`` goes through before (or, for convert,
+        as) the operation's own work; [] for none, None if it is refused."""
+        return None if self.formats is None else self.formats.route(registry, src)
+
+    def planned(
+        self,
+        registry: Registry,
+        routes: Mapping[str, Sequence[Mapping[str, str]]] | None,
+        src: str,
+        payload: dict[str, Any],
+    ) -> list[Hop] | None:
+        """The route planned for inputs of format ``src`` when the task was planned (its
+        ``routes``), while its engines are still enabled; else planned now (an input whose
+        format nobody knew before it ran, or its content showed another)."""
+        steps = (routes or {}).get(src)
+        hops = None if steps is None else registry.hops_of(steps)
+        return hops if hops is not None else self.route(registry, src, payload)
+
     def queue_once_named(
         self, registry: Registry, payload: dict[str, Any], src: str
-    ) -> QueueClass | None:
-        """The queue class a waiting task of this operation needs now that an input's format
-        is known to be ``src`` (its file was named); None when that says nothing."""
-        if self.formats is None:
-            return None
-        hops = self.formats.route(registry, src)
-        return None if hops is None else input_queue(registry, self, src, hops)
+    ) -> tuple[QueueClass, list[Hop]] | None:
+        """The queue class and route a waiting task of this operation needs now that an
+        input's format is known to be ``src`` (its file was named); None when it says
+        nothing (the worker reports a refused input)."""
+        hops = self.route(registry, src, payload)
+        return None if hops is None else (input_queue(registry, self, src, hops), hops)
 
     def media_input(self, src: str) -> bool:
         """Whether an input of format ``src`` needs the media queue without conversions."""

@@ -208,6 +208,7 @@ class JobService:
                     "queue": task.queue,
                     "payload": task.payload,
                     "depends_on": [str(d) for d in task.depends_on],
+                    "routes": task.routes or None,
                     "result": form,
                     "runs_now": runs_now,
                 }

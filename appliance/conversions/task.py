@@ -40,6 +40,9 @@ class Task(msgspec.Struct, kw_only=True):
     inputs: list[InputFile] = msgspec.field(default_factory=list)
     # its job's export/url tasks that take this task's files alone: its end ends them too
     exports: list[uuid.UUID] = msgspec.field(default_factory=list)
+    # the route planned for each input format known before it ran: {format: [{engine, from,
+    # to}]} (``Operation.planned``)
+    routes: dict[str, list[dict[str, str]]] | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Task:

@@ -51,7 +51,7 @@ BEGIN
                                    p_queues, NULL, p_doc) AS c;
 END $function$;
 
--- defined in 0004_task_ends_without_table_scans.sql
+-- defined in 0006_routes_travel_with_tasks.sql
 CREATE OR REPLACE FUNCTION public.appliance_complete_task(p_task uuid, p_attempts integer, p_files jsonb, p_result jsonb, p_engine text, p_engine_version text, p_queues jsonb, p_cache jsonb, p_doc boolean, OUT owned boolean, OUT ready jsonb, OUT job_end text, OUT doc text)
  RETURNS record
  LANGUAGE plpgsql
@@ -87,7 +87,14 @@ BEGIN
     END IF;
     v_moved := ARRAY(SELECT jsonb_object_keys(coalesce(p_queues, '{}'))::uuid);
     IF cardinality(v_moved) > 0 THEN
-        UPDATE tasks t SET queue = p_queues ->> t.id::text
+        UPDATE tasks t
+           SET queue = CASE jsonb_typeof(p_queues -> t.id::text)
+                       WHEN 'string' THEN p_queues ->> t.id::text
+                       ELSE coalesce(p_queues -> t.id::text ->> 'queue', t.queue) END,
+               routes = CASE jsonb_typeof(p_queues -> t.id::text -> 'routes')
+                        WHEN 'object' THEN coalesce(t.routes, '{}')
+                                           || (p_queues -> t.id::text -> 'routes')
+                        ELSE t.routes END
          WHERE t.id = ANY (v_moved) AND t.status = 'waiting';
     END IF;
     SELECT coalesce(jsonb_agg(jsonb_build_object(
@@ -243,18 +250,19 @@ BEGIN
     PERFORM appliance_refresh_job(v_job);
 END $function$;
 
--- defined in 0003_create_and_import_in_one.sql
+-- defined in 0006_routes_travel_with_tasks.sql
 CREATE OR REPLACE FUNCTION public.appliance_insert_tasks(p_job uuid, p_user uuid, p_hours double precision, p_tasks jsonb)
  RETURNS void
  LANGUAGE plpgsql
 AS $function$
 BEGIN
     INSERT INTO tasks (id, job_id, user_id, name, operation, queue, payload, depends_on,
-                       result, ready_at, expires_at)
+                       result, routes, ready_at, expires_at)
     SELECT (t ->> 'id')::uuid, p_job, p_user, t ->> 'name', t ->> 'operation', t ->> 'queue',
            t -> 'payload',
            ARRAY(SELECT d::uuid FROM jsonb_array_elements_text(t -> 'depends_on') AS d),
            nullif(t -> 'result', 'null'::jsonb),
+           nullif(t -> 'routes', 'null'::jsonb),
            CASE WHEN (t ->> 'runs_now')::boolean THEN now() END,
            now() + p_hours * interval '1 hour'
       FROM jsonb_array_elements(p_tasks) WITH ORDINALITY AS x(t, n)

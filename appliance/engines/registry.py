@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,15 +119,31 @@ class Registry:
                 code="INVALID_CONVERSION_TYPE",
                 errors={"output_format": [f"cannot convert {src} to {dst}"]},
             )
+        return hops, self.options_for(hops, options)
+
+    def options_for(self, hops: list[Hop], options: dict[str, Any]) -> Any:
+        """``options`` validated against the route's last engine, or InvalidData."""
         schema = hops[-1].engine.descriptor.options
         try:
-            parsed = msgspec.convert(options, schema)
+            return msgspec.convert(options, schema)
         except msgspec.ValidationError as exc:
             field = str(exc).rsplit("`$.", 1)[-1].rstrip("`") if "`$." in str(exc) else "options"
             raise InvalidData(
                 f"Invalid conversion option: {exc}", errors={field: [str(exc)]}
             ) from exc
-        return hops, parsed
+
+    def hops_of(self, steps: Sequence[Mapping[str, str]]) -> list[Hop] | None:
+        """The hops of a route as ``route_summary`` wrote it (planned earlier, perhaps by
+        another process), if each engine is still enabled and still converts its pair; else
+        None, and the caller plans again."""
+        hops = []
+        for step in steps:
+            engine = self._by_id.get(step.get("engine", ""))
+            pair = (step.get("from", ""), step.get("to", ""))
+            if engine is None or pair not in engine.descriptor.conversions:
+                return None
+            hops.append(Hop(engine, *pair))
+        return hops
 
     def queue_for(self, hops: list[Hop]) -> QueueClass:
         """The heaviest queue class on the route runs the whole task."""

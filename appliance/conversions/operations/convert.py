@@ -7,7 +7,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from appliance.conversions.operation import Errors, Operation, PlannedTask, Progress, normalized
+from appliance.conversions.operation import (
+    Errors,
+    Operation,
+    PlannedTask,
+    Progress,
+    heavier,
+    normalized,
+)
 from appliance.conversions.runtime import Runtime
 from appliance.conversions.task import InputFile, Outcome, OutFile, Task
 from appliance.conversions.work import (
@@ -51,26 +58,46 @@ class Convert(Operation):
             if out not in registry.targets:
                 errors.add(f"{key}.output_format", f"no engine converts to {out!r}")
             return
-        for src in candidates:
+        for src in sorted(candidates):
             try:
-                hops, _ = self.plan(registry, src, p)
+                hops, _ = self.plan(registry, src, p, None)
             except InvalidData as exc:
                 for field_name, msgs in exc.errors.items():
                     for msg in msgs:
                         errors.add(f"{key}.{field_name}", msg)
                 return
-            task.queue = registry.queue_for(hops)
+            task.plan_route(src, hops)
+            task.queue = heavier(task.queue, registry.queue_for(hops))
 
-    def plan(self, registry: Registry, src: str, payload: dict[str, Any]) -> tuple[list[Hop], Any]:
-        """The route from ``src`` to the task's output format and its validated options."""
+    def route(self, registry: Registry, src: str, payload: dict[str, Any]) -> list[Hop] | None:
+        return registry.route(src, str(payload.get("output_format", "")))
+
+    def plan(
+        self,
+        registry: Registry,
+        src: str,
+        payload: dict[str, Any],
+        routes: dict[str, Any] | None,
+    ) -> tuple[list[Hop], Any]:
+        """The route from ``src`` to the task's output format (as planned before, when it
+        was) and its validated options; InvalidData when there is none or an option is
+        wrong."""
+        hops = self.planned(registry, routes, src, payload)
+        if hops is None:
+            dst = payload.get("output_format", "")
+            raise InvalidData(
+                f"No conversion path from {src} to {dst}",
+                code="INVALID_CONVERSION_TYPE",
+                errors={"output_format": [f"cannot convert {src} to {dst}"]},
+            )
         options = {k: v for k, v in payload.items() if k not in self.fields}
-        return registry.plan(src, str(payload.get("output_format", "")), options)
+        return hops, registry.options_for(hops, options)
 
     def queue_once_named(
         self, registry: Registry, payload: dict[str, Any], src: str
-    ) -> QueueClass | None:
-        hops = registry.route(src, str(payload.get("output_format", "")))
-        return registry.queue_for(hops) if hops else None  # no route: the worker reports it
+    ) -> tuple[QueueClass, list[Hop]] | None:
+        hops = self.route(registry, src, payload)
+        return (registry.queue_for(hops), hops) if hops else None  # none: the worker reports it
 
     def run(self, rt: Runtime, task: Task, progress: Progress) -> Outcome:
         outputs: list[OutFile] = []
@@ -78,7 +105,7 @@ class Convert(Operation):
         cache: list[dict[str, Any]] = []
         with tempfile.TemporaryDirectory(dir=rt.work_root()) as tmp:
             for i, f, step in each_input(task.input_files(), progress):
-                files, hops, entry = self._one(rt, task.payload, f, Path(tmp) / str(i), step)
+                files, hops, entry = self._one(rt, task, f, Path(tmp) / str(i), step)
                 outputs += files
                 cache += [entry] if entry else []
         engine = (
@@ -90,15 +117,16 @@ class Convert(Operation):
         return outcome
 
     def _one(
-        self, rt: Runtime, p: dict[str, Any], f: InputFile, work: Path, progress: Progress
+        self, rt: Runtime, task: Task, f: InputFile, work: Path, progress: Progress
     ) -> tuple[list[OutFile], list[Hop], dict[str, Any] | None]:
         """One input through its route: the files made, the route, and the conversion
         cache's entry for them (recorded with the task's end), if any."""
+        p = task.payload
         out_fmt = p["output_format"]
         src, src_fmt, seen = fetch_input(rt, f, work, p.get("input_format"))
-        hops, options = self._worker_plan(rt.registry, src_fmt, p)
+        hops, options = self._worker_plan(rt.registry, src_fmt, task)
         if seen is not None:
-            src_fmt, hops, options = self._real_type(rt.registry, f, src_fmt, seen, hops, p)
+            src_fmt, hops, options = self._real_type(rt.registry, f, src_fmt, seen, hops, task)
         src = with_extension(src, src_fmt)
         filename = output_name(p, f, out_fmt)
         key = cache_key(f, out_fmt, hops, options)
@@ -112,11 +140,9 @@ class Convert(Operation):
             return outputs, hops, None
         return outputs, hops, cache_entry(key, outputs[0])
 
-    def _worker_plan(
-        self, registry: Registry, src: str, payload: dict[str, Any]
-    ) -> tuple[list[Hop], Any]:
+    def _worker_plan(self, registry: Registry, src: str, task: Task) -> tuple[list[Hop], Any]:
         try:
-            return self.plan(registry, src, payload)
+            return self.plan(registry, src, task.payload, task.routes)
         except Exception as exc:
             raise PermanentError(str(exc), code="INVALID_CONVERSION_TYPE") from exc
 
@@ -127,14 +153,14 @@ class Convert(Operation):
         declared: str,
         seen: str,
         hops: list[Hop],
-        payload: dict[str, Any],
+        task: Task,
     ) -> tuple[str, list[Hop], Any]:
         """The content is not the declared format. If it is one the declared route's first
         engine takes as well (a PNG named .jpg, for libvips), convert it as what it is;
         otherwise the input is invalid: an engine is never handed a file it was not meant to
         parse."""
         try:
-            real_hops, options = self.plan(registry, seen, payload)
+            real_hops, options = self.plan(registry, seen, task.payload, task.routes)
         except Exception:
             real_hops = []
         if real_hops and real_hops[0].engine.descriptor.id == hops[0].engine.descriptor.id:

@@ -45,11 +45,12 @@ class Merge(Operation):
             errors.add(f"{key}.{extra}", f"unknown field for merge: {extra}")
         task.output_format = "pdf"
         queue: QueueClass = "light"
-        for fmt in {f for f in formats if f}:
-            hops = self.formats.route(registry, fmt)
+        for fmt in sorted({f for f in formats if f}):
+            hops = self.route(registry, fmt, p)
             if hops is None:
                 errors.add(f"{key}.input", f"cannot convert {fmt} to pdf for merging")
             else:
+                task.plan_route(fmt, hops)
                 queue = heavier(queue, input_queue(registry, self, fmt, hops))
         task.queue = queue
 
@@ -66,7 +67,7 @@ class Merge(Operation):
                 if fmt == "pdf":
                     pdfs.append(src)
                     continue
-                hops = rt.registry.route(fmt, "pdf")
+                hops = self.planned(rt.registry, task.routes, fmt, task.payload)
                 if hops is None:
                     raise PermanentError(
                         f"{f.filename} ({fmt}) cannot be converted to pdf for merging",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -66,10 +65,11 @@ class Thumbnail(Operation):
             errors.add(option_field(key, exc), str(exc))
         declared = normalized(p, "input_format")
         for src in {declared} if declared else {f for f in formats if f}:
-            hops = self.formats.route(registry, src)
+            hops = self.route(registry, src, p)
             if hops is None:
                 errors.add(f"{key}.input", f"no thumbnail can be made from {src}")
             else:  # several inputs: the heaviest one's queue
+                task.plan_route(src, hops)
                 task.queue = heavier(task.queue, input_queue(registry, self, src, hops))
 
     def run(self, rt: Runtime, task: Task, progress: Progress) -> Outcome:
@@ -78,22 +78,23 @@ class Thumbnail(Operation):
         route: list[dict[str, str]] = []
         with tempfile.TemporaryDirectory(dir=rt.work_root()) as tmp:
             for i, f, step in each_input(task.input_files(), progress):
-                made, route = self._one(rt, task.payload, f, Path(tmp) / str(i), options, step)
+                made, route = self._one(rt, task, f, Path(tmp) / str(i), options, step)
                 outputs += made
         return Outcome.of_files(outputs, route=route)
 
     def _one(
         self,
         rt: Runtime,
-        p: dict[str, Any],
+        task: Task,
         f: InputFile,
         work: Path,
         options: ThumbnailOptions,
         progress: Progress,
     ) -> tuple[list[OutFile], list[dict[str, str]]]:
+        p = task.payload
         out_fmt = p["output_format"]
         src, src_fmt = checked_input(rt, f, work, p.get("input_format"))
-        hops = thumbnail_route(rt.registry, src_fmt)
+        hops = self.planned(rt.registry, task.routes, src_fmt, p)
         if hops is None:
             raise PermanentError(
                 f"No thumbnail can be made from {src_fmt}", code="INVALID_CONVERSION_TYPE"

@@ -54,9 +54,9 @@ TASK_STATUS_FOR_UPDATE = "SELECT status FROM tasks WHERE id = %s AND user_id = %
 TASK_ROW = "SELECT * FROM tasks WHERE id = %s AND user_id = %s"
 RETRY_TASK = (
     "INSERT INTO tasks (id, job_id, user_id, name, operation, queue, payload,"
-    " depends_on, retry_of_task_id, ready_at, expires_at)"
+    " depends_on, routes, retry_of_task_id, ready_at, expires_at)"
     " SELECT %s, job_id, user_id, name || '-retry-' || left(%s::text, 8),"
-    " operation, queue, payload, depends_on, id,"
+    " operation, queue, payload, depends_on, routes, id,"
     " CASE WHEN NOT EXISTS (SELECT 1 FROM tasks d"
     "   WHERE d.id = ANY(t.depends_on)"
     "   AND d.status <> 'finished') THEN now() END, expires_at"

@@ -23,7 +23,7 @@ CLAIM = (
     " AND d.status = 'waiting' AND d.job_id IS NOT DISTINCT FROM c.job_id) AS exports"
     " FROM appliance_claim_task(%s, %s) c"
 )
-# appliance_complete_task (migration 0004): a task ends well. Its row: owned, ready
+# appliance_complete_task (migration 0006): a task ends well. Its row: owned, ready
 # ([{id, queue, operation}]), job_end, doc (the task's JSON text when asked).
 COMPLETE = "SELECT * FROM appliance_complete_task(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 # appliance_complete_import (migration 0003): an import ends, its dependents moved to queues;
@@ -93,13 +93,14 @@ def complete_import_args(
     attempts: int | None,
     files: list[dict[str, Any]],
     result: dict[str, Any],
-    queues: dict[str, str],
+    plans: dict[str, dict[str, Any]],
     routed: list[uuid.UUID],
     doc: bool = False,
 ) -> tuple[Any, ...]:
-    """COMPLETE_IMPORT's arguments: as COMPLETE's for an import, ``queues`` worked out for the
-    dependents ``routed`` (the ones the caller knew of)."""
-    return (task_id, attempts, Jsonb(files), Jsonb(result), Jsonb(queues), routed, doc)
+    """COMPLETE_IMPORT's arguments: as COMPLETE's for an import, ``plans`` ({task id: {queue,
+    routes}}, migration 0006) worked out for the dependents ``routed`` (the ones the caller
+    knew of)."""
+    return (task_id, attempts, Jsonb(files), Jsonb(result), Jsonb(plans), routed, doc)
 
 
 # -- the worker (sync) ---------------------------------------------------------------------

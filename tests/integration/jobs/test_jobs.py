@@ -302,3 +302,42 @@ def test_a_job_made_during_an_upload_on_its_task_moves_to_the_queue_the_file_nee
     system.call(system.svc.accept_upload(uuid.UUID(up), lambda: doc.name, chunks()))
     conv = task(made["job"], "c")
     assert system.sql("SELECT queue FROM tasks WHERE id = %s", conv["id"])[0]["queue"] == "office"
+
+
+def test_the_route_planned_when_the_file_is_named_is_the_route_the_worker_runs(system, png_file):
+    system.stop_worker()
+    job = system.create(UPLOAD_CONVERT_EXPORT)
+    system.upload(task(job, "up")["id"], png_file)
+    conv = task(job, "c")
+    [row] = system.sql("SELECT routes FROM tasks WHERE id = %s", conv["id"])
+    assert row["routes"] == {"png": [{"from": "png", "to": "webp", "engine": "vips"}]}
+    # another valid route, as if another host had planned it: the worker runs that one
+    detour = [
+        {"from": "png", "to": "tiff", "engine": "vips"},
+        {"from": "tiff", "to": "webp", "engine": "vips"},
+    ]
+    system.sql(
+        "UPDATE tasks SET routes = jsonb_build_object('png', %s::jsonb) WHERE id = %s",
+        json.dumps(detour),
+        conv["id"],
+    )
+    system.start_worker()
+    job = system.wait(job["id"])
+    assert job["status"] == "finished", job
+    assert task(job, "c")["result"]["route"] == detour
+
+
+def test_a_planned_route_whose_engine_is_gone_is_planned_again(system, png_file):
+    system.stop_worker()
+    job = system.create(UPLOAD_CONVERT_EXPORT)
+    system.upload(task(job, "up")["id"], png_file)
+    gone = [{"from": "png", "to": "webp", "engine": "no-longer-enabled"}]
+    system.sql(
+        "UPDATE tasks SET routes = jsonb_build_object('png', %s::jsonb) WHERE id = %s",
+        json.dumps(gone),
+        task(job, "c")["id"],
+    )
+    system.start_worker()
+    job = system.wait(job["id"])
+    assert job["status"] == "finished", job
+    assert task(job, "c")["result"]["route"] == [{"from": "png", "to": "webp", "engine": "vips"}]

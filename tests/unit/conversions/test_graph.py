@@ -332,3 +332,33 @@ def test_rotate_pages_needs_a_quarter_turn_and_takes_only_pdf():
         }
     )
     assert {"tasks.r.input", "tasks.r.rotation"} <= set(errors)
+
+
+def test_the_route_planned_for_a_known_input_format_travels_with_the_task():
+    [_, conv, thumb] = plan(
+        {
+            "in": {"operation": "import/url", "url": "https://example.com/report.docx"},
+            "c": {"operation": "convert", "input": "in", "output_format": "png"},
+            "t": {"operation": "thumbnail", "input": "in", "output_format": "png"},
+        }
+    )
+    assert [s["engine"] for s in conv.routes["docx"]] == ["libreoffice", "pdfium"]
+    assert thumb.routes == {"docx": [{"from": "docx", "to": "pdf", "engine": "libreoffice"}]}
+    [_, later] = plan(
+        {
+            "up": {"operation": "import/upload"},
+            "c": {"operation": "convert", "input": "up", "output_format": "png"},
+        }
+    )
+    assert later.routes == {}  # planned once the file is named (graph.plans_once_named)
+    plans = graph.plans_once_named(
+        REGISTRY,
+        [{"id": later.id, "operation": "convert", "queue": "light", "payload": later.payload}],
+        "photo.jpg",
+    )
+    assert plans == {
+        str(later.id): {
+            "queue": "light",
+            "routes": {"jpg": [{"from": "jpg", "to": "png", "engine": "vips"}]},
+        }
+    }

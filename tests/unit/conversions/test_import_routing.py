@@ -30,7 +30,10 @@ def test_the_dependents_move_to_the_queue_their_input_needs_and_are_named_as_rou
     task = uuid.uuid4()
     args = routing.args(task, 2)
     assert args[0] == task and args[1] == 2
-    assert args[4].obj == {light["id"]: "office"}  # a declared format chose at creation
+    route = [{"from": "docx", "to": "pdf", "engine": "libreoffice"}]
+    # the route planned for the named file travels with the task; a declared format chose
+    # both at creation
+    assert args[4].obj == {light["id"]: {"queue": "office", "routes": {"docx": route}}}
     assert args[5] == [uuid.UUID(light["id"]), uuid.UUID(declared["id"])]
 
 
