@@ -119,3 +119,29 @@ def test_no_private_name_is_imported_from_another_module():
         if name.startswith("_") and not name.startswith("__")
     ]
     assert wrong == []
+
+
+CORE = ("appliance.settings", "appliance.errors", "appliance.logs")
+
+
+def test_metrics_are_a_leaf_that_imports_only_the_core():
+    wrong = [
+        (module, target)
+        for module, tree in in_parts("metrics").items()
+        for target, _ in imports(tree, module)
+        if target.startswith("appliance.")
+        and part(target) != "metrics"
+        and not target.startswith(CORE)
+    ]
+    assert wrong == []
+
+
+def test_engines_know_no_database_queue_or_http():
+    wrong = [
+        (module, target)
+        for module, tree in in_parts("engines").items()
+        for target, _ in imports(tree, module)
+        if target.startswith(("appliance.db", "appliance.jobs", "appliance.api"))
+        or target.split(".")[0] in ("psycopg", "dramatiq", "litestar")
+    ]
+    assert wrong == []

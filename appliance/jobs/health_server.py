@@ -42,8 +42,10 @@ class Probes:
     def postgres(self) -> None:
         import psycopg
 
+        from appliance.db.queries.health import ping_sync
+
         with psycopg.connect(self.settings.effective_database_url, connect_timeout=2) as conn:
-            conn.execute("SELECT 1")
+            ping_sync(conn)
 
     def check(self) -> dict[str, str]:
         probes: dict[str, Callable[[], object]] = {
