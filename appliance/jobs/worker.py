@@ -13,9 +13,9 @@ from appliance.conversions.runner import TaskRunner
 from appliance.conversions.runtime import build_runtime
 from appliance.engines import QUEUE_CLASSES
 from appliance.jobs.broker import declare_actors, make_broker, make_dispatcher
+from appliance.jobs.health_server import serve
 from appliance.jobs.reconciler import ReconcilerThread
 from appliance.metrics import preset
-from appliance.jobs.health_server import serve
 from appliance.settings import Settings
 
 settings = Settings.from_env()
