@@ -66,7 +66,8 @@ def _parse(
         if not isinstance(payload, Mapping):
             errors.add(key, "must be an object")
             continue
-        op = operations.get(payload.get("operation"))  # type: ignore[arg-type]
+        name_given = payload.get("operation")
+        op = operations.get(name_given) if isinstance(name_given, str) else None
         if op is None:
             errors.add(
                 f"{key}.operation",

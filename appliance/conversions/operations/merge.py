@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import cast
 
+from appliance.conversions.files import safe_filename
 from appliance.conversions.operation import (
     Errors,
     Formats,
@@ -85,13 +86,7 @@ class Merge(Operation):
             )
             check_output(engine.descriptor.id, "pdf", merged)
             name = task.payload.get("filename") or f"{Path(inputs[0].filename).stem}.pdf"
-            out = keep(rt, merged, safe_name(name))
+            out = keep(rt, merged, safe_filename(name))
         outcome = Outcome.of_files([out], route=routes)
         outcome.engine = (engine.descriptor.id, engine.descriptor.version())
         return outcome
-
-
-def safe_name(name: str) -> str:
-    from appliance.conversions.files import safe_filename
-
-    return safe_filename(name)

@@ -362,3 +362,9 @@ def test_the_route_planned_for_a_known_input_format_travels_with_the_task():
             "routes": {"jpg": [{"from": "jpg", "to": "png", "engine": "vips"}]},
         }
     }
+
+
+@pytest.mark.parametrize("operation", [["convert"], {"a": 1}, 7, None])
+def test_an_operation_that_is_not_a_string_is_a_422_naming_the_field(operation):
+    errors = errors_of({"a": {"operation": operation}})
+    assert "allowed: import/upload" in errors["tasks.a.operation"][0]
