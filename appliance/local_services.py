@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from appliance.db.queries import setup
+
 __all__ = [
     "PG_DATABASE",
     "PG_USER",
@@ -555,7 +557,7 @@ def _ensure_database(runner: _PgRunner, port: int, deadline: float) -> None:
     """Create the ``appliance`` database unless it exists (psql over TCP, trust auth)."""
     base = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port)]
     base += ["-U", PG_USER, "-d", "postgres", "-tA", "-c"]
-    check = f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'"  # noqa: S608 (constant)
+    check = setup.database_exists(PG_DATABASE)
     res = runner.run("psql", *base, check, timeout=_remaining(deadline), as_owner=False)
     if res.returncode == 0 and res.stdout.strip() == "1":
         return
@@ -563,7 +565,7 @@ def _ensure_database(runner: _PgRunner, port: int, deadline: float) -> None:
         res = runner.run(
             "psql",
             *base,
-            f'CREATE DATABASE "{PG_DATABASE}"',
+            setup.create_database(PG_DATABASE),
             timeout=_remaining(deadline),
             as_owner=False,
         )

@@ -12,7 +12,8 @@ from litestar.params import Parameter
 from appliance.api import responses
 from appliance.api.deps import services
 from appliance.api.jobs import wait_response
-from appliance.conversions.operations.enabled import OPERATIONS
+from appliance.conversions.operation import Operation
+from appliance.conversions.operations.enabled import ENABLED
 from appliance.security.auth import Principal
 
 
@@ -89,13 +90,16 @@ async def sync_task(
     return await wait_task(request, task_id, principal)
 
 
-def _single(operation: str) -> Any:
+def _single(op: Operation) -> Any:
+    operation = op.name
+
     @post(
         f"/v2/{operation}",
         status_code=201,
         tags=["tasks"],
         operation_id=f"create_{operation.replace('/', '_')}_task",
         summary=f"Create a single {operation} task",
+        description=op.describe(),
     )
     async def create(
         request: Request[Any, Any, Any], data: dict[str, Any], principal: Principal
@@ -107,4 +111,4 @@ def _single(operation: str) -> Any:
 
 
 # One route per operation (POST /v2/convert, /v2/merge, ...): the same list the job graph takes.
-SINGLE_TASK_ROUTES = [_single(op) for op in OPERATIONS]
+SINGLE_TASK_ROUTES = [_single(op) for op in ENABLED]

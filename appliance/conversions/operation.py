@@ -19,6 +19,7 @@ An operation declares:
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,6 +137,26 @@ class Operation:
         ValidationError when one is wrong."""
         extra = {k: v for k, v in payload.items() if k not in self.fields}
         return msgspec.convert(extra, self.options_schema(registry))
+
+    def describe(self) -> str:
+        """What a client needs to know to ask for it (the OpenAPI description of its
+        single-task route): its module's first paragraph, then its fields and formats."""
+        doc = sys.modules[type(self).__module__].__doc__ or ""
+        parts = [" ".join(doc.split("\n\n")[0].replace("``", "`").split())]
+        parts.append(f"Required fields: {', '.join(self.required)}." if self.required else "")
+        if self.formats is not None:
+            takes = ", ".join(self.formats.inputs) if self.formats.inputs else "any file"
+            routed = " (other formats are converted first)" if self.formats.convert_first else ""
+            parts.append(f"Takes {takes}{routed}.")
+            outputs = self.formats.outputs
+            makes = "no file" if outputs == () else ", ".join(outputs or ("its input's format",))
+            parts.append(f"Makes {makes}.")
+            if self.formats.engine:
+                parts.append(
+                    f"Runs on the {self.formats.engine} engine; its other fields are"
+                    " that engine's options (GET /v2/operations?include=options)."
+                )
+        return " ".join(p for p in parts if p)
 
     # -- the job graph ---------------------------------------------------------------------
     def check(
