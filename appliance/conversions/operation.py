@@ -121,7 +121,8 @@ class Operation:
     file_from_client: ClassVar[bool] = False
     # ends without engine or file transfer: the worker that made it ready runs it at once
     inline: ClassVar[bool] = False
-    # its queue class may change once an input's file name is known (routed dependents)
+    # its route and queue class are planned once an input's file is named, if not before
+    # (appliance_routed_dependents names these operations; a test keeps the two in step)
     routed: ClassVar[bool] = False
 
     # -- declarations ----------------------------------------------------------------------

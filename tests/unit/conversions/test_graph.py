@@ -368,3 +368,20 @@ def test_the_route_planned_for_a_known_input_format_travels_with_the_task():
 def test_an_operation_that_is_not_a_string_is_a_422_naming_the_field(operation):
     errors = errors_of({"a": {"operation": operation}})
     assert "allowed: import/upload" in errors["tasks.a.operation"][0]
+
+
+def test_the_database_moves_the_dependents_of_exactly_the_routed_operations():
+    """appliance_routed_dependents names the operations whose waiting tasks an import's end
+    plans and moves; it must name those that declare ``routed``."""
+    import re
+    from pathlib import Path
+
+    import appliance.db
+    from appliance.conversions.operations.enabled import ENABLED
+
+    sql = (Path(appliance.db.__file__).parent / "functions.sql").read_text()
+    body = sql[sql.index("FUNCTION public.appliance_routed_dependents") :]
+    named = re.search(r"operation IN \(([^)]*)\)", body)
+    assert named is not None
+    in_sql = {name.strip().strip("'") for name in named.group(1).split(",")}
+    assert in_sql == {op.name for op in ENABLED if op.routed}
