@@ -278,6 +278,12 @@ def main() -> None:
     ap.add_argument("--worker-threads", type=int, default=None, help="default: the appliance's")
     ap.add_argument("--types", nargs="+", default=list(TYPES))
     ap.add_argument("--stock-unoserver", action="store_true", help="without Hidden=True")
+    ap.add_argument(
+        "--no-cold",
+        action="store_true",
+        help="skip the cold soffice baseline (80%% of the time; it does not depend on the"
+        " appliance's code, so before/after comparisons can leave it out)",
+    )
     args = ap.parse_args()
     rates: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-office-") as tmp:
@@ -306,7 +312,7 @@ def main() -> None:
                     paths = copies(bases[fmt], out / "in", f"r{r}{fmt}", args.files)
                     for side in ("cold", "unoserver", "api"):
                         (out / side).mkdir()
-                    got = {"cold": cold(paths, out / "cold")}
+                    got = {"cold": float("nan") if args.no_cold else cold(paths, out / "cold")}
                     before = cpu_snapshot([uno.proc.pid])
                     got["unoserver"] = uno.run(paths, out / "unoserver")
                     uno_cpu = cpu_used([uno.proc.pid], before)
