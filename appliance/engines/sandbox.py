@@ -20,12 +20,14 @@ after a timeout.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -259,7 +261,9 @@ class Helper:
         self.proc = None
 
     def job_dir(self) -> Path:
-        """A fresh directory for one conversion, inside the helper's work directory."""
+        """A fresh directory for one conversion, inside the helper's work directory. It is the
+        worker's (root's, 0755) until ``hand_over``: a helper still running from an earlier
+        request cannot plant a name in it that the worker would then write through."""
         reason = None
         if self.proc is None:
             reason = self._ended
@@ -273,10 +277,14 @@ class Helper:
             ENGINE_RESTARTS.labels(reason).inc()
             self._ended = "start"
         path = self.workdir / uuid.uuid4().hex
-        path.mkdir()
-        if os.geteuid() == 0:
-            os.chown(path, NOBODY, NOBODY)
+        path.mkdir(mode=0o755)
         return path
+
+    def hand_over(self, job: Path) -> None:
+        """The helper may write in ``job`` now (its inputs are in; the worker writes there no
+        more, and takes outputs back only through ``take_output``)."""
+        if os.geteuid() == 0:
+            os.chown(job, NOBODY, NOBODY)
 
     def call(self, request: dict[str, Any], progress: Progress, counts: bool = True) -> list[str]:
         """Send one request and wait for its end: the extra output files it names (relative to
@@ -444,6 +452,7 @@ class SandboxedEngine:
                     "dst_format": dst_format,
                     "options": msgspec.to_builtins(options),
                 }
+                helper.hand_over(job)
                 names = helper.call(request, progress, not self.descriptor.recycles_itself)
                 return self._collect(job, names, dst, dst_format)
             finally:
@@ -452,32 +461,72 @@ class SandboxedEngine:
     def _collect(
         self, job: Path, names: list[str], dst: Path, dst_format: str
     ) -> list[Path] | None:
-        """Move the helper's output(s) out of its job directory to ``dst`` (numbered if several)."""
+        """Take the helper's output(s) back from its job directory to ``dst`` (numbered if
+        several), as the worker's own files (``take_output``)."""
         if names:  # several outputs: bring each back next to dst, in order
             moved: list[Path] = []
             for name in names:
-                produced = _inside_job(job, name)
                 target = dst.with_name(f"{dst.stem}-{len(moved) + 1}{dst.suffix}")
-                shutil.move(produced, target)
+                take_output(job, name, target)
                 moved.append(target)
             return moved
-        produced = job / f"output.{dst_format}"
-        if not produced.is_file():
-            raise PermanentError(
-                f"{self.descriptor.id} produced no output", code="CONVERSION_FAILED"
-            )
-        shutil.move(produced, dst)
+        take_output(job, f"output.{dst_format}", dst)
         return None
 
 
-def _inside_job(job: Path, name: str) -> Path:
-    """A file the helper named: it must be a plain file inside the job directory."""
-    path = (job / name).resolve()
-    if job.resolve() not in path.parents or not path.is_file() or path.is_symlink():
-        raise PermanentError(
-            "the engine named an output outside its directory", code="CONVERSION_FAILED"
-        )
-    return path
+def take_output(job: Path, name: str, dst: Path) -> None:
+    """Copy the file the helper left at ``name`` (relative to ``job``) to ``dst``, a new file of
+    the worker's own. Everything under ``job`` is the helper's to shape, so the name is walked
+    one component at a time from a descriptor of ``job`` without following any link, and only
+    a regular file with no other link is taken; anything else (a link, a FIFO, a device, a
+    directory, a name that leaves ``job``) fails the conversion. Copying, not moving, leaves the
+    helper no handle on a file the worker goes on to hash and store."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise _refused(name)
+    fd = os.open(job, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        for part in parts[:-1]:
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        if not stat.S_ISREG(os.stat(parts[-1], dir_fd=fd, follow_symlinks=False).st_mode):
+            raise _refused(name)  # looked at without opening: a FIFO or device never is
+        src = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+    except OSError:
+        raise _refused(name) from None
+    finally:
+        os.close(fd)
+    try:
+        info = os.fstat(src)  # the file opened, whatever the name points to by now
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            raise _refused(name)
+        out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            _copy(src, out)
+        finally:
+            os.close(out)
+    finally:
+        os.close(src)
+
+
+def _copy(src: int, dst: int) -> None:
+    """All of ``src`` into ``dst``, in the kernel where it can."""
+    try:
+        while os.copy_file_range(src, dst, 1 << 30):
+            pass
+    except OSError:  # another filesystem type: copy through user space
+        os.lseek(src, 0, os.SEEK_SET)
+        os.lseek(dst, 0, os.SEEK_SET)
+        os.ftruncate(dst, 0)
+        while chunk := os.read(src, 1 << 20):
+            os.write(dst, chunk)
+
+
+def _refused(name: str) -> PermanentError:
+    return PermanentError(
+        f"the engine left no plain output file at {name!r}", code="CONVERSION_FAILED"
+    )
 
 
 def _in_sandbox(helper: Helper, path: Path) -> str:
@@ -485,11 +534,27 @@ def _in_sandbox(helper: Helper, path: Path) -> str:
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
+    """Put the input at ``dst`` in a job directory not yet handed over: a hard link (the same
+    filesystem, no copy; the helper only reads it), else a copy. Never through an existing
+    name: one there fails the conversion."""
     try:
-        os.link(src, dst)  # same filesystem: no copy (the helper only reads it)
-    except OSError:
-        shutil.copyfile(src, dst)
-    os.chmod(dst, 0o644)
+        os.link(src, dst, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise PermanentError(
+                "the job directory was not empty", code="CONVERSION_FAILED"
+            ) from exc
+        out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with open(src, "rb") as inp:
+            try:
+                _copy(inp.fileno(), out)
+            finally:
+                os.close(out)
+    fd = os.open(dst, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fchmod(fd, 0o644)
+    finally:
+        os.close(fd)
 
 
 def sandboxed(engines: list[Engine], pool: HelperPool) -> list[Engine]:
