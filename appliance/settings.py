@@ -124,6 +124,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     url_ttl_seconds: Annotated[
         int, _doc("Lifetime of download and upload URLs in seconds.", ge=60)
     ] = 86400
+    share_files_across_users: Annotated[
+        bool,
+        _doc(
+            "Store identical files once and share conversion results across users (a"
+            " single-tenant install). Off: each user's files and cached results are their own,"
+            " so nobody learns from timing or metrics what another user has stored."
+        ),
+    ] = False
     allow_private_urls: Annotated[
         bool, _doc("Let import/url reach private, loopback and link-local addresses.")
     ] = False

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from appliance.errors import FileTooLarge
 from appliance.metrics import STORAGE_WRITES
+from appliance.settings import Settings
 from appliance.storage import Storage, object_key
 
 
@@ -64,6 +65,21 @@ def sha256_of(path: Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+def owner(settings: Settings, user_id: object) -> str:
+    """Whose a user's files are (``owned_digest``): theirs, unless the install shares files
+    across users (``share_files_across_users``)."""
+    return "" if settings.share_files_across_users else str(user_id)
+
+
+def owned_digest(sha256: str, owner: str) -> str:
+    """The address a file is stored, deduplicated and cached under: its SHA-256, or, when
+    ``owner`` is set (one user's files are their own), a SHA-256 of the owner and that digest,
+    so identical bytes of two users are two objects and two cache keys."""
+    if not owner:
+        return sha256
+    return hashlib.sha256(f"{owner}:{sha256}".encode()).hexdigest()
 
 
 def store(storage: Storage, path: Path, sha256: str, *, consume: bool = False) -> bool:

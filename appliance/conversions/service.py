@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 from appliance.conversions import graph
-from appliance.conversions.files import Spool, safe_filename, store
+from appliance.conversions.files import Spool, owned_digest, owner, safe_filename, store
 from appliance.conversions.lifecycle import (
     ImportRouting,
     client_import_ended,
@@ -94,7 +94,7 @@ class JobService:
         async with self.pool.connection() as conn:
             refs = await self._external_refs(conn, user_id, tasks)
             planned = graph.plan(tasks, self.registry, refs.get)
-            inline = await self._ingest_inline(planned)
+            inline = await self._ingest_inline(planned, user_id)
             rows, ready = self._task_rows(planned)
             settle = bool(inline) or _existing_inputs(planned)
             hours = self.settings.job_retention_hours
@@ -117,7 +117,7 @@ class JobService:
         async with self.pool.connection() as conn:
             refs = await self._external_refs(conn, user_id, tasks)
             planned = graph.plan(tasks, self.registry, refs.get)
-            inline = await self._ingest_inline(planned)
+            inline = await self._ingest_inline(planned, user_id)
             rows, ready = self._task_rows(planned)
             async with conn.transaction():
                 await job_rows.insert_tasks(conn, user_id, self.settings.job_retention_hours, rows)
@@ -141,14 +141,17 @@ class JobService:
             out[str(r["id"])] = (r["id"], fmt)
         return out
 
-    async def _ingest_inline(self, planned: list[graph.PlannedTask]) -> InlineFiles:
-        """import/base64 files are stored before the job is written."""
+    async def _ingest_inline(
+        self, planned: list[graph.PlannedTask], user_id: uuid.UUID
+    ) -> InlineFiles:
+        """import/base64 files are stored (as the user's) before the job is written."""
         out = {}
         for task in planned:
             if task.operation == "import/base64":
                 data = task.payload.pop("file")
                 name = safe_filename(str(task.payload.get("filename", "file")))
-                spool, sha = await asyncio.to_thread(self._spool_base64, data, task.name)
+                spool, content = await asyncio.to_thread(self._spool_base64, data, task.name)
+                sha = owned_digest(content, owner(self.settings, user_id))
                 try:
                     await self._keep(spool, sha)
                 finally:
@@ -287,7 +290,7 @@ class JobService:
         try:
             async for chunk in chunks:
                 spool.write(chunk)
-            sha = spool.finish()
+            sha = owned_digest(spool.finish(), owner(self.settings, row["user_id"]))
             UPLOAD_BYTES.labels("upload").inc(spool.size)
             await self._keep(spool, sha)
         finally:

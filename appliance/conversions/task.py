@@ -30,6 +30,7 @@ class Task(msgspec.Struct, kw_only=True):
 
     id: uuid.UUID
     job_id: uuid.UUID | None
+    user_id: uuid.UUID
     name: str
     operation: str
     queue: str

@@ -16,10 +16,10 @@ from typing import Any
 
 import msgspec
 
-from appliance.conversions.files import safe_filename, sha256_of, store
+from appliance.conversions.files import owned_digest, owner, safe_filename, sha256_of, store
 from appliance.conversions.operation import Progress
 from appliance.conversions.runtime import Runtime
-from appliance.conversions.task import InputFile, OutFile
+from appliance.conversions.task import InputFile, OutFile, Task
 from appliance.db.queries import files as file_rows
 from appliance.engines.formats import mismatch, normalize, sniff_file
 from appliance.engines.registry import Hop
@@ -144,10 +144,13 @@ def timed_convert(
     return made
 
 
-def keep(rt: Runtime, path: Path, filename: str, hashed: tuple[str, int] | None = None) -> OutFile:
-    """Store a file the run made (reserving its hash first) and name it ``filename``;
-    ``hashed``: its (sha256, size) when already known."""
-    sha, size = hashed or sha256_of(path)
+def keep(
+    rt: Runtime, task: Task, path: Path, filename: str, hashed: tuple[str, int] | None = None
+) -> OutFile:
+    """Store a file the run of ``task`` made (reserving its address first), as its user's,
+    and name it ``filename``; ``hashed``: its (sha256, size) when already known."""
+    content, size = hashed or sha256_of(path)
+    sha = owned_digest(content, owner(rt.settings, task.user_id))
     file_rows.reserve(rt.pool, sha, size)
     store(rt.storage, path, sha, consume=True)
     return OutFile(sha, size, filename)
@@ -165,14 +168,21 @@ def each_input(
 
 
 # -- the conversion cache ------------------------------------------------------------------
-def options_hash(options: Any) -> str:
-    canonical = json.dumps(msgspec.to_builtins(options), sort_keys=True, separators=(",", ":"))
+def options_hash(options: Any, src_format: str) -> str:
+    """The digest of what determines an output besides the input's bytes (whose owned
+    digest is a key column of its own, so the cache is one user's unless shared), the output
+    format and the engines: the options, and the format the input is read as (the same bytes
+    read as rst or as md are two documents)."""
+    fields = {"input_format": src_format, "options": msgspec.to_builtins(options)}
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
-def cache_key(f: InputFile, out_fmt: str, hops: list[Hop], options: Any) -> tuple[str, ...]:
+def cache_key(
+    f: InputFile, src_format: str, out_fmt: str, hops: list[Hop], options: Any
+) -> tuple[str, ...]:
     versions = "+".join(f"{h.engine.descriptor.id}:{h.engine.descriptor.version()}" for h in hops)
-    return (f.sha256, out_fmt, options_hash(options), versions)
+    return (f.sha256, out_fmt, options_hash(options, src_format), versions)
 
 
 def cached(rt: Runtime, key: tuple[str, ...], filename: str) -> OutFile | None:

@@ -60,7 +60,7 @@ class Archive(Operation):
                 _zip(out, members, progress)
             else:
                 _tar(out, members, "w:gz" if fmt == "tar.gz" else "w", progress)
-            return Outcome.of_files([keep(rt, out, filename)])
+            return Outcome.of_files([keep(rt, task, out, filename)])
 
 
 def member_names(filenames: list[str]) -> list[str]:

@@ -129,13 +129,13 @@ class Convert(Operation):
             src_fmt, hops, options = self._real_type(rt.registry, f, src_fmt, seen, hops, task)
         src = with_extension(src, src_fmt)
         filename = output_name(p, f, out_fmt)
-        key = cache_key(f, out_fmt, hops, options)
+        key = cache_key(f, src_fmt, out_fmt, hops, options)
         hit = cached(rt, key, filename)
         if hit is not None:
             return [hit], hops, None
         paths = run_hops(hops, src, work, options, progress)
         names = names_for(filename, len(paths))
-        outputs = [keep(rt, path, name) for path, name in zip(paths, names, strict=True)]
+        outputs = [keep(rt, task, path, name) for path, name in zip(paths, names, strict=True)]
         if len(outputs) != 1:  # the cache holds single results; page sets are converted again
             return outputs, hops, None
         return outputs, hops, cache_entry(key, outputs[0])

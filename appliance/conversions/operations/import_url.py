@@ -42,4 +42,4 @@ class ImportUrl(Operation):
             UPLOAD_BYTES.labels("url").inc(spool.size)
             progress(0.8)
             filename = safe_filename(p.get("filename") or name)
-            return Outcome.of_files([keep(rt, spool.path, filename, (sha, spool.size))])
+            return Outcome.of_files([keep(rt, task, spool.path, filename, (sha, spool.size))])

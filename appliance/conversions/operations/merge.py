@@ -86,7 +86,7 @@ class Merge(Operation):
             )
             check_output(engine.descriptor.id, "pdf", merged)
             name = task.payload.get("filename") or f"{Path(inputs[0].filename).stem}.pdf"
-            out = keep(rt, merged, safe_filename(name))
+            out = keep(rt, task, merged, safe_filename(name))
         outcome = Outcome.of_files([out], route=routes)
         outcome.engine = (engine.descriptor.id, engine.descriptor.version())
         return outcome

@@ -69,7 +69,7 @@ class PerInputOperation(Operation):
                 for path in made:
                     check_output(engine.descriptor.id, out_fmt, path)
                 names = names_for(safe_filename(f.filename), len(made))
-                outputs += [keep(rt, path, n) for path, n in zip(made, names, strict=True)]
+                outputs += [keep(rt, task, path, n) for path, n in zip(made, names, strict=True)]
         outcome = Outcome.of_files(outputs)
         outcome.engine = (engine.descriptor.id, engine.descriptor.version())
         return outcome

@@ -111,4 +111,4 @@ class Thumbnail(Operation):
             check_output("thumbnail", out_fmt, path)
         names = names_for(output_name(p, f, out_fmt), len(made))
         route = [*route_summary(hops), {"from": src_fmt, "to": out_fmt, "engine": "thumbnail"}]
-        return [keep(rt, path, n) for path, n in zip(made, names, strict=True)], route
+        return [keep(rt, task, path, n) for path, n in zip(made, names, strict=True)], route

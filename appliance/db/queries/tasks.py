@@ -51,7 +51,7 @@ WAIT_LEFT = (
 # a final status, so exactly one transaction sees its own now() there.
 JOB_ENDED = "SELECT status FROM jobs WHERE id = %s AND ended_at = now()"
 ROUTED_DEPENDENTS = (
-    "SELECT status, appliance_routed_dependents(id) AS dependents FROM tasks"
+    "SELECT status, user_id, appliance_routed_dependents(id) AS dependents FROM tasks"
     " WHERE id = %s AND operation = %s"
 )
 
@@ -187,7 +187,8 @@ async def complete_import_async(
 async def routed_dependents(
     conn: AsyncDictConnection, task_id: Any, operation: str
 ) -> dict[str, Any] | None:
-    """A waiting import's status and the dependents whose queue its file's name may change."""
+    """A waiting import's status, user and the dependents whose queue its file's name may
+    change."""
     return await (await conn.execute(ROUTED_DEPENDENTS, (task_id, operation))).fetchone()
 
 
