@@ -147,13 +147,19 @@ def timed_convert(
 def keep(
     rt: Runtime, task: Task, path: Path, filename: str, hashed: tuple[str, int] | None = None
 ) -> OutFile:
-    """Store a file the run of ``task`` made (reserving its address first), as its user's,
-    and name it ``filename``; ``hashed``: its (sha256, size) when already known."""
+    """Store a file the run of ``task`` made, as its user's, and name it ``filename``;
+    ``hashed``: its (sha256, size) when already known."""
     content, size = hashed or sha256_of(path)
     sha = owned_digest(content, owner(rt.settings, task.user_id))
+    store_file(rt, path, sha, size)
+    return OutFile(sha, size, filename)
+
+
+def store_file(rt: Runtime, path: Path, sha: str, size: int) -> None:
+    """Store ``path`` under the address ``sha``, reserving it first (so the cleaner leaves it
+    alone until a task refers to it); the file is consumed."""
     file_rows.reserve(rt.pool, sha, size)
     store(rt.storage, path, sha, consume=True)
-    return OutFile(sha, size, filename)
 
 
 def each_input(

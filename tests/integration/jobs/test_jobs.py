@@ -205,13 +205,13 @@ def test_stored_bytes_that_never_get_a_reference_are_cleaned_up(system, tmp_path
     """E.g. an import/url download whose task was cancelled meanwhile: the object has a
     reserved `files` row with no reference, so the cleaner finds it after the grace period."""
     from appliance.conversions.files import sha256_of
-    from appliance.conversions.work import keep
+    from appliance.conversions.work import store_file
     from appliance.jobs.reconciler import Reconciler
 
     orphan = tmp_path / "orphan.bin"
     orphan.write_bytes(b"never referenced" * 100)
     sha, size = sha256_of(orphan)
-    keep(system.rt, orphan, orphan.name, (sha, size))
+    store_file(system.rt, orphan, sha, size)
     assert system.rt.storage.exists(object_key(sha))
     Reconciler(system.rt).run_once()
     assert system.rt.storage.exists(object_key(sha))  # within the grace period
@@ -222,16 +222,16 @@ def test_stored_bytes_that_never_get_a_reference_are_cleaned_up(system, tmp_path
 
 def test_reserving_a_hash_restarts_the_grace_of_an_unreferenced_object(system, tmp_path):
     from appliance.conversions.files import sha256_of
-    from appliance.conversions.work import keep
+    from appliance.conversions.work import store_file
     from appliance.jobs.reconciler import Reconciler
 
     f = tmp_path / "again.bin"
     f.write_bytes(b"stored twice" * 100)
     sha, size = sha256_of(f)
-    keep(system.rt, f, f.name, (sha, size))
+    store_file(system.rt, f, sha, size)
     system.sql("UPDATE files SET released_at = now() - interval '2 hours'")
     f.write_bytes(b"stored twice" * 100)
-    keep(system.rt, f, f.name, (sha, size))  # a new upload of the same bytes, not yet referenced
+    store_file(system.rt, f, sha, size)  # a new upload of the same bytes, not yet referenced
     assert Reconciler(system.rt).run_once().deleted_objects == 0
     assert system.rt.storage.exists(object_key(sha))
 
