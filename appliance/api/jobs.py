@@ -63,7 +63,7 @@ class JobController(Controller):
         status: Annotated[str | None, Parameter(query="filter[status]")] = None,
         tag: Annotated[str | None, Parameter(query="filter[tag]")] = None,
         include: str | None = None,
-        page: Annotated[int, Parameter(ge=1)] = 1,
+        page: Annotated[int, Parameter(ge=1, le=responses.MAX_PAGE)] = 1,
         per_page: Annotated[int, Parameter(ge=1, le=100)] = 100,
     ) -> Response[bytes]:
         doc, has_next = await services(request).jobs.list_jobs(

@@ -11,6 +11,9 @@ from litestar.exceptions import HTTPException, ValidationException
 from appliance.errors import ClientError
 
 JSON = "application/json"
+# Lists stop here: page x per_page must stay an offset Postgres can take (a page of 10^17 was
+# a 500), and nobody pages through a million pages.
+MAX_PAGE = 1_000_000
 _CODES = {
     400: "BAD_REQUEST",
     401: "UNAUTHENTICATED",

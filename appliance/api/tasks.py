@@ -41,7 +41,7 @@ class TaskController(Controller):
         status: Annotated[str | None, Parameter(query="filter[status]")] = None,
         job_id: Annotated[str | None, Parameter(query="filter[job_id]")] = None,
         operation: Annotated[str | None, Parameter(query="filter[operation]")] = None,
-        page: Annotated[int, Parameter(ge=1)] = 1,
+        page: Annotated[int, Parameter(ge=1, le=responses.MAX_PAGE)] = 1,
         per_page: Annotated[int, Parameter(ge=1, le=100)] = 100,
     ) -> Response[bytes]:
         doc, has_next = await services(request).jobs.list_tasks(

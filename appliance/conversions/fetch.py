@@ -84,14 +84,17 @@ def _origin(url: str) -> tuple[str, str | None, int | None]:
 def _open(
     url: str, *, allow_private: bool, timeout: float, headers: dict[str, str]
 ) -> tuple[urllib3.HTTPConnectionPool, urllib3.BaseHTTPResponse]:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:  # a redirect's Location is the server's to write: a bad host or port is refused
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        parts, port = urlsplit(""), 0
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port:
         raise InvalidData(
             f"Only http and https URLs can be imported, not {url!r}",
             code="INVALID_URL",
             errors={"url": ["must be http:// or https://"]},
         )
-    port = parts.port or (443 if parts.scheme == "https" else 80)
     address = resolve(parts.hostname, port, allow_private=allow_private)
     limits = urllib3.Timeout(connect=timeout, read=timeout)
     pool: urllib3.HTTPConnectionPool

@@ -18,7 +18,7 @@ from appliance.conversions.operations.enabled import OPERATIONS
 from appliance.conversions.work import extension_of
 from appliance.engines import QUEUE_CLASSES, QueueClass
 from appliance.engines.registry import Hop, Registry, route_summary
-from appliance.errors import ClientError, InvalidData
+from appliance.errors import InvalidData
 
 __all__ = ["PlannedTask", "extension_of", "plan", "plans_once_named", "queue_once_named"]
 
@@ -134,28 +134,29 @@ def _check_types(payload: Mapping[str, Any], key: str, errors: Errors) -> None:
 def _topological(
     by_name: dict[str, PlannedTask], inputs: dict[str, list[str]], errors: Errors
 ) -> list[str]:
+    """The task names, each after its inputs; a cycle is a 422 naming it. Iterative: a chain
+    of thousands of tasks must not run out of stack."""
     order: list[str] = []
-    state: dict[str, int] = {}  # 1 = visiting, 2 = done
-
-    def visit(name: str, trail: list[str]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            cycle = " -> ".join([*trail[trail.index(name) :], name])
-            errors.add(f"tasks.{name}.input", f"the task graph has a cycle: {cycle}")
-            raise ClientError("cycle")
-        state[name] = 1
-        for ref in inputs[name]:
-            if ref in by_name:
-                visit(ref, [*trail, name])
-        state[name] = 2
-        order.append(name)
-
-    try:
-        for name in by_name:
-            visit(name, [])
-    except ClientError:
-        raise InvalidData("The given data was invalid.", errors=errors.items) from None
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for start in by_name:
+        if state.get(start):
+            continue
+        path, pending = [start], [iter(inputs[start])]
+        state[start] = 1
+        while path:
+            ref = next(pending[-1], None)
+            if ref is None:  # every input of path[-1] is placed
+                state[path[-1]] = 2
+                order.append(path.pop())
+                pending.pop()
+            elif ref in by_name and state.get(ref) == 1:
+                cycle = " -> ".join([*path[path.index(ref) :], ref])
+                errors.add(f"tasks.{ref}.input", f"the task graph has a cycle: {cycle}")
+                raise InvalidData("The given data was invalid.", errors=errors.items)
+            elif ref in by_name and not state.get(ref):
+                state[ref] = 1
+                path.append(ref)
+                pending.append(iter(inputs[ref]))
     return order
 
 

@@ -223,3 +223,20 @@ def test_key_without_the_needed_scope_is_403(deployment):
         r = api.post("/v2/jobs", json={"tasks": {"up": {"operation": "import/upload"}}})
         assert r.status_code == 403 and r.json()["code"] == "MISSING_SCOPE"
         assert "task.write" in r.json()["message"]
+
+
+@pytest.mark.parametrize("route", ["/v2/jobs", "/v2/tasks"])
+def test_a_page_past_any_list_is_422_not_500(deployment, route):
+    with deployment.client(deployment.key()) as api:
+        r = api.get(route, params={"page": 10**17})
+        assert r.status_code == 422, r.text
+        assert r.json()["code"] == "INVALID_DATA"
+        assert api.get(route, params={"page": 1_000_000}).status_code == 200
+
+
+def test_an_import_url_that_does_not_parse_is_422_not_500(deployment):
+    with deployment.client(deployment.key()) as api:
+        for url in ("http://[::1", "http://[not-an-ip]/x", "http://example.com:99999/"):
+            r = api.post("/v2/import/url", json={"url": url})
+            assert r.status_code == 422, (url, r.text)
+            assert "tasks.task.url" in r.json()["errors"], r.json()

@@ -14,6 +14,20 @@ from appliance.engines.registry import Registry
 from appliance.metrics import UPLOAD_BYTES
 
 
+def url_path(url: object) -> str | None:
+    """The path of an http(s) URL with a host and a valid port; None for anything else
+    (``urlsplit`` raises on a bad bracketed host, ``port`` on a bad port)."""
+    if not isinstance(url, str):
+        return None
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        valid = valid and (parts.port is None or parts.port > 0)
+    except ValueError:
+        return None
+    return parts.path if valid else None
+
+
 class ImportUrl(Operation):
     name = "import/url"
     required = ("url",)
@@ -23,8 +37,8 @@ class ImportUrl(Operation):
         self, task: PlannedTask, formats: list[str | None], registry: Registry, errors: Errors
     ) -> None:
         url = task.payload.get("url", "")
-        path = urlsplit(url).path if isinstance(url, str) else None
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+        path = url_path(url)
+        if path is None:
             errors.add(f"{task.key}.url", "must be an http:// or https:// URL")
         task.output_format = extension_of(task.payload.get("filename")) or extension_of(path)
 

@@ -385,3 +385,27 @@ def test_the_database_moves_the_dependents_of_exactly_the_routed_operations():
     assert named is not None
     in_sql = {name.strip().strip("'") for name in named.group(1).split(",")}
     assert in_sql == {op.name for op in ENABLED if op.routed}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1",
+        "http://[not-an-ip]/x",
+        "http://example.com:99999/a.png",
+        "http://example.com:port/a.png",
+        "https:///a.png",
+    ],
+)
+def test_a_url_that_does_not_parse_is_a_422_naming_it(url):
+    errors = errors_of({"in": {"operation": "import/url", "url": url}})
+    assert errors["tasks.in.url"] == ["must be an http:// or https:// URL"]
+
+
+def test_a_chain_of_1500_tasks_is_checked_without_running_out_of_stack():
+    tasks = {"t0": {"operation": "import/url", "url": "https://example.com/a.png"}}
+    for n in range(1, 1500):
+        out = "jpg" if n % 2 else "png"
+        tasks[f"t{n}"] = {"operation": "convert", "input": f"t{n - 1}", "output_format": out}
+    planned = plan(dict(reversed(tasks.items())))  # each task before its input: the deep case
+    assert planned[0].depends_on == [planned[1].id]
