@@ -68,8 +68,8 @@ def fetch(
                         f"Download of {url} took longer than {timeout * TOTAL_TIMEOUT_FACTOR:.0f} s"
                     )
             return _filename(url, response.headers.get("Content-Disposition"))
-        except urllib3.exceptions.HTTPError as exc:
-            raise RetryableError(f"Download of {url} failed: {exc}") from exc
+        except urllib3.exceptions.HTTPError as exc:  # the cause goes to the log only
+            raise RetryableError(f"Download of {url} failed") from exc
         finally:
             response.release_conn()
             pool.close()
@@ -125,7 +125,7 @@ def _open(
         )
     except urllib3.exceptions.HTTPError as exc:
         pool.close()
-        raise RetryableError(f"Cannot reach {parts.hostname}: {exc}") from exc
+        raise RetryableError(f"Cannot reach {parts.hostname}") from exc
     return pool, response
 
 

@@ -277,7 +277,11 @@ class JobService:
     ) -> str:
         """Stream one uploaded file to storage and finish its import/upload task.
 
-        ``filename()`` is asked once the file has arrived (multipart names it late)."""
+        ``filename()`` is asked once the file has arrived (multipart names it late). The
+        form's signature is checked as its file part begins (``chunks`` raises), before the
+        task is looked up: an unsigned request learns nothing of whether the task exists."""
+        chunks = aiter(chunks)
+        first = await anext(chunks, b"")
         async with self.pool.connection() as conn:
             row = await task_rows.routed_dependents(conn, task_id, "import/upload")
         if row is None:
@@ -288,6 +292,7 @@ class JobService:
             )
         spool = Spool(self.settings.data_path / "tmp", self.settings.max_upload_bytes)
         try:
+            spool.write(first)
             async for chunk in chunks:
                 spool.write(chunk)
             sha = owned_digest(spool.finish(), owner(self.settings, row["user_id"]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import select
 import shutil
@@ -17,12 +18,15 @@ from typing import IO, Any
 
 from appliance.errors import PermanentError
 
+log = logging.getLogger(__name__)
+
 
 def run_tool(
     argv: list[str], *, what: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``argv`` (with ``env`` added to the environment); a failure is the input's fault
-    (``INVALID_INPUT``), with the tool's own last words as the message."""
+    (``INVALID_INPUT_FILE``). The tool's own last words go to the log (in a helper: its log
+    file), never to the client: they may name paths and versions."""
     try:
         done = subprocess.run(
             argv,
@@ -35,10 +39,8 @@ def run_tool(
         raise PermanentError(f"{argv[0]} is not installed", code="ENGINE_UNAVAILABLE") from exc
     if done.returncode != 0:
         tail = done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
-        raise PermanentError(
-            f"{what} failed: {' '.join(tail) or f'exit {done.returncode}'}",
-            code="INVALID_INPUT_FILE",
-        )
+        log.warning("%s exited %d: %s", argv[0], done.returncode, " | ".join(tail))
+        raise PermanentError(f"{what} could not convert the input", code="INVALID_INPUT_FILE")
     return done
 
 

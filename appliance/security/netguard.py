@@ -8,9 +8,12 @@ explicitly listed here.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 
 from appliance.errors import InvalidData
+
+log = logging.getLogger(__name__)
 
 # Cloud metadata endpoints outside the link-local range (AWS IPv6, Alibaba, Oracle legacy).
 _METADATA = {
@@ -60,9 +63,10 @@ def resolve(host: str, port: int, *, allow_private: bool) -> str:
     if not allow_private:
         # All must be public: a name that also resolves to an internal address is refused.
         bad = [a for a in addresses if not is_public(a)]
-        if bad:
+        if bad:  # which address goes to the log only: the client learns no internal map
+            log.warning("refused %s: it resolves to %s", host, bad[0])
             raise InvalidData(
-                f"The URL's host {host!r} resolves to a non-public address ({bad[0]})",
+                f"The URL's host {host!r} resolves to a non-public address",
                 code="URL_NOT_ALLOWED",
                 errors={
                     "url": ["private, loopback, link-local and metadata addresses are not allowed"]

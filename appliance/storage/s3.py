@@ -52,7 +52,7 @@ class S3Storage:
         try:
             self.client.fput_object(self.bucket, key, str(path), part_size=PART_SIZE)
         except (S3Error, OSError) as exc:
-            raise RetryableError(f"storage write failed: {exc}") from exc
+            raise RetryableError("storage write failed", code="STORAGE_ERROR") from exc
 
     def exists(self, key: str) -> bool:
         try:
@@ -67,7 +67,7 @@ class S3Storage:
         try:
             self.client.fget_object(self.bucket, key, str(path))
         except (S3Error, OSError) as exc:
-            raise RetryableError(f"storage read failed: {exc}") from exc
+            raise RetryableError("storage read failed", code="STORAGE_ERROR") from exc
 
     def iter_bytes(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         response = self.client.get_object(self.bucket, key)

@@ -240,3 +240,14 @@ def test_an_import_url_that_does_not_parse_is_422_not_500(deployment):
             r = api.post("/v2/import/url", json={"url": url})
             assert r.status_code == 422, (url, r.text)
             assert "tasks.task.url" in r.json()["errors"], r.json()
+
+
+def test_an_unsigned_upload_learns_nothing_of_whether_the_task_exists(deployment, png_file):
+    with deployment.client(deployment.key()) as api:
+        job = api.post("/v2/jobs", json={"tasks": {"up": {"operation": "import/upload"}}})
+        form = task(job.json()["data"], "up")["result"]["form"]
+    form["parameters"]["signature"] = "0" * 64
+    existing = upload(form, png_file)
+    form["url"] = form["url"].rsplit("/", 1)[0] + f"/{uuid.uuid4()}"
+    missing = upload(form, png_file)
+    assert (existing.status_code, existing.json()) == (missing.status_code, missing.json())

@@ -58,3 +58,10 @@ def test_ipv6_forms_carrying_a_private_ipv4_are_refused(address):
 
 def test_nat64_of_a_public_address_is_allowed():
     assert resolve("64:ff9b::5db8:d70e", 80, allow_private=False) == "64:ff9b::5db8:d70e"
+
+
+def test_a_refusal_does_not_tell_the_client_what_the_host_resolved_to():
+    with pytest.raises(InvalidData) as info:
+        resolve("localhost", 80, allow_private=False)
+    said = info.value.message + str(info.value.errors)
+    assert "127.0.0.1" not in said and "::1" not in said
