@@ -42,7 +42,7 @@ from appliance.errors import FileTooLarge, InvalidData, NotFound
 from appliance.metrics import JOBS_CREATED, TASKS_ENDED, UPLOAD_BYTES, preset
 from appliance.security import signing
 from appliance.settings import Settings
-from appliance.storage import Storage, make_storage
+from appliance.storage import Storage, make_storage, object_key
 
 log = logging.getLogger(__name__)
 UPLOAD_PURPOSE = "upload"
@@ -397,14 +397,26 @@ class JobService:
 
     # -- changes -------------------------------------------------------------------------
     async def delete_job(self, user_id: uuid.UUID, job_id: uuid.UUID) -> None:
+        """The job and its tasks go, and with them, at once, every stored object and cached
+        result no other task of the user's refers to: their URLs stop working."""
         async with self.pool.connection() as conn, conn.transaction():
-            if not await job_rows.delete_job(conn, job_id, user_id):
+            released = await job_rows.delete_job(conn, job_id, user_id)
+            if released is None:
                 raise NotFound(f"Job {job_id} not found")
+            await self._delete_objects(released)
 
     async def delete_task(self, user_id: uuid.UUID, task_id: uuid.UUID) -> None:
-        async with self.pool.connection() as conn:
-            if not await job_rows.delete_task(conn, task_id, user_id):
+        async with self.pool.connection() as conn, conn.transaction():
+            released = await job_rows.delete_task(conn, task_id, user_id)
+            if released is None:
                 raise NotFound(f"Task {task_id} not found")
+            await self._delete_objects(released)
+
+    async def _delete_objects(self, addresses: list[str]) -> None:
+        """Inside the transaction that released them, holding their rows (see
+        ``db.queries.files.RELEASED_NOW``)."""
+        for sha in addresses:
+            await asyncio.to_thread(self.storage.delete, object_key(sha))
 
     async def cancel_task(self, user_id: uuid.UUID, task_id: uuid.UUID) -> str:
         async with self.pool.connection() as conn:

@@ -10,6 +10,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from appliance.db import AsyncDictConnection
+from appliance.db.queries.files import forget_cached_outputs, released_now
 
 CREATE_JOB = "SELECT * FROM appliance_create_job(%s, %s, %s, %s, %s)"
 INSERT_TASKS = "SELECT appliance_insert_tasks(NULL, %s, %s, %s)"
@@ -41,15 +42,13 @@ LIST_TASKS = (
     " AND (%s::uuid IS NULL OR job_id = %s) AND (%s::text IS NULL OR operation = %s)"
     " ORDER BY created_at DESC, id DESC LIMIT %s OFFSET %s) t"
 )
-DELETE_JOB_TASKS = (
-    "SELECT appliance_delete_tasks(coalesce(array_agg(t.id), '{}'))"
-    " FROM jobs j LEFT JOIN tasks t ON t.job_id = j.id"
-    " WHERE j.id = %s AND j.user_id = %s GROUP BY j.id"
+JOB_TASK_IDS = (
+    "SELECT coalesce(array_agg(t.id), '{}') AS ids FROM jobs j LEFT JOIN tasks t"
+    " ON t.job_id = j.id WHERE j.id = %s AND j.user_id = %s GROUP BY j.id"
 )
+DELETE_TASKS = "SELECT appliance_delete_tasks(%s)"
 DELETE_JOB = "DELETE FROM jobs WHERE id = %s"
-DELETE_TASK = (
-    "SELECT appliance_delete_tasks(ARRAY[id]) AS n FROM tasks WHERE id = %s AND user_id = %s"
-)
+TASK_OF = "SELECT id FROM tasks WHERE id = %s AND user_id = %s"
 TASK_STATUS_FOR_UPDATE = "SELECT status FROM tasks WHERE id = %s AND user_id = %s FOR UPDATE"
 TASK_ROW = "SELECT * FROM tasks WHERE id = %s AND user_id = %s"
 RETRY_TASK = (
@@ -136,17 +135,30 @@ async def page(conn: AsyncDictConnection, sql: str, args: tuple[Any, ...]) -> tu
     return row["doc"], row["n"]
 
 
-async def delete_job(conn: AsyncDictConnection, job_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-    """In a transaction: the job and its tasks deleted; False if the user has no such job."""
-    cur = await conn.execute(DELETE_JOB_TASKS, (job_id, user_id))
-    if cur.rowcount == 0:
-        return False
+async def delete_job(
+    conn: AsyncDictConnection, job_id: uuid.UUID, user_id: uuid.UUID
+) -> list[str] | None:
+    """In a transaction: the job, its tasks and the cached results made from their files
+    deleted; the stored objects left without a reference (``files.released_now``), or None
+    if the user has no such job."""
+    row = await _one(conn, JOB_TASK_IDS, (job_id, user_id))
+    if row is None:
+        return None
+    await forget_cached_outputs(conn, row["ids"])
+    await conn.execute(DELETE_TASKS, (row["ids"],))
     await conn.execute(DELETE_JOB, (job_id,))
-    return True
+    return await released_now(conn)
 
 
-async def delete_task(conn: AsyncDictConnection, task_id: uuid.UUID, user_id: uuid.UUID) -> bool:
-    return await _one(conn, DELETE_TASK, (task_id, user_id)) is not None
+async def delete_task(
+    conn: AsyncDictConnection, task_id: uuid.UUID, user_id: uuid.UUID
+) -> list[str] | None:
+    """As ``delete_job``, for one task."""
+    if await _one(conn, TASK_OF, (task_id, user_id)) is None:
+        return None
+    await forget_cached_outputs(conn, [task_id])
+    await conn.execute(DELETE_TASKS, ([task_id],))
+    return await released_now(conn)
 
 
 async def task_status_for_update(

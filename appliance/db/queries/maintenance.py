@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.db import DictConnection, SyncPool
+from appliance.db.queries.files import RELEASED_NOW
 from appliance.db.queries.tasks import fail, job_ended
 
 LOCK_ID = 0x61707263  # "aprc": at most one reconciler pass at a time across the fleet
@@ -25,6 +26,11 @@ STRAGGLERS = (
 READY_FOR = (
     "SELECT id::text AS id, queue FROM tasks WHERE status = 'waiting'"
     " AND ready_at < now() - make_interval(secs => %s) LIMIT 5000"
+)
+FORGET_EXPIRED_OUTPUTS = (
+    "DELETE FROM conversion_cache WHERE output_sha256 IN (SELECT f.sha256 FROM task_files f"
+    " JOIN tasks t ON t.id = f.task_id LEFT JOIN jobs j ON j.id = t.job_id"
+    " WHERE j.expires_at < now() OR (t.job_id IS NULL AND t.expires_at < now()))"
 )
 UNREFERENCED = (
     "DELETE FROM files WHERE sha256 IN (SELECT sha256 FROM files"
@@ -72,13 +78,20 @@ def ready_longer_than(pool: SyncPool, seconds: float) -> list[dict[str, Any]]:
 
 
 def expire(pool: SyncPool, delete_object: Callable[[str], None]) -> tuple[int, int]:
-    """Expired jobs and standalone tasks deleted, stale cache entries dropped, and objects
-    unreferenced past the grace period deleted (``delete_object(sha256)``, inside the
-    transaction that deletes their row). (expired jobs, deleted objects)"""
-    deleted = 0
+    """Expired jobs and standalone tasks deleted with the cached results of their files, and
+    at once the objects that left unreferenced; stale cache entries dropped, and objects
+    unreferenced past the grace period (never referenced, e.g.) deleted. Objects go through
+    ``delete_object(sha256)`` inside the transaction that deletes their row.
+    (expired jobs, deleted objects)"""
     with pool.connection() as conn:
-        jobs = conn.execute("DELETE FROM jobs WHERE expires_at < now()").rowcount
-        conn.execute("DELETE FROM tasks WHERE job_id IS NULL AND expires_at < now()")
+        with conn.transaction():
+            conn.execute(FORGET_EXPIRED_OUTPUTS)
+            jobs = conn.execute("DELETE FROM jobs WHERE expires_at < now()").rowcount
+            conn.execute("DELETE FROM tasks WHERE job_id IS NULL AND expires_at < now()")
+            released = [r["sha256"] for r in conn.execute(RELEASED_NOW).fetchall()]
+            for sha in released:
+                delete_object(sha)
+        deleted = len(released)
         conn.execute(
             "DELETE FROM conversion_cache WHERE last_hit_at < now() - %s::interval",
             (CACHE_RETENTION,),

@@ -176,28 +176,42 @@ def test_permanent_failure_fails_at_once_with_its_code(system, png_file):
     assert task(job, "c")["code"] == "SOMETHING_PERMANENT" and calls == [1]
 
 
-def test_deleting_a_job_releases_its_files(system, png_file):
+def test_deleting_a_job_removes_its_files_and_cached_results_at_once(system, png_file):
     job = system.create(UPLOAD_CONVERT_EXPORT)
     system.upload(task(job, "up")["id"], png_file)
     system.wait(job["id"])
+    stored = [r["sha256"] for r in system.sql("SELECT sha256 FROM files")]
+    assert len(stored) == 2 and all(system.rt.storage.exists(object_key(s)) for s in stored)
     system.call(system.svc.delete_job(system.user_id, __import__("uuid").UUID(job["id"])))
-    refs = {r["sha256"]: r["refcount"] for r in system.sql("SELECT * FROM files")}
-    # The input is free; the output is still held by the conversion cache.
-    assert sorted(refs.values()) == [0, 1]
+    # its download URLs stop working: the objects are gone, not left for an hour (or, for
+    # the output, held by the conversion cache for days)
+    assert not any(system.rt.storage.exists(object_key(s)) for s in stored)
+    assert system.sql("SELECT count(*) AS n FROM files")[0]["n"] == 0
+    assert system.sql("SELECT count(*) AS n FROM conversion_cache")[0]["n"] == 0
 
 
-def test_reconciler_deletes_unreferenced_objects_after_grace(system, png_file):
+def test_deleting_a_job_keeps_what_another_job_of_the_user_still_uses(system, png_file):
+    first = system.create(UPLOAD_CONVERT_EXPORT)
+    system.upload(task(first, "up")["id"], png_file)
+    system.wait(first["id"])
+    second = system.create(UPLOAD_CONVERT_EXPORT)
+    system.upload(task(second, "up")["id"], png_file)  # the same bytes: the same objects
+    system.wait(second["id"])
+    system.call(system.svc.delete_job(system.user_id, __import__("uuid").UUID(first["id"])))
+    stored = [r["sha256"] for r in system.sql("SELECT sha256 FROM task_files")]
+    assert len(set(stored)) == 2
+    assert all(system.rt.storage.exists(object_key(s)) for s in stored)
+
+
+def test_an_expired_jobs_objects_are_deleted_with_it_at_once(system, png_file):
     from appliance.jobs.reconciler import Reconciler
 
     job = system.create({"up": {"operation": "import/upload"}})
     system.upload(task(job, "up")["id"], png_file)
     sha = system.sql("SELECT sha256 FROM files")[0]["sha256"]
     system.sql("UPDATE jobs SET expires_at = now() - interval '1 minute'")
-    Reconciler(system.rt).run_once()
-    assert system.rt.storage.exists(object_key(sha))  # released, still in its grace period
-    system.sql("UPDATE files SET released_at = now() - interval '2 hours'")
     report = Reconciler(system.rt).run_once()
-    assert report.deleted_objects == 1
+    assert report.deleted_objects == 1  # an expired job's objects go with it, at once
     assert not system.rt.storage.exists(object_key(sha))
 
 
