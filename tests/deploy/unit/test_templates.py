@@ -75,6 +75,15 @@ def test_nginx_limits_match_the_app_and_metrics_are_denied(fleet, nginx_prefix):
     assert upstream.count("max_fails=2") == 2
 
 
+def test_every_tls_response_asks_browsers_for_tls_only(fleet, nginx_prefix):
+    site, _ = _nginx_files(fleet, nginx_prefix)
+    plain, tls = site.split("listen 443", 1)
+    assert 'add_header Strict-Transport-Security "max-age=31536000" always;' in tls
+    assert "Strict-Transport-Security" not in plain  # meaningless over plain HTTP
+    locations = re.findall(r"\n\s*location [^{]*\{[^}]*\}", tls)
+    assert locations and not any("add_header" in block for block in locations)
+
+
 def test_upstream_idle_connections_close_on_nginx_side_first(fleet, nginx_prefix):
     """granian closes an idle keep-alive connection after its header read timeout (30 s,
     measured); nginx must drop its idle ones before that, or a request it sends on one the
