@@ -44,6 +44,10 @@ class ClientError(ApplianceError):
             body["errors"] = self.errors
         return body
 
+    def headers(self) -> dict[str, str]:
+        """Response headers that go with the error."""
+        return {}
+
 
 class Unauthenticated(ClientError):
     status = 401
@@ -70,6 +74,21 @@ class InvalidData(ClientError):
 
     status = 422
     code = "INVALID_DATA"
+
+
+class TooManyRequests(ClientError):
+    """A rate limit was reached; ``headers`` say when to come back (``Retry-After``) and the
+    limit (the IETF ``RateLimit`` / ``RateLimit-Policy`` fields)."""
+
+    status = 429
+    code = "TOO_MANY_REQUESTS"
+
+    def __init__(self, message: str, *, limit_headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.limit_headers = limit_headers
+
+    def headers(self) -> dict[str, str]:
+        return self.limit_headers
 
 
 class FileTooLarge(ClientError):

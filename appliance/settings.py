@@ -124,6 +124,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     url_ttl_seconds: Annotated[
         int, _doc("Lifetime of download and upload URLs in seconds.", ge=60)
     ] = 86400
+    auth_failures_per_minute: Annotated[
+        int,
+        _doc(
+            "Requests with an invalid API key one client address may make in a minute; past"
+            " it, every request of that address is refused (429) until the minute ends, without"
+            " a database query. 0: no limit.",
+            ge=0,
+        ),
+    ] = 20
+    trusted_proxies: Annotated[
+        str,
+        _doc(
+            "Comma-separated addresses or networks of the proxies in front of the API (nginx):"
+            " for a request from one of them, the client address is taken from"
+            " X-Forwarded-For."
+        ),
+    ] = "127.0.0.1/32,::1/128"
     share_files_across_users: Annotated[
         bool,
         _doc(

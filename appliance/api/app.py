@@ -22,6 +22,7 @@ from appliance.conversions.task import Dispatcher
 from appliance.errors import ClientError
 from appliance.metrics.http import HttpMetrics
 from appliance.security.auth import Authenticator
+from appliance.security.limits import Limiter, networks
 from appliance.settings import Settings
 
 MULTIPART_SLACK = 1024 * 1024  # room for form fields and boundaries around the file
@@ -43,7 +44,9 @@ def create_app(
         await notifier.start()
         app.state.services = Services(
             jobs=jobs,
-            auth=Authenticator(jobs.pool),
+            auth=Authenticator(
+                jobs.pool, Limiter(notifier.client), settings.auth_failures_per_minute
+            ),
             notifier=notifier,
             catalog=Catalog(jobs.registry),
         )
@@ -88,6 +91,7 @@ def create_app(
         debug=False,
     )
     app.state.drain = DrainFlag(settings.drain_file)
+    app.state.trusted_proxies = networks(settings.trusted_proxies)
     # Outermost, so they also see requests no route matched and errors turned into responses.
     app.asgi_handler = Drain(HttpMetrics(app.asgi_handler), app.state.drain)  # type: ignore[assignment]
     return app

@@ -12,6 +12,7 @@ from appliance.conversions.catalog import Catalog
 from appliance.conversions.service import JobService
 from appliance.errors import Forbidden
 from appliance.security.auth import Authenticator, Principal
+from appliance.security.limits import client_address
 
 
 @dataclass
@@ -32,7 +33,12 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 async def principal(request: Request[Any, Any, Any]) -> Principal:
     """The key's user, once the key is valid and carries the scope the request needs:
     ``task.read`` to read, ``task.write`` to create, change or delete (403 otherwise)."""
-    who = await services(request).auth.authenticate(request.headers.get("authorization"))
+    address = client_address(
+        request.client.host if request.client else None,
+        request.headers.get("x-forwarded-for"),
+        request.app.state.trusted_proxies,
+    )
+    who = await services(request).auth.authenticate(request.headers.get("authorization"), address)
     scope = "task.read" if request.method in READ_METHODS else "task.write"
     if scope not in who.scopes:
         raise Forbidden(f"This API key lacks the {scope} scope", code="MISSING_SCOPE")

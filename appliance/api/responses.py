@@ -61,7 +61,9 @@ def page(
 
 
 def client_error(_: Request[Any, Any, Any], exc: ClientError) -> Response[Any]:
-    return Response(exc.to_body(), status_code=exc.status, media_type=JSON)
+    return Response(
+        exc.to_body(), status_code=exc.status, media_type=JSON, headers=exc.headers() or None
+    )
 
 
 def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:

@@ -96,8 +96,8 @@ ENGINE_RESTARTS = Counter(
 )
 RATELIMIT_REJECTIONS = Counter(
     "appliance_ratelimit_rejections",
-    "Requests refused by the rate limiter (429), by scope (key, ip). The limiter itself is "
-    "still to come; it increments this counter.",
+    "Requests refused by a rate limit (429), by scope: what it is counted per (ip: a client"
+    " address, e.g. its failed authentications; key: an API key).",
     ["scope"],
 )
 

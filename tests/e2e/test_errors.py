@@ -251,3 +251,21 @@ def test_an_unsigned_upload_learns_nothing_of_whether_the_task_exists(deployment
     form["url"] = form["url"].rsplit("/", 1)[0] + f"/{uuid.uuid4()}"
     missing = upload(form, png_file)
     assert (existing.status_code, existing.json()) == (missing.status_code, missing.json())
+
+
+def test_an_address_that_keeps_sending_bad_keys_is_throttled_before_any_lookup(deployment):
+    attacker = {"X-Forwarded-For": f"198.51.100.{uuid.uuid4().int % 250 + 1}"}
+    with deployment.client("apl_wrong") as api:
+        answers = []
+        while len(answers) < 41 and (not answers or answers[-1].status_code == 401):
+            answers.append(api.get("/v2/jobs", headers=attacker))
+    # 20 a minute, counted in fixed windows: a run that straddles two may see up to 40 401s
+    refused = answers[-1]
+    assert 20 <= len(answers) - 1 <= 40 and {r.status_code for r in answers[:-1]} == {401}
+    assert refused.status_code == 429 and refused.json()["code"] == "TOO_MANY_REQUESTS"
+    assert 0 < int(refused.headers["Retry-After"]) <= 60
+    assert refused.headers["RateLimit-Policy"] == '"auth-failures";q=20;w=60'
+    assert refused.headers["RateLimit"].startswith('"auth-failures";r=0;')
+    with deployment.client(deployment.key()) as api:  # another address is not concerned
+        other = {"X-Forwarded-For": "203.0.113.77"}
+        assert api.get("/v2/jobs", headers=other).status_code == 200

@@ -1,0 +1,120 @@
+"""Rate limits shared by every API process and host: fixed windows counted in Redis.
+
+A rule allows ``limit`` events per ``window`` seconds per identity (a client address, a key).
+Each event is one atomic INCR of the window's counter (with its expiry set in the same
+transaction), so two processes counting at once never both take the last slot. Refusals carry
+``Retry-After`` and the IETF ``RateLimit`` / ``RateLimit-Policy`` fields
+(draft-ietf-httpapi-ratelimit-headers) and are counted in
+``appliance_ratelimit_rejections_total`` by scope.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.errors import TooManyRequests
+from appliance.metrics import RATELIMIT_REJECTIONS
+
+PREFIX = "appliance:ratelimit"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str  # the policy's name in the headers and the Redis key
+    scope: str  # the metric's label: what it is counted per (ip, key)
+    limit: int  # events per window; 0: no limit
+    window: int = 60  # seconds
+
+
+@dataclass(frozen=True)
+class Decision:
+    rule: Rule
+    used: int  # events counted in this window, this one included
+    reset: int  # seconds until the window ends
+
+    @property
+    def allowed(self) -> bool:
+        return self.used <= self.rule.limit
+
+    def headers(self) -> dict[str, str]:
+        remaining = max(0, self.rule.limit - self.used)
+        return {
+            "RateLimit-Policy": f'"{self.rule.name}";q={self.rule.limit};w={self.rule.window}',
+            "RateLimit": f'"{self.rule.name}";r={remaining};t={self.reset}',
+            **({} if self.allowed else {"Retry-After": str(self.reset)}),
+        }
+
+    def refuse(self) -> TooManyRequests:
+        RATELIMIT_REJECTIONS.labels(self.rule.scope).inc()
+        return TooManyRequests(
+            f"Too many requests: at most {self.rule.limit} per {self.rule.window} s",
+            limit_headers={**self.headers(), "Retry-After": str(self.reset)},
+        )
+
+
+class Limiter:
+    """Counts events of rules in Redis (``redis.asyncio`` client)."""
+
+    def __init__(self, client: Any) -> None:
+        self.redis = client
+
+    def _key(self, rule: Rule, ident: str, now: float) -> tuple[str, int]:
+        index = int(now // rule.window)
+        reset = max(1, int((index + 1) * rule.window - now))
+        return f"{PREFIX}:{rule.name}:{ident}:{index}", reset
+
+    async def count(self, rule: Rule, ident: str) -> Decision:
+        """One more event of ``ident`` under ``rule``."""
+        key, reset = self._key(rule, ident, time.time())
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, rule.window + 1, nx=True)
+        used, _ = await pipe.execute()
+        return Decision(rule, int(used), reset)
+
+    async def peek(self, rule: Rule, ident: str) -> Decision:
+        """The events of ``ident`` in this window so far, counting none."""
+        key, reset = self._key(rule, ident, time.time())
+        return Decision(rule, int(await self.redis.get(key) or 0), reset)
+
+
+def networks(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(part.strip()) for part in spec.split(",") if part.strip()]
+
+
+def client_address(
+    peer: str | None,
+    forwarded_for: str | None,
+    trusted: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> str:
+    """The address a request came from: the peer, unless the peer is a trusted proxy; then
+    the right-most address of X-Forwarded-For that is not one (proxies append the address
+    they got the request from, so what stands left of an untrusted hop may be forged)."""
+    trusted = list(trusted)
+
+    def is_trusted(address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in trusted)
+
+    if not peer or not is_trusted(peer) or not forwarded_for:
+        return peer or "unknown"
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not is_trusted(hop):
+            return hop if _is_address(hop) else peer
+    return hops[0] if hops else peer
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,42 @@
+import ipaddress
+
+import pytest
+
+from appliance.security.limits import Decision, Rule, client_address, networks
+
+TRUSTED = networks("127.0.0.1/32,::1/128,10.0.0.0/8")
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "client"),
+    [
+        ("203.0.113.9", None, "203.0.113.9"),  # straight in
+        ("203.0.113.9", "198.51.100.1", "203.0.113.9"),  # an untrusted peer's header is ignored
+        ("127.0.0.1", "198.51.100.1", "198.51.100.1"),  # through the local nginx
+        ("127.0.0.1", "1.2.3.4, 198.51.100.1", "198.51.100.1"),  # the left part may be forged
+        ("127.0.0.1", "198.51.100.1, 10.1.2.3", "198.51.100.1"),  # two proxies of ours
+        ("127.0.0.1", None, "127.0.0.1"),
+        ("127.0.0.1", "not-an-address", "127.0.0.1"),
+        ("::1", "2001:db8::7", "2001:db8::7"),
+    ],
+)
+def test_the_client_address_is_the_first_untrusted_hop_from_the_right(peer, forwarded, client):
+    assert client_address(peer, forwarded, TRUSTED) == client
+
+
+def test_headers_say_the_policy_what_is_left_and_when_it_resets():
+    rule = Rule("auth-failures", "ip", 20)
+    assert Decision(rule, 5, 42).headers() == {
+        "RateLimit-Policy": '"auth-failures";q=20;w=60',
+        "RateLimit": '"auth-failures";r=15;t=42',
+    }
+    refused = Decision(rule, 21, 42).refuse()
+    assert refused.status == 429 and refused.headers()["Retry-After"] == "42"
+    assert refused.headers()["RateLimit"] == '"auth-failures";r=0;t=42'
+
+
+def test_networks_reads_addresses_and_networks():
+    assert networks(" 127.0.0.1 , ::1/128,") == [
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+    ]
