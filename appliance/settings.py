@@ -124,6 +124,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     url_ttl_seconds: Annotated[
         int, _doc("Lifetime of download and upload URLs in seconds.", ge=60)
     ] = 86400
+    requests_per_minute_per_address: Annotated[
+        int,
+        _doc(
+            "API requests one client address may make in a minute (429 past it). 0: no limit.", ge=0
+        ),
+    ] = 600
+    requests_per_minute_per_key: Annotated[
+        int,
+        _doc("API requests one API key may make in a minute (429 past it). 0: no limit.", ge=0),
+    ] = 1200
+    conversions_per_minute_per_address: Annotated[
+        int,
+        _doc(
+            "Tasks that convert (every operation but imports and exports) one client address"
+            " may ask for in a minute; a job that would pass it is refused whole (429)."
+            " 0: no limit.",
+            ge=0,
+        ),
+    ] = 10
     auth_failures_per_minute: Annotated[
         int,
         _doc(

@@ -22,7 +22,7 @@ from appliance.conversions.task import Dispatcher
 from appliance.errors import ClientError
 from appliance.metrics.http import HttpMetrics
 from appliance.security.auth import Authenticator
-from appliance.security.limits import Limiter, networks
+from appliance.security.limits import Limiter, RequestLimits, networks
 from appliance.settings import Settings
 
 MULTIPART_SLACK = 1024 * 1024  # room for form fields and boundaries around the file
@@ -49,6 +49,7 @@ def create_app(
             ),
             notifier=notifier,
             catalog=Catalog(jobs.registry),
+            limits=RequestLimits(Limiter(notifier.client), settings),
         )
         try:
             yield

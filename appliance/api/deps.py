@@ -12,7 +12,7 @@ from appliance.conversions.catalog import Catalog
 from appliance.conversions.service import JobService
 from appliance.errors import Forbidden
 from appliance.security.auth import Authenticator, Principal
-from appliance.security.limits import client_address
+from appliance.security.limits import RequestLimits, client_address
 
 
 @dataclass
@@ -21,6 +21,7 @@ class Services:
     auth: Authenticator
     notifier: Notifier
     catalog: Catalog
+    limits: RequestLimits
 
 
 def services(request: Request[Any, Any, Any]) -> Services:
@@ -38,8 +39,16 @@ async def principal(request: Request[Any, Any, Any]) -> Principal:
         request.headers.get("x-forwarded-for"),
         request.app.state.trusted_proxies,
     )
-    who = await services(request).auth.authenticate(request.headers.get("authorization"), address)
+    svc = services(request)
+    who = await svc.auth.authenticate(request.headers.get("authorization"), address)
     scope = "task.read" if request.method in READ_METHODS else "task.write"
     if scope not in who.scopes:
         raise Forbidden(f"This API key lacks the {scope} scope", code="MISSING_SCOPE")
+    await svc.limits.request(address, who.key_id)
+    request.state.client_address = address
     return who
+
+
+async def count_conversions(request: Request[Any, Any, Any], n: int) -> None:
+    """Count ``n`` conversions asked for by the request's client (429 past the limit)."""
+    await services(request).limits.conversions(request.state.client_address, n)

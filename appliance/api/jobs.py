@@ -11,7 +11,8 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
 from appliance.api import responses
-from appliance.api.deps import services
+from appliance.api.deps import count_conversions, services
+from appliance.conversions.graph import conversions_in
 from appliance.security.auth import Principal
 
 
@@ -40,6 +41,7 @@ class JobController(Controller):
     async def create(
         self, request: Request[Any, Any, Any], data: JobCreate, principal: Principal
     ) -> Response[bytes]:
+        await count_conversions(request, conversions_in(data.tasks))
         doc = await services(request).jobs.create_job(principal.user_id, data.tasks, data.tag)
         return responses.data(doc, 201)
 

@@ -10,8 +10,9 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
 from appliance.api import responses
-from appliance.api.deps import services
+from appliance.api.deps import count_conversions, services
 from appliance.api.jobs import wait_response
+from appliance.conversions.graph import conversions_in
 from appliance.conversions.operation import Operation
 from appliance.conversions.operations.enabled import ENABLED
 from appliance.security.auth import Principal
@@ -104,6 +105,7 @@ def _single(op: Operation) -> Any:
     async def create(
         request: Request[Any, Any, Any], data: dict[str, Any], principal: Principal
     ) -> Response[bytes]:
+        await count_conversions(request, conversions_in({"task": {"operation": operation}}))
         doc = await services(request).jobs.create_task(principal.user_id, operation, data)
         return responses.data(doc, 201)
 

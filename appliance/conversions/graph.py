@@ -55,6 +55,21 @@ def plan(
     return list(by_name.values())
 
 
+def conversions_in(tasks: object) -> int:
+    """How many of a job's tasks convert (all but imports and exports): what a client's
+    conversion rate limit counts. Malformed tasks count as none (the check refuses them)."""
+    if not isinstance(tasks, Mapping):
+        return 0
+    names = (t.get("operation") for t in tasks.values() if isinstance(t, Mapping))
+    return sum(
+        1
+        for name in names
+        if isinstance(name, str)
+        and name in OPERATIONS
+        and not name.startswith(("import/", "export/"))
+    )
+
+
 def _parse(
     tasks: Mapping[str, Any], operations: Mapping[str, Operation], errors: Errors
 ) -> tuple[dict[str, PlannedTask], dict[str, list[str]]]:

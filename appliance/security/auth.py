@@ -26,6 +26,7 @@ CACHE_MAX = 10_000
 class Principal:
     user_id: uuid.UUID
     scopes: frozenset[str]
+    key_id: str = ""  # names the key in rate limits (a prefix of its hash, never the key)
 
 
 class Authenticator:
@@ -51,7 +52,7 @@ class Authenticator:
         if row is None:
             await self._failed(address)
             raise Unauthenticated("Unauthenticated: the API key is invalid or revoked")
-        principal = Principal(row["user_id"], frozenset(row["scopes"]))
+        principal = Principal(row["user_id"], frozenset(row["scopes"]), digest.hex()[:16])
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
         self._cache[digest] = (now + CACHE_SECONDS, principal)

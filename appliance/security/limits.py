@@ -11,14 +11,19 @@ transaction), so two processes counting at once never both take the last slot. R
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from appliance.errors import TooManyRequests
 from appliance.metrics import RATELIMIT_REJECTIONS
+from appliance.settings import Settings
 
+log = logging.getLogger(__name__)
 PREFIX = "appliance:ratelimit"
 
 
@@ -67,19 +72,66 @@ class Limiter:
         reset = max(1, int((index + 1) * rule.window - now))
         return f"{PREFIX}:{rule.name}:{ident}:{index}", reset
 
-    async def count(self, rule: Rule, ident: str) -> Decision:
-        """One more event of ``ident`` under ``rule``."""
-        key, reset = self._key(rule, ident, time.time())
+    async def count(self, rule: Rule, ident: str, n: int = 1) -> Decision:
+        """``n`` more events of ``ident`` under ``rule``."""
+        return (await self.count_all([(rule, ident, n)]))[0]
+
+    async def count_all(self, events: list[tuple[Rule, str, int]]) -> list[Decision]:
+        """Several counts in one round trip (and one transaction)."""
+        now = time.time()
+        keys = [self._key(rule, ident, now) for rule, ident, _ in events]
         pipe = self.redis.pipeline(transaction=True)
-        pipe.incr(key)
-        pipe.expire(key, rule.window + 1, nx=True)
-        used, _ = await pipe.execute()
-        return Decision(rule, int(used), reset)
+        for (rule, _, n), (key, _) in zip(events, keys, strict=True):
+            pipe.incrby(key, n)
+            pipe.expire(key, rule.window + 1, nx=True)
+        replies = await pipe.execute()
+        return [
+            Decision(rule, int(used), reset)
+            for (rule, _, _), (_, reset), used in zip(events, keys, replies[::2], strict=True)
+        ]
 
     async def peek(self, rule: Rule, ident: str) -> Decision:
         """The events of ``ident`` in this window so far, counting none."""
         key, reset = self._key(rule, ident, time.time())
         return Decision(rule, int(await self.redis.get(key) or 0), reset)
+
+
+class RequestLimits:
+    """The API's limits on requests per client address and per key, and on conversions per
+    client address. Redis unreachable: the limits fail open (logged), the API keeps working."""
+
+    def __init__(self, limiter: Limiter, settings: Settings) -> None:
+        self.limiter = limiter
+        self.per_address = Rule(
+            "requests-per-address", "ip", settings.requests_per_minute_per_address
+        )
+        self.per_key = Rule("requests-per-key", "key", settings.requests_per_minute_per_key)
+        self.conversion = Rule(
+            "conversions-per-address", "ip", settings.conversions_per_minute_per_address
+        )
+
+    async def request(self, address: str, key: str) -> None:
+        """Count one request of ``address`` with ``key`` (an identifier of the key, never the
+        key); TooManyRequests past either limit."""
+        events = [(r, i, 1) for r, i in ((self.per_address, address), (self.per_key, key))]
+        await self._count([e for e in events if e[0].limit])
+
+    async def conversions(self, address: str, n: int) -> None:
+        """Count ``n`` conversions asked for by ``address``."""
+        if n and self.conversion.limit:
+            await self._count([(self.conversion, address, n)])
+
+    async def _count(self, events: list[tuple[Rule, str, int]]) -> None:
+        if not events:
+            return
+        try:
+            decisions = await self.limiter.count_all(events)
+        except RedisError:
+            log.warning("rate limits unavailable (Redis); letting requests through", exc_info=True)
+            return
+        for decision in decisions:
+            if not decision.allowed:
+                raise decision.refuse()
 
 
 def networks(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

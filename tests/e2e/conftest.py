@@ -120,6 +120,12 @@ def deployment(request, postgres_server, redis_server, tmp_path_factory) -> Iter
         "APPLIANCE_WORKER_THREADS": "2",
         "APPLIANCE_WORKER_METRICS_PORT": str(local_services.free_port()),
         "APPLIANCE_DRAIN_FILE": str(data_dir / "drain"),
+        # Every test drives the API from this one address: the request and conversion limits
+        # are off, but in a module that asks for them (test_limits.py).
+        "APPLIANCE_REQUESTS_PER_MINUTE_PER_ADDRESS": "0",
+        "APPLIANCE_REQUESTS_PER_MINUTE_PER_KEY": "0",
+        "APPLIANCE_CONVERSIONS_PER_MINUTE_PER_ADDRESS": "0",
+        **getattr(request.module, "DEPLOYMENT_ENV", {}),
     }
     if name == "s3":
         s3 = request.getfixturevalue("s3_server")

@@ -46,6 +46,11 @@ DEFAULTS: dict[str, Any] = {
     # Base URL clients use; empty: https://<first lb host's SSH name>.
     "public_url": "",
     "max_upload_bytes": 100 * MiB,
+    # The app's own limits, counted in Redis across api hosts (0: none); nginx's per-address
+    # request limit below comes first.
+    "requests_per_minute_per_address": 600,
+    "requests_per_minute_per_key": 1200,
+    "conversions_per_minute_per_address": 10,
     "sync_timeout_seconds": 120,
     "log_level": "INFO",
     # Workers: engine families installed on worker hosts, and per queue class its processes,

@@ -12,6 +12,9 @@ max_upload_bytes = 20 * 1024 * 1024
 # Grafana's APT repository is unreachable from here: skip it, still check its files.
 grafana = False
 grafana_skip_reason = "the lab has no route to apt.grafana.com"
-# Enough for the e2e's steady load from one client address.
+# Enough for the e2e's steady load from one client address (nginx's limit and the app's).
 rate_limit_per_second = 500
 rate_limit_burst = 1000
+requests_per_minute_per_address = 0
+requests_per_minute_per_key = 0
+conversions_per_minute_per_address = 0
