@@ -67,7 +67,8 @@ class Limiter:
     def __init__(self, client: Any) -> None:
         self.redis = client
 
-    def _key(self, rule: Rule, ident: str, now: float) -> tuple[str, int]:
+    def key(self, rule: Rule, ident: str, now: float) -> tuple[str, int]:
+        """The window's Redis key and the seconds until it ends."""
         index = int(now // rule.window)
         reset = max(1, int((index + 1) * rule.window - now))
         return f"{PREFIX}:{rule.name}:{ident}:{index}", reset
@@ -79,7 +80,7 @@ class Limiter:
     async def count_all(self, events: list[tuple[Rule, str, int]]) -> list[Decision]:
         """Several counts in one round trip (and one transaction)."""
         now = time.time()
-        keys = [self._key(rule, ident, now) for rule, ident, _ in events]
+        keys = [self.key(rule, ident, now) for rule, ident, _ in events]
         pipe = self.redis.pipeline(transaction=True)
         for (rule, _, n), (key, _) in zip(events, keys, strict=True):
             pipe.incrby(key, n)
@@ -92,8 +93,75 @@ class Limiter:
 
     async def peek(self, rule: Rule, ident: str) -> Decision:
         """The events of ``ident`` in this window so far, counting none."""
-        key, reset = self._key(rule, ident, time.time())
+        key, reset = self.key(rule, ident, time.time())
         return Decision(rule, int(await self.redis.get(key) or 0), reset)
+
+
+@dataclass
+class _Local:
+    """One process's view of one window: the count Redis gave at the last flush, and what
+    this process counted since."""
+
+    known: int = 0
+    pending: int = 0
+    flushed_at: float = 0.0
+
+
+class BatchedLimiter:
+    """Counts like ``Limiter``, but a process sends its counts to Redis in batches while the
+    window is far from its limit: a request then costs no round trip. Near the limit (within
+    two batches) every event is sent at once, and a batch is at most 2% of the limit and a
+    second old, so processes together pass a limit by at most 2% each beyond the first. A
+    window's refusals are exact where it matters: from the limit on, every event goes to
+    Redis."""
+
+    MAX_WINDOWS = 100_000  # distinct (rule, identity) windows a process remembers
+
+    def __init__(self, limiter: Limiter) -> None:
+        self.limiter = limiter
+        self._local: dict[tuple[str, str, int], _Local] = {}
+
+    async def count_all(self, events: list[tuple[Rule, str, int]]) -> list[Decision]:
+        now = time.time()
+        decisions: list[Decision | None] = []
+        flush: list[tuple[int, Rule, str, int]] = []
+        for i, (rule, ident, n) in enumerate(events):
+            _key, reset = self.limiter.key(rule, ident, now)
+            state = self._window(rule, ident, now)
+            state.pending += n
+            batch = max(1, rule.limit // 50)
+            headroom = rule.limit - state.known - state.pending
+            if state.pending < batch and headroom > 2 * batch and now - state.flushed_at < 1.0:
+                decisions.append(Decision(rule, state.known + state.pending, reset))
+                continue
+            # this request sends what is pending; others meanwhile count from zero again
+            decisions.append(None)
+            flush.append((i, rule, ident, state.pending))
+            state.pending, state.flushed_at = 0, now
+        if flush:
+            try:
+                sent = await self.limiter.count_all([(r, ident, n) for _, r, ident, n in flush])
+            except BaseException:  # not sent: it is pending again
+                for _, rule, ident, n in flush:
+                    self._window(rule, ident, now).pending += n
+                raise
+            for (i, rule, ident, _), decision in zip(flush, sent, strict=True):
+                state = self._window(rule, ident, now)
+                state.known = max(state.known, decision.used)
+                decisions[i] = decision
+        return [d for d in decisions if d is not None]
+
+    def _window(self, rule: Rule, ident: str, now: float) -> _Local:
+        index = int(now // rule.window)
+        key = (rule.name, ident, index)
+        state = self._local.get(key)
+        if state is None:
+            if len(self._local) >= self.MAX_WINDOWS:
+                self._local = {k: v for k, v in self._local.items() if k[2] >= index}
+                if len(self._local) >= self.MAX_WINDOWS:
+                    self._local.clear()
+            state = self._local[key] = _Local(flushed_at=now)
+        return state
 
 
 class RequestLimits:
@@ -101,7 +169,7 @@ class RequestLimits:
     client address. Redis unreachable: the limits fail open (logged), the API keeps working."""
 
     def __init__(self, limiter: Limiter, settings: Settings) -> None:
-        self.limiter = limiter
+        self.limiter = BatchedLimiter(limiter)
         self.per_address = Rule(
             "requests-per-address", "ip", settings.requests_per_minute_per_address
         )
