@@ -501,7 +501,8 @@ def take_output(job: Path, name: str, dst: Path) -> None:
         info = os.fstat(src)  # the file opened, whatever the name points to by now
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
             raise _refused(name)
-        out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        # dst is the worker's own path (a caller may reuse it); never through a link there
+        out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         try:
             _copy(src, out)
         finally:
