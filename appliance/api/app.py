@@ -42,14 +42,13 @@ def create_app(
         jobs = await JobService.open(settings, queue)
         notifier = Notifier(settings.effective_redis_url)
         await notifier.start()
+        limiter = Limiter(notifier.client)  # counts in the Redis the notifier listens to
         app.state.services = Services(
             jobs=jobs,
-            auth=Authenticator(
-                jobs.pool, Limiter(notifier.client), settings.auth_failures_per_minute
-            ),
+            auth=Authenticator(jobs.pool, limiter, settings.auth_failures_per_minute),
             notifier=notifier,
             catalog=Catalog(jobs.registry),
-            limits=RequestLimits(Limiter(notifier.client), settings),
+            limits=RequestLimits(limiter, settings),
         )
         try:
             yield

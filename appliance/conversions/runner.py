@@ -147,7 +147,7 @@ class TaskRunner:
         export = self.operations.get("export/url")
         if not task.exports or not outcome.files or not isinstance(export, ExportUrl):
             return {}
-        inputs = [_as_input(f) for f in files_of(outcome)]
+        inputs = [InputFile(f.sha256, f.filename, f.size) for f in outcome.files]
         urls = export.urls(self.rt, inputs)
         end = {"files": files_of(urls), "result": urls.result}
         return {str(export_id): end for export_id in task.exports}
@@ -184,10 +184,6 @@ class TaskRunner:
 
     def _announce(self, task: Task, job_end: str | None, also: Any = ()) -> None:
         announce(self.rt.redis, task.id, *also, ended_job_id=task.job_id if job_end else None)
-
-
-def _as_input(f: dict[str, Any]) -> InputFile:
-    return InputFile(f["sha256"], f["filename"], f["size"])
 
 
 class _Lease:

@@ -184,16 +184,19 @@ def options_hash(options: Any, src_format: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+CacheKey = tuple[str, str, str, str]  # in the order of CACHE_KEY
+
+
 def cache_key(
     f: InputFile, src_format: str, out_fmt: str, hops: list[Hop], options: Any
-) -> tuple[str, ...]:
+) -> CacheKey:
     versions = "+".join(f"{h.engine.descriptor.id}:{h.engine.descriptor.version()}" for h in hops)
     return (f.sha256, out_fmt, options_hash(options, src_format), versions)
 
 
-def cached(rt: Runtime, key: tuple[str, ...], filename: str) -> OutFile | None:
+def cached(rt: Runtime, key: CacheKey, filename: str) -> OutFile | None:
     """The cached output for ``key`` if it is still stored (counted as a hit or a miss)."""
-    hit = file_rows.cache_hit(rt.pool, key)  # type: ignore[arg-type]
+    hit = file_rows.cache_hit(rt.pool, key)
     if hit is not None and rt.storage.exists(object_key(hit[0])):
         CACHE_LOOKUPS.labels("hit").inc()
         return OutFile(hit[0], hit[1], filename)
@@ -201,7 +204,7 @@ def cached(rt: Runtime, key: tuple[str, ...], filename: str) -> OutFile | None:
     return None
 
 
-def cache_entry(key: tuple[str, ...], out: OutFile) -> dict[str, Any]:
+def cache_entry(key: CacheKey, out: OutFile) -> dict[str, Any]:
     """The conversion_cache row recorded with the task's end."""
     entry: dict[str, Any] = dict(zip(CACHE_KEY, key, strict=True))
     return entry | {"output_sha256": out.sha256, "size": out.size}

@@ -213,28 +213,27 @@ def client_address(
 ) -> str:
     """The address a request came from: the peer, unless the peer is a trusted proxy; then
     the right-most address of X-Forwarded-For that is not one (proxies append the address
-    they got the request from, so what stands left of an untrusted hop may be forged)."""
+    they got the request from, so what stands left of an untrusted hop may be forged). A hop
+    that is no address makes the peer the answer."""
     trusted = list(trusted)
 
-    def is_trusted(address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in trusted)
+    def is_trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+        return ip is not None and any(ip in net for net in trusted)
 
-    if not peer or not is_trusted(peer) or not forwarded_for:
+    if not peer or not is_trusted(_ip(peer)) or not forwarded_for:
         return peer or "unknown"
     hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
     for hop in reversed(hops):
-        if not is_trusted(hop):
-            return hop if _is_address(hop) else peer
+        ip = _ip(hop)
+        if ip is None:
+            return peer
+        if not is_trusted(ip):
+            return hop
     return hops[0] if hops else peer
 
 
-def _is_address(text: str) -> bool:
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        ipaddress.ip_address(text)
+        return ipaddress.ip_address(text)
     except ValueError:
-        return False
-    return True
+        return None

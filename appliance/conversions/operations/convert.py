@@ -30,7 +30,6 @@ from appliance.conversions.work import (
     run_hops,
     with_extension,
 )
-from appliance.engines import QueueClass
 from appliance.engines.formats import normalize
 from appliance.engines.registry import Hop, Registry, route_summary
 from appliance.errors import InvalidData, PermanentError
@@ -92,12 +91,6 @@ class Convert(Operation):
             )
         options = {k: v for k, v in payload.items() if k not in self.fields}
         return hops, registry.options_for(hops, options)
-
-    def queue_once_named(
-        self, registry: Registry, payload: dict[str, Any], src: str
-    ) -> tuple[QueueClass, list[Hop]] | None:
-        hops = self.route(registry, src, payload)
-        return (registry.queue_for(hops), hops) if hops else None  # none: the worker reports it
 
     def run(self, rt: Runtime, task: Task, progress: Progress) -> Outcome:
         outputs: list[OutFile] = []

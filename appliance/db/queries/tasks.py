@@ -56,10 +56,6 @@ ROUTED_DEPENDENTS = (
 )
 
 
-def files_json(files: list[dict[str, Any]]) -> Jsonb:
-    return Jsonb(files)
-
-
 def complete_args(
     task_id: Any,
     attempts: int | None,
@@ -112,12 +108,6 @@ def seconds_until_ready(conn: DictConnection, task_id: Any) -> float | None:
     """How long a waiting task's delayed retry is still off; None if it is not waiting so."""
     row = conn.execute(WAIT_LEFT, (task_id,)).fetchone()
     return None if row is None else float(row["wait"])
-
-
-def complete(conn: DictConnection, args: tuple[Any, ...]) -> dict[str, Any]:
-    row = conn.execute(COMPLETE, args).fetchone()
-    assert row is not None
-    return row
 
 
 def complete_import(conn: DictConnection, args: tuple[Any, ...]) -> dict[str, Any]:
