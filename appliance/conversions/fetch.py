@@ -39,8 +39,16 @@ def fetch(
     times that, so a server dripping bytes cannot hold a worker for hours."""
     deadline = time.monotonic() + timeout * TOTAL_TIMEOUT_FACTOR
     headers = dict(headers or {})
+    too_long = f"Download of {url} took longer than {timeout * TOTAL_TIMEOUT_FACTOR:.0f} s"
     for _ in range(MAX_REDIRECTS + 1):
-        pool, response = _open(url, allow_private=allow_private, timeout=timeout, headers=headers)
+        pool, response = _hop(
+            url,
+            allow_private=allow_private,
+            timeout=timeout,
+            headers=headers,
+            deadline=deadline,
+            too_long=too_long,
+        )
         try:
             if response.status in (301, 302, 303, 307, 308):
                 location = response.headers.get("Location")
@@ -64,9 +72,7 @@ def fetch(
             while chunk := response.read1(1 << 16):
                 spool.write(chunk)
                 if time.monotonic() > deadline:
-                    raise RetryableError(
-                        f"Download of {url} took longer than {timeout * TOTAL_TIMEOUT_FACTOR:.0f} s"
-                    )
+                    raise RetryableError(too_long)
             return _filename(url, response.headers.get("Content-Disposition"))
         except urllib3.exceptions.HTTPError as exc:  # the cause goes to the log only
             raise RetryableError(f"Download of {url} failed") from exc
@@ -74,6 +80,30 @@ def fetch(
             response.release_conn()
             pool.close()
     raise PermanentError(f"Too many redirects from {url}", code="IMPORT_FAILED")
+
+
+def _hop(
+    url: str,
+    *,
+    allow_private: bool,
+    timeout: float,
+    headers: dict[str, str],
+    deadline: float,
+    too_long: str,
+) -> tuple[urllib3.HTTPConnectionPool, urllib3.BaseHTTPResponse]:
+    """``_open`` with what the deadline has left when that is less than ``timeout``: a
+    redirect chain spends the one deadline, and running out of it is reported as such."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise RetryableError(too_long)
+    try:
+        return _open(
+            url, allow_private=allow_private, timeout=min(timeout, remaining), headers=headers
+        )
+    except RetryableError as exc:
+        if time.monotonic() >= deadline:
+            raise RetryableError(too_long) from exc
+        raise
 
 
 def _origin(url: str) -> tuple[str, str | None, int | None]:

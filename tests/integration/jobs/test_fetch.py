@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 
 import pytest
 
@@ -172,5 +173,29 @@ def test_a_download_that_drips_is_stopped_by_the_total_deadline(tmp_path, monkey
             get(
                 f"http://127.0.0.1:{server.server_address[1]}/", tmp_path, limit=200000, timeout=0.5
             )  # each read is quick; the whole takes far longer than 2 x 0.5 s
+    finally:
+        server.shutdown()
+
+
+def test_slow_redirects_spend_the_same_total_deadline(tmp_path, monkeypatch):
+    class SlowLoop(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            time.sleep(0.4)  # each hop answers within the read timeout
+            self.send_response(302)
+            self.send_header("Location", "/again")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowLoop)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(fetch_module, "TOTAL_TIMEOUT_FACTOR", 2)
+    try:
+        started = time.monotonic()
+        with pytest.raises(RetryableError, match="longer than"):
+            get(f"http://127.0.0.1:{server.server_address[1]}/", tmp_path, timeout=0.5)
+        assert time.monotonic() - started < 1.6  # not six hops of 0.4 s
     finally:
         server.shutdown()
