@@ -83,8 +83,10 @@ class TooManyRequests(ClientError):
     status = 429
     code = "TOO_MANY_REQUESTS"
 
-    def __init__(self, message: str, *, limit_headers: dict[str, str]) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, limit_headers: dict[str, str], code: str | None = None
+    ) -> None:
+        super().__init__(message, code=code)
         self.limit_headers = limit_headers
 
     def headers(self) -> dict[str, str]:
@@ -94,6 +96,21 @@ class TooManyRequests(ClientError):
 class FileTooLarge(ClientError):
     status = 413
     code = "FILE_TOO_LARGE"
+
+
+class BodyTooLarge(ClientError):
+    """A JSON request body past its cap (import/base64 files aside)."""
+
+    status = 413
+    code = "BODY_TOO_LARGE"
+
+
+class QuotaExceeded(ClientError):
+    """The user holds as many stored bytes as allowed: new work waits until some expire or
+    are deleted."""
+
+    status = 403
+    code = "STORAGE_QUOTA_EXCEEDED"
 
 
 class RetryableError(ApplianceError):

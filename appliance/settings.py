@@ -152,6 +152,59 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ge=0,
         ),
     ] = 20
+    max_json_bytes: Annotated[
+        int,
+        _doc(
+            "Largest JSON request body in bytes, leaving out the files of import/base64 tasks"
+            " (413 past it).",
+            ge=1024,
+        ),
+    ] = 1 * MiB
+    max_inline_file_bytes: Annotated[
+        int,
+        _doc(
+            "Largest total size in bytes of the import/base64 files of one request, decoded;"
+            " larger files go through import/upload.",
+            ge=0,
+        ),
+    ] = 10 * MiB
+    max_tasks_per_job: Annotated[
+        int, _doc("Most tasks one job may have (422 past it).", ge=1, le=10_000)
+    ] = 100
+    max_jobs_in_flight_per_user: Annotated[
+        int,
+        _doc(
+            "Most jobs and single tasks one user may have waiting or processing; a new one"
+            " past it is refused (429) until some end. 0: no limit.",
+            ge=0,
+        ),
+    ] = 500
+    max_sync_waits_per_user: Annotated[
+        int,
+        _doc(
+            "Most blocking (sync) requests one user may have open on the whole fleet at once"
+            " (429 past it). 0: no limit.",
+            ge=0,
+        ),
+    ] = 20
+    max_stored_bytes_per_user: Annotated[
+        int,
+        _doc(
+            "Most bytes of files (imported and converted) one user's live jobs and tasks may"
+            " hold; past it, new jobs and uploads are refused (403) until some expire or are"
+            " deleted. 0: no limit.",
+            ge=0,
+        ),
+    ] = 10 * 1024 * MiB
+    sync_recheck_seconds: Annotated[
+        float,
+        _doc(
+            "A sync request is woken by the task's or job's end (Redis pub/sub); it also"
+            " re-reads the state this often in case a message was lost.",
+            gt=0,
+            le=300,
+        ),
+    ] = 15.0
     trusted_proxies: Annotated[
         str,
         _doc(

@@ -22,7 +22,7 @@ from appliance.conversions.task import Dispatcher
 from appliance.errors import ClientError
 from appliance.metrics.http import HttpMetrics
 from appliance.security.auth import Authenticator
-from appliance.security.limits import Limiter, RequestLimits, networks
+from appliance.security.limits import Limiter, RequestLimits, Rule, Slots, networks
 from appliance.settings import Settings
 
 MULTIPART_SLACK = 1024 * 1024  # room for form fields and boundaries around the file
@@ -49,6 +49,12 @@ def create_app(
             notifier=notifier,
             catalog=Catalog(jobs.registry),
             limits=RequestLimits(limiter, settings),
+            sync_waits=Slots(
+                notifier.client,
+                Rule("sync-waits-per-user", "user", settings.max_sync_waits_per_user),
+                hold=settings.sync_timeout_seconds,
+                what="sync requests open",
+            ),
         )
         try:
             yield
@@ -60,12 +66,25 @@ def create_app(
     sync = Router(
         path=settings.sync_prefix, route_handlers=[jobs.sync_job, tasks.sync_task], tags=["sync"]
     )
+    # Request bodies: JSON up to max_json_bytes, where import/base64 files may come along
+    # also room for them (their own cap is checked once decoded), and uploads the file limit.
+    inline_bytes = base64_chars(settings.max_inline_file_bytes)
+    inline = Router(
+        path="/",
+        route_handlers=[jobs.JobController, *tasks.INLINE_FILE_ROUTES],
+        request_max_body_size=settings.max_json_bytes + inline_bytes,
+    )
+    uploads = Router(
+        path="/",
+        route_handlers=[files.upload],
+        request_max_body_size=settings.max_upload_bytes + MULTIPART_SLACK,
+    )
     app = Litestar(
         route_handlers=[
-            jobs.JobController,
+            inline,
+            uploads,
             tasks.TaskController,
             *tasks.SINGLE_TASK_ROUTES,
-            files.upload,
             files.download,
             meta.formats,
             meta.operations,
@@ -81,7 +100,7 @@ def create_app(
             Exception: responses.server_error,
         },
         lifespan=[lifespan],
-        request_max_body_size=settings.max_upload_bytes + MULTIPART_SLACK,
+        request_max_body_size=settings.max_json_bytes,
         openapi_config=OpenAPIConfig(
             title="Appliance API (CloudConvert API v2 compatible)",
             version="2",
@@ -95,3 +114,8 @@ def create_app(
     # Outermost, so they also see requests no route matched and errors turned into responses.
     app.asgi_handler = Drain(HttpMetrics(app.asgi_handler), app.state.drain)  # type: ignore[assignment]
     return app
+
+
+def base64_chars(size: int) -> int:
+    """Characters of ``size`` bytes in base64."""
+    return (size + 2) // 3 * 4

@@ -9,10 +9,11 @@ from litestar import Request
 
 from appliance.api.events import Notifier
 from appliance.conversions.catalog import Catalog
+from appliance.conversions.graph import inline_file_chars
 from appliance.conversions.service import JobService
-from appliance.errors import Forbidden
+from appliance.errors import BodyTooLarge, Forbidden
 from appliance.security.auth import Authenticator, Principal
-from appliance.security.limits import RequestLimits, client_address
+from appliance.security.limits import RequestLimits, Slots, client_address
 
 
 @dataclass
@@ -22,6 +23,7 @@ class Services:
     notifier: Notifier
     catalog: Catalog
     limits: RequestLimits
+    sync_waits: Slots
 
 
 def services(request: Request[Any, Any, Any]) -> Services:
@@ -52,3 +54,15 @@ async def principal(request: Request[Any, Any, Any]) -> Principal:
 async def count_conversions(request: Request[Any, Any, Any], n: int) -> None:
     """Count ``n`` conversions asked for by the request's client (429 past the limit)."""
     await services(request).limits.conversions(request.state.client_address, n)
+
+
+async def check_json_size(request: Request[Any, Any, Any], tasks: object) -> None:
+    """Refuse a JSON body past ``max_json_bytes`` once the import/base64 files in it (capped
+    on their own) are left out: everything else is stored and echoed back."""
+    limit = services(request).jobs.settings.max_json_bytes
+    size = len(await request.body()) - inline_file_chars(tasks)
+    if size > limit:
+        raise BodyTooLarge(
+            f"The request body is larger than the limit of {limit} bytes"
+            " (import/base64 files aside)"
+        )

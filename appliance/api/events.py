@@ -1,8 +1,9 @@
 """Wakes sync (blocking) requests when a task or job ends, via Redis pub/sub.
 
 One subscription per API process; waiters register the ids they care about. Messages are only
-a hint to look again: waiters re-read Postgres, and also look every couple of seconds anyway,
-so a lost message only delays the answer.
+a hint to look again: waiters re-read Postgres then. A message is lost only while the
+subscription is down, and every waiter is woken once it is back; waiters also look again every
+``sync_recheck_seconds`` (15 s by default) anyway.
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ class Notifier:
                     async for message in pubsub.listen():
                         if message["type"] == "message":
                             self._wake(message["data"].decode().split())
+                        elif message["type"] == "subscribe":
+                            # (Re)subscribed: what ended while no subscription listened was
+                            # never heard; every waiter looks again.
+                            self._wake(list(self._waiters))
             except asyncio.CancelledError:
                 raise
             except Exception:

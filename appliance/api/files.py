@@ -21,6 +21,7 @@ from appliance.errors import NotFound
     status_code=201,
     tags=["uploads"],
     summary="Upload the file of an import/upload task (the task's result.form)",
+    opt={responses.FILE_BODY: True},
 )
 async def upload(request: Request[Any, Any, Any], task_id: uuid.UUID) -> Response[bytes]:
     jobs = services(request).jobs

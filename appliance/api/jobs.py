@@ -11,7 +11,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
 from appliance.api import responses
-from appliance.api.deps import count_conversions, services
+from appliance.api.deps import check_json_size, count_conversions, services
 from appliance.conversions.graph import conversions_in
 from appliance.security.auth import Principal
 
@@ -41,6 +41,7 @@ class JobController(Controller):
     async def create(
         self, request: Request[Any, Any, Any], data: JobCreate, principal: Principal
     ) -> Response[bytes]:
+        await check_json_size(request, data.tasks)
         await count_conversions(request, conversions_in(data.tasks))
         doc = await services(request).jobs.create_job(principal.user_id, data.tasks, data.tag)
         return responses.data(doc, 201)
@@ -90,18 +91,25 @@ async def wait_job(
     request: Request[Any, Any, Any], job_id: uuid.UUID, principal: Principal
 ) -> Response[bytes]:
     jobs = services(request).jobs
-    return await wait_response(request, lambda: jobs.get_job(principal.user_id, job_id), job_id)
+    return await wait_response(
+        request, principal, lambda: jobs.get_job(principal.user_id, job_id), job_id
+    )
 
 
 async def wait_response(
-    request: Request[Any, Any, Any], fetch: Callable[[], Awaitable[str]], key: uuid.UUID
+    request: Request[Any, Any, Any],
+    principal: Principal,
+    fetch: Callable[[], Awaitable[str]],
+    key: uuid.UUID,
 ) -> Response[bytes]:
     """The sync API: answer once the job or task (its document from ``fetch``) has ended, or
-    when the sync timeout passes; ends are announced under ``key``."""
+    when the sync timeout passes; ends are announced under ``key``. A user holds at most
+    ``max_sync_waits_per_user`` of these open at once (429 past it)."""
     svc = services(request)
-    doc = await svc.jobs.wait_until_ended(
-        fetch, ended, lambda timeout: svc.notifier.wait(str(key), timeout)
-    )
+    async with svc.sync_waits.slot(str(principal.user_id)):
+        doc = await svc.jobs.wait_until_ended(
+            fetch, ended, lambda timeout: svc.notifier.wait(str(key), timeout)
+        )
     return responses.data(doc)
 
 

@@ -16,6 +16,10 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from appliance.errors import ClientError, InvalidData
 
 MAX_FIELD_BYTES = 64 * 1024
+# An upload form has a handful of fields (CloudConvert's: the signature and its expiry); the
+# parts before the file, and each part's headers, are held in memory, so both are bounded.
+MAX_PARTS = 32
+MAX_HEADER_BYTES = 8 * 1024
 
 
 class MultipartFile:
@@ -34,6 +38,8 @@ class MultipartFile:
         self._headers: dict[str, str] = {}
         self._header_field = b""
         self._header_value = b""
+        self._header_bytes = 0
+        self._parts = 0
         self._name: str | None = None
         self._value = bytearray()
         self._in_file = False
@@ -74,15 +80,31 @@ class MultipartFile:
 
     # -- parser callbacks ------------------------------------------------------------------
     def _part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > MAX_PARTS:
+            raise ClientError(
+                f"The upload form has more than {MAX_PARTS} parts", code="INVALID_UPLOAD"
+            )
         self._headers = {}
+        self._header_bytes = 0
         self._name = None
         self._value = bytearray()
 
     def _header_field_cb(self, data: bytes, start: int, end: int) -> None:
         self._header_field += data[start:end]
+        self._count_header(end - start)
 
     def _header_value_cb(self, data: bytes, start: int, end: int) -> None:
         self._header_value += data[start:end]
+        self._count_header(end - start)
+
+    def _count_header(self, n: int) -> None:
+        self._header_bytes += n
+        if self._header_bytes > MAX_HEADER_BYTES:
+            raise ClientError(
+                f"A part of the upload form has more than {MAX_HEADER_BYTES} bytes of headers",
+                code="INVALID_UPLOAD",
+            )
 
     def _header_end(self) -> None:
         self._headers[self._header_field.decode("latin-1").lower()] = self._header_value.decode(

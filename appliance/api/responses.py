@@ -14,13 +14,14 @@ JSON = "application/json"
 # Lists stop here: page x per_page must stay an offset Postgres can take (a page of 10^17 was
 # a 500), and nobody pages through a million pages.
 MAX_PAGE = 1_000_000
+FILE_BODY = "file_body"  # a route's opt: its body is a file, not JSON
 _CODES = {
     400: "BAD_REQUEST",
     401: "UNAUTHENTICATED",
     403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
-    413: "FILE_TOO_LARGE",
+    413: "BODY_TOO_LARGE",
     422: "INVALID_DATA",
     429: "TOO_MANY_REQUESTS",
 }
@@ -66,8 +67,11 @@ def client_error(_: Request[Any, Any, Any], exc: ClientError) -> Response[Any]:
     )
 
 
-def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     body: dict[str, Any] = {"code": _CODES.get(exc.status_code, "ERROR"), "message": exc.detail}
+    handler = request.scope.get("route_handler")
+    if exc.status_code == 413 and handler is not None and handler.opt.get(FILE_BODY):
+        body["code"] = "FILE_TOO_LARGE"  # the body is the file
     if isinstance(exc, ValidationException):
         body["code"] = "INVALID_DATA"
         body["message"] = "The given data was invalid."

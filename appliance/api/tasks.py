@@ -10,7 +10,7 @@ from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
 from appliance.api import responses
-from appliance.api.deps import count_conversions, services
+from appliance.api.deps import check_json_size, count_conversions, services
 from appliance.api.jobs import wait_response
 from appliance.conversions.graph import conversions_in
 from appliance.conversions.operation import Operation
@@ -81,7 +81,9 @@ async def wait_task(
     request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
 ) -> Response[bytes]:
     jobs = services(request).jobs
-    return await wait_response(request, lambda: jobs.get_task(principal.user_id, task_id), task_id)
+    return await wait_response(
+        request, principal, lambda: jobs.get_task(principal.user_id, task_id), task_id
+    )
 
 
 @get("/v2/tasks/{task_id:uuid}", summary="Block until the task ends (sync API)")
@@ -105,6 +107,7 @@ def _single(op: Operation) -> Any:
     async def create(
         request: Request[Any, Any, Any], data: dict[str, Any], principal: Principal
     ) -> Response[bytes]:
+        await check_json_size(request, {"task": {**data, "operation": operation}})
         await count_conversions(request, conversions_in({"task": {"operation": operation}}))
         doc = await services(request).jobs.create_task(principal.user_id, operation, data)
         return responses.data(doc, 201)
@@ -112,5 +115,7 @@ def _single(op: Operation) -> Any:
     return create
 
 
-# One route per operation (POST /v2/convert, /v2/merge, ...): the same list the job graph takes.
-SINGLE_TASK_ROUTES = [_single(op) for op in ENABLED]
+# One route per operation (POST /v2/convert, /v2/merge, ...): the same list the job graph
+# takes; those whose body may carry a file (import/base64) apart, for their larger body cap.
+SINGLE_TASK_ROUTES = [_single(op) for op in ENABLED if not op.body_file]
+INLINE_FILE_ROUTES = [_single(op) for op in ENABLED if op.body_file]

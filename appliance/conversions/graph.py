@@ -70,6 +70,19 @@ def conversions_in(tasks: object) -> int:
     )
 
 
+def inline_file_chars(tasks: object) -> int:
+    """Characters of the files that come inside a job's request (import/base64's ``file``):
+    what the cap on JSON bodies leaves out, these having their own."""
+    if not isinstance(tasks, Mapping):
+        return 0
+    total = 0
+    for body in tasks.values():
+        op = OPERATIONS.get(str(body.get("operation"))) if isinstance(body, Mapping) else None
+        value = body.get(op.body_file) if op is not None and op.body_file else None
+        total += len(value) if isinstance(value, str) else 0
+    return total
+
+
 def _parse(
     tasks: Mapping[str, Any], operations: Mapping[str, Operation], errors: Errors
 ) -> tuple[dict[str, PlannedTask], dict[str, list[str]]]:

@@ -119,6 +119,9 @@ class Operation:
     formats: ClassVar[Formats | None] = None  # None: not listed by GET /v2/operations
     # its file arrives from the client (upload, base64), not from a run: never enqueued first
     file_from_client: ClassVar[bool] = False
+    # the payload field that carries a file inside the request (import/base64's "file"): the
+    # JSON body cap leaves it out, the inline file cap counts it
+    body_file: ClassVar[str | None] = None
     # ends without engine or file transfer: the worker that made it ready runs it at once
     inline: ClassVar[bool] = False
     # its route and queue class are planned once an input's file is named, if not before

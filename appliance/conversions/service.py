@@ -18,6 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from appliance.conversions import graph
@@ -38,8 +39,20 @@ from appliance.db.queries import tasks as task_rows
 from appliance.engines import QUEUE_CLASSES
 from appliance.engines.enabled import enabled_engines
 from appliance.engines.registry import Registry
-from appliance.errors import FileTooLarge, InvalidData, NotFound
-from appliance.metrics import JOBS_CREATED, TASKS_ENDED, UPLOAD_BYTES, preset
+from appliance.errors import (
+    FileTooLarge,
+    InvalidData,
+    NotFound,
+    QuotaExceeded,
+    TooManyRequests,
+)
+from appliance.metrics import (
+    JOBS_CREATED,
+    RATELIMIT_REJECTIONS,
+    TASKS_ENDED,
+    UPLOAD_BYTES,
+    preset,
+)
 from appliance.security import signing
 from appliance.settings import Settings
 from appliance.storage import Storage, make_storage, object_key
@@ -47,6 +60,7 @@ from appliance.storage import Storage, make_storage, object_key
 log = logging.getLogger(__name__)
 UPLOAD_PURPOSE = "upload"
 JOB_STATUSES = ("waiting", "processing", "finished", "error")
+IN_FLIGHT_RETRY_AFTER = 10  # seconds: a client at its cap of jobs in flight looks again
 InlineFiles = dict[uuid.UUID, tuple[str, int, str]]  # import/base64 task -> (sha, size, name)
 
 
@@ -91,7 +105,15 @@ class JobService:
 
     # -- creation ------------------------------------------------------------------------
     async def create_job(self, user_id: uuid.UUID, tasks: Any, tag: str | None) -> str:
+        if isinstance(tasks, dict) and len(tasks) > self.settings.max_tasks_per_job:
+            cap = self.settings.max_tasks_per_job
+            raise InvalidData(
+                f"A job may have at most {cap} tasks",
+                code="TOO_MANY_TASKS",
+                errors={"tasks": [f"must not have more than {cap} tasks"]},
+            )
         async with self.pool.connection() as conn:
+            await self._check_load(conn, user_id)
             refs = await self._external_refs(conn, user_id, tasks)
             planned = graph.plan(tasks, self.registry, refs.get)
             inline = await self._ingest_inline(planned, user_id)
@@ -115,6 +137,7 @@ class JobService:
             raise InvalidData("The body must be a JSON object")
         tasks = {"task": {**payload, "operation": operation}}
         async with self.pool.connection() as conn:
+            await self._check_load(conn, user_id)
             refs = await self._external_refs(conn, user_id, tasks)
             planned = graph.plan(tasks, self.registry, refs.get)
             inline = await self._ingest_inline(planned, user_id)
@@ -126,6 +149,32 @@ class JobService:
         await self._dispatch(ready)
         assert doc is not None
         return doc
+
+    async def _check_load(self, conn: AsyncDictConnection, user_id: uuid.UUID) -> None:
+        """Refuse new work to a user at their cap of jobs in flight (429: some will end) or
+        of stored bytes (403: until some expire or are deleted)."""
+        s = self.settings
+        if not (s.max_jobs_in_flight_per_user or s.max_stored_bytes_per_user):
+            return
+        cap = s.max_jobs_in_flight_per_user
+        in_flight, stored = await job_rows.user_load(conn, user_id, cap or 1)
+        if cap and in_flight >= cap:
+            RATELIMIT_REJECTIONS.labels("user").inc()
+            raise TooManyRequests(
+                f"You have {cap} jobs and tasks waiting or processing, the most allowed;"
+                " try again when some have ended",
+                code="TOO_MANY_JOBS_IN_FLIGHT",
+                limit_headers={"Retry-After": str(IN_FLIGHT_RETRY_AFTER)},
+            )
+        self._check_stored(stored)
+
+    def _check_stored(self, stored: int) -> None:
+        cap = self.settings.max_stored_bytes_per_user
+        if cap and stored >= cap:
+            raise QuotaExceeded(
+                f"Your files take {stored} bytes, the most allowed is {cap}: delete jobs or"
+                " wait for them to expire"
+            )
 
     async def _external_refs(
         self, conn: AsyncDictConnection, user_id: uuid.UUID, tasks: Any
@@ -146,11 +195,13 @@ class JobService:
     ) -> InlineFiles:
         """import/base64 files are stored (as the user's) before the job is written."""
         out = {}
+        room = self.settings.max_inline_file_bytes  # for all of the request's files
         for task in planned:
             if task.operation == "import/base64":
                 data = task.payload.pop("file")
                 name = safe_filename(str(task.payload.get("filename", "file")))
-                spool, content = await asyncio.to_thread(self._spool_base64, data, task.name)
+                spool, content = await asyncio.to_thread(self._spool_base64, data, task.name, room)
+                room -= spool.size
                 sha = owned_digest(content, owner(self.settings, user_id))
                 try:
                     await self._keep(spool, sha)
@@ -166,8 +217,8 @@ class JobService:
         await file_rows.reserve_async(self.pool, sha, spool.size)
         await asyncio.to_thread(partial(store, consume=True), self.storage, spool.path, sha)
 
-    def _spool_base64(self, data: Any, name: str) -> tuple[Spool, str]:
-        limit = self.settings.max_upload_bytes
+    def _spool_base64(self, data: Any, name: str, room: int) -> tuple[Spool, str]:
+        limit = min(self.settings.max_upload_bytes, room)
         if not isinstance(data, str):
             raise InvalidData(
                 "file must be a base64 string",
@@ -175,7 +226,8 @@ class JobService:
             )
         if len(data) * 3 // 4 > limit + 3:
             raise FileTooLarge(
-                f"The file is larger than the limit of {limit} bytes",
+                f"The file is larger than the limit of {limit} bytes left for import/base64"
+                " files in one request; send larger files with import/upload",
                 errors={f"tasks.{name}.file": [f"must not exceed {limit} bytes"]},
             )
         try:
@@ -290,7 +342,7 @@ class JobService:
             raise InvalidData(
                 "The upload task already has a file or has ended", code="TASK_NOT_WAITING"
             )
-        spool = Spool(self.settings.data_path / "tmp", self.settings.max_upload_bytes)
+        spool = self._upload_spool(row["stored_bytes"])
         try:
             spool.write(first)
             async for chunk in chunks:
@@ -314,6 +366,16 @@ class JobService:
         await self._dispatch(ready)
         assert doc is not None
         return doc
+
+    def _upload_spool(self, stored: int) -> Spool:
+        """A spool for an upload: no larger than the file limit, nor than what the user's
+        storage cap has left (past which the upload is refused as over the quota)."""
+        self._check_stored(stored)
+        limit = self.settings.max_upload_bytes
+        cap = self.settings.max_stored_bytes_per_user
+        if cap and cap - stored < limit:
+            return QuotaSpool(self.settings.data_path / "tmp", cap - stored, cap)
+        return Spool(self.settings.data_path / "tmp", limit)
 
     # -- reads ---------------------------------------------------------------------------
     async def _read(self, fetch: Callable[[AsyncDictConnection], Awaitable[Any]]) -> Any:
@@ -462,14 +524,48 @@ class JobService:
         ended: Callable[[str], bool],
         wakeup: Callable[[float], Awaitable[None]],
     ) -> str:
-        """Poll ``fetch`` until ``ended`` says so or the sync timeout passes."""
-        deadline = time.monotonic() + self.settings.sync_timeout_seconds
-        while True:
-            doc = await fetch()
-            remaining = deadline - time.monotonic()
-            if ended(doc) or remaining <= 0:
-                return doc
-            await wakeup(min(remaining, 2.0))
+        """``until_ended`` with the sync timeout and recheck interval of the settings."""
+        s = self.settings
+        return await until_ended(
+            fetch, ended, wakeup, timeout=s.sync_timeout_seconds, recheck=s.sync_recheck_seconds
+        )
+
+
+async def until_ended(
+    fetch: Callable[[], Awaitable[str]],
+    ended: Callable[[str], bool],
+    wakeup: Callable[[float], Awaitable[None]],
+    *,
+    timeout: float,  # noqa: ASYNC109 (it ends with the last state, not an error)
+    recheck: float,
+) -> str:
+    """Read ``fetch`` until ``ended`` says so or ``timeout`` passes: again each time
+    ``wakeup(seconds)`` returns, which it does when woken or after ``seconds`` (``recheck``
+    at most)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = await fetch()
+        remaining = deadline - time.monotonic()
+        if ended(doc) or remaining <= 0:
+            return doc
+        await wakeup(min(remaining, recheck))
+
+
+class QuotaSpool(Spool):
+    """An upload's spool whose limit is what the user's storage cap has left."""
+
+    def __init__(self, tmp_dir: Path, room: int, cap: int) -> None:
+        super().__init__(tmp_dir, room)
+        self.cap = cap
+
+    def write(self, chunk: bytes) -> None:
+        if self.size + len(chunk) > self.limit:
+            self.size += len(chunk)
+            raise QuotaExceeded(
+                f"This file would take your files past the {self.cap} bytes allowed: delete"
+                " jobs or wait for them to expire"
+            )
+        super().write(chunk)
 
 
 def _external_ids(tasks: Any) -> list[uuid.UUID]:

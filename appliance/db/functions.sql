@@ -143,6 +143,24 @@ BEGIN
     END LOOP;
 END $function$;
 
+-- defined in 0007_per_user_caps.sql
+CREATE OR REPLACE FUNCTION public.appliance_count_stored_bytes()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO user_usage AS u (user_id, stored_bytes)
+        SELECT user_id, sum(size) FROM added GROUP BY user_id ORDER BY user_id
+        ON CONFLICT (user_id) DO UPDATE SET stored_bytes = u.stored_bytes + EXCLUDED.stored_bytes;
+    ELSE
+        UPDATE user_usage u SET stored_bytes = greatest(u.stored_bytes - g.bytes, 0)
+          FROM (SELECT user_id, sum(size) AS bytes FROM gone GROUP BY user_id) g
+         WHERE u.user_id = g.user_id;
+    END IF;
+    RETURN NULL;
+END $function$;
+
 -- defined in 0003_create_and_import_in_one.sql
 CREATE OR REPLACE FUNCTION public.appliance_create_job(p_user uuid, p_tag text, p_hours double precision, p_tasks jsonb, p_doc boolean, OUT new_job uuid, OUT doc text)
  RETURNS record
@@ -355,6 +373,18 @@ AS $function$
        AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id
                           AND t.status IN ('waiting', 'processing'))
 $function$;
+
+-- defined in 0007_per_user_caps.sql
+CREATE OR REPLACE FUNCTION public.appliance_task_file_owner()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF NEW.user_id IS NULL THEN
+        SELECT user_id INTO NEW.user_id FROM tasks WHERE id = NEW.task_id;
+    END IF;
+    RETURN NEW;
+END $function$;
 
 -- defined in 0001_init.sql
 CREATE OR REPLACE FUNCTION public.appliance_task_json(t tasks)

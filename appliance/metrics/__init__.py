@@ -97,7 +97,8 @@ ENGINE_RESTARTS = Counter(
 RATELIMIT_REJECTIONS = Counter(
     "appliance_ratelimit_rejections",
     "Requests refused by a rate limit (429), by scope: what it is counted per (ip: a client"
-    " address, e.g. its failed authentications; key: an API key).",
+    " address, e.g. its failed authentications; key: an API key; user: a user's jobs in"
+    " flight or sync requests open).",
     ["scope"],
 )
 
@@ -124,5 +125,5 @@ for _source in ("upload", "url", "base64"):
     UPLOAD_BYTES.labels(_source)
 for _reason in ("start", "recycled", "crashed", "timeout", "died"):
     ENGINE_RESTARTS.labels(_reason)
-for _scope in ("key", "ip"):
+for _scope in ("key", "ip", "user"):
     RATELIMIT_REJECTIONS.labels(_scope)

@@ -10,10 +10,11 @@ transaction), so two processes counting at once never both take the last slot. R
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from appliance.settings import Settings
 
 log = logging.getLogger(__name__)
 PREFIX = "appliance:ratelimit"
+SLOT_RETRY_AFTER = 5  # seconds: a client refused a slot looks again
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,60 @@ class RequestLimits:
         for decision in decisions:
             if not decision.allowed:
                 raise decision.refuse()
+
+
+# Takes a slot unless ``ARGV[1]`` are taken; the count lives ``ARGV[2]`` s past the last take,
+# so slots of a process that died without giving them back free themselves.
+_TAKE_SLOT = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if n > tonumber(ARGV[1]) then
+    redis.call('DECR', KEYS[1])
+    return -n + 1
+end
+return n
+"""
+
+
+class Slots:
+    """At most ``limit`` things at once per identity (a user's open sync waits), counted in
+    Redis by every API process and host. ``hold`` seconds bound how long one may last: the
+    count expires that long after the last take, so a crashed process leaks nothing for long.
+    Redis unreachable: open (logged), as the rate limits."""
+
+    def __init__(self, client: Any, rule: Rule, hold: float, what: str) -> None:
+        self.redis = client
+        self.rule = rule  # its window is unused: slots are held, not counted per minute
+        self.what = what
+        self.ttl = int(hold) + 30
+        self._take = client.register_script(_TAKE_SLOT)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, ident: str) -> AsyncIterator[None]:
+        """Hold one slot of ``ident`` for the block; TooManyRequests when none is free."""
+        limit = self.rule.limit
+        if not limit:
+            yield
+            return
+        key = f"{PREFIX}:{self.rule.name}:{ident}"
+        try:
+            taken = int(await self._take(keys=[key], args=[limit, self.ttl]))
+        except RedisError:
+            log.warning("%s unavailable (Redis); letting it through", self.what, exc_info=True)
+            yield
+            return
+        if taken <= 0:
+            RATELIMIT_REJECTIONS.labels(self.rule.scope).inc()
+            raise TooManyRequests(
+                f"Too many {self.what}: at most {limit} at once",
+                code="TOO_MANY_AT_ONCE",
+                limit_headers={"Retry-After": str(SLOT_RETRY_AFTER)},
+            )
+        try:
+            yield
+        finally:
+            with contextlib.suppress(RedisError):
+                await self.redis.decr(key)
 
 
 def networks(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -1,18 +1,25 @@
-"""The app's rate limits over HTTP, with two API processes sharing one Redis: requests per
-client address and per key, conversions per client address, each refused past its limit with
-429, Retry-After and the IETF RateLimit fields, and counted alike by both processes."""
+"""The app's limits over HTTP, with two API processes sharing one Redis: requests per client
+address and per key, conversions per client address, each refused past its limit with 429,
+Retry-After and the IETF RateLimit fields, and counted alike by both processes; a user's sync
+requests open at once; the caps on JSON bodies and on upload forms."""
 
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 
+import httpx
 import pytest
+import redis
 
-from tests.e2e.conftest import base64_import
+from appliance.security.keys import key_hash
+from tests.e2e.conftest import base64_import, task, upload
 
 PER_ADDRESS, PER_KEY, CONVERSIONS = 40, 60, 5
+SYNC_WAITS = 2
 DEPLOYMENT_ENV = {
+    "APPLIANCE_MAX_SYNC_WAITS_PER_USER": str(SYNC_WAITS),
     "APPLIANCE_API_WORKERS": "2",  # two processes answer, one count
     "APPLIANCE_REQUESTS_PER_MINUTE_PER_ADDRESS": str(PER_ADDRESS),
     "APPLIANCE_REQUESTS_PER_MINUTE_PER_KEY": str(PER_KEY),
@@ -88,3 +95,82 @@ def test_conversions_past_the_per_address_limit_are_refused_whole(deployment, ho
             assert [r.status_code for r in answers] == [201] * CONVERSIONS + [429, 429]
     refused = answers[-1]
     assert refused.headers["RateLimit-Policy"] == f'"conversions-per-address";q={CONVERSIONS};w=60'
+
+
+def test_a_json_body_past_its_cap_is_413_but_import_base64_files_have_their_own(deployment):
+    big = "x" * (1024 * 1024 + 1)  # the default cap is 1 MiB
+    with deployment.client(deployment.key()) as api:
+        tagged = api.post(
+            "/v2/jobs",
+            json={"tasks": {"up": {"operation": "import/upload"}}, "tag": big},
+            headers=_address(),
+        )
+        assert tagged.status_code == 413 and tagged.json()["code"] == "BODY_TOO_LARGE"
+        option = api.post(
+            "/v2/import/upload", json={"note": big}, headers=_address()
+        )  # a route with no room for files: refused while reading
+        assert option.status_code == 413 and option.json()["code"] == "BODY_TOO_LARGE"
+        inline = base64_import("a.bin", b"\0" * (1536 * 1024))  # 2 MiB of base64
+        for made in (
+            api.post("/v2/jobs", json={"tasks": {"in": inline}}, headers=_address()),
+            api.post("/v2/import/base64", json=inline, headers=_address()),
+        ):
+            assert made.status_code == 201, made.text
+
+
+def test_an_upload_form_with_too_many_parts_or_header_bytes_is_refused(deployment, tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"hello")
+    with deployment.client(deployment.key()) as api:
+        made = api.post("/v2/import/upload", json={}, headers=_address())
+    form = made.json()["data"]["result"]["form"]
+    padded = {**form, "parameters": {**form["parameters"], **{f"f{i}": "x" for i in range(40)}}}
+    refused = upload(padded, path)
+    assert refused.status_code == 400 and refused.json()["code"] == "INVALID_UPLOAD"
+    long_name = "n" * (9 * 1024)
+    flooded = {**form, "parameters": {**form["parameters"], long_name: "x"}}
+    refused = upload(flooded, path)
+    assert refused.status_code == 400 and refused.json()["code"] == "INVALID_UPLOAD"
+    assert upload(form, path).status_code == 201  # the form as given still works
+
+
+def test_a_user_holds_a_bounded_number_of_sync_requests_open(deployment, tmp_path):
+    key = deployment.key()
+    with deployment.client(key) as api:
+        job = api.post(
+            "/v2/jobs", json={"tasks": {"up": {"operation": "import/upload"}}}, headers=_address()
+        ).json()["data"]
+    answers: list[httpx.Response] = []
+
+    def wait() -> None:
+        with deployment.client(key) as api:
+            answers.append(api.get(f"/v2/jobs/{job['id']}/wait", headers=_address()))
+
+    waits = [threading.Thread(target=wait) for _ in range(SYNC_WAITS)]
+    for t in waits:
+        t.start()
+    [user] = deployment.sql("SELECT user_id FROM api_keys WHERE key_hash = %s", key_hash(key))
+    slots = redis.Redis.from_url(deployment.env["APPLIANCE_REDIS_URL"])
+    held = f"appliance:ratelimit:sync-waits-per-user:{user['user_id']}"
+    for _ in range(100):  # both waits open
+        if int(slots.get(held) or 0) == SYNC_WAITS:
+            break
+        time.sleep(0.1)
+    with deployment.client(key) as api:
+        refused = api.get(f"/v2/jobs/{job['id']}/wait", headers=_address())
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["code"] == "TOO_MANY_AT_ONCE"
+        assert int(refused.headers["Retry-After"]) > 0
+        with deployment.client(deployment.key()) as other:  # another user's slots are theirs
+            done = other.post(
+                "/v2/jobs", json={"tasks": {"in": base64_import("a.txt", b"hi")}}
+            ).json()["data"]
+            assert other.get(f"/v2/jobs/{done['id']}/wait").status_code == 200
+        path = tmp_path / "a.txt"
+        path.write_bytes(b"hello")
+        assert upload(task(job, "up")["result"]["form"], path).status_code == 201
+        for t in waits:
+            t.join(timeout=20)
+        assert [a.json()["data"]["status"] for a in answers] == ["finished"] * SYNC_WAITS
+        again = api.get(f"/v2/jobs/{job['id']}/wait", headers=_address())
+        assert again.status_code == 200  # the slots came back

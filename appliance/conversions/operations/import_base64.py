@@ -12,6 +12,7 @@ class ImportBase64(Operation):
     required = ("file", "filename")
     fields = frozenset({"file", "filename"})
     file_from_client = True
+    body_file = "file"
 
     def check(
         self, task: PlannedTask, formats: list[str | None], registry: Registry, errors: Errors

@@ -19,6 +19,17 @@ EXTERNAL_INPUTS = (
     " (SELECT filename FROM task_files f WHERE f.task_id = t.id ORDER BY position LIMIT 1)"
     " AS filename FROM tasks t WHERE t.id = ANY(%s) AND t.user_id = %s"
 )
+_OPEN = "status IN ('waiting', 'processing')"
+# A user's jobs and single tasks in flight (counted up to ``cap``: the work stays bounded
+# whatever a user has) and the bytes their live tasks hold.
+USER_LOAD = (
+    "SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs"  # noqa: S608 (constants only)
+    f" WHERE user_id = %(user)s AND {_OPEN} LIMIT %(cap)s) j)"
+    " + (SELECT count(*) FROM (SELECT 1 FROM tasks"
+    f" WHERE user_id = %(user)s AND job_id IS NULL AND {_OPEN} LIMIT %(cap)s) t) AS in_flight,"
+    " coalesce((SELECT stored_bytes FROM user_usage WHERE user_id = %(user)s), 0)"
+    " AS stored_bytes"
+)
 JOB_DOC = "SELECT doc::text AS doc FROM job_docs WHERE id = %s AND user_id = %s"
 TASK_DOC = "SELECT appliance_task_json(t)::text AS doc FROM tasks t WHERE id = %s AND user_id = %s"
 
@@ -200,3 +211,10 @@ async def settle_external_inputs(
             (row["id"], row["message"] or "an input task failed"),
         )
     return await _all(conn, RELEASE_READY, (ids,))
+
+
+async def user_load(conn: AsyncDictConnection, user_id: uuid.UUID, cap: int) -> tuple[int, int]:
+    """(jobs and single tasks in flight, up to ``cap``; bytes stored) of a user."""
+    row = await (await conn.execute(USER_LOAD, {"user": user_id, "cap": cap})).fetchone()
+    assert row is not None
+    return row["in_flight"], row["stored_bytes"]

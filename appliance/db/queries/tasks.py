@@ -51,8 +51,9 @@ WAIT_LEFT = (
 # a final status, so exactly one transaction sees its own now() there.
 JOB_ENDED = "SELECT status FROM jobs WHERE id = %s AND ended_at = now()"
 ROUTED_DEPENDENTS = (
-    "SELECT status, user_id, appliance_routed_dependents(id) AS dependents FROM tasks"
-    " WHERE id = %s AND operation = %s"
+    "SELECT status, user_id, appliance_routed_dependents(id) AS dependents,"
+    " coalesce((SELECT stored_bytes FROM user_usage u WHERE u.user_id = tasks.user_id), 0)"
+    " AS stored_bytes FROM tasks WHERE id = %s AND operation = %s"
 )
 
 
@@ -177,8 +178,8 @@ async def complete_import_async(
 async def routed_dependents(
     conn: AsyncDictConnection, task_id: Any, operation: str
 ) -> dict[str, Any] | None:
-    """A waiting import's status, user and the dependents whose queue its file's name may
-    change."""
+    """A waiting import's status, user, the dependents whose queue its file's name may
+    change, and the bytes its user stores."""
     return await (await conn.execute(ROUTED_DEPENDENTS, (task_id, operation))).fetchone()
 
 
