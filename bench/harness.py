@@ -108,6 +108,9 @@ def appliance(
             "APPLIANCE_REQUESTS_PER_MINUTE_PER_ADDRESS": "0",
             "APPLIANCE_REQUESTS_PER_MINUTE_PER_KEY": "0",
             "APPLIANCE_CONVERSIONS_PER_MINUTE_PER_ADDRESS": "0",
+            # nor may one benchmark user's load meet the per-user caps
+            "APPLIANCE_MAX_JOBS_IN_FLIGHT_PER_USER": "0",
+            "APPLIANCE_MAX_SYNC_WAITS_PER_USER": "0",
             **(env_extra or {}),
         }
         cmds = [[sys.executable, "-m", "appliance.cli", "api"]]
