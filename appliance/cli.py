@@ -2,7 +2,11 @@
 
 appliance up                    everything on one host, in the foreground (Ctrl-C stops)
 appliance migrate               apply database migrations (safe to run twice, or in parallel)
-appliance keys create --user E  print a new API key for user E (created if new)
+appliance users create|list|disable|enable|delete
+                                the users (disable and delete take effect at once)
+appliance keys create --user E  print a new API key for user E (created if new);
+                                --scopes, --name, --expires TIME
+appliance keys list|revoke      the keys (a revoked key stops working at once)
 appliance api                   the HTTP API under granian
 appliance worker -Q QUEUE       a Dramatiq worker for one or more queue classes
 appliance settings              the configuration reference
@@ -27,16 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="run the whole appliance on this host")
     sub.add_parser("migrate", help="apply database migrations")
-    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
-        dest="action", required=True
-    )
-    create = keys.add_parser("create", help="create a key")
-    create.add_argument("--user", required=True, metavar="EMAIL")
-    create.add_argument(
-        "--scopes",
-        default="task.read,task.write",
-        help="comma-separated scopes (default: task.read,task.write)",
-    )
+    _account_parsers(sub)
     sub.add_parser("api", help="serve the HTTP API with granian")
     worker = sub.add_parser("worker", help="run a Dramatiq worker")
     worker.add_argument("-Q", "--queues", nargs="+", default=["light", "office", "media"])
@@ -53,8 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import psycopg
 
+    from appliance.security.accounts import AccountError
+
     try:
         return int(COMMANDS[args.command](settings, args) or 0)
+    except AccountError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return 2
     except psycopg.OperationalError as exc:
         print(
             f"appliance: cannot reach PostgreSQL at {settings.effective_database_url}: "
@@ -72,21 +72,91 @@ def _migrate(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
-def _keys(settings: Settings, args: argparse.Namespace) -> int:
-    import psycopg
-    from psycopg.rows import dict_row
+def _account_parsers(sub: Any) -> None:
+    from appliance.security.keys import SCOPES
 
-    from appliance.security.keys import create_key
+    users = sub.add_parser("users", help="manage users").add_subparsers(
+        dest="action", required=True
+    )
+    users.add_parser("create", help="create a user").add_argument("email")
+    users.add_parser("list", help="list users")
+    for action, text in (
+        ("disable", "disable a user: every key stops working at once"),
+        ("enable", "enable a disabled user again"),
+        ("delete", "delete a user with their keys, jobs and files"),
+    ):
+        users.add_parser(action, help=text).add_argument("email")
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="action", required=True
+    )
+    create = keys.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--user", required=True, metavar="EMAIL")
+    create.add_argument(
+        "--scopes", default=",".join(SCOPES), help=f"comma-separated (default: {','.join(SCOPES)})"
+    )
+    create.add_argument("--name", help="what the key is for")
+    create.add_argument(
+        "--expires", metavar="TIME", help="ISO 8601 time it stops working (default: never)"
+    )
+    keys.add_parser("list", help="list keys").add_argument("--user", metavar="EMAIL")
+    keys.add_parser("revoke", help="revoke a key: it stops working at once").add_argument("id")
 
-    with psycopg.connect(
-        settings.effective_database_url, autocommit=True, row_factory=dict_row
-    ) as conn:
-        try:
-            print(create_key(conn, args.user, scopes=args.scopes.split(",")))
-        except ValueError as exc:
-            print(f"appliance: {exc}", file=sys.stderr)
-            return 2
+
+def _users(settings: Settings, args: argparse.Namespace) -> int:
+    from appliance.security import accounts
+
+    if args.action == "create":
+        print(accounts.create_user(settings, args.email))
+    elif args.action == "list":
+        _table(accounts.list_users(settings), ("id", "email", "created_at", "disabled_at", "keys"))
+    elif args.action == "delete":
+        _told(accounts.delete_user(settings, args.email))
+    else:
+        _told(accounts.set_disabled(settings, args.email, args.action == "disable"))
     return 0
+
+
+def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from appliance.security import accounts
+
+    if args.action == "create":
+        expires = None
+        if args.expires:
+            try:
+                expires = datetime.fromisoformat(args.expires)
+            except ValueError:
+                raise accounts.AccountError(f"--expires {args.expires!r} is no ISO time") from None
+            expires = expires if expires.tzinfo else expires.replace(tzinfo=UTC)
+        print(accounts.create_key(settings, args.user, args.scopes.split(","), args.name, expires))
+    elif args.action == "list":
+        columns = ("id", "email", "name", "prefix", "scopes", "expires_at", "revoked_at")
+        _table(accounts.list_keys(settings, args.user), columns)
+    else:
+        _told(accounts.revoke_key(settings, args.id))
+    return 0
+
+
+def _table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    """Tab-separated, a header line first (``-`` for nothing)."""
+    print("\t".join(columns))
+    for row in rows:
+        cells = (row[c] for c in columns)
+        print(
+            "\t".join(
+                "-" if v is None else ",".join(v) if isinstance(v, list) else str(v) for v in cells
+            )
+        )
+
+
+def _told(announced: bool) -> None:
+    if not announced:
+        print(
+            "appliance: done, but Redis could not be told: API processes may accept the key(s)"
+            " for up to 30 s",
+            file=sys.stderr,
+        )
 
 
 def _api(settings: Settings, _: argparse.Namespace) -> int:
@@ -137,6 +207,7 @@ def asgi() -> Any:
 COMMANDS = {
     "up": _up,
     "migrate": _migrate,
+    "users": _users,
     "keys": _keys,
     "api": _api,
     "worker": _worker,

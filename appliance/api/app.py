@@ -12,7 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from appliance import logs
-from appliance.api import files, jobs, meta, responses, tasks
+from appliance.api import files, jobs, meta, responses, tasks, users
 from appliance.api.deps import Services, principal
 from appliance.api.drain import Drain, DrainFlag
 from appliance.api.events import Notifier
@@ -43,9 +43,16 @@ def create_app(
         notifier = Notifier(settings.effective_redis_url)
         await notifier.start()
         limiter = Limiter(notifier.client)  # counts in the Redis the notifier listens to
+        auth = Authenticator(
+            jobs.pool,
+            limiter,
+            settings.auth_failures_per_minute,
+            trusted=lambda: notifier.hearing_revocations,
+        )
+        notifier.on_revoked, notifier.on_heard_again = auth.forget, auth.forget_all
         app.state.services = Services(
             jobs=jobs,
-            auth=Authenticator(jobs.pool, limiter, settings.auth_failures_per_minute),
+            auth=auth,
             notifier=notifier,
             catalog=Catalog(jobs.registry),
             limits=RequestLimits(limiter, settings),
@@ -63,12 +70,15 @@ def create_app(
             await jobs.close()
             queue.close()
 
-    sync = Router(
-        path=settings.sync_prefix, route_handlers=[jobs.sync_job, tasks.sync_task], tags=["sync"]
-    )
     # Request bodies: JSON up to max_json_bytes, where import/base64 files may come along
     # also room for them (their own cap is checked once decoded), and uploads the file limit.
     inline_bytes = base64_chars(settings.max_inline_file_bytes)
+    sync = Router(
+        path=settings.sync_prefix,
+        route_handlers=[jobs.sync_create_job, jobs.sync_job, tasks.sync_task],
+        tags=["sync"],
+        request_max_body_size=settings.max_json_bytes + inline_bytes,
+    )
     inline = Router(
         path="/",
         route_handlers=[jobs.JobController, *tasks.INLINE_FILE_ROUTES],
@@ -86,6 +96,7 @@ def create_app(
             tasks.TaskController,
             *tasks.SINGLE_TASK_ROUTES,
             files.download,
+            users.me,
             meta.formats,
             meta.operations,
             meta.live,

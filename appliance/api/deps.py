@@ -31,11 +31,13 @@ def services(request: Request[Any, Any, Any]) -> Services:
 
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SCOPES_OF = "scopes"  # a route's opt: the family of scopes it needs (task: task.read/write)
 
 
 async def principal(request: Request[Any, Any, Any]) -> Principal:
     """The key's user, once the key is valid and carries the scope the request needs:
-    ``task.read`` to read, ``task.write`` to create, change or delete (403 otherwise)."""
+    ``<family>.read`` to read, ``<family>.write`` to create, change or delete (403 otherwise),
+    the family being the route's ``SCOPES_OF`` (``task`` unless it says)."""
     address = client_address(
         request.client.host if request.client else None,
         request.headers.get("x-forwarded-for"),
@@ -43,7 +45,8 @@ async def principal(request: Request[Any, Any, Any]) -> Principal:
     )
     svc = services(request)
     who = await svc.auth.authenticate(request.headers.get("authorization"), address)
-    scope = "task.read" if request.method in READ_METHODS else "task.write"
+    family = request.route_handler.opt.get(SCOPES_OF, "task")
+    scope = f"{family}.read" if request.method in READ_METHODS else f"{family}.write"
     if scope not in who.scopes:
         raise Forbidden(f"This API key lacks the {scope} scope", code="MISSING_SCOPE")
     await svc.limits.request(address, who.key_id)

@@ -1,4 +1,5 @@
-"""Wakes sync (blocking) requests when a task or job ends, via Redis pub/sub.
+"""Wakes sync (blocking) requests when a task or job ends, and hears key revocations, via
+Redis pub/sub.
 
 One subscription per API process; waiters register the ids they care about. Messages are only
 a hint to look again: waiters re-read Postgres then. A message is lost only while the
@@ -11,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from appliance.conversions.events import EVENTS_CHANNEL
+from appliance.security.revocation import REVOCATIONS_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +28,11 @@ class Notifier:
         self._redis = aioredis.Redis.from_url(url)
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
+        # Revocations (``security.revocation``) go to ``on_revoked``; ``on_heard_again`` runs
+        # each time the revocations are heard again (what was said meanwhile was missed).
+        self.on_revoked: Callable[[list[str]], None] = lambda words: None
+        self.on_heard_again: Callable[[], None] = lambda: None
+        self.hearing_revocations = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen())
@@ -62,19 +71,33 @@ class Notifier:
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(EVENTS_CHANNEL)
+                    await pubsub.subscribe(EVENTS_CHANNEL, REVOCATIONS_CHANNEL)
                     async for message in pubsub.listen():
-                        if message["type"] == "message":
-                            self._wake(message["data"].decode().split())
-                        elif message["type"] == "subscribe":
-                            # (Re)subscribed: what ended while no subscription listened was
-                            # never heard; every waiter looks again.
-                            self._wake(list(self._waiters))
+                        self._heard(message)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.warning("event subscription lost; retrying", exc_info=True)
-                await asyncio.sleep(1.0)
+            finally:
+                self.hearing_revocations = False
+            await asyncio.sleep(1.0)
+
+    def _heard(self, message: dict[str, Any]) -> None:
+        channel = message["channel"].decode()
+        if message["type"] == "message":
+            words = message["data"].decode().split()
+            if channel == REVOCATIONS_CHANNEL:
+                self.on_revoked(words)
+            else:
+                self._wake(words)
+        elif message["type"] == "subscribe":
+            # (Re)subscribed: what was said while nobody listened was never heard. Every
+            # waiter looks again; every cached key is checked again.
+            if channel == REVOCATIONS_CHANNEL:
+                self.on_heard_again()
+                self.hearing_revocations = True
+            else:
+                self._wake(list(self._waiters))
 
     def _wake(self, keys: list[str]) -> None:
         for key in keys:

@@ -16,7 +16,8 @@ from appliance.conversions.graph import conversions_in
 from appliance.security.auth import Principal
 
 
-class JobCreate(msgspec.Struct):
+# A field the API would ignore is refused (422) rather than accepted and ignored.
+class JobCreate(msgspec.Struct, forbid_unknown_fields=True):
     tasks: dict[str, Any]
     tag: str | None = None
     webhook_url: str | None = None
@@ -41,10 +42,7 @@ class JobController(Controller):
     async def create(
         self, request: Request[Any, Any, Any], data: JobCreate, principal: Principal
     ) -> Response[bytes]:
-        await check_json_size(request, data.tasks)
-        await count_conversions(request, conversions_in(data.tasks))
-        doc = await services(request).jobs.create_job(principal.user_id, data.tasks, data.tag)
-        return responses.data(doc, 201)
+        return responses.data(await create_job(request, data, principal), 201)
 
     @get("/{job_id:uuid}")
     async def show(
@@ -87,6 +85,64 @@ class JobController(Controller):
         await services(request).jobs.delete_job(principal.user_id, job_id)
 
 
+async def create_job(request: Request[Any, Any, Any], data: JobCreate, principal: Principal) -> str:
+    await check_json_size(request, data.tasks)
+    await count_conversions(request, conversions_in(data.tasks))
+    return await services(request).jobs.create_job(principal.user_id, data.tasks, data.tag)
+
+
+class SyncJobCreate(JobCreate):
+    # answer with a redirect to the job's one exported file (CloudConvert's sync API)
+    redirect: bool = False
+
+
+class _File(msgspec.Struct):
+    url: str | None = None
+
+
+class _Result(msgspec.Struct):
+    files: list[_File] = []
+
+
+class _Task(msgspec.Struct):
+    operation: str
+    status: str
+    result: _Result | None = None
+
+
+class _Job(msgspec.Struct):
+    status: str
+    tasks: list[_Task] = []
+
+
+def exported_url(doc: str) -> str | None:
+    """The URL of a finished job's one exported file: its only export/url task made one."""
+    job = msgspec.json.decode(doc, type=_Job)
+    exports = [t for t in job.tasks if t.operation == "export/url"]
+    if job.status != "finished" or len(exports) != 1 or exports[0].result is None:
+        return None
+    files = exports[0].result.files
+    return files[0].url if len(files) == 1 else None
+
+
+@post(
+    "/v2/jobs",
+    status_code=201,
+    summary="Create a job and block until it ends (sync API); with redirect, answer with a"
+    " redirect to its one exported file",
+)
+async def sync_create_job(
+    request: Request[Any, Any, Any], data: SyncJobCreate, principal: Principal
+) -> Response[bytes]:
+    made = msgspec.json.decode(await create_job(request, data, principal), type=dict[str, Any])
+    job_id, jobs = uuid.UUID(made["id"]), services(request).jobs
+    doc = await waited(request, principal, lambda: jobs.get_job(principal.user_id, job_id), job_id)
+    url = exported_url(doc) if data.redirect else None
+    if url is not None:
+        return Response(b"", status_code=302, headers={"Location": url})
+    return responses.data(doc, 201)
+
+
 async def wait_job(
     request: Request[Any, Any, Any], job_id: uuid.UUID, principal: Principal
 ) -> Response[bytes]:
@@ -103,14 +159,23 @@ async def wait_response(
     key: uuid.UUID,
 ) -> Response[bytes]:
     """The sync API: answer once the job or task (its document from ``fetch``) has ended, or
-    when the sync timeout passes; ends are announced under ``key``. A user holds at most
-    ``max_sync_waits_per_user`` of these open at once (429 past it)."""
+    when the sync timeout passes; ends are announced under ``key``."""
+    return responses.data(await waited(request, principal, fetch, key))
+
+
+async def waited(
+    request: Request[Any, Any, Any],
+    principal: Principal,
+    fetch: Callable[[], Awaitable[str]],
+    key: uuid.UUID,
+) -> str:
+    """The document from ``fetch`` once it has ended or the sync timeout passed. A user holds
+    at most ``max_sync_waits_per_user`` of these open at once (429 past it)."""
     svc = services(request)
     async with svc.sync_waits.slot(str(principal.user_id)):
-        doc = await svc.jobs.wait_until_ended(
+        return await svc.jobs.wait_until_ended(
             fetch, ended, lambda timeout: svc.notifier.wait(str(key), timeout)
         )
-    return responses.data(doc)
 
 
 @get("/v2/jobs/{job_id:uuid}", summary="Block until the job ends (sync API)")

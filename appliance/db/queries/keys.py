@@ -2,31 +2,112 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Any
 
 from appliance.db import AsyncPool, DictConnection
 
-KEY_LOOKUP = "SELECT user_id, scopes FROM api_keys WHERE key_hash = %s AND revoked_at IS NULL"
+# A key works while it is not revoked, not expired and its user not disabled.
+KEY_LOOKUP = (
+    "SELECT k.user_id, k.scopes, k.expires_at FROM api_keys k JOIN users u ON u.id = k.user_id"
+    " WHERE k.key_hash = %s AND k.revoked_at IS NULL"
+    " AND (k.expires_at IS NULL OR k.expires_at > now()) AND u.disabled_at IS NULL"
+)
+USER_DOC = (
+    "SELECT id, coalesce(username, split_part(email, '@', 1)) AS username, email, created_at"
+    " FROM users WHERE id = %s"
+)
+ENSURE_USER = (
+    "INSERT INTO users (email, username) VALUES (%s, split_part(%s, '@', 1))"
+    " ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email RETURNING id"
+)
+USER_ID = "SELECT id FROM users WHERE email = %s"
+LIST_USERS = (
+    "SELECT u.id, u.email, u.username, u.created_at, u.disabled_at,"
+    " (SELECT count(*) FROM api_keys k WHERE k.user_id = u.id AND k.revoked_at IS NULL) AS keys"
+    " FROM users u ORDER BY u.created_at, u.email"
+)
+DISABLE_USER = "UPDATE users SET disabled_at = now() WHERE email = %s AND disabled_at IS NULL"
+ENABLE_USER = "UPDATE users SET disabled_at = NULL WHERE email = %s"
+DELETE_USER = "DELETE FROM users WHERE email = %s RETURNING id"
+LIST_KEYS = (
+    "SELECT k.id, u.email, k.name, k.prefix, k.scopes, k.created_at, k.expires_at,"
+    " k.revoked_at FROM api_keys k JOIN users u ON u.id = k.user_id"
+    " WHERE %s::text IS NULL OR u.email = %s ORDER BY k.created_at"
+)
+REVOKE_KEY = (
+    "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = %s RETURNING key_hash"
+)
 
 
 async def principal_of(pool: AsyncPool, digest: bytes) -> dict[str, Any] | None:
-    """The user id and scopes of a live key, by its hash."""
+    """The user id, scopes and expiry of a working key, by its hash."""
     async with pool.connection() as conn:
         return await (await conn.execute(KEY_LOOKUP, (digest,))).fetchone()
 
 
+async def user_doc(pool: AsyncPool, user_id: uuid.UUID) -> dict[str, Any] | None:
+    async with pool.connection() as conn:
+        return await (await conn.execute(USER_DOC, (user_id,))).fetchone()
+
+
+def ensure_user(conn: DictConnection, email: str) -> uuid.UUID:
+    """The user with this email, created if new."""
+    row = conn.execute(ENSURE_USER, (email, email)).fetchone()
+    assert row is not None
+    return row["id"]  # type: ignore[no-any-return]
+
+
+def user_id(conn: DictConnection, email: str) -> uuid.UUID | None:
+    row = conn.execute(USER_ID, (email,)).fetchone()
+    return None if row is None else row["id"]
+
+
 def create_user_key(
-    conn: DictConnection, email: str, digest: bytes, prefix: str, scopes: list[str]
-) -> None:
-    """The user (created if new) gets a key with this hash, shown prefix and scopes."""
+    conn: DictConnection,
+    email: str,
+    digest: bytes,
+    prefix: str,
+    scopes: list[str],
+    name: str | None = None,
+    expires_at: datetime | None = None,
+) -> uuid.UUID:
+    """The user (created if new) gets a key with this hash, shown prefix, scopes, name and
+    expiry; returns the key's id."""
     with conn.transaction():
+        owner = ensure_user(conn, email)
         row = conn.execute(
-            "INSERT INTO users (email) VALUES (%s) ON CONFLICT (email) DO UPDATE"
-            " SET email = EXCLUDED.email RETURNING id",
-            (email,),
+            "INSERT INTO api_keys (user_id, key_hash, prefix, scopes, name, expires_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            (owner, digest, prefix, scopes, name, expires_at),
         ).fetchone()
-        assert row is not None
-        conn.execute(
-            "INSERT INTO api_keys (user_id, key_hash, prefix, scopes) VALUES (%s, %s, %s, %s)",
-            (row["id"], digest, prefix, scopes),
-        )
+    assert row is not None
+    return row["id"]  # type: ignore[no-any-return]
+
+
+def list_users(conn: DictConnection) -> list[dict[str, Any]]:
+    return conn.execute(LIST_USERS).fetchall()
+
+
+def set_disabled(conn: DictConnection, email: str, disabled: bool) -> bool:
+    """Disable (or enable again) the user; False when there is no such user or nothing
+    changed."""
+    return conn.execute(DISABLE_USER if disabled else ENABLE_USER, (email,)).rowcount > 0
+
+
+def delete_user(conn: DictConnection, email: str) -> uuid.UUID | None:
+    """Delete the user with their keys, jobs, tasks and files (their stored objects are
+    released for the cleaner); their id, or None."""
+    row = conn.execute(DELETE_USER, (email,)).fetchone()
+    return None if row is None else row["id"]
+
+
+def list_keys(conn: DictConnection, email: str | None) -> list[dict[str, Any]]:
+    return conn.execute(LIST_KEYS, (email, email)).fetchall()
+
+
+def revoke_key(conn: DictConnection, key_id: uuid.UUID) -> bytes | None:
+    """Revoke the key; its hash (to tell the API hosts), or None when there is no such key."""
+    row = conn.execute(REVOKE_KEY, (key_id,)).fetchone()
+    return None if row is None else bytes(row["key_hash"])

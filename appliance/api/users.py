@@ -1,0 +1,24 @@
+"""/v2/users/me: the user a key belongs to (CloudConvert's users.me())."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get
+
+from appliance.api import responses
+from appliance.api.deps import SCOPES_OF, services
+from appliance.security.accounts import user_document
+from appliance.security.auth import Principal
+
+
+@get(
+    "/v2/users/me",
+    tags=["users"],
+    summary="The user the API key belongs to",
+    opt={SCOPES_OF: "user"},
+)
+async def me(request: Request[Any, Any, Any], principal: Principal) -> Response[bytes]:
+    doc = await user_document(services(request).jobs.pool, principal.user_id)
+    return responses.data(msgspec.json.encode(doc).decode())

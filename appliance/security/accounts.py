@@ -1,0 +1,111 @@
+"""What an operator does to users and keys (``appliance users|keys ...``): each change is made
+in the database, then told to the API processes (``revocation``) so that a revoked key, an
+expired one and a disabled or deleted user's keys stop working at once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from appliance.db import AsyncPool, DictConnection
+from appliance.db.queries import keys as key_rows
+from appliance.errors import NotFound
+from appliance.security import keys, revocation
+from appliance.settings import Settings
+
+
+class AccountError(ValueError):
+    """No such user or key, or a value that cannot be taken; the message says which."""
+
+
+@contextmanager
+def _db(settings: Settings) -> Iterator[DictConnection]:
+    with psycopg.connect(
+        settings.effective_database_url, autocommit=True, row_factory=dict_row
+    ) as conn:
+        yield conn
+
+
+def create_user(settings: Settings, email: str) -> uuid.UUID:
+    if "@" not in email:
+        raise AccountError(f"{email!r} is not an email address")
+    with _db(settings) as conn:
+        return key_rows.ensure_user(conn, email)
+
+
+def list_users(settings: Settings) -> list[dict[str, Any]]:
+    with _db(settings) as conn:
+        return key_rows.list_users(conn)
+
+
+def set_disabled(settings: Settings, email: str, disabled: bool) -> bool:
+    """Disable (or enable) a user; True when the API processes were told at once."""
+    with _db(settings) as conn:
+        owner = key_rows.user_id(conn, email)
+        if owner is None:
+            raise AccountError(f"no user {email}")
+        key_rows.set_disabled(conn, email, disabled)
+    return revocation.announce(settings.effective_redis_url, users=[owner]) if disabled else True
+
+
+def delete_user(settings: Settings, email: str) -> bool:
+    """Delete a user and everything they own (keys, jobs, tasks; their stored files are
+    released to the cleaner); True when the API processes were told at once."""
+    with _db(settings) as conn:
+        owner = key_rows.delete_user(conn, email)
+    if owner is None:
+        raise AccountError(f"no user {email}")
+    return revocation.announce(settings.effective_redis_url, users=[owner])
+
+
+def create_key(
+    settings: Settings,
+    email: str,
+    scopes: list[str],
+    name: str | None = None,
+    expires_at: datetime | None = None,
+) -> str:
+    with _db(settings) as conn:
+        try:
+            return keys.create_key(conn, email, scopes, name, expires_at)
+        except ValueError as exc:
+            raise AccountError(str(exc)) from exc
+
+
+def list_keys(settings: Settings, email: str | None = None) -> list[dict[str, Any]]:
+    with _db(settings) as conn:
+        return key_rows.list_keys(conn, email)
+
+
+def revoke_key(settings: Settings, key_id: str) -> bool:
+    """Revoke a key by its id; True when the API processes were told at once."""
+    try:
+        ident = uuid.UUID(key_id)
+    except ValueError:
+        raise AccountError(f"{key_id!r} is not a key id (see `appliance keys list`)") from None
+    with _db(settings) as conn:
+        digest = key_rows.revoke_key(conn, ident)
+    if digest is None:
+        raise AccountError(f"no key {key_id}")
+    return revocation.announce(settings.effective_redis_url, keys=[digest])
+
+
+async def user_document(pool: AsyncPool, user_id: uuid.UUID) -> dict[str, Any]:
+    """``GET /v2/users/me``: CloudConvert's user object. ``credits`` is null: no quota of
+    conversion time is kept yet."""
+    row = await key_rows.user_doc(pool, user_id)
+    if row is None:  # deleted since its key was checked
+        raise NotFound("The user no longer exists")
+    return {
+        "id": str(row["id"]),
+        "username": row["username"],
+        "email": row["email"],
+        "credits": None,
+        "created_at": row["created_at"].isoformat(),
+    }
