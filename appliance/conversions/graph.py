@@ -23,7 +23,16 @@ from appliance.errors import InvalidData
 __all__ = ["PlannedTask", "extension_of", "plan", "plans_once_named", "queue_once_named"]
 
 # Fields whose type the workers rely on: checked here so a wrong type is a 422, not a crash.
-_STRING_FIELDS = ("url", "filename", "input_format", "output_format", "file", "engine")
+_STRING_FIELDS = (
+    "url",
+    "filename",
+    "input_format",
+    "output_format",
+    "file",
+    "engine",
+    "engine_version",
+)
+MAX_TIMEOUT = 86_400  # seconds: a task's own timeout may be at most a day
 External = Callable[[str], tuple[uuid.UUID, str | None] | None]
 
 
@@ -50,6 +59,7 @@ def plan(
         task = by_name[name]
         formats = _link(task, inputs[name], by_name, external, errors)
         if formats is not None:
+            operations[task.operation].check_engine(task, registry, errors)
             operations[task.operation].check(task, formats, registry, errors)
     errors.raise_any()
     return list(by_name.values())
@@ -151,6 +161,13 @@ def _check_types(payload: Mapping[str, Any], key: str, errors: Errors) -> None:
     for name in _STRING_FIELDS:
         if name in payload and payload[name] is not None and not isinstance(payload[name], str):
             errors.add(f"{key}.{name}", "must be a string")
+    timeout = payload.get("timeout")
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout <= MAX_TIMEOUT
+    ):
+        errors.add(f"{key}.timeout", f"must be a number of seconds above 0, at most {MAX_TIMEOUT}")
     headers = payload.get("headers")
     if headers is not None and not (
         isinstance(headers, dict)

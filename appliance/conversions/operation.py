@@ -171,6 +171,27 @@ class Operation:
         if not task.depends_on:
             errors.add(f"{task.key}.input", f"{self.name} needs an input task")
 
+    def check_engine(self, task: PlannedTask, registry: Registry, errors: Errors) -> None:
+        """``engine`` and ``engine_version`` pin what runs the task: here, the operation's
+        own engine and the version installed; an operation without an engine takes
+        neither."""
+        p, key = task.payload, task.key
+        ours = self.formats.engine if self.formats is not None else None
+        engine, version = p.get("engine"), p.get("engine_version")
+        if engine is not None and engine != ours:
+            runs = f"runs on the {ours} engine" if ours else "runs no engine"
+            errors.add(f"{key}.engine", f"{self.name} {runs}")
+            return
+        if version is None:
+            return
+        installed = (
+            registry.engine(ours).descriptor.version() if ours and registry.has(ours) else None
+        )
+        if installed != version:
+            errors.add(
+                f"{key}.engine_version", f"{version} is not installed ({installed or 'none'} is)"
+            )
+
     def route(self, registry: Registry, src: str, payload: dict[str, Any]) -> list[Hop] | None:
         """The conversions an input of format ``src`` goes through before (or, for convert,
         as) the operation's own work; [] for none, None if it is refused."""

@@ -21,13 +21,14 @@ import redis
 from appliance import logs
 from appliance.conversions.events import announce
 from appliance.conversions.lifecycle import ImportRouting, count_job_end, files_of, released
-from appliance.conversions.operation import Operation
+from appliance.conversions.operation import Operation, Progress
 from appliance.conversions.operations.enabled import OPERATIONS
 from appliance.conversions.operations.export_url import ExportUrl
 from appliance.conversions.runtime import Runtime
 from appliance.conversions.task import InputFile, Outcome, Ready, Task
 from appliance.db.queries import tasks as task_rows
-from appliance.errors import ApplianceError, RetryableError
+from appliance.engines import deadline
+from appliance.errors import ApplianceError, PermanentError, RetryableError
 from appliance.metrics import TASK_DURATION, TASKS_ENDED, TASKS_IN_PROGRESS, preset
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class TaskRunner:
         the tasks it made ready that this worker runs next."""
         try:
             with _Lease(self.rt, task.id, task.attempts) as lease:
-                outcome = self.operations[task.operation].run(self.rt, task, lease.progress)
+                outcome = self._run_within_timeout(task, lease.progress)
         except RetryableError as exc:
             log.warning(
                 "task %s attempt %s failed, retryable: %s",
@@ -88,6 +89,21 @@ class TaskRunner:
             error = RetryableError(f"Internal error: {type(exc).__name__}", code="INTERNAL_ERROR")
             return self._retry_or_fail(task, error), []
         return "finished", self._finish(task, outcome)
+
+    def _run_within_timeout(self, task: Task, progress: Progress) -> Outcome:
+        """The operation's run, every engine run of it bounded by what the task's own
+        ``timeout`` leaves; a failure once that has passed is the timeout's (not retried)."""
+        timeout = task.payload.get("timeout")
+        with deadline.within(float(timeout) if timeout else None) as limit:
+            try:
+                return self.operations[task.operation].run(self.rt, task, progress)
+            except ApplianceError as exc:
+                if not limit.passed():
+                    raise
+                raise PermanentError(
+                    f"The task took longer than its timeout of {limit.seconds:g} s",
+                    code="TIMEOUT",
+                ) from exc
 
     def _claim(self, task_id: str) -> Task | None:
         """Take the task (one statement), with the files of the tasks it depends on."""

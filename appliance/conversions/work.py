@@ -21,6 +21,7 @@ from appliance.conversions.operation import Progress
 from appliance.conversions.runtime import Runtime
 from appliance.conversions.task import InputFile, OutFile, Task
 from appliance.db.queries import files as file_rows
+from appliance.engines import deadline
 from appliance.engines.formats import mismatch, normalize, sniff_file
 from appliance.engines.registry import Hop
 from appliance.errors import PermanentError
@@ -111,6 +112,8 @@ def run_hops(
     through the rest of the route."""
     current = [src]
     for n, hop in enumerate(hops):
+        if deadline.passed():  # the task's own timeout, between its engine runs
+            raise PermanentError("The task's timeout passed", code="TIMEOUT")
         last = n == len(hops) - 1
         hop_options = options if last else hop.engine.descriptor.options()
 

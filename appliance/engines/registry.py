@@ -60,6 +60,9 @@ class Registry:
         self.targets = frozenset(hop.dst for hop in every) | set(self._loops)
         self.sources = frozenset(hop.src for hop in every) | set(self._loops)
 
+    def has(self, engine_id: str) -> bool:
+        return engine_id in self._by_id
+
     def engine(self, engine_id: str) -> Engine:
         """The engine with this id (operations such as merge and optimize run one by id)."""
         try:
@@ -77,6 +80,37 @@ class Registry:
             loop = self._loops.get(src)
             return [loop] if loop else None
         return self._routes_from(src).get(dst)
+
+    def route_through(self, src: str, dst: str, engine: str) -> list[Hop] | None:
+        """The cheapest route from ``src`` to ``dst`` whose engines are ``engine``: one engine
+        id names the engine that makes the output (earlier hops are the cheapest way to a
+        format it reads); ``a+b`` names the whole chain, as /v2/convert/formats lists it.
+        None if there is none."""
+        chain = engine.split("+")
+        if len(chain) > 1:
+            hops = self.route(src, dst)
+            return hops if hops and [h.engine.descriptor.id for h in hops] == chain else None
+        last = self._by_id.get(engine)
+        if last is None:
+            return None
+        best: tuple[float, int, list[Hop]] | None = None
+        for a, b in sorted(last.descriptor.conversions):
+            if b != dst or (a == b) != (src == dst):
+                continue
+            before = [] if a == src else self._routes_from(src).get(a)
+            if before is None or any(
+                (h.src, h.dst) in h.engine.descriptor.last_only for h in before
+            ):
+                continue  # a last-only pair ends a route, it does not lead on
+            hops = [*before, Hop(last, a, b)]
+            candidate = (sum(h.cost for h in hops), len(hops), hops)
+            if best is None or candidate[:2] < best[:2]:
+                best = candidate
+        return None if best is None else best[2]
+
+    def versions(self, hops: list[Hop]) -> str:
+        """The engine versions of a route, as tasks and /v2/convert/formats show them."""
+        return "+".join(h.engine.descriptor.version() for h in hops)
 
     def _routes_from(self, src: str) -> dict[str, list[Hop]]:
         """Cheapest route to every format reachable from ``src`` (cached: the graph is fixed).

@@ -43,6 +43,7 @@ import msgspec
 
 import appliance
 from appliance.engines import Descriptor, Engine, Progress
+from appliance.engines import deadline as task_deadline
 from appliance.engines.tools import JsonLines
 from appliance.errors import PermanentError, RetryableError
 from appliance.metrics import ENGINE_RESTARTS
@@ -293,7 +294,8 @@ class Helper:
         request counts toward the helper's replacement (Descriptor.recycles_itself)."""
         assert self.proc is not None and self.proc.stdin is not None
         self.served += counts
-        deadline = time.monotonic() + self.limits.timeout_seconds
+        seconds = task_deadline.remaining(self.limits.timeout_seconds)
+        deadline = time.monotonic() + seconds
         try:
             self.proc.stdin.write(json.dumps(request).encode() + b"\n")
             self.proc.stdin.flush()
@@ -302,7 +304,7 @@ class Helper:
             self._ended = "crashed"
             raise EngineCrashed("The engine process ended unexpectedly") from None
         while True:
-            reply = self._read_line(deadline)
+            reply = self._read_line(deadline, seconds)
             if "progress" in reply:
                 progress(float(reply["progress"]))
                 continue
@@ -318,16 +320,14 @@ class Helper:
                 code=str(reply.get("error", "CONVERSION_FAILED")),
             )
 
-    def _read_line(self, deadline: float) -> dict[str, Any]:
+    def _read_line(self, deadline: float, seconds: float) -> dict[str, Any]:
         assert self.proc is not None and self._lines is not None
         try:
             reply = self._lines.read(deadline)
         except TimeoutError:
             self.stop()
             self._ended = "timeout"
-            raise EngineTimeout(
-                f"The conversion took longer than {self.limits.timeout_seconds:.0f} s"
-            ) from None
+            raise EngineTimeout(f"The conversion took longer than {seconds:.0f} s") from None
         if reply is None:
             code = self.proc.wait()
             self.stop()

@@ -69,7 +69,19 @@ class Convert(Operation):
             task.queue = heavier(task.queue, registry.queue_for(hops))
 
     def route(self, registry: Registry, src: str, payload: dict[str, Any]) -> list[Hop] | None:
-        return registry.route(src, str(payload.get("output_format", "")))
+        dst = str(payload.get("output_format", ""))
+        engine = payload.get("engine")
+        return registry.route_through(src, dst, engine) if engine else registry.route(src, dst)
+
+    def check_engine(self, task: PlannedTask, registry: Registry, errors: Errors) -> None:
+        """``engine`` names an enabled engine (or a chain of them); ``engine_version`` is
+        checked against the route once it is planned."""
+        engine = task.payload.get("engine")
+        if isinstance(engine, str) and any(not registry.has(e) for e in engine.split("+")):
+            errors.add(
+                f"{task.key}.engine",
+                f"no engine {engine!r} is installed (GET /v2/convert/formats lists them)",
+            )
 
     def plan(
         self,
@@ -83,11 +95,19 @@ class Convert(Operation):
         wrong."""
         hops = self.planned(registry, routes, src, payload)
         if hops is None:
-            dst = payload.get("output_format", "")
+            dst, engine = payload.get("output_format", ""), payload.get("engine")
+            field, by = ("engine", f" with {engine}") if engine else ("output_format", "")
             raise InvalidData(
-                f"No conversion path from {src} to {dst}",
+                f"No conversion path from {src} to {dst}{by}",
                 code="INVALID_CONVERSION_TYPE",
-                errors={"output_format": [f"cannot convert {src} to {dst}"]},
+                errors={field: [f"cannot convert {src} to {dst}{by}"]},
+            )
+        pinned = payload.get("engine_version")
+        if pinned is not None and registry.versions(hops) != pinned:
+            raise InvalidData(
+                f"The route runs {registry.versions(hops)}, not {pinned}",
+                code="ENGINE_VERSION_UNAVAILABLE",
+                errors={"engine_version": [f"{pinned} is not installed"]},
             )
         options = {k: v for k, v in payload.items() if k not in self.fields}
         return hops, registry.options_for(hops, options)
@@ -136,6 +156,8 @@ class Convert(Operation):
     def _worker_plan(self, registry: Registry, src: str, task: Task) -> tuple[list[Hop], Any]:
         try:
             return self.plan(registry, src, task.payload, task.routes)
+        except InvalidData as exc:  # e.g. the pinned engine version is no longer installed
+            raise PermanentError(exc.message, code=exc.code) from exc
         except Exception as exc:
             raise PermanentError(str(exc), code="INVALID_CONVERSION_TYPE") from exc
 
