@@ -17,11 +17,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from typing import Any
 
 from appliance.settings import Settings, SettingsError
-from appliance.supervisor import api_command, api_group, worker_command, worker_group
+from appliance.supervisor import (
+    api_command,
+    api_group,
+    api_metrics_command,
+    worker_command,
+    worker_group,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,6 +170,10 @@ def _api(settings: Settings, _: argparse.Namespace) -> int:
     from appliance.metrics import process
 
     process.prepare(settings, api_group(), os.environ)
+    if settings.api_metrics_port:
+        # One process beside granian's workers serves their summed samples; it ends when
+        # this process (granian, after the exec) does.
+        subprocess.Popen(api_metrics_command(os.getpid()), stdin=subprocess.DEVNULL)
     os.execvp(sys.executable, api_command(settings))
 
 

@@ -337,6 +337,22 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "Empty: never."
         ),
     ] = ""
+    api_metrics_host: Annotated[
+        str,
+        _doc(
+            "Address the API's /metrics and /health/* listener binds: loopback unless a "
+            "Prometheus on another host scrapes it (the API's own port never serves /metrics)."
+        ),
+    ] = "127.0.0.1"
+    api_metrics_port: Annotated[
+        int,
+        _doc(
+            "TCP port of the API's /metrics (the samples of all its granian workers, plus "
+            "queue and storage gauges) and /health/*; 0 disables.",
+            ge=0,
+            le=65535,
+        ),
+    ] = 9179
     worker_metrics_host: Annotated[
         str, _doc("Address a worker process group serves /metrics and /health/* on.")
     ] = "127.0.0.1"

@@ -46,7 +46,8 @@ def run_single_host(settings: Settings) -> int:
             log.info("started private Redis at %s", rd.url)
         applied = migrate(env.get("APPLIANCE_DATABASE_URL", settings.effective_database_url))
         log.info("migrations applied: %s", applied or "none pending")
-        commands = [(api_command(settings), group_env(settings, env, None, 0))] + [
+        api = [sys.executable, "-m", "appliance.cli", "api"]  # granian and its metrics port
+        commands = [(api, group_env(settings, env, None, 0))] + [
             (worker_command(settings, [queue], None, None), group_env(settings, env, queue, i))
             for i, queue in enumerate(QUEUE_CLASSES, start=1)
         ]
@@ -145,6 +146,11 @@ def api_command(settings: Settings) -> list[str]:
         "--respawn-failed-workers",
         "appliance.cli:asgi",
     ]
+
+
+def api_metrics_command(parent: int) -> list[str]:
+    """The API group's metrics port, a process that ends when ``parent`` does."""
+    return [sys.executable, "-m", "appliance.jobs.health_server", str(parent)]
 
 
 def worker_command(

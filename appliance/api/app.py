@@ -101,7 +101,6 @@ def create_app(
             meta.operations,
             meta.live,
             meta.ready,
-            meta.metrics,
             sync,
         ],
         dependencies={"principal": Provide(principal)},

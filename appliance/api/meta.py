@@ -11,10 +11,7 @@ from litestar.params import Parameter
 
 from appliance.api.deps import services
 from appliance.conversions.catalog import Filters
-from appliance.engines import QUEUE_CLASSES
 from appliance.engines.formats import normalize
-from appliance.metrics import scrape
-from appliance.metrics.process import CONTENT_TYPE, exposition
 
 log = logging.getLogger(__name__)
 
@@ -91,21 +88,3 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         {"status": "error" if failed else "ok", "checks": checks, "failed": failed},
         status_code=503 if failed else 200,
     )
-
-
-@get("/metrics", tags=["health"], include_in_schema=False)
-async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """Prometheus text: this API's process group, plus queue and storage gauges read now."""
-    svc = services(request)
-    snapshot = scrape.Snapshot()
-    try:
-        pending: dict[str, str] = {q: svc.jobs.dispatcher.pending_key(q) for q in QUEUE_CLASSES}
-        snapshot.queues = await asyncio.wait_for(scrape.queues(svc.notifier.client, pending), 2.0)
-    except Exception:
-        log.warning("metrics: queue gauges unavailable (Redis)", exc_info=True)
-    try:
-        snapshot.storage = await asyncio.wait_for(svc.jobs.storage_use(), 2.0)
-    except Exception:
-        log.warning("metrics: storage gauges unavailable (Postgres)", exc_info=True)
-    body = await asyncio.to_thread(exposition, snapshot)
-    return Response(body, media_type=CONTENT_TYPE)

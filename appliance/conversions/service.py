@@ -99,10 +99,6 @@ class JobService:
         """Raise unless Postgres answers (readiness)."""
         await health.ping(self.pool)
 
-    async def storage_use(self) -> tuple[int, int]:
-        """(objects, bytes) in content-addressed storage."""
-        return await file_rows.storage_use(self.pool)
-
     # -- creation ------------------------------------------------------------------------
     async def create_job(self, user_id: uuid.UUID, tasks: Any, tag: str | None) -> str:
         if isinstance(tasks, dict) and len(tasks) > self.settings.max_tasks_per_job:

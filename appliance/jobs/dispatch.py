@@ -50,9 +50,6 @@ class DramatiqDispatcher:
             )
             self.broker.enqueue(message, delay=delay_ms)
 
-    def pending_key(self, queue: str) -> str:
-        return PENDING_KEY.format(queue=queue)
-
     def close(self) -> None:
         self.broker.close()
         self.redis.close()

@@ -1,15 +1,22 @@
-"""A worker process group's own HTTP port: ``/metrics``, ``/health/live``, ``/health/ready``.
+"""A process group's own HTTP port: ``/metrics``, ``/health/live``, ``/health/ready``.
 
-Runs as a Dramatiq fork function (one process beside the group's worker processes, started
-and stopped by Dramatiq), so exactly one process binds the port and serves the samples of
-all the group's processes from their shared multiprocess directory. Ready means Postgres,
-Redis and storage answer from this host; the JSON names the one that failed.
+Exactly one process per group binds the port and serves the samples of all the group's
+processes from their shared multiprocess directory: for a worker group, a Dramatiq fork
+function (``serve``, started and stopped by Dramatiq); for the API, a process that
+``appliance api`` starts beside granian's workers (``serve_api``), which also reads the gauges
+of shared state (queue depth, storage use) at each scrape. The API's own port never serves
+``/metrics``: this port listens on loopback unless the operator names another address.
+Ready means Postgres, Redis and storage answer from this host; the JSON names the one that
+failed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -17,6 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from appliance import logs
+from appliance.engines import QUEUE_CLASSES
+from appliance.jobs.dispatch import PENDING_KEY
+from appliance.metrics import scrape
 from appliance.metrics.process import CONTENT_TYPE, exposition
 from appliance.settings import Settings
 
@@ -47,6 +57,27 @@ class Probes:
         with psycopg.connect(self.settings.effective_database_url, connect_timeout=2) as conn:
             ping_sync(conn)
 
+    def shared_state(self) -> scrape.Snapshot:
+        """Queue and storage gauges read now; a source that does not answer is left out (the
+        series go missing, which the alert rules see) and logged."""
+        import psycopg
+
+        from appliance.db.queries.files import storage_use
+
+        snapshot = scrape.Snapshot()
+        try:
+            pending: dict[str, str] = {q: PENDING_KEY.format(queue=q) for q in QUEUE_CLASSES}
+            snapshot.queues = scrape.queues(self.redis, pending)
+        except Exception:
+            log.warning("metrics: queue gauges unavailable (Redis)", exc_info=True)
+        try:
+            url = self.settings.effective_database_url
+            with psycopg.connect(url, connect_timeout=2, autocommit=True) as conn:
+                snapshot.storage = storage_use(conn)
+        except Exception:
+            log.warning("metrics: storage gauges unavailable (Postgres)", exc_info=True)
+        return snapshot
+
     def check(self) -> dict[str, str]:
         probes: dict[str, Callable[[], object]] = {
             "postgres": self.postgres,
@@ -66,12 +97,15 @@ class Probes:
         return checks
 
 
-def make_handler(probes: Probes) -> type[BaseHTTPRequestHandler]:
+def make_handler(probes: Probes, shared: bool = False) -> type[BaseHTTPRequestHandler]:
+    """``shared``: ``/metrics`` adds the gauges of shared state (the API group's port)."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._answer(200, exposition(), CONTENT_TYPE)
+                extra = probes.shared_state() if shared else None
+                self._answer(200, exposition(extra), CONTENT_TYPE)
             elif path == "/health/live":
                 self._json(200, {"status": "ok"})
             elif path == "/health/ready":
@@ -101,7 +135,7 @@ def make_handler(probes: Probes) -> type[BaseHTTPRequestHandler]:
 
 
 def serve() -> None:
-    """The fork function: serve until Dramatiq stops the group."""
+    """The worker group's fork function: serve until Dramatiq stops the group."""
     settings = Settings.from_env()
     logs.configure(settings.log_level, settings.log_format)
     address = (settings.worker_metrics_host, settings.worker_metrics_port)
@@ -113,3 +147,32 @@ def serve() -> None:
         return
     log.info("worker metrics and health on http://%s:%s", *address)
     server.serve_forever()
+
+
+def serve_api(parent: int) -> None:
+    """The API group's port, until process ``parent`` (granian's main process, which
+    ``appliance api`` becomes) is gone. A port that cannot be bound ends this process with an
+    error; the API goes on serving, and the scrape target shows as down."""
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_format)
+    address = (settings.api_metrics_host, settings.api_metrics_port)
+    try:
+        server = ThreadingHTTPServer(address, make_handler(Probes(settings), shared=True))
+    except OSError:
+        log.exception("cannot serve API metrics on %s:%s", *address)
+        raise SystemExit(1) from None
+    threading.Thread(target=_stop_with, args=(parent, server), daemon=True).start()
+    log.info("API metrics and health on http://%s:%s", *address)
+    server.serve_forever()
+
+
+def _stop_with(parent: int, server: ThreadingHTTPServer) -> None:
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    server.shutdown()
+
+
+if __name__ == "__main__":  # python -m appliance.jobs.health_server PARENT_PID
+    import sys
+
+    serve_api(int(sys.argv[1]))

@@ -1,5 +1,5 @@
-"""Gauges of shared state, computed when the API is scraped: queue depth and the age of the
-oldest waiting message (Redis), and storage use (Postgres).
+"""Gauges of shared state, computed when the API's metrics port is scraped: queue depth and
+the age of the oldest waiting message (Redis), and storage use (Postgres).
 
 Every API host reports the same values (they describe the whole appliance, not the host), so
 dashboards and alerts take ``max`` over instances, never ``sum``.
@@ -72,9 +72,9 @@ class Snapshot(Collector):
             )
 
 
-async def queues(client: Any, pending: dict[str, str]) -> dict[str, tuple[int, int, float, int]]:
-    """(due, delayed, oldest due age s, broker messages) per queue, in one round trip;
-    ``pending``: each queue's pending set."""
+def queues(client: Any, pending: dict[str, str]) -> dict[str, tuple[int, int, float, int]]:
+    """(due, delayed, oldest due age s, broker messages) per queue, in one round trip of a
+    synchronous Redis ``client``; ``pending``: each queue's pending set."""
     now = time.time()
     pipe = client.pipeline(transaction=False)
     for queue, key in pending.items():
@@ -83,7 +83,7 @@ async def queues(client: Any, pending: dict[str, str]) -> dict[str, tuple[int, i
         pipe.zrange(key, 0, 0, withscores=True)
         pipe.llen(f"{DRAMATIQ_NAMESPACE}:{queue}")
         pipe.llen(f"{DRAMATIQ_NAMESPACE}:{queue}.DQ")
-    replies = await pipe.execute()
+    replies = pipe.execute()
     out: dict[str, tuple[int, int, float, int]] = {}
     for i, queue in enumerate(pending):
         due, later, first, ready, dq = replies[i * 5 : i * 5 + 5]

@@ -119,6 +119,7 @@ def deployment(request, postgres_server, redis_server, tmp_path_factory) -> Iter
         "APPLIANCE_RECONCILE_INTERVAL_SECONDS": "1",
         "APPLIANCE_WORKER_THREADS": "2",
         "APPLIANCE_WORKER_METRICS_PORT": str(local_services.free_port()),
+        "APPLIANCE_API_METRICS_PORT": str(local_services.free_port()),
         "APPLIANCE_DRAIN_FILE": str(data_dir / "drain"),
         # Every test drives the API from this one address: the request and conversion limits
         # are off, but in a module that asks for them (test_limits.py).

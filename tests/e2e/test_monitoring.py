@@ -209,7 +209,7 @@ def monitored(
             )
         )
         worker_port = deployment.env["APPLIANCE_WORKER_METRICS_PORT"]
-        api = deployment.url.removeprefix("http://")
+        api = "127.0.0.1:" + deployment.env["APPLIANCE_API_METRICS_PORT"]
         jobs = {
             "appliance-api": [api],
             "appliance-worker": [f"127.0.0.1:{worker_port}"],

@@ -63,8 +63,8 @@ def cache_hit(pool: SyncPool, key: tuple[str, str, str, str]) -> tuple[str, int]
     return (row["output_sha256"], row["size"]) if row else None
 
 
-async def storage_use(pool: Any) -> tuple[int, int]:
-    """(objects, bytes) from the ``files`` table, which has one row per stored object."""
-    async with pool.connection() as conn:
-        row = await (await conn.execute(STORAGE_USE)).fetchone()
-    return int(row["n"]), int(row["b"])
+def storage_use(conn: Any) -> tuple[int, int]:
+    """(objects, bytes) from the ``files`` table, which has one row per stored object; on a
+    synchronous connection (the metrics port reads it at scrape time)."""
+    n, b = conn.execute(STORAGE_USE).fetchone()
+    return int(n), int(b)

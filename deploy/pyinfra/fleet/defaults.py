@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     # The API
     "api_port": 8080,
     "api_workers": 2,
+    # The API's /metrics listener (one per api host, on its private address; Prometheus
+    # scrapes it there: the API's own port answers /metrics with 404).
+    "api_metrics_port": 9179,
     "api_memory_max": "1G",
     # Base URL clients use; empty: https://<first lb host's SSH name>.
     "public_url": "",

@@ -16,7 +16,7 @@ ROLE_PORTS: dict[str, list[int]] = {
     "db": [5432, 9187],
     "redis": [6379, 9121],
     "storage": [9000],
-    "api": [],  # api_port, added from settings
+    "api": [],  # api_port and api_metrics_port, added from settings
     "worker": [],  # worker metrics ports, added from settings
     "lb": [9113],
     "monitoring": [9090, 3000],
@@ -171,7 +171,7 @@ class Fleet:
     def internal_ports(self, host: HostSpec) -> list[int]:
         ports = {p for role in ROLES if host.has(role) or role == "base" for p in ROLE_PORTS[role]}
         if host.has("api"):
-            ports.add(int(self.get("api_port")))
+            ports |= {int(self.get("api_port")), int(self.get("api_metrics_port"))}
         if host.has("worker"):
             ports |= {int(q["metrics_port"]) for q in self.queues(host).values()}
         return sorted(ports)
@@ -181,11 +181,11 @@ class Fleet:
 
     def scrape_targets(self) -> dict[str, list[str]]:
         """Prometheus jobs (names fixed in CONTRACTS.md) and their host:port targets."""
-        api_port = self.get("api_port")
+        api_metrics = self.get("api_metrics_port")
         return {
             "prometheus": ["127.0.0.1:9090"],
             "node": [f"{h.ip}:9100" for h in self.hosts],
-            "appliance-api": [f"{h.ip}:{api_port}" for h in self.role("api")],
+            "appliance-api": [f"{h.ip}:{api_metrics}" for h in self.role("api")],
             "appliance-worker": [
                 f"{h.ip}:{q['metrics_port']}"
                 for h in self.role("worker")

@@ -35,6 +35,7 @@ def env_context(fleet: Fleet, me: HostSpec) -> dict[str, Any]:
         "redis_url": fleet.redis_url,
         "listen_ip": me.ip,
         "api_port": fleet.get("api_port", me),
+        "api_metrics_port": fleet.get("api_metrics_port", me),
         "api_workers": fleet.get("api_workers", me),
         "public_url": fleet.public_url,
         "sync_timeout_seconds": fleet.get("sync_timeout_seconds"),

@@ -58,7 +58,8 @@ def test_prometheus_jobs_are_the_contract_names_with_every_target(fleet):
     targets = fleet.scrape_targets()
     assert set(targets) == CONTRACT_JOBS
     assert len(targets["node"]) == 6
-    assert targets["appliance-api"] == ["10.200.1.2:8080", "10.200.1.3:8080"]
+    # each api host's metrics listener, not the API's port (which has no /metrics)
+    assert targets["appliance-api"] == ["10.200.1.2:9179", "10.200.1.3:9179"]
     # the lab's engine set runs only the light queue: one worker port per worker host
     assert targets["appliance-worker"] == ["10.200.1.4:9181", "10.200.1.5:9181"]
     assert targets["postgres"] == ["10.200.1.4:9187", "10.200.1.6:9187"]
@@ -70,7 +71,7 @@ def test_prometheus_jobs_are_the_contract_names_with_every_target(fleet):
 def test_each_host_opens_only_its_roles_ports(fleet):
     ports = {h.name: fleet.internal_ports(h) for h in fleet.hosts}
     assert ports["h1"] == [3000, 9090, 9100, 9113]
-    assert ports["h2"] == [6379, 8080, 9100, 9121]
+    assert ports["h2"] == [6379, 8080, 9100, 9121, 9179]
     assert ports["h4"] == [5432, 9100, 9181, 9187]
     assert ports["h6"] == [5432, 9100, 9187]
     assert fleet.public_ports(fleet.host("h1")) == [80, 443]

@@ -61,11 +61,10 @@ def test_nginx_config_passes_nginx_t(fleet, nginx_prefix):
     assert "syntax is ok" in result.stderr
 
 
-def test_nginx_limits_match_the_app_and_metrics_are_denied(fleet, nginx_prefix):
+def test_nginx_limits_match_the_app(fleet, nginx_prefix):
     site, upstream = _nginx_files(fleet, nginx_prefix)
     limit = int(re.search(r"client_max_body_size (\d+);", site)[1])
     assert limit == fleet.get("max_upload_bytes") + 1024 * 1024  # the app's multipart slack
-    assert re.search(r"location = /metrics \{\s+return 404;", site)
     upload = site[site.index("location /v2/upload/") :]
     assert "proxy_request_buffering off;" in upload[: upload.index("}")]
     (retry,) = re.findall(r"\n\s*proxy_next_upstream ([^;]*);", site)
