@@ -7,9 +7,16 @@ Two callers use this module:
   later start (after a clean stop, a crash or a reboot) reuses it.
 * the test harness: throwaway servers in a temporary directory on free ports.
 
-Both servers listen on 127.0.0.1 only.  PostgreSQL trusts every connection that
-reaches it (TCP on 127.0.0.1 and the Unix socket, which lives inside the data
-directory); the superuser role and the database are both called ``appliance``.
+Without ``auth`` (the test harness) both servers listen on 127.0.0.1 and let
+everyone in: PostgreSQL trusts every connection that reaches it (TCP on 127.0.0.1
+and the Unix socket, which lives inside the data directory); the superuser role and
+the database are both called ``appliance``.  With :class:`Auth` (``appliance up``)
+they listen on a Unix socket in a private directory (TCP on 127.0.0.1 only when its
+path is too long for a socket) and ask for a password: Redis its ``requirepass``,
+PostgreSQL scram-sha-256 for the one role it lets in, ``appliance_app``, which owns
+the ``appliance`` database and is not a superuser.  The superuser (``postgres`` in a
+new cluster) has no password and cannot log in at all: roles are set up in
+single-user mode, run as the cluster's owner before the server starts.
 
 The servers run in their own sessions (``start_new_session``), so a Ctrl-C sent
 to the caller's terminal process group does not reach them: the caller stops
@@ -40,12 +47,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 from appliance.db.queries import setup
+from appliance.db.queries.setup import scram_verifier
 
 __all__ = [
+    "PG_APP_ROLE",
     "PG_DATABASE",
     "PG_USER",
+    "Auth",
     "LocalService",
     "find_postgres_bindir",
     "find_redis_server",
@@ -60,6 +71,10 @@ PG_USER = "appliance"
 """Superuser role created by ``initdb``."""
 PG_DATABASE = "appliance"
 """Database created on first start."""
+PG_APP_ROLE = "appliance_app"
+"""With :class:`Auth`: the login role, owner of the database, not a superuser."""
+PG_SUPERUSER = "postgres"
+"""With :class:`Auth`: the superuser ``initdb`` creates in a new cluster (no password)."""
 
 _PG_SYSTEM_USER = "postgres"
 _PG_LOG = "postgresql.log"
@@ -67,6 +82,8 @@ _PG_CONF = "appliance.conf"
 _PG_INCLUDE = f"include '{_PG_CONF}'"
 _REDIS_LOG = "redis.log"
 _REDIS_PID = "redis.pid"
+_REDIS_CONF = "redis.conf"
+_REDIS_SOCKET = "redis.sock"
 _LOG_ROTATE_BYTES = 16 * 1024 * 1024
 # sizeof(sockaddr_un.sun_path) is 108 on Linux, and the path needs a NUL byte.
 _SUN_PATH_MAX = 107
@@ -76,6 +93,15 @@ _PG_TRANSIENT = ("pre-existing shared memory block", 'lock file "postmaster.pid"
 
 
 # --------------------------------------------------------------------------- service handle
+
+
+@dataclass(frozen=True)
+class Auth:
+    """Password authentication: clients log in with ``password`` through a Unix socket in
+    ``socket_dir`` (created 0700), or on 127.0.0.1 when ``socket_dir`` is None."""
+
+    password: str
+    socket_dir: Path | None = None
 
 
 @dataclass
@@ -357,14 +383,21 @@ class _PgRunner:
         self.env = _clean_env(extra)
 
     def run(
-        self, program: str, *args: str, timeout: float, as_owner: bool = True
+        self,
+        program: str,
+        *args: str,
+        timeout: float,
+        as_owner: bool = True,
+        stdin: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``bindir/program args``; as the ``postgres`` user when root and ``as_owner``."""
+        """Run ``bindir/program args``; as the ``postgres`` user when root and ``as_owner``;
+        ``stdin``: text fed to the program."""
         owner = self.owner if as_owner else None
         return subprocess.run(
             [str(self.bindir / program), *args],
             env=self.env,
-            stdin=subprocess.DEVNULL,
+            input=stdin,
+            stdin=subprocess.DEVNULL if stdin is None else None,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -385,15 +418,20 @@ def _conf_quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def _write_pg_conf(runner: _PgRunner, data_dir: Path, port: int, fast: bool) -> None:
+def _write_pg_conf(
+    runner: _PgRunner, data_dir: Path, port: int, fast: bool, auth: Auth | None
+) -> None:
     """(Re)write appliance.conf, included at the end of postgresql.conf, for this start."""
-    socket_dir = str(data_dir)
-    if len(os.fsencode(f"{socket_dir}/.s.PGSQL.{port}")) > _SUN_PATH_MAX:
+    socket_dir = str(auth.socket_dir if auth and auth.socket_dir else data_dir)
+    if auth and not auth.socket_dir:
+        socket_dir = ""
+    elif len(os.fsencode(f"{socket_dir}/.s.PGSQL.{port}")) > _SUN_PATH_MAX:
         log.warning("data dir path too long for a Unix socket; postgres listens on TCP only")
         socket_dir = ""
     durability = "off" if fast else "on"
     settings = {
-        "listen_addresses": "127.0.0.1",
+        # With a password and a socket: the socket only.
+        "listen_addresses": "" if auth and socket_dir else "127.0.0.1",
         "port": str(port),
         "unix_socket_directories": socket_dir,
         "unix_socket_permissions": "0700",
@@ -404,6 +442,7 @@ def _write_pg_conf(runner: _PgRunner, data_dir: Path, port: int, fast: bool) -> 
         "full_page_writes": durability,
         "logging_collector": "off",
         "log_line_prefix": "%m [%p] ",
+        "password_encryption": "scram-sha-256",
     }
     conf = data_dir / _PG_CONF
     body = "".join(f"{k} = {_conf_quote(v)}\n" for k, v in settings.items())
@@ -415,6 +454,59 @@ def _write_pg_conf(runner: _PgRunner, data_dir: Path, port: int, fast: bool) -> 
     if _PG_INCLUDE not in main_conf.read_text().splitlines():
         with main_conf.open("a") as f:
             f.write(f"\n# Settings managed by appliance.local_services\n{_PG_INCLUDE}\n")
+
+
+def _write_pg_hba(runner: _PgRunner, data_dir: Path, auth: Auth) -> None:
+    """Let in only the application role, to its database, with its password; nobody else
+    (no match is a refusal)."""
+    lines = [f"local {PG_DATABASE} {PG_APP_ROLE} scram-sha-256"]
+    if auth.socket_dir is None:
+        lines.append(f"host {PG_DATABASE} {PG_APP_ROLE} 127.0.0.1/32 scram-sha-256")
+    hba = data_dir / "pg_hba.conf"
+    hba.write_text(
+        "# Written by appliance.local_services on every start; edits are overwritten.\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+    runner.chown(hba)
+
+
+def _single_user(
+    runner: _PgRunner, data_dir: Path, database: str, statements: list[str], deadline: float
+) -> str:
+    """Run ``statements`` in single-user mode (the server must not be running): the
+    superuser, with no password and no connection, as the cluster's owner. Its output."""
+    script = "".join(f"{statement};\n\n" for statement in statements)
+    args = ["--single", "-j", "-D", str(data_dir), "-c", "exit_on_error=on", database]
+    try:
+        res = runner.run("postgres", *args, timeout=_remaining(deadline), stdin=script)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"PostgreSQL setup of {data_dir} timed out") from exc
+    if res.returncode != 0:
+        # The server's messages, not the statements (a role's password verifier is in one).
+        errors = [ln for ln in res.stderr.splitlines() if "ERROR" in ln or "FATAL" in ln]
+        raise RuntimeError(f"PostgreSQL setup of {data_dir} failed: {' '.join(errors)[-500:]}")
+    return res.stdout
+
+
+def _setup_roles(runner: _PgRunner, data_dir: Path, auth: Auth, deadline: float) -> None:
+    """The application role with the current password, owning the database and everything
+    in it (a cluster made before passwords had its superuser own them)."""
+    out = _single_user(runner, data_dir, "postgres", [setup.count_databases(PG_DATABASE)], deadline)
+    exists = re.search(r'n = "1"', out) is not None
+    statements = [setup.ensure_login_role(PG_APP_ROLE, scram_verifier(auth.password))]
+    if not exists:
+        statements.append(setup.create_database(PG_DATABASE))
+    statements.append(setup.database_owner(PG_DATABASE, PG_APP_ROLE))
+    _single_user(runner, data_dir, "postgres", statements, deadline)
+    _single_user(runner, data_dir, PG_DATABASE, [setup.hand_over_objects(PG_APP_ROLE)], deadline)
+
+
+def _prepare_socket_dir(runner: _PgRunner, auth: Auth | None) -> None:
+    if auth and auth.socket_dir:
+        auth.socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        auth.socket_dir.chmod(0o700)
+        runner.chown(auth.socket_dir)
 
 
 def _prepare_data_dir(runner: _PgRunner, data_dir: Path) -> None:
@@ -448,22 +540,17 @@ def _prepare_data_dir(runner: _PgRunner, data_dir: Path) -> None:
         )
 
 
-def _initdb(runner: _PgRunner, data_dir: Path, fast: bool, deadline: float) -> None:
+def _initdb(runner: _PgRunner, data_dir: Path, fast: bool, auth: bool, deadline: float) -> None:
     if any(data_dir.iterdir()):
         raise RuntimeError(
             f"{data_dir} is not empty and holds no PostgreSQL cluster (no PG_VERSION); "
             "refusing to initdb over it"
         )
-    args = [
-        "-D",
-        str(data_dir),
-        "-U",
-        PG_USER,
-        "--auth-local=trust",
-        "--auth-host=trust",
-        "--encoding=UTF8",
-        "--locale=C",
-    ]
+    args = ["-D", str(data_dir), "--encoding=UTF8", "--locale=C"]
+    if auth:  # pg_hba.conf is written before each start
+        args += ["-U", PG_SUPERUSER, "--auth=reject"]
+    else:
+        args += ["-U", PG_USER, "--auth-local=trust", "--auth-host=trust"]
     if fast:
         args.append("--no-sync")
     t0 = time.monotonic()
@@ -577,6 +664,22 @@ def _ensure_database(runner: _PgRunner, port: int, deadline: float) -> None:
     )
 
 
+def _prepare_cluster(
+    runner: _PgRunner, data_dir: Path, port: int, fast: bool, auth: Auth | None, deadline: float
+) -> None:
+    """Everything before the server starts: directories, initdb the first time, settings,
+    an earlier server's leftovers, and with ``auth`` who may log in."""
+    _prepare_data_dir(runner, data_dir)
+    _prepare_socket_dir(runner, auth)
+    if not (data_dir / "PG_VERSION").exists():
+        _initdb(runner, data_dir, fast, auth is not None, deadline)
+    _write_pg_conf(runner, data_dir, port, fast, auth)
+    _settle_previous_postmaster(runner, data_dir, deadline)
+    if auth:
+        _write_pg_hba(runner, data_dir, auth)
+        _setup_roles(runner, data_dir, auth, deadline)
+
+
 def start_postgres(
     data_dir: Path,
     port: int,
@@ -584,6 +687,7 @@ def start_postgres(
     timeout: float = 60.0,
     fast: bool = False,
     bindir: Path | None = None,
+    auth: Auth | None = None,
 ) -> LocalService:
     """Start a private PostgreSQL server on 127.0.0.1:``port`` with its cluster in ``data_dir``.
 
@@ -596,18 +700,16 @@ def start_postgres(
     ``fast=True`` turns off fsync, synchronous_commit and full_page_writes (and syncing
     after initdb): for throwaway test servers only, as a crash may corrupt the cluster.
     ``bindir`` overrides the server binaries (default: newest installed, or the version
-    matching an existing cluster).  ``timeout`` bounds the whole start.
+    matching an existing cluster).  ``timeout`` bounds the whole start.  ``auth``: the
+    password of ``PG_APP_ROLE`` and where the socket goes (see the module's docstring);
+    ``url`` then carries the password.
 
     Raises RuntimeError (with the tail of the server log) when the server does not start.
     """
     deadline = time.monotonic() + timeout
     data_dir = Path(data_dir).resolve()
     runner = _PgRunner(bindir or _bindir_for(data_dir), _pg_owner())
-    _prepare_data_dir(runner, data_dir)
-    if not (data_dir / "PG_VERSION").exists():
-        _initdb(runner, data_dir, fast, deadline)
-    _write_pg_conf(runner, data_dir, port, fast)
-    _settle_previous_postmaster(runner, data_dir, deadline)
+    _prepare_cluster(runner, data_dir, port, fast, auth, deadline)
 
     log_path = data_dir / _PG_LOG
     _rotate_log(log_path)
@@ -640,7 +742,8 @@ def start_postgres(
     pid = _read_pid(data_dir / "postmaster.pid")
     try:
         try:
-            _ensure_database(runner, port, deadline)
+            if auth is None:
+                _ensure_database(runner, port, deadline)
         except subprocess.TimeoutExpired as exc:
             raise RuntimeError(f"psql did not finish creating {PG_DATABASE!r} in time") from exc
     except BaseException:
@@ -652,13 +755,22 @@ def start_postgres(
 
     return LocalService(
         name="postgres",
-        url=f"postgresql://{PG_USER}@127.0.0.1:{port}/{PG_DATABASE}",
+        url=_postgres_url(port, auth),
         port=port,
         data_dir=data_dir,
         pid=pid,
         log_path=log_path,
         _stopper=stop,
     )
+
+
+def _postgres_url(port: int, auth: Auth | None) -> str:
+    if auth is None:
+        return f"postgresql://{PG_USER}@127.0.0.1:{port}/{PG_DATABASE}"
+    login = f"{PG_APP_ROLE}:{quote(auth.password, safe='')}"
+    if auth.socket_dir is None:
+        return f"postgresql://{login}@127.0.0.1:{port}/{PG_DATABASE}"
+    return f"postgresql://{login}@/{PG_DATABASE}?host={quote(str(auth.socket_dir))}&port={port}"
 
 
 # --------------------------------------------------------------------------- Redis
@@ -677,59 +789,100 @@ def find_redis_server() -> Path:
     return Path(found)
 
 
-def _redis_call(port: int, *args: str, timeout: float = 1.0) -> str:
+@dataclass(frozen=True)
+class _RedisAddress:
+    """Where a private Redis answers: its Unix socket, else 127.0.0.1:``port``."""
+
+    port: int
+    unix_path: Path | None = None
+    password: str | None = None
+
+    def connect(self, timeout: float) -> socket.socket:
+        if self.unix_path is None:
+            return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(str(self.unix_path))
+        except OSError:
+            s.close()
+            raise
+        return s
+
+    def url(self) -> str:
+        secret = quote(self.password or "", safe="")
+        if self.unix_path is None:
+            return f"redis://{':' + secret + '@' if secret else ''}127.0.0.1:{self.port}/0"
+        return f"unix://{self.unix_path}?db=0" + (f"&password={secret}" if secret else "")
+
+    def where(self) -> str:
+        return str(self.unix_path) if self.unix_path else f"127.0.0.1:{self.port}"
+
+
+def _redis_send(s: socket.socket, args: Sequence[str]) -> str:
     """Send one command and return the reply line or bulk string (errors start with "-")."""
-    payload = f"*{len(args)}\r\n".encode() + b"".join(
-        b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args
+    s.sendall(
+        f"*{len(args)}\r\n".encode()
+        + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args)
     )
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(payload)
-        buf = b""
-        while b"\r\n" not in buf:
-            chunk = s.recv(65536)
-            if not chunk:
-                raise ConnectionError("connection closed")
-            buf += chunk
-        line, _, rest = buf.partition(b"\r\n")
-        if not line.startswith(b"$"):
-            return line.decode("utf-8", "replace")
-        size = int(line[1:])
-        if size < 0:
-            return ""
-        while len(rest) < size + 2:
-            chunk = s.recv(65536)
-            if not chunk:
-                raise ConnectionError("connection closed")
-            rest += chunk
-        return rest[:size].decode("utf-8", "replace")
+    buf = b""
+    while b"\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed")
+        buf += chunk
+    line, _, rest = buf.partition(b"\r\n")
+    if not line.startswith(b"$"):
+        return line.decode("utf-8", "replace")
+    size = int(line[1:])
+    if size < 0:
+        return ""
+    while len(rest) < size + 2:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed")
+        rest += chunk
+    return rest[:size].decode("utf-8", "replace")
 
 
-def _redis_ready(proc: subprocess.Popen[bytes], port: int) -> bool:
-    """True when the server on ``port`` answers PING and is ``proc`` (not another server)."""
+def _redis_call(address: _RedisAddress, *args: str, timeout: float = 1.0) -> str:
+    """One command on a new connection, after AUTH when the server has a password."""
+    with address.connect(timeout) as s:
+        if address.password is not None:
+            reply = _redis_send(s, ("AUTH", address.password))
+            if reply != "+OK":
+                return reply
+        return _redis_send(s, args)
+
+
+def _redis_ready(proc: subprocess.Popen[bytes], address: _RedisAddress) -> bool:
+    """True when the server at ``address`` answers PING and is ``proc`` (not another server)."""
     try:
-        if _redis_call(port, "PING") != "+PONG":
+        if _redis_call(address, "PING") != "+PONG":
             return False  # e.g. -LOADING while the AOF is read
-        info = _redis_call(port, "INFO", "server")
+        info = _redis_call(address, "INFO", "server")
     except (OSError, ValueError):
         return False
     return f"process_id:{proc.pid}" in info.split()
 
 
-def _terminate_redis(proc: subprocess.Popen[bytes], port: int | None, timeout: float) -> None:
+def _terminate_redis(
+    proc: subprocess.Popen[bytes], address: _RedisAddress | None, timeout: float
+) -> None:
     """Clean shutdown, then SIGKILL to the whole process group if it does not exit in time.
 
     ``SHUTDOWN NOSAVE`` acts at once (SIGTERM waits for the next server tick, up to 100 ms);
     either way the append-only file is flushed and no RDB snapshot is written.  SIGTERM
-    is the fallback when the command cannot be sent.  Pass ``port=None`` unless the
-    server on ``port`` is known to be ``proc``: then only signals are used.  Reaps the
+    is the fallback when the command cannot be sent.  Pass ``address=None`` unless the
+    server there is known to be ``proc``: then only signals are used.  Reaps the
     process.
     """
     if proc.poll() is not None:
         return
-    if port is not None:
+    if address is not None:
         # The server closes the connection without a reply when it shuts down.
         with contextlib.suppress(OSError, ValueError):
-            _redis_call(port, "SHUTDOWN", "NOSAVE", timeout=2.0)
+            _redis_call(address, "SHUTDOWN", "NOSAVE", timeout=2.0)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(2.0)
             return
@@ -768,15 +921,38 @@ def _settle_previous_redis(data_dir: Path) -> None:
     pidfile.unlink(missing_ok=True)
 
 
+def _redis_conf(data_dir: Path, auth: Auth) -> tuple[Path, _RedisAddress]:
+    """The settings a command line would show to every local user (the password, the
+    socket) go into ``data_dir/redis.conf`` (0600), rewritten on every start."""
+    sock = auth.socket_dir / _REDIS_SOCKET if auth.socket_dir else None
+    lines = [f"requirepass {auth.password}"]
+    if sock is not None:
+        lines += [f"unixsocket {sock}", "unixsocketperm 700"]
+    conf = data_dir / _REDIS_CONF
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write("# Written by appliance.local_services on every start.\n")
+        fh.write("\n".join(lines) + "\n")
+    return conf, _RedisAddress(0, sock, auth.password)
+
+
 def start_redis(
-    data_dir: Path, port: int, *, persist: bool = True, timeout: float = 30.0
+    data_dir: Path,
+    port: int,
+    *,
+    persist: bool = True,
+    timeout: float = 30.0,
+    auth: Auth | None = None,
 ) -> LocalService:
     """Start a private redis-server on 127.0.0.1:``port`` working in ``data_dir``.
 
     With ``persist`` the data lives in an append-only file under ``data_dir`` and a later
     start on the same directory finds it; without, nothing is written to disk.  RDB
     snapshots are off in both modes.  The server is a child process in its own session
-    (not daemonized); its output goes to ``data_dir/redis.log``.
+    (not daemonized); its output goes to ``data_dir/redis.log``.  ``auth``: the password
+    clients need, and the socket they use instead of the TCP port when it has a
+    ``socket_dir``; ``url`` then carries the password.
 
     Raises RuntimeError (with the tail of the log) when it does not answer PING in time.
     """
@@ -788,9 +964,15 @@ def start_redis(
     log_path = data_dir / _REDIS_LOG
     _rotate_log(log_path)
     offset = _file_size(log_path)
-    cmd = [
-        str(exe),
-        "--port", str(port),
+    cmd, address = [str(exe)], _RedisAddress(port)
+    if auth is not None:
+        if auth.socket_dir:
+            auth.socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        conf, address = _redis_conf(data_dir, auth)
+        cmd.append(str(conf))
+        address = _RedisAddress(0 if address.unix_path else port, address.unix_path, auth.password)
+    cmd += [
+        "--port", str(address.port),
         "--bind", "127.0.0.1",
         "--protected-mode", "yes",
         "--dir", str(data_dir),
@@ -800,8 +982,41 @@ def start_redis(
         "--save", "",
         "--appendonly", "yes" if persist else "no",
     ]  # fmt: skip
+    proc = _spawn_redis(cmd, data_dir, log_path)
+    try:
+        while not _redis_ready(proc, address):
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"redis-server exited with status {proc.returncode} on {address.where()}:\n"
+                    f"--- {log_path} (tail) ---\n{_tail(log_path, offset)}"
+                )
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"redis-server did not answer PING on {address.where()} within "
+                    f"{timeout:.0f}s:\n--- {log_path} (tail) ---\n{_tail(log_path, offset)}"
+                )
+            time.sleep(0.02)
+    except BaseException:
+        _terminate_redis(proc, None, 10)
+        raise
+
+    def stop() -> None:
+        _terminate_redis(proc, address, 30)
+
+    return LocalService(
+        name="redis",
+        url=address.url(),
+        port=address.port,
+        data_dir=data_dir,
+        pid=proc.pid,
+        log_path=log_path,
+        _stopper=stop,
+    )
+
+
+def _spawn_redis(cmd: list[str], data_dir: Path, log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("ab") as logf:
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
             stdout=logf,
@@ -810,32 +1025,3 @@ def start_redis(
             env=_clean_env(),
             start_new_session=True,
         )
-    try:
-        while not _redis_ready(proc, port):
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"redis-server exited with status {proc.returncode} on 127.0.0.1:{port}:\n"
-                    f"--- {log_path} (tail) ---\n{_tail(log_path, offset)}"
-                )
-            if time.monotonic() >= deadline:
-                raise RuntimeError(
-                    f"redis-server did not answer PING on 127.0.0.1:{port} within {timeout:.0f}s:"
-                    f"\n--- {log_path} (tail) ---\n{_tail(log_path, offset)}"
-                )
-            time.sleep(0.02)
-    except BaseException:
-        _terminate_redis(proc, None, 10)
-        raise
-
-    def stop() -> None:
-        _terminate_redis(proc, port, 30)
-
-    return LocalService(
-        name="redis",
-        url=f"redis://127.0.0.1:{port}/0",
-        port=port,
-        data_dir=data_dir,
-        pid=proc.pid,
-        log_path=log_path,
-        _stopper=stop,
-    )

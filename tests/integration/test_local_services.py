@@ -254,3 +254,103 @@ def test_redis_port_taken_by_another_redis(data_root: Path) -> None:
     finally:
         first.stop()
     _assert_gone([first.pid])
+
+
+# --------------------------------------------------------------------------- with passwords
+
+
+def _refused(url: str) -> str:
+    with pytest.raises(psycopg.OperationalError) as caught:
+        psycopg.connect(url, connect_timeout=5).close()
+    return str(caught.value)
+
+
+def test_postgres_with_auth_lets_in_only_the_app_role_with_its_password(data_root: Path) -> None:
+    run = data_root / "run"
+    auth = ls.Auth("s3cret-pw", run)
+    pg = ls.start_postgres(data_root / "pg", ls.free_port(), fast=True, auth=auth)
+    try:
+        assert run.stat().st_mode & 0o777 == 0o700
+        assert (run / f".s.PGSQL.{pg.port}").exists()
+        assert not _port_open(pg.port)  # the socket only
+        with psycopg.connect(pg.url) as conn:
+            row = conn.execute(
+                "SELECT current_user, rolsuper, rolcreaterole, rolcreatedb"
+                " FROM pg_roles WHERE rolname = current_user"
+            ).fetchone()
+            assert row == (ls.PG_APP_ROLE, False, False, False)
+            conn.execute("CREATE TABLE t (x int)")  # it owns the database's schema
+        where = f"host={run} port={pg.port} dbname=appliance"
+        assert "no password supplied" in _refused(f"{where} user={ls.PG_APP_ROLE}")
+        assert "password authentication failed" in _refused(
+            f"{where} user={ls.PG_APP_ROLE} password=wrong"
+        )
+        for superuser in ("postgres", "appliance"):  # no way in, with or without a password
+            _refused(f"{where} user={superuser}")
+            _refused(f"{where} user={superuser} password=s3cret-pw")
+        text = (data_root / "pg" / "postgresql.log").read_text()
+        assert "s3cret-pw" not in text
+    finally:
+        pg.stop()
+
+
+def test_a_trusting_cluster_is_handed_to_the_app_role_on_its_first_start_with_auth(
+    data_root: Path,
+) -> None:
+    """A data directory from before passwords: its superuser owned what the migrations made."""
+    data_dir = data_root / "pg"
+    old = ls.start_postgres(data_dir, ls.free_port(), fast=True)
+    try:
+        with psycopg.connect(old.url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE kv (k serial PRIMARY KEY, v text)")
+            conn.execute("CREATE VIEW kv_v AS SELECT v FROM kv")
+            conn.execute(
+                "CREATE FUNCTION kv_n() RETURNS bigint LANGUAGE sql AS 'SELECT count(*) FROM kv'"
+            )
+            conn.execute("INSERT INTO kv (v) VALUES ('kept')")
+    finally:
+        old.stop()
+    pg = ls.start_postgres(
+        data_dir, ls.free_port(), fast=True, auth=ls.Auth("pw2", data_root / "run")
+    )
+    try:
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            conn.execute("INSERT INTO kv (v) VALUES ('new')")
+            assert conn.execute("SELECT kv_n()").fetchone() == (2,)
+            assert conn.execute("SELECT count(*) FROM kv_v").fetchone() == (2,)
+            conn.execute("ALTER TABLE kv ADD COLUMN w int")  # a migration's kind of change
+            owners = conn.execute(
+                "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class"
+                " WHERE relnamespace = 'public'::regnamespace"
+            ).fetchall()
+            assert owners == [(ls.PG_APP_ROLE,)]
+        _refused(f"postgresql://appliance@127.0.0.1:{pg.port}/appliance")  # trust is gone
+    finally:
+        pg.stop()
+
+
+def test_redis_with_auth_answers_only_with_its_password_on_its_socket(data_root: Path) -> None:
+    run = data_root / "run"
+    port = ls.free_port()
+    rd = ls.start_redis(data_root / "redis", port, persist=False, auth=ls.Auth("r-pw", run))
+    try:
+        sock = run / "redis.sock"
+        assert sock.exists() and not _port_open(port)
+        assert redis.Redis.from_url(rd.url).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(unix_socket_path=str(sock)).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(unix_socket_path=str(sock), password="wrong").ping()
+        conf = data_root / "redis" / "redis.conf"
+        assert conf.stat().st_mode & 0o777 == 0o600
+        cmdline = Path(f"/proc/{rd.pid}/cmdline").read_bytes()
+        assert b"r-pw" not in cmdline  # every local user may read a command line
+    finally:
+        rd.stop()
+    assert not sock.exists()
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
