@@ -104,6 +104,7 @@ def appliance(
             "APPLIANCE_LOG_LEVEL": "WARNING",
             "APPLIANCE_DB_POOL_SIZE": "20",
             "APPLIANCE_WORKER_METRICS_PORT": "0",
+            "APPLIANCE_API_METRICS_PORT": "0",
             # one load generator, one address: the app's rate limits would measure themselves
             "APPLIANCE_REQUESTS_PER_MINUTE_PER_ADDRESS": "0",
             "APPLIANCE_REQUESTS_PER_MINUTE_PER_KEY": "0",
