@@ -187,7 +187,11 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 def _up(settings: Settings, _: argparse.Namespace) -> int:
     from appliance.supervisor import run_single_host
 
-    return run_single_host(settings)
+    try:
+        return run_single_host(settings)
+    except RuntimeError as exc:  # a private server, the service user or the sandbox
+        print(f"appliance: {exc}", file=sys.stderr)
+        return 1
 
 
 def _settings(_: Settings, __: argparse.Namespace) -> int:

@@ -18,13 +18,14 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from appliance import embedded
+
 PREFIX = "APPLIANCE_"
 DEFAULT_DATA_DIR = "/var/lib/appliance" if os.geteuid() == 0 else "~/.local/share/appliance"
-# Ports of the Postgres and Redis that `appliance up` starts itself when none is configured.
-EMBEDDED_POSTGRES_PORT = 54329
-EMBEDDED_REDIS_PORT = 56379
-EMBEDDED_DATABASE_URL = f"postgresql://appliance@127.0.0.1:{EMBEDDED_POSTGRES_PORT}/appliance"
-EMBEDDED_REDIS_URL = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+# Ports of the Postgres and Redis that `appliance up` starts itself when none is configured
+# (their Unix sockets carry them in their names; TCP only when a socket cannot be used).
+EMBEDDED_POSTGRES_PORT = embedded.POSTGRES_PORT
+EMBEDDED_REDIS_PORT = embedded.REDIS_PORT
 
 MiB = 1024 * 1024
 
@@ -48,7 +49,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         _doc(
             "libpq URL of the PostgreSQL primary (multi-host URLs with "
             "target_session_attrs work). Empty: `appliance up` starts "
-            "its own on port 54329 under data_dir."
+            "its own under data_dir (Unix socket in DATA_DIR/run, password in "
+            "DATA_DIR/credentials)."
         ),
     ] = ""
     database_read_url: Annotated[
@@ -63,12 +65,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         str,
         _doc(
             "Redis URL for the Dramatiq broker and events. Empty: "
-            "`appliance up` starts its own on port 56379."
+            "`appliance up` starts its own under data_dir (Unix socket in DATA_DIR/run, "
+            "password in DATA_DIR/credentials)."
         ),
     ] = ""
     db_pool_size: Annotated[
         int, _doc("Connections per process in the Postgres pool.", ge=1, le=200)
     ] = 10
+    service_user: Annotated[
+        str,
+        _doc(
+            "System user `appliance up` runs everything as (Postgres, Redis, API, workers)"
+            " when started as root; created when missing. Never root.",
+            pattern=r"^[a-z_][a-z0-9_-]{0,31}$",
+        ),
+    ] = "appliance"
     host: Annotated[str, _doc("Address the API listens on.")] = "127.0.0.1"
     port: Annotated[int, _doc("TCP port the API listens on.", ge=1, le=65535)] = 8080
     api_workers: Annotated[int, _doc("granian worker processes for the API.", ge=1, le=64)] = 1
@@ -373,11 +384,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or EMBEDDED_DATABASE_URL
+        return self.database_url or embedded.database_url(self.data_path)
 
     @property
     def effective_redis_url(self) -> str:
-        return self.redis_url or EMBEDDED_REDIS_URL
+        return self.redis_url or embedded.redis_url(self.data_path)
 
     @property
     def effective_metrics_dir(self) -> Path:
@@ -462,6 +473,8 @@ def _convert(var: str, raw: str, ftype: Any) -> Any:
 
 
 def _check_consistency(s: Settings) -> None:
+    if s.service_user == "root":
+        raise SettingsError(f"{PREFIX}SERVICE_USER='root' is invalid: name an unprivileged user")
     if s.storage == "s3":
         for name in ("s3_endpoint", "s3_access_key", "s3_secret_key"):
             if not getattr(s, name):

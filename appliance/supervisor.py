@@ -1,6 +1,8 @@
 """``appliance up``: the whole appliance on one host, in the foreground.
 
-Starts Postgres and Redis from the system binaries when none is configured, applies
+Started as root, it first becomes the service user (``service_user.py``) and runs everything
+as that user. Starts Postgres and Redis from the system binaries when none is configured
+(Unix sockets and passwords under the data directory: ``embedded.py``), applies
 migrations, then runs the API (granian) and one Dramatiq worker per queue class as child
 processes. Ctrl-C or SIGTERM stops the children, then the private servers, in that order. If a
 child dies, everything stops with a non-zero status, so a service manager restarts it whole.
@@ -17,10 +19,11 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from pathlib import Path
 
-from appliance import local_services, logs
+from appliance import embedded, local_services, logs, service_user
 from appliance.engines import QUEUE_CLASSES
-from appliance.settings import EMBEDDED_POSTGRES_PORT, EMBEDDED_REDIS_PORT, Settings
+from appliance.settings import Settings
 
 log = logging.getLogger("appliance.up")
 STOP_TIMEOUT = 30.0  # seconds children get to finish current requests and tasks
@@ -30,21 +33,15 @@ def run_single_host(settings: Settings) -> int:
     from appliance.db.migrate import migrate
 
     logs.configure(settings.log_level, settings.log_format)
-    env = dict(os.environ)
+    data = settings.data_path.absolute()
+    # The children find the private servers (and their passwords) from the data directory.
+    env = dict(os.environ) | {"APPLIANCE_DATA_DIR": str(data)}
+    if os.geteuid() == 0:
+        drop_root(settings, data, env)
+    check_sandbox(settings)
     with ExitStack() as stack:
-        if not settings.database_url:
-            pg = local_services.start_postgres(
-                settings.data_path / "postgres", EMBEDDED_POSTGRES_PORT
-            )
-            stack.callback(pg.stop)
-            env["APPLIANCE_DATABASE_URL"] = pg.url
-            log.info("started private PostgreSQL at %s", pg.url)
-        if not settings.redis_url:
-            rd = local_services.start_redis(settings.data_path / "redis", EMBEDDED_REDIS_PORT)
-            stack.callback(rd.stop)
-            env["APPLIANCE_REDIS_URL"] = rd.url
-            log.info("started private Redis at %s", rd.url)
-        applied = migrate(env.get("APPLIANCE_DATABASE_URL", settings.effective_database_url))
+        start_servers(settings, data, stack)
+        applied = migrate(settings.effective_database_url)
         log.info("migrations applied: %s", applied or "none pending")
         api = [sys.executable, "-m", "appliance.cli", "api"]  # granian and its metrics port
         commands = [(api, group_env(settings, env, None, 0))] + [
@@ -53,6 +50,51 @@ def run_single_host(settings: Settings) -> int:
         ]
         return _supervise(commands, settings)
     return 1  # unreachable; keeps type checkers calm
+
+
+def drop_root(settings: Settings, data: Path, env: dict[str, str]) -> None:
+    """Root only makes the service user and hands it the data directory, then is gone."""
+    user = service_user.ensure(settings.service_user)
+    service_user.hand_over(data, user)
+    service_user.become(user, env)
+    env["HOME"] = str(data)
+    service_user.check_reach(data)
+    log.info("running as %s (uid %d)", user.pw_name, user.pw_uid)
+
+
+def check_sandbox(settings: Settings) -> None:
+    """Engines run sandboxed or the appliance does not start (unless the operator turned the
+    sandbox off): as a normal user, bubblewrap needs unprivileged user namespaces."""
+    from appliance.engines.doctor import check_sandbox as probe
+
+    if settings.sandbox == "off":
+        return
+    check = probe(settings)
+    if not check.ok:
+        raise RuntimeError(
+            f"the engine sandbox does not work as uid {os.getuid()}: {check.detail} (the "
+            "kernel must allow unprivileged user namespaces: `unshare -U true` as that user)"
+        )
+
+
+def start_servers(settings: Settings, data: Path, stack: ExitStack) -> None:
+    """Postgres and Redis of our own where none is configured: on Unix sockets, behind
+    passwords generated on the first start (``embedded.py``)."""
+    if settings.database_url and settings.redis_url:
+        return
+    secrets = embedded.credentials(data)
+    sockets = embedded.socket_dir(data)
+    where = str(sockets) if sockets else "127.0.0.1"
+    if not settings.database_url:
+        auth = local_services.Auth(secrets.postgres, sockets)
+        pg = local_services.start_postgres(data / "postgres", embedded.POSTGRES_PORT, auth=auth)
+        stack.callback(pg.stop)
+        log.info("started private PostgreSQL on %s (password auth)", where)
+    if not settings.redis_url:
+        auth = local_services.Auth(secrets.redis, sockets)
+        rd = local_services.start_redis(data / "redis", embedded.REDIS_PORT, auth=auth)
+        stack.callback(rd.stop)
+        log.info("started private Redis on %s (password auth)", where)
 
 
 def group_env(settings: Settings, env: dict[str, str], queue: str | None, n: int) -> dict[str, str]:
@@ -78,10 +120,12 @@ def _supervise(commands: list[tuple[list[str], dict[str, str]]], settings: Setti
     # Own sessions: a Ctrl-C reaches only us, and we stop the children in order.
     children = [subprocess.Popen(cmd, env=env, start_new_session=True) for cmd, env in commands]
     log.info(
-        "appliance is up: API at http://%s:%s (sync API under %s)",
+        "appliance is up: API at http://%s:%s (sync API under %s), its metrics at http://%s:%s",
         settings.host,
         settings.port,
         settings.sync_prefix,
+        settings.api_metrics_host,
+        settings.api_metrics_port,
     )
     status = 0
     try:

@@ -39,6 +39,14 @@ if ((${#need[@]})); then
     "${APT[@]}" install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+# `appliance up` started as root runs everything as this unprivileged user (it would create
+# it too); its home is the default data directory.
+SERVICE_USER=${APPLIANCE_SERVICE_USER:-appliance}
+if [[ $(id -u) == 0 ]] && ! id -u "$SERVICE_USER" >/dev/null 2>&1; then
+    useradd --system --user-group --home-dir /var/lib/appliance --no-create-home \
+        --shell /usr/sbin/nologin "$SERVICE_USER"
+fi
+
 PY=${PYTHON:-python3}
 if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
     echo "install.sh: Python >= 3.11 is needed ($PY is $("$PY" --version 2>&1))" >&2
@@ -56,5 +64,10 @@ if [[ $DEV == 1 ]]; then
     "$UV" sync --frozen --all-extras --python "$PY" -q
 else
     "$UV" sync --frozen --no-dev --python "$PY" -q
+fi
+if [[ $(id -u) == 0 ]] && ! runuser -u "$SERVICE_USER" -- .venv/bin/python -c '' 2>/dev/null; then
+    echo "install.sh: warning: $SERVICE_USER cannot run .venv/bin/python (a directory on its way," \
+         "e.g. /root, is closed to it), so \`appliance up\` as root will refuse to start; use a" \
+         "checkout and a Python other users can read (e.g. under /opt, PYTHON=/usr/bin/python3)" >&2
 fi
 echo "install.sh: ready (.venv)"

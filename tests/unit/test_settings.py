@@ -32,6 +32,8 @@ def test_values_are_converted_from_strings():
         ("APPLIANCE_SYNC_PREFIX", "no-slash"),
         ("APPLIANCE_DATABASE_URL", "mysql://x"),
         ("APPLIANCE_DATABASE_READ_URL", "mysql://x"),
+        ("APPLIANCE_SERVICE_USER", "root"),
+        ("APPLIANCE_SERVICE_USER", "a b"),
     ],
 )
 def test_invalid_value_error_names_the_variable(var, value):
