@@ -21,8 +21,11 @@ import httpx
 import psycopg
 import pytest
 import redis
+from psycopg.rows import dict_row
 
 from appliance import local_services
+from appliance.db.migrate import migrate
+from appliance.security.keys import create_key
 from appliance.settings import EMBEDDED_POSTGRES_PORT, EMBEDDED_REDIS_PORT
 from tests.e2e.conftest import task, upload
 
@@ -249,3 +252,41 @@ def test_up_stops_on_ctrl_c_leaving_nothing(up):
     assert not _port_open(up.port) and not _port_open(API_METRICS_PORT)
     assert not (up.data / "run" / "redis.sock").exists()
     assert (up.data / "postgres" / "PG_VERSION").exists() and (up.data / "files").is_dir()
+
+
+def test_a_data_directory_from_a_root_run_before_passwords_keeps_its_data(
+    work_root, system_python, tmp_path
+):
+    """The cluster of an earlier `appliance up` as root: trusting, owned by the postgres
+    user, its tables owned by its superuser. A key made then still works after the upgrade."""
+    data = work_root / "old-data"
+    data.mkdir()
+    old = local_services.start_postgres(data / "postgres", local_services.free_port())
+    try:
+        migrate(old.url)
+        with psycopg.connect(old.url, autocommit=True, row_factory=dict_row) as conn:
+            key = create_key(conn, "old@example.test")
+    finally:
+        old.stop()
+    assert (data / "postgres").stat().st_uid == pwd.getpwnam("postgres").pw_uid
+    port = local_services.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env |= {"APPLIANCE_DATA_DIR": str(data), "APPLIANCE_PORT": str(port)}
+    log = tmp_path / "up.log"
+    proc = subprocess.Popen(
+        [system_python, "-m", "appliance.cli", "up"],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    upgraded = Up(proc, f"http://127.0.0.1:{port}", port, data, env, log)
+    try:
+        _wait_ready(upgraded)
+        jobs = httpx.get(
+            upgraded.base + "/v2/jobs", headers={"Authorization": f"Bearer {key}"}, timeout=10
+        )
+        assert jobs.status_code == 200, jobs.text
+    finally:
+        assert _stop(proc) == 0, upgraded.output()
+    assert (data / "postgres").stat().st_uid == pwd.getpwnam(SERVICE_USER).pw_uid
