@@ -65,9 +65,35 @@ if [[ $DEV == 1 ]]; then
 else
     "$UV" sync --frozen --no-dev --python "$PY" -q
 fi
-if [[ $(id -u) == 0 ]] && ! runuser -u "$SERVICE_USER" -- .venv/bin/python -c '' 2>/dev/null; then
-    echo "install.sh: warning: $SERVICE_USER cannot run .venv/bin/python (a directory on its way," \
-         "e.g. /root, is closed to it), so \`appliance up\` as root will refuse to start; use a" \
-         "checkout and a Python other users can read (e.g. under /opt, PYTHON=/usr/bin/python3)" >&2
-fi
 echo "install.sh: ready (.venv)"
+
+# As root, `appliance up` runs as the service user, which must be able to read the code and
+# run its Python. A checkout under /root (0700), or a Python from pyenv there, is closed to
+# it: then the locked dependencies and this checkout's package go into a copy other users can
+# read, $RUNTIME_DIR (/opt/appliance), on Debian's Python, and scripts/run starts that copy.
+RUNTIME_DIR=${APPLIANCE_RUNTIME_DIR:-/opt/appliance}
+if [[ $(id -u) == 0 ]]; then
+    if runuser -u "$SERVICE_USER" -- .venv/bin/python -c 'import appliance' 2>/dev/null; then
+        rm -f .runtime  # the service user runs this checkout's .venv
+    else
+        SYSTEM_PY=/usr/bin/python3
+        "$SYSTEM_PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+            echo "install.sh: $SERVICE_USER cannot read .venv and $SYSTEM_PY is older than 3.11" >&2
+            exit 1
+        }
+        mkdir -p "$RUNTIME_DIR" && chmod 755 "$RUNTIME_DIR"
+        [[ -x $RUNTIME_DIR/venv/bin/python ]] || "$UV" venv -q --python "$SYSTEM_PY" "$RUNTIME_DIR/venv"
+        "$UV" export -q --frozen --no-dev --no-emit-project --no-hashes -o "$RUNTIME_DIR/requirements.txt"
+        "$UV" pip install -q --link-mode copy --python "$RUNTIME_DIR/venv/bin/python" \
+            -r "$RUNTIME_DIR/requirements.txt"
+        "$UV" pip install -q --link-mode copy --reinstall-package appliance --no-deps \
+            --python "$RUNTIME_DIR/venv/bin/python" .
+        chmod -R a+rX "$RUNTIME_DIR"
+        runuser -u "$SERVICE_USER" -- "$RUNTIME_DIR/venv/bin/python" -c 'import appliance' || {
+            echo "install.sh: $SERVICE_USER cannot run $RUNTIME_DIR either" >&2
+            exit 1
+        }
+        echo "$RUNTIME_DIR/venv" > .runtime
+        echo "install.sh: ready ($RUNTIME_DIR/venv, for $SERVICE_USER: it cannot read .venv)"
+    fi
+fi
