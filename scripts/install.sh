@@ -71,8 +71,9 @@ echo "install.sh: ready (.venv)"
 # run its Python. A checkout under /root (0700), or a Python from pyenv there, is closed to
 # it: then the locked dependencies and this checkout's package go into a copy other users can
 # read, $RUNTIME_DIR (/opt/appliance), on Debian's Python, and scripts/run starts that copy.
+# (Not for --dev: the tests start the appliance on an environment of their own.)
 RUNTIME_DIR=${APPLIANCE_RUNTIME_DIR:-/opt/appliance}
-if [[ $(id -u) == 0 ]]; then
+if [[ $(id -u) == 0 && $DEV == 0 ]]; then
     if runuser -u "$SERVICE_USER" -- .venv/bin/python -c 'import appliance' 2>/dev/null; then
         rm -f .runtime  # the service user runs this checkout's .venv
     else
