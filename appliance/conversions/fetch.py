@@ -1,8 +1,9 @@
 """import/url: download over http(s) with the size limit, never to internal addresses.
 
 Each hop's host is resolved once, checked by ``netguard``, and the connection goes to that
-exact address (TLS still verifies the host name), so DNS rebinding cannot slip past the check.
-Redirects are followed by hand (at most 5), each one checked the same way.
+exact address (TLS still verifies the host name), so DNS rebinding cannot slip past the check
+(``open_pinned``, which webhook deliveries use too). Redirects are followed by hand (at most
+5), each one checked the same way.
 """
 
 from __future__ import annotations
@@ -91,14 +92,18 @@ def _hop(
     deadline: float,
     too_long: str,
 ) -> tuple[urllib3.HTTPConnectionPool, urllib3.BaseHTTPResponse]:
-    """``_open`` with what the deadline has left when that is less than ``timeout``: a
+    """``open_pinned`` with what the deadline has left when that is less than ``timeout``: a
     redirect chain spends the one deadline, and running out of it is reported as such."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise RetryableError(too_long)
     try:
-        return _open(
-            url, allow_private=allow_private, timeout=min(timeout, remaining), headers=headers
+        return open_pinned(
+            "GET",
+            url,
+            allow_private=allow_private,
+            timeout=min(timeout, remaining),
+            headers=headers,
         )
     except RetryableError as exc:
         if time.monotonic() >= deadline:
@@ -111,9 +116,19 @@ def _origin(url: str) -> tuple[str, str | None, int | None]:
     return parts.scheme, parts.hostname, parts.port
 
 
-def _open(
-    url: str, *, allow_private: bool, timeout: float, headers: dict[str, str]
+def open_pinned(
+    method: str,
+    url: str,
+    *,
+    allow_private: bool,
+    timeout: float,
+    headers: dict[str, str],
+    body: bytes | None = None,
+    user_agent: str = USER_AGENT,
 ) -> tuple[urllib3.HTTPConnectionPool, urllib3.BaseHTTPResponse]:
+    """Send one request to ``url`` at the one address its host resolved to, once ``netguard``
+    allowed it; redirects are the caller's. ``timeout`` bounds the connect and each read.
+    The caller releases the response and closes the pool."""
     try:  # a redirect's Location is the server's to write: a bad host or port is refused
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -121,7 +136,7 @@ def _open(
         parts, port = urlsplit(""), 0
     if parts.scheme not in ("http", "https") or not parts.hostname or not port:
         raise InvalidData(
-            f"Only http and https URLs can be imported, not {url!r}",
+            f"Only http and https URLs are allowed, not {url!r}",
             code="INVALID_URL",
             errors={"url": ["must be http:// or https://"]},
         )
@@ -147,9 +162,10 @@ def _open(
     host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
     try:
         response = pool.urlopen(
-            "GET",
+            method,
             path,
-            headers={**headers, "Host": host_header, "User-Agent": USER_AGENT},
+            body=body,
+            headers={**headers, "Host": host_header, "User-Agent": user_agent},
             redirect=False,
             preload_content=False,
         )
