@@ -161,16 +161,17 @@ BEGIN
     RETURN NULL;
 END $function$;
 
--- defined in 0003_create_and_import_in_one.sql
-CREATE OR REPLACE FUNCTION public.appliance_create_job(p_user uuid, p_tag text, p_hours double precision, p_tasks jsonb, p_doc boolean, OUT new_job uuid, OUT doc text)
+-- defined in 0008_webhooks.sql
+CREATE OR REPLACE FUNCTION public.appliance_create_job(p_user uuid, p_tag text, p_hours double precision, p_tasks jsonb, p_doc boolean, p_webhook_url text DEFAULT NULL::text, OUT new_job uuid, OUT doc text)
  RETURNS record
  LANGUAGE plpgsql
 AS $function$
 BEGIN
-    INSERT INTO jobs (user_id, tag, expires_at)
-    VALUES (p_user, p_tag, now() + p_hours * interval '1 hour')
+    INSERT INTO jobs (user_id, tag, expires_at, webhook_url)
+    VALUES (p_user, p_tag, now() + p_hours * interval '1 hour', p_webhook_url)
     RETURNING id INTO new_job;
     PERFORM appliance_insert_tasks(new_job, p_user, p_hours, p_tasks);
+    PERFORM appliance_queue_webhooks(new_job, 'job.created');
     IF p_doc THEN
         SELECT d.doc::text INTO doc FROM job_docs d WHERE d.id = new_job;
     END IF;
@@ -285,6 +286,49 @@ BEGIN
            now() + p_hours * interval '1 hour'
       FROM jsonb_array_elements(p_tasks) WITH ORDINALITY AS x(t, n)
      ORDER BY n;
+END $function$;
+
+-- defined in 0008_webhooks.sql
+CREATE OR REPLACE FUNCTION public.appliance_job_ended_webhooks()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    PERFORM appliance_queue_webhooks(
+        NEW.id, CASE NEW.status WHEN 'finished' THEN 'job.finished' ELSE 'job.failed' END);
+    RETURN NULL;
+END $function$;
+
+-- defined in 0008_webhooks.sql
+CREATE OR REPLACE FUNCTION public.appliance_queue_webhooks(p_job uuid, p_event text)
+ RETURNS integer
+ LANGUAGE plpgsql
+ SET "TimeZone" TO 'UTC'
+AS $function$
+DECLARE
+    v_user uuid;
+    v_url text;
+    v_body text;
+    v_count integer;
+BEGIN
+    SELECT user_id, CASE WHEN p_event <> 'job.created' THEN webhook_url END
+      INTO v_user, v_url FROM jobs WHERE id = p_job;
+    IF v_url IS NULL AND NOT EXISTS (
+        SELECT 1 FROM webhooks w
+         WHERE w.user_id = v_user AND w.disabled_at IS NULL AND p_event = ANY (w.events)
+    ) THEN
+        RETURN 0;
+    END IF;
+    SELECT json_build_object('event', p_event, 'job', d.doc)::text INTO v_body
+      FROM job_docs d WHERE d.id = p_job;
+    INSERT INTO webhook_deliveries (webhook_id, user_id, job_id, event, url, body)
+    SELECT w.id, v_user, p_job, p_event, w.url, v_body FROM webhooks w
+     WHERE w.user_id = v_user AND w.disabled_at IS NULL AND p_event = ANY (w.events)
+    UNION ALL
+    SELECT NULL, v_user, p_job, p_event, v_url, v_body WHERE v_url IS NOT NULL;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    PERFORM pg_notify('appliance_webhooks', '');
+    RETURN v_count;
 END $function$;
 
 -- defined in 0001_init.sql

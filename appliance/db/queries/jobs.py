@@ -12,7 +12,7 @@ from psycopg.types.json import Jsonb
 from appliance.db import AsyncDictConnection
 from appliance.db.queries.files import forget_cached_outputs, released_now
 
-CREATE_JOB = "SELECT * FROM appliance_create_job(%s, %s, %s, %s, %s)"
+CREATE_JOB = "SELECT * FROM appliance_create_job(%s, %s, %s, %s, %s, %s)"
 INSERT_TASKS = "SELECT appliance_insert_tasks(NULL, %s, %s, %s)"
 EXTERNAL_INPUTS = (
     "SELECT t.id, t.operation, t.payload, "
@@ -107,10 +107,11 @@ async def create_job(
     hours: float,
     rows: list[dict[str, Any]],
     doc: bool,
+    webhook_url: str | None = None,
 ) -> dict[str, Any]:
-    """A job and its tasks (appliance_create_job, migration 0003): new_job, and doc when
+    """A job and its tasks (appliance_create_job, migration 0008): new_job, and doc when
     asked."""
-    row = await _one(conn, CREATE_JOB, (user_id, tag, hours, Jsonb(rows), doc))
+    row = await _one(conn, CREATE_JOB, (user_id, tag, hours, Jsonb(rows), doc, webhook_url))
     assert row is not None
     return row  # type: ignore[no-any-return]
 
