@@ -233,8 +233,39 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ),
     ] = False
     allow_private_urls: Annotated[
-        bool, _doc("Let import/url reach private, loopback and link-local addresses.")
+        bool,
+        _doc(
+            "Let import/url and webhook deliveries reach private, loopback and link-local"
+            " addresses."
+        ),
     ] = False
+    webhook_timeout_seconds: Annotated[
+        float, _doc("Timeout of each webhook delivery's connect and read, in seconds.", gt=0)
+    ] = 10.0
+    webhook_max_attempts: Annotated[
+        int,
+        _doc(
+            "Attempts at one webhook delivery before it fails (network errors, 408, 429 and 5xx"
+            " are tried again): 15 with the default backoff span about 24 hours.",
+            ge=1,
+            le=100,
+        ),
+    ] = 15
+    webhook_backoff_seconds: Annotated[
+        float,
+        _doc(
+            "Wait before a webhook delivery's second attempt, in seconds; it doubles with each"
+            " attempt up to APPLIANCE_WEBHOOK_BACKOFF_MAX_SECONDS.",
+            gt=0,
+        ),
+    ] = 30.0
+    webhook_backoff_max_seconds: Annotated[
+        float, _doc("Longest wait between two attempts at a webhook delivery, in seconds.", gt=0)
+    ] = 14400.0
+    webhook_senders: Annotated[
+        int,
+        _doc("Webhook deliveries each worker process has in flight at once.", ge=1, le=64),
+    ] = 4
     fetch_timeout_seconds: Annotated[
         float, _doc("Timeout of each import/url connect and read, in seconds.", gt=0)
     ] = 30.0

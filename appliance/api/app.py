@@ -12,13 +12,14 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from appliance import logs
-from appliance.api import files, jobs, meta, responses, tasks, users
+from appliance.api import files, jobs, meta, responses, tasks, users, webhooks
 from appliance.api.deps import Services, principal
 from appliance.api.drain import Drain, DrainFlag
 from appliance.api.events import Notifier
 from appliance.conversions.catalog import Catalog
 from appliance.conversions.service import JobService
 from appliance.conversions.task import Dispatcher
+from appliance.conversions.webhooks import WebhookService
 from appliance.errors import ClientError
 from appliance.metrics.http import HttpMetrics
 from appliance.security.auth import Authenticator
@@ -63,6 +64,7 @@ def create_app(
                 what="sync requests open",
             ),
         )
+        app.state.webhooks = WebhookService(settings, jobs.pool)
         try:
             yield
         finally:
@@ -95,6 +97,8 @@ def create_app(
             uploads,
             tasks.TaskController,
             *tasks.SINGLE_TASK_ROUTES,
+            webhooks.WebhookController,
+            webhooks.my_webhooks,
             files.download,
             users.me,
             meta.formats,

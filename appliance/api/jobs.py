@@ -88,7 +88,9 @@ class JobController(Controller):
 async def create_job(request: Request[Any, Any, Any], data: JobCreate, principal: Principal) -> str:
     await check_json_size(request, data.tasks)
     await count_conversions(request, conversions_in(data.tasks))
-    return await services(request).jobs.create_job(principal.user_id, data.tasks, data.tag)
+    return await services(request).jobs.create_job(
+        principal.user_id, data.tasks, data.tag, webhook_url=data.webhook_url
+    )
 
 
 class SyncJobCreate(JobCreate):

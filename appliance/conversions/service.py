@@ -31,6 +31,7 @@ from appliance.conversions.lifecycle import (
 )
 from appliance.conversions.operations.enabled import OPERATIONS
 from appliance.conversions.task import Dispatcher, Ready
+from appliance.conversions.webhooks import check_url
 from appliance.db import AsyncDictConnection, AsyncPool, async_pool
 from appliance.db.queries import files as file_rows
 from appliance.db.queries import health
@@ -100,7 +101,12 @@ class JobService:
         await health.ping(self.pool)
 
     # -- creation ------------------------------------------------------------------------
-    async def create_job(self, user_id: uuid.UUID, tasks: Any, tag: str | None) -> str:
+    async def create_job(
+        self, user_id: uuid.UUID, tasks: Any, tag: str | None, *, webhook_url: str | None = None
+    ) -> str:
+        """A job; ``webhook_url`` gets its job.finished or job.failed (``webhooks``)."""
+        if webhook_url is not None:
+            check_url(webhook_url, "webhook_url")
         if isinstance(tasks, dict) and len(tasks) > self.settings.max_tasks_per_job:
             cap = self.settings.max_tasks_per_job
             raise InvalidData(
@@ -118,7 +124,9 @@ class JobService:
             hours = self.settings.job_retention_hours
             # One statement, unless imported files or existing inputs have tasks to settle.
             async with conn.transaction() if settle else contextlib.nullcontext():
-                row = await job_rows.create_job(conn, user_id, tag, hours, rows, not settle)
+                row = await job_rows.create_job(
+                    conn, user_id, tag, hours, rows, not settle, webhook_url
+                )
                 doc: str = row["doc"]
                 if settle:
                     ready += await self._settle(conn, planned, inline)

@@ -1,7 +1,8 @@
 """Entry module for ``dramatiq appliance.jobs.worker -Q <queue>``: wiring only.
 
 Importing it builds the broker and declares the actors. Each worker process builds its
-``Runtime`` (pools, storage, engines) on boot, and runs a reconciler thread.
+``Runtime`` (pools, storage, engines) on boot, and runs a reconciler thread and the webhook
+senders.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from appliance.engines import QUEUE_CLASSES
 from appliance.jobs.broker import declare_actors, make_broker, make_dispatcher
 from appliance.jobs.health_server import serve
 from appliance.jobs.reconciler import ReconcilerThread
+from appliance.jobs.webhooks import WebhookSenderThread
 from appliance.metrics import preset
 from appliance.settings import Settings
 
@@ -32,7 +34,8 @@ def _run(task_id: str, queue: str) -> None:
 
 
 class _Boot(dramatiq.Middleware):
-    """Builds the process's Runtime when its worker boots; starts the reconciler."""
+    """Builds the process's Runtime when its worker boots; starts the reconciler and the
+    webhook senders."""
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         global _runner
@@ -41,10 +44,14 @@ class _Boot(dramatiq.Middleware):
         _runner = TaskRunner(rt)
         self.reconciler = ReconcilerThread(rt)
         self.reconciler.start()
+        self.webhooks = WebhookSenderThread(rt)
+        self.webhooks.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if hasattr(self, "reconciler"):
             self.reconciler.stop()
+        if hasattr(self, "webhooks"):
+            self.webhooks.stop()
 
 
 class _MetricsPort(dramatiq.Middleware):

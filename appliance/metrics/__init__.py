@@ -102,6 +102,14 @@ RATELIMIT_REJECTIONS = Counter(
     ["scope"],
 )
 
+WEBHOOK_DELIVERIES = Counter(
+    "appliance_webhook_deliveries",
+    "Attempts at webhook deliveries, by outcome: delivered (2xx), retry (a network error,"
+    " 408, 429 or 5xx with attempts left), failed (any other answer, a refused address or"
+    " the last attempt), gone (410: the webhook is disabled).",
+    ["outcome"],
+)
+
 
 def preset(queues: Iterable[str] = (), operations: Iterable[str] = ()) -> None:
     """Create the series of the queue classes and task operations the caller knows (the
@@ -127,3 +135,5 @@ for _reason in ("start", "recycled", "crashed", "timeout", "died"):
     ENGINE_RESTARTS.labels(_reason)
 for _scope in ("key", "ip", "user"):
     RATELIMIT_REJECTIONS.labels(_scope)
+for _outcome in ("delivered", "retry", "failed", "gone"):
+    WEBHOOK_DELIVERIES.labels(_outcome)

@@ -1,0 +1,144 @@
+"""Webhooks, CloudConvert's: a user's subscriptions to job events, each with its own signing
+secret, and the delivery log. The events themselves are written by Postgres in the
+transaction that creates or ends a job (migration 0008); ``webhook_delivery`` sends them.
+
+Knows nothing of HTTP serving: takes plain values, returns JSON text built by Postgres or
+raises ``appliance.errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from appliance.conversions.operations.import_url import url_path
+from appliance.db import AsyncPool
+from appliance.db.queries import webhooks as rows
+from appliance.errors import InvalidData, NotFound
+from appliance.security.netguard import resolve
+from appliance.settings import Settings
+
+EVENTS = ("job.created", "job.finished", "job.failed")
+DELIVERY_STATUSES = ("pending", "delivered", "failed")
+SIGNATURE_HEADER = "CloudConvert-Signature"
+# The same on every attempt at one delivery: a receiver drops what it has already seen.
+DELIVERY_ID_HEADER = "Appliance-Delivery-Id"
+MAX_URL_CHARS = 2048
+MAX_WEBHOOKS_PER_USER = 25  # bounds the deliveries one job's event can fan out to
+
+
+def sign(secret: str, body: bytes) -> str:
+    """``CloudConvert-Signature``: hex HMAC-SHA256 of the exact body bytes."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def check_url(url: object, field: str) -> str:
+    """``url`` if it is an http(s) URL with a host (422 naming ``field`` otherwise)."""
+    if not isinstance(url, str) or len(url) > MAX_URL_CHARS or url_path(url) is None:
+        raise InvalidData(
+            f"{field} must be an http:// or https:// URL",
+            code="INVALID_URL",
+            errors={
+                field: [f"must be an http:// or https:// URL of at most {MAX_URL_CHARS} characters"]
+            },
+        )
+    return url
+
+
+def check_events(events: object) -> list[str]:
+    if (
+        not isinstance(events, list)
+        or not events
+        or not all(isinstance(e, str) and e in EVENTS for e in events)
+    ):
+        raise InvalidData(
+            "events must list at least one event",
+            errors={"events": [f"must be a non-empty list of {', '.join(EVENTS)}"]},
+        )
+    return sorted(set(events), key=EVENTS.index)
+
+
+@dataclass
+class WebhookService:
+    settings: Settings
+    pool: AsyncPool
+
+    async def create(self, user_id: uuid.UUID, url: object, events: object) -> str:
+        """A new webhook with a fresh signing secret. Its host must resolve to public
+        addresses only (unless ``allow_private_urls``); each delivery checks again."""
+        url, events = check_url(url, "url"), check_events(events)
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host = parts.hostname or ""
+        await asyncio.to_thread(resolve, host, port, allow_private=self.settings.allow_private_urls)
+        async with self.pool.connection() as conn, conn.transaction():
+            if await rows.count(conn, user_id) >= MAX_WEBHOOKS_PER_USER:
+                raise InvalidData(
+                    f"A user may have at most {MAX_WEBHOOKS_PER_USER} webhooks",
+                    code="TOO_MANY_WEBHOOKS",
+                )
+            return await rows.create(conn, user_id, url, events, secrets.token_hex(32))
+
+    async def page(
+        self, user_id: uuid.UUID, url: str | None, page: int, per_page: int
+    ) -> tuple[str, bool]:
+        """One page of the user's webhooks (JSON array text) and whether a next exists."""
+        async with self.pool.connection() as conn:
+            found = await rows.page(conn, user_id, url, per_page + 1, (page - 1) * per_page)
+        return trim(found, per_page)
+
+    async def show(self, user_id: uuid.UUID, webhook_id: uuid.UUID) -> str:
+        async with self.pool.connection() as conn:
+            doc = await rows.show(conn, user_id, webhook_id)
+        if doc is None:
+            raise NotFound(f"Webhook {webhook_id} not found")
+        return doc
+
+    async def delete(self, user_id: uuid.UUID, webhook_id: uuid.UUID) -> None:
+        async with self.pool.connection() as conn:
+            if not await rows.delete(conn, user_id, webhook_id):
+                raise NotFound(f"Webhook {webhook_id} not found")
+
+    async def deliveries(
+        self,
+        user_id: uuid.UUID,
+        filters: tuple[uuid.UUID | None, uuid.UUID | None, str | None],
+        page: int,
+        per_page: int,
+    ) -> tuple[str, bool]:
+        """One page of the delivery log, newest first, filtered by (webhook id, job id,
+        status), and whether a next page exists."""
+        status = filters[2]
+        if status is not None and status not in DELIVERY_STATUSES:
+            raise InvalidData(
+                f"Unknown status {status!r}",
+                errors={"filter[status]": [f"must be one of {', '.join(DELIVERY_STATUSES)}"]},
+            )
+        async with self.pool.connection() as conn:
+            found = await rows.deliveries(
+                conn, user_id, filters, per_page + 1, (page - 1) * per_page
+            )
+        return trim(found, per_page)
+
+    async def signing_secret(self, user_id: uuid.UUID) -> str:
+        """The secret that signs deliveries to the webhook_url a job names."""
+        async with self.pool.connection() as conn:
+            secret = await rows.signing_secret(conn, user_id)
+        if secret is None:
+            raise NotFound("No such user")
+        return secret
+
+
+def trim(found: tuple[str, int], per_page: int) -> tuple[str, bool]:
+    """A page read with one row more than ``per_page`` (to learn whether a next page exists):
+    its first ``per_page`` rows, and whether there were more."""
+    doc, n = found
+    if n <= per_page:
+        return doc, False
+    return json.dumps(json.loads(doc)[:per_page]), True
