@@ -20,7 +20,7 @@ class Received:
     path: str
     headers: dict[str, str]  # names lower-cased
     body: bytes
-    at: float  # time.monotonic() on arrival
+    at: float  # time.time() on arrival (wall clock: compared with Postgres's timestamps)
 
     @property
     def payload(self) -> Any:
@@ -73,7 +73,7 @@ class Receiver:
 
     def record(self, path: str, headers: dict[str, str], body: bytes) -> None:
         with self._arrived:
-            self.received.append(Received(path, headers, body, time.monotonic()))
+            self.received.append(Received(path, headers, body, time.time()))
             self._arrived.notify_all()
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[Received]:
