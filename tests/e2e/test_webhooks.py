@@ -35,7 +35,7 @@ def allowed(deployment) -> bool:
 
 def test_webhook_routes_need_the_webhook_scopes(deployment, receiver):
     body = {"url": receiver.url, "events": ["job.finished"]}
-    with deployment.client(deployment.key()) as api:  # task.read and task.write only
+    with deployment.client(key_with(deployment, "{task.read,task.write}")) as api:
         for r in (api.get("/v2/webhooks"), api.post("/v2/webhooks", json=body)):
             assert r.status_code == 403 and r.json()["code"] == "MISSING_SCOPE"
         assert "webhook.read" in api.get("/v2/users/me/webhooks").json()["message"]
