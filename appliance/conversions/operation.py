@@ -124,6 +124,9 @@ class Operation:
     body_file: ClassVar[str | None] = None
     # ends without engine or file transfer: the worker that made it ready runs it at once
     inline: ClassVar[bool] = False
+    # payload fields sealed before the task is stored and dropped when it ends, never in its
+    # JSON (``security.sealing``): credentials the run needs
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
     # its route and queue class are planned once an input's file is named, if not before
     # (appliance_routed_dependents names these operations; a test keeps the two in step)
     routed: ClassVar[bool] = False

@@ -54,7 +54,7 @@ from appliance.metrics import (
     UPLOAD_BYTES,
     preset,
 )
-from appliance.security import signing
+from appliance.security import sealing, signing
 from appliance.settings import Settings
 from appliance.storage import Storage, make_storage, object_key
 
@@ -265,7 +265,7 @@ class JobService:
                     "name": task.name,
                     "operation": task.operation,
                     "queue": task.queue,
-                    "payload": task.payload,
+                    "payload": self._stored_payload(task),
                     "depends_on": [str(d) for d in task.depends_on],
                     "routes": task.routes or None,
                     "result": form,
@@ -275,6 +275,14 @@ class JobService:
             if runs_now:
                 ready.append(Ready(task.id, task.queue))
         return rows, ready
+
+    def _stored_payload(self, task: graph.PlannedTask) -> dict[str, Any]:
+        """The payload as stored: its operation's secret fields sealed (``security.sealing``)."""
+        names = OPERATIONS[task.operation].secret_fields
+        if not names:
+            return task.payload
+        key = sealing.derive_key(self.settings.signing_key())
+        return sealing.seal(task.payload, names, key, str(task.id))
 
     async def _settle(
         self, conn: AsyncDictConnection, planned: list[graph.PlannedTask], inline: InlineFiles

@@ -196,6 +196,16 @@ BEGIN
     RETURN v_count;
 END $function$;
 
+-- defined in 0010_sealed_task_secrets.sql
+CREATE OR REPLACE FUNCTION public.appliance_drop_sealed()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    NEW.payload := NEW.payload - '_sealed';
+    RETURN NEW;
+END $function$;
+
 -- defined in 0004_task_ends_without_table_scans.sql
 CREATE OR REPLACE FUNCTION public.appliance_fail_task(p_task uuid, p_code text, p_message text)
  RETURNS integer
@@ -430,7 +440,7 @@ BEGIN
     RETURN NEW;
 END $function$;
 
--- defined in 0001_init.sql
+-- defined in 0010_sealed_task_secrets.sql
 CREATE OR REPLACE FUNCTION public.appliance_task_json(t tasks)
  RETURNS json
  LANGUAGE sql
@@ -440,7 +450,9 @@ AS $function$
         'id', t.id, 'name', t.name, 'job_id', t.job_id, 'operation', t.operation,
         'status', t.status, 'message', t.message, 'code', t.code, 'percent', t.percent,
         'credits', 0, 'engine', t.engine, 'engine_version', t.engine_version,
-        'payload', t.payload, 'result', t.result,
+        -- `?` reads the key list only: payloads without the field are not copied
+        'payload', CASE WHEN t.payload ? '_sealed' THEN t.payload - '_sealed' ELSE t.payload END,
+        'result', t.result,
         'created_at', date_trunc('second', t.created_at),
         'started_at', date_trunc('second', t.started_at),
         'ended_at', date_trunc('second', t.ended_at),

@@ -1,0 +1,90 @@
+"""Secrets a task carries (an S3 secret access key, a session token) sealed for its life.
+
+A task's payload is stored in Postgres and shown in its JSON. The fields an operation
+declares secret (``Operation.secret_fields``) never reach either in clear: before the task is
+written they are taken out of the payload and sealed, AES-256-GCM, into its ``_sealed`` field;
+the worker that runs the task opens them. The task's JSON leaves ``_sealed`` out, and the
+database drops it when the task ends, finished or failed (migration 0010), so an ended task
+keeps no secret at all, not even encrypted.
+
+The key is derived from the operator's signing key (``Settings.signing_key``), which every API
+and worker host shares; the task's id is the associated data, so a sealed value opens only for
+the task it was sealed for. Rotating the signing key makes the secrets of tasks still waiting
+unreadable: they fail with ``CREDENTIALS_UNAVAILABLE``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from Crypto.Cipher import AES
+
+from appliance.errors import PermanentError
+
+log = logging.getLogger(__name__)
+
+SEALED = "_sealed"  # the payload field holding the sealed secrets; also named in migration 0010
+VERSION = "v1"
+_NONCE_BYTES = 12
+_TAG_BYTES = 16
+_KEY_PURPOSE = b"appliance task secrets v1"
+
+
+def derive_key(signing_key: bytes) -> bytes:
+    """The 256-bit sealing key: an HMAC of a fixed purpose under the signing key, so the key
+    that signs URLs is never used as an encryption key itself."""
+    return hmac.new(signing_key, _KEY_PURPOSE, hashlib.sha256).digest()
+
+
+def seal(
+    payload: Mapping[str, Any], names: Iterable[str], key: bytes, context: str
+) -> dict[str, Any]:
+    """A copy of ``payload`` with the fields ``names`` taken out and sealed under ``key`` for
+    ``context`` (the task's id) into ``_sealed``; a copy unchanged when none is there."""
+    out = dict(payload)
+    out.pop(SEALED, None)  # only ever written here: a client's own value is dropped
+    secrets = {name: out.pop(name) for name in names if name in out}
+    if not secrets:
+        return out
+    nonce = os.urandom(_NONCE_BYTES)
+    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce)
+    cipher.update(context.encode())
+    body, tag = cipher.encrypt_and_digest(json.dumps(secrets).encode())
+    out[SEALED] = f"{VERSION}.{base64.urlsafe_b64encode(nonce + body + tag).decode()}"
+    return out
+
+
+def unseal(payload: Mapping[str, Any], key: bytes, context: str) -> dict[str, Any]:
+    """The secrets sealed in ``payload`` for ``context``; CREDENTIALS_UNAVAILABLE when there
+    are none (the task ended, or is a retry of an ended one) or they do not open (another
+    signing key, another task)."""
+    sealed = payload.get(SEALED)
+    if not isinstance(sealed, str) or not sealed.startswith(f"{VERSION}."):
+        raise _unavailable("no sealed credentials")
+    try:
+        raw = base64.urlsafe_b64decode(sealed[len(VERSION) + 1 :])
+        nonce, body, tag = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:-_TAG_BYTES], raw[-_TAG_BYTES:]
+        cipher = AES.new(key, AES.MODE_GCM, nonce=nonce)
+        cipher.update(context.encode())
+        secrets = json.loads(cipher.decrypt_and_verify(body, tag))
+    except (ValueError, TypeError) as exc:  # a wrong key or context fails the tag: ValueError
+        raise _unavailable("sealed credentials do not open") from exc
+    if not isinstance(secrets, dict):
+        raise _unavailable("sealed credentials are not an object")
+    return secrets
+
+
+def _unavailable(why: str) -> PermanentError:
+    log.warning("task credentials unavailable: %s", why)  # which: for the log only
+    return PermanentError(
+        "The task's credentials are no longer available (they are kept only until it ends);"
+        " create a new task",
+        code="CREDENTIALS_UNAVAILABLE",
+    )
