@@ -1,8 +1,10 @@
-"""Decides whether an outbound connection (import/url, later webhooks) may reach an address.
+"""Decides whether an outbound connection (import/url, import/s3 and export/s3, later
+webhooks) may reach an address.
 
 Checked on the resolved IP, never the host name, and again on every redirect, so DNS tricks
 and redirects to internal services are refused. Cloud metadata addresses are link-local or
-explicitly listed here.
+explicitly listed here. ``GuardedPoolManager`` is a urllib3 pool manager (for clients such as
+``minio`` that take one) whose every request goes to an address checked here.
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+from typing import Any
+
+import urllib3
+from urllib3.util import parse_url
 
 from appliance.errors import InvalidData
 
@@ -73,3 +79,40 @@ def resolve(host: str, port: int, *, allow_private: bool) -> str:
                 },
             )
     return str(addresses[0])
+
+
+class GuardedPoolManager(urllib3.PoolManager):
+    """A urllib3 pool manager whose every request goes to an address ``resolve`` allowed just
+    before it: the host is resolved and checked per request, and the connection is made to
+    that very address (the Host header names the host; TLS checks the certificate against the
+    host name), so a name that resolves elsewhere after its check (DNS rebinding) reaches
+    nothing new. Redirects are returned, never followed."""
+
+    def __init__(self, *, allow_private: bool, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.allow_private = allow_private
+
+    def connection_from_host(
+        self,
+        host: str | None,
+        port: int | None = None,
+        scheme: str | None = "http",
+        pool_kwargs: dict[str, Any] | None = None,
+    ) -> urllib3.HTTPConnectionPool:
+        scheme = (scheme or "http").lower()
+        name = (host or "").strip("[]")
+        port = port or (443 if scheme == "https" else 80)
+        address = resolve(name, port, allow_private=self.allow_private)
+        kwargs = dict(pool_kwargs or {})
+        if scheme == "https":
+            kwargs |= {"server_hostname": name, "assert_hostname": name}
+        return super().connection_from_host(address, port, scheme, kwargs)
+
+    def urlopen(  # type: ignore[override]
+        self, method: str, url: str, redirect: bool = True, **kw: Any
+    ) -> urllib3.BaseHTTPResponse:
+        headers = urllib3.HTTPHeaderDict(kw.get("headers") or self.headers)
+        if "Host" not in headers:  # else urllib3 would name the address
+            headers["Host"] = parse_url(url).netloc or ""
+        kw["headers"] = headers
+        return super().urlopen(method, url, redirect=False, **kw)

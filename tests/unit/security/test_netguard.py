@@ -1,7 +1,7 @@
 import pytest
 
 from appliance.errors import InvalidData
-from appliance.security.netguard import resolve
+from appliance.security.netguard import GuardedPoolManager, resolve
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,18 @@ def test_a_refusal_does_not_tell_the_client_what_the_host_resolved_to():
         resolve("localhost", 80, allow_private=False)
     said = info.value.message + str(info.value.errors)
     assert "127.0.0.1" not in said and "::1" not in said
+
+
+def test_guarded_pools_connect_to_the_checked_address_and_tls_checks_the_name():
+    manager = GuardedPoolManager(allow_private=True)
+    pool = manager.connection_from_host("localhost", 8443, "https")
+    assert pool.host in ("127.0.0.1", "::1")
+    assert (pool.conn_kw["server_hostname"], pool.assert_hostname) == ("localhost", "localhost")
+    assert manager.connection_from_host("localhost", 80, "http").host in ("127.0.0.1", "::1")
+
+
+def test_guarded_pools_refuse_private_addresses_before_connecting():
+    manager = GuardedPoolManager(allow_private=False)
+    with pytest.raises(InvalidData) as info:
+        manager.urlopen("GET", "http://127.0.0.1:9/")
+    assert info.value.code == "URL_NOT_ALLOWED"
