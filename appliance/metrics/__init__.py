@@ -85,7 +85,7 @@ STORAGE_WRITES = Counter(
 )
 UPLOAD_BYTES = Counter(
     "appliance_upload_bytes",
-    "Bytes of input files received, by source (upload, url, base64).",
+    "Bytes of input files received, by source (upload, url, base64, s3).",
     ["source"],
 )
 ENGINE_RESTARTS = Counter(
@@ -129,7 +129,7 @@ for _result in ("hit", "miss"):
     CACHE_LOOKUPS.labels(_result)
 for _result in ("written", "deduplicated"):
     STORAGE_WRITES.labels(_result)
-for _source in ("upload", "url", "base64"):
+for _source in ("upload", "url", "base64", "s3"):
     UPLOAD_BYTES.labels(_source)
 for _reason in ("start", "recycled", "crashed", "timeout", "died"):
     ENGINE_RESTARTS.labels(_reason)

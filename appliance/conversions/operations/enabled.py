@@ -9,8 +9,10 @@ from __future__ import annotations
 from appliance.conversions.operation import Operation
 from appliance.conversions.operations.archive import Archive
 from appliance.conversions.operations.convert import Convert
+from appliance.conversions.operations.export_s3 import ExportS3
 from appliance.conversions.operations.export_url import ExportUrl
 from appliance.conversions.operations.import_base64 import ImportBase64
+from appliance.conversions.operations.import_s3 import ImportS3
 from appliance.conversions.operations.import_upload import ImportUpload
 from appliance.conversions.operations.import_url import ImportUrl
 from appliance.conversions.operations.merge import Merge
@@ -24,6 +26,7 @@ ENABLED: tuple[Operation, ...] = (
     ImportUpload(),
     ImportUrl(),
     ImportBase64(),
+    ImportS3(),
     Convert(),
     Merge(),
     Optimize(),
@@ -33,6 +36,7 @@ ENABLED: tuple[Operation, ...] = (
     Metadata(),
     Archive(),
     ExportUrl(),
+    ExportS3(),
 )
 # by name, in the order above (which error messages and the operations list follow)
 OPERATIONS: dict[str, Operation] = {op.name: op for op in ENABLED}
