@@ -50,7 +50,11 @@ class S3Storage:
 
     def put_path(self, key: str, path: Path, *, consume: bool = False) -> None:
         try:
-            self.client.fput_object(self.bucket, key, str(path), part_size=PART_SIZE)
+            # One part at a time: in parallel, minio reads parts ahead into an unbounded
+            # queue, so a file uploaded faster from disk than to S3 sat in memory whole.
+            self.client.fput_object(
+                self.bucket, key, str(path), part_size=PART_SIZE, num_parallel_uploads=1
+            )
         except (S3Error, OSError) as exc:
             raise RetryableError("storage write failed", code="STORAGE_ERROR") from exc
 

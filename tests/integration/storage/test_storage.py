@@ -1,5 +1,7 @@
 """The same contract for both real backends (local disk and S3 on Swift+s3api)."""
 
+import os
+import tracemalloc
 import urllib.request
 
 import pytest
@@ -54,3 +56,19 @@ def _sig(url):
 
 def test_readiness_check_passes(storage):
     storage.check()
+
+
+def test_storing_a_large_file_holds_a_part_of_it_in_memory_not_all(storage, tmp_path):
+    """minio reads parts ahead into an unbounded queue when it uploads them in parallel: a
+    file as large as the limit would sit in memory whole."""
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as fh:
+        for _ in range(96):
+            fh.write(os.urandom(1 << 20))
+    tracemalloc.start()
+    try:
+        storage.put_path(object_key("cd" * 32), src)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 48 << 20  # of 96 MiB
