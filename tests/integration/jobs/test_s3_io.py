@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import threading
+import tracemalloc
 import uuid
 
 import msgspec
@@ -130,6 +132,32 @@ def test_a_key_prefix_imports_every_object_under_it_and_the_export_numbers_them(
         assert get(client, dst, f"copy-{n:02d}.txt") == files[f"batch/{n}.txt"]
         assert get(client, dst, f"mirror/{n}.txt") == files[f"batch/{n}.txt"]
     assert client.stat_object(dst, "mirror/1.txt").metadata["x-amz-meta-origin"] == "test"
+
+
+def test_a_large_file_goes_in_and_out_a_part_at_a_time_never_whole_in_memory(
+    system, remote, s3_server
+):
+    """64 MiB in and out: the most allocated at once is a few parts (local storage ~16 MiB,
+    S3 storage ~32 MiB with its 16 MiB parts), not the file."""
+    client, src, dst = remote
+    allow_private(system)
+    size = 64 << 20
+    client.put_object(src, "big.bin", io.BytesIO(os.urandom(1 << 20) * 64), size)
+    tracemalloc.start()
+    try:
+        job = system.create(
+            {
+                "in": {"operation": "import/s3", **where(s3_server, src, key="big.bin")},
+                "out": {"operation": "export/s3", "input": "in", **where(s3_server, dst)},
+            }
+        )
+        job = system.wait(job["id"], timeout=120)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert job["status"] == "finished", job
+    assert client.stat_object(dst, "big.bin").size == size
+    assert peak < 40 << 20
 
 
 def test_an_object_past_the_size_limit_fails_the_import_while_it_streams(
