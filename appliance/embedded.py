@@ -83,13 +83,14 @@ def redis_url(data: Path) -> str:
     return f"unix://{sockets / REDIS_SOCKET}?db=0{query}"
 
 
-def stored_secret(path: Path) -> str:
-    """The secret in ``path`` (0600), created atomically the first time: of several processes
-    starting at once, the first link wins and all read the same value."""
+def stored_secret(path: Path, nbytes: int = 32) -> str:
+    """The secret in ``path`` (0600; ``nbytes`` random bytes, url-safe), created atomically
+    the first time: of several processes starting at once, the first link wins and all read
+    the same value."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        _write_private(tmp, secrets.token_urlsafe(32))
+        _write_private(tmp, secrets.token_urlsafe(nbytes))
         try:
             os.link(tmp, path)  # atomic; loses cleanly to a process that got there first
         except FileExistsError:

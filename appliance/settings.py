@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import secrets
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -469,20 +468,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 @functools.cache
 def _stored_secret(path: Path) -> bytes:
-    """Read the secret file, creating it atomically the first time; cached per process."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(48))
-        try:
-            os.link(tmp, path)  # atomic; loses cleanly to a process that got there first
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    return path.read_text().strip().encode()
+    """The URL-signing secret in ``path``, created the first time; cached per process."""
+    return embedded.stored_secret(path, 48).encode()
 
 
 class SettingsError(ValueError):

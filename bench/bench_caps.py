@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import statistics
 import tempfile
 from contextlib import ExitStack
 
@@ -21,6 +20,7 @@ import psycopg
 
 from bench.bench_api import wrk
 from bench.harness import appliance
+from bench.sides import interleaved, report
 
 OPEN_JOBS = 499
 JOB = {
@@ -74,27 +74,8 @@ def main() -> None:
             _prepare(app.url, app.key, app.env["APPLIANCE_DATABASE_URL"], side)
             urls[side] = (app.url + "/v2/jobs", app.key)
             wrk(*urls[side], 3, args.connections, lua.name)  # warm-up
-        results: dict[str, list[tuple[float, float]]] = {side: [] for side in SIDES}
-        for n in range(args.rounds):  # interleaved, the order alternating
-            for side in SIDES if n % 2 == 0 else reversed(SIDES):
-                url, key = urls[side]
-                results[side].append(wrk(url, key, args.duration, args.connections, lua.name))
-    print(f"{'caps':8} {'median req/s':>12} {'p99 ms':>8}   rounds (req/s)")
-    for side, rows in results.items():
-        rps = statistics.median(r for r, _ in rows)
-        p99 = statistics.median(p for _, p in rows)
-        print(f"{side:8} {rps:12.0f} {p99:8.1f}   {' '.join(f'{r:.0f}' for r, _ in rows)}")
-    pairs = zip(results["on"], results["off"], strict=True)
-    paired = statistics.median(a[0] / b[0] for a, b in pairs)
-    on = statistics.median(r for r, _ in results["on"])
-    off = statistics.median(r for r, _ in results["off"])
-    p99_added = statistics.median(p for _, p in results["on"]) - statistics.median(
-        p for _, p in results["off"]
-    )
-    print(
-        f"on / off: {on / off:.3f} (median of paired rounds {paired:.3f});"
-        f" p99 added: {p99_added:+.1f} ms"
-    )
+        results = interleaved(urls, args.rounds, args.duration, args.connections, lua.name)
+    report(results, "caps")
 
 
 if __name__ == "__main__":
