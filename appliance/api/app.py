@@ -12,12 +12,13 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from appliance import logs
-from appliance.api import files, jobs, meta, responses, tasks, users, webhooks
+from appliance.api import files, jobs, meta, responses, signed_urls, tasks, users, webhooks
 from appliance.api.deps import Services, principal
 from appliance.api.drain import Drain, DrainFlag
 from appliance.api.events import Notifier
 from appliance.conversions.catalog import Catalog
 from appliance.conversions.service import JobService
+from appliance.conversions.signed_urls import SignedUrlService
 from appliance.conversions.task import Dispatcher
 from appliance.conversions.webhooks import WebhookService
 from appliance.errors import ClientError
@@ -65,6 +66,7 @@ def create_app(
             ),
         )
         app.state.webhooks = WebhookService(settings, jobs.pool)
+        app.state.signed_urls = SignedUrlService(settings, jobs.pool)
         try:
             yield
         finally:
@@ -99,6 +101,8 @@ def create_app(
             *tasks.SINGLE_TASK_ROUTES,
             webhooks.WebhookController,
             webhooks.my_webhooks,
+            signed_urls.SignedUrlController,
+            signed_urls.open_signed_url,
             files.download,
             users.me,
             meta.formats,

@@ -38,11 +38,7 @@ async def principal(request: Request[Any, Any, Any]) -> Principal:
     """The key's user, once the key is valid and carries the scope the request needs:
     ``<family>.read`` to read, ``<family>.write`` to create, change or delete (403 otherwise),
     the family being the route's ``SCOPES_OF`` (``task`` unless it says)."""
-    address = client_address(
-        request.client.host if request.client else None,
-        request.headers.get("x-forwarded-for"),
-        request.app.state.trusted_proxies,
-    )
+    address = request_address(request)
     svc = services(request)
     who = await svc.auth.authenticate(request.headers.get("authorization"), address)
     family = request.route_handler.opt.get(SCOPES_OF, "task")
@@ -52,6 +48,15 @@ async def principal(request: Request[Any, Any, Any]) -> Principal:
     await svc.limits.request(address, who.key_id)
     request.state.client_address = address
     return who
+
+
+def request_address(request: Request[Any, Any, Any]) -> str:
+    """The client's address: the peer's, or what a trusted proxy says it forwarded for."""
+    return client_address(
+        request.client.host if request.client else None,
+        request.headers.get("x-forwarded-for"),
+        request.app.state.trusted_proxies,
+    )
 
 
 async def count_conversions(request: Request[Any, Any, Any], n: int) -> None:

@@ -20,7 +20,7 @@ def key_hash(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-SCOPES = ("task.read", "task.write", "webhook.read", "webhook.write", "user.read")
+SCOPES = ("task.read", "task.write", "webhook.read", "webhook.write", "user.read", "user.write")
 
 
 def create_key(
