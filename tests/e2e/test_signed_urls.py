@@ -233,3 +233,16 @@ def test_signed_urls_count_against_the_client_addresss_conversions(deployment, j
     answers = [httpx.get(url, headers=address, timeout=60) for _ in range(CONVERSIONS + 1)]
     assert [a.status_code for a in answers] == [302] * CONVERSIONS + [429]
     assert jobs_of(deployment, base) == CONVERSIONS
+
+
+def test_a_disabled_owners_urls_stop_working(deployment, job):
+    with deployment.client(deployment.key()) as api:
+        base = make_base(api)
+    url = SignedUrl.sign(base["url"], base["signing_secret"], job)
+    deployment.sql(
+        "UPDATE users SET disabled_at = now() WHERE id ="
+        " (SELECT user_id FROM signed_url_bases WHERE id = %s)",
+        base["id"],
+    )
+    assert httpx.get(url, headers=_address(), timeout=60).status_code == 404
+    assert jobs_of(deployment, base) == 0
