@@ -306,6 +306,41 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ge=256,
         ),
     ] = 2048
+    engine_max_processes: Annotated[
+        int,
+        _doc(
+            "Processes and threads one engine helper may run at once (RLIMIT_NPROC of the "
+            "helper's own uid; a fork bomb stops there). Measured peaks: a helper with a "
+            "warm LibreOffice about 15, with calibre's PDF output (Chromium) about 55.",
+            ge=32,
+        ),
+    ] = 256
+    engine_tmp_mb: Annotated[
+        int,
+        _doc(
+            "Size of each engine helper's private /tmp (its HOME and the engines' scratch), "
+            "in MiB: memory (tmpfs), used only as far as it is filled, emptied after every "
+            "conversion. A write past it fails with 'no space left'.",
+            ge=64,
+        ),
+    ] = 512
+    engine_job_mb: Annotated[
+        int,
+        _doc(
+            "Size of each engine helper's /job, which holds one conversion's input and "
+            "outputs, in MiB: memory (tmpfs), used only as far as it is filled, freed when "
+            "the conversion ends. The default holds a 100 MB input and a 1 GiB output (an "
+            "engine's largest file). A write past it fails with 'no space left'.",
+            ge=64,
+        ),
+    ] = 1536
+    sandbox_seccomp: Annotated[
+        bool,
+        _doc(
+            "Run engine helpers under the seccomp filter that denies the system calls engines "
+            "never need (x86_64 only: turn it off on another architecture)."
+        ),
+    ] = True
     engine_restart_after: Annotated[
         int,
         _doc(

@@ -49,18 +49,11 @@ def build_runtime(settings: Settings, dispatcher: Dispatcher) -> Runtime:
 def engines_for(settings: Settings) -> list[Engine]:
     """The enabled engines as a worker runs them: in sandboxed helpers unless turned off."""
     from appliance.engines.enabled import enabled_engines
-    from appliance.engines.sandbox import HelperPool, Limits, sandboxed
+    from appliance.engines.sandbox import HelperPool, limits_for, sandboxed
 
     if settings.sandbox == "off":
         return enabled_engines()
-    limits = Limits(
-        timeout_seconds=settings.engine_timeout_seconds,
-        memory_bytes=settings.engine_memory_mb << 20,
-        restart_after=settings.engine_restart_after,
-        office_restart_after=settings.office_restart_after,
-        # A backstop over the helper's life: each run is bounded by its wall-clock timeout.
-        cpu_seconds=max(3600, int(settings.engine_timeout_seconds * settings.engine_restart_after)),
-    )
+    limits = limits_for(settings)
     size = settings.engine_helpers or os.cpu_count() or 1
     pool = HelperPool(settings.data_path / "sandbox", limits, size=size)
     return sandboxed(enabled_engines(), pool)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.engines import Engine
-from appliance.engines.sandbox import NOBODY, sandbox_argv
+from appliance.engines.bwrap import JOB_DIR
+from appliance.engines.sandbox import Helper, limits_for
+from appliance.errors import PermanentError, RetryableError
 from appliance.settings import Settings
 
 
@@ -39,15 +39,18 @@ def check_engine(engine: Engine) -> Check:
     return Check(d.id, True, f"{version}; {serves}; queue {d.queue}")
 
 
-# Run inside the sandbox: must not reach any address, must be able to write /job.
+# Run inside the sandbox as a helper: must not reach any address, must be able to write the
+# job directory it is given.
 PROBE = """
-import os, socket
+import json, os, socket, sys
+request = json.loads(sys.stdin.readline())
 try:
     socket.create_connection(("192.0.2.1", 80), timeout=1)
     net = "reachable"
 except OSError:
     net = "none"
-open("/job/ok", "w").write(f"{os.getuid()} {net}")
+open(request["dir"] + "/ok", "w").write(f"{os.getuid()} {net}")
+print(json.dumps({"ok": True}), flush=True)
 """
 
 
@@ -57,20 +60,21 @@ def check_sandbox(settings: Settings) -> Check:
     if shutil.which("bwrap") is None:
         return Check("sandbox", False, "bubblewrap (bwrap) is not installed")
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        work.chmod(0o755)
-        if os.geteuid() == 0:
-            os.chown(work, NOBODY, NOBODY)
-        done = subprocess.run(
-            sandbox_argv(work, [sys.executable, "-I", "-c", PROBE]),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
+        helper = Helper(
+            Path(tmp) / "doctor",
+            limits_for(settings),
+            argv=[sys.executable, "-I", "-c", PROBE],
         )
-        if done.returncode != 0 or not (work / "ok").exists():
-            return Check("sandbox", False, f"bubblewrap failed: {done.stderr.strip()[-300:]}")
-        uid, net = (work / "ok").read_text().split()
+        try:
+            job = helper.job_dir()
+            helper.hand_over(job)
+            helper.call({"dir": f"{JOB_DIR}/{job.name}"}, lambda f: None)
+            uid, net = (job / "ok").read_text().split()
+        except (PermanentError, RetryableError, OSError) as exc:
+            log = (Path(tmp) / "doctor.log").read_text(errors="replace").strip()
+            return Check("sandbox", False, f"bubblewrap failed: {exc} {log[-300:]}")
+        finally:
+            helper.close()
     if net != "none":
         return Check("sandbox", False, "the sandbox can reach the network")
     return Check("sandbox", True, f"bubblewrap works; engines run as uid {uid}, no network")

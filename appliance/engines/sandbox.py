@@ -1,12 +1,12 @@
 """Engines run in warm, sandboxed helper processes, never in the worker that holds database and
 storage credentials (DESIGN.md, Engines).
 
-A helper is ``python -m appliance.engines.helper`` inside bubblewrap: its own network, PID, IPC
-and UTS namespaces (no network at all), a read-only view of ``/usr``, the Python installation and
-the application, a private tmpfs ``/tmp``, and one writable directory, its work directory, at
-``/job``. Inside, ``setpriv`` drops to ``nobody`` with no capabilities and no_new_privs before
-Python starts. Resource limits (data memory, file size, CPU time) apply to the whole helper;
-each conversion also has a wall-clock timeout after which the helper's process group is killed.
+A helper is ``python -m appliance.engines.helper`` inside bubblewrap (bwrap.py: no network, a
+read-only view of ``/usr``, the Python installation and the application, size-bounded private
+tmpfs ``/tmp``, ``/dev/shm`` and ``/job``), as a uid of its own with no capabilities and
+no_new_privs, under a seccomp filter (seccomp.py). Resource limits (data memory, file size,
+CPU time, processes) apply to the whole helper; each conversion also has a wall-clock timeout
+after which the helper's process group is killed.
 
 The worker talks to a helper over its stdin/stdout, one JSON object per line:
 request ``{"engine", "src", "dst", "src_format", "dst_format", "options"}`` (paths under /job;
@@ -41,19 +41,24 @@ from typing import Any
 
 import msgspec
 
-import appliance
 from appliance.engines import Descriptor, Engine, Progress
 from appliance.engines import deadline as task_deadline
+from appliance.engines.bwrap import (
+    JOB_DIR,
+    Box,
+    UidLease,
+    close_quietly,
+    open_job_root,
+    package_root,
+    sandbox_argv,
+    seccomp_fd,
+)
 from appliance.engines.tools import JsonLines
 from appliance.errors import PermanentError, RetryableError
 from appliance.metrics import ENGINE_RESTARTS
+from appliance.settings import Settings
 
 log = logging.getLogger(__name__)
-NOBODY = 65534
-JOB_DIR = "/job"
-SHM_BYTES = 256 << 20  # the sandbox's own /dev/shm
-SANDBOX_SHM = "/dev/shm"  # noqa: S108  (the sandbox's own tmpfs, as SANDBOX_TMP)
-SANDBOX_TMP = "/tmp"  # noqa: S108  (an empty tmpfs of the sandbox's own, not the host's)
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,31 @@ class Limits:
     restart_after: int = 200  # conversions before a helper is replaced
     office_restart_after: int = 1000  # conversions before a helper's LibreOffice is replaced
     inflated_bytes: int = 1 << 30  # most a zip container (docx, xlsx, odt...) may inflate to
+    # Processes and threads of one helper at once (RLIMIT_NPROC of its own uid; root workers
+    # only: otherwise the uid is the caller's, shared with everything it runs).
+    processes: int = 256
+    tmp_bytes: int = 512 << 20  # its /tmp (HOME, the engines' scratch)
+    job_bytes: int = 1536 << 20  # its /job: one conversion's input and outputs
+    seccomp: bool = True  # the seccomp filter (seccomp.py; x86_64 only)
+    # First of the host's helper uids (bwrap.UID_SLOTS of them): systemd's documented
+    # allocation leaves 0x70000000-0x7FFDFFFF unused (container ranges end below it).
+    uid_base: int = 0x70000000
+
+
+def limits_for(settings: Settings) -> Limits:
+    """The helpers' limits as the settings give them."""
+    return Limits(
+        timeout_seconds=settings.engine_timeout_seconds,
+        memory_bytes=settings.engine_memory_mb << 20,
+        restart_after=settings.engine_restart_after,
+        office_restart_after=settings.office_restart_after,
+        # A backstop over the helper's life: each run is bounded by its wall-clock timeout.
+        cpu_seconds=max(3600, int(settings.engine_timeout_seconds * settings.engine_restart_after)),
+        processes=settings.engine_max_processes,
+        tmp_bytes=settings.engine_tmp_mb << 20,
+        job_bytes=settings.engine_job_mb << 20,
+        seccomp=settings.sandbox_seccomp,
+    )
 
 
 class EngineTimeout(PermanentError):
@@ -79,115 +109,12 @@ class EngineCrashed(PermanentError):
     code = "ENGINE_CRASHED"
 
 
-def _parents(path: Path) -> list[Path]:
-    return [p for p in reversed(path.parents) if p != Path("/")]
-
-
-def sandbox_argv(workdir: Path, argv: list[str], env: dict[str, str] | None = None) -> list[str]:
-    """bubblewrap (+ setpriv when root) around ``argv``, with ``workdir`` writable at /job."""
-    readonly = sorted({Path(sys.base_prefix), Path(sys.prefix), _package_root()})
-    cmd = [
-        "bwrap",
-        "--die-with-parent",
-        "--new-session",
-        "--clearenv",
-        "--unshare-ipc",
-        "--unshare-pid",
-        "--unshare-net",
-        "--unshare-uts",
-        "--unshare-cgroup-try",
-        "--ro-bind",
-        "/usr",
-        "/usr",
-        "--symlink",
-        "usr/lib",
-        "/lib",
-        "--symlink",
-        "usr/lib64",
-        "/lib64",
-        "--symlink",
-        "usr/bin",
-        "/bin",
-        # directories bwrap creates itself are 0700; the helper (nobody) must enter them
-        *("--perms", "0755", "--dir", "/etc", "--perms", "0755", "--dir", "/var"),
-        *("--perms", "0755", "--dir", "/var/cache"),
-        "--ro-bind",
-        "/etc/ld.so.cache",
-        "/etc/ld.so.cache",
-        "--ro-bind-try",  # Debian's library alternatives (libblas for ffmpeg) live here
-        "/etc/alternatives",
-        "/etc/alternatives",
-        "--ro-bind-try",
-        "/etc/fonts",
-        "/etc/fonts",
-        "--ro-bind-try",  # LibreOffice's configuration registry (Debian keeps it under /etc)
-        "/etc/libreoffice",
-        "/etc/libreoffice",
-        "--ro-bind-try",
-        "/var/cache/fontconfig",
-        "/var/cache/fontconfig",
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        # Chromium (calibre's PDF output) keeps shared memory here; private and bounded
-        *("--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", SANDBOX_SHM),
-        *("--perms", "1777"),  # writable by the helper's user, like any /tmp
-        "--tmpfs",
-        SANDBOX_TMP,
-        "--setenv",
-        "HOME",
-        SANDBOX_TMP,
-        "--setenv",
-        "PATH",
-        "/usr/bin:/bin",
-        "--setenv",
-        "LANG",
-        "C.UTF-8",
-        "--setenv",
-        "PYTHONDONTWRITEBYTECODE",
-        "1",
-    ]
-    made: set[Path] = set()
-    for path in readonly:
-        if any(path.is_relative_to(other) and path != other for other in readonly):
-            continue  # already visible through a bound parent
-        for parent in _parents(path):
-            if parent not in made and parent not in (Path("/usr"),):
-                cmd += ["--perms", "0755", "--dir", str(parent)]  # bwrap makes them 0700
-                made.add(parent)
-        cmd += ["--ro-bind", str(path), str(path)]
-    for name, value in (env or {}).items():
-        cmd += ["--setenv", name, value]
-    cmd += ["--bind", str(workdir), JOB_DIR, "--chdir", JOB_DIR]
-    if os.geteuid() == 0:
-        # bwrap as root keeps root inside; drop to nobody, all capabilities gone, before exec.
-        cmd += [
-            "--",
-            "/usr/bin/setpriv",
-            f"--reuid={NOBODY}",
-            f"--regid={NOBODY}",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--no-new-privs",
-        ]
-    else:
-        cmd += ["--unshare-user", "--"]
-    return cmd + argv
-
-
-def _package_root() -> Path:
-    """The directory that holds the running ``appliance`` package (bound read-only inside)."""
-    return Path(appliance.__file__).resolve().parent.parent
-
-
 def helper_argv() -> list[str]:
     """The helper runs the same ``appliance`` code as this process. ``-I`` keeps the
     environment and working directory out of its import path, and an editable install's path
     file may name another checkout, so the package root goes first explicitly."""
     start = (
-        f"import runpy, sys; sys.path.insert(0, {str(_package_root())!r}); "
+        f"import runpy, sys; sys.path.insert(0, {str(package_root())!r}); "
         "runpy.run_module('appliance.engines.helper', run_name='__main__', alter_sys=True)"
     )
     return [sys.executable, "-I", "-c", start]
@@ -197,23 +124,67 @@ _SPAWNER = ThreadPoolExecutor(1, thread_name_prefix="helper-spawner")
 
 
 class Helper:
-    """One warm sandboxed helper process and its work directory."""
+    """One warm sandboxed helper process and its /job, seen from the worker at ``workdir``.
 
-    def __init__(self, workdir: Path, limits: Limits, argv: list[str] | None = None) -> None:
-        self.workdir = workdir
+    ``home`` names it on the host: its log is ``<home>.log``."""
+
+    def __init__(self, home: Path, limits: Limits, argv: list[str] | None = None) -> None:
+        self.home = home
         self.limits = limits
         self.argv = argv or helper_argv()
         self.proc: subprocess.Popen[bytes] | None = None
         self.served = 0
+        self.uid = UidLease(limits.uid_base)
+        self._job_root: int | None = None  # descriptor of the sandbox's /job
         self._lines: JsonLines | None = None
         self._ended = "start"  # why the next start happens (metric label)
 
+    @property
+    def workdir(self) -> Path:
+        """The running (or last) helper's /job, as the worker reaches it."""
+        if self._job_root is None:
+            raise RuntimeError("the helper has not started")
+        return Path(f"/proc/self/fd/{self._job_root}")
+
     def _start(self) -> subprocess.Popen[bytes]:
-        shutil.rmtree(self.workdir, ignore_errors=True)
-        self.workdir.mkdir(parents=True)
-        if os.geteuid() == 0:
-            os.chown(self.workdir, NOBODY, NOBODY)
+        close_quietly(self._job_root)
+        self._job_root = None
+        self.home.parent.mkdir(parents=True, exist_ok=True)
+        uid = self.uid.take()
+        info_read, info_write = os.pipe()
+        program = seccomp_fd() if self.limits.seccomp else None
+        box = Box(
+            uid=uid,
+            tmp_bytes=self.limits.tmp_bytes,
+            job_bytes=self.limits.job_bytes,
+            env={
+                "APPLIANCE_OFFICE_RESTART_AFTER": str(self.limits.office_restart_after),
+                "APPLIANCE_MAX_INFLATED_BYTES": str(self.limits.inflated_bytes),
+            },
+            seccomp_fd=program,
+            info_fd=info_write,
+        )
+        try:
+            self.proc = self._spawn(sandbox_argv(self.argv, box), (info_write, program))
+            os.close(info_write)
+            info_write = -1
+            self._job_root = open_job_root(info_read)
+        except (OSError, TimeoutError) as exc:
+            log.error("engine helper did not start: %s", exc)
+            self.stop()
+            raise EngineCrashed("The engine sandbox did not start") from exc
+        finally:
+            for fd in (info_read, info_write, program):
+                if fd is not None and fd >= 0:
+                    close_quietly(fd)
+        self.served = 0
+        assert self.proc.stdout is not None
+        self._lines = JsonLines(self.proc.stdout)
+        return self.proc
+
+    def _spawn(self, argv: list[str], fds: tuple[int | None, ...]) -> subprocess.Popen[bytes]:
         limits = self.limits
+        as_root = os.geteuid() == 0
 
         def apply_limits() -> None:  # runs in the child before exec; inherited by the helper
             # Data, not address space: RLIMIT_DATA counts the heap and private writable
@@ -223,16 +194,10 @@ class Helper:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limits.output_bytes, limits.output_bytes))
             resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+            if as_root:  # counted for the helper's own uid (bwrap itself, root, is exempt)
+                resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
 
-        log_file = open(self.workdir.parent / f"{self.workdir.name}.log", "ab")  # noqa: SIM115
-        argv = sandbox_argv(
-            self.workdir,
-            self.argv,
-            {
-                "APPLIANCE_OFFICE_RESTART_AFTER": str(limits.office_restart_after),
-                "APPLIANCE_MAX_INFLATED_BYTES": str(limits.inflated_bytes),
-            },
-        )
+        log_file = open(f"{self.home}.log", "ab")  # noqa: SIM115
 
         def spawn() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
@@ -242,24 +207,30 @@ class Helper:
                 stderr=log_file,
                 start_new_session=True,
                 preexec_fn=apply_limits,
+                pass_fds=tuple(fd for fd in fds if fd is not None),
             )
 
         # bwrap's --die-with-parent follows the thread that forked it, not the process: the
         # helper is forked by one thread that lives as long as the process, since the
         # conversion's thread (a pool lends helpers to any) may end before the helper.
-        self.proc = _SPAWNER.submit(spawn).result()
-        log_file.close()
-        self.served = 0
-        assert self.proc.stdout is not None
-        self._lines = JsonLines(self.proc.stdout)
-        return self.proc
+        try:
+            return _SPAWNER.submit(spawn).result()
+        finally:
+            log_file.close()
 
     def stop(self) -> None:
+        """End the helper (its /job stays readable at ``workdir`` until the next start)."""
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.proc = None
+        self.uid.release()
+
+    def close(self) -> None:
+        self.stop()
+        close_quietly(self._job_root)
+        self._job_root = None
 
     def job_dir(self) -> Path:
         """A fresh directory for one conversion, inside the helper's work directory. It is the
@@ -285,7 +256,7 @@ class Helper:
         """The helper may write in ``job`` now (its inputs are in; the worker writes there no
         more, and takes outputs back only through ``take_output``)."""
         if os.geteuid() == 0:
-            os.chown(job, NOBODY, NOBODY)
+            os.chown(job, self.uid.uid, self.uid.uid)
 
     def call(self, request: dict[str, Any], progress: Progress, counts: bool = True) -> list[str]:
         """Send one request and wait for its end: the extra output files it names (relative to
@@ -390,8 +361,7 @@ class HelperPool:
     def close(self) -> None:
         with self._cond:
             for helper in self._all:
-                helper.stop()
-                shutil.rmtree(helper.workdir, ignore_errors=True)
+                helper.close()
 
 
 class SandboxedEngine:

@@ -3,6 +3,7 @@ capabilities, resource limits, and a wall-clock timeout that kills them."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 import pyvips
 
+from appliance.engines.bwrap import UID_SLOTS
 from appliance.engines.images import ImageEngine, ImageOptions
 from appliance.engines.sandbox import (
     EngineCrashed,
@@ -27,7 +29,7 @@ from appliance.errors import PermanentError
 
 PROBE = r"""
 import json, os, socket, sys
-sys.stdin.readline()
+request = json.loads(sys.stdin.readline())
 facts = {"uid": os.getuid(), "cwd": os.getcwd()}
 facts["capeff"] = open("/proc/self/status").read().split("CapEff:")[1].split()[0]
 try:
@@ -36,7 +38,12 @@ try:
 except OSError as exc:
     facts["network"] = type(exc).__name__
 facts["host_file_visible"] = os.path.exists(sys.argv[2])
-open("/job/written", "w").write("ok")
+open(request["dir"] + "/written", "w").write("ok")
+try:
+    open("/job/planted", "w")
+    facts["job_root_writable"] = True
+except OSError:
+    facts["job_root_writable"] = False
 try:
     open(sys.argv[3], "w")
     facts["app_writable"] = True
@@ -71,18 +78,24 @@ def test_helper_has_no_network_no_host_files_no_privileges_and_limited_memory(
         Limits(memory_bytes=2 << 30),
         argv=[sys.executable, "-I", "-c", PROBE, str(listener), str(secret), str(app_file)],
     )
-    helper.job_dir()
+    job = helper.job_dir()
+    helper.hand_over(job)
     with pytest.raises(PermanentError) as info:
-        helper.call({}, lambda f: None)
+        helper.call({"dir": f"/job/{job.name}"}, lambda f: None)
     facts = json.loads(info.value.message)
+    uid = helper.uid.uid
     helper.stop()
-    assert facts["uid"] == (65534 if os.geteuid() == 0 else os.geteuid())
+    if os.geteuid() == 0:  # a uid of its own, from the helper range
+        assert Limits().uid_base <= facts["uid"] == uid < Limits().uid_base + UID_SLOTS
+    else:
+        assert facts["uid"] == os.geteuid()
     assert facts["capeff"] == "0000000000000000"
     assert facts["network"] in ("ConnectionRefusedError", "OSError")  # own empty netns
     assert facts["host_file_visible"] is False
     assert facts["app_writable"] is False
     assert facts["allocated_3g"] is False  # 24 GB machine, 2 GiB limit
-    assert (helper.workdir / "written").read_text() == "ok"
+    assert (job / "written").read_text() == "ok"
+    assert facts["job_root_writable"] is (os.geteuid() != 0)  # only its job directory
     assert facts["cwd"] == "/job"
 
 
@@ -197,3 +210,143 @@ def test_doctor_reports_every_engine_usable_and_the_sandbox_working():
     )
     for engine in ("vips", "rsvg", "pandoc", "ffmpeg"):
         assert any(line.startswith("ok") and f" {engine} " in line for line in lines), lines
+
+
+def _facts(helper: Helper, request: dict | None = None) -> dict:
+    """Start ``helper`` (a probe that answers with an error whose message is its facts)."""
+    job = helper.job_dir()
+    helper.hand_over(job)
+    with pytest.raises(PermanentError) as info:
+        helper.call({"dir": f"/job/{job.name}", **(request or {})}, lambda f: None)
+    assert info.value.code == "FACTS", info.value
+    return json.loads(info.value.message)  # type: ignore[no-any-return]
+
+
+NESTED = r"""
+import ctypes, json, subprocess, sys
+sys.stdin.readline()
+libc = ctypes.CDLL(None, use_errno=True)
+facts = {}
+argv = ["unshare", "--user", "--map-root-user", "true"]
+done = subprocess.run(argv, capture_output=True, text=True)
+facts["unshare_cmd"] = [done.returncode, done.stderr.strip()]
+for name, args in (("unshare", (0x10000000,)), ("keyctl", (0, -3, 0)), ("ptrace", (12, 1, 0, 0))):
+    nr = {"unshare": 272, "keyctl": 250, "ptrace": 101}[name]
+    ctypes.set_errno(0)
+    facts[name] = [libc.syscall(nr, *args), ctypes.get_errno()]
+print(json.dumps({"error": "FACTS", "message": json.dumps(facts)}), flush=True)
+"""
+
+
+def test_no_nested_user_namespace_keyring_or_ptrace_inside_the_helper(work_root):
+    """The usual first steps of a kernel exploit fail with EPERM (the seccomp filter)."""
+    helper = Helper(
+        work_root / f"nested-{os.getpid()}", Limits(), argv=[sys.executable, "-I", "-c", NESTED]
+    )
+    try:
+        facts = _facts(helper)
+    finally:
+        helper.close()
+    code, message = facts["unshare_cmd"]
+    assert code != 0 and "Operation not permitted" in message, message
+    assert facts["unshare"] == facts["keyctl"] == facts["ptrace"] == [-1, errno.EPERM]
+
+
+FORK_BOMB = r"""
+import json, os, signal, sys
+attempts = int(sys.argv[1])
+sys.stdin.readline()
+made, error = 0, None
+for _ in range(attempts):
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        error = exc.errno
+        break
+    if pid == 0:
+        signal.pause()  # held until the sandbox ends
+        os._exit(0)
+    made += 1
+facts = {"made": made, "errno": error}
+print(json.dumps({"error": "FACTS", "message": json.dumps(facts)}), flush=True)
+sys.stdin.readline()  # keeps its processes while the test looks at another helper
+"""
+
+
+def test_a_fork_bomb_stops_at_the_helpers_process_limit_and_starves_no_other_helper(work_root):
+    if os.geteuid() != 0:
+        pytest.skip("helpers have uids of their own only when the worker runs as root")
+    limits = Limits(processes=48)
+
+    def bomb(name: str, attempts: int) -> Helper:
+        argv = [sys.executable, "-I", "-c", FORK_BOMB, str(attempts)]
+        return Helper(work_root / f"{name}-{os.getpid()}", limits, argv=argv)
+
+    first, second = bomb("bomb", 400), bomb("neighbour", 20)
+    try:
+        held = _facts(first)  # holds its processes from here on
+        beside = _facts(second)
+    finally:
+        first.close()
+        second.close()
+    assert held["errno"] == errno.EAGAIN and held["made"] < 48, held
+    assert beside == {"made": 20, "errno": None}  # its own uid, its own count
+    assert first.uid.uid != second.uid.uid
+
+
+FILL = r"""
+import errno, json, os, sys
+request = json.loads(sys.stdin.readline())
+facts = {}
+for name, where in (("tmp", "/tmp"), ("job", request["dir"]), ("shm", "/dev/shm")):
+    fd = os.open(where + "/fill", os.O_WRONLY | os.O_CREAT, 0o600)
+    written, error, chunk = 0, None, b"x" * (1 << 20)
+    try:
+        while written < int(sys.argv[1]):
+            written += os.write(fd, chunk)
+    except OSError as exc:
+        error = exc.errno
+    os.close(fd)
+    os.unlink(where + "/fill")
+    facts[name] = [written, error]
+print(json.dumps({"error": "FACTS", "message": json.dumps(facts)}), flush=True)
+"""
+
+
+def test_a_helper_writing_without_end_meets_a_full_disk_of_its_own_size(work_root):
+    """/tmp and /job are tmpfs of the configured size: ENOSPC there, not a full host disk."""
+    limits = Limits(tmp_bytes=8 << 20, job_bytes=12 << 20)
+    helper = Helper(
+        work_root / f"fill-{os.getpid()}",
+        limits,
+        argv=[sys.executable, "-I", "-c", FILL, str(300 << 20)],
+    )
+    try:
+        facts = _facts(helper)
+    finally:
+        helper.close()
+    assert facts["tmp"][1] == errno.ENOSPC and facts["tmp"][0] <= 8 << 20, facts
+    assert facts["job"][1] == errno.ENOSPC and facts["job"][0] <= 12 << 20, facts
+    assert facts["shm"][1] == errno.ENOSPC, facts  # /dev/shm was bounded already
+
+
+def test_an_image_engine_filling_its_job_area_fails_with_a_clean_error(work_root, tmp_path):
+    """A small PNG that decodes to 108 MB of pixels, asked for as uncompressed TIFF."""
+    src = tmp_path / "plain.png"
+    pyvips.Image.black(6000, 6000, bands=3).write_to_file(str(src))
+    pool = HelperPool(work_root / f"fulljob-{os.getpid()}", Limits(job_bytes=16 << 20))
+    try:
+        with pytest.raises(PermanentError) as info:
+            SandboxedEngine(ImageEngine(), pool).convert(
+                src, tmp_path / "o.tiff", "png", "tiff", ImageOptions(), lambda f: None
+            )
+        assert info.value.code in ("INVALID_INPUT_FILE", "CONVERSION_FAILED"), info.value
+        # the helper is still there and converts the next file
+        small = tmp_path / "small.png"
+        pyvips.Image.black(64, 64).write_to_file(str(small))
+        SandboxedEngine(ImageEngine(), pool).convert(
+            small, tmp_path / "o.gif", "png", "gif", ImageOptions(), lambda f: None
+        )
+        assert pyvips.Image.new_from_file(str(tmp_path / "o.gif")).width == 64
+    finally:
+        pool.close()
