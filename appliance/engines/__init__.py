@@ -48,6 +48,10 @@ class Descriptor:
     # schedule (LibreOffice's listener): its conversions do not count toward the sandboxed
     # helper's replacement, which would restart that process too, at the helper's pace.
     recycles_itself: bool = False
+    # Names (glob patterns) in the sandbox's /tmp that the engine keeps from one conversion to
+    # the next (a warm process's profile). Everything else there and in /dev/shm is removed
+    # after every conversion: the next one may be another user's.
+    keeps: tuple[str, ...] = ()
 
 
 class Engine(Protocol):

@@ -1,15 +1,22 @@
 """The process inside the sandbox: runs conversions for the worker, one JSON line each.
 
 It holds no credentials and sees only its work directory (/job) writable; see sandbox.py.
-Engines that load slowly (libvips) stay loaded between conversions.
+Engines that load slowly (libvips) stay loaded between conversions. Their scratch does not:
+after every conversion, /tmp and /dev/shm are emptied but for what an engine declares it
+keeps (``Descriptor.keeps``), so nothing one conversion leaves there reaches the next, which
+may be another user's.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import json
 import os
+import shutil
 import sys
 import traceback
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +28,7 @@ from appliance.engines.enabled import enabled_engines
 from appliance.errors import PermanentError, RetryableError
 
 ROOT = Path("/job")
+SCRATCH = (Path("/tmp"), Path("/dev/shm"))  # noqa: S108  (the sandbox's own tmpfs)
 DEFAULT_MAX_INFLATED = 1 << 30
 
 
@@ -65,52 +73,75 @@ def _run(engine: Engine, req: dict[str, Any], options: Any, out: Any) -> list[Pa
     )
 
 
+def scrub(keeps: Iterable[str], roots: Iterable[Path] = SCRATCH) -> None:
+    """Remove everything in ``roots`` but the names matching a pattern of ``keeps``."""
+    patterns = tuple(keeps)
+    for root in roots:
+        for entry in os.scandir(root):
+            if any(fnmatch.fnmatchcase(entry.name, p) for p in patterns):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
 def serve(
-    engines: dict[str, Engine], inp: Any, out: Any, max_inflated: int = DEFAULT_MAX_INFLATED
+    engines: dict[str, Engine],
+    inp: Any,
+    out: Any,
+    max_inflated: int = DEFAULT_MAX_INFLATED,
+    after: Callable[[], None] = lambda: None,
 ) -> None:
+    """Answer each request line of ``inp`` on ``out``; ``after`` runs before each answer is
+    sent, so the worker hears of the end of a conversion once ``after`` is done."""
     for line in inp:
-        try:
-            req = json.loads(line)
-            engine = engines[req["engine"]]
-            options = _options(engine, req["options"])
-            if "src" in req:  # zip bombs stop here, before any engine inflates them
-                check_container(_inside(req["src"]), req["src_format"], max_inflated)
-            files = _run(engine, req, options, out)
-            dst_dir = _inside(req["dst"]).parent
-            names = [str(Path(f).relative_to(dst_dir)) for f in files or []]
-            _reply(out, {"ok": True, "files": names})
-        except PermanentError as exc:
-            _reply(out, {"error": exc.code, "message": exc.message})
-        except RetryableError as exc:
-            _reply(out, {"error": exc.code, "message": exc.message, "retry": True})
-        except MemoryError:
-            _reply(
-                out,
-                {
-                    "error": "ENGINE_LIMIT",
-                    "message": "The conversion needs more memory than the engine may use",
-                },
-            )
-        except Exception as exc:
-            traceback.print_exc(file=sys.stderr)
-            _reply(
-                out,
-                {
-                    "error": "CONVERSION_FAILED",
-                    "message": f"The engine failed: {type(exc).__name__}",
-                },
-            )
+        answer = _answer(engines, line, out, max_inflated)
+        after()
+        _reply(out, answer)
 
 
-def main() -> None:
-    engines = {e.descriptor.id: e for e in enabled_engines()}
-    for engine in engines.values():
+def _answer(engines: dict[str, Engine], line: str, out: Any, max_inflated: int) -> dict[str, Any]:
+    """The reply to one request (progress replies go to ``out`` meanwhile)."""
+    try:
+        req = json.loads(line)
+        engine = engines[req["engine"]]
+        options = _options(engine, req["options"])
+        if "src" in req:  # zip bombs stop here, before any engine inflates them
+            check_container(_inside(req["src"]), req["src_format"], max_inflated)
+        files = _run(engine, req, options, out)
+        dst_dir = _inside(req["dst"]).parent
+        return {"ok": True, "files": [str(Path(f).relative_to(dst_dir)) for f in files or []]}
+    except PermanentError as exc:
+        return {"error": exc.code, "message": exc.message}
+    except RetryableError as exc:
+        return {"error": exc.code, "message": exc.message, "retry": True}
+    except MemoryError:
+        return {
+            "error": "ENGINE_LIMIT",
+            "message": "The conversion needs more memory than the engine may use",
+        }
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        return {"error": "CONVERSION_FAILED", "message": f"The engine failed: {type(exc).__name__}"}
+
+
+def run(engines: list[Engine]) -> None:
+    """Serve ``engines`` on stdin/stdout, emptying the scratch after every conversion."""
+    by_id = {e.descriptor.id: e for e in engines}
+    for engine in engines:
         engine.descriptor.version()  # load libraries now: the first conversion stays fast
     # stdout carries the protocol only: anything a library prints goes to stderr (the log).
     protocol = sys.stdout
     sys.stdout = sys.stderr
     max_inflated = int(os.environ.get("APPLIANCE_MAX_INFLATED_BYTES", DEFAULT_MAX_INFLATED))
-    serve(engines, sys.stdin, protocol, max_inflated)
+    keeps = {pattern for e in engines for pattern in e.descriptor.keeps}
+    serve(by_id, sys.stdin, protocol, max_inflated, after=lambda: scrub(keeps))
+
+
+def main() -> None:
+    run(enabled_engines())
 
 
 if __name__ == "__main__":

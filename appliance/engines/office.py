@@ -126,6 +126,7 @@ class _Instance:
         profile = Path("/tmp") / f"lo-profile-{os.getpid()}-{self.slot}"  # noqa: S108  (sandbox tmpfs)
         (profile / "user").mkdir(parents=True, exist_ok=True)
         (profile / "user" / "registrymodifications.xcu").write_text(PROFILE_SETTINGS)
+        (profile / "tmp").mkdir(exist_ok=True)
         self.soffice = subprocess.Popen(
             [
                 "soffice",
@@ -143,6 +144,7 @@ class _Instance:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             process_group=0,
+            env={**os.environ, "TMPDIR": str(profile / "tmp")},
         )
         self.bridge = subprocess.Popen(
             [
@@ -294,6 +296,9 @@ class OfficeEngine:
             "fonts-dejavu-core",  # a font to render with: the deploy skips recommended ones
         ),
         recycles_itself=True,  # the listener restarts after APPLIANCE_OFFICE_RESTART_AFTER
+        # The listener's profile (its temporary files too, TMPDIR) and the socket of its UNO
+        # pipe, which LibreOffice puts in /tmp whatever TMPDIR says: both outlive a conversion.
+        keeps=("lo-profile-*", "OSL_PIPE_*"),
     )
 
     def __init__(self) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import pyvips
 
-from appliance.engines.bwrap import UID_SLOTS
+from appliance.engines.bwrap import UID_SLOTS, package_root
 from appliance.engines.images import ImageEngine, ImageOptions
 from appliance.engines.sandbox import (
     EngineCrashed,
@@ -26,6 +26,7 @@ from appliance.engines.sandbox import (
     SandboxedEngine,
 )
 from appliance.errors import PermanentError
+from tests.integration.engines.leaky import Leak, LeakyEngine
 
 PROBE = r"""
 import json, os, socket, sys
@@ -350,3 +351,49 @@ def test_an_image_engine_filling_its_job_area_fails_with_a_clean_error(work_root
         assert pyvips.Image.new_from_file(str(tmp_path / "o.gif")).width == 64
     finally:
         pool.close()
+
+
+def _leaky_pool(work_root) -> HelperPool:
+    start = (
+        f"import sys; sys.path.insert(0, {str(package_root())!r}); "
+        "from appliance.engines import helper; "
+        "from tests.integration.engines.leaky import LeakyEngine; helper.run([LeakyEngine()])"
+    )
+    return HelperPool(
+        work_root / f"leaky-{os.getpid()}", Limits(), argv=[sys.executable, "-I", "-c", start]
+    )
+
+
+def test_nothing_a_conversion_leaves_in_the_scratch_reaches_the_next_one(work_root, tmp_path):
+    """One user's conversion leaves files in /tmp and /dev/shm; the next conversion in the
+    same warm helper (another user's) finds only what the engine declared it keeps."""
+    pool = _leaky_pool(work_root)
+    engine = SandboxedEngine(LeakyEngine(), pool)
+    src = tmp_path / "in.txt"
+    src.write_text("input")
+    pids = []
+    try:
+        engine.convert(src, tmp_path / "a.txt", "txt", "txt", Leak(secret="A's data"), print)
+        pids.append(pool.helper().proc.pid)
+        engine.convert(src, tmp_path / "b.txt", "txt", "txt", Leak(), print)
+        pids.append(pool.helper().proc.pid)
+    finally:
+        pool.close()
+    assert "left-behind.txt" in json.loads((tmp_path / "a.txt").read_text())  # it did leave
+    assert json.loads((tmp_path / "b.txt").read_text()) == ["kept-profile"]
+    assert pids[0] == pids[1]  # one warm helper served both
+
+
+def test_the_real_helper_empties_its_scratch_after_a_conversion(pool, tmp_path):
+    """The helper as workers run it (every enabled engine): a file left in its /tmp is gone
+    once the next conversion is answered."""
+    src = tmp_path / "in.png"
+    pyvips.Image.black(32, 32).write_to_file(str(src))
+    engine = SandboxedEngine(ImageEngine(), pool)
+    engine.convert(src, tmp_path / "o1.gif", "png", "gif", ImageOptions(), lambda f: None)
+    scratch = pool.helper().workdir / ".." / "tmp"  # the sandbox's /tmp, from the worker
+    (scratch / "left-behind.txt").write_text("a user's data")
+    uid = pool.helper().uid.uid
+    os.chown(scratch / "left-behind.txt", uid, uid)  # as if a tool in the helper made it
+    engine.convert(src, tmp_path / "o2.gif", "png", "gif", ImageOptions(), lambda f: None)
+    assert os.listdir(scratch) == []
