@@ -110,10 +110,11 @@ def _code_binds() -> list[str]:
 
 def sandbox_argv(argv: list[str], box: Box) -> list[str]:
     """bubblewrap (+ setpriv when root) around ``argv``."""
-    cmd = [*_fixed_layout(), *_code_binds()]
-    # /tmp writable by the helper, like any /tmp; /job only by root (the worker), which makes
-    # each conversion's directory in it and hands that one over (sandbox.Helper.hand_over)
-    cmd += ["--perms", "1777", "--size", str(box.tmp_bytes), "--tmpfs", SANDBOX_TMP]
+    # /tmp writable by the helper, like any /tmp, and mounted before the code, which may
+    # live below /tmp (a test's virtual environment); /job only root's (the worker's): it
+    # makes each conversion's directory there and hands that one over (Helper.hand_over)
+    cmd = [*_fixed_layout(), "--perms", "1777", "--size", str(box.tmp_bytes)]
+    cmd += ["--tmpfs", SANDBOX_TMP, *_code_binds()]
     cmd += ["--perms", "0755", "--size", str(box.job_bytes), "--tmpfs", JOB_DIR]
     for name, value in box.env.items():
         cmd += ["--setenv", name, value]

@@ -74,11 +74,15 @@ def _run(engine: Engine, req: dict[str, Any], options: Any, out: Any) -> list[Pa
 
 
 def scrub(keeps: Iterable[str], roots: Iterable[Path] = SCRATCH) -> None:
-    """Remove everything in ``roots`` but the names matching a pattern of ``keeps``."""
+    """Remove everything in ``roots`` but the names matching a pattern of ``keeps`` and the
+    mounts there (the code, when it lives below /tmp: read-only anyway)."""
     patterns = tuple(keeps)
     for root in roots:
+        device = root.stat().st_dev
         for entry in os.scandir(root):
             if any(fnmatch.fnmatchcase(entry.name, p) for p in patterns):
+                continue
+            if entry.stat(follow_symlinks=False).st_dev != device:
                 continue
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
