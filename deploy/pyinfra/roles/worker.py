@@ -24,6 +24,7 @@ def unit_context(fleet: Fleet, me: HostSpec, queue: str) -> dict[str, object]:
         "app_root": APP_ROOT,
         "stop_seconds": fleet.get("worker_stop_seconds", me),
         "memory_max": fleet.get("worker_queues", me)[queue]["memory_max"],
+        "tasks_max": fleet.get("worker_tasks_max", me),
     }
 
 

@@ -226,6 +226,7 @@ def test_worker_template_verifies_for_each_queue_and_stops_gracefully(fleet, app
     assert all(line in text.splitlines() for line in HARDENING)
     assert "KillSignal=SIGTERM" in text
     assert f"TimeoutStopSec={fleet.get('worker_stop_seconds')}" in text
+    assert f"TasksMax={fleet.get('worker_tasks_max')}" in text.splitlines()
     (tmp_path / "appliance-worker@.service").write_text(text)
     for queue in ("light", "office", "media"):
         os.link(
