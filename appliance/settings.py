@@ -309,8 +309,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     engine_max_processes: Annotated[
         int,
         _doc(
-            "Processes and threads one engine helper may run at once (RLIMIT_NPROC of the "
-            "helper's own uid; a fork bomb stops there). Measured peaks: a helper with a "
+            "Processes and threads one engine helper may run at once (RLIMIT_NPROC, counted "
+            "for the helper alone; a fork bomb stops there). Measured peaks: a helper with a "
             "warm LibreOffice about 15, with calibre's PDF output (Chromium) about 55.",
             ge=32,
         ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -25,6 +26,9 @@ from appliance.security.keys import create_key
 from appliance.settings import Settings
 from tests.harness.s3server import S3Server, start_s3_server
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout
+PY = "/usr/bin/python3"  # Debian's, which a service user can run
+
 
 @pytest.fixture(scope="session")
 def work_root() -> Iterator[Path]:
@@ -32,6 +36,21 @@ def work_root() -> Iterator[Path]:
     root.chmod(0o755)  # the private Postgres runs as the postgres user and must reach it
     yield root
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def system_python(work_root: Path) -> Path:
+    """This checkout's locked environment on Debian's Python, as scripts/install.sh makes it
+    on a Debian host: the service user must be able to run the interpreter, and the test
+    runner's own may live under /root (pyenv), which is closed to it."""
+    venv = work_root / "venv"
+    subprocess.run(
+        [*(ROOT / ".tools/bin/uv", "sync", "--frozen", "--no-dev", "-q"), "--python", PY],
+        cwd=ROOT,
+        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)},
+        check=True,
+    )
+    return venv / "bin" / "python"
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,14 @@ and takes its outputs back. The worker reaches that /job through ``/proc/PID/roo
 sandbox's first process and holds it open as a directory descriptor: the mount lives and dies
 with the sandbox, and a worker killed mid-run leaves no mount behind.
 
-The helper runs as a uid of its own, leased from a host-wide range for as long as it runs, so
-its process limit (RLIMIT_NPROC counts the processes of a uid) is its alone: a fork bomb in one
-helper stops at that limit and starves no other helper and no host service. The seccomp filter
-(seccomp.py) is loaded by bwrap right before the helper starts.
+A helper's processes and threads are capped by RLIMIT_NPROC, which the kernel counts per uid
+and user namespace, set by ``prlimit`` inside the sandbox, once it exists. A worker running as
+root gives each helper a uid of its own, leased from a host-wide range for as long as it runs;
+an unprivileged worker (the service user) gives each its own user namespace (bwrap
+--unshare-user), where the count starts from zero, while the namespace's creator, bwrap, keeps
+the worker's own limit for the service user's count as a whole. Either way the limit is the
+helper's alone: a fork bomb in one helper stops there and starves no other helper and no host
+service. The seccomp filter (seccomp.py) is loaded by bwrap right before the helper starts.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class Box:
     """One helper's sandbox beyond the fixed layout."""
 
     uid: int  # the helper's uid (root workers); ignored otherwise (bwrap maps the caller's)
+    processes: int  # its RLIMIT_NPROC (see the module docstring)
     tmp_bytes: int  # size of its /tmp
     job_bytes: int  # size of its /job
     env: dict[str, str] = field(default_factory=dict)  # added to its environment
@@ -137,7 +142,8 @@ def sandbox_argv(argv: list[str], box: Box) -> list[str]:
         ]
     else:
         cmd += ["--unshare-user", "--"]
-    return cmd + argv
+    # Set inside, once the sandbox exists: see the module docstring.
+    return [*cmd, "/usr/bin/prlimit", f"--nproc={box.processes}", "--", *argv]
 
 
 def seccomp_fd() -> int:

@@ -74,8 +74,8 @@ class Limits:
     restart_after: int = 200  # conversions before a helper is replaced
     office_restart_after: int = 1000  # conversions before a helper's LibreOffice is replaced
     inflated_bytes: int = 1 << 30  # most a zip container (docx, xlsx, odt...) may inflate to
-    # Processes and threads of one helper at once (RLIMIT_NPROC of its own uid; root workers
-    # only: otherwise the uid is the caller's, shared with everything it runs).
+    # Processes and threads of one helper at once (RLIMIT_NPROC of its own uid, or of its own
+    # user namespace when the worker is not root: bwrap.py).
     processes: int = 256
     tmp_bytes: int = 512 << 20  # its /tmp (HOME, the engines' scratch)
     job_bytes: int = 1536 << 20  # its /job: one conversion's input and outputs
@@ -155,6 +155,7 @@ class Helper:
         program = seccomp_fd() if self.limits.seccomp else None
         box = Box(
             uid=uid,
+            processes=self.limits.processes,
             tmp_bytes=self.limits.tmp_bytes,
             job_bytes=self.limits.job_bytes,
             env={
@@ -184,7 +185,6 @@ class Helper:
 
     def _spawn(self, argv: list[str], fds: tuple[int | None, ...]) -> subprocess.Popen[bytes]:
         limits = self.limits
-        as_root = os.geteuid() == 0
 
         def apply_limits() -> None:  # runs in the child before exec; inherited by the helper
             # Data, not address space: RLIMIT_DATA counts the heap and private writable
@@ -194,8 +194,6 @@ class Helper:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limits.output_bytes, limits.output_bytes))
             resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-            if as_root:  # counted for the helper's own uid (bwrap itself, root, is exempt)
-                resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
 
         log_file = open(f"{self.home}.log", "ab")  # noqa: SIM115
 

@@ -68,29 +68,6 @@ def _wait_ready(up: Up) -> None:
 
 
 @pytest.fixture(scope="module")
-def system_python(work_root) -> Path:
-    """This checkout's locked environment on Debian's Python, as scripts/install.sh makes it
-    on a Debian host: the service user must be able to run the interpreter, and the test
-    runner's own may live under /root (pyenv), which is closed to it."""
-    venv = work_root / "venv"
-    subprocess.run(
-        [
-            ROOT / ".tools/bin/uv",
-            "sync",
-            "--frozen",
-            "--no-dev",
-            "--python",
-            "/usr/bin/python3",
-            "-q",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)},
-        check=True,
-    )
-    return venv / "bin" / "python"
-
-
-@pytest.fixture(scope="module")
 def up(tmp_path_factory, work_root, system_python) -> Iterator[Up]:
     ports = (EMBEDDED_POSTGRES_PORT, EMBEDDED_REDIS_PORT, API_METRICS_PORT, *WORKER_METRICS_PORTS)
     assert not any(_port_open(p) for p in ports)

@@ -9,7 +9,7 @@ from appliance.engines.helper import scrub
 
 
 def _box() -> bwrap.Box:
-    return bwrap.Box(uid=bwrap.NOBODY, tmp_bytes=1 << 20, job_bytes=2 << 20)
+    return bwrap.Box(uid=bwrap.NOBODY, processes=64, tmp_bytes=1 << 20, job_bytes=2 << 20)
 
 
 def test_code_installed_below_tmp_is_bound_after_the_tmp_mount(monkeypatch):
