@@ -69,11 +69,10 @@ DEFAULTS: dict[str, Any] = {
     # unfinished task's lease lapses and the reconciler runs it again on another worker.
     "worker_stop_seconds": 150,
     # Processes and threads one worker instance may run, its engine helpers' included (the
-    # unit's TasksMax, a cgroup pids limit): a fork bomb in an engine stops there. Workers run
-    # as the service user, so helpers share its uid and the per-helper RLIMIT_NPROC of a root
-    # worker does not apply. A helper peaks at ~15 tasks with LibreOffice, ~55 with calibre,
-    # and libvips adds a thread per core: 8192 leaves room for 64-core hosts, and is far below
-    # the host's pid limit (systemd's own default is 15% of it).
+    # unit's TasksMax, a cgroup pids limit), behind each helper's own limit
+    # (APPLIANCE_ENGINE_MAX_PROCESSES). A helper peaks at ~15 tasks with LibreOffice, ~55 with
+    # calibre, and libvips adds a thread per core: 8192 leaves room for 64-core hosts, and is
+    # far below the host's pid limit (systemd's own default is 15% of it).
     "worker_tasks_max": 8192,
     "engine_timeout_seconds": 120,
     # bwrap (sandboxed engines) or off. Keep bwrap in production.
