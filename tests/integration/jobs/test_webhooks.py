@@ -197,7 +197,7 @@ def test_a_receiver_down_for_a_while_gets_every_event_once_it_is_back(
         jobs = [create_job(system, converting(png_file)) for _ in range(4)]
         for job_id in jobs:
             assert system.wait(job_id)["status"] == "finished"
-        time.sleep(6)  # down for a while: every delivery tried and failed several times
+        time.sleep(30)  # down for 30 s: every delivery tried and failed many times
         rows = log(system, webhook_id=hook["id"])
         assert len(rows) == 8
         assert all(r["status"] == "pending" and r["attempts"] >= 3 for r in rows), rows
