@@ -113,6 +113,24 @@ class QuotaExceeded(ClientError):
     code = "STORAGE_QUOTA_EXCEEDED"
 
 
+# Codes of task failures that are the appliance's fault, not the input's or the request's:
+# a job that ends with one counts against the job-success SLO (metrics/slo.py). Retryable
+# failures land here only once their attempts ran out; any other permanent failure (a file
+# the engine rejects, a limit, the task's own timeout) is the client's.
+SERVICE_FAULT_CODES = frozenset(
+    {
+        "TEMPORARY_FAILURE",
+        "INTERNAL_ERROR",
+        "ENGINE_CRASHED",
+        "ENGINE_UNAVAILABLE",
+        "ENGINE_VERSION_UNAVAILABLE",
+        "STORAGE_ERROR",
+        "CREDENTIALS_UNAVAILABLE",
+        "WORKER_LOST",
+    }
+)
+
+
 class RetryableError(ApplianceError):
     code = "TEMPORARY_FAILURE"
 

@@ -22,7 +22,7 @@ from appliance.conversions import graph
 from appliance.conversions.task import Outcome, OutFile, Ready
 from appliance.db.queries import tasks as task_rows
 from appliance.engines.registry import Registry
-from appliance.errors import InvalidData, RetryableError
+from appliance.errors import SERVICE_FAULT_CODES, InvalidData, RetryableError
 from appliance.metrics import JOBS_ENDED
 
 # An import's end is tried again while jobs made meanwhile add dependents to it; each try
@@ -55,9 +55,16 @@ def client_import_ended(end: Mapping[str, Any] | None) -> tuple[list[Ready], str
     return released(end), end["doc"]
 
 
-def count_job_end(status: str | None) -> None:
-    if status is not None:
-        JOBS_ENDED.labels(status).inc()
+def count_job_end(conn: Any, job_id: Any, status: str | None) -> None:
+    """Count a job's end (``status`` None: it has not ended), with whose fault an error was:
+    the service's when one of its tasks failed with a code of SERVICE_FAULT_CODES."""
+    if status is None:
+        return
+    fault = "none"
+    if status == "error":
+        service = task_rows.failed_by_service(conn, job_id, SERVICE_FAULT_CODES)
+        fault = "service" if service else "client"
+    JOBS_ENDED.labels(status, fault).inc()
 
 
 class ImportRouting:

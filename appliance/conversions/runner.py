@@ -140,13 +140,14 @@ class TaskRunner:
                     outcome.cache,
                     self._exports(task, outcome),
                 )
+            if end is not None and end["owned"]:
+                count_job_end(conn, task.job_id, end["job_end"])
         assert end is not None
         if not end["owned"]:
             log.info("task %s was cancelled, deleted or re-run meanwhile", task.id)
             return []
         ended = end.get("ended") or []
         TASKS_ENDED.labels("export/url", "finished").inc(len(ended))
-        count_job_end(end["job_end"])
         ready = released(end)
         inline = {r["id"] for r in end["ready"] if self._inline(r["operation"])}
         self._dispatch([r for r in ready if r.task_id not in inline])
@@ -174,7 +175,7 @@ class TaskRunner:
             if task_rows.still_owned(conn, task.id, task.attempts):
                 task_rows.fail(conn, task.id, code, message)
                 job_end = task_rows.job_ended(conn, task.job_id)
-        count_job_end(job_end)
+                count_job_end(conn, task.job_id, job_end)
         self._announce(task, job_end)
 
     def _retry_or_fail(self, task: Task, exc: ApplianceError) -> str:

@@ -75,9 +75,10 @@ class Reconciler:
         failed, job_ends, back = maintenance.lapsed_leases(
             self.rt.pool, s.task_max_attempts, message
         )
-        for row, job_end in zip(failed, job_ends, strict=True):
-            TASKS_ENDED.labels(row["operation"], "error").inc()
-            count_job_end(job_end)
+        with self.rt.pool.connection() as conn:
+            for row, job_end in zip(failed, job_ends, strict=True):
+                TASKS_ENDED.labels(row["operation"], "error").inc()
+                count_job_end(conn, row["job_id"], job_end)
         report.lost += len(failed)
         report.lapsed += len(back)
         if back:

@@ -39,8 +39,10 @@ HTTP_DURATION = Histogram(
 JOBS_CREATED = Counter("appliance_jobs_created", "Jobs created through the API.")
 JOBS_ENDED = Counter(
     "appliance_jobs_ended",
-    "Jobs that reached a final status (finished or error) when a worker ended their last task.",
-    ["status"],
+    "Jobs that reached a final status (finished or error) when a worker ended their last task,"
+    " by whose fault an error was (fault: none when finished; service when a task failed with"
+    " one of errors.SERVICE_FAULT_CODES, else client).",
+    ["status", "fault"],
 )
 TASKS_ENDED = Counter(
     "appliance_tasks_ended",
@@ -123,8 +125,8 @@ def preset(queues: Iterable[str] = (), operations: Iterable[str] = ()) -> None:
 
 
 # Every other known label value exists from the start.
-for _status in ("finished", "error"):
-    JOBS_ENDED.labels(_status)
+for _status, _fault in (("finished", "none"), ("error", "client"), ("error", "service")):
+    JOBS_ENDED.labels(_status, _fault)
 for _result in ("hit", "miss"):
     CACHE_LOOKUPS.labels(_result)
 for _result in ("written", "deduplicated"):

@@ -50,6 +50,10 @@ WAIT_LEFT = (
 # appliance_refresh_job sets ended_at = now() (the transaction's start) only on the change to
 # a final status, so exactly one transaction sees its own now() there.
 JOB_ENDED = "SELECT status FROM jobs WHERE id = %s AND ended_at = now()"
+SERVICE_FAULT = (
+    "SELECT EXISTS (SELECT 1 FROM tasks WHERE job_id = %s AND status = 'error'"
+    " AND code = ANY(%s)) AS service"
+)
 ROUTED_DEPENDENTS = (
     "SELECT status, user_id, appliance_routed_dependents(id) AS dependents,"
     " coalesce((SELECT stored_bytes FROM user_usage u WHERE u.user_id = tasks.user_id), 0)"
@@ -162,6 +166,12 @@ def job_ended(conn: Any, job_id: Any) -> str | None:
         return None
     row = conn.execute(JOB_ENDED, (job_id,)).fetchone()
     return str(row["status"]) if row else None
+
+
+def failed_by_service(conn: Any, job_id: Any, codes: frozenset[str]) -> bool:
+    """Whether one of the job's tasks failed with one of ``codes``."""
+    row = conn.execute(SERVICE_FAULT, (job_id, list(codes))).fetchone()
+    return bool(row and row["service"])
 
 
 # -- the API (async) -----------------------------------------------------------------------

@@ -22,8 +22,9 @@ def value(name: str, **labels: str) -> float:
 def snapshot() -> dict[str, float]:
     return {
         "created": value("appliance_jobs_created_total"),
-        "jobs_finished": value("appliance_jobs_ended_total", status="finished"),
-        "jobs_error": value("appliance_jobs_ended_total", status="error"),
+        "jobs_finished": value("appliance_jobs_ended_total", status="finished", fault="none"),
+        "jobs_error": value("appliance_jobs_ended_total", status="error", fault="client"),
+        "jobs_error_service": value("appliance_jobs_ended_total", status="error", fault="service"),
         "upload_finished": value(
             "appliance_tasks_ended_total", operation="import/upload", status="finished"
         ),
@@ -88,7 +89,7 @@ def test_a_finished_job_moves_job_task_conversion_storage_and_upload_metrics(sys
     assert "conversions_ok" not in diff and diff.get("dedup") == 1
 
 
-def test_a_failed_task_counts_as_error_for_the_task_and_its_job(system, tmp_path):
+def test_a_file_the_engine_rejects_counts_as_a_job_error_by_the_client(system, tmp_path):
     fake = tmp_path / "fake.png"
     fake.write_bytes(b"this is text, not a png" * 10)
     before = snapshot()
@@ -98,7 +99,7 @@ def test_a_failed_task_counts_as_error_for_the_task_and_its_job(system, tmp_path
     diff = changes(before, until="convert_error")
     assert diff.get("convert_error") == 1 and diff.get("jobs_error") == 1
     assert "jobs_finished" not in diff and "convert_finished" not in diff
-    assert "export_finished" not in diff
+    assert "export_finished" not in diff and "jobs_error_service" not in diff
 
 
 class _Lines(logging.Handler):

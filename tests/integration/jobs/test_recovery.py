@@ -10,6 +10,7 @@ import redis
 
 from appliance.jobs.reconciler import Reconciler
 from tests.integration.jobs.conftest import UPLOAD_CONVERT_EXPORT, as_operation, task
+from tests.integration.jobs.test_metrics import changes, snapshot
 
 
 def _base64_job(system, png_file):
@@ -97,10 +98,14 @@ def test_task_that_keeps_killing_workers_fails_with_worker_lost(system, png_file
         "UPDATE tasks SET attempts = 3, lease_until = now() - interval '1 second' WHERE id = %s",
         conv["id"],
     )
+    before = snapshot()
     assert Reconciler(system.rt).run_once().lost == 1
     job = system.job(job["id"])
     assert job["status"] == "error"
     assert task(job, "c")["code"] == "WORKER_LOST"
+    # the appliance's fault, not the input's: it counts against the job-success SLO
+    diff = changes(before, until="jobs_error_service")
+    assert diff.get("jobs_error_service") == 1 and "jobs_error" not in diff
 
 
 def test_progress_is_written_while_the_task_runs(system, png_file):
