@@ -4,8 +4,15 @@ runs; then every PromQL expression of the dashboards and alert rules is evaluate
 Prometheus's HTTP API. Each must parse and return data that is a number: no panel may show
 nothing. Scrapes and rule evaluations run every second so the test stays short.
 
-Alert expressions have the form ``<query> <comparison> <threshold>``: the whole expression
-must parse, and the query must return data (the comparison itself is tested by promtool).
+Alert expressions have the form ``<query> <comparison> <threshold>``, or clauses of that
+form joined by ``and`` / ``or`` (the burn-rate alerts): the whole expression must parse, and
+each query must return data (the comparisons themselves are tested by promtool).
+
+The burn-rate alerts must fire in a running appliance, through storms of real failures, not
+of a route made for the test: a latency storm is requests waiting on a lock that a
+long transaction holds on the jobs table (a slow database), a 5xx storm is requests reading
+jobs from a view that is gone (a broken database; the deployment's database is this
+module's own).
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 import yaml
 
@@ -59,13 +68,24 @@ def expressions() -> list[tuple[str, str]]:
     return out
 
 
+def alerts() -> set[str]:
+    """``where`` (as in expressions()) of every alert rule."""
+    return {
+        f"{path.name}: {rule['alert']}"
+        for path in sorted(RULES.glob("*.yml"))
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+
+
 COMPARISON = re.compile(r"(==|!=|>=|<=|>|<)")
+SET_OPERATOR = re.compile(r"\s(and|or|unless)\s")
 
 
-def split_comparison(expr: str) -> tuple[str, str] | None:
-    """(query, comparison + threshold) when the top level ends in a comparison with a
-    number, else None."""
-    depth, quoted, last = 0, False, None
+def top_level(expr: str) -> list[int]:
+    """Indexes of the characters of ``expr`` outside brackets and quotes."""
+    depth, quoted, out = 0, False, []
     for i, ch in enumerate(expr):
         if ch == '"' and (i == 0 or expr[i - 1] != "\\"):
             quoted = not quoted
@@ -73,14 +93,38 @@ def split_comparison(expr: str) -> tuple[str, str] | None:
             depth += 1
         elif not quoted and ch in ")}]":
             depth -= 1
-        elif not quoted and depth == 0 and COMPARISON.match(expr, i):
+        elif not quoted and depth == 0:
+            out.append(i)
+    return out
+
+
+def clauses(expr: str) -> list[str]:
+    """The operands of the top-level ``and`` / ``or`` / ``unless`` of ``expr``."""
+    cuts = [m for i in top_level(expr) if (m := SET_OPERATOR.match(expr, i))]
+    starts = [0, *(m.end() for m in cuts)]
+    ends = [*(m.start() for m in cuts), len(expr)]
+    return [expr[a:b].strip() for a, b in zip(starts, ends, strict=True)]
+
+
+def split_comparison(expr: str) -> tuple[str, str] | None:
+    """(query, comparison + threshold) when the top level ends in a comparison with a
+    number, else None."""
+    last = None
+    for i in top_level(expr):
+        if COMPARISON.match(expr, i):
             last = i if last is None or i > last + 1 else last  # ">=" is one operator
     if last is None:
         return None
     rest = expr[last:]
-    if not re.fullmatch(r"\s*(==|!=|>=|<=|>|<)\s*[0-9.]+\s*", rest):
+    if not re.fullmatch(r"\s*(==|!=|>=|<=|>|<)\s*[0-9.e-]+\s*", rest):
         return None
     return expr[:last].strip(), rest.strip()
+
+
+def alert_queries(expr: str) -> list[str] | None:
+    """The queries of an alert's clauses, or None when one is not <query> <cmp> <number>."""
+    parts = [split_comparison(clause) for clause in clauses(expr)]
+    return None if None in parts else [p[0] for p in parts if p is not None]
 
 
 def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -219,26 +263,7 @@ def monitored(
             "nginx": [f"127.0.0.1:{ports['nginx_exporter']}"],
             "prometheus": [f"127.0.0.1:{ports['prom']}"],
         }
-        config = {
-            "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": "1s"},
-            "rule_files": [str(p) for p in sorted(RULES.glob("*.yml"))],
-            "scrape_configs": [
-                {"job_name": name, "static_configs": [{"targets": targets}]}
-                for name, targets in jobs.items()
-            ],
-        }
-        (work / "prometheus.yml").write_text(yaml.safe_dump(config))
-        procs.append(
-            start(
-                [
-                    "prometheus",
-                    f"--config.file={work / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={work / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{ports['prom']}",
-                ],
-                work / "prometheus.log",
-            )
-        )
+        procs.append(prometheus(work, jobs, ports["prom"]))
         prom = f"http://127.0.0.1:{ports['prom']}"
         wait_for_targets(prom, sum(len(t) for t in jobs.values()), work, procs)
         yield prom, f"http://127.0.0.1:{ports['nginx']}"
@@ -252,6 +277,28 @@ def monitored(
                 proc.kill()
         replica.stop()
         shutil.rmtree(work / "tsdb", ignore_errors=True)
+
+
+def prometheus(work: Path, jobs: dict[str, list[str]], port: int) -> subprocess.Popen:
+    """Prometheus with the repository's rules, scraping ``jobs`` every second."""
+    config = {
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": "1s"},
+        "rule_files": [str(p) for p in sorted(RULES.glob("*.yml"))],
+        "scrape_configs": [
+            {"job_name": name, "static_configs": [{"targets": targets}]}
+            for name, targets in jobs.items()
+        ],
+    }
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    return start(
+        [
+            "prometheus",
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        work / "prometheus.log",
+    )
 
 
 def logs_of(work: Path) -> str:
@@ -336,22 +383,26 @@ def test_every_dashboard_and_alert_expression_parses_and_returns_data(
     drive_load(deployment, via_nginx, png_file, tmp_path)
     time.sleep(3)  # a few more scrapes after the load, so rates span it
     exprs = expressions()
-    assert len(exprs) > 30
+    alert_names = {where for where, _ in exprs if where in alerts()}
+    assert len(exprs) > 30 and len(alert_names) > 10
     problems = []
     for where, expr in exprs:
         reply = query(prom, expr)
         if reply.get("status") != "success":
             problems.append(f"{where}: does not evaluate: {reply.get('error')}")
             continue
-        if where.split(":")[0].endswith(".yml"):  # an alert rule: evaluate its query
-            parts = split_comparison(expr)
-            if parts is None:
+        if where in alert_names:  # an alert rule: evaluate its queries
+            queries = alert_queries(expr)
+            if queries is None:
                 problems.append(f"{where}: not of the form <query> <comparison> <number>")
                 continue
-            reply = query(prom, parts[0])
-        values = numbers(reply)
-        if not values or all(math.isnan(v) for v in values):
-            problems.append(f"{where}: no data for {expr}")
+            replies = [query(prom, q) for q in queries]
+        else:
+            replies = [reply]
+        for q, reply in zip(queries if where in alert_names else [expr], replies, strict=True):
+            values = numbers(reply)
+            if not values or all(math.isnan(v) for v in values):
+                problems.append(f"{where}: no data for {q}")
     assert problems == [], "\n".join(problems)
 
 
@@ -373,6 +424,90 @@ def test_the_worker_group_port_aggregates_its_processes(deployment, monitored):
         "checks": {"postgres": "ok", "redis": "ok", "storage": "ok"},
         "failed": [],
     }
+
+
+def firing(prom: str) -> set[str]:
+    reply = httpx.get(prom + "/api/v1/alerts", timeout=10).json()
+    return {a["labels"]["alertname"] for a in reply["data"]["alerts"] if a["state"] == "firing"}
+
+
+def wait_firing(prom: str, alert: str, work: Path, seconds: float = 30) -> set[str]:
+    """The alerts firing once ``alert`` is (rules are evaluated every second)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if alert in (now := firing(prom)):
+            return now
+        time.sleep(0.5)
+    ratios = query(prom, "slo:sli_error:ratio_rate5m")["data"]["result"]
+    raise AssertionError(f"{alert} did not fire; 5 m error ratios: {ratios}\n{logs_of(work)}")
+
+
+@pytest.fixture
+def api_prometheus(deployment: Deployment, tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """A Prometheus of its own, scraping only the API, started now: its windows hold only
+    what the test does from here on."""
+    work = tmp_path_factory.mktemp("storm")
+    port = local_services.free_port()
+    api = "127.0.0.1:" + deployment.env["APPLIANCE_API_METRICS_PORT"]
+    proc = prometheus(work, {"appliance-api": [api]}, port)
+    prom = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_targets(prom, 1, work, [proc])
+        yield prom, work
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(work / "tsdb", ignore_errors=True)
+
+
+def read_job(api: httpx.Client, job_id: str) -> tuple[int, float]:
+    start = time.monotonic()
+    status = api.get(f"/v2/jobs/{job_id}").status_code
+    return status, time.monotonic() - start
+
+
+def test_burn_rate_alerts_fire_on_a_latency_storm_and_on_a_5xx_storm(
+    deployment: Deployment, api_prometheus: tuple[str, Path]
+):
+    prom, work = api_prometheus
+    key = deployment.key()
+    with httpx.Client(
+        base_url=deployment.url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    ) as api:
+        created = api.post("/v2/jobs", json={"tasks": {"up": {"operation": "import/upload"}}})
+        job_id = created.json()["data"]["id"]
+        assert read_job(api, job_id)[0] == 200
+        time.sleep(2.5)  # scrapes before the storm: the series exist in Prometheus
+        assert not firing(prom) & {"ApplianceLatencyBudgetBurn", "ApplianceAvailabilityBudgetBurn"}
+
+        # Latency: a transaction holds the jobs table for 2.5 s; 16 reads wait behind it.
+        with (
+            psycopg.connect(deployment.database_url) as conn,
+            ThreadPoolExecutor(16) as pool,
+        ):
+            conn.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+            reads = [pool.submit(read_job, api, job_id) for _ in range(16)]
+            time.sleep(2.5)
+            conn.commit()
+            answers = [r.result() for r in reads]
+        assert all(status == 200 and seconds > 2 for status, seconds in answers), answers
+        now = wait_firing(prom, "ApplianceLatencyBudgetBurn", work)
+        assert "ApplianceAvailabilityBudgetBurn" not in now
+
+        # Errors: the view a job is read from is gone for 5 s; every read answers 500.
+        deployment.sql("ALTER VIEW job_docs RENAME TO job_docs_gone")
+        try:
+            statuses = []
+            end = time.monotonic() + 5  # over several scrapes: a new series' first count is
+            while time.monotonic() < end:  # its start, so the storm must go on past it
+                statuses.append(read_job(api, job_id)[0])
+                time.sleep(0.05)
+        finally:
+            deployment.sql("ALTER VIEW job_docs_gone RENAME TO job_docs")
+        assert set(statuses) == {500}
+        now = wait_firing(prom, "ApplianceAvailabilityBudgetBurn", work)
+        assert "ApplianceAvailabilityBudgetSlowBurn" in now  # 3 d and 6 h windows see it too
+        assert read_job(api, job_id)[0] == 200  # the appliance is whole again
 
 
 if __name__ == "__main__":  # list the expressions: python -m tests.e2e.test_monitoring
