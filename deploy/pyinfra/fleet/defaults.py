@@ -107,6 +107,13 @@ DEFAULTS: dict[str, Any] = {
     "rate_limit_burst": 200,
     # Monitoring
     "prometheus_retention": "15d",
+    # Service-level objectives over the defaults of appliance/metrics/slo.py (availability
+    # 0.999, latency 0.95, jobs 0.999: the share of good events); the burn-rate alerts
+    # follow them. E.g. {"latency": 0.99}.
+    "slo_objectives": {},
+    # Where the alerts' runbook_url points (each adds #<alert name>): the operator's copy of
+    # monitoring/RUNBOOK.md, e.g. on their git host; the default is the repository path.
+    "runbook_url": "monitoring/RUNBOOK.md",
     "grafana": True,
     "grafana_skip_reason": "",
 }

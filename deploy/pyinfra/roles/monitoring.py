@@ -1,5 +1,6 @@
 """monitoring: Prometheus scraping every target (job names from CONTRACTS.md) with the alert
-rules from monitoring/prometheus/rules/, checked by promtool before each reload; Grafana from
+rules from monitoring/prometheus/rules/ (slo.yml rendered with the fleet's objectives, every
+runbook_url pointing at the fleet's runbook), checked by promtool before each reload; Grafana from
 its APT repository with the provisioned datasource and dashboards from monitoring/grafana/.
 
 Where Grafana cannot be installed (the lab: its APT repository is unreachable there), group
@@ -12,6 +13,7 @@ import logging
 
 from pyinfra.operations import apt, files, server
 
+from appliance.metrics import slo
 from fleet.checks import grafana_files, rule_files
 from fleet.model import Fleet, HostSpec
 from roles.common import put, put_text, restart_if
@@ -31,10 +33,22 @@ def prometheus_context(fleet: Fleet) -> dict[str, object]:
     }
 
 
+def rule_texts(fleet: Fleet, me: HostSpec | None = None) -> dict[str, str]:
+    """Each rule file's name and text as this fleet installs it."""
+    texts = {}
+    for path in rule_files():
+        if path.name == "slo.yml":
+            text = slo.render(fleet.get("slo_objectives", me))
+        else:
+            text = path.read_text()
+        texts[path.name] = text.replace(f"{slo.RUNBOOK}#", f"{fleet.get('runbook_url', me)}#")
+    return texts
+
+
 def apply(fleet: Fleet, me: HostSpec) -> None:
     apt.packages(name="Prometheus", packages=["prometheus"], no_recommends=True)
     files.directory(name="Rules dir", path=RULES_DIR)
-    rules = [put_text(path.read_text(), f"{RULES_DIR}/{path.name}") for path in rule_files()]
+    rules = [put_text(text, f"{RULES_DIR}/{name}") for name, text in rule_texts(fleet, me).items()]
     config = put(
         "pyinfra/templates/prometheus.yml.j2",
         "/etc/prometheus/prometheus.yml",

@@ -16,6 +16,7 @@ from fleet.wheelhouse import Release
 from roles import api, app, base, db, lb, monitoring, rolling, storage, worker
 
 from appliance.settings import Settings
+from tests.deploy.unit.conftest import make_fleet
 
 
 def _run(*cmd: str, **kw) -> subprocess.CompletedProcess[str]:
@@ -284,13 +285,30 @@ def test_prometheus_config_passes_promtool(fleet, tmp_path):
     path = tmp_path / "prometheus.yml"
     path.write_text(text.replace("/etc/prometheus/rules/appliance", str(tmp_path / "rules")))
     (tmp_path / "rules").mkdir()
-    for rule in monitoring.rule_files():
-        shutil.copy(rule, tmp_path / "rules" / rule.name)
+    for name, rules in monitoring.rule_texts(fleet).items():
+        (tmp_path / "rules" / name).write_text(rules)
     result = _run("promtool", "check", "config", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
     for job in fleet.scrape_targets():
         if fleet.scrape_targets()[job]:
             assert f"job_name: {job}" in text
+
+
+def test_the_fleets_objectives_and_runbook_shape_the_alerts(tmp_path):
+    fleet = make_fleet(
+        slo_objectives={"latency": 0.99}, runbook_url="https://git.example/ops/RUNBOOK.md"
+    )
+    texts = monitoring.rule_texts(fleet)
+    assert set(texts) == {p.name for p in monitoring.rule_files()}
+    # 14.4 x a 1% latency budget; availability keeps its 0.1% one
+    assert 'ratio_rate1h{slo="latency"} > 0.144 and' in texts["slo.yml"]
+    assert 'ratio_rate1h{slo="availability"} > 0.0144 and' in texts["slo.yml"]
+    for text in texts.values():
+        assert "monitoring/RUNBOOK.md#" not in text
+        assert "runbook_url: https://git.example/ops/RUNBOOK.md#" in text.replace('"', "")
+    (tmp_path / "slo.yml").write_text(texts["slo.yml"])
+    result = _run("promtool", "check", "rules", str(tmp_path / "slo.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # -- firewall -----------------------------------------------------------------------------------
