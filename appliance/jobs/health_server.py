@@ -4,10 +4,10 @@ Exactly one process per group binds the port and serves the samples of all the g
 processes from their shared multiprocess directory: for a worker group, a Dramatiq fork
 function (``serve``, started and stopped by Dramatiq); for the API, a process that
 ``appliance api`` starts beside granian's workers (``serve_api``), which also reads the gauges
-of shared state (queue depth, storage use) at each scrape. The API's own port never serves
-``/metrics``: this port listens on loopback unless the operator names another address.
-Ready means Postgres, Redis and storage answer from this host; the JSON names the one that
-failed.
+of shared state (queue depth, storage use, the top users of the last hour) at each scrape.
+The API's own port never serves ``/metrics``: this port listens on loopback unless the
+operator names another address. Ready means Postgres, Redis and storage answer from this
+host; the JSON names the one that failed.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class Probes:
         series go missing, which the alert rules see) and logged."""
         import psycopg
 
+        from appliance.db.queries.activity import top_users
         from appliance.db.queries.files import storage_use
 
         snapshot = scrape.Snapshot()
@@ -74,8 +75,11 @@ class Probes:
             url = self.settings.effective_database_url
             with psycopg.connect(url, connect_timeout=2, autocommit=True) as conn:
                 snapshot.storage = storage_use(conn)
+                snapshot.top_users = top_users(conn, scrape.TOP_USERS_SECONDS, scrape.TOP_USERS)
         except Exception:
-            log.warning("metrics: storage gauges unavailable (Postgres)", exc_info=True)
+            log.warning(
+                "metrics: storage and per-user gauges unavailable (Postgres)", exc_info=True
+            )
         return snapshot
 
     def check(self) -> dict[str, str]:

@@ -1,5 +1,10 @@
 """Gauges of shared state, computed when the API's metrics port is scraped: queue depth and
-the age of the oldest waiting message (Redis), and storage use (Postgres).
+the age of the oldest waiting message (Redis), storage use, and the users with the most
+conversions and the most failed tasks over the last hour (Postgres).
+
+Per-tenant figures come from Postgres here, never from a label per user on the request
+path's counters: the ``user`` label of ``appliance_user_*_last_hour`` holds at most
+``TOP_USERS`` user ids a scrape, so the series stay few however many users there are.
 
 Every API host reports the same values (they describe the whole appliance, not the host), so
 dashboards and alerts take ``max`` over instances, never ``sum``.
@@ -23,6 +28,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 DRAMATIQ_NAMESPACE = "dramatiq"
+TOP_USERS = 10  # users in each per-tenant list
+TOP_USERS_SECONDS = 3600.0  # the window of the per-tenant lists
 
 
 @dataclass(eq=False)  # collectors are registered by identity
@@ -31,6 +38,8 @@ class Snapshot(Collector):
 
     queues: dict[str, tuple[int, int, float, int]] = field(default_factory=dict)
     storage: tuple[int, int] | None = None  # (objects, bytes)
+    # {"conversions": {user id: n}, "errors": {user id: n}} (db.queries.activity.top_users)
+    top_users: dict[str, dict[str, int]] | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         depth = GaugeMetricFamily(
@@ -70,6 +79,22 @@ class Snapshot(Collector):
                 "Bytes in content-addressed storage.",
                 value=self.storage[1],
             )
+        if self.top_users is not None:
+            yield from self._top_users(self.top_users)
+
+    @staticmethod
+    def _top_users(top: dict[str, dict[str, int]]) -> Iterator[GaugeMetricFamily]:
+        helps = {
+            "conversions": "Convert tasks ended in the last hour, for the users with the most.",
+            "errors": "Tasks ended in error in the last hour, for the users with the most.",
+        }
+        for kind, text in helps.items():
+            family = GaugeMetricFamily(
+                f"appliance_user_{kind}_last_hour", f"{text} (at most {TOP_USERS})", labels=["user"]
+            )
+            for user, n in top.get(kind, {}).items():
+                family.add_metric([user], n)
+            yield family
 
 
 def queues(client: Any, pending: dict[str, str]) -> dict[str, tuple[int, int, float, int]]:
