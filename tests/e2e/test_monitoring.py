@@ -406,6 +406,25 @@ def test_every_dashboard_and_alert_expression_parses_and_returns_data(
     assert problems == [], "\n".join(problems)
 
 
+def test_top_users_are_read_from_postgres_at_scrape_time(deployment, monitored):
+    """The load's user converted five times (one failed: a truncated file); the per-tenant
+    series name that user alone, with no label per user on the request path's metrics."""
+    prom, _ = monitored
+    users = deployment.sql(
+        "SELECT user_id::text AS id, count(*) AS n FROM tasks WHERE operation = 'convert'"
+        " GROUP BY user_id"
+    )
+    assert len(users) == 1 and users[0]["n"] == 5
+    reply = query(prom, 'appliance_user_conversions_last_hour{job="appliance-api"}')
+    assert [(s["metric"]["user"], s["value"][1]) for s in reply["data"]["result"]] == [
+        (users[0]["id"], "5")
+    ]
+    reply = query(prom, 'appliance_user_errors_last_hour{job="appliance-api"}')
+    assert [s["metric"]["user"] for s in reply["data"]["result"]] == [users[0]["id"]]
+    reply = query(prom, 'count({job="appliance-api", user!=""})')
+    assert numbers(reply) == [2.0]  # those two series, and no other metric has a user label
+
+
 def test_replication_lag_is_read_from_a_real_streaming_replica(deployment, monitored):
     prom, _ = monitored
     reply = query(prom, 'pg_replication_lag{job="postgres"}')

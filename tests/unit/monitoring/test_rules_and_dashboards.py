@@ -19,7 +19,12 @@ MONITORING = ROOT / "monitoring"
 RULES = sorted((MONITORING / "prometheus" / "rules").glob("*.yml"))
 RULE_TESTS = sorted((MONITORING / "prometheus" / "tests").glob("*.yml"))
 BOARDS = sorted((MONITORING / "grafana" / "dashboards").glob("*.json"))
-STABLE_UIDS = {"appliance-overview", "appliance-engines", "appliance-infrastructure"}
+STABLE_UIDS = {
+    "appliance-service-level",
+    "appliance-overview",
+    "appliance-engines",
+    "appliance-infrastructure",
+}
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -96,7 +101,7 @@ def defined_names() -> set[str]:
     from prometheus_client import REGISTRY
 
     names = {m.name for m in REGISTRY.collect()}
-    snapshot = Snapshot(queues={"light": (0, 0, 0.0, 0)}, storage=(0, 0))
+    snapshot = Snapshot(queues={"light": (0, 0, 0.0, 0)}, storage=(0, 0), top_users={})
     return names | {m.name for m in snapshot.collect()}
 
 
