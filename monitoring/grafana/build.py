@@ -462,7 +462,7 @@ SERVICE_LEVEL = [
         "Requests answered by all API hosts.",
     ),
     panel(
-        "Burn rate by SLO (1 h and 6 h; 14.4 and 6 page, 1 opens a ticket)",
+        "Burn rate by SLO (1 h, 6 h; 14.4 and 6 page, 1 is a ticket)",
         [
             (
                 "slo:sli_error:ratio_rate1h / on (slo) (1 - slo:objective:ratio)",

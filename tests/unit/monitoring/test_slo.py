@@ -4,6 +4,7 @@ monitoring/RUNBOOK.md."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -61,3 +62,15 @@ def test_every_alert_links_its_own_runbook_section():
             url = rule["annotations"].get("runbook_url", "")
             assert url == f"{slo.RUNBOOK}#{name.lower()}", (path.name, name)
             assert name.lower() in anchors, f"{name}: no section in {RUNBOOK}"
+
+
+def test_the_runbooks_panel_references_name_real_panels():
+    """*Italic* names in the runbook are panel titles of the committed dashboards."""
+    titles = {
+        panel["title"]
+        for path in (MONITORING / "grafana" / "dashboards").glob("*.json")
+        for panel in json.loads(path.read_text())["panels"]
+    }
+    named = re.findall(r"(?<![*\w])\*([^*]+?)\*(?![*\w])", RUNBOOK.read_text())
+    assert len(named) > 20
+    assert {" ".join(n.split()) for n in named} - titles == set()
