@@ -13,6 +13,7 @@ from litestar.response import Stream
 from appliance.api import responses
 from appliance.api.deps import services
 from appliance.api.multipart import MultipartFile
+from appliance.api.schemas import TaskData, answers, downloaded
 from appliance.errors import NotFound
 
 
@@ -22,6 +23,7 @@ from appliance.errors import NotFound
     tags=["uploads"],
     summary="Upload the file of an import/upload task (the task's result.form)",
     opt={responses.FILE_BODY: True},
+    responses=answers(201, TaskData, (400, 404, 413, 422)),
 )
 async def upload(request: Request[Any, Any, Any], task_id: uuid.UUID) -> Response[bytes]:
     jobs = services(request).jobs
@@ -44,6 +46,7 @@ async def upload(request: Request[Any, Any, Any], task_id: uuid.UUID) -> Respons
     "/v2/files/{key:path}",
     tags=["downloads"],
     summary="Download an exported file (local storage backend; the URL is signed and expires)",
+    responses=downloaded(),
 )
 async def download(
     request: Request[Any, Any, Any], key: str, expires: int, signature: str

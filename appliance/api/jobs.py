@@ -12,6 +12,7 @@ from litestar.params import Parameter
 
 from appliance.api import responses
 from appliance.api.deps import check_json_size, count_conversions, services
+from appliance.api.schemas import AUTHED, BY_ID, WITH_BODY, JobData, JobPage, answers
 from appliance.conversions.graph import conversions_in
 from appliance.security.auth import Principal
 
@@ -38,25 +39,25 @@ class JobController(Controller):
     path = "/v2/jobs"
     tags = ["jobs"]
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, responses=answers(201, JobData, WITH_BODY))
     async def create(
         self, request: Request[Any, Any, Any], data: JobCreate, principal: Principal
     ) -> Response[bytes]:
         return responses.data(await create_job(request, data, principal), 201)
 
-    @get("/{job_id:uuid}")
+    @get("/{job_id:uuid}", responses=answers(200, JobData, BY_ID))
     async def show(
         self, request: Request[Any, Any, Any], job_id: uuid.UUID, principal: Principal
     ) -> Response[bytes]:
         return responses.data(await services(request).jobs.get_job(principal.user_id, job_id))
 
-    @get("/{job_id:uuid}/wait")
+    @get("/{job_id:uuid}/wait", responses=answers(200, JobData, BY_ID))
     async def wait(
         self, request: Request[Any, Any, Any], job_id: uuid.UUID, principal: Principal
     ) -> Response[bytes]:
         return await wait_job(request, job_id, principal)
 
-    @get("/")
+    @get("/", responses=answers(200, JobPage, AUTHED))
     async def index(
         self,
         request: Request[Any, Any, Any],
@@ -78,7 +79,7 @@ class JobController(Controller):
         count = len(msgspec.json.decode(doc, type=list[msgspec.Raw]))
         return responses.page(doc, request, page, per_page, has_next, count)
 
-    @delete("/{job_id:uuid}", status_code=204)
+    @delete("/{job_id:uuid}", status_code=204, responses=answers(204, None, BY_ID))
     async def remove(
         self, request: Request[Any, Any, Any], job_id: uuid.UUID, principal: Principal
     ) -> None:
@@ -180,7 +181,11 @@ async def waited(
         )
 
 
-@get("/v2/jobs/{job_id:uuid}", summary="Block until the job ends (sync API)")
+@get(
+    "/v2/jobs/{job_id:uuid}",
+    summary="Block until the job ends (sync API)",
+    responses=answers(200, JobData, BY_ID),
+)
 async def sync_job(
     request: Request[Any, Any, Any], job_id: uuid.UUID, principal: Principal
 ) -> Response[bytes]:

@@ -10,13 +10,19 @@ from litestar import Request, Response, get
 from litestar.params import Parameter
 
 from appliance.api.deps import services
+from appliance.api.schemas import Operations, answers
 from appliance.conversions.catalog import Filters
 from appliance.engines.formats import normalize
 
 log = logging.getLogger(__name__)
 
 
-@get("/v2/convert/formats", tags=["formats"], summary="What the enabled engines convert")
+@get(
+    "/v2/convert/formats",
+    tags=["formats"],
+    summary="What the enabled engines convert",
+    responses=answers(200, Operations, (400,)),
+)
 async def formats(
     request: Request[Any, Any, Any],
     input_format: Annotated[str | None, Parameter(query="filter[input_format]")] = None,
@@ -37,6 +43,7 @@ async def formats(
     summary="Every task operation, by input and output format",
     description="CloudConvert's operations list: `include=options` adds each row's options"
     " schema; `input_format` `*` is an operation that takes any file.",
+    responses=answers(200, Operations, (400,)),
 )
 async def operations(
     request: Request[Any, Any, Any],

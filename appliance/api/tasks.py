@@ -12,6 +12,7 @@ from litestar.params import Parameter
 from appliance.api import responses
 from appliance.api.deps import check_json_size, count_conversions, services
 from appliance.api.jobs import wait_response
+from appliance.api.schemas import AUTHED, BY_ID, WITH_BODY, TaskData, TaskPage, answers
 from appliance.conversions.graph import conversions_in
 from appliance.conversions.operation import Operation
 from appliance.conversions.operations.enabled import ENABLED
@@ -22,19 +23,19 @@ class TaskController(Controller):
     path = "/v2/tasks"
     tags = ["tasks"]
 
-    @get("/{task_id:uuid}")
+    @get("/{task_id:uuid}", responses=answers(200, TaskData, BY_ID))
     async def show(
         self, request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
     ) -> Response[bytes]:
         return responses.data(await services(request).jobs.get_task(principal.user_id, task_id))
 
-    @get("/{task_id:uuid}/wait")
+    @get("/{task_id:uuid}/wait", responses=answers(200, TaskData, BY_ID))
     async def wait(
         self, request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
     ) -> Response[bytes]:
         return await wait_task(request, task_id, principal)
 
-    @get("/")
+    @get("/", responses=answers(200, TaskPage, AUTHED))
     async def index(
         self,
         request: Request[Any, Any, Any],
@@ -56,21 +57,21 @@ class TaskController(Controller):
         count = len(msgspec.json.decode(doc, type=list[msgspec.Raw]))
         return responses.page(doc, request, page, per_page, has_next, count)
 
-    @post("/{task_id:uuid}/cancel", status_code=200)
+    @post("/{task_id:uuid}/cancel", status_code=200, responses=answers(200, TaskData, BY_ID))
     async def cancel(
         self, request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
     ) -> Response[bytes]:
         doc = await services(request).jobs.cancel_task(principal.user_id, task_id)
         return responses.data(doc)
 
-    @post("/{task_id:uuid}/retry", status_code=201)
+    @post("/{task_id:uuid}/retry", status_code=201, responses=answers(201, TaskData, BY_ID))
     async def retry(
         self, request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
     ) -> Response[bytes]:
         doc = await services(request).jobs.retry_task(principal.user_id, task_id)
         return responses.data(doc, 201)
 
-    @delete("/{task_id:uuid}", status_code=204)
+    @delete("/{task_id:uuid}", status_code=204, responses=answers(204, None, BY_ID))
     async def remove(
         self, request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
     ) -> None:
@@ -86,7 +87,11 @@ async def wait_task(
     )
 
 
-@get("/v2/tasks/{task_id:uuid}", summary="Block until the task ends (sync API)")
+@get(
+    "/v2/tasks/{task_id:uuid}",
+    summary="Block until the task ends (sync API)",
+    responses=answers(200, TaskData, BY_ID),
+)
 async def sync_task(
     request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
 ) -> Response[bytes]:
@@ -103,6 +108,7 @@ def _single(op: Operation) -> Any:
         operation_id=f"create_{operation.replace('/', '_')}_task",
         summary=f"Create a single {operation} task",
         description=op.describe(),
+        responses=answers(201, TaskData, WITH_BODY),
     )
     async def create(
         request: Request[Any, Any, Any], data: dict[str, Any], principal: Principal

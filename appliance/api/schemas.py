@@ -1,0 +1,159 @@
+"""What the OpenAPI document says each route answers: CloudConvert's job and task documents,
+its list envelope and its error body, and the error statuses a route can give.
+
+The handlers send JSON that Postgres builds (``responses.data``), so these structs only
+describe it; tests/integration/api/test_openapi_fuzz.py checks every answer against them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+from litestar.openapi.datastructures import ResponseSpec
+
+Status = Literal["waiting", "processing", "finished", "error"]
+
+
+class Error(msgspec.Struct):
+    """CloudConvert's error body."""
+
+    code: str  # stable, e.g. INVALID_DATA, NOT_FOUND, UNAUTHENTICATED
+    message: str
+    # the offending fields (``tasks.c.input``, ``page``) and what is wrong with each
+    errors: dict[str, list[str]] | msgspec.UnsetType = msgspec.UNSET
+
+
+class Task(msgspec.Struct):
+    id: uuid.UUID
+    name: str | None
+    job_id: uuid.UUID | None  # None for a task made by a single-task route
+    operation: str
+    status: Status
+    message: str | None
+    code: str | None
+    percent: int
+    credits: int
+    engine: str | None
+    engine_version: str | None
+    payload: dict[str, Any]
+    result: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    retry_of_task_id: uuid.UUID | None
+    copy_of_task_id: uuid.UUID | None
+    user_id: uuid.UUID
+    priority: int
+    host_name: str | None
+    storage: str | None
+    depends_on_task_ids: list[uuid.UUID]
+
+
+class Job(msgspec.Struct):
+    id: uuid.UUID
+    tag: str | None
+    status: Status
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    # always in a single job; in a list only with ``include=tasks``
+    tasks: list[Task] | msgspec.UnsetType = msgspec.UNSET
+
+
+class Links(msgspec.Struct):
+    first: str
+    last: None
+    prev: str | None
+    next: str | None
+
+
+class Meta(msgspec.Struct):
+    current_page: int
+    path: str
+    per_page: int
+    first: int | None = msgspec.field(name="from")  # None on an empty page
+    to: int | None
+
+
+class JobData(msgspec.Struct):
+    data: Job
+
+
+class TaskData(msgspec.Struct):
+    data: Task
+
+
+class JobPage(msgspec.Struct):
+    data: list[Job]
+    links: Links
+    meta: Meta
+
+
+class TaskPage(msgspec.Struct):
+    data: list[Task]
+    links: Links
+    meta: Meta
+
+
+class Hop(msgspec.Struct):
+    to: str
+    engine: str
+    src: str = msgspec.field(name="from")
+
+
+class OperationRow(msgspec.Struct):
+    """One row of /v2/operations and /v2/convert/formats."""
+
+    operation: str
+    input_format: str  # ``*`` for an operation that takes any file
+    output_format: str | None  # None for a result without a file (metadata)
+    engine: str | None
+    engine_version: str | None
+    queue: str
+    route: list[Hop]  # the conversions run first, if any
+    # the row's options as a JSON schema: /v2/convert/formats always, /v2/operations with
+    # ``include=options``
+    options: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
+
+
+class Operations(msgspec.Struct):
+    data: list[OperationRow]
+
+
+_WHY = {
+    400: "The request is malformed (JSON, form)",
+    401: "The API key is missing or invalid",
+    403: "The API key lacks the scope",
+    404: "No such job, task or file (or not this user's)",
+    413: "The body is too large",
+    422: "A parameter or field is invalid; ``errors`` names it",
+    429: "A rate limit was reached; Retry-After says when to come back",
+}
+# Every /v2 call with an API key: its request, its key, its scope, its parameters and the
+# rate limits. (400 stands in every list: it also replaces the shape Litestar would document.)
+AUTHED = (400, 401, 403, 422, 429)
+BY_ID = (*AUTHED, 404)
+WITH_BODY = (*AUTHED, 413)
+
+
+def answers(status: int, body: type | None, errors: tuple[int, ...]) -> dict[int, ResponseSpec]:
+    """A route's documented responses: ``body`` with ``status`` (None: no content), and
+    CloudConvert's error body with each of ``errors``."""
+    documented = {
+        code: ResponseSpec(Error, description=_WHY[code], generate_examples=False)
+        for code in errors
+    }
+    documented[status] = ResponseSpec(body, description="Success", generate_examples=False)
+    return documented
+
+
+def downloaded() -> dict[int, ResponseSpec]:
+    """The signed download route: the file's bytes, of its own media type."""
+    documented = answers(200, None, (400, 404, 422))
+    documented[200] = ResponseSpec(
+        bytes, description="The file", media_type="*/*", generate_examples=False
+    )
+    return documented
