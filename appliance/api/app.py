@@ -13,6 +13,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from appliance import logs
 from appliance.api import files, jobs, meta, responses, signed_urls, tasks, users, webhooks
+from appliance.api.body import ApiRequest
 from appliance.api.deps import Services, principal
 from appliance.api.drain import Drain, DrainFlag
 from appliance.api.events import Notifier
@@ -118,6 +119,7 @@ def create_app(
             Exception: responses.server_error,
         },
         lifespan=[lifespan],
+        request_class=ApiRequest,
         request_max_body_size=settings.max_json_bytes,
         openapi_config=OpenAPIConfig(
             title="Appliance API (CloudConvert API v2 compatible)",

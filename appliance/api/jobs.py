@@ -12,7 +12,7 @@ from litestar.params import Parameter
 
 from appliance.api import responses
 from appliance.api.deps import check_json_size, count_conversions, services
-from appliance.api.schemas import AUTHED, BY_ID, WITH_BODY, JobData, JobPage, answers
+from appliance.api.schemas import AUTHED, BY_ID, TEXT, WITH_BODY, JobData, JobPage, answers
 from appliance.conversions.graph import conversions_in
 from appliance.security.auth import Principal
 
@@ -20,7 +20,7 @@ from appliance.security.auth import Principal
 # A field the API would ignore is refused (422) rather than accepted and ignored.
 class JobCreate(msgspec.Struct, forbid_unknown_fields=True):
     tasks: dict[str, Any]
-    tag: str | None = None
+    tag: Annotated[str, msgspec.Meta(pattern=TEXT)] | None = None
     webhook_url: str | None = None
 
 
@@ -63,7 +63,7 @@ class JobController(Controller):
         request: Request[Any, Any, Any],
         principal: Principal,
         status: Annotated[str | None, Parameter(query="filter[status]")] = None,
-        tag: Annotated[str | None, Parameter(query="filter[tag]")] = None,
+        tag: Annotated[str | None, Parameter(query="filter[tag]", pattern=TEXT)] = None,
         include: str | None = None,
         page: Annotated[int, Parameter(ge=1, le=responses.MAX_PAGE)] = 1,
         per_page: Annotated[int, Parameter(ge=1, le=100)] = 100,

@@ -78,13 +78,22 @@ def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[
         errors: dict[str, list[str]] = {}
         for item in exc.extra or []:
             if isinstance(item, dict):
-                key = str(item.get("key") or "body")
+                key = client_name(request, str(item.get("key") or "body"))
                 errors.setdefault(key, []).append(str(item.get("message")))
         body["errors"] = errors or {"body": [exc.detail]}
         return Response(body, status_code=422, media_type=JSON)
     return Response(
         body, status_code=exc.status_code, media_type=JSON, headers=getattr(exc, "headers", None)
     )
+
+
+def client_name(request: Request[Any, Any, Any], key: str) -> str:
+    """A handler argument as the client names it: a query parameter's own name
+    (``filter[tag]`` for ``tag``), else the key as it is."""
+    handler = request.scope.get("route_handler")
+    param = handler.parsed_fn_signature.parameters.get(key) if handler else None
+    alias = getattr(getattr(param, "kwarg_definition", None), "query", None)
+    return alias or key
 
 
 def server_error(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

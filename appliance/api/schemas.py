@@ -15,6 +15,9 @@ import msgspec
 from litestar.openapi.datastructures import ResponseSpec
 
 Status = Literal["waiting", "processing", "finished", "error"]
+# Free text the database keeps or compares (tag, filters): any but the NUL character, which
+# Postgres text cannot hold (a 500 before this was checked).
+TEXT = r"^[^\x00]*$"
 
 
 class Error(msgspec.Struct):

@@ -12,7 +12,7 @@ from litestar.params import Parameter
 from appliance.api import responses
 from appliance.api.deps import check_json_size, count_conversions, services
 from appliance.api.jobs import wait_response
-from appliance.api.schemas import AUTHED, BY_ID, WITH_BODY, TaskData, TaskPage, answers
+from appliance.api.schemas import AUTHED, BY_ID, TEXT, WITH_BODY, TaskData, TaskPage, answers
 from appliance.conversions.graph import conversions_in
 from appliance.conversions.operation import Operation
 from appliance.conversions.operations.enabled import ENABLED
@@ -41,8 +41,8 @@ class TaskController(Controller):
         request: Request[Any, Any, Any],
         principal: Principal,
         status: Annotated[str | None, Parameter(query="filter[status]")] = None,
-        job_id: Annotated[str | None, Parameter(query="filter[job_id]")] = None,
-        operation: Annotated[str | None, Parameter(query="filter[operation]")] = None,
+        job_id: Annotated[uuid.UUID | None, Parameter(query="filter[job_id]")] = None,
+        operation: Annotated[str | None, Parameter(query="filter[operation]", pattern=TEXT)] = None,
         page: Annotated[int, Parameter(ge=1, le=responses.MAX_PAGE)] = 1,
         per_page: Annotated[int, Parameter(ge=1, le=100)] = 100,
     ) -> Response[bytes]:

@@ -10,7 +10,7 @@ that take it to the queue class their route now needs.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from appliance.conversions.operation import Errors, Operation, PlannedTask
@@ -104,6 +104,10 @@ def _parse(
         if not isinstance(payload, Mapping):
             errors.add(key, "must be an object")
             continue
+        nul = _first_nul(name, payload)
+        if nul is not None:
+            errors.add(f"{key}{nul}", "must not contain the NUL character (\\u0000)")
+            continue
         name_given = payload.get("operation")
         op = operations.get(name_given) if isinstance(name_given, str) else None
         if op is None:
@@ -120,6 +124,43 @@ def _parse(
         body = {k: v for k, v in payload.items() if k != "operation"}
         by_name[name] = PlannedTask(uuid.uuid4(), name, op.name, "light", body)
     return by_name, inputs
+
+
+# A value's place in a task payload: its key or index and its parent's place (None: the top).
+_Place = tuple[object, "_Place"] | None
+
+
+def _first_nul(name: str, payload: Mapping[str, Any]) -> str | None:
+    """Where the first NUL character in a task's name or payload is (``""`` for the name,
+    ``.field.0.key`` below it), or None. Postgres text and jsonb cannot hold one, so it is
+    refused here rather than failing the insert. A loop, not recursion: the payload may be
+    nested as deep as the JSON decoder allows."""
+    if "\x00" in name:
+        return ""
+    stack: list[tuple[object, _Place]] = [(payload, None)]
+    while stack:
+        value, place = stack.pop()
+        if isinstance(value, str) and "\x00" in value:
+            return _path(place)
+        for k, v in _children(value):
+            if isinstance(k, str) and "\x00" in k:
+                return _path(place)
+            stack.append((v, (k, place)))
+    return None
+
+
+def _children(value: object) -> Iterable[tuple[object, object]]:
+    if isinstance(value, Mapping):
+        return value.items()
+    return enumerate(value) if isinstance(value, list) else ()
+
+
+def _path(place: _Place) -> str:
+    keys = []
+    while place is not None:
+        keys.append(str(place[0]))
+        place = place[1]
+    return "".join(f".{k}" for k in reversed(keys))
 
 
 def _refs(payload: Mapping[str, Any], key: str, errors: Errors) -> list[str]:

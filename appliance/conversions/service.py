@@ -441,19 +441,18 @@ class JobService:
         user_id: uuid.UUID,
         *,
         status: str | None,
-        job_id: str | None,
+        job_id: uuid.UUID | None,
         operation: str | None,
         page: int,
         per_page: int,
     ) -> tuple[str, bool]:
         _check_status(status)
-        job = _uuid_or_404(job_id, "job") if job_id else None
         args = (
             user_id,
             status,
             status,
-            job,
-            job,
+            job_id,
+            job_id,
             operation,
             operation,
             per_page + 1,
@@ -606,10 +605,3 @@ def _check_status(status: str | None) -> None:
             f"Unknown status {status!r}",
             errors={"filter[status]": [f"must be one of {', '.join(JOB_STATUSES)}"]},
         )
-
-
-def _uuid_or_404(value: str, kind: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise NotFound(f"{kind.capitalize()} {value} not found") from None

@@ -409,3 +409,26 @@ def test_a_chain_of_1500_tasks_is_checked_without_running_out_of_stack():
         tasks[f"t{n}"] = {"operation": "convert", "input": f"t{n - 1}", "output_format": out}
     planned = plan(dict(reversed(tasks.items())))  # each task before its input: the deep case
     assert planned[0].depends_on == [planned[1].id]
+
+
+def test_a_nul_character_in_a_field_is_422_naming_the_field():
+    errors = errors_of({"a": {"operation": "import/url", "url": "https://example.com/\x00.png"}})
+    assert list(errors) == ["tasks.a.url"]
+
+
+def test_a_nul_character_deep_in_a_payload_names_its_path():
+    payload = {"operation": "import/upload", "opts": {"list": ["ok", {"k": "v\x00"}]}}
+    assert list(errors_of({"a": payload})) == ["tasks.a.opts.list.1.k"]
+
+
+def test_a_nul_character_in_a_key_or_a_task_name_is_422():
+    assert list(errors_of({"a": {"operation": "import/upload", "k\x00": 1}})) == ["tasks.a"]
+    assert list(errors_of({"a\x00": {"operation": "import/upload"}})) == ["tasks.a\x00"]
+
+
+def test_a_payload_nested_past_the_recursion_limit_is_walked_without_recursion():
+    deep: object = "\x00"
+    for _ in range(5000):
+        deep = [deep]
+    errors = errors_of({"a": {"operation": "import/upload", "x": deep}})
+    assert list(errors) == ["tasks.a.x" + ".0" * 5000]
