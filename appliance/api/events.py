@@ -21,6 +21,7 @@ from appliance.conversions.events import EVENTS_CHANNEL
 from appliance.security.revocation import REVOCATIONS_CHANNEL
 
 log = logging.getLogger(__name__)
+STOP_POLL_SECONDS = 0.2
 
 
 class Notifier:
@@ -39,9 +40,12 @@ class Notifier:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # redis-py can lose a cancellation inside its read (the task then reads on, and a
+            # lifespan that awaited it hung, about one stop in five right after a start):
+            # cancel again until the task has ended.
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=STOP_POLL_SECONDS)
         await self._redis.aclose()
 
     @property
