@@ -12,7 +12,17 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from appliance import logs
-from appliance.api import files, jobs, meta, responses, signed_urls, tasks, users, webhooks
+from appliance.api import (
+    files,
+    jobs,
+    meta,
+    responses,
+    schemas,
+    signed_urls,
+    tasks,
+    users,
+    webhooks,
+)
 from appliance.api.body import ApiRequest
 from appliance.api.deps import Services, principal
 from appliance.api.drain import Drain, DrainFlag
@@ -82,6 +92,7 @@ def create_app(
         path=settings.sync_prefix,
         route_handlers=[jobs.sync_create_job, jobs.sync_job, tasks.sync_task],
         tags=["sync"],
+        security=schemas.KEY,
         request_max_body_size=settings.max_json_bytes + inline_bytes,
     )
     inline = Router(
@@ -125,6 +136,7 @@ def create_app(
             title="Appliance API (CloudConvert API v2 compatible)",
             version="2",
             path="/docs",
+            components=schemas.COMPONENTS,
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin()],
         ),
         debug=False,

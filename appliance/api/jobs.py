@@ -12,7 +12,7 @@ from litestar.params import Parameter
 
 from appliance.api import responses
 from appliance.api.deps import check_json_size, count_conversions, services
-from appliance.api.schemas import AUTHED, BY_ID, TEXT, WITH_BODY, JobData, JobPage, answers
+from appliance.api.schemas import AUTHED, BY_ID, KEY, TEXT, WITH_BODY, JobData, JobPage, answers
 from appliance.conversions.graph import conversions_in
 from appliance.security.auth import Principal
 
@@ -38,6 +38,7 @@ def ended(doc: str) -> bool:
 class JobController(Controller):
     path = "/v2/jobs"
     tags = ["jobs"]
+    security = KEY
 
     @post("/", status_code=201, responses=answers(201, JobData, WITH_BODY))
     async def create(

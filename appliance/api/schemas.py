@@ -13,7 +13,20 @@ from typing import Any, Literal
 
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Components, SecurityScheme
 
+# Every /v2 route but the signed upload and download URLs takes an API key as a Bearer token.
+KEY: list[dict[str, list[str]]] = [{"api_key": []}]
+COMPONENTS = Components(
+    security_schemes={
+        "api_key": SecurityScheme(
+            type="http",
+            scheme="bearer",
+            description="An API key (`appliance keys create`); GET needs its task.read scope,"
+            " other methods task.write.",
+        )
+    }
+)
 Status = Literal["waiting", "processing", "finished", "error"]
 # Free text the database keeps or compares (tag, filters): any but the NUL character, which
 # Postgres text cannot hold (a 500 before this was checked).

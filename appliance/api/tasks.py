@@ -12,7 +12,16 @@ from litestar.params import Parameter
 from appliance.api import responses
 from appliance.api.deps import check_json_size, count_conversions, services
 from appliance.api.jobs import wait_response
-from appliance.api.schemas import AUTHED, BY_ID, TEXT, WITH_BODY, TaskData, TaskPage, answers
+from appliance.api.schemas import (
+    AUTHED,
+    BY_ID,
+    KEY,
+    TEXT,
+    WITH_BODY,
+    TaskData,
+    TaskPage,
+    answers,
+)
 from appliance.conversions.graph import conversions_in
 from appliance.conversions.operation import Operation
 from appliance.conversions.operations.enabled import ENABLED
@@ -22,6 +31,7 @@ from appliance.security.auth import Principal
 class TaskController(Controller):
     path = "/v2/tasks"
     tags = ["tasks"]
+    security = KEY
 
     @get("/{task_id:uuid}", responses=answers(200, TaskData, BY_ID))
     async def show(
@@ -109,6 +119,7 @@ def _single(op: Operation) -> Any:
         summary=f"Create a single {operation} task",
         description=op.describe(),
         responses=answers(201, TaskData, WITH_BODY),
+        security=KEY,
     )
     async def create(
         request: Request[Any, Any, Any], data: dict[str, Any], principal: Principal
