@@ -1,5 +1,5 @@
 """The API in-process (ASGI) on the harness's Postgres, Redis and local storage, with the
-request and conversion limits off: every request comes from one test client."""
+request, conversion and failed-key limits off: every request comes from one test client."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ def app(postgres_url: str, redis_url: str, data_dir: Path) -> Litestar:
             "requests_per_minute_per_address": "0",
             "requests_per_minute_per_key": "0",
             "conversions_per_minute_per_address": "0",
+            "auth_failures_per_minute": "0",
         }
     )
     return create_app(dramatiq_dispatcher, settings)
