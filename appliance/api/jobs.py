@@ -12,7 +12,17 @@ from litestar.params import Parameter
 
 from appliance.api import responses
 from appliance.api.deps import check_json_size, count_conversions, services
-from appliance.api.schemas import AUTHED, BY_ID, KEY, TEXT, WITH_BODY, JobData, JobPage, answers
+from appliance.api.schemas import (
+    AUTHED,
+    BY_ID,
+    KEY,
+    TEXT,
+    WITH_BODY,
+    JobData,
+    JobPage,
+    answers,
+    redirected,
+)
 from appliance.conversions.graph import conversions_in
 from appliance.security.auth import Principal
 
@@ -134,6 +144,7 @@ def exported_url(doc: str) -> str | None:
     status_code=201,
     summary="Create a job and block until it ends (sync API); with redirect, answer with a"
     " redirect to its one exported file",
+    responses=answers(201, JobData, WITH_BODY) | redirected(),
 )
 async def sync_create_job(
     request: Request[Any, Any, Any], data: SyncJobCreate, principal: Principal

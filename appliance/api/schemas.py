@@ -114,6 +114,71 @@ class TaskPage(msgspec.Struct):
     meta: Meta
 
 
+class Delivery(msgspec.Struct):
+    """One webhook delivery: an event sent (or being sent) to a URL."""
+
+    id: uuid.UUID
+    webhook_id: uuid.UUID | None  # None: the job's own webhook_url
+    job_id: uuid.UUID
+    event: str
+    url: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    response_code: int | None
+    last_error: str | None
+    created_at: datetime
+    next_attempt_at: datetime | None
+    ended_at: datetime | None
+
+
+class Webhook(msgspec.Struct):
+    id: uuid.UUID
+    url: str
+    events: list[str]
+    signing_secret: str
+    disabled: bool
+    disabled_at: datetime | None
+    created_at: datetime
+    # the latest deliveries, when one webhook is shown
+    deliveries: list[Delivery] | msgspec.UnsetType = msgspec.UNSET
+
+
+class WebhookData(msgspec.Struct):
+    data: Webhook
+
+
+class WebhookPage(msgspec.Struct):
+    data: list[Webhook]
+    links: Links
+    meta: Meta
+
+
+class DeliveryPage(msgspec.Struct):
+    data: list[Delivery]
+    links: Links
+    meta: Meta
+
+
+class SigningSecret(msgspec.Struct):
+    signing_secret: str
+
+
+class SigningSecretData(msgspec.Struct):
+    data: SigningSecret
+
+
+class User(msgspec.Struct):
+    id: uuid.UUID
+    username: str
+    email: str
+    credits: int | None
+    created_at: datetime
+
+
+class UserData(msgspec.Struct):
+    data: User
+
+
 class Hop(msgspec.Struct):
     to: str
     engine: str
@@ -173,3 +238,8 @@ def downloaded() -> dict[int, ResponseSpec]:
         bytes, description="The file", media_type="*/*", generate_examples=False
     )
     return documented
+
+
+def redirected() -> dict[int, ResponseSpec]:
+    """The sync job route with ``redirect``: 302 to the job's one exported file."""
+    return {302: ResponseSpec(None, description="The job's one exported file (Location)")}

@@ -9,6 +9,7 @@ from litestar import Request, Response, get
 
 from appliance.api import responses
 from appliance.api.deps import SCOPES_OF, services
+from appliance.api.schemas import AUTHED, KEY, UserData, answers
 from appliance.security.accounts import user_document
 from appliance.security.auth import Principal
 
@@ -18,6 +19,8 @@ from appliance.security.auth import Principal
     tags=["users"],
     summary="The user the API key belongs to",
     opt={SCOPES_OF: "user"},
+    security=KEY,
+    responses=answers(200, UserData, (*AUTHED, 404)),
 )
 async def me(request: Request[Any, Any, Any], principal: Principal) -> Response[bytes]:
     doc = await user_document(services(request).jobs.pool, principal.user_id)

@@ -13,6 +13,18 @@ from litestar.params import Parameter
 
 from appliance.api import responses
 from appliance.api.deps import SCOPES_OF
+from appliance.api.schemas import (
+    AUTHED,
+    BY_ID,
+    KEY,
+    TEXT,
+    WITH_BODY,
+    DeliveryPage,
+    SigningSecretData,
+    WebhookData,
+    WebhookPage,
+    answers,
+)
 from appliance.conversions.webhooks import WebhookService
 from appliance.security.auth import Principal
 
@@ -42,38 +54,39 @@ class WebhookController(Controller):
     path = "/v2/webhooks"
     tags = ["webhooks"]
     opt = WEBHOOK_SCOPES
+    security = KEY
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, responses=answers(201, WebhookData, WITH_BODY))
     async def create(
         self, request: Request[Any, Any, Any], data: WebhookCreate, principal: Principal
     ) -> Response[bytes]:
         doc = await webhooks(request).create(principal.user_id, data.url, data.events)
         return responses.data(doc, 201)
 
-    @get("/")
+    @get("/", responses=answers(200, WebhookPage, AUTHED))
     async def index(
         self,
         request: Request[Any, Any, Any],
         principal: Principal,
-        url: Annotated[str | None, Parameter(query="filter[url]")] = None,
+        url: Annotated[str | None, Parameter(query="filter[url]", pattern=TEXT)] = None,
         page: Page = 1,
         per_page: PerPage = 100,
     ) -> Response[bytes]:
         return await list_webhooks(request, principal, url, page, per_page)
 
-    @get("/{webhook_id:uuid}")
+    @get("/{webhook_id:uuid}", responses=answers(200, WebhookData, BY_ID))
     async def show(
         self, request: Request[Any, Any, Any], webhook_id: uuid.UUID, principal: Principal
     ) -> Response[bytes]:
         return responses.data(await webhooks(request).show(principal.user_id, webhook_id))
 
-    @delete("/{webhook_id:uuid}", status_code=204)
+    @delete("/{webhook_id:uuid}", status_code=204, responses=answers(204, None, BY_ID))
     async def remove(
         self, request: Request[Any, Any, Any], webhook_id: uuid.UUID, principal: Principal
     ) -> None:
         await webhooks(request).delete(principal.user_id, webhook_id)
 
-    @get("/deliveries")
+    @get("/deliveries", responses=answers(200, DeliveryPage, AUTHED))
     async def deliveries(
         self,
         request: Request[Any, Any, Any],
@@ -89,7 +102,7 @@ class WebhookController(Controller):
         )
         return paged(request, found, page, per_page)
 
-    @get("/signing_secret")
+    @get("/signing_secret", responses=answers(200, SigningSecretData, AUTHED))
     async def signing_secret(
         self, request: Request[Any, Any, Any], principal: Principal
     ) -> Response[bytes]:
@@ -108,11 +121,17 @@ async def list_webhooks(
     return paged(request, found, page, per_page)
 
 
-@get("/v2/users/me/webhooks", opt=WEBHOOK_SCOPES, tags=["webhooks"])
+@get(
+    "/v2/users/me/webhooks",
+    opt=WEBHOOK_SCOPES,
+    tags=["webhooks"],
+    security=KEY,
+    responses=answers(200, WebhookPage, AUTHED),
+)
 async def my_webhooks(
     request: Request[Any, Any, Any],
     principal: Principal,
-    url: Annotated[str | None, Parameter(query="filter[url]")] = None,
+    url: Annotated[str | None, Parameter(query="filter[url]", pattern=TEXT)] = None,
     page: Page = 1,
     per_page: PerPage = 100,
 ) -> Response[bytes]:

@@ -33,7 +33,12 @@ def test_a_nul_character_in_a_body_is_422_naming_the_field(api, path, body, fiel
 
 @pytest.mark.parametrize(
     ("path", "name"),
-    [("/v2/jobs", "filter[tag]"), ("/v2/tasks", "filter[operation]")],
+    [
+        ("/v2/jobs", "filter[tag]"),
+        ("/v2/tasks", "filter[operation]"),
+        ("/v2/webhooks", "filter[url]"),
+        ("/v2/users/me/webhooks", "filter[url]"),
+    ],
 )
 def test_a_nul_character_in_a_list_filter_is_422_naming_the_filter(api, path, name):
     r = api.get(path, params={name: "x\x00"})
