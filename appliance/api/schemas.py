@@ -179,6 +179,33 @@ class UserData(msgspec.Struct):
     data: User
 
 
+class SignedUrlBase(msgspec.Struct):
+    id: uuid.UUID
+    name: str | None
+    url: str  # the signed URLs are built on it: {url}?job=...&s=...
+    signing_secret: str
+    created_at: datetime
+
+
+class SignedUrlBaseData(msgspec.Struct):
+    data: SignedUrlBase
+
+
+class SignedUrlBasePage(msgspec.Struct):
+    data: list[SignedUrlBase]
+    links: Links
+    meta: Meta
+
+
+class JobError(msgspec.Struct):
+    """A signed URL's error: CloudConvert's error body, with the job when one ran."""
+
+    code: str
+    message: str
+    errors: dict[str, list[str]] | msgspec.UnsetType = msgspec.UNSET
+    data: Job | msgspec.UnsetType = msgspec.UNSET
+
+
 class Hop(msgspec.Struct):
     to: str
     engine: str
@@ -243,3 +270,19 @@ def downloaded() -> dict[int, ResponseSpec]:
 def redirected() -> dict[int, ResponseSpec]:
     """The sync job route with ``redirect``: 302 to the job's one exported file."""
     return {302: ResponseSpec(None, description="The job's one exported file (Location)")}
+
+
+def opened() -> dict[int, ResponseSpec]:
+    """A signed URL (no API key): 302 to the job's one exported file, or why not."""
+
+    def spec(body: type, why: str) -> ResponseSpec:
+        return ResponseSpec(body, description=why, generate_examples=False)
+
+    return redirected() | {
+        400: spec(Error, _WHY[400]),
+        403: spec(Error, "The signature is invalid or the URL has expired"),
+        404: spec(Error, "No such signed URL base (or its owner is disabled)"),
+        422: spec(JobError, "The job is invalid, failed or made no single file (with the job)"),
+        429: spec(Error, _WHY[429]),
+        504: spec(JobError, "The job had not ended by the sync timeout (with the job)"),
+    }

@@ -16,6 +16,16 @@ from litestar.params import Parameter
 from appliance.api import responses
 from appliance.api.deps import SCOPES_OF, request_address, services
 from appliance.api.jobs import JobCreate, create_job, ended, exported_url, waited
+from appliance.api.schemas import (
+    AUTHED,
+    BY_ID,
+    KEY,
+    WITH_BODY,
+    SignedUrlBaseData,
+    SignedUrlBasePage,
+    answers,
+    opened,
+)
 from appliance.conversions.signed_urls import SignedRequest, SignedUrlService
 from appliance.security.auth import Principal
 
@@ -34,14 +44,20 @@ class SignedUrlController(Controller):
     path = "/v2/signed-urls"
     tags = ["signed-urls"]
     opt = SIGNED_URL_SCOPES
+    security = KEY
 
-    @post("/", status_code=201, summary="Create a signed URL base with its signing secret")
+    @post(
+        "/",
+        status_code=201,
+        summary="Create a signed URL base with its signing secret",
+        responses=answers(201, SignedUrlBaseData, WITH_BODY),
+    )
     async def create(
         self, request: Request[Any, Any, Any], data: BaseCreate, principal: Principal
     ) -> Response[bytes]:
         return responses.data(await signed_urls(request).create(principal.user_id, data.name), 201)
 
-    @get("/")
+    @get("/", responses=answers(200, SignedUrlBasePage, AUTHED))
     async def index(
         self,
         request: Request[Any, Any, Any],
@@ -53,13 +69,13 @@ class SignedUrlController(Controller):
         count = len(msgspec.json.decode(doc, type=list[msgspec.Raw]))
         return responses.page(doc, request, page, per_page, has_next, count)
 
-    @get("/{base_id:uuid}")
+    @get("/{base_id:uuid}", responses=answers(200, SignedUrlBaseData, BY_ID))
     async def show(
         self, request: Request[Any, Any, Any], base_id: uuid.UUID, principal: Principal
     ) -> Response[bytes]:
         return responses.data(await signed_urls(request).show(principal.user_id, base_id))
 
-    @delete("/{base_id:uuid}", status_code=204)
+    @delete("/{base_id:uuid}", status_code=204, responses=answers(204, None, BY_ID))
     async def remove(
         self, request: Request[Any, Any, Any], base_id: uuid.UUID, principal: Principal
     ) -> None:
@@ -68,9 +84,11 @@ class SignedUrlController(Controller):
 
 @get(
     "/v2/s/{base_id:uuid}",
+    status_code=302,  # or an error: never a 200
     tags=["signed-urls"],
     summary="Open a signed URL (no API key: ?job=&cache_key=&expires=&s=): run its job and"
     " redirect to the exported file",
+    responses=opened(),
 )
 async def open_signed_url(request: Request[Any, Any, Any], base_id: uuid.UUID) -> Response[bytes]:
     address = request_address(request)

@@ -45,6 +45,9 @@ REQUESTS = [
     ("GET", "/v2/webhooks/{webhook_id}", f"/v2/webhooks/{UNKNOWN}", {}, 404),
     ("POST", "/v2/webhooks", "/v2/webhooks", {"json": {"url": "ftp://x", "events": []}}, 422),
     ("POST", "/sync/v2/jobs", "/sync/v2/jobs", {"json": JOB}, 201),
+    ("GET", "/v2/signed-urls", "/v2/signed-urls", {}, 200),
+    ("POST", "/v2/signed-urls", "/v2/signed-urls", {"json": {"name": "n"}}, 201),
+    ("GET", "/v2/s/{base_id}", f"/v2/s/{UNKNOWN}", {"params": {"job": "{}", "s": "x"}}, 404),
     (
         "GET",
         "/v2/files/{key}",
