@@ -111,6 +111,7 @@ def fuzz(schema: schemathesis.schemas.BaseSchema) -> Run:
 
 
 @pytest.mark.usefixtures("offline_dns")
+@pytest.mark.timeout(max(300, EXAMPLES * 15))  # the default run takes about 100 s
 def test_every_operation_answers_as_documented(app: Litestar, api_key: str) -> None:
     try:
         schema = schemathesis.openapi.from_asgi(
