@@ -20,7 +20,14 @@ from appliance.engines import QUEUE_CLASSES, QueueClass
 from appliance.engines.registry import Hop, Registry, route_summary
 from appliance.errors import InvalidData
 
-__all__ = ["PlannedTask", "extension_of", "plan", "plans_once_named", "queue_once_named"]
+__all__ = [
+    "PlannedTask",
+    "check_tag",
+    "extension_of",
+    "plan",
+    "plans_once_named",
+    "queue_once_named",
+]
 
 # Fields whose type the workers rely on: checked here so a wrong type is a 422, not a crash.
 _STRING_FIELDS = (
@@ -63,6 +70,15 @@ def plan(
             operations[task.operation].check(task, formats, registry, errors)
     errors.raise_any()
     return list(by_name.values())
+
+
+def check_tag(tag: str | None) -> None:
+    """A job's tag: any text Postgres can hold, so no NUL character (422 naming ``tag``)."""
+    if tag is not None and "\x00" in tag:
+        raise InvalidData(
+            "The given data was invalid.",
+            errors={"tag": ["must not contain the NUL character (\\u0000)"]},
+        )
 
 
 def conversions_in(tasks: object) -> int:

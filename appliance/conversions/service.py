@@ -107,6 +107,7 @@ class JobService:
         """A job; ``webhook_url`` gets its job.finished or job.failed (``webhooks``)."""
         if webhook_url is not None:
             check_url(webhook_url, "webhook_url")
+        graph.check_tag(tag)
         if isinstance(tasks, dict) and len(tasks) > self.settings.max_tasks_per_job:
             cap = self.settings.max_tasks_per_job
             raise InvalidData(

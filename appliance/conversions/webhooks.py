@@ -39,8 +39,14 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def check_url(url: object, field: str) -> str:
-    """``url`` if it is an http(s) URL with a host (422 naming ``field`` otherwise)."""
-    if not isinstance(url, str) or len(url) > MAX_URL_CHARS or url_path(url) is None:
+    """``url`` if it is an http(s) URL with a host (422 naming ``field`` otherwise). A NUL
+    character is refused too: Postgres text cannot hold it (a 500 before)."""
+    if (
+        not isinstance(url, str)
+        or len(url) > MAX_URL_CHARS
+        or "\x00" in url
+        or url_path(url) is None
+    ):
         raise InvalidData(
             f"{field} must be an http:// or https:// URL",
             code="INVALID_URL",

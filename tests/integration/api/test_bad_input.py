@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from cloudconvert.signed_url import SignedUrl
 
 NUL_BODIES = [
     # a NUL in a field (Postgres jsonb refuses \u0000)
@@ -71,3 +72,29 @@ def test_json_nested_as_deep_as_the_decoder_takes_is_answered_without_a_500(api)
     body = b'{"tasks": {"a": {"operation": "import/upload", "x": ' + deep + b"}}}"
     r = api.post("/v2/jobs", content=body, headers={"content-type": "application/json"})
     assert r.status_code < 500, r.text
+
+
+SIGNED_JOB_TASKS = {
+    "i": {"operation": "import/url", "url": "https://example.com/a.png"},
+    "e": {"operation": "export/url", "input": "i"},
+}
+
+
+def test_a_nul_character_in_a_signed_urls_tag_is_422_naming_the_tag(api):
+    # The signed URL's job skips the API's body struct, so the check is the service's own.
+    base = api.post("/v2/signed-urls", json={"name": "n"}).json()["data"]
+    job = {"tasks": SIGNED_JOB_TASKS, "tag": "t\x00"}
+    url = SignedUrl.sign(base["url"], base["signing_secret"], job)
+    r = api.get("/v2/s/" + url.split("/v2/s/", 1)[1], headers={"authorization": ""})
+    assert r.status_code == 422, r.text
+    assert "tag" in r.json()["errors"], r.json()
+
+
+@pytest.mark.parametrize("path", ["/v2/jobs", "/v2/webhooks"])
+def test_a_nul_character_in_a_webhook_url_is_422(api, path):
+    body = {"url": "https://198.51.100.7/\x00", "events": ["job.finished"]}
+    if path == "/v2/jobs":
+        body = {"tasks": {"a": {"operation": "import/upload"}}, "webhook_url": body["url"]}
+    r = api.post(path, json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "INVALID_URL"
