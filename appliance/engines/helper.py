@@ -13,6 +13,7 @@ import contextlib
 import fnmatch
 import json
 import os
+import resource
 import shutil
 import sys
 import traceback
@@ -30,6 +31,29 @@ from appliance.errors import PermanentError, RetryableError
 ROOT = Path("/job")
 SCRATCH = (Path("/tmp"), Path("/dev/shm"))  # noqa: S108  (the sandbox's own tmpfs)
 DEFAULT_MAX_INFLATED = 1 << 30
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc's unit of CPU time, per second
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) used so far by this helper, its waited-for children, and every
+    other process of its session alive now (a warm LibreOffice) with theirs. Inside the
+    sandbox's PID namespace /proc holds only the helper's own processes. The difference
+    around a request is what its conversion used; the reply carries it (``cpu_seconds``)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds = own.ru_utime + own.ru_stime + reaped.ru_utime + reaped.ru_stime
+    me, session, ticks = os.getpid(), os.getsid(0), 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except OSError:  # it ended meanwhile
+            continue
+        if int(fields[3]) == session:  # after the name: state ppid pgrp session ...
+            ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return seconds + ticks / CLOCK_TICKS
 
 
 def _reply(out: Any, message: dict[str, Any]) -> None:
@@ -101,7 +125,10 @@ def serve(
     """Answer each request line of ``inp`` on ``out``; ``after`` runs before each answer is
     sent, so the worker hears of the end of a conversion once ``after`` is done."""
     for line in inp:
+        start = cpu_seconds()
         answer = _answer(engines, line, out, max_inflated)
+        if answer.get("ok"):
+            answer["cpu_seconds"] = cpu_seconds() - start
         after()
         _reply(out, answer)
 

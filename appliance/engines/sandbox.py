@@ -11,7 +11,8 @@ after which the helper's process group is killed.
 The worker talks to a helper over its stdin/stdout, one JSON object per line:
 request ``{"engine", "src", "dst", "src_format", "dst_format", "options"}`` (paths under /job;
 ``"srcs": [...]`` instead of ``src`` for an engine that combines several inputs, merge),
-replies ``{"progress": f}`` ... then ``{"ok": true}`` or ``{"error": CODE, "message": ...}``.
+replies ``{"progress": f}`` ... then ``{"ok": true, "cpu_seconds": s}`` (the CPU time the
+conversion used, for usage metering) or ``{"error": CODE, "message": ...}``.
 A helper serves many conversions (it stays warm) and is replaced after ``restart_after`` of
 them (but those of an engine that restarts its own process, LibreOffice), after a crash, or
 after a timeout.
@@ -41,7 +42,7 @@ from typing import Any
 
 import msgspec
 
-from appliance.engines import Descriptor, Engine, Progress
+from appliance.engines import Descriptor, Engine, Progress, cputime
 from appliance.engines import deadline as task_deadline
 from appliance.engines.bwrap import (
     JOB_DIR,
@@ -278,6 +279,7 @@ class Helper:
                 progress(float(reply["progress"]))
                 continue
             if reply.get("ok"):
+                cputime.add(float(reply.get("cpu_seconds", 0)))
                 return [str(name) for name in reply.get("files") or []]
             if reply.get("retry"):
                 raise RetryableError(
