@@ -113,6 +113,15 @@ class QuotaExceeded(ClientError):
     code = "STORAGE_QUOTA_EXCEEDED"
 
 
+class CreditsExceeded(ClientError):
+    """The user's conversion minutes for the day or month are used up (CloudConvert answers
+    402 Payment Required when credits run out): new jobs wait for the next day or month, or
+    a larger quota."""
+
+    status = 402
+    code = "CREDITS_EXCEEDED"
+
+
 # Codes of task failures that are the appliance's fault, not the input's or the request's:
 # a job that ends with one counts against the job-success SLO (metrics/slo.py). Retryable
 # failures land here only once their attempts ran out; any other permanent failure (a file

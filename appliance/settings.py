@@ -206,6 +206,39 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ge=0,
         ),
     ] = 10 * 1024 * MiB
+    quota_minutes_per_day: Annotated[
+        int,
+        _doc(
+            "Conversion minutes (CPU time of engine runs) a user may use per UTC day, unless"
+            " `appliance users quota` set theirs; past it, new jobs are refused (402). 0: no"
+            " limit.",
+            ge=0,
+        ),
+    ] = 0
+    quota_minutes_per_month: Annotated[
+        int,
+        _doc(
+            "Conversion minutes a user may use per UTC calendar month, as"
+            " quota_minutes_per_day. 0: no limit.",
+            ge=0,
+        ),
+    ] = 0
+    usage_metering: Annotated[
+        bool,
+        _doc(
+            "Count usage per user and day (jobs, tasks, CPU seconds, bytes, stored"
+            " byte-hours) for `appliance usage`. Off: nothing is counted, so conversion-minute"
+            " quotas see no use."
+        ),
+    ] = True
+    usage_flush_seconds: Annotated[
+        float,
+        _doc(
+            "How often the stored byte-hours accrued are written into the day's usage (they"
+            " accrue exactly; this only bounds how much of a day lands in the next).",
+            gt=0,
+        ),
+    ] = 3600.0
     sync_recheck_seconds: Annotated[
         float,
         _doc(

@@ -23,5 +23,6 @@ from appliance.security.auth import Principal
     responses=answers(200, UserData, (*AUTHED, 404)),
 )
 async def me(request: Request[Any, Any, Any], principal: Principal) -> Response[bytes]:
-    doc = await user_document(services(request).jobs.pool, principal.user_id)
+    jobs = services(request).jobs
+    doc = await user_document(jobs.pool, jobs.settings, principal.user_id)
     return responses.data(msgspec.json.encode(doc).decode())

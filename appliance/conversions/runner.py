@@ -27,7 +27,7 @@ from appliance.conversions.operations.export_url import ExportUrl
 from appliance.conversions.runtime import Runtime
 from appliance.conversions.task import InputFile, Outcome, Ready, Task
 from appliance.db.queries import tasks as task_rows
-from appliance.engines import deadline
+from appliance.engines import cputime, deadline
 from appliance.errors import ApplianceError, PermanentError, RetryableError
 from appliance.metrics import TASK_DURATION, TASKS_ENDED, TASKS_IN_PROGRESS, preset
 
@@ -92,11 +92,15 @@ class TaskRunner:
 
     def _run_within_timeout(self, task: Task, progress: Progress) -> Outcome:
         """The operation's run, every engine run of it bounded by what the task's own
-        ``timeout`` leaves; a failure once that has passed is the timeout's (not retried)."""
+        ``timeout`` leaves; a failure once that has passed is the timeout's (not retried).
+        The CPU seconds its engine runs used go with its outcome (usage metering)."""
         timeout = task.payload.get("timeout")
-        with deadline.within(float(timeout) if timeout else None) as limit:
+        with (
+            deadline.within(float(timeout) if timeout else None) as limit,
+            cputime.counting() as spent,
+        ):
             try:
-                return self.operations[task.operation].run(self.rt, task, progress)
+                outcome = self.operations[task.operation].run(self.rt, task, progress)
             except ApplianceError as exc:
                 if not limit.passed():
                     raise
@@ -104,6 +108,9 @@ class TaskRunner:
                     f"The task took longer than its timeout of {limit.seconds:g} s",
                     code="TIMEOUT",
                 ) from exc
+        if spent.seconds:
+            outcome.cpu_seconds = spent.seconds
+        return outcome
 
     def _claim(self, task_id: str) -> Task | None:
         """Take the task (one statement), with the files of the tasks it depends on."""
@@ -130,15 +137,15 @@ class TaskRunner:
                 while routing.more(end):
                     end = task_rows.complete_import(conn, routing.args(task.id, task.attempts))
             else:
-                end = task_rows.complete_with_exports(
-                    conn,
-                    task.id,
-                    task.attempts,
+                made = task_rows.WorkerEnd(
                     files_of(outcome),
                     outcome.result,
                     outcome.engine,
                     outcome.cache,
-                    self._exports(task, outcome),
+                    outcome.cpu_seconds,
+                )
+                end = task_rows.complete_with_exports(
+                    conn, task.id, task.attempts, made, self._exports(task, outcome)
                 )
             if end is not None and end["owned"]:
                 count_job_end(conn, task.job_id, end["job_end"])

@@ -55,6 +55,7 @@ from appliance.metrics import (
     preset,
 )
 from appliance.security import sealing, signing
+from appliance.security.quotas import Quota
 from appliance.settings import Settings
 from appliance.storage import Storage, make_storage, object_key
 
@@ -156,14 +157,12 @@ class JobService:
         return doc
 
     async def _check_load(self, conn: AsyncDictConnection, user_id: uuid.UUID) -> None:
-        """Refuse new work to a user at their cap of jobs in flight (429: some will end) or
-        of stored bytes (403: until some expire or are deleted)."""
-        s = self.settings
-        if not (s.max_jobs_in_flight_per_user or s.max_stored_bytes_per_user):
-            return
-        cap = s.max_jobs_in_flight_per_user
-        in_flight, stored = await job_rows.user_load(conn, user_id, cap or 1)
-        if cap and in_flight >= cap:
+        """Refuse new work to a user at their cap of jobs in flight (429: some will end), of
+        stored bytes (403: until some expire or are deleted) or past their conversion minutes
+        (402: until the next UTC day or month). One statement."""
+        cap = self.settings.max_jobs_in_flight_per_user
+        load = await job_rows.user_load(conn, user_id, cap or 1)
+        if cap and load["in_flight"] >= cap:
             RATELIMIT_REJECTIONS.labels("user").inc()
             raise TooManyRequests(
                 f"You have {cap} jobs and tasks waiting or processing, the most allowed;"
@@ -171,15 +170,9 @@ class JobService:
                 code="TOO_MANY_JOBS_IN_FLIGHT",
                 limit_headers={"Retry-After": str(IN_FLIGHT_RETRY_AFTER)},
             )
-        self._check_stored(stored)
-
-    def _check_stored(self, stored: int) -> None:
-        cap = self.settings.max_stored_bytes_per_user
-        if cap and stored >= cap:
-            raise QuotaExceeded(
-                f"Your files take {stored} bytes, the most allowed is {cap}: delete jobs or"
-                " wait for them to expire"
-            )
+        quota = Quota.of(load, self.settings)
+        _check_stored(load["stored_bytes"], quota.stored_bytes)
+        quota.check_credits(load["cpu_today"], load["cpu_month"])
 
     async def _external_refs(
         self, conn: AsyncDictConnection, user_id: uuid.UUID, tasks: Any
@@ -355,7 +348,7 @@ class JobService:
             raise InvalidData(
                 "The upload task already has a file or has ended", code="TASK_NOT_WAITING"
             )
-        spool = self._upload_spool(row["stored_bytes"])
+        spool = self._upload_spool(row)
         try:
             spool.write(first)
             async for chunk in chunks:
@@ -380,12 +373,12 @@ class JobService:
         assert doc is not None
         return doc
 
-    def _upload_spool(self, stored: int) -> Spool:
+    def _upload_spool(self, row: dict[str, Any]) -> Spool:
         """A spool for an upload: no larger than the file limit, nor than what the user's
         storage cap has left (past which the upload is refused as over the quota)."""
-        self._check_stored(stored)
+        stored, cap = row["stored_bytes"], Quota.of(row, self.settings).stored_bytes
+        _check_stored(stored, cap)
         limit = self.settings.max_upload_bytes
-        cap = self.settings.max_stored_bytes_per_user
         if cap and cap - stored < limit:
             return QuotaSpool(self.settings.data_path / "tmp", cap - stored, cap)
         return Spool(self.settings.data_path / "tmp", limit)
@@ -578,6 +571,14 @@ class QuotaSpool(Spool):
                 " jobs or wait for them to expire"
             )
         super().write(chunk)
+
+
+def _check_stored(stored: int, cap: int) -> None:
+    if cap and stored >= cap:
+        raise QuotaExceeded(
+            f"Your files take {stored} bytes, the most allowed is {cap}: delete jobs or"
+            " wait for them to expire"
+        )
 
 
 def _external_ids(tasks: Any) -> list[uuid.UUID]:

@@ -75,6 +75,7 @@ class Outcome:
     # conversion_cache rows for the outputs (input_sha256, output_format, options_hash,
     # engine_version, output_sha256, size), recorded with the task's end
     cache: list[dict[str, Any]] = field(default_factory=list)
+    cpu_seconds: float | None = None  # what its sandboxed engine runs used (usage metering)
 
     @classmethod
     def of_files(cls, files: list[OutFile], **result: Any) -> Outcome:

@@ -40,13 +40,22 @@ async def _configure_async(conn: AsyncConnection[DictRow]) -> None:
     await conn.execute("SET TIME ZONE 'UTC'")
 
 
+def _connection_kwargs(settings: Settings) -> dict[str, Any]:
+    """Every pooled connection: rows as dicts, autocommit, and the session settings the
+    database functions read (``appliance.metering``, migration 0011)."""
+    kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True}
+    if not settings.usage_metering:
+        kwargs["options"] = "-c appliance.metering=off"
+    return kwargs
+
+
 def sync_pool(settings: Settings, *, min_size: int = 1) -> SyncPool:
     pool = ConnectionPool(
         settings.effective_database_url,
         connection_class=Connection[DictRow],
         min_size=min_size,
         max_size=settings.db_pool_size,
-        kwargs={"row_factory": dict_row, "autocommit": True},
+        kwargs=_connection_kwargs(settings),
         configure=_configure,
         open=False,
         name="appliance",
@@ -62,7 +71,7 @@ async def async_pool(settings: Settings, url: str | None = None) -> AsyncPool:
         connection_class=AsyncConnection[DictRow],
         min_size=min(2, settings.db_pool_size),
         max_size=settings.db_pool_size,
-        kwargs={"row_factory": dict_row, "autocommit": True},
+        kwargs=_connection_kwargs(settings),
         configure=_configure_async,
         open=False,
         name="appliance-api" if url is None else "appliance-api-read",

@@ -107,8 +107,8 @@ BEGIN
     END IF;
 END $function$;
 
--- defined in 0005_exports_end_with_their_input.sql
-CREATE OR REPLACE FUNCTION public.appliance_complete_with_exports(p_task uuid, p_attempts integer, p_files jsonb, p_result jsonb, p_engine text, p_engine_version text, p_cache jsonb, p_exports jsonb, OUT owned boolean, OUT ready jsonb, OUT job_end text, OUT ended uuid[])
+-- defined in 0011_usage_metering.sql
+CREATE OR REPLACE FUNCTION public.appliance_complete_with_exports(p_task uuid, p_attempts integer, p_files jsonb, p_result jsonb, p_engine text, p_engine_version text, p_cache jsonb, p_exports jsonb, p_cpu double precision, OUT owned boolean, OUT ready jsonb, OUT job_end text, OUT ended uuid[])
  RETURNS record
  LANGUAGE plpgsql
 AS $function$
@@ -125,6 +125,9 @@ BEGIN
                                    p_engine_version, NULL, p_cache, false) AS c;
     IF NOT owned THEN
         RETURN;
+    END IF;
+    IF p_cpu IS NOT NULL THEN
+        UPDATE tasks SET cpu_seconds = p_cpu WHERE id = p_task;
     END IF;
     FOR v_export, v_out IN
         SELECT e.key::uuid, e.value FROM jsonb_each(coalesce(p_exports, '{}')) AS e
@@ -143,7 +146,7 @@ BEGIN
     END LOOP;
 END $function$;
 
--- defined in 0007_per_user_caps.sql
+-- defined in 0011_usage_metering.sql
 CREATE OR REPLACE FUNCTION public.appliance_count_stored_bytes()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -152,9 +155,17 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO user_usage AS u (user_id, stored_bytes)
         SELECT user_id, sum(size) FROM added GROUP BY user_id ORDER BY user_id
-        ON CONFLICT (user_id) DO UPDATE SET stored_bytes = u.stored_bytes + EXCLUDED.stored_bytes;
+        ON CONFLICT (user_id) DO UPDATE
+           SET stored_bytes = u.stored_bytes + EXCLUDED.stored_bytes,
+               byte_hours = u.byte_hours + u.stored_bytes
+                            * greatest(0, extract(epoch FROM now() - u.accrued_at)) / 3600,
+               accrued_at = greatest(u.accrued_at, now());
     ELSE
-        UPDATE user_usage u SET stored_bytes = greatest(u.stored_bytes - g.bytes, 0)
+        UPDATE user_usage u
+           SET stored_bytes = greatest(u.stored_bytes - g.bytes, 0),
+               byte_hours = u.byte_hours + u.stored_bytes
+                            * greatest(0, extract(epoch FROM now() - u.accrued_at)) / 3600,
+               accrued_at = greatest(u.accrued_at, now())
           FROM (SELECT user_id, sum(size) AS bytes FROM gone GROUP BY user_id) g
          WHERE u.user_id = g.user_id;
     END IF;
@@ -279,6 +290,33 @@ BEGIN
     PERFORM appliance_refresh_job(v_job);
 END $function$;
 
+-- defined in 0011_usage_metering.sql
+CREATE OR REPLACE FUNCTION public.appliance_flush_stored_usage()
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_count integer;
+BEGIN
+    WITH held AS (
+        SELECT user_id, byte_hours + stored_bytes
+               * greatest(0, extract(epoch FROM now() - accrued_at)) / 3600 AS bh
+          FROM user_usage WHERE byte_hours > 0 OR stored_bytes > 0
+         ORDER BY user_id FOR UPDATE
+    ), taken AS (
+        UPDATE user_usage u SET byte_hours = 0, accrued_at = greatest(u.accrued_at, now())
+          FROM held h WHERE u.user_id = h.user_id
+        RETURNING h.user_id, h.bh
+    )
+    INSERT INTO usage_daily AS d (user_id, day, stored_byte_hours)
+    SELECT user_id, (now() AT TIME ZONE 'UTC')::date, bh FROM taken WHERE bh > 0
+    ORDER BY user_id
+    ON CONFLICT (user_id, day) DO UPDATE
+       SET stored_byte_hours = d.stored_byte_hours + EXCLUDED.stored_byte_hours;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END $function$;
+
 -- defined in 0006_routes_travel_with_tasks.sql
 CREATE OR REPLACE FUNCTION public.appliance_insert_tasks(p_job uuid, p_user uuid, p_hours double precision, p_tasks jsonb)
  RETURNS void
@@ -306,6 +344,49 @@ AS $function$
 BEGIN
     PERFORM appliance_queue_webhooks(
         NEW.id, CASE NEW.status WHEN 'finished' THEN 'job.finished' ELSE 'job.failed' END);
+    RETURN NULL;
+END $function$;
+
+-- defined in 0011_usage_metering.sql
+CREATE OR REPLACE FUNCTION public.appliance_meter_job()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    INSERT INTO usage_daily AS u (user_id, day, jobs_created)
+    VALUES (NEW.user_id, (now() AT TIME ZONE 'UTC')::date, 1)
+    ON CONFLICT (user_id, day) DO UPDATE SET jobs_created = u.jobs_created + 1;
+    RETURN NULL;
+END $function$;
+
+-- defined in 0011_usage_metering.sql
+CREATE OR REPLACE FUNCTION public.appliance_meter_task_end()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_cpu double precision;
+    v_bytes bigint;
+    v_kind text := CASE WHEN NEW.operation LIKE 'import/%' THEN 'in'
+                        WHEN NEW.operation LIKE 'export/%' THEN 'exported' ELSE 'out' END;
+BEGIN
+    SELECT t.cpu_seconds, (SELECT sum(f.size) FROM task_files f WHERE f.task_id = t.id)
+      INTO v_cpu, v_bytes FROM tasks t WHERE t.id = NEW.id;
+    v_bytes := coalesce(v_bytes, 0);
+    INSERT INTO usage_daily AS u (user_id, day, tasks_ended, tasks_failed, cpu_seconds,
+                                  bytes_in, bytes_out, bytes_exported)
+    VALUES (NEW.user_id, (now() AT TIME ZONE 'UTC')::date, 1,
+            CASE WHEN NEW.status = 'error' THEN 1 ELSE 0 END, coalesce(v_cpu, 0),
+            CASE v_kind WHEN 'in' THEN v_bytes ELSE 0 END,
+            CASE v_kind WHEN 'out' THEN v_bytes ELSE 0 END,
+            CASE v_kind WHEN 'exported' THEN v_bytes ELSE 0 END)
+    ON CONFLICT (user_id, day) DO UPDATE
+       SET tasks_ended = u.tasks_ended + 1,
+           tasks_failed = u.tasks_failed + EXCLUDED.tasks_failed,
+           cpu_seconds = u.cpu_seconds + EXCLUDED.cpu_seconds,
+           bytes_in = u.bytes_in + EXCLUDED.bytes_in,
+           bytes_out = u.bytes_out + EXCLUDED.bytes_out,
+           bytes_exported = u.bytes_exported + EXCLUDED.bytes_exported;
     RETURN NULL;
 END $function$;
 

@@ -6,13 +6,16 @@ One pass (at most one at a time across the fleet, by advisory lock):
 2. ready tasks older than a grace period that no queue holds (not in the pending set) are
    enqueued again;
 3. expired jobs and standalone tasks are deleted, and objects no longer referenced by any task
-   or cache entry are removed from storage after a grace period.
+   or cache entry are removed from storage after a grace period;
+4. every ``usage_flush_seconds`` (hourly), the stored byte-hours accrued go into the day's
+   usage (``usage_daily``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -21,6 +24,7 @@ from appliance.conversions.lifecycle import count_job_end
 from appliance.conversions.runtime import Runtime
 from appliance.conversions.task import Ready
 from appliance.db.queries import maintenance
+from appliance.db.queries import usage as usage_rows
 from appliance.jobs.dispatch import DramatiqDispatcher
 from appliance.metrics import TASKS_ENDED
 from appliance.storage import object_key
@@ -40,6 +44,7 @@ class PassReport:
     settled_jobs: int = 0
     released: int = 0
     deleted_objects: int = 0
+    usage_flushed: int = 0  # users whose stored byte-hours went into usage_daily
 
 
 class Reconciler:
@@ -50,6 +55,7 @@ class Reconciler:
         found = dispatcher or rt.dispatcher
         assert isinstance(found, DramatiqDispatcher)
         self.rt, self.dispatcher = rt, found
+        self._next_flush = 0.0  # monotonic time of the next usage flush: the first pass
 
     def run_once(self) -> PassReport | None:
         """One pass; None when another process holds the reconciler lock."""
@@ -62,6 +68,7 @@ class Reconciler:
                 self._stragglers(report)
                 self._lost_messages(report)
                 self._expire(report)
+                self._flush_usage(report)
                 return report
             finally:
                 maintenance.unlock(conn)
@@ -115,6 +122,13 @@ class Reconciler:
 
         report.expired_jobs, deleted = maintenance.expire(self.rt.pool, delete)
         report.deleted_objects += deleted
+
+    def _flush_usage(self, report: PassReport) -> None:
+        s = self.rt.settings
+        if not s.usage_metering or time.monotonic() < self._next_flush:
+            return
+        self._next_flush = time.monotonic() + s.usage_flush_seconds
+        report.usage_flushed = usage_rows.flush_stored(self.rt.pool)
 
 
 class ReconcilerThread(threading.Thread):

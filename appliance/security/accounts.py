@@ -17,6 +17,7 @@ from appliance.db import AsyncPool, DictConnection
 from appliance.db.queries import keys as key_rows
 from appliance.errors import NotFound
 from appliance.security import keys, revocation
+from appliance.security.quotas import Quota
 from appliance.settings import Settings
 
 
@@ -25,7 +26,8 @@ class AccountError(ValueError):
 
 
 @contextmanager
-def _db(settings: Settings) -> Iterator[DictConnection]:
+def connect(settings: Settings) -> Iterator[DictConnection]:
+    """A connection of its own for one operator command (autocommit, rows as dicts)."""
     with psycopg.connect(
         settings.effective_database_url, autocommit=True, row_factory=dict_row
     ) as conn:
@@ -35,18 +37,18 @@ def _db(settings: Settings) -> Iterator[DictConnection]:
 def create_user(settings: Settings, email: str) -> uuid.UUID:
     if "@" not in email:
         raise AccountError(f"{email!r} is not an email address")
-    with _db(settings) as conn:
+    with connect(settings) as conn:
         return key_rows.ensure_user(conn, email)
 
 
 def list_users(settings: Settings) -> list[dict[str, Any]]:
-    with _db(settings) as conn:
+    with connect(settings) as conn:
         return key_rows.list_users(conn)
 
 
 def set_disabled(settings: Settings, email: str, disabled: bool) -> bool:
     """Disable (or enable) a user; True when the API processes were told at once."""
-    with _db(settings) as conn:
+    with connect(settings) as conn:
         owner = key_rows.user_id(conn, email)
         if owner is None:
             raise AccountError(f"no user {email}")
@@ -57,7 +59,7 @@ def set_disabled(settings: Settings, email: str, disabled: bool) -> bool:
 def delete_user(settings: Settings, email: str) -> bool:
     """Delete a user and everything they own (keys, jobs, tasks; their stored files are
     released to the cleaner); True when the API processes were told at once."""
-    with _db(settings) as conn:
+    with connect(settings) as conn:
         owner = key_rows.delete_user(conn, email)
     if owner is None:
         raise AccountError(f"no user {email}")
@@ -71,7 +73,7 @@ def create_key(
     name: str | None = None,
     expires_at: datetime | None = None,
 ) -> str:
-    with _db(settings) as conn:
+    with connect(settings) as conn:
         try:
             return keys.create_key(conn, email, scopes, name, expires_at)
         except ValueError as exc:
@@ -79,7 +81,7 @@ def create_key(
 
 
 def list_keys(settings: Settings, email: str | None = None) -> list[dict[str, Any]]:
-    with _db(settings) as conn:
+    with connect(settings) as conn:
         return key_rows.list_keys(conn, email)
 
 
@@ -89,16 +91,16 @@ def revoke_key(settings: Settings, key_id: str) -> bool:
         ident = uuid.UUID(key_id)
     except ValueError:
         raise AccountError(f"{key_id!r} is not a key id (see `appliance keys list`)") from None
-    with _db(settings) as conn:
+    with connect(settings) as conn:
         digest = key_rows.revoke_key(conn, ident)
     if digest is None:
         raise AccountError(f"no key {key_id}")
     return revocation.announce(settings.effective_redis_url, keys=[digest])
 
 
-async def user_document(pool: AsyncPool, user_id: uuid.UUID) -> dict[str, Any]:
-    """``GET /v2/users/me``: CloudConvert's user object. ``credits`` is null: no quota of
-    conversion time is kept yet."""
+async def user_document(pool: AsyncPool, settings: Settings, user_id: uuid.UUID) -> dict[str, Any]:
+    """``GET /v2/users/me``: CloudConvert's user object. ``credits``: the whole conversion
+    minutes the user's quota leaves today and this month (the fewer), null when unlimited."""
     row = await key_rows.user_doc(pool, user_id)
     if row is None:  # deleted since its key was checked
         raise NotFound("The user no longer exists")
@@ -106,6 +108,6 @@ async def user_document(pool: AsyncPool, user_id: uuid.UUID) -> dict[str, Any]:
         "id": str(row["id"]),
         "username": row["username"],
         "email": row["email"],
-        "credits": None,
+        "credits": Quota.of(row, settings).credits(row["cpu_today"], row["cpu_month"]),
         "created_at": row["created_at"].isoformat(),
     }

@@ -21,14 +21,21 @@ EXTERNAL_INPUTS = (
 )
 _OPEN = "status IN ('waiting', 'processing')"
 # A user's jobs and single tasks in flight (counted up to ``cap``: the work stays bounded
-# whatever a user has) and the bytes their live tasks hold.
+# whatever a user has), the bytes their live tasks hold, their own quotas (NULL: the
+# setting's) and the CPU seconds their tasks used today and this month (UTC, migration 0011).
 USER_LOAD = (
     "SELECT (SELECT count(*) FROM (SELECT 1 FROM jobs"  # noqa: S608 (constants only)
     f" WHERE user_id = %(user)s AND {_OPEN} LIMIT %(cap)s) j)"
     " + (SELECT count(*) FROM (SELECT 1 FROM tasks"
     f" WHERE user_id = %(user)s AND job_id IS NULL AND {_OPEN} LIMIT %(cap)s) t) AS in_flight,"
     " coalesce((SELECT stored_bytes FROM user_usage WHERE user_id = %(user)s), 0)"
-    " AS stored_bytes"
+    " AS stored_bytes, u.quota_minutes_per_day, u.quota_minutes_per_month,"
+    " u.quota_stored_bytes, m.cpu_today, m.cpu_month"
+    " FROM (SELECT %(user)s::uuid AS id) me LEFT JOIN users u ON u.id = me.id,"
+    " LATERAL (SELECT coalesce(sum(cpu_seconds) FILTER (WHERE day = d.today), 0) AS cpu_today,"
+    " coalesce(sum(cpu_seconds), 0) AS cpu_month FROM usage_daily,"
+    " (SELECT (now() AT TIME ZONE 'UTC')::date AS today) d"
+    " WHERE user_id = me.id AND day >= date_trunc('month', d.today)::date) m"
 )
 JOB_DOC = "SELECT doc::text AS doc FROM job_docs WHERE id = %s AND user_id = %s"
 TASK_DOC = "SELECT appliance_task_json(t)::text AS doc FROM tasks t WHERE id = %s AND user_id = %s"
@@ -214,8 +221,9 @@ async def settle_external_inputs(
     return await _all(conn, RELEASE_READY, (ids,))
 
 
-async def user_load(conn: AsyncDictConnection, user_id: uuid.UUID, cap: int) -> tuple[int, int]:
-    """(jobs and single tasks in flight, up to ``cap``; bytes stored) of a user."""
+async def user_load(conn: AsyncDictConnection, user_id: uuid.UUID, cap: int) -> dict[str, Any]:
+    """A user's in_flight (jobs and single tasks, up to ``cap``), stored_bytes, quota_* (their
+    own, or None) and cpu_today, cpu_month (seconds), in one statement."""
     row = await (await conn.execute(USER_LOAD, {"user": user_id, "cap": cap})).fetchone()
     assert row is not None
-    return row["in_flight"], row["stored_bytes"]
+    return row  # type: ignore[no-any-return]

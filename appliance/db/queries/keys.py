@@ -14,9 +14,16 @@ KEY_LOOKUP = (
     " WHERE k.key_hash = %s AND k.revoked_at IS NULL"
     " AND (k.expires_at IS NULL OR k.expires_at > now()) AND u.disabled_at IS NULL"
 )
+# users/me, with the user's own quotas and the CPU seconds used today and this month (UTC).
 USER_DOC = (
-    "SELECT id, coalesce(username, split_part(email, '@', 1)) AS username, email, created_at"
-    " FROM users WHERE id = %s"
+    "SELECT id, coalesce(username, split_part(email, '@', 1)) AS username, email, created_at,"
+    " quota_minutes_per_day, quota_minutes_per_month, quota_stored_bytes,"
+    " m.cpu_today, m.cpu_month FROM users u,"
+    " LATERAL (SELECT coalesce(sum(cpu_seconds) FILTER (WHERE day = d.today), 0) AS cpu_today,"
+    " coalesce(sum(cpu_seconds), 0) AS cpu_month FROM usage_daily,"
+    " (SELECT (now() AT TIME ZONE 'UTC')::date AS today) d"
+    " WHERE user_id = u.id AND day >= date_trunc('month', d.today)::date) m"
+    " WHERE id = %s"
 )
 ENSURE_USER = (
     "INSERT INTO users (email, username) VALUES (%s, split_part(%s, '@', 1))"

@@ -4,6 +4,7 @@ end, and an import's end with the queue classes of its dependents (migrations 00
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -29,9 +30,10 @@ COMPLETE = "SELECT * FROM appliance_complete_task(%s, %s, %s, %s, %s, %s, %s, %s
 # appliance_complete_import (migration 0003): an import ends, its dependents moved to queues;
 # answers stale (with all dependents) when one appeared that the caller did not know.
 COMPLETE_IMPORT = "SELECT * FROM appliance_complete_import(%s, %s, %s, %s, %s, %s, %s)"
-# appliance_complete_with_exports (migration 0005): a task's end that ends its exports too.
+# appliance_complete_with_exports (migration 0011): a task's end that ends its exports too,
+# with the CPU seconds its engine runs used.
 COMPLETE_WITH_EXPORTS = (
-    "SELECT * FROM appliance_complete_with_exports(%s, %s, %s, %s, %s, %s, %s, %s)"
+    "SELECT * FROM appliance_complete_with_exports(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 FAIL = "SELECT appliance_fail_task(%s, %s, %s)"
 OWNED = "SELECT status, attempts FROM tasks WHERE id = %s FOR UPDATE"
@@ -57,7 +59,8 @@ SERVICE_FAULT = (
 ROUTED_DEPENDENTS = (
     "SELECT status, user_id, appliance_routed_dependents(id) AS dependents,"
     " coalesce((SELECT stored_bytes FROM user_usage u WHERE u.user_id = tasks.user_id), 0)"
-    " AS stored_bytes FROM tasks WHERE id = %s AND operation = %s"
+    " AS stored_bytes, (SELECT quota_stored_bytes FROM users u WHERE u.id = tasks.user_id)"
+    " AS quota_stored_bytes FROM tasks WHERE id = %s AND operation = %s"
 )
 
 
@@ -121,20 +124,26 @@ def complete_import(conn: DictConnection, args: tuple[Any, ...]) -> dict[str, An
     return row
 
 
+@dataclass(frozen=True)
+class WorkerEnd:
+    """What a worker's run of a task made, as COMPLETE_WITH_EXPORTS records it."""
+
+    files: list[dict[str, Any]]
+    result: dict[str, Any]
+    engine: tuple[str, str] | None = None  # (engine id, version)
+    cache: list[dict[str, Any]] = field(default_factory=list)  # conversion_cache rows
+    cpu_seconds: float | None = None  # what its engine runs used (usage metering)
+
+
 def complete_with_exports(
-    conn: DictConnection,
-    task_id: Any,
-    attempts: int,
-    files: list[dict[str, Any]],
-    result: dict[str, Any],
-    engine: tuple[str, str] | None,
-    cache: list[dict[str, Any]],
-    exports: dict[str, Any],
+    conn: DictConnection, task_id: Any, attempts: int, end: WorkerEnd, exports: dict[str, Any]
 ) -> dict[str, Any]:
     """A task's end that also ends the exports in ``exports`` ({id: {files, result}})."""
-    engine_id, version = engine or (None, None)
-    args = (task_id, attempts, Jsonb(files), Jsonb(result), engine_id, version)
-    row = conn.execute(COMPLETE_WITH_EXPORTS, (*args, Jsonb(cache), Jsonb(exports))).fetchone()
+    engine_id, version = end.engine or (None, None)
+    args = (task_id, attempts, Jsonb(end.files), Jsonb(end.result), engine_id, version)
+    row = conn.execute(
+        COMPLETE_WITH_EXPORTS, (*args, Jsonb(end.cache), Jsonb(exports), end.cpu_seconds)
+    ).fetchone()
     assert row is not None
     return row
 
@@ -189,7 +198,7 @@ async def routed_dependents(
     conn: AsyncDictConnection, task_id: Any, operation: str
 ) -> dict[str, Any] | None:
     """A waiting import's status, user, the dependents whose queue its file's name may
-    change, and the bytes its user stores."""
+    change, the bytes its user stores and their own cap of them (None: the setting's)."""
     return await (await conn.execute(ROUTED_DEPENDENTS, (task_id, operation))).fetchone()
 
 

@@ -1,0 +1,187 @@
+"""Usage metering per user and UTC day, in the transactions of the events: jobs created, tasks
+ended and failed, the CPU seconds real conversions used, bytes in, out and exported, stored
+byte-hours integrated as stored bytes change; and the quotas checked when a job is made."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+
+import msgspec
+import pytest
+import pyvips
+
+from appliance.db import sync_pool
+from appliance.db.queries import usage as usage_rows
+from appliance.errors import CreditsExceeded, QuotaExceeded
+from appliance.jobs.reconciler import Reconciler
+from appliance.security import usage
+from appliance.security.accounts import user_document
+from tests.integration.jobs.conftest import task
+
+
+def _noise_png(size: int = 1200) -> bytes:
+    """A PNG no other test converts (so no conversion-cache hit), heavy enough to take CPU."""
+    image = pyvips.Image.gaussnoise(size, size, mean=128, sigma=40).cast("uchar")
+    return bytes(image.write_to_buffer(".png"))
+
+
+def _convert_job(data: bytes) -> dict:
+    return {
+        "in": {
+            "operation": "import/base64",
+            "file": base64.b64encode(data).decode(),
+            "filename": "a.png",
+        },
+        "c": {"operation": "convert", "input": "in", "output_format": "webp"},
+        "e": {"operation": "export/url", "input": "c"},
+    }
+
+
+def _day(system, user_id) -> dict:
+    rows = system.sql(
+        "SELECT * FROM usage_daily WHERE user_id = %s AND day = (now() AT TIME ZONE 'UTC')::date",
+        user_id,
+    )
+    return rows[0] if rows else {}
+
+
+def _user(system) -> tuple[uuid.UUID, str]:
+    email = f"{uuid.uuid4().hex[:10]}@example.test"
+    row = system.sql("INSERT INTO users (email) VALUES (%s) RETURNING id", email)
+    return row[0]["id"], email
+
+
+def _email(system, user_id) -> str:
+    return system.sql("SELECT email FROM users WHERE id = %s", user_id)[0]["email"]
+
+
+def _run(system, user_id, tasks) -> dict:
+    """Make the job as ``user_id`` and wait for its end."""
+    job_id = uuid.UUID(json.loads(system.call(system.svc.create_job(user_id, tasks, None)))["id"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        doc = json.loads(system.call(system.svc.get_job(user_id, job_id)))
+        if doc["status"] in ("finished", "error"):
+            return doc
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not end: {doc}")
+
+
+def test_a_conversion_lands_in_the_days_usage_with_its_cpu_seconds_and_bytes(system):
+    data = _noise_png()
+    job = _run(system, system.user_id, _convert_job(data))
+    assert job["status"] == "finished", job
+    [conv] = system.sql("SELECT cpu_seconds FROM tasks WHERE id = %s", task(job, "c")["id"])
+    [out] = system.sql("SELECT size FROM task_files WHERE task_id = %s", task(job, "c")["id"])
+    day = _day(system, system.user_id)
+    assert conv["cpu_seconds"] > 0.01  # measured in the sandboxed helper
+    assert day["cpu_seconds"] == pytest.approx(conv["cpu_seconds"])
+    assert (day["jobs_created"], day["tasks_ended"], day["tasks_failed"]) == (1, 3, 0)
+    assert day["bytes_in"] == len(data)
+    assert day["bytes_out"] == out["size"] == day["bytes_exported"]
+
+    again = _run(system, system.user_id, _convert_job(_noise_png(1000)))
+    assert again["status"] == "finished"
+    later = _day(system, system.user_id)
+    assert (later["jobs_created"], later["tasks_ended"]) == (2, 6)
+    assert later["cpu_seconds"] > day["cpu_seconds"]
+
+
+def test_a_failed_task_counts_as_ended_and_failed_with_no_cpu(system):
+    tasks = {
+        "in": {
+            "operation": "import/base64",
+            "file": base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"junk" * 100).decode(),
+            "filename": "bad.png",
+        },
+        "c": {"operation": "convert", "input": "in", "output_format": "webp"},
+        "e": {"operation": "export/url", "input": "c"},
+    }
+    job = _run(system, system.user_id, tasks)
+    assert job["status"] == "error"
+    day = _day(system, system.user_id)
+    # the import finished; the conversion failed and its export with it
+    assert (day["tasks_ended"], day["tasks_failed"], day["cpu_seconds"]) == (3, 2, 0)
+
+
+def test_with_metering_off_nothing_is_counted(system):
+    off = msgspec.structs.replace(system.settings, usage_metering=False)
+    pool = sync_pool(off)
+    try:
+        with pool.connection() as conn:
+            conn.execute("SELECT appliance_create_job(%s, NULL, 1, '[]', false)", (system.user_id,))
+        assert _day(system, system.user_id) == {}
+    finally:
+        pool.close()
+    system.create({"up": {"operation": "import/upload"}})  # metering on: counted
+    assert _day(system, system.user_id)["jobs_created"] == 1
+
+
+def test_stored_byte_hours_accrue_while_files_are_held_and_stop_when_they_go(system):
+    data = _noise_png(600)
+    tasks = {"in": _convert_job(data)["in"]}
+    started = time.time()
+    job = system.create(tasks)
+    time.sleep(1.5)
+    system.call(system.svc.delete_job(system.user_id, uuid.UUID(job["id"])))
+    held = time.time() - started
+    time.sleep(1.5)  # nothing is stored now: these seconds add nothing
+    report = Reconciler(system.rt).run_once()
+    assert report is not None and report.usage_flushed == 1
+    hours = _day(system, system.user_id)["stored_byte_hours"]
+    assert hours == pytest.approx(len(data) * held / 3600, rel=0.25)
+    assert usage_rows.flush_stored(system.rt.pool) == 0  # nothing held, nothing more
+
+
+def test_a_user_past_their_daily_minutes_is_refused_with_402_and_another_is_not(
+    system,
+):
+    email = _email(system, system.user_id)
+    other, other_email = _user(system)
+    for who in (email, other_email):
+        usage.set_quota(system.settings, who, 1, None, None)
+    job = _run(system, system.user_id, _convert_job(_noise_png()))
+    assert job["status"] == "finished"
+    with pytest.raises(CreditsExceeded) as refused:  # a minute begun is a minute used
+        system.create({"up": {"operation": "import/upload"}})
+    assert refused.value.status == 402 and refused.value.code == "CREDITS_EXCEEDED"
+    assert "day" in refused.value.message
+    with pytest.raises(CreditsExceeded):
+        system.call(system.svc.create_task(system.user_id, "import/upload", {}))
+    system.call(system.svc.create_job(other, {"up": {"operation": "import/upload"}}, None))
+
+    usage.set_quota(system.settings, email, 0, 1, None)  # unlimited per day, 1 a month
+    with pytest.raises(CreditsExceeded) as monthly:
+        system.create({"up": {"operation": "import/upload"}})
+    assert "month" in monthly.value.message
+    usage.set_quota(system.settings, email, -1, -1, None)  # the defaults: unlimited
+    system.create({"up": {"operation": "import/upload"}})
+
+
+def test_credits_are_the_minutes_left_and_shrink_after_a_conversion(system):
+    def credits():
+        doc = system.call(user_document(system.svc.pool, system.svc.settings, system.user_id))
+        return doc["credits"]
+
+    assert credits() is None  # no quota: unlimited
+    system.svc.settings = msgspec.structs.replace(system.settings, quota_minutes_per_day=25)
+    assert credits() == 25
+    job = _run(system, system.user_id, _convert_job(_noise_png()))
+    assert job["status"] == "finished"
+    assert credits() == 24
+    usage.set_quota(system.settings, _email(system, system.user_id), None, 10, None)
+    assert credits() == 9  # the fewer of the day's and the month's
+
+
+def test_a_users_own_stored_bytes_cap_overrides_the_setting(system):
+    data = _noise_png(300)
+    system.create({"in": _convert_job(data)["in"]})
+    email = _email(system, system.user_id)
+    usage.set_quota(system.settings, email, None, None, len(data))
+    with pytest.raises(QuotaExceeded):
+        system.create({"up": {"operation": "import/upload"}})
+    usage.set_quota(system.settings, email, None, None, 0)  # unlimited for them
+    system.create({"up": {"operation": "import/upload"}})
