@@ -4,6 +4,10 @@ appliance up                    everything on one host, in the foreground (Ctrl-
 appliance migrate               apply database migrations (safe to run twice, or in parallel)
 appliance users create|list|disable|enable|delete
                                 the users (disable and delete take effect at once)
+appliance users quota EMAIL     a user's quotas: --minutes-per-day, --minutes-per-month,
+                                --stored-bytes (0: unlimited, -1: the setting's default)
+appliance usage                 usage per user and UTC day for billing: --user EMAIL,
+                                --from DAY, --to DAY (this month), --format csv|json
 appliance keys create --user E  print a new API key for user E (created if new);
                                 --scopes, --name, --expires TIME
 appliance keys list|revoke      the keys (a revoked key stops working at once)
@@ -19,6 +23,7 @@ import argparse
 import os
 import subprocess
 import sys
+from datetime import UTC, date, datetime
 from typing import Any
 
 from appliance.settings import Settings, SettingsError
@@ -93,6 +98,15 @@ def _account_parsers(sub: Any) -> None:
         ("delete", "delete a user with their keys, jobs and files"),
     ):
         users.add_parser(action, help=text).add_argument("email")
+    quota = users.add_parser("quota", help="set a user's quotas (0: unlimited, -1: default)")
+    quota.add_argument("email")
+    for flag in ("--minutes-per-day", "--minutes-per-month", "--stored-bytes"):
+        quota.add_argument(flag, type=int, metavar="N")
+    usage = sub.add_parser("usage", help="export usage per user and UTC day (billing)")
+    usage.add_argument("--user", metavar="EMAIL", help="one user (default: every user)")
+    usage.add_argument("--from", dest="start", type=date.fromisoformat, metavar="DAY")
+    usage.add_argument("--to", dest="end", type=date.fromisoformat, metavar="DAY")
+    usage.add_argument("--format", choices=("csv", "json"), default="csv")
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(
         dest="action", required=True
     )
@@ -118,14 +132,31 @@ def _users(settings: Settings, args: argparse.Namespace) -> int:
         _table(accounts.list_users(settings), ("id", "email", "created_at", "disabled_at", "keys"))
     elif args.action == "delete":
         _told(accounts.delete_user(settings, args.email))
+    elif args.action == "quota":
+        from appliance.security import usage
+
+        quota = usage.set_quota(
+            settings, args.email, args.minutes_per_day, args.minutes_per_month, args.stored_bytes
+        )
+        print(
+            f"minutes per day {quota.minutes_per_day}, per month {quota.minutes_per_month},"
+            f" stored bytes {quota.stored_bytes} (0: unlimited)"
+        )
     else:
         _told(accounts.set_disabled(settings, args.email, args.action == "disable"))
     return 0
 
 
-def _keys(settings: Settings, args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
+def _usage(settings: Settings, args: argparse.Namespace) -> int:
+    from appliance.security import usage
 
+    today = datetime.now(UTC).date()
+    start, end = args.start or today.replace(day=1), args.end or today
+    sys.stdout.write(usage.export(settings, start, end, args.user, args.format))
+    return 0
+
+
+def _keys(settings: Settings, args: argparse.Namespace) -> int:
     from appliance.security import accounts
 
     if args.action == "create":
@@ -224,6 +255,7 @@ COMMANDS = {
     "migrate": _migrate,
     "users": _users,
     "keys": _keys,
+    "usage": _usage,
     "api": _api,
     "worker": _worker,
     "settings": _settings,
