@@ -48,6 +48,18 @@ class Deployment:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
+    def cli(self, *argv: str) -> str:
+        """What the `appliance` command prints on this deployment (it must succeed)."""
+        done = subprocess.run(
+            [sys.executable, "-m", "appliance.cli", *argv],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout
+
     def sql(self, query: str, *args: object) -> list[dict]:
         with psycopg.connect(self.database_url, autocommit=True, row_factory=dict_row) as c:
             cur = c.execute(query, args)  # type: ignore[arg-type]

@@ -4,9 +4,6 @@ process, and the sync API's create-and-wait with a redirect to the output."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -16,18 +13,6 @@ from appliance.security.keys import key_hash
 from tests.e2e.conftest import base64_import
 
 DEPLOYMENT_ENV = {"APPLIANCE_API_WORKERS": "2"}
-
-
-def _cli(deployment, *argv: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "appliance.cli", *argv],
-        env={**os.environ, **deployment.env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout.strip()
 
 
 def _refused_within(api: httpx.Client, seconds: float) -> float:
@@ -53,9 +38,9 @@ def test_users_me_answers_in_cloudconverts_shape(deployment):
         data = me.json()["data"]
         assert data["email"] == "me.user@example.test" and data["username"] == "me.user"
         assert set(data) == {"id", "username", "email", "credits", "created_at"}
-    tasks_only = _cli(
-        deployment, "keys", "create", "--user", "me.user@example.test", "--scopes", "task.read"
-    )
+    tasks_only = deployment.cli(
+        "keys", "create", "--user", "me.user@example.test", "--scopes", "task.read"
+    ).strip()
     with deployment.client(tasks_only) as api:
         refused = api.get("/v2/users/me")
         assert refused.status_code == 403 and refused.json()["code"] == "MISSING_SCOPE"
@@ -66,7 +51,7 @@ def test_a_revoked_key_is_refused_by_every_api_process_within_a_second(deploymen
     with deployment.client(key) as api:
         _warm(api)
         [row] = deployment.sql("SELECT id FROM api_keys WHERE key_hash = %s", key_hash(key))
-        _cli(deployment, "keys", "revoke", str(row["id"]))
+        deployment.cli("keys", "revoke", str(row["id"]))
         _refused_within(api, 1.0)
         assert all(api.get("/v2/jobs").status_code == 401 for _ in range(10))  # both processes
 
@@ -78,16 +63,17 @@ def test_a_disabled_users_keys_are_refused_within_a_second_and_work_again_once_e
     key = deployment.key(email)
     with deployment.client(key) as api:
         _warm(api)
-        _cli(deployment, "users", "disable", email)
+        deployment.cli("users", "disable", email)
         _refused_within(api, 1.0)
-        _cli(deployment, "users", "enable", email)
+        deployment.cli("users", "enable", email)
         assert api.get("/v2/jobs").status_code == 200
 
 
 def test_an_expired_key_is_refused_within_a_second_of_its_expiry(deployment):
     expiry = datetime.now(UTC) + timedelta(seconds=3)
-    key = _cli(deployment, "keys", "create", "--user", "exp@example.test", "--expires",
-               expiry.isoformat())  # fmt: skip
+    key = deployment.cli(
+        "keys", "create", "--user", "exp@example.test", "--expires", expiry.isoformat()
+    ).strip()
     with deployment.client(key) as api:
         _warm(api)
         time.sleep(max(0.0, (expiry - datetime.now(UTC)).total_seconds()))

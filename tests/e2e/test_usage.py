@@ -7,26 +7,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 import uuid
 
 import pyvips
 
 from tests.e2e.conftest import base64_import, run_job, task
-
-
-def _cli(deployment, *argv: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "appliance.cli", *argv],
-        env={**os.environ, **deployment.env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout
 
 
 def _conversion() -> tuple[bytes, dict]:
@@ -52,7 +37,7 @@ def test_credits_shrink_after_a_conversion_and_a_user_past_them_gets_402(deploym
     key, other_key = deployment.key(email), deployment.key(other)
     unlimited = deployment.key()
     for who in (email, other):
-        _cli(deployment, "users", "quota", who, "--minutes-per-day", "1")
+        deployment.cli("users", "quota", who, "--minutes-per-day", "1")
     with deployment.client(key) as api:
         assert _credits(api) == 1
         _, tasks = _conversion()
@@ -76,7 +61,7 @@ def test_the_usage_export_in_csv_and_json_holds_the_days_conversion(deployment):
         job = run_job(api, tasks)
         assert job["status"] == "finished"
     out_size = task(job, "c")["result"]["files"][0]["size"]
-    [row] = json.loads(_cli(deployment, "usage", "--user", email, "--format", "json"))
+    [row] = json.loads(deployment.cli("usage", "--user", email, "--format", "json"))
     assert row["email"] == email and row["jobs_created"] == 1 and row["tasks_ended"] == 3
     assert row["cpu_seconds"] > 0
     assert (row["bytes_in"], row["bytes_out"], row["bytes_exported"]) == (
@@ -84,9 +69,9 @@ def test_the_usage_export_in_csv_and_json_holds_the_days_conversion(deployment):
         out_size,
         out_size,
     )
-    table = list(csv.DictReader(io.StringIO(_cli(deployment, "usage", "--user", email))))
+    table = list(csv.DictReader(io.StringIO(deployment.cli("usage", "--user", email))))
     assert [r["day"] for r in table] == [row["day"]]
     assert float(table[0]["cpu_seconds"]) == row["cpu_seconds"]
     assert int(table[0]["bytes_in"]) == len(data)
-    every = json.loads(_cli(deployment, "usage", "--format", "json"))  # without --user: all
+    every = json.loads(deployment.cli("usage", "--format", "json"))  # without --user: all
     assert email in {r["email"] for r in every} and len(every) >= 2
