@@ -7,8 +7,14 @@ from typing import Any
 
 from appliance.engines import QUEUE_CLASSES, QueueClass
 from appliance.engines.enabled import enabled_engines
+from appliance.settings import Settings
 
 MiB = 1024 * 1024
+PER_USER_CAPS = (
+    "max_jobs_in_flight_per_user",
+    "max_sync_waits_per_user",
+    "max_stored_bytes_per_user",
+)
 
 
 def _engine_tables() -> tuple[dict[str, list[str]], dict[str, QueueClass]]:
@@ -56,6 +62,9 @@ DEFAULTS: dict[str, Any] = {
     "requests_per_minute_per_address": 600,
     "requests_per_minute_per_key": 1200,
     "conversions_per_minute_per_address": 10,
+    # Per-user caps (0: none), the app's defaults: jobs and single tasks in flight, blocking
+    # (sync) requests open on the fleet, bytes stored.
+    **{name: getattr(Settings(), name) for name in PER_USER_CAPS},
     "sync_timeout_seconds": 120,
     "log_level": "INFO",
     # Workers: engine families installed on worker hosts, and per queue class its processes,

@@ -11,6 +11,7 @@ from pyinfra import host
 from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, server
 
+from fleet.defaults import PER_USER_CAPS
 from fleet.model import Fleet, HostSpec
 from fleet.wheelhouse import Release
 from roles.common import APP_ROOT, put
@@ -44,6 +45,7 @@ def env_context(fleet: Fleet, me: HostSpec) -> dict[str, Any]:
         "requests_per_minute_per_address": fleet.get("requests_per_minute_per_address"),
         "requests_per_minute_per_key": fleet.get("requests_per_minute_per_key"),
         "conversions_per_minute_per_address": fleet.get("conversions_per_minute_per_address"),
+        "per_user_caps": {name: fleet.get(name) for name in PER_USER_CAPS},
         "s3": fleet.s3(),
         "secret_key": fleet.secrets["secret_key"],
         "sandbox": fleet.get("sandbox", me),

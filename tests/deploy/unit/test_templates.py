@@ -277,6 +277,13 @@ def test_the_app_settings_file_is_accepted_by_the_app(fleet):
     assert "prefer-standby" in settings.database_read_url
     assert settings.secret_key == fleet.secrets["secret_key"]
     assert settings.max_upload_bytes == fleet.get("max_upload_bytes")
+    assert settings.max_jobs_in_flight_per_user == 500  # the app's default
+    capped = make_fleet(max_jobs_in_flight_per_user=0, max_stored_bytes_per_user=7,
+                        s3_external={"endpoint": "10.200.0.1:9000"})  # fmt: skip
+    env = _env(render("pyinfra/templates/appliance.env.j2",
+                      **app.env_context(capped, capped.host("h2"))))  # fmt: skip
+    settings = Settings.from_env(env)
+    assert (settings.max_jobs_in_flight_per_user, settings.max_stored_bytes_per_user) == (0, 7)
 
 
 def test_worker_instance_settings_use_the_contract_ports_and_the_worker_redis_user(fleet):

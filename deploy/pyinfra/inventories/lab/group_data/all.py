@@ -18,3 +18,5 @@ rate_limit_burst = 1000
 requests_per_minute_per_address = 0
 requests_per_minute_per_key = 0
 conversions_per_minute_per_address = 0
+# The rolling upgrade's steady load leaves hundreds of upload jobs of one user in flight.
+max_jobs_in_flight_per_user = 0
