@@ -12,12 +12,9 @@ converted, and tests/deploy/test_redis_acl.py drives each path against a real Re
 - The API's queue gauges at scrape time (metrics/scrape.py): ZCOUNT, ZRANGE on the pending
   sets, LLEN on ``dramatiq:<queue>`` and ``.DQ``.
 - Rate limits (security/limits.py, API only): INCRBY and EXPIRE NX in MULTI/EXEC, GET, on
-  ``appliance:ratelimit:*``; the open sync waits per user (``Slots``) run a Lua script by
-  EVALSHA (INCR, EXPIRE, DECR) and give a slot back with redis-py's decr (DECRBY).
+  ``appliance:ratelimit:*``.
 - Task ends (conversions/events.py): workers PUBLISH on ``appliance:events``; each API
-  process SUBSCRIBEs to it and to ``appliance:revocations`` (api/events.py).
-- Revocations (security/revocation.py): the ``appliance`` command (users disable, keys
-  revoke) PUBLISHes on ``appliance:revocations``; on api hosts it runs as the api user.
+  process SUBSCRIBEs to it (api/events.py).
 - Readiness probes: PING.
 
 The exporter user gets statistics (INFO, CONFIG GET, SLOWLOG, LATENCY) and no key at all.
@@ -30,7 +27,6 @@ import hashlib
 from dataclasses import dataclass
 
 EVENTS_CHANNEL = "appliance:events"
-REVOCATIONS_CHANNEL = "appliance:revocations"
 # The commands dramatiq's dispatch.lua calls (dramatiq 1.x, brokers/redis/dispatch.lua).
 BROKER_SCRIPT = (
     *("del", "hdel", "hexists", "hget", "hlen", "hmget", "hset", "keys", "lpop", "rpush"),
@@ -44,11 +40,9 @@ class Grant:
 
     keys: tuple[str, ...]
     commands: tuple[str, ...]
-    channels: tuple[str, ...] = ()
 
     def rules(self) -> str:
-        return " ".join([*(f"~{k}" for k in self.keys), *(f"&{c}" for c in self.channels),
-                         *(f"+{c}" for c in self.commands)])  # fmt: skip
+        return " ".join([*(f"~{k}" for k in self.keys), *(f"+{c}" for c in self.commands)])
 
 
 BROKER = Grant(("dramatiq", "dramatiq:*"), ("evalsha", "script|load", *BROKER_SCRIPT))
@@ -57,24 +51,7 @@ QUEUE_GAUGES = (
     Grant(("appliance:pending:*",), ("zcount", "zrange")),
     Grant(("dramatiq:*",), ("llen",)),
 )
-RATE_LIMITS = Grant(
-    ("appliance:ratelimit:*",),
-    (
-        "incrby",
-        "expire",
-        "get",
-        "multi",
-        "exec",
-        "evalsha",
-        "script|load",
-        "incr",
-        "decr",
-        "decrby",
-    ),
-)
-
-# Publishing revocations only (the api user may hear task ends, not announce them).
-REVOKE = Grant((), ("publish",), (REVOCATIONS_CHANNEL,))
+RATE_LIMITS = Grant(("appliance:ratelimit:*",), ("incrby", "expire", "get", "multi", "exec"))
 
 
 @dataclass(frozen=True)
@@ -100,9 +77,9 @@ USERS = (
     User(
         "api",
         "redis_api_password",
-        (BROKER, PENDING, *QUEUE_GAUGES, RATE_LIMITS, REVOKE),
+        (BROKER, PENDING, *QUEUE_GAUGES, RATE_LIMITS),
         ("ping", "subscribe", "unsubscribe"),
-        (EVENTS_CHANNEL, REVOCATIONS_CHANNEL),
+        (EVENTS_CHANNEL,),
     ),
     User(
         "worker",
