@@ -45,6 +45,9 @@ def env_context(fleet: Fleet, me: HostSpec) -> dict[str, Any]:
         "requests_per_minute_per_key": fleet.get("requests_per_minute_per_key"),
         "conversions_per_minute_per_address": fleet.get("conversions_per_minute_per_address"),
         "per_user_caps": {name: fleet.get(name) for name in PER_USER_CAPS},
+        # the lb hosts: the API takes the client's address from their X-Forwarded-For, so its
+        # per-address limits count clients, not the lb
+        "trusted_proxies": ",".join(h.ip for h in fleet.role("lb")),
         "s3": fleet.s3(),
         "secret_key": fleet.secrets["secret_key"],
         "sandbox": fleet.get("sandbox", me),

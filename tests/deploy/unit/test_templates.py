@@ -15,6 +15,7 @@ from fleet.render import render
 from fleet.wheelhouse import Release
 from roles import api, app, base, db, lb, monitoring, rolling, storage, worker
 
+from appliance.security.limits import client_address, networks
 from appliance.settings import Settings
 from tests.deploy.unit.conftest import make_fleet
 
@@ -267,6 +268,11 @@ def test_the_app_settings_file_is_accepted_by_the_app(fleet):
     assert settings.secret_key == fleet.secrets["secret_key"]
     assert settings.max_upload_bytes == fleet.get("max_upload_bytes")
     assert settings.max_jobs_in_flight_per_user == 500  # the app's default
+    # a request through the lb counts against the client's address, not the lb's
+    lb_ip = fleet.host("h1").ip
+    assert settings.trusted_proxies == lb_ip
+    trusted = networks(settings.trusted_proxies)
+    assert client_address(lb_ip, "198.51.100.7", trusted) == "198.51.100.7"
     capped = make_fleet(max_jobs_in_flight_per_user=0, max_stored_bytes_per_user=7,
                         s3_external={"endpoint": "10.200.0.1:9000"})  # fmt: skip
     env = _env(render("pyinfra/templates/appliance.env.j2",
