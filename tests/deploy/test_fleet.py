@@ -204,11 +204,12 @@ def _steady_load(fleet: Fleet, key: str, stop: threading.Event, results: list) -
                 ("POST", "/v2/jobs", {"tasks": {"up": {"operation": "import/upload"}}}),
                 ("GET", "/v2/jobs?per_page=5", None),
             ):
+                started = time.monotonic()
                 try:
                     status = api.request(method, path, json=body).status_code
                 except httpx.HTTPError as exc:
                     status = repr(exc)
-                results.append((time.monotonic(), method, path, status))
+                results.append((time.monotonic(), method, path, status, started))
             time.sleep(0.1)
 
 
@@ -238,7 +239,7 @@ def _explain(fleet: Fleet, results: list, log: str = "") -> str:
     if not failed:
         return ""
     kinds: dict[str, int] = {}
-    for _, method, path, status in failed:
+    for _, method, path, status, _started in failed:
         kind = f"{method} {path.split('?')[0]} {status}"
         kinds[kind] = kinds.get(kind, 0) + 1
     to_wall = time.time() - time.monotonic()  # the deploy logs wall-clock times
@@ -268,8 +269,12 @@ def _explain(fleet: Fleet, results: list, log: str = "") -> str:
 
 
 def test_requests_keep_succeeding_when_an_api_host_dies(fleet):
+    killed: list[float] = []
+
     def kill_and_wait() -> None:
+        killed.append(time.monotonic())
         fleet.lab.kill("h3")
+        killed.append(time.monotonic())
         time.sleep(15)
 
     try:
@@ -277,7 +282,13 @@ def test_requests_keep_succeeding_when_an_api_host_dies(fleet):
     finally:
         fleet.lab.boot("h3")
     assert len(results) > 30
-    assert _failures(results) == [], _explain(fleet, results)
+    # A POST the dying host was answering when it was killed is lost with it (nginx retries
+    # no POST once sent: it may have been done); that one request aside, every request
+    # before, during and after the death succeeds.
+    in_flight = [r for r in _failures(results) if r[4] <= killed[1] and r[0] >= killed[0]]
+    assert len(in_flight) <= 1 and all(r[1] == "POST" for r in in_flight), in_flight
+    failed = [r for r in _failures(results) if r not in in_flight]
+    assert failed == [], _explain(fleet, results)
     ready = f"http://{fleet.lab.ip('h3')}:8080/health/ready"
     fleet.lab.run("h3", f"for i in $(seq 60); do curl -fs {ready} && exit 0; sleep 1; done; exit 1")
 
