@@ -6,7 +6,6 @@ converted and come out in another bucket, and the credentials are in no API answ
 from __future__ import annotations
 
 import io
-import uuid
 
 import pyvips
 from minio import Minio
@@ -17,29 +16,11 @@ CREDS = {"access_key_id": "AK", "secret_access_key": "SK"}
 
 
 def _buckets(s3_server) -> tuple[Minio, str, str]:
-    client = Minio(
-        s3_server.endpoint,
-        s3_server.access_key,
-        s3_server.secret_key,
-        secure=False,
-        region=s3_server.region,
-    )
-    src, dst = f"src{uuid.uuid4().hex[:12]}", f"dst{uuid.uuid4().hex[:12]}"
-    client.make_bucket(src)
-    client.make_bucket(dst)
-    return client, src, dst
+    return s3_server.source_and_destination()
 
 
 def _where(s3_server, bucket: str, **fields) -> dict:
-    return {
-        "bucket": bucket,
-        "region": s3_server.region,
-        "endpoint": s3_server.url,
-        "access_key_id": s3_server.access_key,
-        "secret_access_key": s3_server.secret_key,
-        "session_token": "session-token-e2e",
-        **fields,
-    }
+    return s3_server.task_fields(bucket, session_token="session-token-e2e", **fields)
 
 
 def test_s3_in_convert_s3_out_and_the_credentials_are_in_no_answer(deployment, s3_server, png_file):

@@ -41,7 +41,7 @@ import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 # Swift is a Debian package: it lives in the system interpreter's dist-packages, not in the
 # project's venv.
@@ -113,6 +113,30 @@ class S3Server:
     @property
     def url(self) -> str:
         return f"http://{self.endpoint}"
+
+    def source_and_destination(self) -> tuple[Any, str, str]:
+        """A minio client and two fresh buckets: a user's own S3 service, in tests of
+        import/s3 and export/s3."""
+        from minio import Minio  # as below: importing this module needs no minio
+
+        client = Minio(
+            self.endpoint, self.access_key, self.secret_key, secure=False, region=self.region
+        )
+        src, dst = f"src{secrets.token_hex(6)}", f"dst{secrets.token_hex(6)}"
+        client.make_bucket(src)
+        client.make_bucket(dst)
+        return client, src, dst
+
+    def task_fields(self, bucket: str, **fields: Any) -> dict[str, Any]:
+        """The fields of an import/s3 or export/s3 task for ``bucket`` on this server."""
+        return {
+            "bucket": bucket,
+            "region": self.region,
+            "endpoint": self.url,
+            "access_key_id": self.access_key,
+            "secret_access_key": self.secret_key,
+            **fields,
+        }
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         for daemon in self._daemons:

@@ -16,7 +16,6 @@ import uuid
 import msgspec
 import pytest
 import pyvips
-from minio import Minio
 
 from appliance.security import netguard
 from tests.integration.jobs.conftest import task
@@ -25,17 +24,7 @@ from tests.integration.jobs.conftest import task
 @pytest.fixture
 def remote(s3_server):
     """The user's S3 service: a client, and fresh source and destination buckets."""
-    client = Minio(
-        s3_server.endpoint,
-        s3_server.access_key,
-        s3_server.secret_key,
-        secure=False,
-        region=s3_server.region,
-    )
-    src, dst = f"src{uuid.uuid4().hex[:12]}", f"dst{uuid.uuid4().hex[:12]}"
-    client.make_bucket(src)
-    client.make_bucket(dst)
-    return client, src, dst
+    return s3_server.source_and_destination()
 
 
 def allow_private(system, allowed=True, **more):
@@ -60,14 +49,7 @@ def get(client, bucket, key):
 
 def where(s3_server, bucket, **fields):
     """import/s3 or export/s3 fields for ``bucket`` on the test server."""
-    return {
-        "bucket": bucket,
-        "region": s3_server.region,
-        "endpoint": s3_server.url,
-        "access_key_id": s3_server.access_key,
-        "secret_access_key": s3_server.secret_key,
-        **fields,
-    }
+    return s3_server.task_fields(bucket, **fields)
 
 
 def test_a_file_imported_by_key_is_converted_and_exported_to_another_bucket(
