@@ -11,16 +11,18 @@ Layout of a lab with id applab-XXXXXX (see README.md in this folder):
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, NamedTuple
@@ -289,6 +291,26 @@ class Lab:
         self.relays.forward(self.ip(name), port, local)
         return local
 
+    @contextlib.contextmanager
+    def tunnel(self, name: str, port: int, timeout: float = 20) -> Iterator[int]:
+        """``ssh -L``: the host's own 127.0.0.1:port at 127.0.0.1:<yielded port>, the way an
+        operator reaches a service bound to a host's loopback (over the host's SSH only)."""
+        local = free_port()
+        argv = ["ssh", "-F", str(self.ssh_config), "-N", "-o", "ExitOnForwardFailure=yes",
+                "-L", f"127.0.0.1:{local}:127.0.0.1:{port}", name]  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + timeout
+            while not _accepts(local):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    err = proc.stderr.read().decode() if proc.poll() is not None else ""
+                    raise LabError(f"ssh -L to {name}:{port} did not come up: {err}")
+                time.sleep(0.1)
+            yield local
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
     # --- pyinfra -----------------------------------------------------------------------------
     def host_data(self, name: str) -> dict[str, Any]:
         """pyinfra host data to reach a host over SSH through the lab namespace."""
@@ -337,6 +359,12 @@ class Lab:
         if res.returncode != 0:
             raise LabError(f"pyinfra failed ({res.returncode}):\n{res.stdout[-8000:]}")
         return res
+
+
+def _accepts(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+        return True
+    return False
 
 
 def _machine_trust() -> dict[str, str]:
