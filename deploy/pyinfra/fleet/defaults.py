@@ -39,10 +39,12 @@ DEFAULTS: dict[str, Any] = {
     "fleet_name": "appliance",
     # Address every other host reaches this one at (host data; defaults to the SSH host).
     "private_ip": None,
-    # Operator addresses (CIDRs) allowed to reach internal ports (Prometheus, Grafana, db, ...).
-    "admin_sources": [],
-    # Who may reach SSH (CIDRs).
-    "ssh_sources": ["0.0.0.0/0", "::/0"],
+    # Networks (CIDRs) SSH answers on every host: where you administer from (office, VPN,
+    # bastion). Empty: the address this deploy's SSH connection comes from, as each host sees
+    # it (so the run that closes SSH can never lock its own operator out); set it when you
+    # administer from anywhere else. Nothing else is open to these networks: Prometheus and
+    # Grafana listen on loopback (ssh -L), the other internal ports answer only the fleet.
+    "admin_networks": [],
     "firewall": True,
     "unattended_upgrades": True,
     # The API

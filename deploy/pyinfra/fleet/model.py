@@ -3,14 +3,16 @@ them (the app's connection URLs, the lb's upstream, Prometheus's targets, firewa
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 from fleet.defaults import DEFAULTS, active_queues
+from fleet.redis_acl import user
 
 ROLES = ("base", "db", "redis", "storage", "api", "worker", "lb", "monitoring")
-# Internal TCP ports each role opens to the fleet's own addresses (and admin_sources).
+# Internal TCP ports each role opens to the fleet's own addresses (nothing else reaches them).
 ROLE_PORTS: dict[str, list[int]] = {
     "base": [9100],  # node exporter
     "db": [5432, 9187],
@@ -19,7 +21,12 @@ ROLE_PORTS: dict[str, list[int]] = {
     "api": [],  # api_port and api_metrics_port, added from settings
     "worker": [],  # worker metrics ports, added from settings
     "lb": [9113],
-    "monitoring": [9090, 3000],
+    "monitoring": [],  # Prometheus and Grafana listen on loopback: operators use ssh -L
+}
+# Settings that were replaced: an inventory still setting one is refused, not ignored.
+RENAMED = {
+    "ssh_sources": "admin_networks (SSH only from there; empty: this deploy's address)",
+    "admin_sources": "admin_networks (SSH only; Prometheus and Grafana are on loopback)",
 }
 PUBLIC_PORTS: dict[str, list[int]] = {"lb": [80, 443]}
 
@@ -95,10 +102,22 @@ class Fleet:
             raise FleetError("no storage host and no s3_external endpoint")
         if self.role("storage") and not self.get("minio_sha256"):
             raise FleetError("minio_sha256 must be set: the MinIO binary is checked against it")
+        self._validate_admin_networks()
         ips = [h.ip for h in self.hosts]
         if len(set(ips)) != len(ips):
             raise FleetError(f"two hosts share a private address: {ips}")
         self.db_primary  # noqa: B018 - raises on a bad db_primary set-up
+
+    def _validate_admin_networks(self) -> None:
+        for h in self.hosts:
+            for old, new in RENAMED.items():
+                if old in h.data:
+                    raise FleetError(f"{h.name}: the setting {old!r} is now {new}")
+            for net in self.get("admin_networks", h):
+                try:
+                    ipaddress.ip_network(net, strict=False)
+                except ValueError:
+                    raise FleetError(f"admin_networks: {net!r} is no address or CIDR") from None
 
     # -- what follows from the roles -------------------------------------------------------
     def slot_name(self, replica: HostSpec) -> str:
@@ -127,10 +146,10 @@ class Fleet:
             order, "target_session_attrs=prefer-standby&load_balance_hosts=random&connect_timeout=5"
         )
 
-    @property
-    def redis_url(self) -> str:
-        password = quote(self.secrets["redis_password"], safe="")
-        return f"redis://:{password}@{self.role('redis')[0].ip}:6379/0"
+    def redis_url(self, role: str) -> str:
+        """As the role's own ACL user (``api``, ``worker``: fleet/redis_acl.py)."""
+        password = quote(self.secrets[user(role).secret], safe="")
+        return f"redis://{role}:{password}@{self.role('redis')[0].ip}:6379/0"
 
     @property
     def public_url(self) -> str:

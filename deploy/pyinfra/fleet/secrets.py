@@ -18,10 +18,15 @@ from pathlib import Path
 NAMES = {
     "db_password": "the app's PostgreSQL role",
     "replication_password": "the streaming-replication role",
-    "redis_password": "Redis (requirepass)",
+    # Redis: one ACL user per role (fleet/redis_acl.py); the default user is off.
+    "redis_api_password": "Redis user `api` (the API hosts)",
+    "redis_worker_password": "Redis user `worker` (the worker hosts)",
+    "redis_exporter_password": "Redis user `exporter` (the redis exporter: statistics only)",
+    "redis_admin_password": "Redis user `admin` (every command; for operators, on no host)",
     "secret_key": "the app's URL-signing key (the same on every api host)",
     "minio_root_password": "MinIO's root user",
     "minio_app_password": "MinIO's user for the app",
+    "minio_prometheus_password": "MinIO's user `prometheus` (metrics only; signs its token)",
     "minio_kms_key": "MinIO's server-side encryption key (base64, 32 bytes)",
     "grafana_admin_password": "Grafana's admin user",
     "s3_access_key": "an external S3 endpoint's access key (when not in group data)",

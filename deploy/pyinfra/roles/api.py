@@ -17,6 +17,7 @@ from roles import app
 from roles.common import APP_ROOT, once, put_text, restart_if
 
 UNIT = "/etc/systemd/system/appliance-api.service"
+API_ENV_FILE = "/etc/appliance/api.env"
 UPSTREAM_FILE = "/etc/nginx/conf.d/appliance-upstream.conf"
 # nginx's view of the api hosts (the lb's upstream), which the rolling drain times against.
 # nginx closes an idle connection to an api host after this long, before granian would.
@@ -32,6 +33,17 @@ def unit_text(fleet: Fleet, me: HostSpec) -> str:
         app_user=app.APP_USER,
         app_root=APP_ROOT,
         memory_max=fleet.get("api_memory_max", me),
+        api_env_file=API_ENV_FILE,
+    )
+
+
+def api_env_text(fleet: Fleet) -> str:
+    """The API's own settings: its Redis user, and the lb hosts it takes client addresses
+    from (X-Forwarded-For)."""
+    return render(
+        "pyinfra/templates/api.env.j2",
+        redis_url=fleet.redis_url("api"),
+        trusted_proxies=",".join(h.ip for h in fleet.role("lb")),
     )
 
 
@@ -59,6 +71,7 @@ def needs_restart(fleet: Fleet, target: Any, release: Release) -> bool:
         return True
     want = {
         UNIT: unit_text(fleet, me),
+        API_ENV_FILE: api_env_text(fleet),
         app.ENV_FILE: render("pyinfra/templates/appliance.env.j2", **app.env_context(fleet, me)),
     }
     return any(
@@ -69,7 +82,8 @@ def needs_restart(fleet: Fleet, target: Any, release: Release) -> bool:
 
 def apply(fleet: Fleet, me: HostSpec, release: Release, rolling: bool, env: Any) -> None:
     """``env`` is app.install's settings-file operation."""
-    unit = put_text(unit_text(fleet, me), UNIT)  # the text needs_restart compares with
+    unit = put_text(unit_text(fleet, me), UNIT)  # the texts needs_restart compares with
+    api_env = put_text(api_env_text(fleet), API_ENV_FILE, mode="600")
     if me == fleet.role("api")[0]:
         # Migrations are additive, so the old release keeps working while they apply.
         once(
@@ -80,11 +94,11 @@ def apply(fleet: Fleet, me: HostSpec, release: Release, rolling: bool, env: Any)
         )
     if not rolling:
         link = app.switch(release)
-        restart_if("appliance-api", link, env, unit)
+        restart_if("appliance-api", link, env, unit, api_env)
         server.shell(
             name="API ready",
             commands=[wait_ready_command(fleet, me)],
-            _if=lambda: bool(link.did_change() or env.did_change()),
+            _if=lambda: any(op.did_change() for op in (link, env, unit, api_env)),
         )
     else:
         # roles/rolling.py switches and restarts this host while the lb drains it.

@@ -33,7 +33,6 @@ def env_context(fleet: Fleet, me: HostSpec) -> dict[str, Any]:
         "database_url": fleet.database_url,
         "database_read_url": fleet.database_read_url,
         "db_pool_size": fleet.get("db_pool_size", me),
-        "redis_url": fleet.redis_url,
         "listen_ip": me.ip,
         "api_port": fleet.get("api_port", me),
         "api_metrics_port": fleet.get("api_metrics_port", me),

@@ -1,12 +1,17 @@
-"""base (every host): packages, time sync, the firewall (only the ports this host's roles need,
-from the fleet's own addresses), unattended security upgrades, sysctl for many connections,
-the node exporter."""
+"""base (every host): packages, time sync, the firewall (SSH from the admin networks only, the
+ports this host's roles need from the fleet's own addresses), unattended security upgrades,
+sysctl for many connections, the node exporter."""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+
+from pyinfra import host
+from pyinfra.facts.server import Command
 from pyinfra.operations import apt, server
 
-from fleet.model import Fleet, HostSpec
+from fleet.model import Fleet, FleetError, HostSpec
 from roles.common import put, put_text, restart_if
 
 PACKAGES = [
@@ -18,17 +23,48 @@ PACKAGES = [
     "systemd-timesyncd",
     "unattended-upgrades",
 ]
+log = logging.getLogger("appliance.deploy")
 AUTO_UPGRADES = 'APT::Periodic::Update-Package-Lists "1";\nAPT::Periodic::Unattended-Upgrade "1";\n'
 
 
-def firewall_context(fleet: Fleet, me: HostSpec) -> dict[str, object]:
-    sources = sorted({h.ip + "/32" for h in fleet.hosts} | set(fleet.get("admin_sources")))
+def ssh_networks(fleet: Fleet, me: HostSpec, deploy_address: str) -> list[str]:
+    """Where SSH is let in from: ``admin_networks``, else the address this deploy connects
+    from as the host sees it (``deploy_address``, from sshd's SSH_CONNECTION), so the run
+    that closes SSH keeps its own way in. Neither: refused rather than guessed."""
+    configured = fleet.get("admin_networks", me)
+    if configured:
+        return sorted(str(ipaddress.ip_network(n, strict=False)) for n in configured)
+    try:
+        return [str(ipaddress.ip_network(deploy_address.strip()))]
+    except ValueError:
+        raise FleetError(
+            f"{me.name}: admin_networks is empty and the address this deploy connects from"
+            f" is unknown ({deploy_address.strip()!r}); set admin_networks in group data"
+        ) from None
+
+
+def firewall_context(fleet: Fleet, me: HostSpec, deploy_address: str = "") -> dict[str, object]:
     return {
-        "fleet_sources": sources,
-        "ssh_sources": fleet.get("ssh_sources", me),
+        "fleet_sources": sorted({h.ip + "/32" for h in fleet.hosts}),
+        "ssh_sources": ssh_networks(fleet, me, deploy_address),
         "public_ports": fleet.public_ports(me),
         "internal_ports": fleet.internal_ports(me),
     }
+
+
+def deploy_address(fleet: Fleet, me: HostSpec) -> str:
+    """The operator's address as this host sees the deploy's SSH connection ("" when
+    admin_networks makes it moot, or sshd did not say)."""
+    if fleet.get("admin_networks", me):
+        return ""
+    seen = host.get_fact(Command, command="echo ${SSH_CONNECTION%% *}").strip()
+    log.warning(
+        "%s: SSH let in only from %s, the address this deploy comes from"
+        " (set admin_networks to administer from elsewhere)",
+        me.name,
+        seen or "nowhere",
+    )
+    return seen
 
 
 def install(fleet: Fleet, me: HostSpec) -> None:
@@ -60,7 +96,7 @@ def configure(fleet: Fleet, me: HostSpec) -> None:
             "pyinfra/templates/nftables.conf.j2",
             "/etc/nftables.conf",
             mode="755",
-            **firewall_context(fleet, me),
+            **firewall_context(fleet, me, deploy_address(fleet, me)),
         )
         server.shell(
             name="Check the firewall rules, then load them",

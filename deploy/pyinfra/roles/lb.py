@@ -1,8 +1,10 @@
 """lb: nginx in front of every api host (keepalive upstream, passive health checks, retries
 of idempotent requests on another host), TLS with the operator's certificate or a self-signed
-one made on the first deploy, the app's body limit, streaming uploads, an outer rate limit,
-access logs with request ids; and the nginx exporter. (The API's port serves no /metrics:
-Prometheus scrapes each api host's metrics listener directly.)"""
+one made on the first deploy, the app's body limit, streaming uploads, a coarse per-address
+rate limit in front of the app's own (the app reads client addresses from X-Forwarded-For,
+trusting the lb hosts only: roles/api.py), access logs with request ids; and the nginx
+exporter. (The API's port serves no /metrics: Prometheus scrapes each api host's metrics
+listener directly.)"""
 
 from __future__ import annotations
 

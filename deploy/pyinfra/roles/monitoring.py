@@ -1,7 +1,9 @@
-"""monitoring: Prometheus scraping every target (job names from CONTRACTS.md) with the alert
-rules from monitoring/prometheus/rules/ (slo.yml rendered with the fleet's objectives, every
-runbook_url pointing at the fleet's runbook), checked by promtool before each reload; Grafana from
-its APT repository with the provisioned datasource and dashboards from monitoring/grafana/.
+"""monitoring: Prometheus scraping every target (job names from CONTRACTS.md; MinIO with its
+metrics user's bearer token) with the alert rules from monitoring/prometheus/rules/ (slo.yml
+rendered with the fleet's objectives, every runbook_url pointing at the fleet's runbook),
+checked by promtool before each reload; Grafana from its APT repository with the provisioned
+datasource and dashboards from monitoring/grafana/. Both listen on loopback only: operators
+reach them through an SSH tunnel.
 
 Where Grafana cannot be installed (the lab: its APT repository is unreachable there), group
 data sets ``grafana: False`` with a ``grafana_skip_reason``; the deploy says so and still
@@ -14,12 +16,14 @@ import logging
 from pyinfra.operations import apt, files, server
 
 from appliance.metrics import slo
+from fleet import minio
 from fleet.checks import grafana_files, rule_files
 from fleet.model import Fleet, HostSpec
 from roles.common import put, put_text, restart_if
 
 log = logging.getLogger("appliance.deploy")
 RULES_DIR = "/etc/prometheus/rules/appliance"
+MINIO_TOKEN_FILE = "/etc/prometheus/minio.token"  # noqa: S105 - a path
 GRAFANA_KEY_URL = "https://apt.grafana.com/gpg.key"
 GRAFANA_REPO = "deb [signed-by=/etc/apt/keyrings/grafana.asc] https://apt.grafana.com stable main"
 GRAFANA_DROPIN = "[Service]\nEnvironmentFile=/etc/grafana/appliance.env\n"
@@ -30,6 +34,7 @@ def prometheus_context(fleet: Fleet) -> dict[str, object]:
         "fleet_name": fleet.get("fleet_name"),
         "scrape_interval": "15s",
         "scrape_targets": fleet.scrape_targets(),
+        "minio_token_file": MINIO_TOKEN_FILE,
     }
 
 
@@ -60,6 +65,9 @@ def apply(fleet: Fleet, me: HostSpec) -> None:
         retention=fleet.get("prometheus_retention", me),
     )
     changes = [config, args, *rules]
+    if fleet.role("storage"):
+        token = minio.metrics_token(fleet.secrets["minio_prometheus_password"])
+        changes.append(put_text(token, MINIO_TOKEN_FILE, mode="640", group="prometheus"))
     server.shell(
         name="promtool check config (and rules)",
         commands=["promtool check config /etc/prometheus/prometheus.yml"],
@@ -110,7 +118,6 @@ def grafana(fleet: Fleet, me: HostSpec) -> None:
             "/etc/grafana/appliance.env",
             mode="640",
             group="grafana",
-            listen_ip=me.ip,
             admin_password=fleet.secrets["grafana_admin_password"],
         )
     )

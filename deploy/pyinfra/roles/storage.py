@@ -1,6 +1,7 @@
 """storage: MinIO from a configurable URL checked against its SHA-256, run as its own user
 under a hardened unit, with the app's bucket, its own user and policy, and server-side
-encryption of every object (SSE-S3 with a key from the operator's secrets).
+encryption of every object (SSE-S3 with a key from the operator's secrets). Its metrics
+answer only Prometheus's bearer token (fleet/minio.py).
 
 Fleets may instead point the app at any S3 service (group data ``s3_external``); then no host
 holds this role. The lab uses the test harness's Swift+s3api that way: MinIO cannot be
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from pyinfra.operations import files, server
 
+from fleet import minio
 from fleet.model import Fleet, HostSpec
 from fleet.render import render
 from roles.common import once, put, put_text, restart_if
@@ -27,6 +29,9 @@ def setup_context(fleet: Fleet, me: HostSpec) -> dict[str, object]:
         "root_password": fleet.secrets["minio_root_password"],
         "app_password": fleet.secrets["minio_app_password"],
         "bucket": fleet.get("s3_bucket"),
+        "metrics_user": minio.METRICS_USER,
+        "metrics_policy": minio.METRICS_POLICY,
+        "metrics_password": fleet.secrets["minio_prometheus_password"],
     }
 
 

@@ -43,13 +43,13 @@ def apply(fleet: Fleet, me: HostSpec, release: Release, env: Any) -> None:
         queue_env = put(
             "pyinfra/templates/worker.env.j2",
             f"/etc/appliance/worker-{queue}.env",
-            mode="640",
-            group=app.APP_USER,
+            mode="600",
             queue=queue,
             processes=conf["processes"],
             threads=conf["threads"],
             metrics_port=conf["metrics_port"],
             listen_ip=me.ip,
+            redis_url=fleet.redis_url("worker"),
         )
         restart_if(f"appliance-worker@{queue}", link, env, unit, queue_env)
 

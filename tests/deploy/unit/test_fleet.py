@@ -48,10 +48,11 @@ def test_no_replica_means_no_read_url():
 
 def test_passwords_are_quoted_in_urls(fleet):
     fleet.secrets["db_password"] = "p@ss/w:rd"
-    fleet.secrets["redis_password"] = "a@b"
+    fleet.secrets["redis_api_password"] = "a@b"
     userinfo = fleet.database_url.split("//", 1)[1].rsplit("@", 1)[0]
     assert unquote(userinfo.split(":", 1)[1]) == "p@ss/w:rd"
-    assert fleet.redis_url.startswith("redis://:a%40b@10.200.1.2:6379/")
+    assert fleet.redis_url("api").startswith("redis://api:a%40b@10.200.1.2:6379/")
+    assert fleet.redis_url("worker").startswith("redis://worker:s3cret-redis-worker-password@")
 
 
 def test_prometheus_jobs_are_the_contract_names_with_every_target(fleet):
@@ -70,7 +71,7 @@ def test_prometheus_jobs_are_the_contract_names_with_every_target(fleet):
 
 def test_each_host_opens_only_its_roles_ports(fleet):
     ports = {h.name: fleet.internal_ports(h) for h in fleet.hosts}
-    assert ports["h1"] == [3000, 9090, 9100, 9113]
+    assert ports["h1"] == [9100, 9113]  # Prometheus and Grafana: loopback only
     assert ports["h2"] == [6379, 8080, 9100, 9121, 9179]
     assert ports["h4"] == [5432, 9100, 9181, 9187]
     assert ports["h6"] == [5432, 9100, 9187]
@@ -106,6 +107,20 @@ def test_engine_families_choose_packages_and_queues():
 )
 def test_broken_inventories_are_refused_before_any_host_is_touched(fleet, change, message):
     change(fleet)
+    with pytest.raises(FleetError, match=message):
+        fleet.validate()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"ssh_sources": ["0.0.0.0/0"]}, "'ssh_sources' is now admin_networks"),
+        ({"admin_sources": ["203.0.113.7/32"]}, "'admin_sources' is now admin_networks"),
+        ({"admin_networks": ["office"]}, "'office' is no address or CIDR"),
+    ],
+)
+def test_old_or_bad_ssh_settings_are_refused_not_ignored(settings, message):
+    fleet = make_fleet(s3_external={"endpoint": "10.200.0.1:9000"}, **settings)
     with pytest.raises(FleetError, match=message):
         fleet.validate()
 

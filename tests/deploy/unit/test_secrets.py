@@ -28,6 +28,6 @@ def test_a_new_secret_name_is_added_without_changing_the_others(tmp_path):
 
 
 def test_the_environment_wins_and_is_not_written_down(tmp_path, monkeypatch):
-    monkeypatch.setenv("APPLIANCE_DEPLOY_REDIS_PASSWORD", "from-env")
-    assert load_or_create("lab", tmp_path)["redis_password"] == "from-env"
-    assert json.loads((tmp_path / "lab.json").read_text())["redis_password"] != "from-env"
+    monkeypatch.setenv("APPLIANCE_DEPLOY_REDIS_API_PASSWORD", "from-env")
+    assert load_or_create("lab", tmp_path)["redis_api_password"] == "from-env"
+    assert json.loads((tmp_path / "lab.json").read_text())["redis_api_password"] != "from-env"

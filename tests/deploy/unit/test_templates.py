@@ -4,16 +4,24 @@ the app's own settings parser."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+import yaml
+from fleet import minio
+from fleet.model import FleetError
 from fleet.render import render
 from fleet.wheelhouse import Release
-from roles import api, app, base, db, lb, monitoring, rolling, storage, worker
+from roles import api, app, base, db, lb, monitoring, redis, rolling, storage, worker
 
 from appliance.security.limits import client_address, networks
 from appliance.settings import Settings
@@ -213,7 +221,9 @@ HARDENING = ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
 
 def test_api_unit_is_hardened_and_verifies(fleet, app_root, tmp_path):
     text = render("systemd/appliance-api.service.j2", app_user="appliance",
-                  app_root=str(app_root), memory_max="1G")  # fmt: skip
+                  app_root=str(app_root), memory_max="1G",
+                  api_env_file="/etc/appliance/api.env")  # fmt: skip
+    assert "EnvironmentFile=/etc/appliance/api.env" in text
     assert all(line in text.splitlines() for line in HARDENING)
     assert "MemoryMax=1G" in text
     (tmp_path / "appliance-api.service").write_text(text)
@@ -281,14 +291,31 @@ def test_the_app_settings_file_is_accepted_by_the_app(fleet):
     assert (settings.max_jobs_in_flight_per_user, settings.max_stored_bytes_per_user) == (0, 7)
 
 
-def test_worker_instance_settings_use_the_contract_ports(fleet):
+def test_worker_instance_settings_use_the_contract_ports_and_the_worker_redis_user(fleet):
     conf = fleet.queues(fleet.host("h5"))
     assert list(conf) == ["light"]
     text = render("pyinfra/templates/worker.env.j2", queue="light", listen_ip="10.200.1.5",
-                  **conf["light"])  # fmt: skip
+                  redis_url=fleet.redis_url("worker"), **conf["light"])  # fmt: skip
     env = _env(text)
     assert env["APPLIANCE_WORKER_METRICS_PORT"] == "9181"
     assert env["APPLIANCE_WORKER_METRICS_HOST"] == "10.200.1.5"
+    assert env["APPLIANCE_REDIS_URL"].startswith("redis://worker:")
+
+
+def test_the_api_gets_its_redis_user_and_client_addresses_from_the_lb(fleet):
+    shared = _env(render("pyinfra/templates/appliance.env.j2",
+                         **app.env_context(fleet, fleet.host("h2"))))  # fmt: skip
+    assert "APPLIANCE_REDIS_URL" not in shared  # workers on the host must not get the api's
+    env = _env(api.api_env_text(fleet))
+    settings = Settings.from_env({**shared, **env})
+    assert settings.redis_url == fleet.redis_url("api")
+    assert settings.redis_url.startswith("redis://api:")
+    lb_ip = fleet.host("h1").ip
+    assert settings.trusted_proxies == lb_ip
+    # a request through the lb counts against the client's address, not the lb's
+    assert client_address(lb_ip, "198.51.100.7", networks(settings.trusted_proxies)) == (
+        "198.51.100.7"
+    )
 
 
 # -- Prometheus -------------------------------------------------------------------------------
@@ -324,26 +351,130 @@ def test_the_fleets_objectives_and_runbook_shape_the_alerts(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _minio_fleet():
+    fleet = make_fleet()
+    host = fleet.hosts[5]
+    fleet.hosts[5] = type(host)(host.name, host.groups | {"storage"}, host.data)
+    return fleet
+
+
+def test_minio_metrics_need_a_token_and_prometheus_sends_its_own(tmp_path):
+    fleet = _minio_fleet()
+    env = render("pyinfra/templates/minio.default.j2", data_dir="/var/lib/minio",
+                 listen_ip="10.200.1.6", root_password="r", kms_key="k")  # fmt: skip
+    assert re.findall(r"^MINIO_PROMETHEUS_AUTH_TYPE=(.*)$", env, re.M) == ["jwt"]
+    text = render("pyinfra/templates/prometheus.yml.j2", **monitoring.prometheus_context(fleet))
+    config = yaml.safe_load(text)
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "minio"]
+    assert job["authorization"] == {"type": "Bearer",
+                                    "credentials_file": monitoring.MINIO_TOKEN_FILE}  # fmt: skip
+    others = [j for j in config["scrape_configs"] if j["job_name"] != "minio"]
+    assert all("authorization" not in j for j in others)
+    token = tmp_path / "minio.token"
+    token.write_text(minio.metrics_token(fleet.secrets["minio_prometheus_password"]))
+    path = tmp_path / "prometheus.yml"
+    path.write_text(text.replace(monitoring.MINIO_TOKEN_FILE, str(token)))
+    result = _run("promtool", "check", "config", "--syntax-only", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_minio_token_is_an_hs512_jwt_of_the_metrics_user_signed_with_its_secret():
+    secret = "s3cret-minio-prometheus-password"
+    token = minio.metrics_token(secret)
+    assert token == minio.metrics_token(secret)  # a re-run writes the same file
+    assert token != minio.metrics_token(secret + "x")
+    header, claims, signature = token.split(".")
+
+    def decode(part: str) -> bytes:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+    assert json.loads(decode(header)) == {"alg": "HS512", "typ": "JWT"}
+    body = json.loads(decode(claims))
+    assert body["sub"] == "prometheus" and body["iss"] == "prometheus"
+    assert body["exp"] > time.time() + 50 * 365 * 86400
+    mac = hmac.new(secret.encode(), f"{header}.{claims}".encode(), hashlib.sha512).digest()
+    assert hmac.compare_digest(decode(signature), mac)
+
+
+def test_minio_setup_gives_prometheus_a_metrics_only_user():
+    fleet = _minio_fleet()
+    script = render("pyinfra/templates/minio-setup.sh.j2",
+                    **storage.setup_context(fleet, fleet.host("h6")))  # fmt: skip
+    policy = re.search(r"metrics-policy.json\" <<'POLICY'\n(.*?)\nPOLICY", script, re.S)
+    assert policy, script
+    statement = json.loads(policy[1])["Statement"]
+    assert statement == [{"Effect": "Allow", "Action": ["admin:Prometheus"]}]
+    assert f"user add local prometheus '{fleet.secrets['minio_prometheus_password']}'" in script
+    assert "attach local appliance-metrics --user prometheus" in script
+
+
 # -- firewall -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["h1", "h2", "h4", "h6"])
-def test_firewall_rules_pass_nft_check(fleet, tmp_path, name):
+def _nft_check(text: str, tmp_path: Path) -> None:
     assert shutil.which("nft"), "nft is needed (Debian package nftables)"
-    me = fleet.host(name)
-    text = render("pyinfra/templates/nftables.conf.j2", **base.firewall_context(fleet, me))
     path = tmp_path / "rules.nft"
     path.write_text(text)
     result = _run("nft", "-c", "-f", str(path))  # -c: checked, never loaded
     assert result.returncode == 0, result.stderr
+
+
+def _ssh_rules(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if "dport 22 " in line]
+
+
+@pytest.mark.parametrize("name", ["h1", "h2", "h4", "h6"])
+def test_firewall_rules_pass_nft_check(fleet, tmp_path, name):
+    me = fleet.host(name)
+    context = base.firewall_context(fleet, me, "203.0.113.7")
+    text = render("pyinfra/templates/nftables.conf.j2", **context)
+    _nft_check(text, tmp_path)
     assert "policy drop" in text
 
 
+def test_ssh_is_let_in_only_from_the_deploy_s_own_address_by_default(fleet, tmp_path):
+    me = fleet.host("h2")
+    text = render("pyinfra/templates/nftables.conf.j2",
+                  **base.firewall_context(fleet, me, "203.0.113.7\n"))  # fmt: skip
+    _nft_check(text, tmp_path)
+    assert _ssh_rules(text) == ["ip saddr 203.0.113.7/32 tcp dport 22 accept"]
+    v6 = base.firewall_context(fleet, me, "2001:db8::5")["ssh_sources"]
+    assert v6 == ["2001:db8::5/128"]
+
+
+def test_ssh_is_let_in_from_the_admin_networks_when_set(tmp_path):
+    fleet = make_fleet(admin_networks=["198.51.100.0/24", "2001:db8:1::/48", "192.0.2.9"])
+    text = render("pyinfra/templates/nftables.conf.j2",
+                  **base.firewall_context(fleet, fleet.host("h1"), "203.0.113.7"))  # fmt: skip
+    _nft_check(text, tmp_path)
+    assert _ssh_rules(text) == [
+        "ip saddr 192.0.2.9/32 tcp dport 22 accept",
+        "ip saddr 198.51.100.0/24 tcp dport 22 accept",
+        "ip6 saddr 2001:db8:1::/48 tcp dport 22 accept",
+    ]
+    assert "0.0.0.0/0" not in text and "::/0" not in text
+
+
+def test_no_admin_networks_and_no_known_deploy_address_is_refused(fleet):
+    with pytest.raises(FleetError, match="set admin_networks"):
+        base.firewall_context(fleet, fleet.host("h1"), "")
+
+
+def test_prometheus_and_grafana_listen_on_loopback_only(fleet):
+    args = render("pyinfra/templates/prometheus.default.j2", retention="15d")
+    assert re.findall(r"--web\.listen-address=(\S+)", args) == ["127.0.0.1:9090"]
+    grafana = render("pyinfra/templates/grafana.default.j2", admin_password="x")
+    assert re.findall(r"^GF_SERVER_HTTP_ADDR=(.*)$", grafana, re.M) == ["127.0.0.1"]
+    assert all(9090 not in fleet.internal_ports(h) for h in fleet.hosts)
+    assert all(3000 not in fleet.internal_ports(h) for h in fleet.hosts)
+
+
 # -- Redis --------------------------------------------------------------------------------------
-def test_redis_config_starts_with_aof_and_a_password(tmp_path):
+def test_redis_config_starts_with_aof_and_role_users(fleet, tmp_path):
     from appliance.local_services import free_port
 
     port = free_port()
-    conf = render("pyinfra/templates/redis.conf.j2", listen_ip="127.0.0.1", password="pw",
-                  maxmemory="64mb")  # fmt: skip
+    fleet.secrets["redis_admin_password"] = "pw"
+    conf = render("pyinfra/templates/redis.conf.j2", **redis.conf_context(fleet, fleet.host("h2")))
+    assert "requirepass" not in conf and fleet.secrets["redis_api_password"] not in conf
     (tmp_path / "redis.conf").write_text(conf)
     proc = subprocess.Popen(
         ["redis-server", str(tmp_path / "redis.conf"), "--port", str(port), "--dir",
@@ -352,21 +483,19 @@ def test_redis_config_starts_with_aof_and_a_password(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        import redis
+        import redis as redis_client
 
-        client = redis.Redis(port=port, password="pw")
+        client = redis_client.Redis(port=port, username="admin", password="pw")
         for _ in range(100):
             try:
                 client.ping()
                 break
-            except redis.ConnectionError:
-                import time
-
+            except redis_client.ConnectionError:
                 time.sleep(0.05)
         assert client.config_get("appendonly")["appendonly"] == "yes"
         assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
-        with pytest.raises(redis.AuthenticationError):
-            redis.Redis(port=port).ping()
+        with pytest.raises(redis_client.AuthenticationError):
+            redis_client.Redis(port=port).ping()
     finally:
         proc.terminate()
         proc.wait(10)

@@ -4,7 +4,7 @@
 
     {"hosts": [{"name": "h1", "ip": "10.x.y.z", "roles": ["lb", "monitoring"],
                 "ssh": {"ssh_hostname": ..., "ssh_user": "root", "ssh_key": ..., ...}}, ...],
-     "data": {fleet settings that depend on the run, e.g. s3_external, admin_sources}}
+     "data": {fleet settings that depend on the run, e.g. s3_external}}
 
 Fixed lab settings are in group_data/all.py next to this file.
 """

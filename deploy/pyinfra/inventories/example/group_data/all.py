@@ -8,8 +8,10 @@ public_url = "https://convert.example.com"
 # makes a self-signed one on its first deploy.
 tls_cert_file = ""
 tls_key_file = ""
-# Where you administer from: reaches Prometheus (9090) and Grafana (3000).
-admin_sources = ["203.0.113.7/32"]
+# Where you administer from (office, VPN, bastion): the only networks SSH answers. Left
+# empty, SSH answers only the address each deploy comes from. Prometheus and Grafana listen
+# on the monitoring host's loopback: ssh -L 3000:127.0.0.1:3000 -L 9090:127.0.0.1:9090 ...
+admin_networks = ["203.0.113.7/32"]
 max_upload_bytes = 100 * 1024 * 1024
 # MinIO: pin the release and its SHA-256 (from dl.min.io's .sha256sum next to the binary).
 minio_url = (

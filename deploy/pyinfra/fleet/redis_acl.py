@@ -1,0 +1,116 @@
+"""Redis ACL users, one per role, each allowed only the commands and keys that role sends.
+
+What the app sends (read from the code; the lab checks ACL LOG stays empty after a fleet has
+converted, and tests/deploy/test_redis_acl.py drives each path against a real Redis):
+
+- Dramatiq's Redis broker (API: enqueue; workers: fetch, ack, nack, requeue, maintenance)
+  runs one Lua script, ``dispatch.lua``, by EVALSHA (SCRIPT LOAD when Redis lost it) with the
+  key ``dramatiq``; the script's own commands touch only ``dramatiq:*`` keys, but its
+  maintenance lists dead workers' ack sets with KEYS.
+- The dispatcher's pending sets ``appliance:pending:<queue>`` (jobs/dispatch.py): ZADD
+  (whoever enqueues), ZREM (a worker picking a message up), ZMSCORE (the reconciler).
+- The API's queue gauges at scrape time (metrics/scrape.py): ZCOUNT, ZRANGE on the pending
+  sets, LLEN on ``dramatiq:<queue>`` and ``.DQ``.
+- Rate limits (security/limits.py, API only): INCRBY and EXPIRE NX in MULTI/EXEC, GET, on
+  ``appliance:ratelimit:*``.
+- Task ends (conversions/events.py): workers PUBLISH on ``appliance:events``; each API
+  process SUBSCRIBEs to it (api/events.py).
+- Readiness probes: PING.
+
+The exporter user gets statistics (INFO, CONFIG GET, SLOWLOG, LATENCY) and no key at all.
+``admin`` may do anything; its password is only in the operator's secrets file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+EVENTS_CHANNEL = "appliance:events"
+# The commands dramatiq's dispatch.lua calls (dramatiq 1.x, brokers/redis/dispatch.lua).
+BROKER_SCRIPT = (
+    *("del", "hdel", "hexists", "hget", "hlen", "hmget", "hset", "keys", "lpop", "rpush"),
+    *("sadd", "scard", "smembers", "srem", "zadd", "zrangebyscore", "zrem"),
+)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Commands allowed on keys matching ``keys`` (a Redis 7 selector when not the first)."""
+
+    keys: tuple[str, ...]
+    commands: tuple[str, ...]
+
+    def rules(self) -> str:
+        return " ".join([*(f"~{k}" for k in self.keys), *(f"+{c}" for c in self.commands)])
+
+
+BROKER = Grant(("dramatiq", "dramatiq:*"), ("evalsha", "script|load", *BROKER_SCRIPT))
+PENDING = Grant(("appliance:pending:*",), ("zadd", "zrem", "zmscore"))
+QUEUE_GAUGES = (
+    Grant(("appliance:pending:*",), ("zcount", "zrange")),
+    Grant(("dramatiq:*",), ("llen",)),
+)
+RATE_LIMITS = Grant(("appliance:ratelimit:*",), ("incrby", "expire", "get", "multi", "exec"))
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    secret: str  # its password's name in the fleet's secrets (fleet/secrets.py)
+    grants: tuple[Grant, ...] = ()
+    commands: tuple[str, ...] = ()  # keyless commands
+    channels: tuple[str, ...] = ()  # pub/sub channels
+    everything: bool = False
+
+    def rules(self, password: str) -> str:
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        head = [f"user {self.name} on #{digest} resetkeys resetchannels"]
+        if self.everything:
+            return " ".join([*head, "~* &* +@all"])
+        head += ["-@all", *(f"&{c}" for c in self.channels), *(f"+{c}" for c in self.commands)]
+        first, *rest = self.grants or (Grant((), ()),)
+        return " ".join([*head, first.rules(), *(f"({g.rules()})" for g in rest)]).rstrip()
+
+
+USERS = (
+    User(
+        "api",
+        "redis_api_password",
+        (BROKER, PENDING, *QUEUE_GAUGES, RATE_LIMITS),
+        ("ping", "subscribe", "unsubscribe"),
+        (EVENTS_CHANNEL,),
+    ),
+    User(
+        "worker",
+        "redis_worker_password",
+        (BROKER, PENDING),
+        ("ping", "publish"),
+        (EVENTS_CHANNEL,),
+    ),
+    User(
+        "exporter",
+        "redis_exporter_password",
+        commands=(
+            "ping",
+            "info",
+            "config|get",
+            "slowlog|get",
+            "slowlog|len",
+            "latency|latest",
+            "client|setname",
+        ),  # exactly what redis_exporter 1.45 sends
+    ),
+    User("admin", "redis_admin_password", everything=True),
+)
+
+
+def user(name: str) -> User:
+    return next(u for u in USERS if u.name == name)
+
+
+def acl_lines(secrets: dict[str, str]) -> list[str]:
+    """redis.conf ``user`` lines: the default user off, then each role's user."""
+    return ["user default off resetpass resetkeys resetchannels -@all"] + [
+        u.rules(secrets[u.secret]) for u in USERS
+    ]
