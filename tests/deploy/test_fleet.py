@@ -94,7 +94,8 @@ def fleet(lab_factory, s3_server: S3Server, tmp_path_factory) -> Iterator[Fleet]
         ],
         "data": {
             "public_url": f"https://127.0.0.1:{lb_port}",
-            "admin_sources": [f"{lab.bridge_ip}/32"],
+            # No admin_networks: SSH is let in from the address the deploy comes from (the
+            # lab bridge, through which every lab.run and pyinfra connection goes).
             "s3_external": {
                 "endpoint": f"{s3.ip}:{s3.port}",
                 "access_key": s3_server.access_key,
@@ -163,8 +164,15 @@ def test_the_replica_has_the_job_row(fleet):
     assert out == "t|1"  # a hot standby, and the row replicated
 
 
-def test_prometheus_has_every_target_up(fleet):
-    port = fleet.lab.forward("h1", 9090)
+@pytest.fixture(scope="module")
+def prometheus(fleet: Fleet) -> Iterator[int]:
+    """Prometheus (loopback only on h1) the way an operator reaches it: an SSH tunnel."""
+    with fleet.lab.tunnel("h1", 9090) as port:
+        yield port
+
+
+def test_prometheus_has_every_target_up(fleet, prometheus):
+    port = prometheus
     deadline = time.monotonic() + 90  # a scrape interval or two after the deploy
     while True:
         targets = httpx.get(f"http://127.0.0.1:{port}/api/v1/targets", timeout=10).json()
@@ -192,6 +200,76 @@ def test_a_second_run_reports_no_changes(fleet):
         elif re.search(r"\] Success$", line.strip()):
             changed.append(f"{operation}: {line.strip()}")
     assert changed == [], "\n".join(changed)
+
+
+def redis_cli(fleet: Fleet, user: str, password: str, command: str) -> str:
+    """redis-cli on the redis host (h2) as ``user``; a refusal is in the output."""
+    env = f"REDISCLI_AUTH='{password}'"
+    cli = f"timeout 10 redis-cli --no-auth-warning -h {fleet.lab.ip('h2')} --user {user}"
+    return fleet.lab.run("h2", f"{env} {cli} {command} 2>&1", check=False).stdout
+
+
+def redis_secret(fleet: Fleet, name: str) -> str:
+    path = Path(fleet.env["APPLIANCE_DEPLOY_SECRETS_DIR"]) / "lab.json"
+    return json.loads(path.read_text())[name]
+
+
+def test_prometheus_listens_on_loopback_only(fleet, prometheus):
+    listening = fleet.lab.run("h1", "ss -Htln 'sport = :9090' | awk '{print $4}'").stdout.split()
+    assert listening == ["127.0.0.1:9090"]
+    ready = f"curl -sS -m 5 -o /dev/null http://{fleet.lab.ip('h1')}:9090/-/ready"
+    assert fleet.lab.run("h2", ready, check=False).returncode != 0  # not from another host
+    port = fleet.lab.forward("h1", 9090)  # nor from the operator's side without SSH
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=15)
+    tunnelled = httpx.get(f"http://127.0.0.1:{prometheus}/-/ready", timeout=15)
+    assert tunnelled.status_code == 200
+
+
+def test_ssh_answers_only_the_address_the_deploy_came_from(fleet):
+    probe = f"timeout 5 bash -c '</dev/tcp/{fleet.lab.ip('h1')}/22'"
+    assert fleet.lab.run("h3", probe, check=False).returncode != 0
+    assert fleet.lab.run("h1", "echo in").stdout == "in\n"  # the operator still gets in
+    rules = fleet.lab.run("h1", "nft list chain inet appliance input").stdout
+    assert f"ip saddr {fleet.lab.bridge_ip} tcp dport 22 accept" in rules, rules
+
+
+def test_the_app_limits_each_client_address_behind_the_lb(fleet):
+    """Auth failures count per client address (X-Forwarded-For from the lb), so one address
+    sending bad keys locks out neither the lb's address nor every other client."""
+    bad = (f"curl -sk -o /dev/null -w '%{{http_code}} ' -H 'Authorization: Bearer nope'"
+           f" https://{fleet.lab.ip('h1')}/v2/jobs")  # fmt: skip
+    codes = fleet.lab.run("h5", f"for i in $(seq 45); do {bad}; done").stdout.split()
+    assert "429" in codes, codes  # the attacking address is throttled (20 a minute)
+    assert fleet.lab.run("h6", bad).stdout.split() == ["401"]  # another address is not
+
+
+def test_the_app_s_redis_users_were_never_refused(fleet):
+    """After conversions, auth-failure counting and readiness probes: every command the api
+    and worker users sent was within their ACLs (a refusal lands in ACL LOG), and Redis
+    knows only the role users, the default user off."""
+    admin = redis_secret(fleet, "redis_admin_password")
+    users = redis_cli(fleet, "admin", admin, "ACL LIST")
+    assert "user default off" in users, users
+    for user in ("api", "worker", "exporter"):
+        assert f"user {user} on" in users, users
+    log = redis_cli(fleet, "admin", admin, "ACL LOG 100")
+    assert "username\napi" not in log and "username\nworker" not in log, log
+
+
+def test_the_redis_exporter_user_reads_stats_only(fleet):
+    env = fleet.lab.run("h2", "cat /etc/default/prometheus-redis-exporter").stdout
+    user = re.search(r"^REDIS_USER=(\S+)$", env, re.M)
+    password = re.search(r"^REDIS_PASSWORD=(\S+)$", env, re.M)
+    assert password, env
+    login = (user.group(1) if user else "default", password.group(1))
+    assert "redis_version:" in redis_cli(fleet, *login, "INFO server")
+    for command in ("LRANGE dramatiq:light 0 -1", "GET x", "KEYS '*'", "CONFIG SET maxmemory 1",
+                    "SUBSCRIBE appliance:events", "FLUSHALL"):  # fmt: skip
+        out = redis_cli(fleet, *login, command)
+        assert "NOPERM" in out, (command, out)
+    anonymous = f"timeout 10 redis-cli -h {fleet.lab.ip('h2')} PING 2>&1"
+    assert "NOAUTH" in fleet.lab.run("h2", anonymous).stdout
 
 
 def _steady_load(fleet: Fleet, key: str, stop: threading.Event, results: list) -> None:
