@@ -21,7 +21,11 @@ def conf_context(fleet: Fleet, me: HostSpec) -> dict[str, object]:
 
 def exporter_context(fleet: Fleet, me: HostSpec) -> dict[str, object]:
     exporter = user("exporter")
-    return {"listen_ip": me.ip, "user": exporter.name, "password": fleet.secrets[exporter.secret]}
+    return {
+        "listen_ip": me.ip,
+        "redis_user": exporter.name,
+        "password": fleet.secrets[exporter.secret],
+    }
 
 
 def apply(fleet: Fleet, me: HostSpec) -> None:

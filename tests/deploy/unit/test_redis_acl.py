@@ -187,6 +187,8 @@ def test_the_api_and_worker_users_cannot_flush_or_reach_other_keys(server):
 
 
 def test_the_redis_exporter_scrapes_as_its_user_without_a_refusal(server, fleet):
+    for context in (redis_role.conf_context, redis_role.exporter_context):  # put()'s own words
+        assert not {"mode", "user", "group"} & set(context(fleet, fleet.host("h2")))
     env_text = render("pyinfra/templates/redis-exporter.default.j2",
                       **redis_role.exporter_context(fleet, fleet.host("h2")))  # fmt: skip
     env = dict(line.split("=", 1) for line in env_text.splitlines() if "=" in line
