@@ -244,6 +244,18 @@ def test_the_app_limits_each_client_address_behind_the_lb(fleet):
     assert fleet.lab.run("h6", bad).stdout.split() == ["401"]  # another address is not
 
 
+def test_a_user_disabled_on_an_api_host_is_refused_at_once(fleet):
+    """The `appliance` command tells every API process over Redis (as the api user)."""
+    email = f"{uuid.uuid4().hex[:8]}@lab.test"
+    key = fleet.lab.run("h2", f"appliance keys create --user {email}").stdout.split()[-1]
+    with fleet.client(key) as api:
+        for _ in range(4):  # both api hosts have the key in their caches
+            assert api.get("/v2/jobs").status_code == 200
+        told = fleet.lab.run("h2", f"appliance users disable {email}")
+        assert "could not be told" not in told.stderr, told.stderr
+        assert [api.get("/v2/jobs").status_code for _ in range(4)] == [401] * 4
+
+
 def test_the_app_s_redis_users_were_never_refused(fleet):
     """After conversions, auth-failure counting and readiness probes: every command the api
     and worker users sent was within their ACLs (a refusal lands in ACL LOG), and Redis

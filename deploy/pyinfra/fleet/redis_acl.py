@@ -12,9 +12,12 @@ converted, and tests/deploy/test_redis_acl.py drives each path against a real Re
 - The API's queue gauges at scrape time (metrics/scrape.py): ZCOUNT, ZRANGE on the pending
   sets, LLEN on ``dramatiq:<queue>`` and ``.DQ``.
 - Rate limits (security/limits.py, API only): INCRBY and EXPIRE NX in MULTI/EXEC, GET, on
-  ``appliance:ratelimit:*``.
+  ``appliance:ratelimit:*``; the open sync waits per user (``Slots``) run a Lua script by
+  EVALSHA (INCR, EXPIRE, DECR) and give a slot back with redis-py's decr (DECRBY).
 - Task ends (conversions/events.py): workers PUBLISH on ``appliance:events``; each API
-  process SUBSCRIBEs to it (api/events.py).
+  process SUBSCRIBEs to it and to ``appliance:revocations`` (api/events.py).
+- Revocations (security/revocation.py): the ``appliance`` command (users disable, keys
+  revoke) PUBLISHes on ``appliance:revocations``; on api hosts it runs as the api user.
 - Readiness probes: PING.
 
 The exporter user gets statistics (INFO, CONFIG GET, SLOWLOG, LATENCY) and no key at all.
@@ -27,6 +30,7 @@ import hashlib
 from dataclasses import dataclass
 
 EVENTS_CHANNEL = "appliance:events"
+REVOCATIONS_CHANNEL = "appliance:revocations"
 # The commands dramatiq's dispatch.lua calls (dramatiq 1.x, brokers/redis/dispatch.lua).
 BROKER_SCRIPT = (
     *("del", "hdel", "hexists", "hget", "hlen", "hmget", "hset", "keys", "lpop", "rpush"),
@@ -40,9 +44,11 @@ class Grant:
 
     keys: tuple[str, ...]
     commands: tuple[str, ...]
+    channels: tuple[str, ...] = ()
 
     def rules(self) -> str:
-        return " ".join([*(f"~{k}" for k in self.keys), *(f"+{c}" for c in self.commands)])
+        return " ".join([*(f"~{k}" for k in self.keys), *(f"&{c}" for c in self.channels),
+                         *(f"+{c}" for c in self.commands)])  # fmt: skip
 
 
 BROKER = Grant(("dramatiq", "dramatiq:*"), ("evalsha", "script|load", *BROKER_SCRIPT))
@@ -51,7 +57,24 @@ QUEUE_GAUGES = (
     Grant(("appliance:pending:*",), ("zcount", "zrange")),
     Grant(("dramatiq:*",), ("llen",)),
 )
-RATE_LIMITS = Grant(("appliance:ratelimit:*",), ("incrby", "expire", "get", "multi", "exec"))
+RATE_LIMITS = Grant(
+    ("appliance:ratelimit:*",),
+    (
+        "incrby",
+        "expire",
+        "get",
+        "multi",
+        "exec",
+        "evalsha",
+        "script|load",
+        "incr",
+        "decr",
+        "decrby",
+    ),
+)
+
+# Publishing revocations only (the api user may hear task ends, not announce them).
+REVOKE = Grant((), ("publish",), (REVOCATIONS_CHANNEL,))
 
 
 @dataclass(frozen=True)
@@ -77,9 +100,9 @@ USERS = (
     User(
         "api",
         "redis_api_password",
-        (BROKER, PENDING, *QUEUE_GAUGES, RATE_LIMITS),
+        (BROKER, PENDING, *QUEUE_GAUGES, RATE_LIMITS, REVOKE),
         ("ping", "subscribe", "unsubscribe"),
-        (EVENTS_CHANNEL,),
+        (EVENTS_CHANNEL, REVOCATIONS_CHANNEL),
     ),
     User(
         "worker",

@@ -17,7 +17,6 @@ from roles import app
 from roles.common import APP_ROOT, once, put_text, restart_if
 
 UNIT = "/etc/systemd/system/appliance-api.service"
-API_ENV_FILE = "/etc/appliance/api.env"
 UPSTREAM_FILE = "/etc/nginx/conf.d/appliance-upstream.conf"
 # nginx's view of the api hosts (the lb's upstream), which the rolling drain times against.
 # nginx closes an idle connection to an api host after this long, before granian would.
@@ -33,7 +32,7 @@ def unit_text(fleet: Fleet, me: HostSpec) -> str:
         app_user=app.APP_USER,
         app_root=APP_ROOT,
         memory_max=fleet.get("api_memory_max", me),
-        api_env_file=API_ENV_FILE,
+        api_env_file=app.API_ENV_FILE,
     )
 
 
@@ -71,7 +70,7 @@ def needs_restart(fleet: Fleet, target: Any, release: Release) -> bool:
         return True
     want = {
         UNIT: unit_text(fleet, me),
-        API_ENV_FILE: api_env_text(fleet),
+        app.API_ENV_FILE: api_env_text(fleet),
         app.ENV_FILE: render("pyinfra/templates/appliance.env.j2", **app.env_context(fleet, me)),
     }
     return any(
@@ -83,7 +82,7 @@ def needs_restart(fleet: Fleet, target: Any, release: Release) -> bool:
 def apply(fleet: Fleet, me: HostSpec, release: Release, rolling: bool, env: Any) -> None:
     """``env`` is app.install's settings-file operation."""
     unit = put_text(unit_text(fleet, me), UNIT)  # the texts needs_restart compares with
-    api_env = put_text(api_env_text(fleet), API_ENV_FILE, mode="600")
+    api_env = put_text(api_env_text(fleet), app.API_ENV_FILE, mode="600")
     if me == fleet.role("api")[0]:
         # Migrations are additive, so the old release keeps working while they apply.
         once(

@@ -18,6 +18,8 @@ from roles.common import APP_ROOT, put
 
 APP_USER = "appliance"
 ENV_FILE = "/etc/appliance/appliance.env"
+# The API's own settings (its Redis user, the lb hosts): roles/api.py writes it.
+API_ENV_FILE = "/etc/appliance/api.env"
 # The API drains while this exists (appliance/api/drain.py, roles/rolling.py).
 DRAIN_FILE = "/run/appliance-api.drain"
 KEEP_RELEASES = 3
@@ -101,6 +103,7 @@ def install(fleet: Fleet, me: HostSpec, release: Release) -> Any:
         mode="755",
         app_user=APP_USER,
         app_root=APP_ROOT,
+        api_env_file=API_ENV_FILE,
     )
     return put(
         "pyinfra/templates/appliance.env.j2",

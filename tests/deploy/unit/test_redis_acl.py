@@ -27,10 +27,12 @@ from roles import redis as redis_role
 from appliance.api.events import Notifier
 from appliance.conversions.events import announce
 from appliance.conversions.task import Ready
+from appliance.errors import TooManyRequests
 from appliance.jobs.broker import declare_actors, make_broker, make_dispatcher
 from appliance.local_services import free_port
 from appliance.metrics import scrape
-from appliance.security.limits import Limiter, Rule
+from appliance.security import revocation
+from appliance.security.limits import Limiter, Rule, Slots
 from appliance.settings import Settings
 
 
@@ -142,9 +144,25 @@ def test_rate_limits_gauges_and_the_event_subscription_work_as_the_api_user(serv
         assert (await limiter.peek(rule, "10.0.0.9")).used == 3
         gauges = await scrape.queues(client, {"light": "appliance:pending:light"})
         assert set(gauges) == {"light"}
+        slots = Slots(client, Rule("sync-waits-per-user", "user", 1), hold=5, what="waits")
+        async with slots.slot("user-1"):
+            with pytest.raises(TooManyRequests):
+                async with slots.slot("user-1"):
+                    pass
+        async with slots.slot("user-1"):  # given back
+            pass
         notifier = Notifier(server.url("api"))
+        revoked: list[list[str]] = []
+        notifier.on_revoked = revoked.append
         await notifier.start()
         await notifier.ping()
+        for _ in range(100):  # until subscribed to both channels
+            if notifier.hearing_revocations:
+                break
+            await asyncio.sleep(0.05)
+        assert notifier.hearing_revocations
+        # the `appliance` command on an api host revokes as the api user
+        assert revocation.announce(server.url("api"), users=[uuid.UUID(int=7)])
         key = uuid.uuid4().hex
         waiting = asyncio.create_task(notifier.wait(key, 10))
         started = time.monotonic()
@@ -153,6 +171,7 @@ def test_rate_limits_gauges_and_the_event_subscription_work_as_the_api_user(serv
             announce(server.client("worker"), key)
         await waiting
         assert time.monotonic() - started < 5, "the announcement never arrived"
+        assert revoked == [[f"user:{uuid.UUID(int=7)}"]]
         await notifier.stop()
         await client.aclose()
 
@@ -175,6 +194,12 @@ def test_rate_limits_gauges_and_the_event_subscription_work_as_the_api_user(serv
 def test_the_exporter_user_can_read_no_key_and_change_nothing(server, command):
     with pytest.raises(redis.exceptions.NoPermissionError):
         server.client("exporter").execute_command(*command)
+
+
+def test_only_workers_announce_task_ends_and_only_the_api_user_revocations(server):
+    for user, channel in (("api", "appliance:events"), ("worker", "appliance:revocations")):
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            server.client(user).publish(channel, "x")
 
 
 def test_the_api_and_worker_users_cannot_flush_or_reach_other_keys(server):
