@@ -37,13 +37,9 @@ def unit_text(fleet: Fleet, me: HostSpec) -> str:
 
 
 def api_env_text(fleet: Fleet) -> str:
-    """The API's own settings: its Redis user, and the lb hosts it takes client addresses
-    from (X-Forwarded-For)."""
-    return render(
-        "pyinfra/templates/api.env.j2",
-        redis_url=fleet.redis_url("api"),
-        trusted_proxies=",".join(h.ip for h in fleet.role("lb")),
-    )
+    """The API's own settings: its Redis user (the lb hosts it takes client addresses from are
+    in appliance.env)."""
+    return render("pyinfra/templates/api.env.j2", redis_url=fleet.redis_url("api"))
 
 
 def wait_ready_command(fleet: Fleet, me: HostSpec, seconds: int = 90) -> str:
