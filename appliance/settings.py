@@ -256,6 +256,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             " X-Forwarded-For."
         ),
     ] = "127.0.0.1/32,::1/128"
+    status_cache: Annotated[
+        bool,
+        _doc(
+            "Serve GET /v2/jobs/{id} and /v2/tasks/{id} from the API process's memory while"
+            " the job is unchanged (checked against a version in Redis on every read, so a"
+            " committed change is never answered with the old state)."
+        ),
+    ] = True
+    status_cache_bytes: Annotated[
+        int,
+        _doc("Memory each API process may hold in cached job and task documents (bytes).", ge=0),
+    ] = 64 * 1024 * 1024
+    status_cache_seconds: Annotated[
+        float,
+        _doc(
+            "Longest a cached document is served before it is read again (s); bounds how long"
+            " a change is missed when its writer could not reach Redis.",
+            gt=0,
+        ),
+    ] = 300.0
     share_files_across_users: Annotated[
         bool,
         _doc(

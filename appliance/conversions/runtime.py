@@ -10,6 +10,7 @@ import redis
 
 from appliance.conversions.task import Dispatcher
 from appliance.db import SyncPool, sync_pool
+from appliance.db.changes import StatusTokens
 from appliance.engines import Engine
 from appliance.engines.registry import Registry
 from appliance.settings import Settings
@@ -36,9 +37,11 @@ def build_runtime(settings: Settings, dispatcher: Dispatcher) -> Runtime:
     storage = make_storage(settings)
     if hasattr(storage, "ensure_bucket"):
         storage.ensure_bucket()
+    # Every write renews the changed jobs' status tokens as it commits (status_cache).
+    tokens = StatusTokens.at(settings.effective_redis_url)
     return Runtime(
         settings=settings,
-        pool=sync_pool(settings),
+        pool=sync_pool(settings, on_change=tokens.renew),
         storage=storage,
         registry=Registry(engines_for(settings)),
         dispatcher=dispatcher,

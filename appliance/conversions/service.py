@@ -30,9 +30,11 @@ from appliance.conversions.lifecycle import (
     import_outcome,
 )
 from appliance.conversions.operations.enabled import OPERATIONS
+from appliance.conversions.status_cache import StatusCache
 from appliance.conversions.task import Dispatcher, Ready
 from appliance.conversions.webhooks import check_url
 from appliance.db import AsyncDictConnection, AsyncPool, async_pool
+from appliance.db.changes import StatusTokens
 from appliance.db.queries import files as file_rows
 from appliance.db.queries import health
 from appliance.db.queries import jobs as job_rows
@@ -75,14 +77,18 @@ class JobService:
     dispatcher: Dispatcher
     # Status reads (show and list of jobs and tasks) go here when a replica is configured.
     read_pool: AsyncPool | None = None
+    # Job and task documents served from memory while unchanged (``status_cache``).
+    status: StatusCache | None = None
 
     def __post_init__(self) -> None:
         preset(queues=QUEUE_CLASSES, operations=OPERATIONS)
 
     @classmethod
     async def open(cls, settings: Settings, dispatcher: Dispatcher) -> JobService:
-        """The API process's service: pools (and the replica's), storage, the engines."""
-        pool = await async_pool(settings)
+        """The API process's service: pools (and the replica's), storage, the engines, the
+        status cache. Its writes renew the changed jobs' status tokens as they commit."""
+        tokens = StatusTokens.at(settings.effective_redis_url)
+        pool = await async_pool(settings, on_change=tokens.renew)
         read_pool = None
         if settings.database_read_url:
             read_pool = await async_pool(settings, settings.database_read_url)
@@ -90,12 +96,15 @@ class JobService:
         if hasattr(storage, "ensure_bucket"):
             await asyncio.to_thread(storage.ensure_bucket)
         registry = Registry(enabled_engines())
-        return cls(settings, pool, storage, registry, dispatcher, read_pool)
+        status = StatusCache.for_settings(settings)
+        return cls(settings, pool, storage, registry, dispatcher, read_pool, status)
 
     async def close(self) -> None:
         await self.pool.close()
         if self.read_pool is not None:
             await self.read_pool.close()
+        if self.status is not None:
+            await self.status.client.aclose()
 
     async def ping(self) -> None:
         """Raise unless Postgres answers (readiness)."""
@@ -395,8 +404,18 @@ class JobService:
         async with self.pool.connection() as conn:
             return await fetch(conn)
 
+    async def _primary(self, fetch: Callable[[AsyncDictConnection], Awaitable[Any]]) -> Any:
+        async with self.pool.connection() as conn:
+            return await fetch(conn)
+
     async def get_job(self, user_id: uuid.UUID, job_id: uuid.UUID) -> str:
-        doc = await self._read(lambda conn: job_rows.job_doc(conn, job_id, user_id))
+        """The job's document, from the status cache while the job is unchanged (a fill
+        reads the primary: ``status_cache``)."""
+        fetch = partial(job_rows.job_doc, job_id=job_id, user_id=user_id)
+        if self.status is not None:
+            doc = await self.status.job(job_id, user_id, lambda: self._primary(fetch))
+        else:
+            doc = await self._read(fetch)
         if doc is None:
             raise NotFound(f"Job {job_id} not found")
         return doc  # type: ignore[no-any-return]
@@ -409,7 +428,11 @@ class JobService:
         return doc
 
     async def get_task(self, user_id: uuid.UUID, task_id: uuid.UUID) -> str:
-        doc = await self._read(lambda conn: job_rows.task_doc(conn, task_id, user_id))
+        fetch = partial(job_rows.task_doc, task_id=task_id, user_id=user_id)
+        if self.status is not None:
+            doc = await self.status.task(task_id, user_id, lambda: self._primary(fetch))
+        else:
+            doc = await self._read(fetch)
         if doc is None:
             raise NotFound(f"Task {task_id} not found")
         return doc  # type: ignore[no-any-return]

@@ -7,6 +7,7 @@ back as dicts.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, TypeAlias
 
 import msgspec
@@ -15,6 +16,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from appliance.db.changes import OnChange, watch, watch_async
 from appliance.settings import Settings
 
 SyncPool: TypeAlias = ConnectionPool[Connection[DictRow]]
@@ -30,14 +32,20 @@ def _json_by_msgspec(conn: Any) -> None:
     set_json_dumps(msgspec.json.encode, conn)
 
 
-def _configure(conn: Connection[DictRow]) -> None:
+def _configure(conn: Connection[DictRow], on_change: OnChange | None = None) -> None:
     _json_by_msgspec(conn)
     conn.execute("SET TIME ZONE 'UTC'")  # timestamps in API JSON read +00:00
+    if on_change is not None:
+        watch(conn, on_change)
 
 
-async def _configure_async(conn: AsyncConnection[DictRow]) -> None:
+async def _configure_async(
+    conn: AsyncConnection[DictRow], on_change: OnChange | None = None
+) -> None:
     _json_by_msgspec(conn)
     await conn.execute("SET TIME ZONE 'UTC'")
+    if on_change is not None:
+        await watch_async(conn, on_change)
 
 
 def _connection_kwargs(settings: Settings) -> dict[str, Any]:
@@ -49,14 +57,18 @@ def _connection_kwargs(settings: Settings) -> dict[str, Any]:
     return kwargs
 
 
-def sync_pool(settings: Settings, *, min_size: int = 1) -> SyncPool:
+def sync_pool(
+    settings: Settings, *, min_size: int = 1, on_change: OnChange | None = None
+) -> SyncPool:
+    """A pool on the primary; ``on_change`` gets the ids of the jobs each of its writes
+    changed, as the write commits (``db.changes``)."""
     pool = ConnectionPool(
         settings.effective_database_url,
         connection_class=Connection[DictRow],
         min_size=min_size,
         max_size=settings.db_pool_size,
         kwargs=_connection_kwargs(settings),
-        configure=_configure,
+        configure=partial(_configure, on_change=on_change),
         open=False,
         name="appliance",
     )
@@ -64,15 +76,18 @@ def sync_pool(settings: Settings, *, min_size: int = 1) -> SyncPool:
     return pool
 
 
-async def async_pool(settings: Settings, url: str | None = None) -> AsyncPool:
-    """The API's pool on ``url`` (default: the primary)."""
+async def async_pool(
+    settings: Settings, url: str | None = None, on_change: OnChange | None = None
+) -> AsyncPool:
+    """The API's pool on ``url`` (default: the primary); ``on_change`` as for ``sync_pool``
+    (the primary's only)."""
     pool = AsyncConnectionPool(
         url or settings.effective_database_url,
         connection_class=AsyncConnection[DictRow],
         min_size=min(2, settings.db_pool_size),
         max_size=settings.db_pool_size,
         kwargs=_connection_kwargs(settings),
-        configure=_configure_async,
+        configure=partial(_configure_async, on_change=on_change),
         open=False,
         name="appliance-api" if url is None else "appliance-api-read",
     )

@@ -14,6 +14,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from appliance.db import AsyncPool, DictConnection
+from appliance.db.changes import StatusTokens, watch
 from appliance.db.queries import keys as key_rows
 from appliance.errors import NotFound
 from appliance.security import keys, revocation
@@ -27,10 +28,12 @@ class AccountError(ValueError):
 
 @contextmanager
 def connect(settings: Settings) -> Iterator[DictConnection]:
-    """A connection of its own for one operator command (autocommit, rows as dicts)."""
+    """A connection of its own for one operator command (autocommit, rows as dicts); the jobs
+    it changes (a user deleted) get new status tokens as it commits (``status_cache``)."""
     with psycopg.connect(
         settings.effective_database_url, autocommit=True, row_factory=dict_row
     ) as conn:
+        watch(conn, StatusTokens.at(settings.effective_redis_url).renew)
         yield conn
 
 

@@ -39,10 +39,11 @@ def _copy_job_to(url: str, system: JobSystem, job_id: str, tag: str) -> None:
 def test_job_and_task_reads_use_the_read_url_and_fall_back_to_the_primary(
     system: JobSystem, replica_url: str
 ) -> None:
+    """With the status cache off (APPLIANCE_STATUS_CACHE=0)."""
     old = system.create({"up": {"operation": "import/upload"}}, tag="primary")
     _copy_job_to(replica_url, system, old["id"], "replayed")
     read_pool = system.call(async_pool(system.settings, replica_url))
-    svc = dataclasses.replace(system.svc, read_pool=read_pool)
+    svc = dataclasses.replace(system.svc, read_pool=read_pool, status=None)
     try:
         shown = json.loads(system.call(svc.get_job(system.user_id, uuid.UUID(old["id"]))))
         assert shown["tag"] == "replayed"  # answered by the replica
@@ -54,6 +55,29 @@ def test_job_and_task_reads_use_the_read_url_and_fall_back_to_the_primary(
         task = json.loads(system.call(svc.get_task(system.user_id, task_id)))
         assert task["id"] == str(task_id)
 
+        listed, _ = system.call(
+            svc.list_jobs(
+                system.user_id, status=None, tag=None, page=1, per_page=10, include_tasks=False
+            )
+        )
+        assert [j["tag"] for j in json.loads(listed)] == ["replayed"]
+    finally:
+        system.call(read_pool.close())
+
+
+def test_with_the_status_cache_job_reads_come_from_the_primary_and_lists_from_the_replica(
+    system: JobSystem, replica_url: str
+) -> None:
+    """A replica behind the job's status token would fill the cache with an older state."""
+    job = system.create({"up": {"operation": "import/upload"}}, tag="primary")
+    _copy_job_to(replica_url, system, job["id"], "replayed")
+    read_pool = system.call(async_pool(system.settings, replica_url))
+    svc = dataclasses.replace(system.svc, read_pool=read_pool)
+    assert svc.status is not None
+    try:
+        for _ in range(2):  # the fill, then the cached answer
+            shown = json.loads(system.call(svc.get_job(system.user_id, uuid.UUID(job["id"]))))
+            assert shown["tag"] == "primary"
         listed, _ = system.call(
             svc.list_jobs(
                 system.user_id, status=None, tag=None, page=1, per_page=10, include_tasks=False

@@ -1,0 +1,79 @@
+"""The ids of the jobs a connection's own writes changed, handed over as each write commits.
+
+Migration 0025's triggers notify a writing session, on a channel of its own, of the jobs (and
+job-less tasks) its statements changed; Postgres delivers those notifications with the
+COMMIT's answer, so ``on_change`` runs after the change is committed and before the call that
+committed it returns. ``StatusTokens.renew`` is that callback for the status cache
+(``conversions.status_cache``): each changed job gets a new version token in Redis, whichever
+code path wrote. Only connections to the primary listen (a standby cannot).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from psycopg import AsyncConnection, Connection, Notify
+
+OnChange = Callable[[list[str]], None]
+log = logging.getLogger(__name__)
+STATUS_KEYS = "appliance:status:"
+TOKEN_SECONDS = 86_400  # a job's token outlives any cached document of it (Redis expires it)
+PENDING_MAX = 10_000  # changes kept for a later write while Redis is unreachable
+
+
+def token_key(scope: str) -> str:
+    """The Redis key of a job's (or job-less task's) status version token."""
+    return STATUS_KEYS + scope
+
+
+class StatusTokens:
+    """A new random version token for every job a committed write changed. Writes that
+    fail (Redis unreachable) are retried with the next change."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()  # a worker's threads share one pool
+
+    @classmethod
+    def at(cls, url: str) -> StatusTokens:
+        return cls(redis.Redis.from_url(url))
+
+    def renew(self, scopes: list[str]) -> None:
+        with self._lock:
+            todo, self._pending = self._pending | set(scopes), set()
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for scope in todo:
+                    pipe.set(token_key(scope), secrets.token_hex(8), ex=TOKEN_SECONDS)
+                pipe.execute()
+        except redis.RedisError:
+            log.warning("could not renew %d job status tokens", len(todo), exc_info=True)
+            with self._lock:
+                self._pending |= set(list(todo)[:PENDING_MAX])
+
+
+def channel(backend_pid: int) -> str:
+    return f"appliance_changed_{backend_pid}"
+
+
+def _handler(on_change: OnChange) -> Callable[[Notify], None]:
+    def handle(notify: Notify) -> None:
+        on_change(notify.payload.split())
+
+    return handle
+
+
+def watch(conn: Connection[Any], on_change: OnChange) -> None:
+    conn.execute(f"LISTEN {channel(conn.info.backend_pid)}")
+    conn.add_notify_handler(_handler(on_change))
+
+
+async def watch_async(conn: AsyncConnection[Any], on_change: OnChange) -> None:
+    await conn.execute(f"LISTEN {channel(conn.info.backend_pid)}")
+    conn.add_notify_handler(_handler(on_change))
