@@ -32,6 +32,7 @@ import redis
 import redis.asyncio as aioredis
 
 from appliance.db.changes import TOKEN_SECONDS, token_key
+from appliance.metrics import STATUS_READS
 from appliance.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,10 @@ class StatusCache:
         ):
             self._entries.move_to_end(key)
             self.hits += 1
+            STATUS_READS.labels("hit").inc()
             return entry.doc
         self.misses += 1
+        STATUS_READS.labels("miss").inc()
         doc = await load()  # after the token: see the module's docstring
         if doc is None:
             self._drop(key)

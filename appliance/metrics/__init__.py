@@ -79,6 +79,12 @@ CACHE_LOOKUPS = Counter(
     "Conversion-cache lookups by result (hit, miss).",
     ["result"],
 )
+STATUS_READS = Counter(
+    "appliance_status_reads",
+    "Job and task status reads by result (hit: from the API process's cache; miss: from the"
+    " database).",
+    ["result"],
+)
 STORAGE_WRITES = Counter(
     "appliance_storage_writes",
     "Files brought into content-addressed storage, by result: written, or deduplicated "

@@ -27,13 +27,15 @@ class AccountError(ValueError):
 
 
 @contextmanager
-def connect(settings: Settings) -> Iterator[DictConnection]:
-    """A connection of its own for one operator command (autocommit, rows as dicts); the jobs
-    it changes (a user deleted) get new status tokens as it commits (``status_cache``)."""
+def connect(settings: Settings, *, changes_jobs: bool = False) -> Iterator[DictConnection]:
+    """A connection of its own for one operator command (autocommit, rows as dicts). One
+    that ``changes_jobs`` renews their status tokens as it commits (``db.changes``), so no
+    API process serves their cached state after."""
     with psycopg.connect(
         settings.effective_database_url, autocommit=True, row_factory=dict_row
     ) as conn:
-        watch(conn, StatusTokens.at(settings.effective_redis_url).renew)
+        if changes_jobs:
+            watch(conn, StatusTokens.at(settings.effective_redis_url).renew)
         yield conn
 
 
@@ -62,7 +64,7 @@ def set_disabled(settings: Settings, email: str, disabled: bool) -> bool:
 def delete_user(settings: Settings, email: str) -> bool:
     """Delete a user and everything they own (keys, jobs, tasks; their stored files are
     released to the cleaner); True when the API processes were told at once."""
-    with connect(settings) as conn:
+    with connect(settings, changes_jobs=True) as conn:
         owner = key_rows.delete_user(conn, email)
     if owner is None:
         raise AccountError(f"no user {email}")

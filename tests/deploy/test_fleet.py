@@ -404,10 +404,13 @@ def test_requests_keep_succeeding_when_an_api_host_dies(fleet):
         results = _under_load(fleet, kill_and_wait)
     finally:
         fleet.lab.boot("h3")
-    assert len(results) > 30 * LOAD_CLIENTS, _timeline(results)
+    # The load went on while h3 was dead, through h2.
+    served = [r for r in results if r[4] > killed[1] and r not in _failures(results)]
+    assert len(served) > 10 * LOAD_CLIENTS, _timeline(results)
     # A POST the dying host was answering when it was killed is lost with it (nginx retries
     # no POST once sent: it may have been done); those aside (one per client at most), every
-    # request before, during and after the death succeeds.
+    # request before, during and after the death succeeds: a GET in flight there is given
+    # up after the lb's read timeout and answered by h2.
     in_flight = [r for r in _failures(results) if r[4] <= killed[1] and r[0] >= killed[0]]
     assert all(r[1] == "POST" for r in in_flight), in_flight
     assert len(in_flight) <= LOAD_CLIENTS, in_flight

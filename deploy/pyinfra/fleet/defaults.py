@@ -116,6 +116,10 @@ DEFAULTS: dict[str, Any] = {
     "tls_key_file": "",
     "rate_limit_per_second": 50,
     "rate_limit_burst": 200,
+    # Longest the lb waits for an api host's answer to an ordinary API call (s; waits, sync
+    # calls and uploads have their own). A host that died with a request in flight costs
+    # that request this long; an idempotent one (GET, DELETE) is then retried on another.
+    "api_read_timeout_seconds": 15,
     # Monitoring
     "prometheus_retention": "15d",
     # Service-level objectives over the defaults of appliance/metrics/slo.py (availability

@@ -34,6 +34,7 @@ def site_context(fleet: Fleet) -> dict[str, Any]:
         "rate_burst": fleet.get("rate_limit_burst"),
         "sync_prefix": "/sync",
         "sync_read_timeout": int(fleet.get("sync_timeout_seconds")) + 15,
+        "api_read_timeout": int(fleet.get("api_read_timeout_seconds")),
     }
 
 

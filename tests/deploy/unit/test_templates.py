@@ -93,6 +93,23 @@ def test_every_tls_response_asks_browsers_for_tls_only(fleet, nginx_prefix):
     assert locations and not any("add_header" in block for block in locations)
 
 
+def test_only_blocking_routes_wait_longer_than_the_api_read_timeout(fleet, nginx_prefix):
+    """A request in flight on an api host that died is given up after the read timeout (and
+    an idempotent one sent to another host); the routes that wait for a job by design (the
+    sync API, /wait, signed URLs) wait up to the app's sync timeout instead."""
+    site, _ = _nginx_files(fleet, nginx_prefix)
+    tls = site.split("listen 443", 1)[1]
+    general = tls[: tls.index("\n    location ")]
+    read = fleet.get("api_read_timeout_seconds")
+    assert f"proxy_read_timeout {read}s;" in general
+    assert f"proxy_next_upstream_timeout {read + 15}s;" in general  # room to retry after it
+    blocks = dict(re.findall(r"\n\s*location ([^{]*?)\s*\{([^}]*)\}", tls))
+    sync = fleet.get("sync_timeout_seconds") + 15
+    for where in ("/sync/", "~ ^/v2/(jobs|tasks)/[^/]+/wait$", "/v2/s/"):
+        assert f"proxy_read_timeout {sync}s;" in blocks[where], where
+    assert "proxy_read_timeout" not in blocks["/"]
+
+
 def test_upstream_idle_connections_close_on_nginx_side_first(fleet, nginx_prefix):
     """granian closes an idle keep-alive connection after its header read timeout (30 s,
     measured); nginx must drop its idle ones before that, or a request it sends on one the

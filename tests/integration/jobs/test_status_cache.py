@@ -4,6 +4,7 @@ state once a change has committed, whichever process wrote it."""
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 
@@ -15,6 +16,7 @@ from appliance.conversions.status_cache import StatusCache
 from appliance.db.queries import jobs as job_rows
 from appliance.db.queries import tasks as task_rows
 from appliance.errors import NotFound
+from appliance.security import accounts
 from tests.integration.jobs.conftest import JobSystem
 
 pytestmark = pytest.mark.integration
@@ -108,6 +110,17 @@ def test_a_deleted_job_is_gone_at_once(system: JobSystem) -> None:
     system.call(system.svc.delete_job(system.user_id, uuid.UUID(job["id"])))
     with pytest.raises(NotFound):
         system.job(job["id"])
+
+
+def test_a_deleted_users_jobs_are_gone_at_once(system: JobSystem) -> None:
+    owner = system.sql("INSERT INTO users (email) VALUES ('d@x.test') RETURNING id")[0]["id"]
+    job = json.loads(system.call(system.svc.create_job(owner, UPLOAD, None)))
+    read = lambda: system.call(system.svc.get_job(owner, uuid.UUID(job["id"])))  # noqa: E731
+    read()
+    read()
+    accounts.delete_user(system.settings, "d@x.test")
+    with pytest.raises(NotFound):
+        read()
 
 
 def test_another_users_read_of_a_cached_job_is_not_found(system: JobSystem) -> None:
