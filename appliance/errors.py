@@ -93,6 +93,21 @@ class TooManyRequests(ClientError):
         return self.limit_headers
 
 
+class Unavailable(ClientError):
+    """The appliance cannot take the request now (overloaded, or Postgres away): nothing of it
+    was kept, and the client comes back after ``Retry-After`` seconds."""
+
+    status = 503
+    code = "SERVICE_UNAVAILABLE"
+
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 class FileTooLarge(ClientError):
     status = 413
     code = "FILE_TOO_LARGE"

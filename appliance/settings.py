@@ -71,6 +71,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_size: Annotated[
         int, _doc("Connections per process in the Postgres pool.", ge=1, le=200)
     ] = 10
+    db_pool_timeout_seconds: Annotated[
+        float,
+        _doc(
+            "Longest an API request waits for a free Postgres connection (s); past it, or"
+            " with Postgres unreachable, the request is answered 503 with Retry-After.",
+            gt=0,
+        ),
+    ] = 5.0
+    max_requests_in_flight: Annotated[
+        int,
+        _doc(
+            "Requests one API process serves at once, sync and /wait requests aside; past it,"
+            " 503 with Retry-After at once (0: no limit).",
+            ge=0,
+        ),
+    ] = 1000
+    max_queue_backlog: Annotated[
+        int,
+        _doc(
+            "Tasks due on a queue class and not yet picked up by a worker beyond which new"
+            " jobs for that class are refused, 503 with Retry-After (0: no limit). Jobs"
+            " already accepted are kept and run.",
+            ge=0,
+        ),
+    ] = 20_000
     service_user: Annotated[
         str,
         _doc(

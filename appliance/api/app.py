@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import psycopg
 from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
@@ -13,6 +14,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from appliance import logs
 from appliance.api import (
+    admission,
     files,
     jobs,
     meta,
@@ -23,6 +25,7 @@ from appliance.api import (
     users,
     webhooks,
 )
+from appliance.api.admission import InFlightCap
 from appliance.api.body import ApiRequest
 from appliance.api.deps import Services, principal
 from appliance.api.drain import Drain, DrainFlag
@@ -126,6 +129,8 @@ def create_app(
         dependencies={"principal": Provide(principal)},
         exception_handlers={
             ClientError: responses.client_error,
+            # also psycopg_pool.PoolTimeout: no free connection within the pool's timeout
+            psycopg.OperationalError: admission.database_unavailable,
             HTTPException: responses.http_error,
             Exception: responses.server_error,
         },
@@ -144,7 +149,8 @@ def create_app(
     app.state.drain = DrainFlag(settings.drain_file)
     app.state.trusted_proxies = networks(settings.trusted_proxies)
     # Outermost, so they also see requests no route matched and errors turned into responses.
-    app.asgi_handler = Drain(HttpMetrics(app.asgi_handler), app.state.drain)  # type: ignore[assignment]
+    gate = InFlightCap(app.asgi_handler, settings.max_requests_in_flight, settings.sync_prefix)
+    app.asgi_handler = Drain(HttpMetrics(gate), app.state.drain)  # type: ignore[assignment]
     return app
 
 

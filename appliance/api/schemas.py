@@ -239,10 +239,13 @@ _WHY = {
     413: "The body is too large",
     422: "A parameter or field is invalid; ``errors`` names it",
     429: "A rate limit was reached; Retry-After says when to come back",
+    503: "The appliance cannot take the request now (busy, or its database is away); nothing"
+    " of it was kept, and Retry-After says when to come back",
 }
 # Every /v2 call with an API key: its request, its key, its scope, its parameters and the
-# rate limits. (400 stands in every list: it also replaces the shape Litestar would document.)
-AUTHED = (400, 401, 403, 422, 429)
+# rate limits, and overload. (400 stands in every list: it also replaces the shape Litestar
+# would document.)
+AUTHED = (400, 401, 403, 422, 429, 503)
 BY_ID = (*AUTHED, 404)
 WITH_BODY = (*AUTHED, 413)
 

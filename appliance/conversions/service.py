@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.conversions import graph
+from appliance.conversions.admission import Backlog
 from appliance.conversions.files import Spool, owned_digest, owner, safe_filename, store
 from appliance.conversions.lifecycle import (
     ImportRouting,
@@ -82,6 +83,7 @@ class JobService:
 
     def __post_init__(self) -> None:
         preset(queues=QUEUE_CLASSES, operations=OPERATIONS)
+        self.backlog = Backlog(self.dispatcher, self.settings.max_queue_backlog)
 
     @classmethod
     async def open(cls, settings: Settings, dispatcher: Dispatcher) -> JobService:
@@ -129,6 +131,7 @@ class JobService:
             await self._check_load(conn, user_id)
             refs = await self._external_refs(conn, user_id, tasks)
             planned = graph.plan(tasks, self.registry, refs.get)
+            await self.backlog.admit(task.queue for task in planned)
             inline = await self._ingest_inline(planned, user_id)
             rows, ready = self._task_rows(planned)
             settle = bool(inline) or _existing_inputs(planned)
@@ -155,6 +158,7 @@ class JobService:
             await self._check_load(conn, user_id)
             refs = await self._external_refs(conn, user_id, tasks)
             planned = graph.plan(tasks, self.registry, refs.get)
+            await self.backlog.admit(task.queue for task in planned)
             inline = await self._ingest_inline(planned, user_id)
             rows, ready = self._task_rows(planned)
             async with conn.transaction():

@@ -88,6 +88,7 @@ async def async_pool(
         max_size=settings.db_pool_size,
         kwargs=_connection_kwargs(settings),
         configure=partial(_configure_async, on_change=on_change),
+        timeout=settings.db_pool_timeout_seconds,
         open=False,
         name="appliance-api" if url is None else "appliance-api-read",
     )

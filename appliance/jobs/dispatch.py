@@ -54,6 +54,15 @@ class DramatiqDispatcher:
         self.broker.close()
         self.redis.close()
 
+    def backlog(self, queues: Iterable[str]) -> dict[str, int]:
+        now = time.time()
+        names = list(queues)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for queue in names:
+                pipe.zcount(PENDING_KEY.format(queue=queue), "-inf", now)
+            counts = pipe.execute()
+        return dict(zip(names, map(int, counts), strict=True))
+
     def picked_up(self, task_id: str, queue: str) -> None:
         self.redis.zrem(PENDING_KEY.format(queue=queue), task_id)
 

@@ -102,6 +102,13 @@ ENGINE_RESTARTS = Counter(
     "its quota), crashed, timeout, died (found dead before use).",
     ["reason"],
 )
+ADMISSION_REJECTIONS = Counter(
+    "appliance_admission_rejections",
+    "Requests answered 503 because the appliance could not take them, by reason"
+    " (requests-in-flight: the API process's cap; database: no Postgres connection in time or"
+    " Postgres unreachable; queue-backlog: a queue class past its cap).",
+    ["reason"],
+)
 RATELIMIT_REJECTIONS = Counter(
     "appliance_ratelimit_rejections",
     "Requests refused by a rate limit (429), by scope: what it is counted per (ip: a client"

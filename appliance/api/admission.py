@@ -1,0 +1,76 @@
+"""Overload answered at once instead of by timeouts: a cap on the requests one API process
+serves at the same time, and 503 with Retry-After when Postgres cannot serve a request (no
+free connection within ``db_pool_timeout_seconds``, or unreachable).
+
+Requests that wait by design (the sync API, ``/wait`` routes, signed URLs, which run their
+job first) hold no database connection while they wait and have their own per-user cap, so
+they are left out of the count, as are the health checks.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+
+from appliance.api import responses
+from appliance.errors import Unavailable
+from appliance.metrics import ADMISSION_REJECTIONS
+
+log = logging.getLogger(__name__)
+BUSY_RETRY_AFTER = 1  # seconds: requests in flight turn over in well under that
+DATABASE_RETRY_AFTER = 5  # seconds: a failover or a pool drained by a burst
+
+
+class InFlightCap:
+    """Wraps an ASGI app: past ``limit`` requests at once, answer 503 without running one."""
+
+    def __init__(self, app: Any, limit: int, sync_prefix: str) -> None:
+        self.app = app
+        self.limit = limit
+        self.waiting = (sync_prefix.rstrip("/") + "/", "/v2/s/", "/health/")
+        self.active = 0
+
+    def counted(self, scope: dict[str, Any]) -> bool:
+        path: str = scope.get("path", "")
+        return not (path.startswith(self.waiting) or path.endswith("/wait"))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self.limit or not self.counted(scope):
+            await self.app(scope, receive, send)
+            return
+        if self.active >= self.limit:
+            ADMISSION_REJECTIONS.labels("requests-in-flight").inc()
+            await _refuse(send)
+            return
+        self.active += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+
+
+async def _refuse(send: Any) -> None:
+    busy = Unavailable(
+        "The appliance is busy; try again shortly", retry_after=BUSY_RETRY_AFTER, code="BUSY"
+    )
+    body = msgspec.json.encode(busy.to_body())
+    headers = [(b"content-type", b"application/json")]
+    headers += [(k.lower().encode(), v.encode()) for k, v in busy.headers().items()]
+    await send({"type": "http.response.start", "status": busy.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """Postgres could not serve the request: no connection free in time, or unreachable."""
+    log.warning("database unavailable for %s %s: %r", request.method, request.url.path, exc)
+    ADMISSION_REJECTIONS.labels("database").inc()
+    return responses.client_error(
+        request,
+        Unavailable(
+            "The database is unavailable; try again shortly",
+            retry_after=DATABASE_RETRY_AFTER,
+        ),
+    )
