@@ -1,0 +1,45 @@
+"""A short run of the bundled load test (bench/loadtest) against a running appliance: keys
+made by the tool, every request and every job succeeds, and the report (Locust's CSV and HTML,
+the queue samples, the PNG plots) is written and readable."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import pyvips
+
+from tests.e2e.conftest import Deployment
+
+pytestmark = pytest.mark.e2e
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("deployment", ["local"], indirect=True)
+def test_a_short_load_test_succeeds_and_writes_its_report(deployment: Deployment, tmp_path):
+    out = tmp_path / "run"
+    metrics = f"http://127.0.0.1:{deployment.env['APPLIANCE_API_METRICS_PORT']}/metrics"
+    ran = subprocess.run(
+        [sys.executable, "-m", "bench.loadtest", "--url", deployment.url, "--make-keys", "3",
+         "--users", "6", "--spawn-rate", "6", "--run-time", "12s", "--metrics-url", metrics,
+         "--out", str(out)],
+        env=deployment.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert len((out / "keys.txt").read_text().split()) == 3
+    assert oct((out / "keys.txt").stat().st_mode & 0o777) == "0o600"
+    with (out / "locust_stats.csv").open() as f:
+        rows = {(r["Type"], r["Name"]): r for r in csv.DictReader(f)}
+    for name in (("POST", "/v2/jobs"), ("JOB", "created to ended"), ("GET", "download")):
+        assert int(rows[name]["Request Count"]) > 0, (name, sorted(rows))
+    assert all(int(r["Failure Count"]) == 0 for r in rows.values()), ran.stdout[-2000:]
+    assert " 0 failed" in ran.stdout
+    assert "Locust" in (out / "report.html").read_text()
+    with (out / "queues.csv").open() as f:
+        assert {r["queue"] for r in csv.DictReader(f)} >= {"light"}
+    for plot in ("throughput", "latency", "errors", "queue-depth"):
+        image = pyvips.Image.new_from_file(str(out / f"{plot}.png"))
+        assert (image.width, image.height) == (800, 350)
