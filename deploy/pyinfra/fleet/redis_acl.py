@@ -18,6 +18,10 @@ converted, and tests/deploy/test_redis_acl.py drives each path against a real Re
   process SUBSCRIBEs to it and to ``appliance:revocations`` (api/events.py).
 - Revocations (security/revocation.py): the ``appliance`` command (users disable, keys
   revoke) PUBLISHes on ``appliance:revocations``; on api hosts it runs as the api user.
+- Job status version tokens (db/changes.py, conversions/status_cache.py): whoever writes
+  jobs and tasks (API, workers, the ``appliance`` command) SETs ``appliance:status:<job>``
+  (with EX, in a pipeline); the API reads them with SET NX GET EX.
+- The API's admission check counts due tasks (ZCOUNT on the pending sets, as the gauges).
 - Readiness probes: PING.
 
 The exporter user gets statistics (INFO, CONFIG GET, SLOWLOG, LATENCY) and no key at all.
@@ -73,6 +77,8 @@ RATE_LIMITS = Grant(
     ),
 )
 
+STATUS_TOKENS = Grant(("appliance:status:*",), ("set",))
+
 # Publishing revocations only (the api user may hear task ends, not announce them).
 REVOKE = Grant((), ("publish",), (REVOCATIONS_CHANNEL,))
 
@@ -100,14 +106,14 @@ USERS = (
     User(
         "api",
         "redis_api_password",
-        (BROKER, PENDING, *QUEUE_GAUGES, RATE_LIMITS, REVOKE),
+        (BROKER, PENDING, *QUEUE_GAUGES, RATE_LIMITS, STATUS_TOKENS, REVOKE),
         ("ping", "subscribe", "unsubscribe"),
         (EVENTS_CHANNEL, REVOCATIONS_CHANNEL),
     ),
     User(
         "worker",
         "redis_worker_password",
-        (BROKER, PENDING),
+        (BROKER, PENDING, STATUS_TOKENS),
         ("ping", "publish"),
         (EVENTS_CHANNEL,),
     ),

@@ -26,7 +26,9 @@ from roles import redis as redis_role
 
 from appliance.api.events import Notifier
 from appliance.conversions.events import announce
+from appliance.conversions.status_cache import StatusCache
 from appliance.conversions.task import Ready
+from appliance.db.changes import StatusTokens
 from appliance.errors import TooManyRequests
 from appliance.jobs.broker import declare_actors, make_broker, make_dispatcher
 from appliance.local_services import free_port
@@ -177,6 +179,27 @@ def test_rate_limits_gauges_and_the_event_subscription_work_as_the_api_user(serv
     # the API's metrics listener reads the queue gauges at scrape time
     gauges = scrape.queues(server.client("api"), {"light": "appliance:pending:light"})
     assert set(gauges) == {"light"}
+    assert server.refusals() == []
+
+
+def test_status_tokens_and_the_backlog_work_as_the_api_and_worker_users(server):
+    admin, seen = server.client("admin"), set()
+    for user in ("api", "worker"):  # both write jobs and tasks
+        StatusTokens(server.client(user)).renew(["job-1", "job-2"])
+        tokens = admin.mget("appliance:status:job-1", "appliance:status:job-2")
+        assert None not in tokens and not seen & set(tokens)  # written, new each time
+        seen |= set(tokens)
+
+    async def read() -> bytes | None:
+        client = aioredis.Redis.from_url(server.url("api"))
+        cache = StatusCache(client, 1 << 20, 60)
+        token = await cache._token("job-1")
+        await client.aclose()
+        return token
+
+    assert asyncio.run(read()) == admin.get("appliance:status:job-1")
+    api = make_dispatcher(_settings(server, "api"), make_broker(_settings(server, "api")))
+    assert api.backlog(["light", "office"]) == {"light": 0, "office": 0}
     assert server.refusals() == []
 
 
