@@ -1,6 +1,7 @@
 """Overload answered at once instead of by timeouts: a cap on the requests one API process
-serves at the same time, and 503 with Retry-After when Postgres cannot serve a request (no
-free connection within ``db_pool_timeout_seconds``, or unreachable).
+serves at the same time (503 with Retry-After). Postgres failing to serve a request is
+answered the same way by the API's pool (``db.ApiPool``); a queue past its backlog cap by the
+domain (``conversions.admission``).
 
 Requests that wait by design (the sync API, ``/wait`` routes, signed URLs, which run their
 job first) hold no database connection while they wait and have their own per-user cap, so
@@ -9,19 +10,14 @@ they are left out of the count, as are the health checks.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import msgspec
-from litestar import Request, Response
 
-from appliance.api import responses
 from appliance.errors import Unavailable
 from appliance.metrics import ADMISSION_REJECTIONS
 
-log = logging.getLogger(__name__)
 BUSY_RETRY_AFTER = 1  # seconds: requests in flight turn over in well under that
-DATABASE_RETRY_AFTER = 5  # seconds: a failover or a pool drained by a burst
 
 
 class InFlightCap:
@@ -61,16 +57,3 @@ async def _refuse(send: Any) -> None:
     headers += [(k.lower().encode(), v.encode()) for k, v in busy.headers().items()]
     await send({"type": "http.response.start", "status": busy.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def database_unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """Postgres could not serve the request: no connection free in time, or unreachable."""
-    log.warning("database unavailable for %s %s: %r", request.method, request.url.path, exc)
-    ADMISSION_REJECTIONS.labels("database").inc()
-    return responses.client_error(
-        request,
-        Unavailable(
-            "The database is unavailable; try again shortly",
-            retry_after=DATABASE_RETRY_AFTER,
-        ),
-    )

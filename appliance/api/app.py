@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-import psycopg
 from litestar import Litestar, Router
 from litestar.di import Provide
 from litestar.exceptions import HTTPException
@@ -14,7 +13,6 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from appliance import logs
 from appliance.api import (
-    admission,
     files,
     jobs,
     meta,
@@ -129,8 +127,6 @@ def create_app(
         dependencies={"principal": Provide(principal)},
         exception_handlers={
             ClientError: responses.client_error,
-            # also psycopg_pool.PoolTimeout: no free connection within the pool's timeout
-            psycopg.OperationalError: admission.database_unavailable,
             HTTPException: responses.http_error,
             Exception: responses.server_error,
         },

@@ -7,17 +7,48 @@ back as dicts.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeAlias
 
 import msgspec
-from psycopg import AsyncConnection, Connection
+from psycopg import AsyncConnection, Connection, OperationalError
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from appliance.db.changes import OnChange, watch, watch_async
+from appliance.errors import Unavailable
+from appliance.metrics import ADMISSION_REJECTIONS
 from appliance.settings import Settings
+
+log = logging.getLogger(__name__)
+DATABASE_RETRY_AFTER = 5  # seconds a client is told to wait: a failover, a pool drained
+
+
+class ApiPool(AsyncConnectionPool[AsyncConnection[DictRow]]):
+    """The API's pool. Postgres failing to serve a request (no free connection within the
+    pool's timeout, unreachable, the connection lost, a statement cancelled) becomes
+    ``Unavailable``: the client is answered 503 with Retry-After, not 500 or a timeout."""
+
+    @asynccontextmanager
+    async def connection(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109 (psycopg_pool's own signature)
+    ) -> AsyncIterator[AsyncConnection[DictRow]]:
+        try:
+            async with super().connection(timeout) as conn:
+                yield conn
+        except OperationalError as exc:
+            log.warning("database unavailable: %r", exc)
+            ADMISSION_REJECTIONS.labels("database").inc()
+            raise Unavailable(
+                "The database is unavailable; try again shortly",
+                retry_after=DATABASE_RETRY_AFTER,
+            ) from exc
+
 
 SyncPool: TypeAlias = ConnectionPool[Connection[DictRow]]
 AsyncPool: TypeAlias = AsyncConnectionPool[AsyncConnection[DictRow]]
@@ -81,7 +112,7 @@ async def async_pool(
 ) -> AsyncPool:
     """The API's pool on ``url`` (default: the primary); ``on_change`` as for ``sync_pool``
     (the primary's only)."""
-    pool = AsyncConnectionPool(
+    pool = ApiPool(
         url or settings.effective_database_url,
         connection_class=AsyncConnection[DictRow],
         min_size=min(2, settings.db_pool_size),
