@@ -15,6 +15,15 @@ appliance api                   the HTTP API under granian
 appliance worker -Q QUEUE       a Dramatiq worker for one or more queue classes
 appliance settings              the configuration reference
 appliance doctor                which engines can run here, and whether the sandbox works
+
+The client, for any appliance over its public API (``appliance.client``):
+appliance login [--server URL]  store the server and an API key (or $APPLIANCE_API_KEY)
+appliance convert FILE... --to FMT [-o DIR] [--option KEY=VALUE ...]
+                                convert files, several at once, with progress bars
+appliance jobs list|show|wait|delete
+                                your jobs
+appliance formats [--from FMT] [--to FMT]
+                                what the appliance converts
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import sys
 from datetime import UTC, date, datetime
 from typing import Any
 
+from appliance.client import commands as client_commands
 from appliance.settings import Settings, SettingsError
 from appliance.supervisor import (
     api_command,
@@ -51,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("-t", "--threads", type=int, default=None)
     sub.add_parser("settings", help="print every setting with its default")
     sub.add_parser("doctor", help="report which engines can run here and why not")
+    client_commands.add_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command in client_commands.NAMES:  # needs none of the server's settings
+        return client_commands.run(args)
 
     try:
         settings = Settings.from_env()
