@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -21,7 +22,7 @@ class ClientConfig(msgspec.Struct):
     key: str | None = None
 
 
-def config_path(environ: dict[str, str] | None = None) -> Path:
+def config_path(environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
     if env.get(CONFIG_VAR):
         return Path(env[CONFIG_VAR])
@@ -29,7 +30,7 @@ def config_path(environ: dict[str, str] | None = None) -> Path:
     return Path(base) / "appliance" / "client.json"
 
 
-def load(server: str | None, environ: dict[str, str] | None = None) -> ClientConfig:
+def load(server: str | None, environ: Mapping[str, str] | None = None) -> ClientConfig:
     """The server and key in force: ``server`` (a flag) over the environment over the file."""
     env = os.environ if environ is None else environ
     stored = read_file(config_path(env))
@@ -48,7 +49,7 @@ def read_file(path: Path) -> ClientConfig:
         raise ConfigError(f"{path} is not a client config file: {exc}") from None
 
 
-def save(config: ClientConfig, environ: dict[str, str] | None = None) -> Path:
+def save(config: ClientConfig, environ: Mapping[str, str] | None = None) -> Path:
     """Write the file readable by its owner only (it holds the key)."""
     path = config_path(environ)
     path.parent.mkdir(parents=True, exist_ok=True)
