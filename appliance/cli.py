@@ -4,6 +4,8 @@ appliance up                    everything on one host, in the foreground (Ctrl-
 appliance migrate               apply database migrations (safe to run twice, or in parallel)
 appliance users create|list|disable|enable|delete
                                 the users (disable and delete take effect at once)
+appliance users invite EMAIL    print a link where EMAIL chooses a web UI password
+                                (--operator: also the operator page)
 appliance users quota EMAIL     a user's quotas: --minutes-per-day, --minutes-per-month,
                                 --stored-bytes (0: unlimited, -1: the setting's default)
 appliance usage                 usage per user and UTC day for billing: --user EMAIL,
@@ -105,6 +107,9 @@ def _account_parsers(sub: Any) -> None:
     )
     users.add_parser("create", help="create a user").add_argument("email")
     users.add_parser("list", help="list users")
+    invite = users.add_parser("invite", help="print a link where a person sets a web password")
+    invite.add_argument("email")
+    invite.add_argument("--operator", action="store_true", help="also the operator page")
     for action, text in (
         ("disable", "disable a user: every key stops working at once"),
         ("enable", "enable a disabled user again"),
@@ -141,6 +146,8 @@ def _users(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.action == "create":
         print(accounts.create_user(settings, args.email))
+    elif args.action == "invite":
+        print(accounts.invite(settings, args.email, args.operator))
     elif args.action == "list":
         _table(accounts.list_users(settings), ("id", "email", "created_at", "disabled_at", "keys"))
     elif args.action == "delete":

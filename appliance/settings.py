@@ -476,6 +476,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "ids) or `text` (for a terminal)."
         ),
     ] = "json"
+    web_registration: Annotated[
+        Literal["invite", "open"],
+        _doc(
+            "Who may get a web UI account: `invite` (only with a link from `appliance users "
+            "invite`) or `open` (anyone who signs up)."
+        ),
+    ] = "invite"
+    web_session_hours: Annotated[
+        float, _doc("Hours a web UI sign-in lasts (sessions live in Redis).", gt=0, le=720)
+    ] = 12.0
+    web_invitation_hours: Annotated[
+        float, _doc("Hours an invitation link from `appliance users invite` works.", gt=0)
+    ] = 72.0
+    grafana_url: Annotated[
+        str,
+        _doc(
+            "Base URL of Grafana, linked from the web UI's operator page. Empty: no links.",
+            pattern=r"^(https?://\S+)?$",
+        ),
+    ] = ""
     metrics_dir: Annotated[
         str,
         _doc(

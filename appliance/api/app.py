@@ -38,6 +38,7 @@ from appliance.metrics.http import HttpMetrics
 from appliance.security.auth import Authenticator
 from appliance.security.limits import Limiter, RequestLimits, Rule, Slots, networks
 from appliance.settings import Settings
+from appliance.web.routes import web_routers
 
 MULTIPART_SLACK = 1024 * 1024  # room for form fields and boundaries around the file
 
@@ -123,6 +124,7 @@ def create_app(
             meta.live,
             meta.ready,
             sync,
+            *web_routers(settings),
         ],
         dependencies={"principal": Provide(principal)},
         exception_handlers={

@@ -4,10 +4,12 @@ expired one and a disabled or deleted user's keys stop working at once."""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -16,6 +18,7 @@ from psycopg.rows import dict_row
 from appliance.db import AsyncPool, DictConnection
 from appliance.db.changes import StatusTokens, watch
 from appliance.db.queries import keys as key_rows
+from appliance.db.queries import web as web_rows
 from appliance.errors import NotFound
 from appliance.security import keys, revocation
 from appliance.security.quotas import Quota
@@ -44,6 +47,18 @@ def create_user(settings: Settings, email: str) -> uuid.UUID:
         raise AccountError(f"{email!r} is not an email address")
     with connect(settings) as conn:
         return key_rows.ensure_user(conn, email)
+
+
+def invite(settings: Settings, email: str, operator: bool = False) -> str:
+    """An invitation to the web UI: the link where ``email`` chooses a password (once, within
+    ``web_invitation_hours``); ``operator`` also opens the operator page."""
+    if "@" not in email:
+        raise AccountError(f"{email!r} is not an email address")
+    token = secrets.token_urlsafe(32)
+    expires = datetime.now(UTC) + timedelta(hours=settings.web_invitation_hours)
+    with connect(settings) as conn:
+        web_rows.invite(conn, hashlib.sha256(token.encode()).digest(), email, operator, expires)
+    return f"{settings.effective_public_url}/invitations/{token}"
 
 
 def list_users(settings: Settings) -> list[dict[str, Any]]:

@@ -88,6 +88,14 @@ class Authenticator:
     def forget_all(self) -> None:
         self._cache.clear()
 
+    async def check_not_throttled(self, address: str) -> None:
+        """Refuse (429) an address past its failures this minute (web sign-ins count too)."""
+        await self._not_throttled(address)
+
+    async def count_failure(self, address: str) -> None:
+        """A failed sign-in (web UI): it counts with the address's bad keys."""
+        await self._failed(address)
+
     async def _not_throttled(self, address: str) -> None:
         if self.limiter is None or not self.failures.limit:
             return

@@ -1,0 +1,26 @@
+"""Task failures in plain words for people (the API keeps its codes and messages): a sentence
+for the codes people meet most, the task's own message after it."""
+
+from __future__ import annotations
+
+SENTENCES = {
+    "CONVERSION_FAILED": "The file could not be converted: it may be damaged or not the kind"
+    " of file its name says.",
+    "INVALID_CONVERSION_TYPE": "This appliance cannot convert this kind of file to that format.",
+    "TIMEOUT": "The conversion took too long and was stopped.",
+    "CANCELLED": "The conversion was cancelled.",
+    "INPUT_TASK_FAILED": "An earlier step failed.",
+    "FILE_TOO_LARGE": "The file is larger than this appliance accepts.",
+    "UNSUPPORTED_FILE": "The file's contents are not a format this appliance reads.",
+    "QUOTA_EXCEEDED": "Your conversion allowance is used up for now.",
+    "INTERNAL_ERROR": "Something went wrong on the appliance; the operator can see why in its"
+    " logs.",
+}
+
+
+def plain_words(code: str | None, message: str | None) -> str:
+    sentence = SENTENCES.get(code or "")
+    detail = (message or "").strip()
+    if sentence and detail and detail.rstrip(".") not in sentence:
+        return f"{sentence} ({detail.rstrip('.')}.)"
+    return sentence or detail or "The conversion failed."
