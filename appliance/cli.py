@@ -263,11 +263,12 @@ def _doctor(settings: Settings, _: argparse.Namespace) -> int:
 
 def asgi() -> Any:
     """The API's ASGI app, as granian loads it (``--factory appliance.cli:asgi``): the
-    HTTP side with the queue side's dispatcher."""
+    HTTP side with the queue side's dispatcher and the web UI."""
     from appliance.api.app import create_app
     from appliance.jobs.broker import dramatiq_dispatcher
+    from appliance.web.routes import web_routers
 
-    return create_app(dramatiq_dispatcher)
+    return create_app(dramatiq_dispatcher, pages=web_routers)
 
 
 COMMANDS = {

@@ -38,16 +38,18 @@ from appliance.metrics.http import HttpMetrics
 from appliance.security.auth import Authenticator
 from appliance.security.limits import Limiter, RequestLimits, Rule, Slots, networks
 from appliance.settings import Settings
-from appliance.web.routes import web_routers
 
 MULTIPART_SLACK = 1024 * 1024  # room for form fields and boundaries around the file
 
 
 def create_app(
-    dispatcher: Callable[[Settings], Dispatcher], settings: Settings | None = None
+    dispatcher: Callable[[Settings], Dispatcher],
+    settings: Settings | None = None,
+    pages: Callable[[Settings], list[Router]] | None = None,
 ) -> Litestar:
     """The API; ``dispatcher(settings)`` makes what enqueues ready tasks (the queue side's,
-    handed in by the entry point: the API knows no queue)."""
+    handed in by the entry point: the API knows no queue); ``pages(settings)``, more routes
+    served beside it (the web UI, handed in likewise: it is built on the API's services)."""
     settings = settings or Settings.from_env()
     logs.configure(settings.log_level, settings.log_format)
 
@@ -124,7 +126,7 @@ def create_app(
             meta.live,
             meta.ready,
             sync,
-            *web_routers(settings),
+            *(pages(settings) if pages else []),
         ],
         dependencies={"principal": Provide(principal)},
         exception_handlers={
