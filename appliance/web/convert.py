@@ -22,6 +22,7 @@ from appliance.web.words import plain_words
 
 PROGRESS_SECONDS = 0.5  # how often a running job's percent is read again
 STREAM_SECONDS = 300  # one event stream's length; the browser's EventSource reconnects
+KEEP_ALIVE_SECONDS = 15  # a comment when nothing changed this long (proxies' read timeouts)
 OPTION = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
 USER = {"user": Provide(signed_in)}
 
@@ -95,7 +96,11 @@ async def job_events(
 ) -> ServerSentEvent:
     svc = services(request)
     await svc.jobs.get_job(user.id, job_id)  # 404 before the stream starts
-    return ServerSentEvent(progress_events(svc, user.id, job_id), retry_duration=1000)
+    return ServerSentEvent(
+        progress_events(svc, user.id, job_id),
+        retry_duration=1000,
+        headers={"X-Accel-Buffering": "no"},  # nginx passes each event on at once
+    )
 
 
 async def progress_events(
@@ -103,15 +108,20 @@ async def progress_events(
 ) -> AsyncIterator[ServerSentEventMessage]:
     """The job's progress each time it changes (``progress``), then its end (``end``)."""
     last, until = None, time.monotonic() + STREAM_SECONDS
+    said = time.monotonic()
     while time.monotonic() < until:
         view = progress_view(msgspec.json.decode(await svc.jobs.get_job(user_id, job_id)))
         text = msgspec.json.encode(view).decode()
         if view["status"] in ("finished", "error"):
             yield ServerSentEventMessage(data=text, event="end")
             return
-        if text != last:
-            yield ServerSentEventMessage(data=text, event="progress")
-            last = text
+        if text != last or time.monotonic() - said > KEEP_ALIVE_SECONDS:
+            yield (
+                ServerSentEventMessage(data=text, event="progress")
+                if text != last
+                else ServerSentEventMessage(comment="still running")
+            )
+            last, said = text, time.monotonic()
         await svc.notifier.wait(str(job_id), PROGRESS_SECONDS)
 
 

@@ -6,6 +6,14 @@ from __future__ import annotations
 SENTENCES = {
     "CONVERSION_FAILED": "The file could not be converted: it may be damaged or not the kind"
     " of file its name says.",
+    "INVALID_INPUT_FILE": "The file could not be read: it may be damaged or not the kind of"
+    " file its name says.",
+    "INVALID_OPTIONS": "One of the options does not fit this conversion.",
+    "ENGINE_LIMIT": "The conversion needed more memory, time or space than this appliance"
+    " allows.",
+    "ENGINE_CRASHED": "The converter stopped unexpectedly on this file.",
+    "ENGINE_UNAVAILABLE": "The converter this needs is not running on this appliance.",
+    "NO_TEXT_FOUND": "No text was found in the file.",
     "INVALID_CONVERSION_TYPE": "This appliance cannot convert this kind of file to that format.",
     "TIMEOUT": "The conversion took too long and was stopped.",
     "CANCELLED": "The conversion was cancelled.",

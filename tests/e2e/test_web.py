@@ -152,6 +152,7 @@ def test_progress_events_end_with_the_exported_files(deployment, png_file):
     # The stream ends by itself once the job has ended.
     r = browser.http.get(f"/ui/jobs/{job['id']}/events")
     assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.headers["x-accel-buffering"] == "no"  # nginx passes events on unbuffered
     events = r.text.splitlines()
     data = events[events.index("event: end") + 1]
     assert "event: end" in events
