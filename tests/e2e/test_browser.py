@@ -219,3 +219,19 @@ def test_the_operator_page_and_a_phone_sized_screen(chromium, deployment, tmp_pa
         assert phone.csp_violations() == []
     finally:
         phone.context.close()
+
+
+def test_image_options_apply_to_image_targets_only(person, deployment, tmp_path):
+    person.accept_invitation(invite(deployment, f"i{uuid.uuid4().hex[:8]}@example.test"))
+    src = make_inputs(tmp_path)[1]  # red.png, 320 x 240
+    person.drop([src])
+    page = person.page
+    page.get_by_label("Convert to").select_option("pdf")
+    expect(page.get_by_label("Width (pixels)")).to_be_hidden()
+    page.get_by_label("Convert to").select_option("webp")
+    page.get_by_label("Width (pixels)").fill("80")
+    page.get_by_role("button", name="Convert", exact=True).click()
+    expect(page.locator("#queue li").get_by_role("status")).to_have_text("Done 100%")
+    out = person.download("Download red.webp")
+    image = pyvips.Image.new_from_file(str(out))
+    assert (image.width, image.height) == (80, 60)

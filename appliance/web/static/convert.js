@@ -4,6 +4,8 @@
 "use strict";
 
 const PARALLEL = 3; // files converted at once
+// Targets the width, height and quality options apply to (the image engines').
+const IMAGE_FORMATS = new Set(["avif", "bmp", "gif", "heic", "heif", "jpg", "jpeg", "png", "tif", "tiff", "webp"]);
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const form = document.getElementById("convert");
 const drop = document.getElementById("drop");
@@ -14,6 +16,7 @@ const start = document.getElementById("start");
 const queue = document.getElementById("queue");
 const zip = document.getElementById("zip");
 const zipStatus = document.getElementById("zip-status");
+const optionSet = document.getElementById("options");
 let items = [];
 
 function extension(name) {
@@ -65,10 +68,16 @@ async function refreshFormats() {
     ? `${common.length} formats every chosen file converts to.`
     : "These files have no output format in common: convert them in separate groups.";
   start.disabled = !common.length;
+  showOptions();
+}
+
+function showOptions() {
+  optionSet.hidden = !IMAGE_FORMATS.has(select.value);
 }
 
 function options() {
   const out = {};
+  if (optionSet.hidden) return out;
   for (const name of ["width", "height", "quality"]) {
     const v = document.getElementById(name).value;
     if (v) out[name] = parseInt(v, 10);
@@ -194,4 +203,6 @@ async function zipAll() {
 drop.addEventListener("drop", (e) => { e.preventDefault(); addFiles(e.dataTransfer.files); });
 input.addEventListener("change", () => { addFiles(input.files); input.value = ""; });
 form.addEventListener("submit", convertAll);
+select.addEventListener("change", showOptions);
+showOptions();
 zip.addEventListener("click", zipAll);
