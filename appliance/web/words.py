@@ -9,8 +9,7 @@ SENTENCES = {
     "INVALID_INPUT_FILE": "The file could not be read: it may be damaged or not the kind of"
     " file its name says.",
     "INVALID_OPTIONS": "One of the options does not fit this conversion.",
-    "ENGINE_LIMIT": "The conversion needed more memory, time or space than this appliance"
-    " allows.",
+    "ENGINE_LIMIT": "The conversion needed more memory, time or space than this appliance allows.",
     "ENGINE_CRASHED": "The converter stopped unexpectedly on this file.",
     "ENGINE_UNAVAILABLE": "The converter this needs is not running on this appliance.",
     "NO_TEXT_FOUND": "No text was found in the file.",

@@ -120,6 +120,10 @@ function follow(jobId, onProgress) {
     const events = new EventSource(`/ui/jobs/${jobId}/events`);
     events.addEventListener("progress", (e) => onProgress(JSON.parse(e.data)));
     events.addEventListener("end", (e) => { events.close(); resolve(JSON.parse(e.data)); });
+    // A refused stream (signed out, job deleted) is closed for good; a dropped one retries.
+    events.onerror = () => events.readyState === EventSource.CLOSED && resolve({
+      status: "error", files: [], error: "The page lost track of this job: see History.",
+    });
   });
 }
 

@@ -59,3 +59,16 @@ def test_the_page_sees_the_cause_of_a_failure_and_the_exported_files():
     view = progress_view(job)
     assert view["code"] == "TIMEOUT" and view["error"].startswith("The conversion took too long")
     assert view["task_id"] == "c" and view["percent"] == 40 and view["files"] == []
+
+
+def test_every_web_route_but_signing_in_needs_a_signed_in_user():
+    from litestar.di import Provide
+
+    from appliance.web import account, convert, pages
+    from appliance.web.guard import operator, signed_in
+
+    for handler in [*convert.ROUTES, *pages.ROUTES]:
+        user = (handler.dependencies or {}).get("user")
+        assert isinstance(user, Provide), handler
+        assert user.dependency in (signed_in, operator), handler
+    assert not any("user" in (h.dependencies or {}) for h in account.ROUTES)
