@@ -37,7 +37,7 @@ import sys
 from datetime import UTC, date, datetime
 from typing import Any
 
-from appliance.client import commands as client_commands
+from appliance.client import arguments as client_arguments
 from appliance.settings import Settings, SettingsError
 from appliance.supervisor import (
     api_command,
@@ -63,10 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("-t", "--threads", type=int, default=None)
     sub.add_parser("settings", help="print every setting with its default")
     sub.add_parser("doctor", help="report which engines can run here and why not")
-    client_commands.add_parsers(sub)
+    client_arguments.add_parsers(sub)
     args = parser.parse_args(argv)
-    if args.command in client_commands.NAMES:  # needs none of the server's settings
-        return client_commands.run(args)
+    if args.command in client_arguments.NAMES:  # needs none of the server's settings
+        from appliance.client.commands import run
+
+        return run(args)
 
     try:
         settings = Settings.from_env()
