@@ -1,4 +1,4 @@
-"""How the single host's own PostgreSQL and Redis (``appliance up`` with no database or Redis
+"""How the single host's own PostgreSQL, Redis and clamd (``appliance up`` with none
 configured) are reached: where their sockets and credentials live under the data directory.
 
 ``DATA_DIR/run`` (0700) holds both servers' Unix sockets, the only way in: they listen on no
@@ -20,6 +20,8 @@ from urllib.parse import quote
 
 POSTGRES_PORT = 54329
 REDIS_PORT = 56379
+CLAMD_PORT = 53310  # only when the run directory's path is too long for a socket
+CLAMD_SOCKET = "clamd.sock"
 APP_ROLE = "appliance_app"
 DATABASE = "appliance"
 REDIS_SOCKET = "redis.sock"
@@ -81,6 +83,13 @@ def redis_url(data: Path) -> str:
         return f"redis://{auth}127.0.0.1:{REDIS_PORT}/0"
     query = f"&password={quote(password, safe='')}" if password else ""
     return f"unix://{sockets / REDIS_SOCKET}?db=0{query}"
+
+
+def clamd_address(data: Path) -> str:
+    """Where the single host's own clamd listens: its socket in DATA_DIR/run, or
+    ``tcp://127.0.0.1:CLAMD_PORT`` when that path is too long for a socket."""
+    sockets = socket_dir(data)
+    return str(sockets / CLAMD_SOCKET) if sockets else f"tcp://127.0.0.1:{CLAMD_PORT}"
 
 
 def stored_secret(path: Path, nbytes: int = 32) -> str:

@@ -363,6 +363,56 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reconcile_interval_seconds: Annotated[
         float, _doc("How often the reconciler looks for lost messages and lapsed leases.", gt=0)
     ] = 10.0
+    audit_retention_days: Annotated[
+        float,
+        _doc(
+            "Audit records older than this are deleted (hourly, by the reconciler); a signed "
+            "anchor of the last one deleted keeps the rest verifiable. 0: kept forever.",
+            ge=0,
+        ),
+    ] = 365.0
+    audit_limit_sample_seconds: Annotated[
+        float,
+        _doc(
+            "Rate-limit rejections are audited at most once per limited key or address per "
+            "this many seconds (per API process), in seconds; 0: none are audited.",
+            ge=0,
+        ),
+    ] = 60.0
+    virus_scan: Annotated[
+        Literal["clamd", "off"],
+        _doc(
+            "Virus scanning of every imported file before any engine sees it: `clamd` (fail "
+            "closed: while clamd is down or loading, imports wait and retry, nothing is "
+            "converted unscanned) or `off` (files are not scanned; /health/ready says so)."
+        ),
+    ] = "clamd"
+    clamd_socket: Annotated[
+        str,
+        _doc(
+            "Where clamd listens: a Unix socket path or tcp://HOST:PORT. Empty: `appliance "
+            "up` starts its own (DATA_DIR/run/clamd.sock), with the signatures in "
+            "APPLIANCE_CLAMD_DATABASE_DIR."
+        ),
+    ] = ""
+    clamd_database_dir: Annotated[
+        str,
+        _doc(
+            "Signature directory of the clamd `appliance up` starts (kept current by "
+            "freshclam, Debian's clamav-freshclam)."
+        ),
+    ] = "/var/lib/clamav"
+    clamd_wait_seconds: Annotated[
+        float,
+        _doc(
+            "How long one attempt of an import waits for a clamd that is down or still "
+            "loading its signatures before the task is retried later, in seconds.",
+            ge=0,
+        ),
+    ] = 60.0
+    clamd_timeout_seconds: Annotated[
+        float, _doc("Timeout of one clamd connection, a whole scan included, in seconds.", gt=0)
+    ] = 120.0
     job_retention_hours: Annotated[
         float, _doc("Jobs and their files are deleted this long after creation.", gt=0)
     ] = 24.0
@@ -562,6 +612,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def effective_public_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def effective_clamd_socket(self) -> str:
+        return self.clamd_socket or embedded.clamd_address(self.data_path)
 
     @property
     def effective_storage_path(self) -> Path:

@@ -4,8 +4,9 @@ Started as root, it first becomes the service user (``service_user.py``) and run
 as that user. Starts Postgres and Redis from the system binaries when none is configured
 (Unix sockets and passwords under the data directory: ``embedded.py``), applies
 migrations, then runs the API (granian) and one Dramatiq worker per queue class as child
-processes. Ctrl-C or SIGTERM stops the children, then the private servers, in that order. If a
-child dies, everything stops with a non-zero status, so a service manager restarts it whole.
+processes, and clamd as one more when virus scanning is on and no clamd is configured.
+Ctrl-C or SIGTERM stops the children, then the private servers, in that order. If a child
+dies, everything stops with a non-zero status, so a service manager restarts it whole.
 The API and worker commands built here also serve ``appliance api`` and ``appliance worker``.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from appliance import embedded, local_services, logs, service_user
 from appliance.engines import QUEUE_CLASSES
+from appliance.scanning import daemon
 from appliance.settings import Settings
 
 log = logging.getLogger("appliance.up")
@@ -44,7 +46,8 @@ def run_single_host(settings: Settings) -> int:
         applied = migrate(settings.effective_database_url)
         log.info("migrations applied: %s", applied or "none pending")
         api = [sys.executable, "-m", "appliance.cli", "api"]  # granian and its metrics port
-        commands = [(api, group_env(settings, env, None, 0))] + [
+        commands = scanner_commands(settings, data, env)  # first: it loads while others start
+        commands += [(api, group_env(settings, env, None, 0))] + [
             (worker_command(settings, [queue], None, None), group_env(settings, env, queue, i))
             for i, queue in enumerate(QUEUE_CLASSES, start=1)
         ]
@@ -95,6 +98,29 @@ def start_servers(settings: Settings, data: Path, stack: ExitStack) -> None:
         rd = local_services.start_redis(data / "redis", embedded.REDIS_PORT, auth=auth)
         stack.callback(rd.stop)
         log.info("started private Redis on %s (password auth)", where)
+
+
+def scanner_commands(
+    settings: Settings, data: Path, env: dict[str, str]
+) -> list[tuple[list[str], dict[str, str]]]:
+    """clamd of our own when scanning is on and none is configured; the children are told
+    its address (APPLIANCE_CLAMD_SOCKET). Without signatures clamd cannot start, and the
+    appliance refuses to run unscanned unless told to."""
+    if settings.virus_scan == "off" or settings.clamd_socket:
+        return []
+    signatures = Path(settings.clamd_database_dir)
+    if not daemon.has_signatures(signatures):
+        raise RuntimeError(
+            f"no ClamAV signatures in {signatures} (APPLIANCE_CLAMD_DATABASE_DIR): run "
+            "freshclam (Debian's clamav-freshclam keeps them current), or set "
+            "APPLIANCE_VIRUS_SCAN=off to convert files unscanned"
+        )
+    address = embedded.clamd_address(data)
+    embedded.run_dir(data).mkdir(mode=0o700, parents=True, exist_ok=True)
+    config = daemon.write_config(data / "clamd", address, signatures, settings.max_upload_bytes)
+    env["APPLIANCE_CLAMD_SOCKET"] = address
+    log.info("starting private clamd on %s (signatures in %s)", address, signatures)
+    return [(daemon.command(config), dict(env))]
 
 
 def group_env(settings: Settings, env: dict[str, str], queue: str | None, n: int) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """Test harness: starts the real services the integration and e2e tiers need.
 
 PostgreSQL and Redis are private servers from the system binaries (appliance.local_services),
-the S3 server is OpenStack Swift with s3api (tests/harness/s3server.py). Each starts once per
+the S3 server is OpenStack Swift with s3api (tests/harness/s3server.py), clamd is Debian's
+with a signature database built by the test (tests/harness/clamd.py). Each starts once per
 session, on free ports under a temp directory, and only when a test asks for it. If a service
 cannot start, the tests that need it fail: they are never skipped.
 """
@@ -24,6 +25,7 @@ from appliance import local_services
 from appliance.db.migrate import migrate
 from appliance.security.keys import create_key
 from appliance.settings import Settings
+from tests.harness.clamd import ClamdServer, start_clamd
 from tests.harness.s3server import S3Server, start_s3_server
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout
@@ -105,6 +107,17 @@ def redis_url(redis_server: str) -> str:
     return redis_server
 
 
+@pytest.fixture
+def clamd(work_root: Path) -> Iterator[ClamdServer]:
+    """A real clamd with the test signatures (tests/harness/clamd.py), one per test (it
+    starts in about 0.1 s): a test may stop and start it."""
+    server = start_clamd(work_root / f"clamd-{uuid.uuid4().hex[:8]}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def s3_server(work_root: Path) -> Iterator[S3Server]:
     server = start_s3_server(work_root / "s3")
@@ -115,7 +128,9 @@ def s3_server(work_root: Path) -> Iterator[S3Server]:
 
 
 def make_settings(base: dict[str, str]) -> Settings:
-    env = {f"APPLIANCE_{k.upper()}": v for k, v in base.items()}
+    """Settings from ``base`` (field: value); virus scanning is off unless ``base`` turns it
+    on (with the ``clamd`` fixture's socket)."""
+    env = {f"APPLIANCE_{k.upper()}": v for k, v in {"virus_scan": "off", **base}.items()}
     return Settings.from_env(env)
 
 

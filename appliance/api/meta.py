@@ -13,6 +13,7 @@ from appliance.api.deps import services
 from appliance.api.schemas import Operations, answers
 from appliance.conversions.catalog import Filters
 from appliance.engines.formats import normalize
+from appliance.scanning import scanner
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,14 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     failed = [name for name, result in checks.items() if result != "ok"]
     if failed:
         log.warning("not ready: %s", ", ".join(f"{n} {checks[n]}" for n in failed))
+    # the API stores files but the workers scan them: it says whether they do
+    scan = "on" if scanner.enabled(svc.jobs.settings) else "off"
     return Response(
-        {"status": "error" if failed else "ok", "checks": checks, "failed": failed},
+        {
+            "status": "error" if failed else "ok",
+            "checks": checks,
+            "failed": failed,
+            "virus_scan": scan,
+        },
         status_code=503 if failed else 200,
     )

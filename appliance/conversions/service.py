@@ -37,7 +37,7 @@ from appliance.conversions.webhooks import check_url
 from appliance.db import AsyncDictConnection, AsyncPool, async_pool
 from appliance.db.changes import StatusTokens
 from appliance.db.queries import files as file_rows
-from appliance.db.queries import health
+from appliance.db.queries import health, scans
 from appliance.db.queries import jobs as job_rows
 from appliance.db.queries import tasks as task_rows
 from appliance.engines import QUEUE_CLASSES
@@ -57,6 +57,7 @@ from appliance.metrics import (
     UPLOAD_BYTES,
     preset,
 )
+from appliance.scanning import scanner
 from appliance.security import sealing, signing
 from appliance.security.quotas import Quota
 from appliance.settings import Settings
@@ -133,7 +134,7 @@ class JobService:
             planned = graph.plan(tasks, self.registry, refs.get)
             await self.backlog.admit(task.queue for task in planned)
             inline = await self._ingest_inline(planned, user_id)
-            rows, ready = self._task_rows(planned)
+            rows, ready = self._task_rows(planned, inline)
             settle = bool(inline) or _existing_inputs(planned)
             hours = self.settings.job_retention_hours
             # One statement, unless imported files or existing inputs have tasks to settle.
@@ -160,7 +161,7 @@ class JobService:
             planned = graph.plan(tasks, self.registry, refs.get)
             await self.backlog.admit(task.queue for task in planned)
             inline = await self._ingest_inline(planned, user_id)
-            rows, ready = self._task_rows(planned)
+            rows, ready = self._task_rows(planned, inline)
             async with conn.transaction():
                 await job_rows.insert_tasks(conn, user_id, self.settings.job_retention_hours, rows)
                 ready += await self._settle(conn, planned, inline)
@@ -256,15 +257,17 @@ class JobService:
             raise
 
     def _task_rows(
-        self, planned: list[graph.PlannedTask]
+        self, planned: list[graph.PlannedTask], inline: InlineFiles
     ) -> tuple[list[dict[str, Any]], list[Ready]]:
         """appliance_insert_tasks's rows of the planned tasks (migration 0003), and those that
-        are ready at once: no dependencies and no file to wait for."""
+        are ready at once: no dependencies and no file to wait for (an inline file to scan
+        is a worker's to end, ``_settle``)."""
         ready: list[Ready] = []
         rows = []
         for task in planned:
             from_client = OPERATIONS[task.operation].file_from_client
-            runs_now = not task.depends_on and not from_client
+            scanned_here = from_client and self._scans() and task.id in inline
+            runs_now = not task.depends_on and (not from_client or scanned_here)
             form = self._upload_form(task.id) if task.operation == "import/upload" else None
             rows.append(
                 {
@@ -298,6 +301,9 @@ class JobService:
         inline, and settle the tasks whose inputs are existing tasks. The tasks made ready."""
         ready: list[Ready] = []
         for task_id, (sha, size, name) in inline.items():
+            if self._scans():  # a worker scans it, then ends the import (made ready)
+                await scans.hold(conn, task_id, sha, size, name)
+                continue
             # the name was known when the job was planned: its dependents' queues follow it
             outcome = import_outcome(sha, size, name)
             args = task_rows.complete_args(task_id, None, files_of(outcome), outcome.result)
@@ -371,6 +377,8 @@ class JobService:
             await self._keep(spool, sha)
         finally:
             spool.close()
+        if self._scans():
+            return await self._upload_to_scan(task_id, row["user_id"], sha, spool.size, filename())
         # The dependents known before the upload move to the queues its name calls for; a job
         # made during the upload may have added one, and then the end is tried again.
         outcome = import_outcome(sha, spool.size, safe_filename(filename()))
@@ -384,6 +392,24 @@ class JobService:
         TASKS_ENDED.labels("import/upload", "finished").inc()
         await self._dispatch(ready)
         assert doc is not None
+        return doc
+
+    def _scans(self) -> bool:
+        return scanner.enabled(self.settings)
+
+    async def _upload_to_scan(
+        self, task_id: uuid.UUID, user_id: uuid.UUID, sha: str, size: int, name: str
+    ) -> str:
+        """The stored upload waits for a worker's virus scan, which ends the task; its JSON
+        (status waiting, then processing while it is scanned)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            queue = await scans.hold_upload(conn, task_id, sha, size, safe_filename(name))
+            doc = await job_rows.task_doc(conn, task_id, user_id)
+        if queue is None or doc is None:
+            raise InvalidData(
+                "The upload task already has a file or has ended", code="TASK_NOT_WAITING"
+            )
+        await self._dispatch([Ready(task_id, queue)])
         return doc
 
     def _upload_spool(self, row: dict[str, Any]) -> Spool:

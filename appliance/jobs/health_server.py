@@ -28,6 +28,7 @@ from appliance.engines import QUEUE_CLASSES
 from appliance.jobs.dispatch import PENDING_KEY
 from appliance.metrics import scrape
 from appliance.metrics.process import CONTENT_TYPE, exposition
+from appliance.scanning import scanner
 from appliance.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,14 @@ PROBE_TIMEOUT = 5.0  # seconds for each dependency to answer
 class Probes:
     """Readiness checks with the group's settings; clients are made once and reused."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, scans: bool = False) -> None:
+        """``scans``: the group scans imported files (a worker group), so clamd is checked."""
         import redis
 
         from appliance.storage import make_storage
 
         self.settings = settings
+        self.scans = scans and scanner.enabled(settings)
         self.redis = redis.Redis.from_url(
             settings.effective_redis_url, socket_timeout=2, socket_connect_timeout=2
         )
@@ -56,6 +59,10 @@ class Probes:
 
         with psycopg.connect(self.settings.effective_database_url, connect_timeout=2) as conn:
             ping_sync(conn)
+
+    def clamd(self) -> None:
+        if not scanner.client(self.settings).ping():
+            raise ConnectionError(f"clamd at {self.settings.effective_clamd_socket}")
 
     def shared_state(self) -> scrape.Snapshot:
         """Queue and storage gauges read now; a source that does not answer is left out (the
@@ -88,6 +95,8 @@ class Probes:
             "redis": self.redis.ping,
             "storage": self.storage.check,
         }
+        if self.scans:  # imports wait while clamd is down or loading
+            probes["clamd"] = self.clamd
         futures: dict[str, Future[object]] = {n: self._pool.submit(p) for n, p in probes.items()}
         checks = {}
         for name, future in futures.items():
@@ -117,7 +126,12 @@ def make_handler(probes: Probes, shared: bool = False) -> type[BaseHTTPRequestHa
                 failed = [n for n, r in checks.items() if r != "ok"]
                 if failed:
                     log.warning("worker not ready: %s", ", ".join(failed))
-                body = {"status": "error" if failed else "ok", "checks": checks, "failed": failed}
+                body = {
+                    "status": "error" if failed else "ok",
+                    "checks": checks,
+                    "failed": failed,
+                    "virus_scan": "on" if scanner.enabled(probes.settings) else "off",
+                }
                 self._json(503 if failed else 200, body)
             else:
                 self._json(404, {"code": "NOT_FOUND", "message": "Not found"})
@@ -144,7 +158,7 @@ def serve() -> None:
     logs.configure(settings.log_level, settings.log_format)
     address = (settings.worker_metrics_host, settings.worker_metrics_port)
     try:
-        server = ThreadingHTTPServer(address, make_handler(Probes(settings)))
+        server = ThreadingHTTPServer(address, make_handler(Probes(settings, scans=True)))
     except OSError:
         # Conversions go on without the port; the scrape target shows as down.
         log.exception("cannot serve worker metrics on %s:%s", *address)

@@ -8,7 +8,8 @@ One pass (at most one at a time across the fleet, by advisory lock):
 3. expired jobs and standalone tasks are deleted, and objects no longer referenced by any task
    or cache entry are removed from storage after a grace period;
 4. every ``usage_flush_seconds`` (hourly), the stored byte-hours accrued go into the day's
-   usage (``usage_daily``).
+   usage (``usage_daily``);
+5. hourly, audit records past ``audit_retention_days`` are pruned (``security.audit.prune``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from appliance.conversions.events import announce
 from appliance.conversions.lifecycle import count_job_end
@@ -27,12 +29,14 @@ from appliance.db.queries import maintenance
 from appliance.db.queries import usage as usage_rows
 from appliance.jobs.dispatch import DramatiqDispatcher
 from appliance.metrics import TASKS_ENDED
+from appliance.security import audit
 from appliance.storage import object_key
 
 log = logging.getLogger(__name__)
 # A pending entry older than this is taken for a lost message: far longer than a queue should
 # hold a message, short enough that a lost one is not waited on for long.
 PENDING_MAX_WAIT = 900.0
+AUDIT_PRUNE_SECONDS = 3600.0  # how often the audit log's retention is applied
 
 
 @dataclass
@@ -45,6 +49,7 @@ class PassReport:
     released: int = 0
     deleted_objects: int = 0
     usage_flushed: int = 0  # users whose stored byte-hours went into usage_daily
+    audit_pruned: int = 0  # audit records past their retention, deleted
 
 
 class Reconciler:
@@ -56,6 +61,7 @@ class Reconciler:
         assert isinstance(found, DramatiqDispatcher)
         self.rt, self.dispatcher = rt, found
         self._next_flush = 0.0  # monotonic time of the next usage flush: the first pass
+        self._next_prune = 0.0  # and of the next audit pruning
 
     def run_once(self) -> PassReport | None:
         """One pass; None when another process holds the reconciler lock."""
@@ -69,6 +75,7 @@ class Reconciler:
                 self._lost_messages(report)
                 self._expire(report)
                 self._flush_usage(report)
+                self._prune_audit(report)
                 return report
             finally:
                 maintenance.unlock(conn)
@@ -129,6 +136,16 @@ class Reconciler:
             return
         self._next_flush = time.monotonic() + s.usage_flush_seconds
         report.usage_flushed = usage_rows.flush_stored(self.rt.pool)
+
+    def _prune_audit(self, report: PassReport) -> None:
+        s = self.rt.settings
+        if not s.audit_retention_days or time.monotonic() < self._next_prune:
+            return
+        self._next_prune = time.monotonic() + AUDIT_PRUNE_SECONDS
+        with self.rt.pool.connection() as conn:
+            report.audit_pruned = audit.prune(
+                conn, s.signing_key(), s.audit_retention_days, datetime.now(UTC)
+            )
 
 
 class ReconcilerThread(threading.Thread):

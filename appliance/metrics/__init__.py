@@ -74,6 +74,17 @@ CONVERSION_DURATION = Histogram(
     ["engine", "src", "dst"],
     buckets=CONVERSION_BUCKETS,
 )
+VIRUS_SCANS = Counter(
+    "appliance_virus_scans",
+    "Imported files scanned by clamd, by result (clean, infected), and scan attempts that"
+    " found clamd unavailable (unavailable).",
+    ["result"],
+)
+VIRUS_SCAN_DURATION = Histogram(
+    "appliance_virus_scan_duration_seconds",
+    "Time clamd took to scan one imported file (streamed to it), clean or infected.",
+    buckets=HTTP_BUCKETS,
+)
 CACHE_LOOKUPS = Counter(
     "appliance_conversion_cache_lookups",
     "Conversion-cache lookups by result (hit, miss).",
@@ -142,6 +153,8 @@ for _status, _fault in (("finished", "none"), ("error", "client"), ("error", "se
     JOBS_ENDED.labels(_status, _fault)
 for _result in ("hit", "miss"):
     CACHE_LOOKUPS.labels(_result)
+for _result in ("clean", "infected", "unavailable"):
+    VIRUS_SCANS.labels(_result)
 for _result in ("written", "deduplicated"):
     STORAGE_WRITES.labels(_result)
 for _source in ("upload", "url", "base64", "s3"):

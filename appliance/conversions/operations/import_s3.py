@@ -17,6 +17,7 @@ from appliance.conversions import remote_s3
 from appliance.conversions.files import Spool, safe_filename
 from appliance.conversions.operation import Errors, Operation, PlannedTask, Progress
 from appliance.conversions.runtime import Runtime
+from appliance.conversions.scanning import check_download
 from appliance.conversions.task import Outcome, OutFile, Task
 from appliance.conversions.work import extension_of, keep
 from appliance.engines.registry import Registry
@@ -98,4 +99,5 @@ class ImportS3(Operation):
                 response.release_conn()
             sha = spool.finish()
             UPLOAD_BYTES.labels("s3").inc(spool.size)
+            check_download(rt, task, spool.path, safe_filename(name))
             return keep(rt, task, spool.path, safe_filename(name), (sha, spool.size))

@@ -8,6 +8,7 @@ from appliance.conversions.fetch import fetch
 from appliance.conversions.files import Spool, safe_filename
 from appliance.conversions.operation import Errors, Operation, PlannedTask, Progress
 from appliance.conversions.runtime import Runtime
+from appliance.conversions.scanning import check_download
 from appliance.conversions.task import Outcome, Task
 from appliance.conversions.work import extension_of, keep
 from appliance.engines.registry import Registry
@@ -56,4 +57,5 @@ class ImportUrl(Operation):
             UPLOAD_BYTES.labels("url").inc(spool.size)
             progress(0.8)
             filename = safe_filename(p.get("filename") or name)
+            check_download(rt, task, spool.path, filename)
             return Outcome.of_files([keep(rt, task, spool.path, filename, (sha, spool.size))])

@@ -1,0 +1,247 @@
+"""The tamper-evident audit log: who did what to which user, key, job, file or webhook.
+
+Record an event with ``record(conn, event, user_id, subject, details)`` (or
+``record_async``), last in the transaction that made the change, so the record commits or
+rolls back with it and the chain's lock (migration 0015) is held only for the commit.
+``details`` is a small JSON object; it must never carry a secret (a key, a password, a
+webhook's signing secret) and, for an erased user, no personal data.
+
+The chain: each record's ``hash`` is SHA-256 over its sequence number, the hash before it
+(``prev``), its time and the SHA-256 of each text field (``record_hash``, computed here and,
+the same way, by Postgres's appliance_audit_hash when it appends). ``verify`` walks the
+chain from the start or from retention's last anchor and names every record that was
+edited, deleted or moved. ``prune`` applies the retention: it deletes the oldest records and
+keeps an anchor, signed with the appliance's secret key, that the first kept record chains
+onto.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from appliance.db import AsyncDictConnection, DictConnection
+from appliance.db.queries import audit as audit_rows
+
+GENESIS = "0" * 64  # the prev of the first record ever
+ANCHOR_PURPOSE = b"appliance audit anchor"
+
+# The events recorded, by name (``appliance audit show --event`` takes one, or a prefix
+# such as ``key``): kept in one list so the documentation and the tests know them all.
+EVENTS = frozenset(
+    {
+        "user.created",
+        "user.disabled",
+        "user.enabled",
+        "user.deleted",
+        "user.erased",
+        "user.exported",
+        "key.created",
+        "key.revoked",
+        "job.created",
+        "job.deleted",
+        "task.deleted",
+        "file.downloaded",
+        "file.infected",
+        "webhook.created",
+        "webhook.deleted",
+        "limit.hit",
+        "operator.command",
+        "audit.pruned",
+    }
+)
+
+
+class Record(msgspec.Struct, frozen=True):
+    seq: int
+    at: datetime
+    event: str
+    user_id: uuid.UUID | None
+    actor: str
+    subject: str
+    details: str  # JSON text, exactly as hashed
+    prev: str
+    hash: str
+
+
+class Report(msgspec.Struct):
+    """What ``verify`` found: ``problems`` is empty when the chain is whole."""
+
+    records: int = 0
+    first: int | None = None  # sequence numbers of the first and last record kept
+    last: int | None = None
+    head: str = GENESIS  # the hash of the last record: note it elsewhere to detect a rewrite
+    anchored: int | None = None  # the last pruned sequence number, when retention pruned
+    problems: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def operator() -> str:
+    """The actor of an operator's command: the system user who ran it."""
+    try:
+        return f"operator:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "operator"
+
+
+def details_text(details: Mapping[str, Any] | None) -> str:
+    return json.dumps(dict(details or {}), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def record(
+    conn: DictConnection,
+    event: str,
+    user_id: uuid.UUID | None,
+    subject: str,
+    details: Mapping[str, Any] | None = None,
+    *,
+    actor: str = "system",
+) -> int:
+    """Append one record; its sequence number."""
+    _check_event(event)
+    return audit_rows.append(conn, event, user_id, actor, subject, details_text(details))
+
+
+async def record_async(
+    conn: AsyncDictConnection,
+    event: str,
+    user_id: uuid.UUID | None,
+    subject: str,
+    details: Mapping[str, Any] | None = None,
+    *,
+    actor: str = "system",
+) -> int:
+    _check_event(event)
+    return await audit_rows.append_async(
+        conn, event, user_id, actor, subject, details_text(details)
+    )
+
+
+def _check_event(event: str) -> None:
+    if event not in EVENTS:
+        raise ValueError(f"unknown audit event {event!r}; add it to security.audit.EVENTS")
+
+
+def record_hash(r: Record) -> str:
+    """The hash a record must carry (the same formula as appliance_audit_hash)."""
+
+    def digest(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    at = r.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    fields = [r.event, str(r.user_id) if r.user_id else "", r.actor, r.subject, r.details]
+    text = "|".join([str(r.seq), r.prev, at, *(digest(f) for f in fields)])
+    return digest(text)
+
+
+def anchor_signature(key: bytes, seq: int, hash_: str) -> str:
+    mac_key = hmac.new(key, ANCHOR_PURPOSE, hashlib.sha256).digest()
+    return hmac.new(mac_key, f"{seq}:{hash_}".encode(), hashlib.sha256).hexdigest()
+
+
+def verify(conn: DictConnection, key: bytes) -> Report:
+    """Walk the whole chain (in one transaction: a consistent snapshot)."""
+    with conn.transaction():
+        report = Report()
+        seq, prev = _start(conn, key, report)
+        for row in audit_rows.chain(conn, report.anchored or 0):
+            r = msgspec.convert(row, Record)
+            _check_link(r, seq, prev, report)
+            seq, prev = r.seq + 1, r.hash
+            report.records += 1
+            report.first = report.first or r.seq
+            report.last, report.head = r.seq, r.hash
+        _check_head(audit_rows.head(conn), report, prev)
+    return report
+
+
+def _start(conn: DictConnection, key: bytes, report: Report) -> tuple[int, str]:
+    """Where the chain must start: after retention's last anchor, else at record 1."""
+    anchor = audit_rows.last_anchor(conn)
+    if anchor is None:
+        return 1, GENESIS
+    report.anchored = int(anchor["seq"])
+    expected = anchor_signature(key, anchor["seq"], anchor["hash"])
+    if not hmac.compare_digest(expected, anchor["signature"]):
+        report.problems.append(
+            f"the retention anchor at record {anchor['seq']} is not signed with this"
+            " appliance's secret key (forged, or the key changed)"
+        )
+    return int(anchor["seq"]) + 1, str(anchor["hash"])
+
+
+def _check_link(r: Record, seq: int, prev: str, report: Report) -> None:
+    if r.seq > seq:
+        gap = f"{seq}" if r.seq == seq + 1 else f"{seq} to {r.seq - 1}"
+        report.problems.append(f"record {gap} missing (deleted)")
+    if record_hash(r) != r.hash:
+        report.problems.append(f"record {r.seq} does not match its hash (edited or moved)")
+    elif r.prev != prev:
+        report.problems.append(
+            f"record {r.seq} does not follow the record before it (reordered, or a record"
+            " before it was edited or deleted)"
+        )
+
+
+def _check_head(head: Mapping[str, Any], report: Report, last_hash: str) -> None:
+    """The chain's head names the last record appended: a record deleted from the end
+    shows here."""
+    last = report.last or report.anchored or 0
+    if int(head["seq"]) != last or head["hash"] != last_hash:
+        report.problems.append(
+            f"the chain's head is record {head['seq']} but the log ends at record {last}"
+            " (records at its end deleted, or the head changed)"
+        )
+
+
+def show(
+    conn: DictConnection,
+    email: str | None = None,
+    since: datetime | None = None,
+    event: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """The newest records first, of one user (by email, or by id for an erased one), since
+    a time, of one event or event family."""
+    user = None
+    if email:
+        user = _user_ref(conn, email)
+    return audit_rows.show(conn, user, since, event, limit)
+
+
+def _user_ref(conn: DictConnection, who: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(who)
+    except ValueError:
+        pass
+    found = audit_rows.user_by_email(conn, who)
+    if found is None:
+        raise LookupError(f"no user {who} (an erased user is named by id)")
+    return found  # type: ignore[no-any-return]
+
+
+def prune(conn: DictConnection, key: bytes, retention_days: float, now: datetime) -> int:
+    """Delete the records older than the retention, keeping a signed anchor of the last one
+    deleted and recording the pruning; how many went (0 when retention is off)."""
+    if retention_days <= 0:
+        return 0
+    with conn.transaction():
+        end = audit_rows.prune_end(conn, now - timedelta(days=retention_days))
+        if end is None:
+            return 0
+        seq, hash_, records = int(end["seq"]), str(end["hash"]), int(end["records"])
+        audit_rows.prune(conn, seq, hash_, records, anchor_signature(key, seq, hash_))
+        details = {"through": seq, "records": records, "retention_days": retention_days}
+        record(conn, "audit.pruned", None, f"audit:{seq}", details)
+    return records
