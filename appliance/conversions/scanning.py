@@ -14,9 +14,8 @@ import logging
 import tempfile
 from pathlib import Path
 
-from appliance.conversions.lifecycle import import_outcome
 from appliance.conversions.runtime import Runtime
-from appliance.conversions.task import Outcome, Task
+from appliance.conversions.task import Outcome, OutFile, Task
 from appliance.db import DictConnection
 from appliance.db.queries import scans
 from appliance.errors import PermanentError
@@ -51,7 +50,7 @@ def client_file(rt: Runtime, task: Task) -> Outcome:
         except VirusFound as exc:
             _delete_infected(rt, task, held, exc.signature)
             raise
-    return import_outcome(held.sha256, held.size, held.filename)
+    return Outcome.of_files([OutFile(held.sha256, held.size, held.filename)])
 
 
 def _delete_infected(rt: Runtime, task: Task, held: scans.HeldFile, signature: str) -> None:
