@@ -41,12 +41,12 @@ def run_single_host(settings: Settings) -> int:
     if os.geteuid() == 0:
         drop_root(settings, data, env)
     check_sandbox(settings)
+    commands = scanner_commands(settings, data, env)  # first: it loads while others start
     with ExitStack() as stack:
         start_servers(settings, data, stack)
         applied = migrate(settings.effective_database_url)
         log.info("migrations applied: %s", applied or "none pending")
         api = [sys.executable, "-m", "appliance.cli", "api"]  # granian and its metrics port
-        commands = scanner_commands(settings, data, env)  # first: it loads while others start
         commands += [(api, group_env(settings, env, None, 0))] + [
             (worker_command(settings, [queue], None, None), group_env(settings, env, queue, i))
             for i, queue in enumerate(QUEUE_CLASSES, start=1)

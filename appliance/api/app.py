@@ -35,6 +35,7 @@ from appliance.conversions.task import Dispatcher
 from appliance.conversions.webhooks import WebhookService
 from appliance.errors import ClientError
 from appliance.metrics.http import HttpMetrics
+from appliance.security import audit
 from appliance.security.auth import Authenticator
 from appliance.security.limits import Limiter, RequestLimits, Rule, Slots, networks
 from appliance.settings import Settings
@@ -72,7 +73,11 @@ def create_app(
             auth=auth,
             notifier=notifier,
             catalog=Catalog(jobs.registry),
-            limits=RequestLimits(limiter, settings),
+            limits=RequestLimits(
+                limiter,
+                settings,
+                audit.SampledLimits(jobs.pool, settings.audit_limit_sample_seconds).refused,
+            ),
             sync_waits=Slots(
                 notifier.client,
                 Rule("sync-waits-per-user", "user", settings.max_sync_waits_per_user),

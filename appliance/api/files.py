@@ -11,7 +11,7 @@ from litestar import Request, Response, get, post
 from litestar.response import Stream
 
 from appliance.api import responses
-from appliance.api.deps import services
+from appliance.api.deps import request_address, services
 from appliance.api.multipart import MultipartFile
 from appliance.api.schemas import TaskData, answers, downloaded
 from appliance.errors import NotFound
@@ -59,6 +59,7 @@ async def download(
         raise NotFound("The download URL is invalid or has expired", code="INVALID_SIGNATURE")
     if not storage.exists(object_key):
         raise NotFound("The file no longer exists")
+    await services(request).jobs.audit_download(object_key, filename, request_address(request))
     ctype = mimetypes.guess_type(filename)[0] or "application/octet-stream"
     return Stream(
         storage.iter_bytes(object_key),

@@ -58,7 +58,7 @@ from appliance.metrics import (
     preset,
 )
 from appliance.scanning import scanner
-from appliance.security import sealing, signing
+from appliance.security import audit, sealing, signing
 from appliance.security.quotas import Quota
 from appliance.settings import Settings
 from appliance.storage import Storage, make_storage, object_key
@@ -146,6 +146,9 @@ class JobService:
                 if settle:
                     ready += await self._settle(conn, planned, inline)
                     doc = await self._job_json(conn, row["new_job"], user_id)
+            details = {"tasks": len(planned), "tag": tag, "webhook": webhook_url is not None}
+            subject = f"job:{row['new_job']}"
+            await audit.record_async(conn, "job.created", user_id, subject, details, actor="api")
         JOBS_CREATED.inc()
         await self._dispatch(ready)
         return doc
@@ -166,6 +169,10 @@ class JobService:
                 await job_rows.insert_tasks(conn, user_id, self.settings.job_retention_hours, rows)
                 ready += await self._settle(conn, planned, inline)
                 doc = await job_rows.task_doc(conn, planned[0].id, user_id)
+                subject, details = f"task:{planned[0].id}", {"operation": operation}
+                await audit.record_async(
+                    conn, "task.created", user_id, subject, details, actor="api"
+                )
         await self._dispatch(ready)
         assert doc is not None
         return doc
@@ -524,6 +531,10 @@ class JobService:
             if released is None:
                 raise NotFound(f"Job {job_id} not found")
             await self._delete_objects(released)
+            details = {"objects_deleted": len(released)}
+            await audit.record_async(
+                conn, "job.deleted", user_id, f"job:{job_id}", details, actor="api"
+            )
 
     async def delete_task(self, user_id: uuid.UUID, task_id: uuid.UUID) -> None:
         async with self.pool.connection() as conn, conn.transaction():
@@ -531,6 +542,16 @@ class JobService:
             if released is None:
                 raise NotFound(f"Task {task_id} not found")
             await self._delete_objects(released)
+            details = {"objects_deleted": len(released)}
+            await audit.record_async(
+                conn, "task.deleted", user_id, f"task:{task_id}", details, actor="api"
+            )
+
+    async def audit_download(self, key: str, filename: str, address: str) -> None:
+        """A signed download was served: audited as the file holder's (S3 storage serves its
+        downloads itself, unseen here)."""
+        async with self.pool.connection() as conn:
+            await audit.record_download_async(conn, key.rpartition("/")[2], filename, address)
 
     async def _delete_objects(self, addresses: list[str]) -> None:
         """Inside the transaction that released them, holding their rows (see

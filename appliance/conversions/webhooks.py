@@ -21,6 +21,7 @@ from appliance.conversions.operations.import_url import url_path
 from appliance.db import AsyncPool
 from appliance.db.queries import webhooks as rows
 from appliance.errors import InvalidData, NotFound
+from appliance.security import audit
 from appliance.security.netguard import resolve
 from appliance.settings import Settings
 
@@ -89,7 +90,13 @@ class WebhookService:
                     f"A user may have at most {MAX_WEBHOOKS_PER_USER} webhooks",
                     code="TOO_MANY_WEBHOOKS",
                 )
-            return await rows.create(conn, user_id, url, events, secrets.token_hex(32))
+            doc = await rows.create(conn, user_id, url, events, secrets.token_hex(32))
+            subject = f"webhook:{json.loads(doc)['id']}"
+            details = {"host": host, "events": events}  # not the URL: it may hold a token
+            await audit.record_async(
+                conn, "webhook.created", user_id, subject, details, actor="api"
+            )
+            return doc
 
     async def page(
         self, user_id: uuid.UUID, url: str | None, page: int, per_page: int
@@ -107,9 +114,11 @@ class WebhookService:
         return doc
 
     async def delete(self, user_id: uuid.UUID, webhook_id: uuid.UUID) -> None:
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, conn.transaction():
             if not await rows.delete(conn, user_id, webhook_id):
                 raise NotFound(f"Webhook {webhook_id} not found")
+            subject = f"webhook:{webhook_id}"
+            await audit.record_async(conn, "webhook.deleted", user_id, subject, actor="api")
 
     async def deliveries(
         self,

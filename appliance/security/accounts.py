@@ -20,7 +20,7 @@ from appliance.db.changes import StatusTokens, watch
 from appliance.db.queries import keys as key_rows
 from appliance.db.queries import web as web_rows
 from appliance.errors import NotFound
-from appliance.security import keys, revocation
+from appliance.security import audit, keys, revocation
 from appliance.security.quotas import Quota
 from appliance.settings import Settings
 
@@ -45,8 +45,11 @@ def connect(settings: Settings, *, changes_jobs: bool = False) -> Iterator[DictC
 def create_user(settings: Settings, email: str) -> uuid.UUID:
     if "@" not in email:
         raise AccountError(f"{email!r} is not an email address")
-    with connect(settings) as conn:
-        return key_rows.ensure_user(conn, email)
+    with connect(settings) as conn, conn.transaction():
+        user, created = key_rows.ensure_user_created(conn, email)
+        if created:
+            audit.record(conn, "user.created", user, f"user:{user}", actor=audit.operator())
+    return user
 
 
 def invite(settings: Settings, email: str, operator: bool = False) -> str:
@@ -68,21 +71,24 @@ def list_users(settings: Settings) -> list[dict[str, Any]]:
 
 def set_disabled(settings: Settings, email: str, disabled: bool) -> bool:
     """Disable (or enable) a user; True when the API processes were told at once."""
-    with connect(settings) as conn:
+    with connect(settings) as conn, conn.transaction():
         owner = key_rows.user_id(conn, email)
         if owner is None:
             raise AccountError(f"no user {email}")
-        key_rows.set_disabled(conn, email, disabled)
+        if key_rows.set_disabled(conn, email, disabled):
+            event = "user.disabled" if disabled else "user.enabled"
+            audit.record(conn, event, owner, f"user:{owner}", actor=audit.operator())
     return revocation.announce(settings.effective_redis_url, users=[owner]) if disabled else True
 
 
 def delete_user(settings: Settings, email: str) -> bool:
     """Delete a user and everything they own (keys, jobs, tasks; their stored files are
     released to the cleaner); True when the API processes were told at once."""
-    with connect(settings, changes_jobs=True) as conn:
+    with connect(settings, changes_jobs=True) as conn, conn.transaction():
         owner = key_rows.delete_user(conn, email)
-    if owner is None:
-        raise AccountError(f"no user {email}")
+        if owner is None:
+            raise AccountError(f"no user {email}")
+        audit.record(conn, "user.deleted", owner, f"user:{owner}", actor=audit.operator())
     return revocation.announce(settings.effective_redis_url, users=[owner])
 
 
@@ -95,7 +101,7 @@ def create_key(
 ) -> str:
     with connect(settings) as conn:
         try:
-            return keys.create_key(conn, email, scopes, name, expires_at)
+            return keys.create_key(conn, email, scopes, name, expires_at, audit.operator())
         except ValueError as exc:
             raise AccountError(str(exc)) from exc
 
@@ -111,10 +117,12 @@ def revoke_key(settings: Settings, key_id: str) -> bool:
         ident = uuid.UUID(key_id)
     except ValueError:
         raise AccountError(f"{key_id!r} is not a key id (see `appliance keys list`)") from None
-    with connect(settings) as conn:
-        digest = key_rows.revoke_key(conn, ident)
-    if digest is None:
-        raise AccountError(f"no key {key_id}")
+    with connect(settings) as conn, conn.transaction():
+        revoked = key_rows.revoke_key(conn, ident)
+        if revoked is None:
+            raise AccountError(f"no key {key_id}")
+        digest, owner = revoked
+        audit.record(conn, "key.revoked", owner, f"key:{ident}", actor=audit.operator())
     return revocation.announce(settings.effective_redis_url, keys=[digest])
 
 

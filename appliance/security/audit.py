@@ -21,6 +21,8 @@ import getpass
 import hashlib
 import hmac
 import json
+import logging
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -28,8 +30,11 @@ from typing import Any
 
 import msgspec
 
-from appliance.db import AsyncDictConnection, DictConnection
+from appliance.db import AsyncDictConnection, AsyncPool, DictConnection
 from appliance.db.queries import audit as audit_rows
+from appliance.security.limits import Rule
+
+log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64  # the prev of the first record ever
 ANCHOR_PURPOSE = b"appliance audit anchor"
@@ -48,6 +53,7 @@ EVENTS = frozenset(
         "key.revoked",
         "job.created",
         "job.deleted",
+        "task.created",
         "task.deleted",
         "file.downloaded",
         "file.infected",
@@ -126,6 +132,42 @@ async def record_async(
     return await audit_rows.append_async(
         conn, event, user_id, actor, subject, details_text(details)
     )
+
+
+async def record_download_async(
+    conn: AsyncDictConnection, sha256: str, filename: str, address: str
+) -> None:
+    """A stored file was downloaded from ``address``: recorded as the user's who holds it."""
+    details = details_text({"filename": filename, "address": address})
+    await audit_rows.append_download(conn, sha256, "download", f"file:{sha256}", details)
+
+
+class SampledLimits:
+    """Audits rate-limit refusals, at most one per rule and identity (a client address, a
+    key's identifier) every ``every`` seconds in this process: a client hammering a limit
+    leaves a trace, not a flood. Best effort: a failed write is logged, the refusal stands."""
+
+    MAX_REMEMBERED = 10_000  # identities remembered; then the memory starts afresh
+
+    def __init__(self, pool: AsyncPool, every: float) -> None:
+        self.pool, self.every = pool, every
+        self._last: dict[tuple[str, str], float] = {}
+
+    async def refused(self, rule: Rule, ident: str) -> None:
+        now = time.monotonic()
+        last = self._last.get((rule.name, ident))
+        if not self.every or (last is not None and now - last < self.every):
+            return
+        if len(self._last) >= self.MAX_REMEMBERED:
+            self._last.clear()
+        self._last[(rule.name, ident)] = now
+        details = {"rule": rule.name, "limit": rule.limit, "window": rule.window}
+        try:
+            async with self.pool.connection() as conn:
+                subject = f"{rule.scope}:{ident}"
+                await record_async(conn, "limit.hit", None, subject, details, actor="api")
+        except Exception:
+            log.warning("audit of a rate-limit refusal failed", exc_info=True)
 
 
 def _check_event(event: str) -> None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from appliance.db import DictConnection
 from appliance.db.queries.keys import create_user_key
+from appliance.security import audit
 
 KEY_PREFIX = "apl_"
 
@@ -29,13 +30,20 @@ def create_key(
     scopes: list[str] | tuple[str, ...] = SCOPES,
     name: str | None = None,
     expires_at: datetime | None = None,
+    actor: str = "system",
 ) -> str:
-    """Create the user if needed and a new key for them; returns the key (shown once)."""
+    """Create the user if needed and a new key for them, audited as ``actor``'s doing;
+    returns the key (shown once)."""
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown:
         raise ValueError(f"unknown scopes {unknown}; known: {', '.join(SCOPES)}")
     if expires_at is not None and expires_at <= datetime.now(UTC):
         raise ValueError(f"the expiry {expires_at.isoformat()} has passed")
     key = new_key()
-    create_user_key(conn, email, key_hash(key), key[:8], list(scopes), name, expires_at)
+    with conn.transaction():
+        made = create_user_key(conn, email, key_hash(key), key[:8], list(scopes), name, expires_at)
+        if made.user_created:
+            audit.record(conn, "user.created", made.user_id, f"user:{made.user_id}", actor=actor)
+        details = {"prefix": key[:8], "scopes": list(scopes), "name": name, "expires": expires_at}
+        audit.record(conn, "key.created", made.user_id, f"key:{made.id}", details, actor=actor)
     return key

@@ -14,7 +14,7 @@ import contextlib
 import ipaddress
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,9 @@ from appliance.settings import Settings
 log = logging.getLogger(__name__)
 PREFIX = "appliance:ratelimit"
 SLOT_RETRY_AFTER = 5  # seconds: a client refused a slot looks again
+
+
+OnRefused = Callable[["Rule", str], Awaitable[None]]  # (rule, identity) of a refusal
 
 
 @dataclass(frozen=True)
@@ -170,8 +173,11 @@ class RequestLimits:
     """The API's limits on requests per client address and per key, and on conversions per
     client address. Redis unreachable: the limits fail open (logged), the API keeps working."""
 
-    def __init__(self, limiter: Limiter, settings: Settings) -> None:
+    def __init__(
+        self, limiter: Limiter, settings: Settings, on_refused: OnRefused | None = None
+    ) -> None:
         self.limiter = BatchedLimiter(limiter)
+        self.on_refused = on_refused  # told of each refusal (the audit log samples them)
         self.per_address = Rule(
             "requests-per-address", "ip", settings.requests_per_minute_per_address
         )
@@ -199,8 +205,10 @@ class RequestLimits:
         except RedisError:
             log.warning("rate limits unavailable (Redis); letting requests through", exc_info=True)
             return
-        for decision in decisions:
+        for (_, ident, _), decision in zip(events, decisions, strict=True):
             if not decision.allowed:
+                if self.on_refused is not None:
+                    await self.on_refused(decision.rule, ident)
                 raise decision.refuse()
 
 

@@ -1,7 +1,7 @@
 """`appliance up` with no configuration, started as root as `scripts/run` does: starts its own
 Postgres and Redis (Unix sockets, passwords generated into the data directory), migrates,
-serves, converts as the unprivileged service user, and stops cleanly on Ctrl-C (SIGINT)
-leaving no process behind. The tests run in file order against one running appliance; the
+serves, converts as the unprivileged service user, scans uploads with a clamd of its own, and
+stops cleanly on Ctrl-C (SIGINT) leaving no process behind. The tests run in file order against one running appliance; the
 last stops it."""
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from appliance.db.migrate import migrate
 from appliance.security.keys import create_key
 from appliance.settings import EMBEDDED_POSTGRES_PORT, EMBEDDED_REDIS_PORT
 from tests.e2e.conftest import task, upload
+from tests.harness.clamd import EICAR, write_signatures
 
 SERVICE_USER = "appliance"
 ROOT = Path(__file__).parents[2]
@@ -76,6 +77,8 @@ def up(tmp_path_factory, work_root, system_python) -> Iterator[Up]:
     port = local_services.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     env |= {"APPLIANCE_DATA_DIR": str(data), "APPLIANCE_PORT": str(port)}
+    # its own clamd loads the test's signatures (none can be downloaded here)
+    env["APPLIANCE_CLAMD_DATABASE_DIR"] = str(write_signatures(work_root / "up-signatures"))
     log = tmp_path_factory.mktemp("up") / "up.log"
     proc = subprocess.Popen(
         [system_python, "-m", "appliance.cli", "up"],
@@ -133,6 +136,29 @@ def test_up_converts_with_no_configuration(up, png_file):
         assert ready.status_code == 200 and ready.json()["failed"] == [], ready.text
     light = httpx.get("http://127.0.0.1:9181/metrics", timeout=10).text
     assert 'appliance_tasks_ended_total{operation="convert",status="finished"} 1.0' in light
+
+
+def test_up_scans_uploads_with_its_own_clamd(up, tmp_path):
+    key = subprocess.run(
+        [sys.executable, "-m", "appliance.cli", "keys", "create", "--user", "op@example.test"],
+        env=up.env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    eicar = tmp_path / "eicar.png"
+    eicar.write_bytes(EICAR)
+    with httpx.Client(base_url=up.base, headers={"Authorization": f"Bearer {key}"}) as api:
+        tasks = {
+            "up": {"operation": "import/upload"},
+            "c": {"operation": "convert", "input": "up", "output_format": "gif"},
+        }
+        job = api.post("/v2/jobs", json={"tasks": tasks}).json()["data"]
+        assert upload(task(job, "up")["result"]["form"], eicar).status_code == 201
+        job = api.get(f"/sync/v2/jobs/{job['id']}", timeout=60).json()["data"]
+    assert task(job, "up")["code"] == "VIRUS_FOUND", job
+    assert httpx.get(up.base + "/health/ready", timeout=10).json()["virus_scan"] == "on"
+    assert (up.data / "run" / "clamd.sock").is_socket()
 
 
 def test_api_metrics_are_on_their_own_port_not_the_apis(up):
@@ -228,6 +254,7 @@ def test_up_stops_on_ctrl_c_leaving_nothing(up):
     assert _stop(up.proc) == 0, up.output()
     assert not _port_open(up.port) and not _port_open(API_METRICS_PORT)
     assert not (up.data / "run" / "redis.sock").exists()
+    assert not (up.data / "run" / "clamd.sock").exists()
     assert (up.data / "postgres" / "PG_VERSION").exists() and (up.data / "files").is_dir()
 
 
@@ -249,6 +276,7 @@ def test_a_data_directory_from_a_root_run_before_passwords_keeps_its_data(
     port = local_services.free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     env |= {"APPLIANCE_DATA_DIR": str(data), "APPLIANCE_PORT": str(port)}
+    env["APPLIANCE_VIRUS_SCAN"] = "off"  # this one is about the database
     log = tmp_path / "up.log"
     proc = subprocess.Popen(
         [system_python, "-m", "appliance.cli", "up"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from appliance.db import AsyncPool, DictConnection
 
@@ -25,9 +25,11 @@ USER_DOC = (
     " WHERE user_id = u.id AND day >= date_trunc('month', d.today)::date) m"
     " WHERE id = %s"
 )
+# created: whether this statement made the user (xmax is 0 on a row it inserted)
 ENSURE_USER = (
     "INSERT INTO users (email, username) VALUES (%s, split_part(%s, '@', 1))"
-    " ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email RETURNING id"
+    " ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email"
+    " RETURNING id, (xmax = 0) AS created"
 )
 USER_ID = "SELECT id FROM users WHERE email = %s"
 LIST_USERS = (
@@ -44,7 +46,8 @@ LIST_KEYS = (
     " WHERE %s::text IS NULL OR u.email = %s ORDER BY k.created_at"
 )
 REVOKE_KEY = (
-    "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = %s RETURNING key_hash"
+    "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = %s"
+    " RETURNING key_hash, user_id"
 )
 
 
@@ -61,9 +64,20 @@ async def user_doc(pool: AsyncPool, user_id: uuid.UUID) -> dict[str, Any] | None
 
 def ensure_user(conn: DictConnection, email: str) -> uuid.UUID:
     """The user with this email, created if new."""
+    return ensure_user_created(conn, email)[0]
+
+
+def ensure_user_created(conn: DictConnection, email: str) -> tuple[uuid.UUID, bool]:
+    """The user with this email, created if new; and whether it was."""
     row = conn.execute(ENSURE_USER, (email, email)).fetchone()
     assert row is not None
-    return row["id"]  # type: ignore[no-any-return]
+    return row["id"], bool(row["created"])
+
+
+class NewKey(NamedTuple):
+    id: uuid.UUID
+    user_id: uuid.UUID
+    user_created: bool  # the key's user was made with it
 
 
 def user_id(conn: DictConnection, email: str) -> uuid.UUID | None:
@@ -79,18 +93,18 @@ def create_user_key(
     scopes: list[str],
     name: str | None = None,
     expires_at: datetime | None = None,
-) -> uuid.UUID:
+) -> NewKey:
     """The user (created if new) gets a key with this hash, shown prefix, scopes, name and
-    expiry; returns the key's id."""
+    expiry. In a transaction."""
     with conn.transaction():
-        owner = ensure_user(conn, email)
+        owner, created = ensure_user_created(conn, email)
         row = conn.execute(
             "INSERT INTO api_keys (user_id, key_hash, prefix, scopes, name, expires_at)"
             " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
             (owner, digest, prefix, scopes, name, expires_at),
         ).fetchone()
     assert row is not None
-    return row["id"]  # type: ignore[no-any-return]
+    return NewKey(row["id"], owner, created)
 
 
 def list_users(conn: DictConnection) -> list[dict[str, Any]]:
@@ -114,7 +128,8 @@ def list_keys(conn: DictConnection, email: str | None) -> list[dict[str, Any]]:
     return conn.execute(LIST_KEYS, (email, email)).fetchall()
 
 
-def revoke_key(conn: DictConnection, key_id: uuid.UUID) -> bytes | None:
-    """Revoke the key; its hash (to tell the API hosts), or None when there is no such key."""
+def revoke_key(conn: DictConnection, key_id: uuid.UUID) -> tuple[bytes, uuid.UUID] | None:
+    """Revoke the key; its hash (to tell the API hosts) and its user, or None when there is
+    no such key."""
     row = conn.execute(REVOKE_KEY, (key_id,)).fetchone()
-    return None if row is None else bytes(row["key_hash"])
+    return None if row is None else (bytes(row["key_hash"]), row["user_id"])
