@@ -13,6 +13,12 @@ appliance usage                 usage per user and UTC day for billing: --user E
 appliance keys create --user E  print a new API key for user E (created if new);
                                 --scopes, --name, --expires TIME
 appliance keys list|revoke      the keys (a revoked key stops working at once)
+appliance audit verify          check the audit log's hash chain: any edited, deleted or
+                                reordered record is named (exit status 1)
+appliance audit show            audit records, newest first: --user EMAIL, --since TIME
+                                (ISO time or 24h, 7d), --event NAME, --limit N
+appliance audit prune           apply APPLIANCE_AUDIT_RETENTION_DAYS now (the workers' reconciler
+                                does hourly)
 appliance api                   the HTTP API under granian
 appliance worker -Q QUEUE       a Dramatiq worker for one or more queue classes
 appliance settings              the configuration reference
@@ -34,7 +40,7 @@ import argparse
 import os
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from appliance.client import arguments as client_arguments
@@ -56,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="run the whole appliance on this host")
     sub.add_parser("migrate", help="apply database migrations")
     _account_parsers(sub)
+    _audit_parsers(sub)
     sub.add_parser("api", help="serve the HTTP API with granian")
     worker = sub.add_parser("worker", help="run a Dramatiq worker")
     worker.add_argument("-Q", "--queues", nargs="+", default=["light", "office", "media"])
@@ -80,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     from appliance.security.accounts import AccountError
 
     try:
-        return int(COMMANDS[args.command](settings, args) or 0)
+        status = int(COMMANDS[args.command](settings, args) or 0)
+        if status == 0 and _changes(args):
+            _audit_command(settings, argv if argv is not None else sys.argv[1:])
+        return status
     except AccountError as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return 2
@@ -91,6 +101,73 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _changes(args: argparse.Namespace) -> bool:
+    """Whether the command changed something (audited as an operator command)."""
+    if args.command in ("migrate",):
+        return True
+    action = getattr(args, "action", None)
+    return args.command in ("users", "keys", "audit") and action not in ("list", "show", "verify")
+
+
+def _audit_command(settings: Settings, argv: list[str]) -> None:
+    from appliance.security import accounts, audit
+
+    with accounts.connect(settings) as conn:
+        details = {"argv": argv}
+        audit.record(conn, "operator.command", None, "cli", details, actor=audit.operator())
+
+
+def _audit_parsers(sub: Any) -> None:
+    actions = sub.add_parser("audit", help="the audit log").add_subparsers(
+        dest="action", required=True
+    )
+    actions.add_parser("verify", help="check the hash chain (exit status 1 if broken)")
+    show = actions.add_parser("show", help="records, newest first")
+    show.add_argument("--user", metavar="EMAIL", help="one user (an erased one: by id)")
+    show.add_argument("--since", metavar="TIME", type=_since, help="ISO time, or 24h, 7d, 30m")
+    show.add_argument("--event", metavar="NAME", help="an event (key.created) or family (key)")
+    show.add_argument("--limit", type=int, default=100, metavar="N")
+    actions.add_parser("prune", help="apply the retention now")
+
+
+def _since(text: str) -> datetime:
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is no ISO time nor 30m, 24h, 7d") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    from appliance.security import accounts, audit
+
+    with accounts.connect(settings) as conn:
+        if args.action == "verify":
+            report = audit.verify(conn, settings.signing_key())
+            for problem in report.problems:
+                print(f"BROKEN: {problem}")
+            kept = f"records {report.first}-{report.last}" if report.records else "no records"
+            anchor = f", pruned through {report.anchored}" if report.anchored else ""
+            verdict = "intact" if report.ok else "BROKEN"
+            print(f"audit log {verdict}: {kept}{anchor}; head {report.head}")
+            return 0 if report.ok else 1
+        if args.action == "prune":
+            now = datetime.now(UTC)
+            gone = audit.prune(conn, settings.signing_key(), settings.audit_retention_days, now)
+            print(f"pruned {gone} records")
+            return 0
+        try:
+            rows = audit.show(conn, args.user, args.since, args.event, args.limit)
+        except LookupError as exc:
+            raise accounts.AccountError(str(exc)) from None
+    columns = ("seq", "at", "event", "email", "user_id", "actor", "subject", "details")
+    _table(rows, columns)
+    return 0
 
 
 def _migrate(settings: Settings, _: argparse.Namespace) -> int:
@@ -279,6 +356,7 @@ COMMANDS = {
     "users": _users,
     "keys": _keys,
     "usage": _usage,
+    "audit": _audit,
     "api": _api,
     "worker": _worker,
     "settings": _settings,

@@ -10,29 +10,54 @@
 -- then this file is regenerated. Nothing applies this file. Above each function,
 -- `defined in` names the migration holding its definition and any that altered it since.
 
--- defined in 0025_change_feed.sql
-CREATE OR REPLACE FUNCTION public.appliance_announce_changes()
- RETURNS trigger
+-- defined in 0015_audit_log.sql
+CREATE OR REPLACE FUNCTION public.appliance_audit_append(p_event text, p_user uuid, p_actor text, p_subject text, p_details text)
+ RETURNS bigint
  LANGUAGE plpgsql
 AS $function$
 DECLARE
-    v_channel text := 'appliance_changed_' || pg_backend_pid();
-    v_ids text[];
+    v_seq bigint;
+    v_prev text;
+    v_at timestamptz;
+    v_hash text;
 BEGIN
-    IF NOT v_channel = ANY (ARRAY(SELECT pg_listening_channels())) THEN
-        RETURN NULL;
-    END IF;
-    IF TG_TABLE_NAME = 'tasks' THEN
-        SELECT array_agg(DISTINCT coalesce(job_id, id)::text) INTO v_ids FROM changed_rows;
-    ELSE
-        SELECT array_agg(DISTINCT id::text) INTO v_ids FROM changed_rows;
-    END IF;
-    -- A payload holds under 8000 bytes: 200 ids (36 characters and a space) at a time.
-    FOR i IN 1 .. coalesce(array_length(v_ids, 1), 0) BY 200 LOOP
-        PERFORM pg_notify(v_channel, array_to_string(v_ids[i:i + 199], ' '));
-    END LOOP;
-    RETURN NULL;
+    -- the row lock: appends wait here, in turn, until the holder's transaction ends
+    UPDATE audit_head SET seq = seq + 1 WHERE one RETURNING seq, hash INTO v_seq, v_prev;
+    v_at := clock_timestamp();  -- taken under the lock: times rise with seq
+    v_hash := appliance_audit_hash(v_seq, v_prev, v_at, p_event, p_user, p_actor, p_subject,
+                                   p_details);
+    UPDATE audit_head SET hash = v_hash WHERE one;
+    INSERT INTO audit_log (seq, at, event, user_id, actor, subject, details, prev, hash)
+    VALUES (v_seq, v_at, p_event, p_user, p_actor, p_subject, p_details, v_prev, v_hash);
+    RETURN v_seq;
 END $function$;
+
+-- defined in 0015_audit_log.sql
+CREATE OR REPLACE FUNCTION public.appliance_audit_guard()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF TG_OP = 'DELETE' AND current_setting('appliance.audit_pruning', true) = 'on' THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'audit_log is append-only (% refused)', TG_OP;
+END $function$;
+
+-- defined in 0015_audit_log.sql
+CREATE OR REPLACE FUNCTION public.appliance_audit_hash(p_seq bigint, p_prev text, p_at timestamp with time zone, p_event text, p_user uuid, p_actor text, p_subject text, p_details text)
+ RETURNS text
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT encode(sha256(convert_to(concat_ws('|', p_seq::text, p_prev,
+        to_char(p_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+        encode(sha256(convert_to(p_event, 'UTF8')), 'hex'),
+        encode(sha256(convert_to(coalesce(p_user::text, ''), 'UTF8')), 'hex'),
+        encode(sha256(convert_to(p_actor, 'UTF8')), 'hex'),
+        encode(sha256(convert_to(p_subject, 'UTF8')), 'hex'),
+        encode(sha256(convert_to(p_details, 'UTF8')), 'hex')), 'UTF8')), 'hex')
+$function$;
 
 -- defined in 0002_one_round_trip.sql; altered in 0004_task_ends_without_table_scans.sql
 CREATE OR REPLACE FUNCTION public.appliance_claim_task(p_task uuid, p_lease_seconds double precision)

@@ -194,9 +194,7 @@ def test_an_infected_s3_import_is_never_stored(system, s3_server, marked_png):
 
 
 @pytest.mark.parametrize("scan_tweaks", [{"clamd_wait_seconds": 0.3, "task_max_attempts": 20}])
-def test_an_upload_waits_while_clamd_is_down_and_converts_once_it_is_back(
-    system, clamd, png_file
-):
+def test_an_upload_waits_while_clamd_is_down_and_converts_once_it_is_back(system, clamd, png_file):
     clamd.stop()
     job = system.create(UPLOAD_CONVERT_EXPORT)
     system.upload(task(job, "up")["id"], png_file)
