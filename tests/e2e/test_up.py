@@ -1,8 +1,8 @@
 """`appliance up` with no configuration, started as root as `scripts/run` does: starts its own
 Postgres and Redis (Unix sockets, passwords generated into the data directory), migrates,
 serves, converts as the unprivileged service user, scans uploads with a clamd of its own, and
-stops cleanly on Ctrl-C (SIGINT) leaving no process behind. The tests run in file order against one running appliance; the
-last stops it."""
+stops cleanly on Ctrl-C (SIGINT) leaving no process behind. The tests run in file order against
+one running appliance; the last stops it."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ def test_up_refuses_to_start_unscanned_without_signatures(tmp_path):
     empty = tmp_path / "clamav"
     empty.mkdir()
     settings = make_settings({"virus_scan": "clamd", "clamd_database_dir": str(empty)})
-    with pytest.raises(RuntimeError, match="APPLIANCE_CLAMD_DATABASE_DIR.*APPLIANCE_VIRUS_SCAN"):
+    with pytest.raises(RuntimeError, match=r"APPLIANCE_CLAMD_DATABASE_DIR.*APPLIANCE_VIRUS_SCAN"):
         scanner_commands(settings, tmp_path / "data", {})
 
 
