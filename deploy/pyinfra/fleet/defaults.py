@@ -88,6 +88,13 @@ DEFAULTS: dict[str, Any] = {
     "engine_timeout_seconds": 120,
     # bwrap (sandboxed engines) or off. Keep bwrap in production.
     "sandbox": "bwrap",
+    # Virus scanning: clamd (on every worker host, signatures kept current by freshclam) or
+    # off. Imports wait while clamd is down or loading (fail closed).
+    "virus_scan": "clamd",
+    # Where freshclam fetches signatures (a private mirror's host, if the fleet has no way out).
+    "clamav_mirror": "database.clamav.net",
+    # Audit records are kept this long (days; 0: forever).
+    "audit_retention_days": 365,
     # Database
     "postgres_version": 15,
     "db_name": "appliance",

@@ -52,6 +52,8 @@ def env_context(fleet: Fleet, me: HostSpec) -> dict[str, Any]:
         "s3": fleet.s3(),
         "secret_key": fleet.secrets["secret_key"],
         "sandbox": fleet.get("sandbox", me),
+        "virus_scan": fleet.get("virus_scan", me),
+        "audit_retention_days": fleet.get("audit_retention_days"),
         "engine_timeout_seconds": fleet.get("engine_timeout_seconds", me),
         "log_level": fleet.get("log_level", me),
         "drain_file": DRAIN_FILE,

@@ -312,7 +312,8 @@ def test_worker_instance_settings_use_the_contract_ports_and_the_worker_redis_us
     conf = fleet.queues(fleet.host("h5"))
     assert list(conf) == ["light"]
     text = render("pyinfra/templates/worker.env.j2", queue="light", listen_ip="10.200.1.5",
-                  redis_url=fleet.redis_url("worker"), **conf["light"])  # fmt: skip
+                  redis_url=fleet.redis_url("worker"), clamd_socket=worker.CLAMD_SOCKET,
+                  **conf["light"])  # fmt: skip
     env = _env(text)
     assert env["APPLIANCE_WORKER_METRICS_PORT"] == "9181"
     assert env["APPLIANCE_WORKER_METRICS_HOST"] == "10.200.1.5"
@@ -556,3 +557,49 @@ def test_db_setup_sql_is_idempotent_on_a_real_server(fleet, postgres_server):
     check = _run("psql", postgres_server, "-Atc",
                  "SELECT count(*) FROM pg_database WHERE datname = 'deploytest'")  # fmt: skip
     assert check.stdout.strip() == "1"
+
+
+# -- ClamAV (worker hosts) --------------------------------------------------------------------
+def test_clamd_config_runs_a_real_clamd_that_the_workers_settings_reach(fleet, work_root):
+    from appliance.scanning.clamd import Clamd
+    from appliance.scanning.daemon import wait_ready
+    from tests.harness.clamd import EICAR, write_signatures
+
+    me = fleet.host("h5")
+    text = render("pyinfra/templates/clamd.conf.j2", **worker.clamd_context(fleet, me))
+    assert f"LocalSocket {worker.CLAMD_SOCKET}" in text and "LocalSocketGroup appliance" in text
+    assert f"StreamMaxLength {fleet.get('max_upload_bytes') + 1024 * 1024}" in text
+    # the same file, with this machine's paths and user, runs clamd
+    here = work_root / "clamd-deploy"
+    socket = here / "c.sock"
+    local = text.replace(worker.CLAMD_SOCKET, str(socket)).replace("/var/lib/clamav", str(
+        write_signatures(here / "db"))).replace("User clamav", "Foreground yes")  # fmt: skip
+    local = local.replace("LocalSocketGroup appliance", "").replace("LogSyslog true", "")
+    (here / "clamd.conf").write_text(local)
+    proc = subprocess.Popen(["clamd", "--config-file", str(here / "clamd.conf")])
+    try:
+        wait_ready(proc, str(socket), 30)
+        assert not Clamd(str(socket)).scan_bytes(EICAR).clean
+    finally:
+        proc.kill()
+        proc.wait()
+    queue_env = render("pyinfra/templates/worker.env.j2", queue="light", listen_ip=me.ip,
+                       clamd_socket=worker.CLAMD_SOCKET, **fleet.queues(me)["light"])  # fmt: skip
+    env = _env(queue_env) | _env(render("pyinfra/templates/appliance.env.j2",
+                                        **app.env_context(fleet, me)))  # fmt: skip
+    settings = Settings.from_env(env)
+    assert settings.virus_scan == "clamd" and settings.effective_clamd_socket == worker.CLAMD_SOCKET
+
+
+def test_freshclam_config_is_accepted_by_clamconf(fleet, tmp_path):
+    text = render("pyinfra/templates/freshclam.conf.j2", mirror="mirror.example.net")
+    (tmp_path / "freshclam.conf").write_text(text)
+    out = _run("clamconf", "-c", str(tmp_path)).stdout
+    assert 'DatabaseMirror = "mirror.example.net"' in out
+
+
+def test_scanning_off_leaves_the_workers_without_a_clamd_socket(fleet):
+    me = fleet.host("h5")
+    text = render("pyinfra/templates/worker.env.j2", queue="light", listen_ip=me.ip,
+                  clamd_socket="", **fleet.queues(me)["light"])  # fmt: skip
+    assert "CLAMD" not in text

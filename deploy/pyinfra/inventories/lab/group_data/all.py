@@ -20,3 +20,6 @@ requests_per_minute_per_key = 0
 conversions_per_minute_per_address = 0
 # The rolling upgrade's steady load leaves hundreds of upload jobs of one user in flight.
 max_jobs_in_flight_per_user = 0
+# The lab has no route to ClamAV's signature mirrors, and clamd cannot start without
+# signatures: scanning stays off here (its templates are checked by tests/deploy/unit).
+virus_scan = "off"
