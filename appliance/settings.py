@@ -375,7 +375,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         float,
         _doc(
             "Rate-limit rejections are audited at most once per limited key or address per "
-            "this many seconds (per API process), in seconds; 0: none are audited.",
+            "this many seconds (per API process); 0: none are audited.",
             ge=0,
         ),
     ] = 60.0

@@ -112,6 +112,8 @@ def appliance(
             # nor may one benchmark user's load meet the per-user caps
             "APPLIANCE_MAX_JOBS_IN_FLIGHT_PER_USER": "0",
             "APPLIANCE_MAX_SYNC_WAITS_PER_USER": "0",
+            # no clamd here unless a benchmark starts one (bench_scan.py)
+            "APPLIANCE_VIRUS_SCAN": "off",
             **(env_extra or {}),
         }
         cmds = [[sys.executable, "-m", "appliance.cli", "api"]]
