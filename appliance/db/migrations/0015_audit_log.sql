@@ -39,6 +39,9 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_user ON audit_log (user_id, seq) WHERE user_id IS NOT NULL;
 CREATE INDEX audit_log_at ON audit_log (at);
 
+-- A download is recorded as the user's who holds the file: found by its address.
+CREATE INDEX task_files_sha256 ON task_files (sha256);
+
 CREATE TABLE audit_anchors (
     seq        bigint PRIMARY KEY,   -- the last pruned record's
     hash       text NOT NULL,        -- its hash: the prev of the first kept record
