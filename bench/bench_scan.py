@@ -27,13 +27,15 @@ from pathlib import Path
 from appliance.scanning import daemon
 from appliance.scanning.clamd import Clamd
 from bench.bench_convert import make_inputs, through_api
+from bench.harness import cpu_seconds
 
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 MARKER = b"APPLIANCE-BENCH-MARKER-51c2"
 
 
 @contextmanager
-def clamd(root: Path) -> Iterator[str]:
+def clamd(root: Path) -> Iterator[tuple[str, int]]:
+    """A clamd on the bench's signatures: its address and pid."""
     db = root / "db"
     db.mkdir(parents=True)
     (db / "bench.hsb").write_text(
@@ -45,7 +47,7 @@ def clamd(root: Path) -> Iterator[str]:
     proc = subprocess.Popen(daemon.command(config), stdout=subprocess.DEVNULL)
     try:
         daemon.wait_ready(proc, address, 30)
-        yield address
+        yield address, proc.pid
     finally:
         proc.kill()
         proc.wait()
@@ -82,22 +84,42 @@ def scan_cost(address: str, files: dict[str, Path], repeat: int = 5) -> None:
         print(f"{name:14} {size:6.1f} {t * 1000 / size:7.1f} {size / t:7.1f}")
 
 
-def on_off(root: Path, address: str, images: int, rounds: int, clients: int) -> None:
+def on_off(root: Path, clamd_at: tuple[str, int], images: int, rounds: int, clients: int) -> None:
+    """Conversions/min on and off, and CPU ms per job (the API's, workers', engines', clamd's,
+    Postgres's...): on a shared machine the CPU per job is the steadier figure, and when the
+    run is CPU-bound its ratio predicts the throughput's."""
+    address, clamd_pid = clamd_at
     on_env = {"APPLIANCE_VIRUS_SCAN": "clamd", "APPLIANCE_CLAMD_SOCKET": address}
     rates: dict[str, list[float]] = {"on": [], "off": []}
+    cpus: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
     for r in range(rounds):
         (root / f"r{r}").mkdir()
         paths = make_inputs(root / f"r{r}", images, 1000)
         for side in ("on", "off") if r % 2 == 0 else ("off", "on"):
-            env = on_env if side == "on" else {}
-            rate, _ = through_api(paths, clients, env)
+            before = cpu_seconds([clamd_pid])
+            rate, cpu = through_api(paths, clients, on_env if side == "on" else {})
+            cpu["clamd"] = (cpu_seconds([clamd_pid]) - before) / (len(paths) - 1) * 1000
             rates[side].append(rate)
-            print(f"round {r + 1} scanning {side}: {rate:.0f} conversions/min")
+            cpus[side].append(cpu)
+            print(
+                f"round {r + 1} scanning {side}: {rate:.0f} conversions/min,"
+                f" {sum(cpu.values()):.0f} CPU ms/job"
+            )
     on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
     paired = statistics.median(a / b for a, b in zip(rates["on"], rates["off"], strict=True))
     print(
         f"conversions/min scanning on {on:.0f}, off {off:.0f}: on / off {on / off:.3f}"
         f" (median of paired rounds {paired:.3f})"
+    )
+    print(f"CPU ms per job (median of rounds)   {'on':>7} {'off':>7}")
+    total = {"on": 0.0, "off": 0.0}
+    for part in cpus["on"][0]:
+        row = {side: statistics.median(c.get(part, 0.0) for c in cpus[side]) for side in total}
+        total = {side: total[side] + row[side] for side in total}
+        print(f"  {part:32} {row['on']:7.1f} {row['off']:7.1f}")
+    print(
+        f"  {'total':32} {total['on']:7.1f} {total['off']:7.1f}"
+        f"  -> CPU-bound on / off {total['off'] / total['on']:.3f}"
     )
 
 
@@ -108,11 +130,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--clients", type=int, default=8)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="scan-bench-") as tmp, clamd(Path(tmp)) as address:
+    with tempfile.TemporaryDirectory(prefix="scan-bench-") as tmp, clamd(Path(tmp)) as at:
         root = Path(tmp)
         (root / "files").mkdir()
-        scan_cost(address, samples(root / "files", args.mb))
-        on_off(root, address, args.images, args.rounds, args.clients)
+        scan_cost(at[0], samples(root / "files", args.mb))
+        on_off(root, at, args.images, args.rounds, args.clients)
 
 
 if __name__ == "__main__":
