@@ -137,18 +137,23 @@ class JobService:
             rows, ready = self._task_rows(planned, inline)
             settle = bool(inline) or _existing_inputs(planned)
             hours = self.settings.job_retention_hours
-            # One statement, unless imported files or existing inputs have tasks to settle.
+            details = {"tasks": len(planned), "tag": tag, "webhook": webhook_url is not None}
+            audited = audit.entry("job.created", details, actor="api")
+            # One statement (its audit record with it), unless imported files or existing
+            # inputs have tasks to settle; then the audit record comes last.
             async with conn.transaction() if settle else contextlib.nullcontext():
                 row = await job_rows.create_job(
-                    conn, user_id, tag, hours, rows, not settle, webhook_url
-                )
+                    conn, user_id, tag, hours, rows, not settle, webhook_url,
+                    None if settle else audited,
+                )  # fmt: skip
                 doc: str = row["doc"]
                 if settle:
                     ready += await self._settle(conn, planned, inline)
                     doc = await self._job_json(conn, row["new_job"], user_id)
-            details = {"tasks": len(planned), "tag": tag, "webhook": webhook_url is not None}
-            subject = f"job:{row['new_job']}"
-            await audit.record_async(conn, "job.created", user_id, subject, details, actor="api")
+                    subject = f"job:{row['new_job']}"
+                    await audit.record_async(
+                        conn, "job.created", user_id, subject, details, actor="api"
+                    )
         JOBS_CREATED.inc()
         await self._dispatch(ready)
         return doc

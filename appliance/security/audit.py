@@ -105,6 +105,15 @@ def details_text(details: Mapping[str, Any] | None) -> str:
     return json.dumps(dict(details or {}), sort_keys=True, separators=(",", ":"), default=str)
 
 
+def entry(
+    event: str, details: Mapping[str, Any] | None = None, *, actor: str = "system"
+) -> tuple[str, str, str]:
+    """(event, actor, details text) of a record a statement appends along with its change
+    (a query taking ``audited``), checked as ``record`` checks it."""
+    _check_event(event)
+    return event, actor, details_text(details)
+
+
 def record(
     conn: DictConnection,
     event: str,

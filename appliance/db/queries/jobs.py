@@ -13,6 +13,12 @@ from appliance.db import AsyncDictConnection
 from appliance.db.queries.files import forget_cached_outputs, released_now
 
 CREATE_JOB = "SELECT * FROM appliance_create_job(%s, %s, %s, %s, %s, %s)"
+# The same, with its audit record appended in the same statement (one commit: a job's
+# creation costs no second fsync), after the job is made (the chain's lock is taken last).
+CREATE_JOB_AUDITED = (
+    "SELECT c.*, appliance_audit_append(%s, %s, %s, 'job:' || c.new_job, %s) AS audit_seq"
+    " FROM appliance_create_job(%s, %s, %s, %s, %s, %s) c"
+)
 INSERT_TASKS = "SELECT appliance_insert_tasks(NULL, %s, %s, %s)"
 EXTERNAL_INPUTS = (
     "SELECT t.id, t.operation, t.payload, "
@@ -115,10 +121,16 @@ async def create_job(
     rows: list[dict[str, Any]],
     doc: bool,
     webhook_url: str | None = None,
+    audited: tuple[str, str, str] | None = None,
 ) -> dict[str, Any]:
     """A job and its tasks (appliance_create_job, migration 0008): new_job, and doc when
-    asked."""
-    row = await _one(conn, CREATE_JOB, (user_id, tag, hours, Jsonb(rows), doc, webhook_url))
+    asked; ``audited``: (event, actor, details) of an audit record appended with it."""
+    args = (user_id, tag, hours, Jsonb(rows), doc, webhook_url)
+    if audited is not None:
+        event, actor, details = audited
+        row = await _one(conn, CREATE_JOB_AUDITED, (event, user_id, actor, details, *args))
+    else:
+        row = await _one(conn, CREATE_JOB, args)
     assert row is not None
     return row  # type: ignore[no-any-return]
 

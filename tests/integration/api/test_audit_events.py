@@ -72,6 +72,14 @@ def test_a_job_created_and_deleted_is_recorded(api, records, user_id):
     assert '"objects_deleted":1' in deleted["details"]
 
 
+def test_a_job_made_in_one_statement_is_recorded_by_that_statement(api, records, user_id):
+    tasks = {"up": {"operation": "import/upload"}}  # no file to settle: one statement
+    job = api.post("/v2/jobs", json={"tasks": tasks}).json()["data"]
+    (created,) = records("job.created")
+    assert created["subject"] == f"job:{job['id']}" and created["user_id"] == user_id
+    assert created["actor"] == "api" and '"tag":null' in created["details"]
+
+
 def test_a_single_task_created_and_deleted_is_recorded(api, records, user_id):
     answer = api.post("/v2/import/upload", json={})
     assert answer.status_code == 201, answer.text
