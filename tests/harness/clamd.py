@@ -13,7 +13,6 @@ import hashlib
 import signal
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,17 +64,6 @@ class ClamdServer:
             proc.send_signal(signal.SIGKILL)  # as a crash: no goodbye
             proc.wait(10)
         Path(self.address).unlink(missing_ok=True)
-
-    def wait_until_up(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                proc = self.proc
-            if proc is not None:
-                daemon.wait_ready(proc, self.address, max(0.1, deadline - time.monotonic()))
-                return
-            time.sleep(0.05)
-        raise AssertionError("clamd was not started")
 
 
 def start_clamd(work: Path) -> ClamdServer:
