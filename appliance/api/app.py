@@ -68,16 +68,14 @@ def create_app(
             trusted=lambda: notifier.hearing_revocations,
         )
         notifier.on_revoked, notifier.on_heard_again = auth.forget, auth.forget_all
+        limits_audit = audit.SampledLimits(jobs.pool, settings.audit_limit_sample_seconds)
+        jobs.on_limit = limits_audit.refused
         app.state.services = Services(
             jobs=jobs,
             auth=auth,
             notifier=notifier,
             catalog=Catalog(jobs.registry),
-            limits=RequestLimits(
-                limiter,
-                settings,
-                audit.SampledLimits(jobs.pool, settings.audit_limit_sample_seconds).refused,
-            ),
+            limits=RequestLimits(limiter, settings, limits_audit.refused),
             sync_waits=Slots(
                 notifier.client,
                 Rule("sync-waits-per-user", "user", settings.max_sync_waits_per_user),

@@ -59,6 +59,7 @@ from appliance.metrics import (
 )
 from appliance.scanning import scanner
 from appliance.security import audit, sealing, signing
+from appliance.security.limits import OnRefused, Rule
 from appliance.security.quotas import Quota
 from appliance.settings import Settings
 from appliance.storage import Storage, make_storage, object_key
@@ -81,6 +82,8 @@ class JobService:
     read_pool: AsyncPool | None = None
     # Job and task documents served from memory while unchanged (``status_cache``).
     status: StatusCache | None = None
+    # Told of each refusal at a per-user cap (the API's audit log samples them).
+    on_limit: OnRefused | None = None
 
     def __post_init__(self) -> None:
         preset(queues=QUEUE_CLASSES, operations=OPERATIONS)
@@ -190,6 +193,8 @@ class JobService:
         load = await job_rows.user_load(conn, user_id, cap or 1)
         if cap and load["in_flight"] >= cap:
             RATELIMIT_REJECTIONS.labels("user").inc()
+            if self.on_limit is not None:
+                await self.on_limit(Rule("jobs-in-flight-per-user", "user", cap), str(user_id))
             raise TooManyRequests(
                 f"You have {cap} jobs and tasks waiting or processing, the most allowed;"
                 " try again when some have ended",

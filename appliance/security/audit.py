@@ -171,10 +171,11 @@ class SampledLimits:
             self._last.clear()
         self._last[(rule.name, ident)] = now
         details = {"rule": rule.name, "limit": rule.limit, "window": rule.window}
+        user = uuid.UUID(ident) if rule.scope == "user" else None  # a per-user cap's
         try:
             async with self.pool.connection() as conn:
                 subject = f"{rule.scope}:{ident}"
-                await record_async(conn, "limit.hit", None, subject, details, actor="api")
+                await record_async(conn, "limit.hit", user, subject, details, actor="api")
         except Exception:
             log.warning("audit of a rate-limit refusal failed", exc_info=True)
 

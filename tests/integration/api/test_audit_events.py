@@ -138,6 +138,29 @@ def test_rate_limit_refusals_are_recorded_sampled(
     assert api_key not in hit["subject"]
 
 
+def test_a_refusal_at_the_users_cap_of_jobs_in_flight_is_recorded_as_theirs(
+    postgres_url, redis_url, data_dir, api_key, records, user_id
+):
+    settings = make_settings(
+        {
+            "database_url": postgres_url,
+            "redis_url": redis_url,
+            "data_dir": str(data_dir),
+            "requests_per_minute_per_key": "0",
+            "requests_per_minute_per_address": "0",
+            "max_jobs_in_flight_per_user": "1",
+        }
+    )
+    tasks = {"up": {"operation": "import/upload"}}  # waits for its file: in flight
+    with TestClient(create_app(dramatiq_dispatcher, settings)) as api:
+        api.headers["Authorization"] = f"Bearer {api_key}"
+        statuses = [api.post("/v2/jobs", json={"tasks": tasks}).status_code for _ in range(3)]
+    assert statuses == [201, 429, 429]
+    (hit,) = records("limit.hit")
+    assert hit["user_id"] == user_id and hit["subject"] == f"user:{user_id}"
+    assert '"rule":"jobs-in-flight-per-user"' in hit["details"]
+
+
 def test_every_event_the_log_knows_is_documented_here_or_in_the_security_tests():
     recorded_by_tests = {
         "job.created", "job.deleted", "task.created", "task.deleted", "webhook.created",
