@@ -39,6 +39,15 @@ if ((${#need[@]})); then
     "${APT[@]}" install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+# Virus signatures for the clamd `appliance up` starts (it refuses to run without them): fetched
+# once here if there are none; Debian's clamav-freshclam service keeps them current. Without a
+# way out to ClamAV's mirrors, set APPLIANCE_VIRUS_SCAN=off (files are then not scanned).
+if [[ $DEV == 0 && $(id -u) == 0 ]] && ! compgen -G "/var/lib/clamav/*.c[lv]d" >/dev/null; then
+    freshclam --quiet \
+        || echo "install.sh: freshclam could not fetch ClamAV signatures; run \`freshclam\`" \
+                "again, or set APPLIANCE_VIRUS_SCAN=off" >&2
+fi
+
 # `appliance up` started as root runs everything as this unprivileged user (it would create
 # it too); its home is the default data directory.
 SERVICE_USER=${APPLIANCE_SERVICE_USER:-appliance}
