@@ -14,7 +14,8 @@ appliance keys create --user E  print a new API key for user E (created if new);
                                 --scopes, --name, --expires TIME
 appliance keys list|revoke      the keys (a revoked key stops working at once)
 appliance audit verify          check the audit log's hash chain: any edited, deleted or
-                                reordered record is named (exit status 1)
+                                reordered record is named (exit status 1); --noted SEQ:HASH
+                                (a head it printed before) must still be in the chain
 appliance audit show            audit records, newest first: --user EMAIL, --since TIME
                                 (ISO time or 24h, 7d), --event NAME, --limit N
 appliance audit prune           apply APPLIANCE_AUDIT_RETENTION_DAYS now (the workers' reconciler
@@ -123,13 +124,26 @@ def _audit_parsers(sub: Any) -> None:
     actions = sub.add_parser("audit", help="the audit log").add_subparsers(
         dest="action", required=True
     )
-    actions.add_parser("verify", help="check the hash chain (exit status 1 if broken)")
+    verify = actions.add_parser("verify", help="check the hash chain (exit status 1 if broken)")
+    verify.add_argument(
+        "--noted",
+        metavar="SEQ:HASH",
+        type=_noted,
+        help="a head an earlier verify printed, kept elsewhere: it must still be in the chain",
+    )
     show = actions.add_parser("show", help="records, newest first")
     show.add_argument("--user", metavar="EMAIL", help="one user (an erased one: by id)")
     show.add_argument("--since", metavar="TIME", type=_since, help="ISO time, or 24h, 7d, 30m")
     show.add_argument("--event", metavar="NAME", help="an event (key.created) or family (key)")
     show.add_argument("--limit", type=int, default=100, metavar="N")
     actions.add_parser("prune", help="apply the retention now")
+
+
+def _noted(text: str) -> tuple[int, str]:
+    seq, _, hash_ = text.partition(":")
+    if not seq.isdigit() or len(hash_) != 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SEQ:HASH (as verify prints it)")
+    return int(seq), hash_
 
 
 def _since(text: str) -> datetime:
@@ -148,13 +162,15 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
 
     with accounts.connect(settings) as conn:
         if args.action == "verify":
-            report = audit.verify(conn, settings.signing_key())
+            report = audit.verify(conn, settings.signing_key(), args.noted)
             for problem in report.problems:
                 print(f"BROKEN: {problem}")
             kept = f"records {report.first}-{report.last}" if report.records else "no records"
             anchor = f", pruned through {report.anchored}" if report.anchored else ""
             verdict = "intact" if report.ok else "BROKEN"
-            print(f"audit log {verdict}: {kept}{anchor}; head {report.head}")
+            # the head, to note elsewhere and pass as --noted later
+            head = f"{report.last or report.anchored or 0}:{report.head}"
+            print(f"audit log {verdict}: {kept}{anchor}; head {head}")
             return 0 if report.ok else 1
         if args.action == "prune":
             now = datetime.now(UTC)

@@ -202,11 +202,14 @@ def anchor_signature(key: bytes, seq: int, hash_: str) -> str:
     return hmac.new(mac_key, f"{seq}:{hash_}".encode(), hashlib.sha256).hexdigest()
 
 
-def verify(conn: DictConnection, key: bytes) -> Report:
-    """Walk the whole chain (in one transaction: a consistent snapshot)."""
+def verify(conn: DictConnection, key: bytes, noted: tuple[int, str] | None = None) -> Report:
+    """Walk the whole chain (in one transaction: a consistent snapshot). ``noted``: a
+    (sequence number, hash) an operator wrote down elsewhere from an earlier verify: a chain
+    rewritten since, every hash recomputed, no longer holds it."""
     with conn.transaction():
         report = Report()
         seq, prev = _start(conn, key, report)
+        seen: str | None = None
         for row in audit_rows.chain(conn, report.anchored or 0):
             r = msgspec.convert(row, Record)
             _check_link(r, seq, prev, report)
@@ -214,8 +217,28 @@ def verify(conn: DictConnection, key: bytes) -> Report:
             report.records += 1
             report.first = report.first or r.seq
             report.last, report.head = r.seq, r.hash
+            if noted is not None and r.seq == noted[0]:
+                seen = r.hash
         _check_head(audit_rows.head(conn), report, prev)
+        if noted is not None:
+            _check_noted(conn, noted, seen, report)
     return report
+
+
+def _check_noted(
+    conn: DictConnection, noted: tuple[int, str], seen: str | None, report: Report
+) -> None:
+    seq, hash_ = noted
+    if seen is None and report.anchored is not None and seq == report.anchored:
+        anchor = audit_rows.last_anchor(conn)
+        seen = None if anchor is None else str(anchor["hash"])
+    if seen is None:
+        where = "was pruned" if seq <= (report.anchored or 0) else "is not in the log"
+        report.problems.append(f"the noted record {seq} {where}: it cannot be compared")
+    elif not hmac.compare_digest(seen, hash_):
+        report.problems.append(
+            f"record {seq} is not the one noted (its hash differs): the log was rewritten"
+        )
 
 
 def _start(conn: DictConnection, key: bytes, report: Report) -> tuple[int, str]:

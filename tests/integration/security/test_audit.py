@@ -109,6 +109,42 @@ def test_reordered_records_are_found(conn):
     assert "record 3 does not match its hash (edited or moved)" in found
 
 
+REWRITE_FROM_3 = """
+DO $$
+DECLARE r record; v_prev text; v_subject text;
+BEGIN
+    SELECT hash INTO v_prev FROM audit_log WHERE seq = 2;
+    FOR r IN SELECT * FROM audit_log WHERE seq >= 3 ORDER BY seq LOOP
+        v_subject := CASE WHEN r.seq = 3 THEN 'job:forged' ELSE r.subject END;
+        UPDATE audit_log SET subject = v_subject, prev = v_prev,
+               hash = appliance_audit_hash(r.seq, v_prev, r.at, r.event, r.user_id, r.actor,
+                                           v_subject, r.details)
+         WHERE seq = r.seq RETURNING hash INTO v_prev;
+    END LOOP;
+    UPDATE audit_head SET hash = v_prev;
+END $$
+"""
+
+
+def test_a_rewritten_chain_is_found_only_against_a_head_noted_elsewhere(conn):
+    append_some(conn)
+    noted = (6, audit.verify(conn, KEY).head)
+    tamper(conn, REWRITE_FROM_3)
+    assert problems(conn) == []  # every hash recomputed: the chain alone cannot tell
+    (found,) = audit.verify(conn, KEY, noted).problems
+    assert found == "record 6 is not the one noted (its hash differs): the log was rewritten"
+
+
+def test_a_noted_head_still_in_the_chain_verifies(conn):
+    append_some(conn, 3)
+    noted = (3, audit.verify(conn, KEY).head)
+    append_some(conn, 2)
+    assert audit.verify(conn, KEY, noted).ok
+    assert audit.verify(conn, KEY, (9, noted[1])).problems == [
+        "the noted record 9 is not in the log: it cannot be compared"
+    ]
+
+
 def test_the_log_refuses_updates_deletes_and_truncation(conn):
     append_some(conn, 2)
     for sql in (
@@ -235,6 +271,8 @@ def test_audit_verify_exits_1_on_a_broken_chain_and_show_filters(cli, conn):
     assert cli("audit", "show", "--since", "2999-01-01")[1].count("\n") == 1  # the header
     code, out, _ = cli("audit", "verify")
     assert code == 0 and out.startswith("audit log intact: records 1-")
+    head = out.strip().rsplit(" ", 1)[1]
+    assert cli("audit", "verify", "--noted", head)[0] == 0
     tamper(conn, "UPDATE audit_log SET user_id = NULL WHERE seq = 2")
     code, out, _ = cli("audit", "verify")
     assert code == 1 and "BROKEN: record 2 does not match its hash" in out
