@@ -10,6 +10,30 @@
 -- then this file is regenerated. Nothing applies this file. Above each function,
 -- `defined in` names the migration holding its definition and any that altered it since.
 
+-- defined in 0025_change_feed.sql
+CREATE OR REPLACE FUNCTION public.appliance_announce_changes()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_channel text := 'appliance_changed_' || pg_backend_pid();
+    v_ids text[];
+BEGIN
+    IF NOT v_channel = ANY (ARRAY(SELECT pg_listening_channels())) THEN
+        RETURN NULL;
+    END IF;
+    IF TG_TABLE_NAME = 'tasks' THEN
+        SELECT array_agg(DISTINCT coalesce(job_id, id)::text) INTO v_ids FROM changed_rows;
+    ELSE
+        SELECT array_agg(DISTINCT id::text) INTO v_ids FROM changed_rows;
+    END IF;
+    -- A payload holds under 8000 bytes: 200 ids (36 characters and a space) at a time.
+    FOR i IN 1 .. coalesce(array_length(v_ids, 1), 0) BY 200 LOOP
+        PERFORM pg_notify(v_channel, array_to_string(v_ids[i:i + 199], ' '));
+    END LOOP;
+    RETURN NULL;
+END $function$;
+
 -- defined in 0015_audit_log.sql
 CREATE OR REPLACE FUNCTION public.appliance_audit_append(p_event text, p_user uuid, p_actor text, p_subject text, p_details text)
  RETURNS bigint
