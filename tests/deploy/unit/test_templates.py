@@ -584,7 +584,8 @@ def test_clamd_config_runs_a_real_clamd_that_the_workers_settings_reach(fleet, w
         proc.kill()
         proc.wait()
     queue_env = render("pyinfra/templates/worker.env.j2", queue="light", listen_ip=me.ip,
-                       clamd_socket=worker.CLAMD_SOCKET, **fleet.queues(me)["light"])  # fmt: skip
+                       redis_url=fleet.redis_url("worker"), clamd_socket=worker.CLAMD_SOCKET,
+                       **fleet.queues(me)["light"])  # fmt: skip
     env = _env(queue_env) | _env(render("pyinfra/templates/appliance.env.j2",
                                         **app.env_context(fleet, me)))  # fmt: skip
     settings = Settings.from_env(env)
@@ -601,5 +602,6 @@ def test_freshclam_config_is_accepted_by_clamconf(fleet, tmp_path):
 def test_scanning_off_leaves_the_workers_without_a_clamd_socket(fleet):
     me = fleet.host("h5")
     text = render("pyinfra/templates/worker.env.j2", queue="light", listen_ip=me.ip,
-                  clamd_socket="", **fleet.queues(me)["light"])  # fmt: skip
+                  redis_url=fleet.redis_url("worker"), clamd_socket="",
+                  **fleet.queues(me)["light"])  # fmt: skip
     assert "CLAMD" not in text
