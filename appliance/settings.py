@@ -301,6 +301,32 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             gt=0,
         ),
     ] = 300.0
+    encrypt_at_rest: Annotated[
+        bool,
+        _doc(
+            "Seal every stored file (both storage backends) with its owner's data key,"
+            " AES-256-GCM in 256 KiB chunks, before it leaves the process that received or"
+            " made it. Off: new files are stored in plain; sealed ones still open."
+        ),
+    ] = True
+    master_keys: Annotated[
+        str,
+        _doc(
+            "The master keys that wrap the users' data keys: comma-separated"
+            " `id:base64url` entries of 32 bytes each, the last one current (wraps new data"
+            " keys), the others kept while `appliance master-key rewrap` moves data keys off"
+            " them. Empty: the key file (master_key_file). Every API and worker host needs"
+            " the same keys."
+        ),
+    ] = ""
+    master_key_file: Annotated[
+        str,
+        _doc(
+            "Key file read when master_keys is empty: one `id base64url` line per key, the"
+            " last one current. Empty: DATA_DIR/master_keys, created with one key (mode"
+            " 0600) on first use."
+        ),
+    ] = ""
     share_files_across_users: Annotated[
         bool,
         _doc(

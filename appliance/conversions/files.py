@@ -1,4 +1,5 @@
-"""Bringing bytes into storage: spool to a temp file while hashing, with a size limit."""
+"""Bringing bytes into storage: spool to a temp file while hashing, with a size limit, sealed
+with the owner's data key as it is written when encryption at rest is on."""
 
 from __future__ import annotations
 
@@ -6,21 +7,26 @@ import hashlib
 import os
 import tempfile
 import unicodedata
+import uuid
 from pathlib import Path
 
 from appliance.errors import FileTooLarge
 from appliance.metrics import STORAGE_WRITES
+from appliance.security.streams import Sealer
 from appliance.settings import Settings
-from appliance.storage import Storage, object_key
+from appliance.storage import object_key
+from appliance.storage.sealed import SealedStorage
 
 
 class Spool:
     """A temp file written in chunks; tracks SHA-256 and size; refuses to grow past a limit.
 
     Memory use is one chunk, whatever the file size. The file is deleted on ``close``.
+    With a ``sealer`` (``SealedStorage.sealer``) the file holds the sealed object, so the
+    plain bytes never reach the disk; ``size`` and the hash are the plain bytes'.
     """
 
-    def __init__(self, tmp_dir: Path, limit: int) -> None:
+    def __init__(self, tmp_dir: Path, limit: int, sealer: Sealer | None = None) -> None:
         tmp_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=tmp_dir, prefix="spool-")
         self.path = Path(name)
@@ -28,6 +34,13 @@ class Spool:
         self._hash = hashlib.sha256()
         self.size = 0
         self.limit = limit
+        self.sealer = sealer
+        if sealer is not None:
+            self._fh.write(sealer.header)
+
+    @property
+    def sealed(self) -> bool:
+        return self.sealer is not None
 
     def write(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -37,10 +50,12 @@ class Spool:
                 errors={"file": [f"must not exceed {self.limit} bytes"]},
             )
         self._hash.update(chunk)
-        self._fh.write(chunk)
+        self._fh.write(chunk if self.sealer is None else self.sealer.update(chunk))
 
     def finish(self) -> str:
         """Flush and return the hex SHA-256."""
+        if self.sealer is not None:
+            self._fh.write(self.sealer.finish())
         self._fh.flush()
         self._fh.close()
         return self._hash.hexdigest()
@@ -73,6 +88,18 @@ def owner(settings: Settings, user_id: object) -> str:
     return "" if settings.share_files_across_users else str(user_id)
 
 
+def key_owner(settings: Settings, user_id: uuid.UUID) -> uuid.UUID | None:
+    """Whose data key seals a user's files: theirs, or the install's shared key when files
+    are shared across users (one stored object then serves several users)."""
+    return None if settings.share_files_across_users else user_id
+
+
+def spool_for(storage: SealedStorage, settings: Settings, user_id: uuid.UUID, limit: int) -> Spool:
+    """A spool for a file of ``user_id``, sealed for them when the storage seals."""
+    sealer = storage.sealer(key_owner(settings, user_id))
+    return Spool(settings.data_path / "tmp", limit, sealer)
+
+
 def owned_digest(sha256: str, owner: str) -> str:
     """The address a file is stored, deduplicated and cached under: its SHA-256, or, when
     ``owner`` is set (one user's files are their own), a SHA-256 of the owner and that digest,
@@ -82,17 +109,29 @@ def owned_digest(sha256: str, owner: str) -> str:
     return hashlib.sha256(f"{owner}:{sha256}".encode()).hexdigest()
 
 
-def store(storage: Storage, path: Path, sha256: str, *, consume: bool = False) -> bool:
+def store(
+    storage: SealedStorage,
+    path: Path,
+    sha256: str,
+    *,
+    owner: uuid.UUID | None,
+    consume: bool = False,
+    sealed: bool = False,
+) -> bool:
     """Put the file under its content address unless it is there; True if it was written.
     Reserve the hash first (``db.queries.files.reserve``).
 
-    ``consume=True``: the caller is done with ``path`` (a spool or engine output), so the
-    backend may take it instead of copying."""
+    ``owner``: whose key seals it (``key_owner``). ``sealed``: ``path`` is a sealed spool,
+    stored as it is (and consumed). ``consume=True``: the caller is done with ``path`` (a
+    spool or engine output), so the backend may take it instead of copying."""
     key = object_key(sha256)
     if storage.exists(key):
         STORAGE_WRITES.labels("deduplicated").inc()
         return False
-    storage.put_path(key, path, consume=consume)
+    if sealed:
+        storage.put_sealed(key, path)
+    else:
+        storage.put_path(key, path, owner=owner, consume=consume)
     STORAGE_WRITES.labels("written").inc()
     return True
 

@@ -14,14 +14,15 @@ from appliance.db.changes import StatusTokens
 from appliance.engines import Engine
 from appliance.engines.registry import Registry
 from appliance.settings import Settings
-from appliance.storage import Storage, make_storage
+from appliance.storage import make_storage
+from appliance.storage.sealed import SealedStorage
 
 
 @dataclass
 class Runtime:
     settings: Settings
     pool: SyncPool
-    storage: Storage
+    storage: SealedStorage
     registry: Registry
     dispatcher: Dispatcher
     redis: redis.Redis  # task ends are announced here (``events``)
@@ -35,8 +36,7 @@ class Runtime:
 
 def build_runtime(settings: Settings, dispatcher: Dispatcher) -> Runtime:
     storage = make_storage(settings)
-    if hasattr(storage, "ensure_bucket"):
-        storage.ensure_bucket()
+    storage.ensure_ready()
     # Every write renews the changed jobs' status tokens as it commits (status_cache).
     tokens = StatusTokens.at(settings.effective_redis_url)
     return Runtime(

@@ -14,6 +14,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from appliance.conversions.files import Spool
 from appliance.conversions.runtime import Runtime
 from appliance.conversions.task import Outcome, OutFile, Task
 from appliance.db import DictConnection
@@ -26,10 +27,11 @@ from appliance.storage import object_key
 log = logging.getLogger(__name__)
 
 
-def check_download(rt: Runtime, task: Task, path: Path, filename: str) -> None:
-    """A file a worker downloaded: return if clean; VirusFound (audited) if not."""
+def check_download(rt: Runtime, task: Task, spool: Spool, filename: str) -> None:
+    """A file a worker downloaded (its finished spool): return if clean; VirusFound
+    (audited) if not."""
     try:
-        check_file(rt.settings, path, filename)
+        check_file(rt.settings, spool.path, filename)
     except VirusFound as exc:
         with rt.pool.connection() as conn, conn.transaction():
             _audit_infected(conn, task, filename, exc.signature, None)

@@ -23,7 +23,15 @@ from typing import Any
 
 from appliance.conversions import graph
 from appliance.conversions.admission import Backlog
-from appliance.conversions.files import Spool, owned_digest, owner, safe_filename, store
+from appliance.conversions.files import (
+    Spool,
+    key_owner,
+    owned_digest,
+    owner,
+    safe_filename,
+    spool_for,
+    store,
+)
 from appliance.conversions.lifecycle import (
     ImportRouting,
     client_import_ended,
@@ -61,8 +69,10 @@ from appliance.scanning import scanner
 from appliance.security import audit, sealing, signing
 from appliance.security.limits import OnRefused, Rule
 from appliance.security.quotas import Quota
+from appliance.security.streams import Sealer
 from appliance.settings import Settings
-from appliance.storage import Storage, make_storage, object_key
+from appliance.storage import make_storage, object_key
+from appliance.storage.sealed import SealedStorage
 
 log = logging.getLogger(__name__)
 UPLOAD_PURPOSE = "upload"
@@ -75,7 +85,7 @@ InlineFiles = dict[uuid.UUID, tuple[str, int, str]]  # import/base64 task -> (sh
 class JobService:
     settings: Settings
     pool: AsyncPool
-    storage: Storage
+    storage: SealedStorage
     registry: Registry
     dispatcher: Dispatcher
     # Status reads (show and list of jobs and tasks) go here when a replica is configured.
@@ -99,8 +109,7 @@ class JobService:
         if settings.database_read_url:
             read_pool = await async_pool(settings, settings.database_read_url)
         storage = make_storage(settings)
-        if hasattr(storage, "ensure_bucket"):
-            await asyncio.to_thread(storage.ensure_bucket)
+        await asyncio.to_thread(storage.ensure_ready)
         registry = Registry(enabled_engines())
         status = StatusCache.for_settings(settings)
         return cls(settings, pool, storage, registry, dispatcher, read_pool, status)
@@ -229,24 +238,34 @@ class JobService:
             if task.operation == "import/base64":
                 data = task.payload.pop("file")
                 name = safe_filename(str(task.payload.get("filename", "file")))
-                spool, content = await asyncio.to_thread(self._spool_base64, data, task.name, room)
+                spool, content = await asyncio.to_thread(
+                    self._spool_base64, data, task.name, room, user_id
+                )
                 room -= spool.size
                 sha = owned_digest(content, owner(self.settings, user_id))
                 try:
-                    await self._keep(spool, sha)
+                    await self._keep(spool, sha, user_id)
                 finally:
                     spool.close()
                 out[task.id] = (sha, spool.size, name)
                 UPLOAD_BYTES.labels("base64").inc(spool.size)
         return out
 
-    async def _keep(self, spool: Spool, sha: str) -> None:
+    async def _keep(self, spool: Spool, sha: str, user_id: uuid.UUID) -> None:
         """Reserve the hash in Postgres (so the cleaner leaves it alone), then store the
         spooled file under it unless the bytes are already there."""
         await file_rows.reserve_async(self.pool, sha, spool.size)
-        await asyncio.to_thread(partial(store, consume=True), self.storage, spool.path, sha)
+        put = partial(
+            store,
+            owner=key_owner(self.settings, user_id),
+            consume=True,
+            sealed=spool.sealed,
+        )
+        await asyncio.to_thread(put, self.storage, spool.path, sha)
 
-    def _spool_base64(self, data: Any, name: str, room: int) -> tuple[Spool, str]:
+    def _spool_base64(
+        self, data: Any, name: str, room: int, user_id: uuid.UUID
+    ) -> tuple[Spool, str]:
         limit = min(self.settings.max_upload_bytes, room)
         if not isinstance(data, str):
             raise InvalidData(
@@ -265,7 +284,7 @@ class JobService:
             raise InvalidData(
                 "file is not valid base64", errors={f"tasks.{name}.file": ["is not valid base64"]}
             ) from exc
-        spool = Spool(self.settings.data_path / "tmp", limit)
+        spool = spool_for(self.storage, self.settings, user_id, limit)
         try:
             spool.write(raw)
             return spool, spool.finish()
@@ -384,14 +403,14 @@ class JobService:
             raise InvalidData(
                 "The upload task already has a file or has ended", code="TASK_NOT_WAITING"
             )
-        spool = self._upload_spool(row)
+        spool = await asyncio.to_thread(self._upload_spool, row)
         try:
             spool.write(first)
             async for chunk in chunks:
                 spool.write(chunk)
             sha = owned_digest(spool.finish(), owner(self.settings, row["user_id"]))
             UPLOAD_BYTES.labels("upload").inc(spool.size)
-            await self._keep(spool, sha)
+            await self._keep(spool, sha, row["user_id"])
         finally:
             spool.close()
         if self._scans():
@@ -436,8 +455,9 @@ class JobService:
         _check_stored(stored, cap)
         limit = self.settings.max_upload_bytes
         if cap and cap - stored < limit:
-            return QuotaSpool(self.settings.data_path / "tmp", cap - stored, cap)
-        return Spool(self.settings.data_path / "tmp", limit)
+            sealer = self.storage.sealer(key_owner(self.settings, row["user_id"]))
+            return QuotaSpool(self.settings.data_path / "tmp", cap - stored, cap, sealer)
+        return spool_for(self.storage, self.settings, row["user_id"], limit)
 
     # -- reads ---------------------------------------------------------------------------
     async def _read(self, fetch: Callable[[AsyncDictConnection], Awaitable[Any]]) -> Any:
@@ -643,8 +663,8 @@ async def until_ended(
 class QuotaSpool(Spool):
     """An upload's spool whose limit is what the user's storage cap has left."""
 
-    def __init__(self, tmp_dir: Path, room: int, cap: int) -> None:
-        super().__init__(tmp_dir, room)
+    def __init__(self, tmp_dir: Path, room: int, cap: int, sealer: Sealer | None) -> None:
+        super().__init__(tmp_dir, room, sealer)
         self.cap = cap
 
     def write(self, chunk: bytes) -> None:

@@ -11,12 +11,21 @@ import json
 import posixpath
 import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from appliance.conversions.files import owned_digest, owner, safe_filename, sha256_of, store
+from appliance.conversions.files import (
+    Spool,
+    key_owner,
+    owned_digest,
+    owner,
+    safe_filename,
+    sha256_of,
+    store,
+)
 from appliance.conversions.operation import Progress
 from appliance.conversions.runtime import Runtime
 from appliance.conversions.task import InputFile, OutFile, Task
@@ -154,15 +163,25 @@ def keep(
     ``hashed``: its (sha256, size) when already known."""
     content, size = hashed or sha256_of(path)
     sha = owned_digest(content, owner(rt.settings, task.user_id))
-    store_file(rt, path, sha, size)
+    store_file(rt, path, sha, size, key_owner(rt.settings, task.user_id))
     return OutFile(sha, size, filename)
 
 
-def store_file(rt: Runtime, path: Path, sha: str, size: int) -> None:
+def keep_spool(rt: Runtime, task: Task, spool: Spool, plain_sha: str, filename: str) -> OutFile:
+    """Store an import's finished spool (sealed as it was written, or plain; ``plain_sha``
+    is what ``Spool.finish`` returned), as the task's user's, named ``filename``."""
+    sha = owned_digest(plain_sha, owner(rt.settings, task.user_id))
+    file_rows.reserve(rt.pool, sha, spool.size)
+    owned_by = key_owner(rt.settings, task.user_id)
+    store(rt.storage, spool.path, sha, owner=owned_by, consume=True, sealed=spool.sealed)
+    return OutFile(sha, spool.size, filename)
+
+
+def store_file(rt: Runtime, path: Path, sha: str, size: int, owned_by: uuid.UUID | None) -> None:
     """Store ``path`` under the address ``sha``, reserving it first (so the cleaner leaves it
     alone until a task refers to it); the file is consumed."""
     file_rows.reserve(rt.pool, sha, size)
-    store(rt.storage, path, sha, consume=True)
+    store(rt.storage, path, sha, owner=owned_by, consume=True)
 
 
 def each_input(

@@ -1,16 +1,20 @@
 """Object storage behind one small interface, content-addressed by SHA-256.
 
 Two real backends: ``s3`` (MinIO or any S3 service, via the ``minio`` client) and ``local``
-(a directory; the single-host default, downloads served by the API through signed URLs).
+(a directory; the single-host default, downloads served by the API through signed URLs). The
+application holds them through ``sealed.SealedStorage``, which encrypts objects per user.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from appliance.settings import Settings
+
+if TYPE_CHECKING:
+    from appliance.storage.sealed import SealedStorage
 
 
 def object_key(sha256: str) -> str:
@@ -32,6 +36,9 @@ class Storage(Protocol):
 
     def iter_bytes(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...
 
+    def size(self, key: str) -> int:
+        """The stored object's size in bytes."""
+
     def delete(self, key: str) -> None: ...
 
     def download_url(self, key: str, filename: str, expires_in: int) -> str:
@@ -41,7 +48,7 @@ class Storage(Protocol):
         """Raise if the backend is unreachable (readiness)."""
 
 
-def make_storage(settings: Settings) -> Storage:
+def make_backend(settings: Settings) -> Storage:
     if settings.storage == "s3":
         from appliance.storage.s3 import S3Storage
 
@@ -50,4 +57,19 @@ def make_storage(settings: Settings) -> Storage:
 
     return LocalStorage(
         settings.effective_storage_path, settings.effective_public_url, settings.signing_key()
+    )
+
+
+def make_storage(settings: Settings) -> SealedStorage:
+    """The configured backend, its objects sealed per user (``encrypt_at_rest``)."""
+    from appliance.security.envelope import Keyring, MasterKeys, connector
+    from appliance.storage.sealed import SealedStorage
+
+    return SealedStorage(
+        make_backend(settings),
+        Keyring(lambda: MasterKeys.from_settings(settings), connector(settings)),
+        seal=settings.encrypt_at_rest,
+        tmp_dir=settings.data_path / "work",
+        public_url=settings.effective_public_url,
+        secret=settings.signing_key(),
     )

@@ -81,6 +81,9 @@ class S3Storage:
             response.close()
             response.release_conn()
 
+    def size(self, key: str) -> int:
+        return int(self.client.stat_object(self.bucket, key).size or 0)
+
     def delete(self, key: str) -> None:
         self.client.remove_object(self.bucket, key)
 

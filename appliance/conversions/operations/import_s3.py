@@ -14,12 +14,12 @@ import posixpath
 from minio import Minio
 
 from appliance.conversions import remote_s3
-from appliance.conversions.files import Spool, safe_filename
+from appliance.conversions.files import safe_filename, spool_for
 from appliance.conversions.operation import Errors, Operation, PlannedTask, Progress
 from appliance.conversions.runtime import Runtime
 from appliance.conversions.scanning import check_download
 from appliance.conversions.task import Outcome, OutFile, Task
-from appliance.conversions.work import extension_of, keep
+from appliance.conversions.work import extension_of, keep_spool
 from appliance.engines.registry import Registry
 from appliance.errors import PermanentError
 from appliance.metrics import UPLOAD_BYTES
@@ -89,7 +89,7 @@ class ImportS3(Operation):
         """One object streamed into storage, chunk by chunk; FILE_TOO_LARGE as soon as it
         passes the size limit."""
         s = rt.settings
-        with Spool(s.data_path / "tmp", s.max_upload_bytes) as spool:
+        with spool_for(rt.storage, s, task.user_id, s.max_upload_bytes) as spool:
             response = client.get_object(bucket, key)
             try:
                 for chunk in response.stream(CHUNK):
@@ -99,5 +99,5 @@ class ImportS3(Operation):
                 response.release_conn()
             sha = spool.finish()
             UPLOAD_BYTES.labels("s3").inc(spool.size)
-            check_download(rt, task, spool.path, safe_filename(name))
-            return keep(rt, task, spool.path, safe_filename(name), (sha, spool.size))
+            check_download(rt, task, spool, safe_filename(name))
+            return keep_spool(rt, task, spool, sha, safe_filename(name))

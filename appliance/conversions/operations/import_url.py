@@ -5,12 +5,12 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from appliance.conversions.fetch import fetch
-from appliance.conversions.files import Spool, safe_filename
+from appliance.conversions.files import safe_filename, spool_for
 from appliance.conversions.operation import Errors, Operation, PlannedTask, Progress
 from appliance.conversions.runtime import Runtime
 from appliance.conversions.scanning import check_download
 from appliance.conversions.task import Outcome, Task
-from appliance.conversions.work import extension_of, keep
+from appliance.conversions.work import extension_of, keep_spool
 from appliance.engines.registry import Registry
 from appliance.metrics import UPLOAD_BYTES
 
@@ -45,7 +45,7 @@ class ImportUrl(Operation):
 
     def run(self, rt: Runtime, task: Task, progress: Progress) -> Outcome:
         p, s = task.payload, rt.settings
-        with Spool(s.data_path / "tmp", s.max_upload_bytes) as spool:
+        with spool_for(rt.storage, s, task.user_id, s.max_upload_bytes) as spool:
             name = fetch(
                 p["url"],
                 spool,
@@ -53,9 +53,9 @@ class ImportUrl(Operation):
                 timeout=s.fetch_timeout_seconds,
                 headers=p.get("headers") or None,
             )
+            progress(0.8)
             sha = spool.finish()
             UPLOAD_BYTES.labels("url").inc(spool.size)
-            progress(0.8)
             filename = safe_filename(p.get("filename") or name)
-            check_download(rt, task, spool.path, filename)
-            return Outcome.of_files([keep(rt, task, spool.path, filename, (sha, spool.size))])
+            check_download(rt, task, spool, filename)
+            return Outcome.of_files([keep_spool(rt, task, spool, sha, filename)])
