@@ -24,7 +24,8 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from Crypto.Cipher import AES
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from appliance.errors import PermanentError
 
@@ -54,10 +55,8 @@ def seal(
     if not secrets:
         return out
     nonce = os.urandom(_NONCE_BYTES)
-    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce)
-    cipher.update(context.encode())
-    body, tag = cipher.encrypt_and_digest(json.dumps(secrets).encode())
-    out[SEALED] = f"{VERSION}.{base64.urlsafe_b64encode(nonce + body + tag).decode()}"
+    body_and_tag = AESGCM(key).encrypt(nonce, json.dumps(secrets).encode(), context.encode())
+    out[SEALED] = f"{VERSION}.{base64.urlsafe_b64encode(nonce + body_and_tag).decode()}"
     return out
 
 
@@ -70,11 +69,11 @@ def unseal(payload: Mapping[str, Any], key: bytes, context: str) -> dict[str, An
         raise _unavailable("no sealed credentials")
     try:
         raw = base64.urlsafe_b64decode(sealed[len(VERSION) + 1 :])
-        nonce, body, tag = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:-_TAG_BYTES], raw[-_TAG_BYTES:]
-        cipher = AES.new(key, AES.MODE_GCM, nonce=nonce)
-        cipher.update(context.encode())
-        secrets = json.loads(cipher.decrypt_and_verify(body, tag))
-    except (ValueError, TypeError) as exc:  # a wrong key or context fails the tag: ValueError
+        if len(raw) < _NONCE_BYTES + _TAG_BYTES:
+            raise ValueError("too short")
+        plain = AESGCM(key).decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], context.encode())
+        secrets = json.loads(plain)
+    except (ValueError, TypeError, InvalidTag) as exc:  # a wrong key or context: InvalidTag
         raise _unavailable("sealed credentials do not open") from exc
     if not isinstance(secrets, dict):
         raise _unavailable("sealed credentials are not an object")

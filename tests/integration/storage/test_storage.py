@@ -1,4 +1,5 @@
-"""The same contract for both real backends (local disk and S3 on Swift+s3api)."""
+"""The same contract for both real backends (local disk and S3 on Swift+s3api), as the
+sealing layer (test_sealed.py) uses them."""
 
 import os
 import tracemalloc
@@ -6,12 +7,12 @@ import urllib.request
 
 import pytest
 
-from appliance.storage import make_storage, object_key
+from appliance.storage import make_backend, object_key
 
 
 @pytest.fixture
 def storage(settings):
-    s = make_storage(settings)
+    s = make_backend(settings)
     if hasattr(s, "ensure_bucket"):
         s.ensure_bucket()
     return s
