@@ -13,6 +13,7 @@ from appliance.conversions.task import Outcome, Task
 from appliance.conversions.work import extension_of, keep_spool
 from appliance.engines.registry import Registry
 from appliance.metrics import UPLOAD_BYTES
+from appliance.security import sealing
 
 
 def url_path(url: object) -> str | None:
@@ -33,6 +34,9 @@ class ImportUrl(Operation):
     name = "import/url"
     required = ("url",)
     fields = frozenset({"url", "filename", "headers"})
+    # Request headers often carry credentials (Authorization, cookies): sealed while the
+    # task may run, never shown in its JSON, dropped when it ends (security/sealing.py).
+    secret_fields = frozenset({"headers"})
 
     def check(
         self, task: PlannedTask, formats: list[str | None], registry: Registry, errors: Errors
@@ -51,7 +55,7 @@ class ImportUrl(Operation):
                 spool,
                 allow_private=s.allow_private_urls,
                 timeout=s.fetch_timeout_seconds,
-                headers=p.get("headers") or None,
+                headers=request_headers(rt, task),
             )
             progress(0.8)
             sha = spool.finish()
@@ -59,3 +63,12 @@ class ImportUrl(Operation):
             filename = safe_filename(p.get("filename") or name)
             check_download(rt, task, spool, filename)
             return Outcome.of_files([keep_spool(rt, task, spool, sha, filename)])
+
+
+def request_headers(rt: Runtime, task: Task) -> dict[str, str] | None:
+    """The headers the client asked for, opened from the task's sealed field; none when it
+    asked for none."""
+    if sealing.SEALED not in task.payload:
+        return None
+    key = sealing.derive_key(rt.settings.signing_key())
+    return sealing.unseal(task.payload, key, str(task.id)).get("headers") or None

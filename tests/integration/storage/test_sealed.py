@@ -4,6 +4,7 @@ and S3 on Swift+s3api); master keys rotate without touching an object."""
 import os
 import uuid
 
+import msgspec
 import psycopg
 import pytest
 from psycopg.rows import dict_row
@@ -13,7 +14,6 @@ from appliance.db.queries import keys as key_rows
 from appliance.security import envelope, streams
 from appliance.security.envelope import KeyDestroyed, Keyring, MasterKeys
 from appliance.storage import make_storage, object_key
-from tests.conftest import make_settings
 
 SECRET = b"the patient's diagnosis, page 1 of 3. " * 30_000  # ~1.1 MB, several chunks
 
@@ -82,7 +82,7 @@ def test_with_encryption_off_files_are_stored_plain_and_sealed_ones_still_open(
     src.write_bytes(SECRET)
     sealed = object_key("ef" * 32)
     storage.put_path(sealed, src, owner=new_user(settings))
-    off = make_storage(settings_with(settings, encrypt_at_rest="false"))
+    off = make_storage(settings_with(settings, encrypt_at_rest=False))
     plain = object_key("fe" * 32)
     off.put_path(plain, src, owner=new_user(settings))
     assert stored_raw(off, plain) == SECRET
@@ -157,11 +157,4 @@ def key_counts(conn) -> dict[str, int]:
 
 
 def settings_with(settings, **changes):
-    import msgspec
-
-    base = {
-        k: str(v).lower() if isinstance(v, bool) else str(v)
-        for k, v in msgspec.structs.asdict(settings).items()
-        if v != ""
-    }
-    return make_settings(base | changes)
+    return msgspec.structs.replace(settings, **changes)
