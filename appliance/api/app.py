@@ -38,6 +38,7 @@ from appliance.metrics.http import HttpMetrics
 from appliance.security import audit
 from appliance.security.auth import Authenticator
 from appliance.security.limits import Limiter, RequestLimits, Rule, Slots, networks
+from appliance.security.sealing import Columns
 from appliance.settings import Settings
 
 MULTIPART_SLACK = 1024 * 1024  # room for form fields and boundaries around the file
@@ -83,8 +84,9 @@ def create_app(
                 what="sync requests open",
             ),
         )
-        app.state.webhooks = WebhookService(settings, jobs.pool)
-        app.state.signed_urls = SignedUrlService(settings, jobs.pool)
+        columns = Columns(jobs.storage.keyring)
+        app.state.webhooks = WebhookService(settings, jobs.pool, columns)
+        app.state.signed_urls = SignedUrlService(settings, jobs.pool, columns)
         try:
             yield
         finally:

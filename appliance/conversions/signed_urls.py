@@ -17,6 +17,7 @@ raises ``appliance.errors``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -35,6 +36,7 @@ import msgspec
 from appliance.db import AsyncPool
 from appliance.db.queries import signed_urls as rows
 from appliance.errors import Forbidden, InvalidData, NotFound
+from appliance.security.sealing import Columns
 from appliance.settings import Settings
 
 MAX_BASES_PER_USER = 25
@@ -167,10 +169,14 @@ def check_name(name: object) -> str | None:
     return name
 
 
+SECRET_COLUMN = "signed_url_bases.signing_secret"  # noqa: S105 (a column's name)
+
+
 @dataclass
 class SignedUrlService:
     settings: Settings
     pool: AsyncPool
+    columns: Columns  # the signing secrets rest sealed with the user's data key
 
     def url_of(self, base_id: uuid.UUID) -> str:
         return f"{self.settings.effective_public_url}{PATH}{base_id}"
@@ -178,19 +184,29 @@ class SignedUrlService:
     async def create(self, user_id: uuid.UUID, name: object) -> str:
         """A new base with a fresh signing secret (shown here and by show/page)."""
         name, base_id = check_name(name), uuid.uuid4()
-        made = (self.url_of(base_id), secrets.token_urlsafe(32))
+        sealed = await asyncio.to_thread(
+            self.columns.seal, user_id, SECRET_COLUMN, secrets.token_urlsafe(32)
+        )
         async with self.pool.connection() as conn, conn.transaction():
             if await rows.count(conn, user_id) >= MAX_BASES_PER_USER:
                 raise InvalidData(
                     f"A user may have at most {MAX_BASES_PER_USER} signed URL bases",
                     code="TOO_MANY_SIGNED_URL_BASES",
                 )
-            return await rows.create(conn, base_id, user_id, name, made)
+            doc = await rows.create(conn, base_id, user_id, name, (self.url_of(base_id), sealed))
+        return await self._opened(user_id, doc)
+
+    async def _opened(self, user_id: uuid.UUID, doc: str) -> str:
+        """The document with its bases' signing secrets opened."""
+        return await asyncio.to_thread(
+            self.columns.open_doc, user_id, SECRET_COLUMN, doc, "signing_secret"
+        )
 
     async def page(self, user_id: uuid.UUID, page: int, per_page: int) -> tuple[str, bool]:
         """One page of the user's bases (JSON array text) and whether a next exists."""
         async with self.pool.connection() as conn:
             doc, n = await rows.page(conn, user_id, per_page + 1, (page - 1) * per_page)
+        doc = await self._opened(user_id, doc)
         if n <= per_page:
             return doc, False
         return json.dumps(json.loads(doc)[:per_page]), True
@@ -200,7 +216,7 @@ class SignedUrlService:
             doc = await rows.show(conn, user_id, base_id)
         if doc is None:
             raise NotFound(f"Signed URL base {base_id} not found")
-        return doc
+        return await self._opened(user_id, doc)
 
     async def delete(self, user_id: uuid.UUID, base_id: uuid.UUID) -> None:
         """The base: every URL built on it stops working at once."""
@@ -218,7 +234,10 @@ class SignedUrlService:
             raise NotFound(f"Signed URL base {base_id} not found")
         # The URL the base was shown with, and today's if PUBLIC_URL changed since.
         bases = list(dict.fromkeys((base["url"], self.url_of(base_id))))
-        params = signed_parameters(bases, base["secret"], raw_query)
+        secret = await asyncio.to_thread(
+            self.columns.open, base["user_id"], SECRET_COLUMN, base["secret"]
+        )
+        params = signed_parameters(bases, secret, raw_query)
         if params is None:
             raise Forbidden("The signature of this signed URL is invalid", code="INVALID_SIGNATURE")
         job = decode_job(params["job"], self.settings.max_json_bytes)

@@ -17,16 +17,24 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Literal
 
 from appliance.conversions.fetch import open_pinned
-from appliance.conversions.webhooks import DELIVERY_ID_HEADER, SIGNATURE_HEADER, sign
+from appliance.conversions.webhooks import (
+    DELIVERY_ID_HEADER,
+    SECRET_COLUMN,
+    SIGNATURE_HEADER,
+    USER_SECRET_COLUMN,
+    sign,
+)
 from appliance.db import SyncPool
 from appliance.db.queries import webhooks as rows
 from appliance.errors import InvalidData, RetryableError
 from appliance.metrics import WEBHOOK_DELIVERIES
+from appliance.security.sealing import Columns
 from appliance.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -108,6 +116,7 @@ class Outbox:
 
     settings: Settings
     pool: SyncPool
+    columns: Columns  # opens the signing secrets, sealed at rest
 
     @property
     def lease(self) -> float:
@@ -115,10 +124,21 @@ class Outbox:
         return 4 * self.settings.webhook_timeout_seconds + 30
 
     def claim(self, limit: int) -> list[Due]:
-        return [
-            Due(r["id"], r["webhook_id"], r["url"], r["body"], r["attempts"], r["secret"])
-            for r in rows.claim(self.pool, limit, self.lease)
-        ]
+        due = []
+        for r in rows.claim(self.pool, limit, self.lease):
+            secret = self.secret(r["user_id"], r["webhook_id"], r["secret"])
+            due.append(Due(r["id"], r["webhook_id"], r["url"], r["body"], r["attempts"], secret))
+        return due
+
+    def secret(self, user_id: uuid.UUID, webhook_id: uuid.UUID | None, sealed: str | None) -> str:
+        """The signing secret of a delivery, opened: its webhook's, or the user's (made
+        now when they have none yet)."""
+        if webhook_id is not None and sealed is not None:
+            return self.columns.open(user_id, SECRET_COLUMN, sealed)
+        if sealed is None:
+            candidate = self.columns.seal(user_id, USER_SECRET_COLUMN, secrets.token_hex(32))
+            sealed = rows.signing_secret_sync(self.pool, user_id, candidate) or candidate
+        return self.columns.open(user_id, USER_SECRET_COLUMN, sealed)
 
     def send(self, due: Due) -> Attempt:
         """Attempt ``due`` and record the outcome; returns it."""

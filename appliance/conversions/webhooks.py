@@ -23,6 +23,7 @@ from appliance.db.queries import webhooks as rows
 from appliance.errors import InvalidData, NotFound
 from appliance.security import audit
 from appliance.security.netguard import resolve
+from appliance.security.sealing import Columns
 from appliance.settings import Settings
 
 EVENTS = ("job.created", "job.finished", "job.failed")
@@ -71,10 +72,15 @@ def check_events(events: object) -> list[str]:
     return sorted(set(events), key=EVENTS.index)
 
 
+SECRET_COLUMN = "webhooks.signing_secret"  # noqa: S105 (a column's name)
+USER_SECRET_COLUMN = "users.webhook_signing_secret"  # noqa: S105 (a column's name)
+
+
 @dataclass
 class WebhookService:
     settings: Settings
     pool: AsyncPool
+    columns: Columns  # the signing secrets rest sealed with the user's data key
 
     async def create(self, user_id: uuid.UUID, url: object, events: object) -> str:
         """A new webhook with a fresh signing secret. Its host must resolve to public
@@ -90,28 +96,37 @@ class WebhookService:
                     f"A user may have at most {MAX_WEBHOOKS_PER_USER} webhooks",
                     code="TOO_MANY_WEBHOOKS",
                 )
-            doc = await rows.create(conn, user_id, url, events, secrets.token_hex(32))
+            sealed = await asyncio.to_thread(
+                self.columns.seal, user_id, SECRET_COLUMN, secrets.token_hex(32)
+            )
+            doc = await rows.create(conn, user_id, url, events, sealed)
             subject = f"webhook:{json.loads(doc)['id']}"
             details = {"host": host, "events": events}  # not the URL: it may hold a token
             await audit.record_async(
                 conn, "webhook.created", user_id, subject, details, actor="api"
             )
-            return doc
+        return await self._opened(user_id, doc)
+
+    async def _opened(self, user_id: uuid.UUID, doc: str) -> str:
+        """The document with its webhooks' signing secrets opened."""
+        return await asyncio.to_thread(
+            self.columns.open_doc, user_id, SECRET_COLUMN, doc, "signing_secret"
+        )
 
     async def page(
         self, user_id: uuid.UUID, url: str | None, page: int, per_page: int
     ) -> tuple[str, bool]:
         """One page of the user's webhooks (JSON array text) and whether a next exists."""
         async with self.pool.connection() as conn:
-            found = await rows.page(conn, user_id, url, per_page + 1, (page - 1) * per_page)
-        return trim(found, per_page)
+            doc, n = await rows.page(conn, user_id, url, per_page + 1, (page - 1) * per_page)
+        return trim((await self._opened(user_id, doc), n), per_page)
 
     async def show(self, user_id: uuid.UUID, webhook_id: uuid.UUID) -> str:
         async with self.pool.connection() as conn:
             doc = await rows.show(conn, user_id, webhook_id)
         if doc is None:
             raise NotFound(f"Webhook {webhook_id} not found")
-        return doc
+        return await self._opened(user_id, doc)
 
     async def delete(self, user_id: uuid.UUID, webhook_id: uuid.UUID) -> None:
         async with self.pool.connection() as conn, conn.transaction():
@@ -142,12 +157,16 @@ class WebhookService:
         return trim(found, per_page)
 
     async def signing_secret(self, user_id: uuid.UUID) -> str:
-        """The secret that signs deliveries to the webhook_url a job names."""
+        """The secret that signs deliveries to the webhook_url a job names (made, sealed,
+        the first time it is asked for, here or by a sender)."""
+        candidate = await asyncio.to_thread(
+            self.columns.seal, user_id, USER_SECRET_COLUMN, secrets.token_hex(32)
+        )
         async with self.pool.connection() as conn:
-            secret = await rows.signing_secret(conn, user_id)
-        if secret is None:
+            sealed = await rows.signing_secret(conn, user_id, candidate)
+        if sealed is None:
             raise NotFound("No such user")
-        return secret
+        return await asyncio.to_thread(self.columns.open, user_id, USER_SECRET_COLUMN, sealed)
 
 
 def trim(found: tuple[str, int], per_page: int) -> tuple[str, bool]:

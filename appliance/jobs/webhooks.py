@@ -20,6 +20,7 @@ import psycopg
 from appliance.conversions.runtime import Runtime
 from appliance.conversions.webhook_delivery import Due, Outbox
 from appliance.db.queries.webhooks import listening
+from appliance.security.sealing import Columns
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 5.0  # longest idle wait when no notification comes
@@ -31,7 +32,7 @@ LISTEN_RETRY_SECONDS = 5.0
 class WebhookSenderThread(threading.Thread):
     def __init__(self, rt: Runtime) -> None:
         super().__init__(daemon=True, name="webhook-sender")
-        self.outbox = Outbox(rt.settings, rt.pool)
+        self.outbox = Outbox(rt.settings, rt.pool, Columns(rt.storage.keyring))
         self.database_url = rt.settings.effective_database_url
         self.slots = rt.settings.webhook_senders
         self.senders = ThreadPoolExecutor(self.slots, thread_name_prefix="webhook")

@@ -18,6 +18,7 @@ with it off) and is read as it is.
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -150,7 +151,7 @@ def _open_chunks(
         except InvalidTag:
             raise ObjectDamaged("a chunk does not authenticate") from None
 
-    for chunk in rest:
+    for chunk in itertools.chain([b""], rest):  # what the header's read brought first
         buf += chunk
         while len(buf) > SEALED_CHUNK:
             yield one(bytes(buf[:SEALED_CHUNK]), final=False)

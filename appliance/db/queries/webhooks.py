@@ -50,7 +50,14 @@ DELIVERIES = (
     " AND (%s::uuid IS NULL OR webhook_id = %s) AND (%s::uuid IS NULL OR job_id = %s)"
     " AND (%s::text IS NULL OR status = %s) ORDER BY seq DESC LIMIT %s OFFSET %s) d"
 )
-SIGNING_SECRET = "SELECT webhook_signing_secret AS secret FROM users WHERE id = %s"  # noqa: S105
+# The user's secret for their jobs' webhook_url, sealed (migration 0018): the candidate is
+# kept when the user has none yet; either way the one they have is returned.
+SIGNING_SECRET = (
+    "WITH made AS (UPDATE users SET webhook_signing_secret = %s WHERE id = %s"  # noqa: S105
+    " AND webhook_signing_secret IS NULL RETURNING webhook_signing_secret AS secret)"
+    " SELECT secret FROM made UNION ALL SELECT webhook_signing_secret FROM users"
+    " WHERE id = %s AND NOT EXISTS (SELECT FROM made)"
+)
 
 # Senders. A claim takes due rows no other sender holds, counts the attempt and moves next_at
 # past the time an attempt can take (the lease): the row is due again if the sender dies.
@@ -60,7 +67,7 @@ CLAIM = (
     " claimed AS (UPDATE webhook_deliveries d SET attempts = d.attempts + 1,"
     " next_at = now() + make_interval(secs => %s) FROM due WHERE d.id = due.id"
     " RETURNING d.id, d.webhook_id, d.user_id, d.url, d.body, d.attempts)"
-    " SELECT c.id, c.webhook_id, c.url, c.body, c.attempts,"
+    " SELECT c.id, c.webhook_id, c.user_id, c.url, c.body, c.attempts,"
     " coalesce(w.signing_secret, u.webhook_signing_secret) AS secret"
     " FROM claimed c JOIN users u ON u.id = c.user_id"
     " LEFT JOIN webhooks w ON w.id = c.webhook_id"
@@ -151,15 +158,24 @@ async def deliveries(
     return row["doc"], row["n"]
 
 
-async def signing_secret(conn: AsyncDictConnection, user_id: uuid.UUID) -> str | None:
-    row = await _one(conn, SIGNING_SECRET, (user_id,))
+async def signing_secret(
+    conn: AsyncDictConnection, user_id: uuid.UUID, candidate: str
+) -> str | None:
+    """The user's sealed secret, ``candidate`` if they had none; None: no such user."""
+    row = await _one(conn, SIGNING_SECRET, (candidate, user_id, user_id))
+    return row["secret"] if row else None
+
+
+def signing_secret_sync(pool: SyncPool, user_id: uuid.UUID, candidate: str) -> str | None:
+    with pool.connection() as conn:
+        row = conn.execute(SIGNING_SECRET, (candidate, user_id, user_id)).fetchone()
     return row["secret"] if row else None
 
 
 # -- senders ------------------------------------------------------------------------------
 def claim(pool: SyncPool, limit: int, lease_seconds: float) -> list[dict[str, Any]]:
-    """Up to ``limit`` due deliveries, each now this sender's attempt (id, webhook_id, url,
-    body, attempts, secret)."""
+    """Up to ``limit`` due deliveries, each now this sender's attempt (id, webhook_id,
+    user_id, url, body, attempts, secret: sealed, or None when the user has none yet)."""
     with pool.connection() as conn:
         return conn.execute(CLAIM, (limit, lease_seconds)).fetchall()
 

@@ -225,7 +225,7 @@ def test_stored_bytes_that_never_get_a_reference_are_cleaned_up(system, tmp_path
     orphan = tmp_path / "orphan.bin"
     orphan.write_bytes(b"never referenced" * 100)
     sha, size = sha256_of(orphan)
-    store_file(system.rt, orphan, sha, size)
+    store_file(system.rt, orphan, sha, size, system.user_id)
     assert system.rt.storage.exists(object_key(sha))
     Reconciler(system.rt).run_once()
     assert system.rt.storage.exists(object_key(sha))  # within the grace period
@@ -242,10 +242,11 @@ def test_reserving_a_hash_restarts_the_grace_of_an_unreferenced_object(system, t
     f = tmp_path / "again.bin"
     f.write_bytes(b"stored twice" * 100)
     sha, size = sha256_of(f)
-    store_file(system.rt, f, sha, size)
+    store_file(system.rt, f, sha, size, system.user_id)
     system.sql("UPDATE files SET released_at = now() - interval '2 hours'")
     f.write_bytes(b"stored twice" * 100)
-    store_file(system.rt, f, sha, size)  # a new upload of the same bytes, not yet referenced
+    # a new upload of the same bytes, not yet referenced
+    store_file(system.rt, f, sha, size, system.user_id)
     assert Reconciler(system.rt).run_once().deleted_objects == 0
     assert system.rt.storage.exists(object_key(sha))
 

@@ -8,10 +8,11 @@ import json
 import uuid
 
 from appliance.conversions.signed_urls import SignedUrlService
+from appliance.security.sealing import Columns
 
 
 def _setup(system) -> tuple[SignedUrlService, uuid.UUID, uuid.UUID]:
-    svc = SignedUrlService(system.settings, system.svc.pool)
+    svc = SignedUrlService(system.settings, system.svc.pool, Columns(system.rt.storage.keyring))
     base_id = uuid.UUID(json.loads(system.call(svc.create(system.user_id, None)))["id"])
     job = system.create(
         {

@@ -21,6 +21,7 @@ from appliance import local_services
 from appliance.conversions.webhooks import WebhookService
 from appliance.errors import InvalidData
 from appliance.jobs.webhooks import WebhookSenderThread
+from appliance.security.sealing import Columns
 from appliance.settings import Settings
 from tests.conftest import make_settings
 from tests.harness.receiver import Received, Receiver
@@ -89,7 +90,8 @@ def sender(system: JobSystem) -> Iterator[WebhookSenderThread]:
 
 
 def hooks(system: JobSystem, settings: Settings | None = None) -> WebhookService:
-    return WebhookService(settings or system.settings, system.svc.pool)
+    columns = Columns(system.rt.storage.keyring)
+    return WebhookService(settings or system.settings, system.svc.pool, columns)
 
 
 def subscribe(system: JobSystem, url: str, events: list[str]) -> dict[str, Any]:

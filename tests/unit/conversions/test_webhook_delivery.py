@@ -33,7 +33,7 @@ def test_answers_are_judged_as_cloudconvert_does(status, verdict):
 
 
 def test_the_default_retries_span_about_a_day_and_double_up_to_the_cap():
-    outbox = Outbox(Settings(), None)  # type: ignore[arg-type]  # backoff needs no pool
+    outbox = Outbox(Settings(), None, None)  # type: ignore[arg-type]  # backoff needs no pool
     s = outbox.settings
     waits = [outbox.backoff(n) for n in range(1, s.webhook_max_attempts)]
     assert s.webhook_backoff_seconds <= waits[0] <= s.webhook_backoff_seconds * 1.1

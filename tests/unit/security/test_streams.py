@@ -41,6 +41,8 @@ def test_a_sealed_object_opens_to_the_same_bytes_and_its_size_is_known(size):
     assert streams.plain_size(len(stored), stored[:HEADER_BYTES]) == size
     assert opened(stored) == data
     assert opened(stored, piece=1000) == data
+    assert opened(stored, piece=len(stored) + 1) == data  # read whole at once
+    assert opened(seal(data, piece=max(size, 1))) == data  # sealed in one update
 
 
 def test_the_stored_bytes_hold_no_run_of_the_plaintext():
