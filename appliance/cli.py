@@ -6,6 +6,8 @@ appliance users create|list|disable|enable|delete
                                 the users (disable and delete take effect at once)
 appliance users invite EMAIL    print a link where EMAIL chooses a web UI password
                                 (--operator: also the operator page)
+appliance users export EMAIL    everything held about the user, in one zip archive (--out)
+appliance users erase EMAIL     the user and all their data, their data key destroyed
 appliance users quota EMAIL     a user's quotas: --minutes-per-day, --minutes-per-month,
                                 --stored-bytes (0: unlimited, -1: the setting's default)
 appliance usage                 usage per user and UTC day for billing: --user EMAIL,
@@ -20,6 +22,9 @@ appliance audit show            audit records, newest first: --user EMAIL, --sin
                                 (ISO time or 24h, 7d), --event NAME, --limit N
 appliance audit prune           apply APPLIANCE_AUDIT_RETENTION_DAYS now (the workers' reconciler
                                 does hourly)
+appliance master-key add|rewrap|status
+                                rotate the master key: add a new one (key file), re-wrap
+                                the data keys under it, see which keys still wrap some
 appliance api                   the HTTP API under granian
 appliance worker -Q QUEUE       a Dramatiq worker for one or more queue classes
 appliance settings              the configuration reference
@@ -42,6 +47,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from appliance.client import arguments as client_arguments
@@ -86,13 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     import psycopg
 
     from appliance.security.accounts import AccountError
+    from appliance.security.envelope import MasterKeyError
 
     try:
         status = int(COMMANDS[args.command](settings, args) or 0)
         if status == 0 and _changes(args):
             _audit_command(settings, argv if argv is not None else sys.argv[1:])
         return status
-    except AccountError as exc:
+    except (AccountError, MasterKeyError) as exc:
         print(f"appliance: {exc}", file=sys.stderr)
         return 2
     except psycopg.OperationalError as exc:
@@ -209,8 +216,21 @@ def _account_parsers(sub: Any) -> None:
         ("disable", "disable a user: every key stops working at once"),
         ("enable", "enable a disabled user again"),
         ("delete", "delete a user with their keys, jobs and files"),
+        ("erase", "erase a user and all their data now (GDPR); their data key is destroyed"),
     ):
         users.add_parser(action, help=text).add_argument("email")
+    export = users.add_parser("export", help="everything held about a user, as a zip archive")
+    export.add_argument("email")
+    export.add_argument("--out", metavar="PATH", help="archive to write (default: EMAIL.zip)")
+    master = sub.add_parser("master-key", help="rotate the master key").add_subparsers(
+        dest="action", required=True
+    )
+    for action, text in (
+        ("add", "add a new master key to the key file; it wraps new data keys from now on"),
+        ("rewrap", "wrap every data key with the current master key (objects untouched)"),
+        ("status", "the master keys configured, and how many data keys each wraps"),
+    ):
+        master.add_parser(action, help=text)
     quota = users.add_parser("quota", help="set a user's quotas (0: unlimited, -1: default)")
     quota.add_argument("email")
     for flag in ("--minutes-per-day", "--minutes-per-month", "--stored-bytes"):
@@ -247,6 +267,8 @@ def _users(settings: Settings, args: argparse.Namespace) -> int:
         _table(accounts.list_users(settings), ("id", "email", "created_at", "disabled_at", "keys"))
     elif args.action == "delete":
         _told(accounts.delete_user(settings, args.email))
+    elif args.action in ("erase", "export"):
+        return _personal(settings, args)
     elif args.action == "quota":
         from appliance.security import usage
 
@@ -259,6 +281,29 @@ def _users(settings: Settings, args: argparse.Namespace) -> int:
         )
     else:
         _told(accounts.set_disabled(settings, args.email, args.action == "disable"))
+    return 0
+
+
+def _personal(settings: Settings, args: argparse.Namespace) -> int:
+    from appliance.security import personal
+    from appliance.storage import make_storage
+
+    storage = make_storage(settings)
+    if args.action == "erase":
+        erased = personal.erase(settings, storage, args.email)
+        print(f"erased user {erased.user_id}: {erased.objects_deleted} stored objects deleted")
+        _told(erased.told_api)
+        return 0
+    out = Path(args.out or f"{args.email}.zip")
+    doc = personal.export(settings, storage, args.email, out)
+    print(f"{out}: {len(doc['jobs'])} jobs, {len(doc['files'])} files")
+    return 0
+
+
+def _master_key(settings: Settings, args: argparse.Namespace) -> int:
+    from appliance.security import envelope
+
+    print(envelope.operate(settings, args.action))
     return 0
 
 
@@ -373,6 +418,7 @@ COMMANDS = {
     "keys": _keys,
     "usage": _usage,
     "audit": _audit,
+    "master-key": _master_key,
     "api": _api,
     "worker": _worker,
     "settings": _settings,

@@ -126,6 +126,7 @@ def create_app(
             signed_urls.open_signed_url,
             files.download,
             users.me,
+            users.erase_me,
             meta.formats,
             meta.operations,
             meta.live,

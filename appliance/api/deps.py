@@ -32,6 +32,7 @@ def services(request: Request[Any, Any, Any]) -> Services:
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SCOPES_OF = "scopes"  # a route's opt: the family of scopes it needs (task: task.read/write)
+SCOPE = "scope"  # a route's opt: the one scope it needs, whatever the method
 
 
 async def principal(request: Request[Any, Any, Any]) -> Principal:
@@ -43,6 +44,7 @@ async def principal(request: Request[Any, Any, Any]) -> Principal:
     who = await svc.auth.authenticate(request.headers.get("authorization"), address)
     family = request.route_handler.opt.get(SCOPES_OF, "task")
     scope = f"{family}.read" if request.method in READ_METHODS else f"{family}.write"
+    scope = request.route_handler.opt.get(SCOPE, scope)
     if scope not in who.scopes:
         raise Forbidden(f"This API key lacks the {scope} scope", code="MISSING_SCOPE")
     await svc.limits.request(address, who.key_id)

@@ -1,17 +1,22 @@
-"""/v2/users/me: the user a key belongs to (CloudConvert's users.me())."""
+"""/v2/users/me: the user a key belongs to (CloudConvert's users.me()); its DELETE erases
+the user and all their data (a key with the ``user.erase`` scope only)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, get
+from litestar import Request, Response, delete, get
 
 from appliance.api import responses
-from appliance.api.deps import SCOPES_OF, services
+from appliance.api.deps import SCOPE, SCOPES_OF, services
 from appliance.api.schemas import AUTHED, KEY, UserData, answers
-from appliance.security.accounts import user_document
+from appliance.errors import NotFound
+from appliance.security import personal
+from appliance.security.accounts import AccountError, user_document
 from appliance.security.auth import Principal
+from appliance.security.keys import ERASE_SCOPE
 
 
 @get(
@@ -26,3 +31,20 @@ async def me(request: Request[Any, Any, Any], principal: Principal) -> Response[
     jobs = services(request).jobs
     doc = await user_document(jobs.pool, jobs.settings, principal.user_id)
     return responses.data(msgspec.json.encode(doc).decode())
+
+
+@delete(
+    "/v2/users/me",
+    status_code=204,
+    tags=["users"],
+    summary="Erase the user the API key belongs to, with all their jobs, files and keys",
+    opt={SCOPE: ERASE_SCOPE},
+    security=KEY,
+    responses=answers(204, None, AUTHED),
+)
+async def erase_me(request: Request[Any, Any, Any], principal: Principal) -> None:
+    jobs = services(request).jobs
+    try:
+        await asyncio.to_thread(personal.erase, jobs.settings, jobs.storage, principal.user_id)
+    except AccountError:  # erased since its key was checked
+        raise NotFound("The user no longer exists") from None

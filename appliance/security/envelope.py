@@ -248,3 +248,30 @@ def rewrap_all(conn: DictConnection, masters: MasterKeys) -> int:
         master_id, wrapped = masters.wrap(key)
         moved += rows.rewrap(conn, row.id, row.master_key_id, master_id, wrapped)
     return moved
+
+
+def operate(settings: Settings, action: str) -> str:
+    """``appliance master-key add|rewrap|status``; what to print."""
+    if action == "add":
+        if settings.master_keys:
+            raise MasterKeyError(
+                "the master keys come from APPLIANCE_MASTER_KEYS: append a new `id:base64url`"
+                " entry there on every host (generate one with `appliance master-key add`"
+                " against a key file), then run `appliance master-key rewrap`"
+            )
+        path = key_file(settings)
+        MasterKeys.from_settings(settings)  # creates the file on a fresh install
+        ident = add_to_key_file(path)
+        return f"master key {ident} added to {path}: now run `appliance master-key rewrap`"
+    masters = MasterKeys.from_settings(settings)
+    with connector(settings)() as conn:
+        if action == "rewrap":
+            moved = rewrap_all(conn, masters)
+            return f"{moved} data keys re-wrapped under master key {masters.current}"
+        counts = rows.count_by_master(conn)
+    lines = []
+    for ident in masters.keys:
+        current = " (current)" if ident == masters.current else ""
+        lines.append(f"{ident}\t{counts.pop(ident, 0)} data keys{current}")
+    lines += [f"{ident}\t{n} data keys, NOT CONFIGURED" for ident, n in counts.items()]
+    return "\n".join(lines)

@@ -22,6 +22,10 @@ def key_hash(key: str) -> bytes:
 
 
 SCOPES = ("task.read", "task.write", "webhook.read", "webhook.write", "user.read", "user.write")
+# Erasing the user (DELETE /v2/users/me) cannot be undone: a key does it only when made with
+# this scope by name, never by default.
+ERASE_SCOPE = "user.erase"
+KNOWN_SCOPES = (*SCOPES, ERASE_SCOPE)
 
 
 def create_key(
@@ -34,9 +38,9 @@ def create_key(
 ) -> str:
     """Create the user if needed and a new key for them, audited as ``actor``'s doing;
     returns the key (shown once)."""
-    unknown = sorted(set(scopes) - set(SCOPES))
+    unknown = sorted(set(scopes) - set(KNOWN_SCOPES))
     if unknown:
-        raise ValueError(f"unknown scopes {unknown}; known: {', '.join(SCOPES)}")
+        raise ValueError(f"unknown scopes {unknown}; known: {', '.join(KNOWN_SCOPES)}")
     if expires_at is not None and expires_at <= datetime.now(UTC):
         raise ValueError(f"the expiry {expires_at.isoformat()} has passed")
     key = new_key()

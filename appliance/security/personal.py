@@ -1,0 +1,111 @@
+"""A user's personal data (GDPR): everything held about them exported in one archive, or
+erased (``appliance users export|erase EMAIL``, ``DELETE /v2/users/me``).
+
+The export is a zip archive:
+
+    user.json                       the documented JSON below (EXPORT_FORMAT)
+    files/<task id>/<n>/<filename>  each file of each task, opened (decrypted)
+
+``user.json`` holds ``format`` (EXPORT_FORMAT), ``exported_at``, ``account`` (id, email,
+username, created_at, disabled_at, quotas), and one list per section of
+``db/queries/personal.SECTIONS``: ``api_keys`` (metadata only; a key is never stored),
+``data_keys`` (id, master key id, created_at; never the key), ``jobs``, ``tasks`` (as the API
+shows them), ``files`` (task_id, position, filename, size, address and ``path`` in the
+archive), ``usage`` (per UTC day), ``webhooks`` (without signing secrets),
+``webhook_deliveries`` (each event's exact body), ``signed_url_bases`` (without secrets),
+and ``audit`` (the audit log's entries about the user, once it exists: empty here).
+
+Erasing deletes the user and everything above in one transaction, the cached conversion
+results made from their files with it, then the stored objects no other user references,
+before the commit (an upload of the same bytes waits on their rows). Their data key goes
+with the user (crypto-shredding): any copy of their objects anywhere (a backup of the
+bucket, a disk image) can no longer be opened.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from appliance.db import DictConnection
+from appliance.db.queries import keys as key_rows
+from appliance.db.queries import personal as rows
+from appliance.security import revocation
+from appliance.security.accounts import AccountError, connect
+from appliance.settings import Settings
+from appliance.storage import object_key
+from appliance.storage.sealed import SealedStorage
+
+EXPORT_FORMAT = "appliance-user-export/1"
+
+
+@dataclass(frozen=True)
+class Erased:
+    user_id: uuid.UUID
+    objects_deleted: int
+    told_api: bool  # the API processes were told to drop the user's keys at once
+
+
+def erase(settings: Settings, storage: SealedStorage, who: str | uuid.UUID) -> Erased:
+    """Erase the user ``who`` (an e-mail or an id; AccountError when there is none)."""
+    with connect(settings) as conn, conn.transaction():
+        user_id = rows.lock_user(conn, who)
+        if user_id is None:
+            raise AccountError(f"no user {who}")
+        released = rows.erase(conn, user_id)
+        for address in released:
+            storage.delete(object_key(address))
+    storage.keyring.forget()
+    told = revocation.announce(settings.effective_redis_url, users=[user_id])
+    audit_user_erased(settings, user_id)
+    return Erased(user_id, len(released), told)
+
+
+def audit_user_erased(settings: Settings, user_id: uuid.UUID) -> None:
+    """THE call site for the audit log's one record of an erasure ("user.erased", the
+    user's random id, no e-mail nor anything else personal). The audit log is not part of
+    this package yet; when it lands, this function records the event through it."""
+    del settings, user_id
+
+
+def export(settings: Settings, storage: SealedStorage, email: str, out: Path) -> dict[str, Any]:
+    """Write the user's archive to ``out``; its ``user.json`` document."""
+    with connect(settings) as conn:
+        doc = _document(conn, email)
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+        for entry in doc["files"]:
+            with zf.open(entry["path"], "w", force_zip64=True) as dst:
+                for chunk in storage.iter_bytes(object_key(entry["address"])):
+                    dst.write(chunk)
+        zf.writestr("user.json", msgspec.json.format(msgspec.json.encode(doc), indent=1))
+    audit_user_exported(settings, doc["account"]["id"])
+    return doc
+
+
+def audit_user_exported(settings: Settings, user_id: uuid.UUID) -> None:
+    """THE call site for the audit log's record of an export ("user.exported", the user's
+    id); wired when the audit log lands, as ``audit_user_erased``."""
+    del settings, user_id
+
+
+def _document(conn: DictConnection, email: str) -> dict[str, Any]:
+    user_id = key_rows.user_id(conn, email)
+    if user_id is None:
+        raise AccountError(f"no user {email}")
+    doc: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "exported_at": datetime.now(UTC),
+        "account": rows.account(conn, user_id),
+    }
+    for name in rows.SECTIONS:
+        doc[name] = rows.section(conn, name, user_id)
+    for entry in doc["files"]:
+        entry["path"] = f"files/{entry['task_id']}/{entry['position']}/{entry['filename']}"
+    doc["audit"] = []
+    return doc
