@@ -33,6 +33,7 @@ STOP_TIMEOUT = 30.0  # seconds children get to finish current requests and tasks
 
 def run_single_host(settings: Settings) -> int:
     from appliance.db.migrate import migrate
+    from appliance.security.envelope import MasterKeys
 
     logs.configure(settings.log_level, settings.log_format)
     data = settings.data_path.absolute()
@@ -46,6 +47,9 @@ def run_single_host(settings: Settings) -> int:
         start_servers(settings, data, stack)
         applied = migrate(settings.effective_database_url)
         log.info("migrations applied: %s", applied or "none pending")
+        # The master key file is made now, as the service user, before any process seals
+        # with it; a master key setting that does not parse stops the start here.
+        MasterKeys.from_settings(settings)
         api = [sys.executable, "-m", "appliance.cli", "api"]  # granian and its metrics port
         commands += [(api, group_env(settings, env, None, 0))] + [
             (worker_command(settings, [queue], None, None), group_env(settings, env, queue, i))

@@ -24,6 +24,8 @@ NAMES = {
     "redis_exporter_password": "Redis user `exporter` (the redis exporter: statistics only)",
     "redis_admin_password": "Redis user `admin` (every command; for operators, on no host)",
     "secret_key": "the app's URL-signing key (the same on every api host)",
+    "master_keys": "the master keys wrapping users' data keys (`id:base64url`, comma-separated,"
+    " the last current; the same on every api and worker host)",
     "minio_root_password": "MinIO's root user",
     "minio_app_password": "MinIO's user for the app",
     "minio_prometheus_password": "MinIO's user `prometheus` (metrics only; signs its token)",
@@ -41,6 +43,11 @@ def secrets_dir() -> Path:
 
 
 def _generate(name: str) -> str:
+    if name == "master_keys":  # appliance/security/envelope.py's format
+        from datetime import UTC, datetime
+
+        ident = f"mk-{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(3)}"
+        return f"{ident}:{secrets.token_urlsafe(32)}"
     if name == "minio_kms_key":
         import base64
 

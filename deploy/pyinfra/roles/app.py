@@ -51,6 +51,7 @@ def env_context(fleet: Fleet, me: HostSpec) -> dict[str, Any]:
         "trusted_proxies": ",".join(h.ip for h in fleet.role("lb")),
         "s3": fleet.s3(),
         "secret_key": fleet.secrets["secret_key"],
+        "master_keys": fleet.secrets["master_keys"],
         "sandbox": fleet.get("sandbox", me),
         "virus_scan": fleet.get("virus_scan", me),
         "audit_retention_days": fleet.get("audit_retention_days"),
