@@ -57,44 +57,50 @@ def _nonce(i: int) -> bytes:
 
 
 class Sealer:
-    """Seals one object: ``header`` first, then what ``update`` and ``finish`` return."""
+    """Seals one object: ``header`` first, then what ``update`` and ``finish`` return.
+
+    Plaintext is gathered in one chunk-sized buffer (one copy) and sealed from it: no other
+    copy is made, so sealing costs little more than AES-GCM itself (an upload's spool seals
+    as it writes)."""
 
     def __init__(self, key: DataKey) -> None:
         salt = os.urandom(SALT_BYTES)
         self.header = MAGIC + key.id.bytes + salt
         self._aead = _object_cipher(key, salt)
-        self._pending = bytearray()
+        self._buf = bytearray(CHUNK)
+        self._fill = 0
         self._count = 0
         self.size = 0  # plaintext bytes taken
 
-    def update(self, data: bytes) -> bytes:
-        """The sealed chunks ``data`` completes (always keeps the latest chunk back, which
-        may turn out to be the final one)."""
+    def update(self, data: bytes | bytearray | memoryview) -> bytes:
+        """The sealed chunks ``data`` completes. A full chunk is sealed only once more data
+        comes: until then it may be the final one."""
         self.size += len(data)
-        self._pending += data
-        if len(self._pending) <= CHUNK:
-            return b""
         out = []
-        view = memoryview(self._pending)
-        start = 0
-        while len(self._pending) - start > CHUNK:
-            out.append(self._seal(view[start : start + CHUNK], final=False))
-            start += CHUNK
-        view.release()
-        del self._pending[:start]
-        return b"".join(out)
+        with memoryview(data) as view:
+            start = 0
+            while start < len(view):
+                if self._fill == CHUNK:
+                    out.append(self._seal(final=False))
+                n = min(CHUNK - self._fill, len(view) - start)
+                self._buf[self._fill : self._fill + n] = view[start : start + n]
+                self._fill += n
+                start += n
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def finish(self) -> bytes:
         """The final chunk."""
-        last = self._seal(bytes(self._pending), final=True)
-        self._pending.clear()
-        return last
+        return self._seal(final=True)
 
-    def _seal(self, plain: bytes | memoryview, *, final: bool) -> bytes:
-        sealed = self._aead.encrypt(
-            _nonce(self._count), bytes(plain), self.header + (b"\x01" if final else b"\x00")
-        )
+    def _seal(self, *, final: bool) -> bytes:
+        with memoryview(self._buf) as view:
+            sealed = self._aead.encrypt(
+                _nonce(self._count),
+                view[: self._fill],
+                self.header + (b"\x01" if final else b"\x00"),
+            )
         self._count += 1
+        self._fill = 0
         return sealed
 
 
@@ -143,20 +149,27 @@ def _open_chunks(
     header: bytes, buf: bytearray, rest: Iterator[bytes], key: DataKey
 ) -> Iterator[bytes]:
     aead = _object_cipher(key, header[-SALT_BYTES:])
-    count = 0
+    count, pos = 0, 0  # chunks opened; where the next one starts in ``buf``
 
-    def one(sealed: bytes, final: bool) -> bytes:
+    def one(sealed: memoryview, final: bool) -> bytes:
         try:
             return aead.decrypt(_nonce(count), sealed, header + (b"\x01" if final else b"\x00"))
         except InvalidTag:
             raise ObjectDamaged("a chunk does not authenticate") from None
 
     for chunk in itertools.chain([b""], rest):  # what the header's read brought first
-        buf += chunk
-        while len(buf) > SEALED_CHUNK:
-            yield one(bytes(buf[:SEALED_CHUNK]), final=False)
-            del buf[:SEALED_CHUNK]
+        if chunk:
+            del buf[:pos]
+            pos = 0
+            buf += chunk
+        while len(buf) - pos > SEALED_CHUNK:
+            with memoryview(buf) as view:
+                plain = one(view[pos : pos + SEALED_CHUNK], final=False)
+            yield plain
+            pos += SEALED_CHUNK
             count += 1
-    if len(buf) < TAG:
+    if len(buf) - pos < TAG:
         raise ObjectDamaged("cut off")
-    yield one(bytes(buf), final=True)
+    with memoryview(buf) as view:
+        last = one(view[pos:], final=True)
+    yield last
