@@ -40,7 +40,7 @@ async def me(request: Request[Any, Any, Any], principal: Principal) -> Response[
     summary="Erase the user the API key belongs to, with all their jobs, files and keys",
     opt={SCOPE: ERASE_SCOPE},
     security=KEY,
-    responses=answers(204, None, AUTHED),
+    responses=answers(204, None, (*AUTHED, 404)),
 )
 async def erase_me(request: Request[Any, Any, Any], principal: Principal) -> None:
     jobs = services(request).jobs

@@ -24,6 +24,7 @@ bucket, a disk image) can no longer be opened.
 
 from __future__ import annotations
 
+import os
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -75,10 +76,15 @@ def audit_user_erased(settings: Settings, user_id: uuid.UUID) -> None:
 
 
 def export(settings: Settings, storage: SealedStorage, email: str, out: Path) -> dict[str, Any]:
-    """Write the user's archive to ``out``; its ``user.json`` document."""
+    """Write the user's archive to ``out`` (mode 0600: it is all about them); its
+    ``user.json`` document."""
     with connect(settings) as conn:
         doc = _document(conn, email)
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with (
+        os.fdopen(fd, "wb") as fh,
+        zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf,
+    ):
         for entry in doc["files"]:
             with zf.open(entry["path"], "w", force_zip64=True) as dst:
                 for chunk in storage.iter_bytes(object_key(entry["address"])):

@@ -61,6 +61,7 @@ def test_a_user_is_exported_then_erased_and_is_gone(cli, tmp_path):
     archive = tmp_path / "gone.zip"
     code, out, _ = cli("users", "export", "gone@example.test", "--out", str(archive))
     assert code == 0 and "0 jobs" in out
+    assert archive.stat().st_mode & 0o777 == 0o600  # all about one person
     with zipfile.ZipFile(archive) as zf:
         doc = json.loads(zf.read("user.json"))
     assert doc["account"]["email"] == "gone@example.test" and len(doc["api_keys"]) == 1
