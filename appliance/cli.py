@@ -285,7 +285,7 @@ def _users(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _personal(settings: Settings, args: argparse.Namespace) -> int:
-    from appliance.security import personal
+    from appliance.conversions import personal
     from appliance.storage import make_storage
 
     storage = make_storage(settings)

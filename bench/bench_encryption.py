@@ -25,7 +25,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from bench.bench_convert import CORES, JsonApi, make_inputs, run_job, upload
-from bench.harness import Running, appliance
+from bench.harness import Running, appliance, cpu_seconds, descendants
 
 MIX = ("webp", "jpg", "tiff")  # output formats, in turn; the inputs are PNG
 SIDES = ("on", "off")
@@ -41,10 +41,19 @@ def mix_job(fmt: str) -> dict:
     }
 
 
-def upload_speed(app: Running, src: Path, uploads: int, salt: int) -> float:
-    """Median MB/s of ``uploads`` uploads of ``src`` (a new hash each: nothing deduplicated)."""
+def side_cpu(app: Running) -> float:
+    """CPU seconds used so far by one appliance: API, workers, engine helpers, Postgres and
+    Redis (what the other helpers on a shared machine do is not in it, unlike wall time)."""
+    pids = [*app.root_pids, *(d for p in app.root_pids for d in descendants(p))]
+    return cpu_seconds(pids)
+
+
+def upload_speed(app: Running, src: Path, uploads: int, salt: int) -> tuple[float, float]:
+    """Median MB/s of ``uploads`` uploads of ``src`` (a new hash each: nothing
+    deduplicated), and the appliance's CPU ms per upload."""
     api = JsonApi(app.url, app.key)
     speeds = []
+    cpu = side_cpu(app)
     for i in range(uploads):
         with open(src, "r+b") as fh:
             fh.write((salt * 1000 + i).to_bytes(8, "big"))
@@ -52,17 +61,19 @@ def upload_speed(app: Running, src: Path, uploads: int, salt: int) -> float:
         start = time.perf_counter()
         upload(form, src)
         speeds.append(src.stat().st_size / (time.perf_counter() - start) / 1e6)
-    return statistics.median(speeds)
+    return statistics.median(speeds), (side_cpu(app) - cpu) / uploads * 1000
 
 
-def mix_rate(app: Running, paths: list[Path], clients: int) -> float:
-    """Image-mix jobs per minute, ``clients`` at a time."""
+def mix_rate(app: Running, paths: list[Path], clients: int) -> tuple[float, float]:
+    """Image-mix jobs per minute, ``clients`` at a time, and the appliance's CPU ms per job."""
     api = JsonApi(app.url, app.key)
     jobs = [(p, mix_job(MIX[i % len(MIX)])) for i, p in enumerate(paths)]
+    cpu = side_cpu(app)
     start = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(lambda job: run_job(api, job[0], job[1]), jobs))
-    return len(jobs) / (time.perf_counter() - start) * 60
+    rate = len(jobs) / (time.perf_counter() - start) * 60
+    return rate, (side_cpu(app) - cpu) / len(jobs) * 1000
 
 
 def main() -> None:
@@ -76,6 +87,8 @@ def main() -> None:
     args = ap.parse_args()
     speed: dict[str, list[float]] = {s: [] for s in SIDES}
     rate: dict[str, list[float]] = {s: [] for s in SIDES}
+    upload_cpu: dict[str, list[float]] = {s: [] for s in SIDES}
+    mix_cpu: dict[str, list[float]] = {s: [] for s in SIDES}
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         apps = {
             side: stack.enter_context(
@@ -101,14 +114,20 @@ def main() -> None:
             for n, side in enumerate(order):
                 (root / side).mkdir()
                 paths = make_inputs(root / side, args.images, args.size)
-                speed[side].append(upload_speed(apps[side], src, args.uploads, r * 10 + n))
-                rate[side].append(mix_rate(apps[side], paths, args.clients))
+                mbps, cpu = upload_speed(apps[side], src, args.uploads, r * 10 + n)
+                speed[side].append(mbps)
+                upload_cpu[side].append(cpu)
+                per_min, cpu = mix_rate(apps[side], paths, args.clients)
+                rate[side].append(per_min)
+                mix_cpu[side].append(cpu)
             print(
                 f"round {r + 1}: upload MB/s on {speed['on'][-1]:.0f} off {speed['off'][-1]:.0f};"
                 f" image mix/min on {rate['on'][-1]:.0f} off {rate['off'][-1]:.0f}"
             )
     report("100 MB upload, MB/s", speed)
+    report("100 MB upload, appliance CPU ms per upload", upload_cpu)
     report(f"image mix ({', '.join(MIX)}) conversions/min", rate)
+    report("image mix, appliance CPU ms per job", mix_cpu)
 
 
 def report(label: str, results: dict[str, list[float]]) -> None:

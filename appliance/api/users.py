@@ -12,8 +12,8 @@ from litestar import Request, Response, delete, get
 from appliance.api import responses
 from appliance.api.deps import SCOPE, SCOPES_OF, services
 from appliance.api.schemas import AUTHED, KEY, UserData, answers
+from appliance.conversions import personal
 from appliance.errors import NotFound
-from appliance.security import personal
 from appliance.security.accounts import AccountError, user_document
 from appliance.security.auth import Principal
 from appliance.security.keys import ERASE_SCOPE

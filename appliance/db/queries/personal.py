@@ -1,4 +1,4 @@
-"""Everything held about one user, to export it or to erase it (security/erasure.py).
+"""Everything held about one user, to export it or to erase it (conversions/personal.py).
 
 What the tables hold per user: ``users`` (the account), ``api_keys`` (metadata; the key's
 hash is never exported), ``data_keys`` (metadata; never the wrapped key), ``jobs``,

@@ -17,15 +17,14 @@ import psycopg
 import pytest
 import pyvips
 
+from appliance.conversions import personal
 from appliance.conversions.webhooks import WebhookService
-from appliance.security import personal, streams
+from appliance.security import streams
 from appliance.security.accounts import AccountError
 from appliance.security.envelope import KeyDestroyed
 from appliance.security.sealing import Columns
 from appliance.storage import make_storage, object_key
-from tests.integration.jobs.conftest import JobSystem, system, task
-
-__all__ = ["system"]  # the job system fixture, shared with the jobs tests
+from tests.integration.jobs.conftest import JobSystem, task
 
 
 @pytest.fixture(params=[True, False], ids=["sealed", "plain"])
