@@ -62,17 +62,30 @@ def erase(settings: Settings, storage: SealedStorage, who: str | uuid.UUID) -> E
         released = rows.erase(conn, user_id)
         for address in released:
             storage.delete(object_key(address))
+        audit_user_erased(conn, user_id)
     storage.keyring.forget()
     told = revocation.announce(settings.effective_redis_url, users=[user_id])
-    audit_user_erased(settings, user_id)
     return Erased(user_id, len(released), told)
 
 
-def audit_user_erased(settings: Settings, user_id: uuid.UUID) -> None:
-    """THE call site for the audit log's one record of an erasure ("user.erased", the
-    user's random id, no e-mail nor anything else personal). The audit log is not part of
-    this package yet; when it lands, this function records the event through it."""
-    del settings, user_id
+# -- the audit log's three call sites --------------------------------------------------------
+# The tamper-evident audit log is not part of this package yet. When it lands, these three
+# functions are where erasure and export meet it; nothing else here changes.
+def audit_user_erased(conn: DictConnection, user_id: uuid.UUID) -> None:
+    """The one record an erasure leaves, last in its transaction: "user.erased" with the
+    user's random id as its subject and nothing personal (no e-mail, no file name)."""
+    del conn, user_id
+
+
+def audit_user_exported(conn: DictConnection, user_id: uuid.UUID) -> None:
+    """The record of an export: "user.exported", the user's id."""
+    del conn, user_id
+
+
+def audit_entries(conn: DictConnection, user_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The audit log's records about the user, for the export's ``audit`` section."""
+    del conn, user_id
+    return []
 
 
 def export(settings: Settings, storage: SealedStorage, email: str, out: Path) -> dict[str, Any]:
@@ -80,6 +93,7 @@ def export(settings: Settings, storage: SealedStorage, email: str, out: Path) ->
     ``user.json`` document."""
     with connect(settings) as conn:
         doc = _document(conn, email)
+        audit_user_exported(conn, doc["account"]["id"])
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with (
         os.fdopen(fd, "wb") as fh,
@@ -90,14 +104,7 @@ def export(settings: Settings, storage: SealedStorage, email: str, out: Path) ->
                 for chunk in storage.iter_bytes(object_key(entry["address"])):
                     dst.write(chunk)
         zf.writestr("user.json", msgspec.json.format(msgspec.json.encode(doc), indent=1))
-    audit_user_exported(settings, doc["account"]["id"])
     return doc
-
-
-def audit_user_exported(settings: Settings, user_id: uuid.UUID) -> None:
-    """THE call site for the audit log's record of an export ("user.exported", the user's
-    id); wired when the audit log lands, as ``audit_user_erased``."""
-    del settings, user_id
 
 
 def _document(conn: DictConnection, email: str) -> dict[str, Any]:
@@ -113,5 +120,5 @@ def _document(conn: DictConnection, email: str) -> dict[str, Any]:
         doc[name] = rows.section(conn, name, user_id)
     for entry in doc["files"]:
         entry["path"] = f"files/{entry['task_id']}/{entry['position']}/{entry['filename']}"
-    doc["audit"] = []
+    doc["audit"] = audit_entries(conn, user_id)
     return doc
