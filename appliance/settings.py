@@ -7,6 +7,7 @@ configuration at all. ``Settings.from_env`` validates every variable at start-up
 
 from __future__ import annotations
 
+import base64
 import functools
 import os
 import typing
@@ -703,6 +704,16 @@ def _convert(var: str, raw: str, ftype: Any) -> Any:
         raise SettingsError(f"{var}={raw!r} is invalid: {detail}") from None
 
 
+def _master_key_entry(entry: str) -> bool:
+    """An `id:base64url` master key of 32 bytes (security/envelope.py reads them)."""
+    ident, sep, encoded = entry.strip().partition(":")
+    try:
+        key = base64.urlsafe_b64decode(encoded.strip() + "==")
+    except ValueError:
+        return False
+    return bool(sep and ident.strip()) and len(key) == 32
+
+
 def _check_consistency(s: Settings) -> None:
     if s.service_user == "root":
         raise SettingsError(f"{PREFIX}SERVICE_USER='root' is invalid: name an unprivileged user")
@@ -716,6 +727,11 @@ def _check_consistency(s: Settings) -> None:
             raise SettingsError(
                 f"{PREFIX}{name.upper()}={url!r} is invalid: expected a postgresql:// URL"
             )
+    if s.master_keys and not all(_master_key_entry(e) for e in s.master_keys.split(",")):
+        raise SettingsError(
+            f"{PREFIX}MASTER_KEYS is invalid: expected comma-separated `id:base64url` entries"
+            " of 32 bytes each"
+        )
     if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise SettingsError(
             f"{PREFIX}REDIS_URL={s.redis_url!r} is invalid: expected a redis:// URL"

@@ -34,11 +34,19 @@ def test_values_are_converted_from_strings():
         ("APPLIANCE_DATABASE_READ_URL", "mysql://x"),
         ("APPLIANCE_SERVICE_USER", "root"),
         ("APPLIANCE_SERVICE_USER", "a b"),
+        ("APPLIANCE_MASTER_KEYS", "k1:c2hvcnQ"),  # 5 bytes, not 32
+        ("APPLIANCE_MASTER_KEYS", "no-id-" + "A" * 43),
+        ("APPLIANCE_MASTER_KEYS", "k1:" + "A" * 43 + ",k2:!!"),
     ],
 )
 def test_invalid_value_error_names_the_variable(var, value):
     with pytest.raises(SettingsError, match=var):
         Settings.from_env({var: value})
+
+
+def test_master_keys_of_32_bytes_each_are_taken():
+    keys = "k1:" + "A" * 43 + ", k2:" + "B" * 43
+    assert Settings.from_env({"APPLIANCE_MASTER_KEYS": keys}).master_keys == keys
 
 
 def test_s3_storage_requires_its_credentials():
