@@ -75,7 +75,12 @@ class Sealer:
     def update(self, data: bytes | bytearray | memoryview) -> bytes:
         """The sealed chunks ``data`` completes. A full chunk is sealed only once more data
         comes: until then it may be the final one."""
-        self.size += len(data)
+        n = len(data)
+        self.size += n
+        if n <= CHUNK - self._fill:  # the usual case: it fits in the chunk being gathered
+            self._buf[self._fill : self._fill + n] = data
+            self._fill += n
+            return b""
         out = []
         with memoryview(data) as view:
             start = 0
