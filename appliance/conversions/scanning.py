@@ -6,13 +6,15 @@ import/base64) is stored by the API and held (``files_to_scan``) until the impor
 worker run scans it; an infected one is deleted from storage. Either way the task fails with
 VIRUS_FOUND, which fails its dependents, and an audit record names the task, the file's
 name and the signature.
+
+With encryption at rest a spool is sealed as it is written and a client's file is stored
+sealed: clamd is sent the opened (plain) bytes, streamed, never the ciphertext; no plain copy
+is written to disk for the scan.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
-from pathlib import Path
 
 from appliance.conversions.files import Spool
 from appliance.conversions.runtime import Runtime
@@ -20,7 +22,7 @@ from appliance.conversions.task import Outcome, OutFile, Task
 from appliance.db import DictConnection
 from appliance.db.queries import scans
 from appliance.errors import PermanentError
-from appliance.scanning.scanner import VirusFound, check_file
+from appliance.scanning.scanner import VirusFound, check_stream
 from appliance.security import audit
 from appliance.storage import object_key
 
@@ -31,7 +33,9 @@ def check_download(rt: Runtime, task: Task, spool: Spool, filename: str) -> None
     """A file a worker downloaded (its finished spool): return if clean; VirusFound
     (audited) if not."""
     try:
-        check_file(rt.settings, spool.path, filename)
+        check_stream(
+            rt.settings, lambda: rt.storage.open_file(spool.path, sealed=spool.sealed), filename
+        )
     except VirusFound as exc:
         with rt.pool.connection() as conn, conn.transaction():
             _audit_infected(conn, task, filename, exc.signature, None)
@@ -44,14 +48,12 @@ def client_file(rt: Runtime, task: Task) -> Outcome:
     held = scans.held(rt.pool, task.id)
     if held is None:
         raise PermanentError("The file of this import is gone", code="INVALID_INPUT_FILE")
-    with tempfile.TemporaryDirectory(dir=rt.work_root()) as work:
-        path = Path(work) / "input"
-        rt.storage.get_to_path(object_key(held.sha256), path)
-        try:
-            check_file(rt.settings, path, held.filename)
-        except VirusFound as exc:
-            _delete_infected(rt, task, held, exc.signature)
-            raise
+    key = object_key(held.sha256)
+    try:
+        check_stream(rt.settings, lambda: rt.storage.iter_bytes(key), held.filename)
+    except VirusFound as exc:
+        _delete_infected(rt, task, held, exc.signature)
+        raise
     return Outcome.of_files([OutFile(held.sha256, held.size, held.filename)])
 
 

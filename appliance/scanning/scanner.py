@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from appliance.errors import PermanentError, RetryableError
 from appliance.metrics import VIRUS_SCAN_DURATION, VIRUS_SCANS
-from appliance.scanning.clamd import Clamd, Unavailable, Verdict
+from appliance.scanning.clamd import CHUNK, Clamd, Unavailable, Verdict
 from appliance.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,23 @@ def client(settings: Settings) -> Clamd:
 
 
 def check_file(settings: Settings, path: Path, filename: str) -> None:
-    """Return if ``path`` is clean (or scanning is off); VirusFound if clamd finds a
-    signature in it; a retryable SCANNER_UNAVAILABLE if clamd did not answer in time."""
+    """Return if the file at ``path`` is clean (or scanning is off); see ``check_stream``."""
+
+    def read() -> Iterable[bytes]:
+        with path.open("rb") as f:
+            yield from iter(lambda: f.read(CHUNK), b"")
+
+    check_stream(settings, read, filename)
+
+
+def check_stream(settings: Settings, read: Callable[[], Iterable[bytes]], filename: str) -> None:
+    """Return if the bytes ``read()`` yields are clean (or scanning is off); VirusFound if
+    clamd finds a signature in them; a retryable SCANNER_UNAVAILABLE if clamd did not answer
+    in time. ``read`` is called again for each try: with encryption at rest it opens the
+    sealed file, so clamd always sees the plain bytes (never the ciphertext on disk)."""
     if not enabled(settings):
         return
-    verdict = _scan_waiting(client(settings), path, settings.clamd_wait_seconds)
+    verdict = _scan_waiting(client(settings), read, settings.clamd_wait_seconds)
     if not verdict.clean:
         VIRUS_SCANS.labels("infected").inc()
         raise VirusFound(
@@ -52,12 +65,12 @@ def check_file(settings: Settings, path: Path, filename: str) -> None:
     VIRUS_SCANS.labels("clean").inc()
 
 
-def _scan_waiting(clamd: Clamd, path: Path, wait: float) -> Verdict:
+def _scan_waiting(clamd: Clamd, read: Callable[[], Iterable[bytes]], wait: float) -> Verdict:
     deadline = time.monotonic() + wait
     while True:
         start = time.perf_counter()
         try:
-            verdict = clamd.scan_file(path)
+            verdict = clamd.scan_chunks(read())
         except Unavailable as exc:
             VIRUS_SCANS.labels("unavailable").inc()
             left = deadline - time.monotonic()

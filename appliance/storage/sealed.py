@@ -92,6 +92,13 @@ class SealedStorage:
     def iter_bytes(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         return streams.open_stream(self.backend.iter_bytes(key, chunk_size), self.keyring.by_id)
 
+    def open_file(self, path: Path, *, sealed: bool) -> Iterator[bytes]:
+        """The plain bytes of a local file: one written through a ``sealer`` (``sealed``,
+        an import's spool before it is stored) is opened, any other read as it is."""
+        with open(path, "rb") as fh:
+            chunks = iter(lambda: fh.read(streams.SEALED_CHUNK), b"")
+            yield from streams.open_stream(chunks, self.keyring.by_id) if sealed else chunks
+
     def get_to_path(self, key: str, path: Path) -> None:
         with open(path, "wb") as out:
             for chunk in self.iter_bytes(key):

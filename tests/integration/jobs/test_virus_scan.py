@@ -18,6 +18,7 @@ import pytest
 
 from appliance.conversions.files import owned_digest, owner
 from appliance.metrics import CONVERSIONS, VIRUS_SCANS
+from appliance.security import streams
 from appliance.settings import Settings
 from appliance.storage import object_key
 from tests.harness.clamd import EICAR, EICAR_SIGNATURE, MARKER, MARKER_SIGNATURE
@@ -83,6 +84,12 @@ def stored(system: JobSystem, data: bytes) -> bool:
     """Whether the user's copy of ``data`` is in storage."""
     sha = owned_digest(hashlib.sha256(data).hexdigest(), owner(system.settings, system.user_id))
     return system.rt.storage.exists(object_key(sha))
+
+
+def stored_bytes(system: JobSystem, data: bytes) -> bytes:
+    """The stored object of the user's copy of ``data``, as the backend holds it."""
+    sha = owned_digest(hashlib.sha256(data).hexdigest(), owner(system.settings, system.user_id))
+    return b"".join(system.rt.storage.backend.iter_bytes(object_key(sha)))
 
 
 def infected_audit(system: JobSystem) -> list[dict[str, Any]]:
@@ -214,3 +221,40 @@ def test_an_import_fails_closed_when_clamd_stays_down(system, clamd, png_file):
     done = system.wait(job["id"])
     assert task(done, "up")["code"] == "SCANNER_UNAVAILABLE"
     assert task(done, "c")["status"] == "error"
+
+
+SEALED = {"encrypt_at_rest": True}
+
+
+@pytest.mark.parametrize("scan_tweaks", [SEALED])
+def test_with_encryption_on_a_url_import_is_scanned_opened_though_its_spool_is_sealed(
+    system, web, png_file
+):
+    web["/clean.png"] = png_file.read_bytes()
+    web["/eicar.png"] = EICAR
+    base = web["base"].decode()
+    clean = system.create({"u": {"operation": "import/url", "url": base + "/clean.png"}})
+    assert system.wait(clean["id"])["status"] == "finished"
+    kept = stored_bytes(system, png_file.read_bytes())
+    assert kept.startswith(streams.MAGIC) and png_file.read_bytes()[64:128] not in kept
+    job = system.create(
+        {
+            "u": {"operation": "import/url", "url": base + "/eicar.png"},
+            "c": {"operation": "convert", "input": "u", "output_format": "gif"},
+        }
+    )
+    assert_refused(system, job, "u", EICAR_SIGNATURE)  # clamd saw the plain bytes
+    assert not stored(system, EICAR)
+    assert not list((system.settings.data_path / "tmp").glob("spool-*"))
+
+
+@pytest.mark.parametrize("scan_tweaks", [SEALED])
+def test_with_encryption_on_an_upload_stored_sealed_is_scanned_opened(system, eicar_file):
+    system.stop_worker()  # the upload waits, stored, for its scan
+    job = system.create(UPLOAD_CONVERT_EXPORT)
+    system.upload(task(job, "up")["id"], eicar_file)
+    held = stored_bytes(system, EICAR)
+    assert held.startswith(streams.MAGIC) and EICAR not in held
+    system.start_worker()
+    assert_refused(system, job, "up", EICAR_SIGNATURE)
+    assert not stored(system, EICAR)
