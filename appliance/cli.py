@@ -116,14 +116,15 @@ def _changes(args: argparse.Namespace) -> bool:
     if args.command in ("migrate",):
         return True
     action = getattr(args, "action", None)
-    return args.command in ("users", "keys", "audit") and action not in ("list", "show", "verify")
+    reads = ("list", "show", "verify", "export")  # an export is audited as user.exported
+    return args.command in ("users", "keys", "audit") and action not in reads
 
 
 def _audit_command(settings: Settings, argv: list[str]) -> None:
     from appliance.security import accounts, audit
 
     with accounts.connect(settings) as conn:
-        details = {"argv": argv}
+        details = audit.command_details(conn, argv)  # e-mails replaced by the users' ids
         audit.record(conn, "operator.command", None, "cli", details, actor=audit.operator())
 
 

@@ -45,6 +45,8 @@ async def me(request: Request[Any, Any, Any], principal: Principal) -> Response[
 async def erase_me(request: Request[Any, Any, Any], principal: Principal) -> None:
     jobs = services(request).jobs
     try:
-        await asyncio.to_thread(personal.erase, jobs.settings, jobs.storage, principal.user_id)
+        await asyncio.to_thread(
+            personal.erase, jobs.settings, jobs.storage, principal.user_id, actor="api"
+        )
     except AccountError:  # erased since its key was checked
         raise NotFound("The user no longer exists") from None

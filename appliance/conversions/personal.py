@@ -7,19 +7,23 @@ The export is a zip archive:
     files/<task id>/<n>/<filename>  each file of each task, opened (decrypted)
 
 ``user.json`` holds ``format`` (EXPORT_FORMAT), ``exported_at``, ``account`` (id, email,
-username, created_at, disabled_at, quotas), and one list per section of
+username, created_at, disabled_at, operator, quotas), and one list per section of
 ``db/queries/personal.SECTIONS``: ``api_keys`` (metadata only; a key is never stored),
 ``data_keys`` (id, master key id, created_at; never the key), ``jobs``, ``tasks`` (as the API
 shows them), ``files`` (task_id, position, filename, size, address and ``path`` in the
 archive), ``usage`` (per UTC day), ``webhooks`` (without signing secrets),
 ``webhook_deliveries`` (each event's exact body), ``signed_url_bases`` (without secrets),
-and ``audit`` (the audit log's entries about the user, once it exists: empty here).
+``invitations`` (to the web UI: when made, until when, used when; never the token), and
+``audit`` (the audit log's records about the user, oldest first; the export's own
+record comes after it).
 
 Erasing deletes the user and everything above in one transaction, the cached conversion
 results made from their files with it, then the stored objects no other user references,
 before the commit (an upload of the same bytes waits on their rows). Their data key goes
 with the user (crypto-shredding): any copy of their objects anywhere (a backup of the
-bucket, a disk image) can no longer be opened.
+bucket, a disk image) can no longer be opened. The audit log keeps its records about the
+user (it is append-only, chained: no record can be edited), which hold their random id and
+never their e-mail; they age out with its retention. The erasure adds one, ``user.erased``.
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ from typing import Any
 import msgspec
 
 from appliance.db import DictConnection
+from appliance.db.queries import audit as audit_rows
 from appliance.db.queries import keys as key_rows
 from appliance.db.queries import personal as rows
-from appliance.security import revocation
+from appliance.security import audit, revocation
 from appliance.security.accounts import AccountError, connect
 from appliance.settings import Settings
 from appliance.storage import object_key
@@ -53,39 +58,46 @@ class Erased:
     told_api: bool  # the API processes were told to drop the user's keys at once
 
 
-def erase(settings: Settings, storage: SealedStorage, who: str | uuid.UUID) -> Erased:
-    """Erase the user ``who`` (an e-mail or an id; AccountError when there is none)."""
-    with connect(settings) as conn, conn.transaction():
+def erase(
+    settings: Settings, storage: SealedStorage, who: str | uuid.UUID, *, actor: str | None = None
+) -> Erased:
+    """Erase the user ``who`` (an e-mail or an id; AccountError when there is none), audited
+    as ``actor``'s doing (default: the operator running the command)."""
+    # their jobs go: the API processes' cached job states are renewed as it commits
+    with connect(settings, changes_jobs=True) as conn, conn.transaction():
         user_id = rows.lock_user(conn, who)
         if user_id is None:
             raise AccountError(f"no user {who}")
         released = rows.erase(conn, user_id)
         for address in released:
             storage.delete(object_key(address))
-        audit_user_erased(conn, user_id)
+        audit_user_erased(conn, user_id, len(released), actor or audit.operator())
     storage.keyring.forget()
     told = revocation.announce(settings.effective_redis_url, users=[user_id])
     return Erased(user_id, len(released), told)
 
 
 # -- the audit log's three call sites --------------------------------------------------------
-# The tamper-evident audit log is not part of this package yet. When it lands, these three
-# functions are where erasure and export meet it; nothing else here changes.
-def audit_user_erased(conn: DictConnection, user_id: uuid.UUID) -> None:
+def audit_user_erased(conn: DictConnection, user_id: uuid.UUID, objects: int, actor: str) -> None:
     """The one record an erasure leaves, last in its transaction: "user.erased" with the
     user's random id as its subject and nothing personal (no e-mail, no file name)."""
-    del conn, user_id
+    details = {"objects_deleted": objects}
+    audit.record(conn, "user.erased", user_id, f"user:{user_id}", details, actor=actor)
 
 
-def audit_user_exported(conn: DictConnection, user_id: uuid.UUID) -> None:
+def audit_user_exported(conn: DictConnection, user_id: uuid.UUID, files: int) -> None:
     """The record of an export: "user.exported", the user's id."""
-    del conn, user_id
+    details = {"files": files}
+    audit.record(conn, "user.exported", user_id, f"user:{user_id}", details, actor=audit.operator())
 
 
 def audit_entries(conn: DictConnection, user_id: uuid.UUID) -> list[dict[str, Any]]:
-    """The audit log's records about the user, for the export's ``audit`` section."""
-    del conn, user_id
-    return []
+    """The audit log's records about the user, oldest first, for the export's ``audit``
+    section (their details as JSON objects)."""
+    return [
+        {**r, "details": msgspec.json.decode(r["details"])}
+        for r in audit_rows.of_user(conn, user_id)
+    ]
 
 
 def export(settings: Settings, storage: SealedStorage, email: str, out: Path) -> dict[str, Any]:
@@ -93,7 +105,7 @@ def export(settings: Settings, storage: SealedStorage, email: str, out: Path) ->
     ``user.json`` document."""
     with connect(settings) as conn:
         doc = _document(conn, email)
-        audit_user_exported(conn, doc["account"]["id"])
+        audit_user_exported(conn, doc["account"]["id"], len(doc["files"]))
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with (
         os.fdopen(fd, "wb") as fh,

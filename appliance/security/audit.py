@@ -101,6 +101,24 @@ def operator() -> str:
         return "operator"
 
 
+def command_details(conn: DictConnection, argv: list[str]) -> dict[str, Any]:
+    """An operator command's details: its arguments, each e-mail address in them replaced by
+    its user's id (``user:<id>``), or by ``<e-mail>`` when no user has it (any more). The log
+    cannot be edited, so no record may hold an e-mail: a user's erasure must leave none."""
+    return {"argv": [_without_email(conn, arg) for arg in argv]}
+
+
+def _without_email(conn: DictConnection, arg: str) -> str:
+    if "@" not in arg:
+        return arg
+    option, value = "", arg
+    if arg.startswith("--") and "=" in arg:  # --user=EMAIL
+        option, _, value = arg.partition("=")
+        option += "="
+    user = audit_rows.user_by_email(conn, value)
+    return option + (f"user:{user}" if user else "<e-mail>")
+
+
 def details_text(details: Mapping[str, Any] | None) -> str:
     return json.dumps(dict(details or {}), sort_keys=True, separators=(",", ":"), default=str)
 

@@ -32,6 +32,9 @@ SHOW = (
     " ORDER BY a.seq DESC LIMIT %(limit)s"
 )
 USER_BY_EMAIL = "SELECT id FROM users WHERE email = %s"
+OF_USER = (
+    "SELECT seq, at, event, actor, subject, details FROM audit_log WHERE user_id = %s ORDER BY seq"
+)
 # The prefix retention removes: everything up to the last record older than the cutoff.
 PRUNE_END = (
     "SELECT seq, hash, (SELECT count(*) FROM audit_log WHERE seq <= l.seq) AS records"
@@ -81,6 +84,11 @@ def head(conn: DictConnection) -> dict[str, Any]:
 
 def last_anchor(conn: DictConnection) -> dict[str, Any] | None:
     return conn.execute(LAST_ANCHOR).fetchone()
+
+
+def of_user(conn: DictConnection, user_id: Any) -> list[dict[str, Any]]:
+    """Every record about one user, in chain order (a user's export)."""
+    return conn.execute(OF_USER, (user_id,)).fetchall()
 
 
 def user_by_email(conn: DictConnection, email: str) -> Any:

@@ -4,8 +4,10 @@ What the tables hold per user: ``users`` (the account), ``api_keys`` (metadata; 
 hash is never exported), ``data_keys`` (metadata; never the wrapped key), ``jobs``,
 ``tasks`` (as the API shows them: sealed secrets left out), ``task_files`` (their files),
 ``usage_daily`` (no reference to ``users``: it is kept for billing after a job goes, and
-deleted here), ``webhooks``, ``webhook_deliveries``, ``signed_url_bases``. Everything but
-``usage_daily`` goes with the user by ``ON DELETE CASCADE``.
+deleted here), ``webhooks``, ``webhook_deliveries``, ``signed_url_bases``, ``invitations``
+(to the web UI, by e-mail: no reference to ``users`` either, deleted here; only a hash of
+the token). Everything else goes with the user by ``ON DELETE CASCADE``. The password's hash
+(web UI) is never exported.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from appliance.db import DictConnection
 USER_FOR_UPDATE = "SELECT id FROM users WHERE email = %s FOR UPDATE"
 USER_ID_FOR_UPDATE = "SELECT id FROM users WHERE id = %s FOR UPDATE"
 ACCOUNT = (
-    "SELECT id, email, username, created_at, disabled_at, quota_minutes_per_day,"
+    "SELECT id, email, username, created_at, disabled_at, operator, quota_minutes_per_day,"
     " quota_minutes_per_month, quota_stored_bytes FROM users WHERE id = %s"
 )
 # One query per section of the export: (name, statement with one %s for the user id).
@@ -59,6 +61,10 @@ SECTIONS = {
         "SELECT id, name, url, created_at FROM signed_url_bases WHERE user_id = %s"
         " ORDER BY created_at"
     ),
+    "invitations": (
+        "SELECT operator, created_at, expires_at, used_at FROM invitations"
+        " WHERE email = (SELECT email FROM users WHERE id = %s) ORDER BY created_at"
+    ),
 }
 # Erasing: the cached results made from the user's files (their inputs or outputs), then the
 # user (the cascade takes the rest), their usage, and the stored objects this transaction
@@ -68,6 +74,7 @@ FORGET_CACHE = (
     " (SELECT sha256 FROM task_files WHERE user_id = %s)"
     " OR output_sha256 IN (SELECT sha256 FROM task_files WHERE user_id = %s)"
 )
+FORGET_INVITATIONS = "DELETE FROM invitations WHERE email = (SELECT email FROM users WHERE id = %s)"
 DELETE_USER = "DELETE FROM users WHERE id = %s"
 DELETE_USAGE = "DELETE FROM usage_daily WHERE user_id = %s"
 RELEASED_NOW = (
@@ -96,6 +103,7 @@ def erase(conn: DictConnection, user_id: uuid.UUID) -> list[str]:
     """In a transaction: the user and everything of theirs deleted; the addresses of the
     stored objects left without any reference (their rows deleted, locked till commit)."""
     conn.execute(FORGET_CACHE, (user_id, user_id))
+    conn.execute(FORGET_INVITATIONS, (user_id,))
     conn.execute(DELETE_USER, (user_id,))
     conn.execute(DELETE_USAGE, (user_id,))
     return [r["sha256"] for r in conn.execute(RELEASED_NOW).fetchall()]

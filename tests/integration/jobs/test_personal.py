@@ -20,7 +20,7 @@ import pyvips
 from appliance.conversions import personal
 from appliance.conversions.webhooks import WebhookService
 from appliance.security import streams
-from appliance.security.accounts import AccountError
+from appliance.security.accounts import AccountError, invite
 from appliance.security.envelope import KeyDestroyed
 from appliance.security.sealing import Columns
 from appliance.storage import make_storage, object_key
@@ -74,6 +74,7 @@ def make_history(system: JobSystem, tmp_path: Path) -> dict[str, bytes]:
         "SELECT sha256 FROM task_files WHERE task_id = %s", task(system.job(job["id"]), "c")["id"]
     )
     made = b"".join(system.rt.storage.iter_bytes(object_key(out["sha256"])))
+    invite(system.settings, email_of(system))  # to the web UI: a row that names the e-mail
     return {"uploaded": uploaded, "converted": made, "text": words}
 
 
@@ -99,7 +100,9 @@ def test_the_export_holds_the_account_keys_jobs_tasks_usage_and_the_opened_files
     assert doc["usage"][0]["jobs_created"] == 2
     assert doc["webhooks"][0]["url"] == "http://127.0.0.1:9/hook"
     assert "signing_secret" not in doc["webhooks"][0]
-    assert doc["audit"] == []
+    assert {"job.created", "webhook.created"} <= {a["event"] for a in doc["audit"]}
+    [invited] = doc["invitations"]  # never its token (only a hash is kept)
+    assert set(invited) == {"operator", "created_at", "expires_at", "used_at"}
     by_name = {Path(p).name: data for p, data in stored.items()}
     assert by_name["photo.png"] == files["uploaded"]
     assert by_name["photo.webp"] == files["converted"]
@@ -128,6 +131,8 @@ def test_an_erased_user_leaves_nothing_readable_in_storage_or_the_database(
     assert email not in dump and files["text"][:40].decode() not in dump
     assert system.sql("SELECT count(*) AS n FROM conversion_cache")[0]["n"] == 0
     assert system.sql("SELECT count(*) AS n FROM data_keys")[0]["n"] == 0
+    [erasure] = system.sql("SELECT user_id, subject FROM audit_log WHERE event = 'user.erased'")
+    assert erasure == {"user_id": system.user_id, "subject": f"user:{system.user_id}"}
     if system.settings.encrypt_at_rest:  # a copy taken before (a backup) no longer opens
         fresh = make_storage(system.settings)
         for address, sealed in backup.items():

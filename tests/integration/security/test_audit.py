@@ -254,6 +254,11 @@ def test_operator_changes_to_users_and_keys_are_recorded(cli, conn):
     ]
     commands = [r["details"] for r in rows if r["event"] == "operator.command"]
     assert len(commands) == 6 and '"argv":["keys","revoke"' in commands[2]
+    # no record holds an e-mail: a user's id stands for it, or "<e-mail>" once they are gone
+    assert not any("example.test" in r["details"] + r["subject"] for r in rows)
+    assert f'"argv":["users","create","user:{ada}"]' in commands[0]
+    assert f'"argv":["keys","create","--user","user:{bo}","--name","ci"]' in commands[1]
+    assert '"argv":["users","delete","<e-mail>"]' in commands[5]
     assert all(r["actor"].startswith("operator") for r in rows)
     key_created = next(r for r in rows if r["event"] == "key.created")
     assert key_created["subject"] == f"key:{key_id}" and '"name":"ci"' in key_created["details"]

@@ -7,6 +7,7 @@ import json
 import uuid
 import zipfile
 
+import psycopg
 import pytest
 
 from appliance.cli import main
@@ -56,7 +57,7 @@ def test_adding_a_master_key_is_refused_when_they_come_from_the_environment(cli,
     assert code == 2 and "APPLIANCE_MASTER_KEYS" in err
 
 
-def test_a_user_is_exported_then_erased_and_is_gone(cli, tmp_path):
+def test_a_user_is_exported_then_erased_and_is_gone(cli, tmp_path, postgres_url):
     cli("keys", "create", "--user", "gone@example.test")
     archive = tmp_path / "gone.zip"
     code, out, _ = cli("users", "export", "gone@example.test", "--out", str(archive))
@@ -65,7 +66,14 @@ def test_a_user_is_exported_then_erased_and_is_gone(cli, tmp_path):
     with zipfile.ZipFile(archive) as zf:
         doc = json.loads(zf.read("user.json"))
     assert doc["account"]["email"] == "gone@example.test" and len(doc["api_keys"]) == 1
+    user_id = doc["account"]["id"]
+    assert [a["event"] for a in doc["audit"]] == ["user.created", "key.created"]
     code, out, _ = cli("users", "erase", "gone@example.test")
     assert code == 0 and out.startswith("erased user")
+    with psycopg.connect(postgres_url) as conn:
+        log = conn.execute("SELECT event, user_id, subject, details FROM audit_log").fetchall()
+    assert not any("gone@example.test" in str(r) for r in log)  # the log holds no e-mail
+    about = [(e, s) for e, u, s, _ in log if str(u) == user_id]
+    assert about[-2:] == [("user.exported", f"user:{user_id}"), ("user.erased", f"user:{user_id}")]
     code, _, err = cli("users", "export", "gone@example.test")
     assert code == 2 and "no user gone@example.test" in err
