@@ -9,6 +9,14 @@ import msgspec
 from appliance.engines import Descriptor, Progress
 from appliance.engines.tools import run_tool, tool_version
 
+# Drops pictures linked by URL: pandoc would fetch them (see the filter's comment).
+OFFLINE_FILTER = Path(__file__).with_name("markup_offline.lua")
+# Writers that embed a document's pictures, fetching those it links by URL.
+EMBEDDING_WRITERS = frozenset({"docx", "odt", "epub"})
+# Readers whose pictures come from their own container (the JSON detour would lose them);
+# pandoc's docx and odt readers keep no picture linked by URL, so nothing is fetched.
+CONTAINERS = frozenset({"docx", "odt", "epub"})
+
 # format -> pandoc's reader / writer name (None: pandoc cannot do that direction)
 READERS = {
     "md": "markdown",
@@ -62,20 +70,37 @@ class PandocEngine:
         options: MarkupOptions,
         progress: Progress,
     ) -> None:
+        if dst_format in EMBEDDING_WRITERS and src_format not in CONTAINERS:
+            # Pandoc fetches a document's linked pictures for these writers before any filter
+            # runs: the document goes through pandoc's own JSON first, pictures linked by URL
+            # dropped (markup_offline.lua), so the writer finds nothing to fetch.
+            plain = dst.with_name(dst.name + ".json")
+            self._pandoc(src, plain, READERS[src_format], "json", options, OFFLINE_FILTER)
+            self._pandoc(plain, dst, "json", WRITERS[dst_format], options, None, src.parent)
+        else:
+            self._pandoc(src, dst, READERS[src_format], WRITERS[dst_format], options, None)
+        progress(1.0)
+
+    def _pandoc(
+        self,
+        src: Path,
+        dst: Path,
+        reader: str,
+        writer: str,
+        options: MarkupOptions,
+        lua_filter: Path | None,
+        resources: Path | None = None,
+    ) -> None:
+        """One pandoc run; pictures named by a relative path are looked up in ``resources``
+        (default: beside ``src``)."""
         argv = [
-            "pandoc",
-            "--from",
-            READERS[src_format],
-            "--to",
-            WRITERS[dst_format],
-            "--output",
-            str(dst),
-            "--resource-path",
-            str(src.parent),
+            *("pandoc", "--from", reader, "--to", writer, "--output", str(dst)),
+            *("--resource-path", str(resources or src.parent)),
         ]  # not --sandbox: pandoc 2.17's blocks its own data files (docx, epub writers)
+        if lua_filter is not None:
+            argv += ["--lua-filter", str(lua_filter)]
         if options.standalone:
             argv.append("--standalone")
         if options.table_of_contents:
             argv.append("--toc")
         run_tool([*argv, str(src)], what="pandoc")
-        progress(1.0)

@@ -5,10 +5,13 @@ LibreOffice Basic macro in an ODT, a VBA macro in a DOCM)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import subprocess
-import threading
 import time
+import zipfile
+from collections.abc import Iterator
 
 import pypdfium2
 import pytest
@@ -21,7 +24,7 @@ from appliance.engines.media import FfmpegEngine, MediaOptions
 from appliance.engines.ocr import OcrEngine, OcrOptions
 from appliance.engines.office import OfficeEngine, OfficeOptions
 from appliance.engines.registry import Registry
-from appliance.engines.sandbox import SandboxedEngine
+from appliance.engines.sandbox import Limits, SandboxedEngine
 from appliance.engines.vector import SvgEngine, SvgOptions
 from appliance.errors import InvalidData, PermanentError
 from tests.integration.engines.hostile_docs import (
@@ -30,6 +33,13 @@ from tests.integration.engines.hostile_docs import (
     remote_image_docx,
     remote_image_odt,
     zip_bomb,
+)
+from tests.integration.engines.netwatch import (
+    Dial,
+    DialerEngine,
+    Watch,
+    dialer_pool,
+    send_control,
 )
 
 CLEAR_CODES = {
@@ -41,6 +51,15 @@ CLEAR_CODES = {
 }
 
 
+@pytest.fixture(scope="module")
+def pool(work_root):
+    """The helpers as workers run them (every enabled engine), with the dialer beside them
+    (netwatch.py), so a network control runs in the very sandbox a real engine used."""
+    pool = dialer_pool(work_root / f"test_hostile-{os.getpid()}", Limits(timeout_seconds=30))
+    yield pool
+    pool.close()
+
+
 def _expect_clear_error(engine, pool, src, dst, src_fmt, dst_fmt, options):
     start = time.monotonic()
     with pytest.raises(PermanentError) as info:
@@ -48,26 +67,6 @@ def _expect_clear_error(engine, pool, src, dst, src_fmt, dst_fmt, options):
     assert info.value.code in CLEAR_CODES, info.value.code
     assert time.monotonic() - start < 20
     return info.value
-
-
-def test_svg_with_external_entity_and_remote_href_does_not_leak_or_fetch(pool, tmp_path):
-    src = tmp_path / "evil.svg"
-    src.write_text(
-        '<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY xxe SYSTEM "file:///etc/hostname">]>'
-        '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"'
-        ' width="50" height="50"><text y="20">&xxe;</text>'
-        '<image xlink:href="http://169.254.169.254/latest/meta-data" width="10" height="10"/>'
-        "</svg>"
-    )
-    dst = tmp_path / "out.png"
-    start = time.monotonic()
-    try:
-        SandboxedEngine(SvgEngine(), pool).convert(
-            src, dst, "svg", "png", SvgOptions(), lambda f: None
-        )
-    except PermanentError as exc:
-        assert exc.code in CLEAR_CODES
-    assert time.monotonic() - start < 20  # no hanging on the unreachable address
 
 
 @pytest.mark.parametrize(
@@ -304,31 +303,99 @@ finally:
 """
 
 
-class _Listener:
-    """A loopback TCP listener that counts connections (a remote image would be one)."""
+# --- the network: remote references are never fetched, and the sandbox has no way out ---
 
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
+def _dial(pool, tmp_path, port: int, host: str = "127.0.0.1") -> str:
+    src = tmp_path / "dial.txt"
+    src.write_text("")
+    dst = tmp_path / f"dial-{host}-{port}.txt"
+    SandboxedEngine(DialerEngine(), pool).convert(
+        src, dst, "txt", "txt", Dial(host=host, port=port), lambda f: None
+    )
+    return dst.read_text()
+
+
+@contextlib.contextmanager
+def _watching(pool, tmp_path) -> Iterator[Watch]:
+    """A watch on the helper the next conversion gets (started first if need be); on leaving,
+    the control: the dialer, in that same helper, connects to the watched port, and the watch
+    must see exactly that connection inside the sandbox and none on the host. Connections
+    are accepted in order, so a conversion's earlier connection would be counted first."""
+    _dial(pool, tmp_path, 0)
+    helper_pid = pool.helper().proc.pid
+    watch = Watch(helper_pid)
+    try:
+        yield watch
+        assert pool.helper().proc.pid == helper_pid, "the helper was replaced: no control"
+        assert _dial(pool, tmp_path, watch.port) == "connected"
+        assert watch.inside.strangers_before_control(10) == 0, "it connected in the sandbox"
+        with socket.create_connection(("127.0.0.1", watch.port), timeout=2) as conn:
+            send_control(conn)
+        assert watch.host.strangers_before_control(10) == 0, "a connection reached the host"
+    finally:
+        watch.close()
+
+
+def _host_address() -> str:
+    """This host's address on its default route (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))
+        return str(probe.getsockname()[0])
+
+
+def test_an_engine_that_dials_reaches_only_the_sandboxes_own_loopback(pool, tmp_path):
+    """The sandbox as every engine gets it: a dial to 127.0.0.1 arrives inside its own
+    network namespace (the watch sees it there, not on the host), and the host's own
+    address, which the same dial reaches from outside, is unreachable from inside."""
+    with _watching(pool, tmp_path):
+        pass  # the control itself is the test
+    server = socket.create_server(("0.0.0.0", 0))  # the host's every address
+    try:
+        port = server.getsockname()[1]
+        socket.create_connection((_host_address(), port), timeout=2).close()  # reachable here
+        assert _dial(pool, tmp_path, port, _host_address()).startswith("refused:")
+    finally:
+        server.close()
+
+
+def test_svg_external_entity_is_not_read_and_remote_href_not_fetched(pool, tmp_path):
+    """An SVG whose entity names a file the sandbox can read (/usr/lib/os-release) and whose
+    image links to the watched port: the PDF output has neither the file's text nor a fetch,
+    while the same text through an internal entity does show (the check can see text)."""
+    secret = next(
+        line.split("=", 1)[1].strip('"')
+        for line in open("/usr/lib/os-release").read().splitlines()  # noqa: SIM115
+        if line.startswith("PRETTY_NAME=")
+    )
+    template = (
+        '<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY xxe {entity}>]>'
+        '<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"'
+        ' width="400" height="50"><text x="5" y="20" font-size="12">Marker &xxe;</text>'
+        '<image xlink:href="{url}" width="10" height="10"/></svg>'
+    )
+    with _watching(pool, tmp_path) as watch:
+        outputs = {}
+        for name, entity in (
+            ("internal", f'"{secret}"'),
+            ("external", '"" SYSTEM "file:///usr/lib/os-release"'),
+        ):
+            src = tmp_path / f"{name}.svg"
+            src.write_text(template.format(entity=entity, url=watch.url))
+            dst = tmp_path / f"{name}.pdf"
             try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
+                SandboxedEngine(SvgEngine(), pool).convert(
+                    src, dst, "svg", "pdf", SvgOptions(), lambda f: None
+                )
+            except PermanentError as exc:
+                assert name == "external" and exc.code in CLEAR_CODES, exc
                 continue
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self.thread.join(5)
-        self.sock.close()
+            outputs[name] = subprocess.run(
+                ["pdftotext", str(dst), "-"], capture_output=True, text=True, check=True
+            ).stdout
+    assert secret in outputs["internal"]  # control: entity text reaches the output
+    assert secret not in outputs.get("external", "")
+    assert "Debian" not in outputs.get("external", "")
 
 
 REMOTE_CASES = [
@@ -337,7 +404,22 @@ REMOTE_CASES = [
     ("html", OfficeEngine(), "pdf", OfficeOptions()),
     ("html", PandocEngine(), "docx", MarkupOptions()),
     ("docx", PandocEngine(), "odt", MarkupOptions()),
+    ("md", PandocEngine(), "epub", MarkupOptions()),
+    ("odt", PandocEngine(), "docx", MarkupOptions()),
 ]
+
+
+def _linked(fmt: str, office_bases, tmp_path, url: str):
+    src = tmp_path / f"linked.{fmt}"
+    if fmt == "odt":
+        remote_image_odt(src, url)
+    elif fmt == "docx":
+        remote_image_docx(office_bases["docx-pic"], src, url)
+    elif fmt == "md":
+        src.write_text(f"Linked picture: ![picture]({url})\n")
+    else:
+        src.write_text(f'<html><body><p>Linked picture</p><img src="{url}"></body></html>')
+    return src
 
 
 @pytest.mark.parametrize(
@@ -348,16 +430,10 @@ REMOTE_CASES = [
 def test_remote_linked_images_are_not_fetched(
     pool, office_bases, tmp_path, fmt, engine, target, options
 ):
-    listener = _Listener()
-    try:
-        url = f"http://127.0.0.1:{listener.port}/picture.png"
-        src = tmp_path / f"linked.{fmt}"
-        if fmt == "odt":
-            remote_image_odt(src, url)
-        elif fmt == "docx":
-            remote_image_docx(office_bases["docx-pic"], src, url)
-        else:
-            src.write_text(f'<html><body><p>Linked picture</p><img src="{url}"></body></html>')
+    """The document links a picture at the watched port; the engine must not even try it
+    (it would arrive at the sandbox's own loopback, where the watch listens)."""
+    with _watching(pool, tmp_path) as watch:
+        src = _linked(fmt, office_bases, tmp_path, watch.url)
         dst = tmp_path / f"out.{target}"
         start = time.monotonic()
         try:
@@ -366,12 +442,18 @@ def test_remote_linked_images_are_not_fetched(
         except PermanentError as exc:
             assert exc.code in CLEAR_CODES, exc
         assert time.monotonic() - start < 20
-        time.sleep(0.5)
-        assert listener.connections == 0
-        socket.create_connection(("127.0.0.1", listener.port), timeout=2).close()
-        deadline = time.monotonic() + 5
-        while listener.connections == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert listener.connections == 1  # the listener itself works
-    finally:
-        listener.close()
+
+
+def test_a_picture_beside_the_document_is_still_embedded(tmp_path):
+    """Pictures linked by URL are dropped (above); a relative one beside the document still
+    reaches the output (the engine itself: a sandboxed job holds its one input alone)."""
+    work = tmp_path / "doc"
+    work.mkdir()
+    pyvips.Image.black(8, 8).write_to_file(str(work / "pixel.png"))
+    src = work / "pic.md"
+    src.write_text("Local picture: ![pixel](pixel.png)\n")
+    dst = tmp_path / "out.docx"
+    PandocEngine().convert(src, dst, "md", "docx", MarkupOptions(), lambda f: None)
+    with zipfile.ZipFile(dst) as doc:
+        assert [n for n in doc.namelist() if n.startswith("word/media/")]
+        assert "Local picture" in doc.read("word/document.xml").decode()
