@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import task, upload
+from tests.e2e.conftest import base64_import, run_job, task, upload
 
 
 def test_missing_or_bad_key_is_401(deployment):
@@ -19,23 +20,91 @@ def test_missing_or_bad_key_is_401(deployment):
             assert r.json()["code"] == "UNAUTHENTICATED"
 
 
-def test_another_users_job_and_task_are_404(deployment):
+def _alices_jobs(alice, png_file) -> tuple[dict, dict]:
+    """A finished job (a PNG converted to GIF) and one whose upload waits."""
+    done = run_job(
+        alice,
+        {
+            "in": base64_import("photo.png", png_file.read_bytes()),
+            "c": {"operation": "convert", "input": "in", "output_format": "gif"},
+        },
+    )
+    assert done["status"] == "finished", done
+    waiting = alice.post("/v2/jobs", json={"tasks": {"up": {"operation": "import/upload"}}})
+    return done, waiting.json()["data"]
+
+
+def _not_found(r: httpx.Response) -> bool:
+    return r.status_code == 404 and r.json()["code"] == "NOT_FOUND"
+
+
+def _view(job: dict) -> list[tuple]:
+    """What a job's owner sees of it: each task's id, status and files."""
+    return sorted(
+        (t["id"], t["status"], str((t.get("result") or {}).get("files"))) for t in job["tasks"]
+    )
+
+
+def test_another_user_can_neither_see_wait_on_nor_change_a_job_or_task(deployment, png_file):
+    """Every route that names a job or task by id, read, sync wait, cancel, retry and delete,
+    is 404 for another user (at once: a wait does not block on another user's job), and the
+    owner reads everything back unchanged: nothing was cancelled, retried or deleted."""
     with deployment.client(deployment.key()) as alice, deployment.client(deployment.key()) as bob:
-        job = alice.post("/v2/jobs", json={"tasks": {"up": {"operation": "import/upload"}}})
-        job = job.json()["data"]
-        task_id = job["tasks"][0]["id"]
-        for path in (f"/v2/jobs/{job['id']}", f"/v2/tasks/{task_id}"):
-            r = bob.get(path)
-            assert r.status_code == 404 and r.json()["code"] == "NOT_FOUND"
-        assert bob.delete(f"/v2/jobs/{job['id']}").status_code == 404
-        assert bob.post(f"/v2/tasks/{task_id}/cancel").status_code == 404
+        done, waiting = _alices_jobs(alice, png_file)
+        converted, pending = task(done, "c")["id"], task(waiting, "up")["id"]
+        before = {j["id"]: _view(alice.get(f"/v2/jobs/{j['id']}").json()["data"])
+                  for j in (done, waiting)}  # fmt: skip
+        reads = [
+            f"/v2/jobs/{waiting['id']}",
+            f"/v2/tasks/{pending}",
+            f"/v2/jobs/{waiting['id']}/wait",
+            f"/v2/tasks/{pending}/wait",
+            f"/sync/v2/jobs/{waiting['id']}",
+            f"/sync/v2/tasks/{pending}",
+        ]
+        for path in reads:
+            started = time.monotonic()
+            assert _not_found(bob.get(path)), path
+            assert time.monotonic() - started < 5, path  # no wait on another user's job
+        assert _not_found(bob.post(f"/v2/tasks/{pending}/cancel"))
+        assert _not_found(bob.post(f"/v2/tasks/{converted}/retry"))
+        assert _not_found(bob.delete(f"/v2/tasks/{converted}"))
+        assert _not_found(bob.delete(f"/v2/jobs/{done['id']}"))
+        assert _not_found(bob.delete(f"/v2/jobs/{waiting['id']}"))
         assert bob.get("/v2/jobs").json()["data"] == []
         assert bob.get("/v2/tasks").json()["data"] == []
-        assert (
-            bob.post("/v2/convert", json={"input": task_id, "output_format": "png"}).status_code
-            == 422
-        )  # cannot use another user's task as input
-        assert alice.get(f"/v2/jobs/{job['id']}").status_code == 200
+        for job in (done, waiting):  # the owner's view is as it was
+            assert _view(alice.get(f"/v2/jobs/{job['id']}").json()["data"]) == before[job["id"]]
+        # and what the routes do for their owner, so the 404s above are about the user
+        assert alice.post(f"/v2/tasks/{pending}/cancel").json()["data"]["status"] == "error"
+        assert alice.post(f"/v2/tasks/{converted}/retry").status_code == 201
+        assert alice.delete(f"/v2/jobs/{waiting['id']}").status_code == 204
+
+
+@pytest.mark.parametrize(
+    ("operation", "fields"),
+    [
+        ("convert", {"output_format": "webp"}),
+        ("merge", {"output_format": "pdf"}),
+        ("archive", {"output_format": "zip"}),
+    ],
+)
+def test_another_users_task_is_no_input_in_a_job_or_a_single_task(
+    deployment, png_file, operation, fields
+):
+    with deployment.client(deployment.key()) as alice, deployment.client(deployment.key()) as bob:
+        done, _ = _alices_jobs(alice, png_file)
+        theirs = task(done, "c")["id"]
+        job = {"tasks": {"x": {"operation": operation, "input": [theirs], **fields}}}
+        r = bob.post("/v2/jobs", json=job)
+        assert r.status_code == 422 and r.json()["code"] == "INVALID_DATA", r.text
+        assert list(r.json()["errors"]) == ["tasks.x.input"], r.json()
+        r = bob.post(f"/v2/{operation}", json={"input": [theirs], **fields})
+        assert r.status_code == 422 and list(r.json()["errors"]) == ["tasks.task.input"], r.text
+        assert bob.get("/v2/tasks").json()["data"] == []
+        # the owner may use it: the refusal is about whose task it is
+        assert alice.post("/v2/jobs", json=job).status_code == 201
+        assert alice.post(f"/v2/{operation}", json={"input": [theirs], **fields}).status_code == 201
 
 
 @pytest.mark.parametrize(
