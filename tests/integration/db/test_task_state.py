@@ -39,17 +39,33 @@ def _task(conn, user, job, name, status="processing", depends_on=()):
     ).fetchone()[0]
 
 
+def _blocked_by(conn, waiter: int, holder: int, seconds: float = 10) -> None:
+    """Return once backend ``waiter`` waits on a lock ``holder`` holds (a state Postgres
+    reports, not a guess at how long it takes to get there)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        (blockers,) = conn.execute("SELECT pg_blocking_pids(%s)", (waiter,)).fetchone()
+        if holder in blockers:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"backend {waiter} never waited on {holder}")
+
+
 def _finish_both(url, first, second):
-    """Finish ``first`` in an open transaction, start finishing ``second`` meanwhile, then
-    commit the first. Returns the ids each call released."""
+    """Finish ``first`` in an open transaction; start finishing ``second`` and wait until
+    it is blocked on the first's locks, inside the function; then commit the first. Returns
+    the ids each call released."""
     released = {}
-    with psycopg.connect(url) as c1:
+    second_pid: list[int] = []
+    with psycopg.connect(url) as c1, psycopg.connect(url, autocommit=True) as watcher:
         released["first"] = [
             r[0] for r in c1.execute("SELECT appliance_finish_task(%s, '{}')", (first,)).fetchall()
         ]
+        c2 = psycopg.connect(url)
+        second_pid.append(c2.info.backend_pid)
 
         def other():
-            with psycopg.connect(url) as c2:
+            with c2:
                 released["second"] = [
                     r[0]
                     for r in c2.execute(
@@ -60,7 +76,7 @@ def _finish_both(url, first, second):
 
         thread = threading.Thread(target=other)
         thread.start()
-        time.sleep(0.5)  # the second finish is now running, before the first commits
+        _blocked_by(watcher, second_pid[0], c1.info.backend_pid)
         c1.commit()
     thread.join(10)
     assert not thread.is_alive()

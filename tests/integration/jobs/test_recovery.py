@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+import uuid
 
 import redis
 
@@ -135,6 +136,9 @@ def test_progress_is_written_while_the_task_runs(system, png_file):
 
 
 def test_cancelled_task_is_not_finished_by_its_worker(system, png_file):
+    """The task is cancelled while its worker converts; the worker then ends its run (the
+    test waits for that run to return, not for the job, which the cancel already ended)
+    and must leave CANCELLED and no output behind."""
     release = threading.Event()
     started = threading.Event()
     original = system.runner.operations["convert"]
@@ -146,14 +150,24 @@ def test_cancelled_task_is_not_finished_by_its_worker(system, png_file):
 
     system.runner.operations["convert"] = as_operation(slow)
     job = system.create(UPLOAD_CONVERT_EXPORT)
+    conv_id = task(job, "c")["id"]
+    ran = threading.Event()
+    run = system.runner.run
+
+    def run_and_tell(task_id, queue):
+        try:
+            return run(task_id, queue)
+        finally:
+            if str(task_id) == conv_id:
+                ran.set()
+
+    system.runner.run = run_and_tell
     system.upload(task(job, "up")["id"], png_file)
     assert started.wait(20)
-    import uuid
-
-    system.call(system.svc.cancel_task(system.user_id, uuid.UUID(task(job, "c")["id"])))
+    system.call(system.svc.cancel_task(system.user_id, uuid.UUID(conv_id)))
     release.set()
-    time.sleep(0.5)
-    job = system.wait(job["id"])
+    assert ran.wait(20), "the worker's run did not end"
+    job = system.job(job["id"])
     assert job["status"] == "error"
     assert task(job, "c")["code"] == "CANCELLED"
     assert task(job, "e")["code"] == "INPUT_TASK_FAILED"
