@@ -37,7 +37,8 @@ def test_jobs_list_filters_by_status_and_tag_and_paginates(deployment, png_file)
         ).json()["data"]
         assert [j["id"] for j in done] == [other["id"]] and done[0]["tasks"]
         bad = api.get("/v2/jobs", params={"filter[status]": "nope"})
-        assert bad.status_code == 422 and "filter[status]" in bad.json()["errors"]
+        assert bad.status_code == 422 and bad.json()["code"] == "INVALID_DATA"
+        assert list(bad.json()["errors"]) == ["filter[status]"], bad.json()
 
 
 def test_tasks_list_filters_by_job_and_operation(deployment):
@@ -70,7 +71,7 @@ def test_cancel_fails_the_task_and_its_dependents(deployment):
         assert job["status"] == "error"
         assert task(job, "c")["code"] == "INPUT_TASK_FAILED"
         again = api.post(f"/v2/tasks/{task(job, 'up')['id']}/cancel")
-        assert again.status_code == 422
+        assert again.status_code == 422 and again.json()["code"] == "TASK_NOT_CANCELLABLE"
 
 
 def test_retry_runs_a_failed_task_again_as_a_new_task(deployment, png_file, tmp_path):
@@ -100,15 +101,19 @@ def test_delete_job_removes_it_and_its_tasks(deployment):
     with deployment.client(deployment.key()) as api:
         job = _job(api)
         assert api.delete(f"/v2/jobs/{job['id']}").status_code == 204
-        assert api.get(f"/v2/jobs/{job['id']}").status_code == 404
-        assert api.get(f"/v2/tasks/{job['tasks'][0]['id']}").status_code == 404
+        for path in (f"/v2/jobs/{job['id']}", f"/v2/tasks/{job['tasks'][0]['id']}"):
+            gone = api.get(path)
+            assert gone.status_code == 404 and gone.json()["code"] == "NOT_FOUND", path
 
 
 def test_delete_task(deployment):
     with deployment.client(deployment.key()) as api:
         up = api.post("/v2/import/upload", json={}).json()["data"]
         assert api.delete(f"/v2/tasks/{up['id']}").status_code == 204
-        assert api.get(f"/v2/tasks/{up['id']}").status_code == 404
+        gone = api.get(f"/v2/tasks/{up['id']}")
+        assert gone.status_code == 404 and gone.json()["code"] == "NOT_FOUND"
+        again = api.delete(f"/v2/tasks/{up['id']}")
+        assert again.status_code == 404 and again.json()["code"] == "NOT_FOUND"
 
 
 def test_formats_lists_what_the_engines_convert(deployment):
@@ -188,7 +193,7 @@ def test_operations_lists_every_task_operation_with_cloudconvert_filters(deploym
                 },
             )
             assert r.status_code == status, (fmt, r.text)
-        assert "tasks.t.input" in r.json()["errors"]
+        assert list(r.json()["errors"]) == ["tasks.t.input"], r.json()
 
 
 def test_openapi_docs_are_served(deployment):

@@ -26,6 +26,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "/big": (200, {}, b"x" * 20000),
             "/broken": (503, {}, b""),
             "/missing": (404, {}, b""),
+            "/to-ftp": (302, {"Location": "ftp://127.0.0.1/file.png"}, b""),
         }
         if self.path.startswith("/to/"):
             status, headers, body = 302, {"Location": "http://" + self.path[4:]}, b""
@@ -65,20 +66,24 @@ def test_downloads_and_names_the_file(server, tmp_path):
 
 def test_follows_redirects_a_bounded_number_of_times(server, tmp_path):
     assert get(f"http://{server}/redirect", tmp_path) == ("file.png", BODY)
-    with pytest.raises(PermanentError, match="redirects"):
+    with pytest.raises(PermanentError, match="Too many redirects") as info:
         get(f"http://{server}/loop", tmp_path)
+    assert info.value.code == "IMPORT_FAILED"
 
 
 def test_size_limit_applies_while_streaming(server, tmp_path):
-    with pytest.raises(FileTooLarge):
+    with pytest.raises(FileTooLarge) as info:
         get(f"http://{server}/big", tmp_path)
+    assert info.value.code == "FILE_TOO_LARGE"
 
 
 def test_server_errors_are_retryable_and_client_errors_permanent(server, tmp_path):
-    with pytest.raises(RetryableError):
+    with pytest.raises(RetryableError, match="answered HTTP 503") as retry:
         get(f"http://{server}/broken", tmp_path)
-    with pytest.raises(PermanentError):
+    assert retry.value.code == "TEMPORARY_FAILURE"
+    with pytest.raises(PermanentError, match="answered HTTP 404") as info:
         get(f"http://{server}/missing", tmp_path)
+    assert info.value.code == "IMPORT_FAILED"
 
 
 def test_loopback_is_refused_unless_allowed(server, tmp_path):
@@ -106,9 +111,21 @@ def test_redirect_to_a_private_address_is_refused(server, tmp_path, monkeypatch)
     assert info.value.code == "URL_NOT_ALLOWED"
 
 
-def test_only_http_and_https_are_fetched(tmp_path):
-    with pytest.raises(InvalidData):
-        get("ftp://example.com/x", tmp_path)
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://example.com/x", "file:///etc/passwd", "gopher://127.0.0.1:70/", "http:///nohost"],
+)
+def test_only_http_and_https_are_fetched(tmp_path, url):
+    with pytest.raises(InvalidData) as info:
+        get(url, tmp_path)
+    assert info.value.code == "INVALID_URL"
+    assert info.value.errors == {"url": ["must be http:// or https://"]}
+
+
+def test_a_redirect_to_another_scheme_is_refused(server, tmp_path):
+    with pytest.raises(InvalidData) as info:
+        get(f"http://{server}/to-ftp", tmp_path)
+    assert info.value.code == "INVALID_URL"
 
 
 def test_credentials_are_not_sent_to_another_origin_on_redirect(tmp_path):

@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from appliance.api.multipart import MultipartFile
+from appliance.api.multipart import MAX_FIELD_BYTES, MAX_HEADER_BYTES, MAX_PARTS, MultipartFile
 from appliance.errors import ClientError
 
 BOUNDARY = "xyzBOUNDARYxyz"
@@ -52,18 +52,56 @@ def test_signature_check_runs_before_any_file_byte_is_read():
     def refuse(fields):
         raise ClientError("bad signature")
 
+    seen = []
+    form = MultipartFile(f"multipart/form-data; boundary={BOUNDARY}", refuse)
+
+    async def run():
+        async for chunk in form.file_chunks(chunks(body({}, "x.png", b"data" * 1000), 64)):
+            seen.append(chunk)
+
     with pytest.raises(ClientError, match="bad signature"):
-        read(body({}, "x.png", b"data" * 1000), 64, before=refuse)
+        asyncio.run(run())
+    assert seen == []
 
 
-def test_upload_without_a_file_part_is_rejected():
+def test_upload_without_a_file_part_is_rejected_naming_the_file_field():
     data = (
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--{BOUNDARY}--\r\n'
     )
-    with pytest.raises(ClientError):
+    with pytest.raises(ClientError) as info:
         read(data.encode(), 10)
+    assert info.value.code == "INVALID_DATA"
+    assert info.value.errors == {"file": ["a file field is required"]}
 
 
-def test_non_multipart_content_type_is_rejected():
-    with pytest.raises(ClientError):
+def test_non_multipart_content_type_is_an_invalid_upload():
+    with pytest.raises(ClientError) as info:
         MultipartFile("application/json", lambda f: None)
+    assert info.value.code == "INVALID_UPLOAD"
+
+
+def _field(name: str, value: str) -> str:
+    return f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (body({}, "x.png", b"data" * 100)[:-40], "ended before the file did"),
+        ("".join(_field(f"f{i}", "1") for i in range(MAX_PARTS + 1)), "more than"),
+        (_field("big", "x" * (MAX_FIELD_BYTES + 1)), "field is too large"),
+        (
+            f"--{BOUNDARY}\r\n"
+            + "".join(f"X-{i}: {'h' * (MAX_HEADER_BYTES // 6)}\r\n" for i in range(7))
+            + "\r\n1\r\n",
+            "bytes of headers",
+        ),
+        (f"--{BOUNDARY}\r\nno colon here\r\n\r\n", "Malformed multipart body"),
+    ],
+    ids=["truncated", "too-many-parts", "field-too-large", "headers-too-large", "malformed"],
+)
+def test_each_malformed_form_is_an_invalid_upload_saying_why(data, message):
+    raw = data if isinstance(data, bytes) else data.encode()
+    with pytest.raises(ClientError, match=message) as info:
+        read(raw, 4096)
+    assert info.value.code == "INVALID_UPLOAD"
