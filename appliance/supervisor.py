@@ -177,18 +177,20 @@ def _supervise(commands: list[tuple[list[str], dict[str, str]]], settings: Setti
 
 def stop_process_groups(children: list[subprocess.Popen[bytes]], timeout: float) -> None:
     """SIGTERM each child (a process group leader: started with start_new_session=True), wait
-    up to ``timeout`` seconds in all, then SIGKILL whatever is left of each group."""
+    up to ``timeout`` seconds in all, then SIGKILL whatever is left of each group: also what
+    a child that ended (or died) left in its group, such as a server's worker processes
+    that would keep its port."""
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for child in children:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+        # The group outlives its leader while a member runs, and its id is not reused.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
 
 
 def api_group() -> str:
