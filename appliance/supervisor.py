@@ -55,7 +55,7 @@ def run_single_host(settings: Settings) -> int:
             (worker_command(settings, [queue], None, None), group_env(settings, env, queue, i))
             for i, queue in enumerate(QUEUE_CLASSES, start=1)
         ]
-        return _supervise(commands, settings)
+        return supervise(commands, settings)
     return 1  # unreachable; keeps type checkers calm
 
 
@@ -139,7 +139,9 @@ def group_env(settings: Settings, env: dict[str, str], queue: str | None, n: int
     return out
 
 
-def _supervise(commands: list[tuple[list[str], dict[str, str]]], settings: Settings) -> int:
+def supervise(commands: list[tuple[list[str], dict[str, str]]], settings: Settings) -> int:
+    """Run each (argv, environment) as a child in its own session until SIGINT/SIGTERM (0)
+    or until one of them exits (1); then stop them all (``stop_process_groups``)."""
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:

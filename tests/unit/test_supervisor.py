@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from appliance.settings import Settings
-from appliance.supervisor import _supervise, stop_process_groups
+from appliance.supervisor import stop_process_groups, supervise
 
 SETTINGS = Settings.from_env({})
 
@@ -58,7 +58,7 @@ def test_a_child_that_dies_stops_the_others_and_what_it_left(tmp_path):
         (_with_worker(dying, f"while [ ! -s {dying} ]; do :; done; kill -9 $$"), env),
     ]
     started = time.monotonic()
-    assert _supervise(commands, SETTINGS) == 1
+    assert supervise(commands, SETTINGS) == 1
     assert time.monotonic() - started < 20
     orphan, other = _pid_in(dying), _pid_in(steady)
     assert _ends(orphan), "the dead child's worker still runs"
@@ -77,7 +77,7 @@ def test_sigterm_stops_every_child_with_status_zero(tmp_path):
         "time.sleep(300)",
     ]
     previous = signal.getsignal(signal.SIGTERM)
-    assert _supervise([(_with_worker(pidfile, "wait"), env), (stopper, env)], SETTINGS) == 0
+    assert supervise([(_with_worker(pidfile, "wait"), env), (stopper, env)], SETTINGS) == 0
     assert signal.getsignal(signal.SIGTERM) is previous  # the handler is given back
     assert _ends(_pid_in(pidfile))
 
