@@ -21,6 +21,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from appliance.conversions import graph
 from appliance.conversions.admission import Backlog
 from appliance.conversions.files import (
@@ -360,6 +362,17 @@ class JobService:
             }
         }
 
+    async def _announce(self, doc: str, job_ended: bool) -> None:
+        """Wake the sync waits on a task the API itself ended (its JSON ``doc``), and on its
+        job when ``job_ended``: workers announce the ends they make, these are the API's."""
+        task = msgspec.json.decode(doc, type=_Ended)
+        try:
+            await asyncio.to_thread(
+                self.dispatcher.announce, [task.id], task.job_id if job_ended else None
+            )
+        except Exception:
+            log.warning("could not announce the end of task %s", task.id, exc_info=True)
+
     async def _dispatch(self, ready: list[Ready]) -> None:
         """Enqueue after the commit. If Redis fails here the work is already safe in Postgres
         and the reconciler enqueues it, so the client still gets its answer."""
@@ -427,7 +440,8 @@ class JobService:
         ready, doc = client_import_ended(end)
         TASKS_ENDED.labels("import/upload", "finished").inc()
         await self._dispatch(ready)
-        assert doc is not None
+        assert doc is not None and end is not None
+        await self._announce(doc, bool(end["job_end"]))
         return doc
 
     def _scans(self) -> bool:
@@ -603,6 +617,8 @@ class JobService:
                 await task_rows.fail_async(conn, task_id, "CANCELLED", "The task was cancelled")
             doc = await job_rows.task_doc(conn, task_id, user_id)
         assert doc is not None
+        # A cancel fails the task's dependents and mostly ends the job: its waiters re-read.
+        await self._announce(doc, job_ended=True)
         return doc
 
     async def retry_task(self, user_id: uuid.UUID, task_id: uuid.UUID) -> str:
@@ -658,6 +674,13 @@ async def until_ended(
         if ended(doc) or remaining <= 0:
             return doc
         await wakeup(min(remaining, recheck))
+
+
+class _Ended(msgspec.Struct):
+    """What ``_announce`` reads of a task's JSON."""
+
+    id: str
+    job_id: str | None = None
 
 
 class QuotaSpool(Spool):

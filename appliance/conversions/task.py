@@ -102,4 +102,8 @@ class Dispatcher(Protocol):
         """Tasks due on each queue and not yet picked up by a worker."""
         ...
 
+    def announce(self, task_ids: Iterable[Any], ended_job_id: Any = None) -> None:
+        """Wake the sync waits on these tasks, and on their job when it has ended (best
+        effort: waiters also re-read now and then)."""
+
     def close(self) -> None: ...

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import dramatiq
 import redis
 
 from appliance import logs
+from appliance.conversions import events
 from appliance.conversions.task import Ready
 
 PENDING_KEY = "appliance:pending:{queue}"
@@ -49,6 +51,9 @@ class DramatiqDispatcher:
                 options=dict(options),
             )
             self.broker.enqueue(message, delay=delay_ms)
+
+    def announce(self, task_ids: Iterable[Any], ended_job_id: Any = None) -> None:
+        events.announce(self.redis, *task_ids, ended_job_id=ended_job_id)
 
     def close(self) -> None:
         self.broker.close()

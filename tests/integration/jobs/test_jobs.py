@@ -254,7 +254,8 @@ def test_reserving_a_hash_restarts_the_grace_of_an_unreferenced_object(system, t
 def test_a_job_is_announced_once_when_it_ends_and_each_task_when_it_ends(system, png_file):
     """Sync job waits re-read the whole job on each announcement: its id is published only by
     the task end that ended the job, not by each task's end. The export, whose only input is
-    the convert, ends in the same statement: one announcement names both, and the job."""
+    the convert, ends in the same statement: one announcement names both, and the job. The
+    upload's end, made by the API, is announced by the API."""
     from appliance.conversions.events import EVENTS_CHANNEL
 
     pubsub = system.rt.redis.pubsub()
@@ -270,7 +271,10 @@ def test_a_job_is_announced_once_when_it_ends_and_each_task_when_it_ends(system,
             seen.append(message["data"].decode().split())
     finally:
         pubsub.close()
-    assert seen == [[task(job, "c")["id"], task(job, "e")["id"], job["id"]]]
+    assert seen == [
+        [task(job, "up")["id"]],  # the upload, ended by the API: the job goes on
+        [task(job, "c")["id"], task(job, "e")["id"], job["id"]],
+    ]
     export = task(job, "e")
     assert export["status"] == "finished" and export["started_at"] and export["ended_at"]
     [file] = export["result"]["files"]
