@@ -37,6 +37,10 @@ EXIF = {
     "exif-ifd2-FocalLength": "FocalLength",
     "orientation": "Orientation",
 }
+# Given as numbers (FNumber 2.8, FocalLength in mm 35.0, ISO 400), as exiftool's JSON does;
+# ExposureTime stays a fraction of a second ("1/250"), as there.
+NUMERIC_EXIF = frozenset({"FNumber", "FocalLength", "ISO"})
+_RATIONAL = re.compile(r"(\d+)/(\d+)")
 PDF_INFO = ("Title", "Author", "Subject", "Keywords", "Creator", "Producer")
 _VIPS_SUFFIX = re.compile(r"\s*\([^()]*\)\s*$")  # libvips appends "(raw, type, n components)"
 
@@ -100,8 +104,22 @@ def _image(src: Path) -> dict[str, Any]:
     for field, name in EXIF.items():
         if field in fields:
             value = image.get(field)
-            out[name] = _VIPS_SUFFIX.sub("", value) if isinstance(value, str) else value
+            value = _VIPS_SUFFIX.sub("", value) if isinstance(value, str) else value
+            out[name] = _number(value) if name in NUMERIC_EXIF else value
     return out
+
+
+def _number(value: Any) -> Any:
+    """A rational or integer EXIF value ("14/5", "400") as exiftool gives it: a number
+    (2.8, 400); anything else as it is."""
+    if not isinstance(value, str):
+        return value
+    if value.isdigit():
+        return int(value)
+    ratio = _RATIONAL.fullmatch(value)
+    if ratio and int(ratio[2]):
+        return round(int(ratio[1]) / int(ratio[2]), 2)
+    return value
 
 
 def _pdf(src: Path) -> dict[str, Any]:

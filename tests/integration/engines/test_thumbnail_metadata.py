@@ -199,3 +199,39 @@ def test_metadata_of_a_truncated_image_is_an_input_error(pool, tmp_path, inputs)
     with pytest.raises(PermanentError) as info:
         _metadata(pool, tmp_path, bad, "png")
     assert info.value.code == "INVALID_INPUT_FILE"
+
+
+def test_metadata_maps_a_photos_exif_to_exiftools_names(pool, tmp_path):
+    """A JPEG whose EXIF a camera would write (Pillow writes it, libvips reads it): each field
+    comes out under exiftool's name, with libvips' "(raw, type, n components)" tail cut."""
+    from PIL import Image
+    from PIL.TiffImagePlugin import IFDRational
+
+    exif = Image.Exif()
+    exif[0x010F] = "Appliance Cameras"  # Make
+    exif[0x0110] = "Model 7"  # Model
+    exif[0x0131] = "Firmware 1.2"  # Software
+    exif[0x0132] = "2024:05:06 07:08:09"  # DateTime (ModifyDate)
+    exif[0x0112] = 6  # Orientation: rotate 90 CW
+    photo = exif.get_ifd(0x8769)  # the Exif sub-IFD (libvips' ifd2)
+    photo[0x9003] = "2024:05:06 07:00:00"  # DateTimeOriginal
+    photo[0x829A] = IFDRational(1, 250)  # ExposureTime
+    photo[0x829D] = IFDRational(28, 10)  # FNumber
+    photo[0x8827] = 400  # ISOSpeedRatings
+    photo[0x920A] = IFDRational(35, 1)  # FocalLength
+    src = tmp_path / "photo.jpg"
+    Image.new("RGB", (64, 48), "gray").save(src, exif=exif)
+    meta = _metadata(pool, tmp_path, src, "jpg")
+    assert (meta["ImageWidth"], meta["ImageHeight"]) == (64, 48)
+    assert {k: meta.get(k) for k in ("Make", "Model", "Software", "ModifyDate")} == {
+        "Make": "Appliance Cameras",
+        "Model": "Model 7",
+        "Software": "Firmware 1.2",
+        "ModifyDate": "2024:05:06 07:08:09",
+    }
+    assert meta["DateTimeOriginal"] == "2024:05:06 07:00:00"
+    assert meta["Orientation"] == 6
+    # exiftool's JSON: the exposure as a fraction, the others as numbers (they were "14/5",
+    # "35/1" and "400")
+    assert meta["ExposureTime"] == "1/250"
+    assert (meta["FNumber"], meta["FocalLength"], meta["ISO"]) == (2.8, 35.0, 400)

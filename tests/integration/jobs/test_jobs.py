@@ -162,6 +162,47 @@ def test_retryable_failure_gives_up_after_max_attempts(system, png_file):
     assert "after 3 attempts" in conv["message"]
 
 
+def test_a_crash_in_the_code_is_retried_then_fails_as_internal_error(system, png_file):
+    """An exception that is no ApplianceError (a bug) is the service's fault: retried like a
+    retryable failure, then the task fails with INTERNAL_ERROR naming only the exception's
+    type (the traceback goes to the log, never to the client)."""
+    attempts = []
+
+    def buggy(rt, t, progress):
+        attempts.append(t.attempts)
+        raise KeyError("secret internal detail")
+
+    system.runner.operations["convert"] = as_operation(buggy)
+    job = system.create(UPLOAD_CONVERT_EXPORT)
+    system.upload(task(job, "up")["id"], png_file)
+    job = system.wait(job["id"])
+    conv = task(job, "c")
+    assert (job["status"], conv["status"], conv["code"]) == ("error", "error", "INTERNAL_ERROR")
+    assert "KeyError" in conv["message"] and "secret" not in conv["message"]
+    assert attempts == [1, 2, 3]
+    assert task(job, "e")["code"] == "INPUT_TASK_FAILED"
+
+
+def test_an_input_task_that_made_no_file_fails_its_dependent_with_no_input_files(system, png_file):
+    """A metadata task ends with a result and no file: a convert that takes it as its input
+    has nothing to convert."""
+    job = system.create(
+        {
+            "b": {
+                "operation": "import/base64",
+                "filename": "p.png",
+                "file": base64.b64encode(png_file.read_bytes()).decode(),
+            },
+            "m": {"operation": "metadata", "input": "b"},
+            "c": {"operation": "convert", "input": "m", "output_format": "png"},
+        }
+    )
+    job = system.wait(job["id"])
+    assert task(job, "m")["status"] == "finished", job
+    conv = task(job, "c")
+    assert (conv["status"], conv["code"]) == ("error", "NO_INPUT_FILES"), conv
+
+
 def test_permanent_failure_fails_at_once_with_its_code(system, png_file):
     calls = []
 

@@ -196,3 +196,37 @@ def test_message_that_arrives_before_its_retry_time_is_put_back_with_the_rest_of
     assert (row["status"], row["attempts"]) == ("waiting", 0)
     assert client.hlen("dramatiq:light.DQ.msgs") == 1
     assert client.zscore("appliance:pending:light", conv["id"]) is not None
+
+
+def test_the_reconcilers_background_loop_recovers_on_its_own_and_survives_a_failed_pass(
+    system, png_file
+):
+    """The thread the worker runs, not a pass called by hand: a first pass that fails (the
+    database away, say) is logged and the loop goes on; a later pass re-enqueues the job
+    whose message Redis lost, and the job finishes. ``stop`` ends the loop."""
+    from appliance.jobs.reconciler import ReconcilerThread
+
+    system.stop_worker()
+    job = _base64_job(system, png_file)
+    redis.Redis.from_url(system.settings.effective_redis_url).flushall()  # the message is lost
+    _age_ready_tasks(system)
+    thread = ReconcilerThread(system.rt)
+    thread.interval = 0.1
+    passes = []
+    real = thread.reconciler.run_once
+
+    def run_once():
+        passes.append(len(passes))
+        if len(passes) == 1:
+            raise RuntimeError("the first pass fails")
+        return real()
+
+    thread.reconciler.run_once = run_once
+    thread.start()
+    try:
+        system.start_worker()
+        assert system.wait(job["id"])["status"] == "finished"
+        assert len(passes) >= 2  # the failed pass and the one that re-enqueued
+    finally:
+        thread.stop()
+    assert not thread.is_alive()
