@@ -26,6 +26,7 @@ from appliance.engines.pdftools import (
 )
 from appliance.engines.sandbox import SandboxedEngine
 from appliance.errors import PermanentError
+from tests.integration.engines.pdfa import pdfa_2b_problems
 
 RED = [220, 30, 30]
 
@@ -184,7 +185,7 @@ def test_selected_pages_are_kept_in_order(pool, three_pages, tmp_path):
     assert _pages(dst) == [(100, 150), (300, 150)]
 
 
-def test_pdf_a_output_declares_pdf_a_2b_in_its_xmp_and_has_an_output_intent(
+def test_pdf_a_output_keeps_the_pdf_a_2b_rules_an_independent_check_can_see(
     pool, three_pages, tmp_path
 ):
     dst = tmp_path / "archive.pdf"
@@ -200,17 +201,8 @@ def test_pdf_a_output_declares_pdf_a_2b_in_its_xmp_and_has_an_output_intent(
         assert str(intent.S) == "/GTS_PDFA1"
         assert intent.DestOutputProfile.N == 3
         assert len(pdf.pages) == 2
-        fonts = [
-            font
-            for page in pdf.pages
-            for font in page.Resources.get("/Font", pikepdf.Dictionary()).values()
-        ]
-        assert fonts and all(
-            "/FontFile" in f.FontDescriptor
-            or "/FontFile2" in f.FontDescriptor
-            or "/FontFile3" in f.FontDescriptor
-            for f in fonts
-        )  # PDF/A embeds every font
+    assert pdfa_2b_problems(dst) == []  # the rules checked independently (pdfa.py)
+    assert pdfa_2b_problems(three_pages)  # control: the input is no PDF/A
     doc = pypdfium2.PdfDocument(str(dst))
     assert "Page 2" in doc[0].get_textpage().get_text_bounded()
     doc.close()
@@ -285,6 +277,22 @@ def heavy_pdf(pool, tmp_path_factory):
     return two
 
 
+def _image_dpi(path) -> list[float]:
+    """The resolution each page's one image is placed at: its pixel width over the page's
+    width in inches (the photo fills the page)."""
+    out = []
+    with pikepdf.open(path) as pdf:
+        for page in pdf.pages:
+            [image] = page.images.values()
+            out.append(round(int(image.Width) / (float(page.mediabox[2]) / 72), 1))
+    return out
+
+
+# The profiles' image resolutions (Ghostscript's /ebook, /printer, /screen settings): the
+# 300 dpi photo is brought down to them, or kept when it is within them.
+PROFILE_DPI = {"web": 150, "print": 300, "max": 72}
+
+
 @pytest.mark.parametrize("profile", ["web", "print", "max"])
 def test_lossy_profiles_make_an_image_heavy_pdf_smaller_with_the_same_pages(
     pool, heavy_pdf, tmp_path, profile
@@ -295,6 +303,8 @@ def test_lossy_profiles_make_an_image_heavy_pdf_smaller_with_the_same_pages(
     )
     assert dst.stat().st_size < heavy_pdf.stat().st_size * 0.8
     assert _pages(dst) == _pages(heavy_pdf)
+    assert _image_dpi(heavy_pdf) == [300.0, 300.0]
+    assert _image_dpi(dst) == pytest.approx([PROFILE_DPI[profile]] * 2, abs=2)
     doc = pypdfium2.PdfDocument(str(dst))
     assert doc[1].render(scale=0.2).to_pil().size[0] > 10
     doc.close()
