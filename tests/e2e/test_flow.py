@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+from pathlib import Path
 
 import httpx
+import pikepdf
 import pyvips
 
 from tests.e2e.conftest import base64_import, run_job, task, upload
@@ -82,6 +85,43 @@ def convert_inline(api, filename: str, data: bytes, output_format: str, **option
     )
 
 
+def _downloaded(job: dict, tmp_path: Path) -> list[Path]:
+    """The export task's files, downloaded into ``tmp_path`` under their names."""
+    out = []
+    for f in task(job, "e")["result"]["files"]:
+        r = httpx.get(f["url"], timeout=30)
+        assert r.status_code == 200 and len(r.content) == f["size"]
+        out.append(tmp_path / f["filename"])
+        out[-1].write_bytes(r.content)
+    return out
+
+
+def _pdf_text(path: Path) -> list[str]:
+    """Each page's text as pdftotext reads it, whitespace collapsed."""
+    with pikepdf.open(path) as pdf:
+        count = len(pdf.pages)
+    pages = []
+    for n in range(1, count + 1):
+        text = subprocess.run(
+            ["pdftotext", "-f", str(n), "-l", str(n), str(path), "-"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        pages.append(" ".join(text.split()))
+    return pages
+
+
+def _probe(path: Path) -> dict:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
 def _last_convert_queue(deployment) -> str:
     rows = deployment.sql(
         "SELECT queue FROM tasks WHERE name = 'c' AND operation = 'convert'"
@@ -90,7 +130,7 @@ def _last_convert_queue(deployment) -> str:
     return rows[0]["queue"]
 
 
-def test_multi_hop_route_svg_to_webp_through_two_engines(deployment):
+def test_multi_hop_route_svg_to_webp_through_two_engines(deployment, tmp_path):
     svg = (
         '<svg xmlns="http://www.w3.org/2000/svg" width="100" height="50">'
         '<rect width="100" height="50" fill="#36c"/></svg>'
@@ -101,8 +141,11 @@ def test_multi_hop_route_svg_to_webp_through_two_engines(deployment):
         conv = task(job, "c")
         assert [h["engine"] for h in conv["result"]["route"]] == ["rsvg", "vips"]
         assert conv["engine"] == "rsvg+vips"
-        body = httpx.get(task(job, "e")["result"]["files"][0]["url"]).content
-        assert body[8:12] == b"WEBP"
+        webp = _downloaded(job, tmp_path)[0]
+        image = pyvips.Image.new_from_file(str(webp))
+        assert (image.width, image.height) == (100, 50)
+        pixel = image.getpoint(50, 25)[:3]
+        assert all(abs(v - want) <= 3 for v, want in zip(pixel, (0x33, 0x66, 0xCC), strict=True))
 
 
 def test_audio_conversion_runs_on_the_media_queue(deployment, tmp_path):
@@ -114,6 +157,11 @@ def test_audio_conversion_runs_on_the_media_queue(deployment, tmp_path):
         job = convert_inline(api, "tone.wav", wav.read_bytes(), "mp3", audio_bitrate=96)
         assert job["status"] == "finished", job
         assert task(job, "c")["result"]["files"][0]["filename"] == "tone.mp3"
+        probe = _probe(_downloaded(job, tmp_path)[0])
+        [stream] = probe["streams"]
+        assert stream["codec_name"] == "mp3" and stream["sample_rate"] == "44100"
+        assert abs(float(probe["format"]["duration"]) - 1.0) < 0.1
+        assert abs(int(stream["bit_rate"]) - 96000) <= 8000
     assert _last_convert_queue(deployment) == "media"
 
 
@@ -126,12 +174,12 @@ def test_docx_to_pdf_runs_warm_libreoffice_on_the_office_queue(deployment, tmp_p
         job = convert_inline(api, "letter.docx", docx.read_bytes(), "pdf")
         assert job["status"] == "finished", job
         assert task(job, "c")["engine"] == "libreoffice"
-        pdf = httpx.get(task(job, "e")["result"]["files"][0]["url"]).content
-        assert pdf.startswith(b"%PDF-")
+        [pdf] = _downloaded(job, tmp_path)
+        assert _pdf_text(pdf) == ["Dear reader This became a PDF."]
     assert _last_convert_queue(deployment) == "office"
 
 
-def test_markdown_to_pdf_routes_through_pandoc_then_libreoffice(deployment):
+def test_markdown_to_pdf_routes_through_pandoc_then_libreoffice(deployment, tmp_path):
     md = b"# Report\n\nRouted over two engines.\n"
     with deployment.client(deployment.key()) as api:
         job = convert_inline(api, "report.md", md, "pdf")
@@ -142,6 +190,8 @@ def test_markdown_to_pdf_routes_through_pandoc_then_libreoffice(deployment):
             ("docx", "pdf", "libreoffice"),
         ]
         assert task(job, "c")["result"]["files"][0]["filename"] == "report.pdf"
+        [pdf] = _downloaded(job, tmp_path)
+        assert _pdf_text(pdf) == ["Report Routed over two engines."]
 
 
 def test_slides_to_png_gives_one_file_per_page(deployment, tmp_path):
@@ -156,8 +206,10 @@ def test_slides_to_png_gives_one_file_per_page(deployment, tmp_path):
         assert [h["engine"] for h in conv["result"]["route"]] == ["libreoffice", "pdfium"]
         files = task(job, "e")["result"]["files"]
         assert [f["filename"] for f in files] == ["deck-1.png", "deck-2.png"]
-        for f in files:
-            assert httpx.get(f["url"]).content[:8] == b"\x89PNG\r\n\x1a\n"
+        pages = [pyvips.Image.new_from_file(str(p)) for p in _downloaded(job, tmp_path)]
+        # pandoc's slides are 10 x 5.625 inches (16:9): 500 x 282 px at 50 dpi
+        assert [(p.width, p.height) for p in pages] == [(500, 282)] * 2
+        assert (pages[0] - pages[1]).abs().max() > 0  # two slides, not one twice
 
 
 def test_uploaded_office_document_moves_to_the_office_queue_once_named(deployment, tmp_path):
