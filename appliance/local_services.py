@@ -32,15 +32,18 @@ pytest's ``/tmp/pytest-of-root``, is not).  Redis runs as the calling user.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import math
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -157,15 +160,44 @@ class LocalService:
 # --------------------------------------------------------------------------- small helpers
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now.
+# Where free_port's reservations live: one lock file per port, held while its process runs.
+PORT_LOCKS = Path(tempfile.gettempdir()) / "appliance-ports"
+_RESERVED: dict[int, int] = {}  # port -> descriptor of its held lock file
 
-    Another process may take it before the caller binds it; good enough for tests.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+
+def _ports_below_ephemeral() -> range:
+    """Ports the kernel never hands out itself (bind to port 0, outgoing connections): those
+    below its ephemeral range (32768 on Linux by default)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 12000), low)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free and stays this process's to bind: it lies below
+    the kernel's ephemeral range, so no bind to port 0 and no outgoing connection takes it
+    meanwhile, and it is reserved (a lock file per port, ``PORT_LOCKS``) for as long as this
+    process lives, so no other caller of free_port, in this process or another, gets it.
+    (A program that binds fixed ports in that range of its own accord still could.)"""
+    PORT_LOCKS.mkdir(mode=0o1777, exist_ok=True)
+    ports = _ports_below_ephemeral()
+    for _ in range(500):
+        port = random.choice(ports)  # noqa: S311  (spreading, not secrecy)
+        if port in _RESERVED:
+            continue
+        fd = os.open(PORT_LOCKS / str(port), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:  # reserved by another process, or in use
+            os.close(fd)
+            continue
+        _RESERVED[port] = fd
         return port
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
 def _remaining(deadline: float, minimum: float = 1.0) -> float:

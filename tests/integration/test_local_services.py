@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -76,15 +79,6 @@ def data_root(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _binaries() -> None:
-    try:
-        ls.find_postgres_bindir()
-        ls.find_redis_server()
-    except RuntimeError as exc:
-        pytest.skip(str(exc))
-
-
 # --------------------------------------------------------------------------- small API
 
 
@@ -99,6 +93,18 @@ def test_free_port_is_bindable() -> None:
     assert 1024 <= port <= 65535
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_free_port_is_never_one_the_kernel_hands_out_nor_one_given_twice() -> None:
+    """Below the ephemeral range (no bind to port 0 takes it), and reserved: neither this
+    process nor another one that asks meanwhile gets the same port."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    mine = {ls.free_port() for _ in range(50)}
+    assert len(mine) == 50 and max(mine) < low
+    asks = "from appliance import local_services as ls; print([ls.free_port() for _ in range(50)])"
+    out = subprocess.run([sys.executable, "-c", asks], capture_output=True, text=True, check=True)
+    theirs = set(json.loads(out.stdout))
+    assert len(theirs) == 50 and not mine & theirs
 
 
 # --------------------------------------------------------------------------- PostgreSQL
