@@ -338,7 +338,22 @@ def wait_for_targets(prom: str, count: int, work: Path, procs: list) -> None:
     raise AssertionError(f"targets not all up: {down}\n{logs_of(work)}")
 
 
-def drive_load(deployment: Deployment, via_nginx: str, png: Path, tmp: Path) -> None:
+def scraped(prom: str, times: int = 1, seconds: float = 30) -> None:
+    """Return once every target has been scraped ``times`` more times from now (its ``up``
+    sample's timestamp is later than the previous round's start): Prometheus's own record,
+    not a guess at its interval."""
+    for _ in range(times):
+        since = time.time()
+        deadline = time.monotonic() + seconds
+        while True:
+            oldest = numbers(query(prom, "min(timestamp(up))"))
+            if oldest and oldest[0] > since:
+                break
+            assert time.monotonic() < deadline, f"no scrape of every target since {since}"
+            time.sleep(0.1)
+
+
+def drive_load(deployment: Deployment, prom: str, via_nginx: str, png: Path, tmp: Path) -> None:
     """Jobs that finish (and one repeated, a cache hit), one whose engine fails, reads, and a
     request no route matches; through nginx, so its counters move too."""
     key = deployment.key()
@@ -362,7 +377,7 @@ def drive_load(deployment: Deployment, via_nginx: str, png: Path, tmp: Path) -> 
             assert done["status"] == ("error" if source == truncated else "finished"), done
             for _ in range(20):
                 assert api.get(f"/v2/jobs/{job['id']}").status_code == 200
-            time.sleep(1.2)  # at least one scrape between jobs
+            scraped(prom)  # at least one scrape between jobs
         assert api.get("/v2/no-such-route").status_code == 404
 
 
@@ -377,12 +392,18 @@ def numbers(reply: dict) -> list[float]:
     return [float(sample["value"][1]) for sample in result]
 
 
-def test_every_dashboard_and_alert_expression_parses_and_returns_data(
-    deployment, monitored, png_file, tmp_path
-):
+@pytest.fixture(scope="module")
+def loaded(deployment, monitored, png_file, tmp_path_factory) -> str:
+    """The monitored deployment once a load has run through it (each test that reads the
+    load's metrics asks for it: none relies on another test having run first)."""
     prom, via_nginx = monitored
-    drive_load(deployment, via_nginx, png_file, tmp_path)
-    time.sleep(3)  # a few more scrapes after the load, so rates span it
+    drive_load(deployment, prom, via_nginx, png_file, tmp_path_factory.mktemp("load"))
+    scraped(prom, times=3)  # a few more scrapes after the load, so rates span it
+    return prom
+
+
+def test_every_dashboard_and_alert_expression_parses_and_returns_data(loaded):
+    prom = loaded
     exprs = expressions()
     alert_names = {where for where, _ in exprs if where in alerts()}
     assert len(exprs) > 30 and len(alert_names) > 10
@@ -407,10 +428,10 @@ def test_every_dashboard_and_alert_expression_parses_and_returns_data(
     assert problems == [], "\n".join(problems)
 
 
-def test_top_users_are_read_from_postgres_at_scrape_time(deployment, monitored):
+def test_top_users_are_read_from_postgres_at_scrape_time(deployment, loaded):
     """The load's user converted five times (one failed: a truncated file); the per-tenant
     series name that user alone, with no label per user on the request path's metrics."""
-    prom, _ = monitored
+    prom = loaded
     users = deployment.sql(
         "SELECT user_id::text AS id, count(*) AS n FROM tasks WHERE operation = 'convert'"
         " GROUP BY user_id"
@@ -434,7 +455,7 @@ def test_replication_lag_is_read_from_a_real_streaming_replica(deployment, monit
     assert sorted(numbers(reply)) == [0.0, 1.0]
 
 
-def test_the_worker_group_port_aggregates_its_processes(deployment, monitored):
+def test_the_worker_group_port_aggregates_its_processes(deployment, loaded):
     port = deployment.env["APPLIANCE_WORKER_METRICS_PORT"]
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     assert 'appliance_tasks_ended_total{operation="convert",status="finished"}' in text
@@ -502,7 +523,7 @@ def test_burn_rate_alerts_fire_on_a_latency_storm_and_on_a_5xx_storm(
         created = api.post("/v2/jobs", json={"tasks": {"up": {"operation": "import/upload"}}})
         job_id = created.json()["data"]["id"]
         assert read_job(api, job_id)[0] == 200
-        time.sleep(2.5)  # scrapes before the storm: the series exist in Prometheus
+        scraped(prom, times=2)  # scrapes before the storm: the series exist in Prometheus
         assert not firing(prom) & {"ApplianceLatencyBudgetBurn", "ApplianceAvailabilityBudgetBurn"}
 
         # Latency: a transaction holds the jobs table for 2.5 s; 16 reads wait behind it.

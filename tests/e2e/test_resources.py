@@ -7,6 +7,8 @@ import re
 import socket
 import time
 
+import httpx
+
 from tests.e2e.conftest import task, upload
 
 
@@ -228,6 +230,20 @@ def _raw_get(url: str, path: str) -> tuple[bytes, bytes]:
     return head.lower(), after
 
 
+def _until_ready_is(deployment, status: int, seconds: float = 10) -> None:
+    """Every API process answers /health/ready with ``status`` (asked a few times in a row,
+    as each process reads the drain file on its own)."""
+    deadline = time.monotonic() + seconds
+    streak = 0
+    while streak < 6:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"/health/ready never answered {status} steadily")
+        streak = (
+            streak + 1 if httpx.get(deployment.url + "/health/ready").status_code == status else 0
+        )
+        time.sleep(0.05)
+
+
 def test_a_draining_api_closes_each_connection_after_its_response(deployment):
     """What a rolling upgrade relies on (deploy/pyinfra/roles/rolling.py): while the drain
     file exists, requests are still served, each connection is closed by the server after
@@ -237,7 +253,7 @@ def test_a_draining_api_closes_each_connection_after_its_response(deployment):
     assert b"connection: close" not in head and after == b"(still open)"
     drain.touch()
     try:
-        time.sleep(0.6)  # the API looks at the file at most twice a second
+        _until_ready_is(deployment, 503)  # the API looks at the file twice a second
         head, after = _raw_get(deployment.url, "/health/live")
         assert head.startswith(b"http/1.1 200") and b"connection: close" in head
         assert after == b""
@@ -247,6 +263,6 @@ def test_a_draining_api_closes_each_connection_after_its_response(deployment):
             assert ready.status_code == 503 and ready.json()["failed"] == ["draining"]
     finally:
         drain.unlink()
-    time.sleep(0.6)
+    _until_ready_is(deployment, 200)
     head, after = _raw_get(deployment.url, "/health/ready")
     assert head.startswith(b"http/1.1 200") and after == b"(still open)"
