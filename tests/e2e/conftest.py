@@ -1,7 +1,8 @@
 """Black-box deployments: the API under granian and Dramatiq worker processes, started with
 the `appliance` command on the harness's Postgres, Redis and storage, driven over HTTP.
 
-Two deployments: `s3` (Swift+s3api storage, private URLs refused, 2 MB upload limit) and
+Each runs two API processes (granian workers) and two worker processes, as production hosts
+do. Two deployments: `s3` (Swift+s3api storage, private URLs refused, 2 MB upload limit) and
 `local` (local-disk storage with API-served downloads, private URLs allowed for import/url).
 """
 
@@ -77,8 +78,8 @@ WORKER_CMD = [
     "office",
     "media",
     "-p",
-    "1",
-    "-t",
+    "2",  # two worker processes and two API processes (below), as a host runs them:
+    "-t",  # metrics, caches and locks are shared by processes, not threads of one
     "2",
 ]
 
@@ -130,6 +131,7 @@ def deployment(request, postgres_server, redis_server, tmp_path_factory) -> Iter
         "APPLIANCE_SYNC_TIMEOUT_SECONDS": "30",
         "APPLIANCE_RECONCILE_INTERVAL_SECONDS": "1",
         "APPLIANCE_WORKER_THREADS": "2",
+        "APPLIANCE_API_WORKERS": "2",
         "APPLIANCE_WORKER_METRICS_PORT": str(local_services.free_port()),
         "APPLIANCE_API_METRICS_PORT": str(local_services.free_port()),
         "APPLIANCE_DRAIN_FILE": str(data_dir / "drain"),
