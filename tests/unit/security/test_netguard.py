@@ -36,9 +36,26 @@ def test_operator_may_allow_private_addresses():
     assert resolve("127.0.0.1", 80, allow_private=True) == "127.0.0.1"
 
 
-def test_unresolvable_host_is_a_clear_error():
-    with pytest.raises(InvalidData, match="resolve"):
+def test_unresolvable_host_is_a_clear_error_naming_the_url_field():
+    with pytest.raises(InvalidData, match="resolve") as info:
         resolve("no-such-host.invalid", 80, allow_private=False)
+    assert info.value.code == "INVALID_URL"
+    assert info.value.errors == {"url": ["cannot resolve 'no-such-host.invalid'"]}
+
+
+def test_a_refusal_names_the_url_field_and_what_is_not_allowed():
+    with pytest.raises(InvalidData) as info:
+        resolve("10.0.0.1", 80, allow_private=False)
+    assert info.value.errors == {
+        "url": ["private, loopback, link-local and metadata addresses are not allowed"]
+    }
+
+
+def test_a_link_local_address_with_a_zone_is_refused():
+    with pytest.raises(InvalidData) as info:
+        resolve("fe80::1%lo", 80, allow_private=False)
+    assert info.value.code == "URL_NOT_ALLOWED"
+    assert resolve("fe80::1%lo", 80, allow_private=True) == "fe80::1"
 
 
 @pytest.mark.parametrize(
@@ -73,6 +90,31 @@ def test_guarded_pools_connect_to_the_checked_address_and_tls_checks_the_name():
     assert pool.host in ("127.0.0.1", "::1")
     assert (pool.conn_kw["server_hostname"], pool.assert_hostname) == ("localhost", "localhost")
     assert manager.connection_from_host("localhost", 80, "http").host in ("127.0.0.1", "::1")
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port"),
+    [
+        ("https://localhost/", "127.0.0.1", 443),
+        ("http://localhost/", "127.0.0.1", 80),
+        ("HTTP://localhost:8080/", "127.0.0.1", 8080),
+        ("http://[::1]:8081/", "::1", 8081),
+    ],
+)
+def test_guarded_pools_keep_the_port_and_its_default_per_scheme(url, host, port):
+    pool = GuardedPoolManager(allow_private=True).connection_from_url(url)
+    assert (pool.host.strip("[]"), pool.port) == (host, port)
+
+
+def test_a_guarded_pool_without_a_scheme_is_http():
+    pool = GuardedPoolManager(allow_private=True).connection_from_host("localhost", None, None)
+    assert (pool.scheme, pool.port) == ("http", 80)
+
+
+def test_tls_pools_keep_the_callers_other_settings():
+    manager = GuardedPoolManager(allow_private=True)
+    pool = manager.connection_from_host("localhost", 8443, "https", {"maxsize": 3})
+    assert pool.pool.maxsize == 3 and pool.assert_hostname == "localhost"
 
 
 def test_guarded_pools_refuse_private_addresses_before_connecting():

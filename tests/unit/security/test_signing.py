@@ -21,3 +21,9 @@ def test_expired_signature_is_refused():
 def test_non_ascii_signature_is_refused_not_an_error():
     exp = int(time.time()) + 60
     assert not signing.verify(b"k", "upload", "t", exp, "é" * 64)
+
+
+def test_a_signature_that_is_no_valid_unicode_is_refused_not_an_error():
+    """A lone surrogate (what a client's %-escapes can decode to) cannot be encoded strictly."""
+    exp = int(time.time()) + 60
+    assert not signing.verify(b"k", "upload", "t", exp, "\udc80" * 64)
