@@ -432,3 +432,62 @@ def test_a_payload_nested_past_the_recursion_limit_is_walked_without_recursion()
         deep = [deep]
     errors = errors_of({"a": {"operation": "import/upload", "x": deep}})
     assert list(errors) == ["tasks.a.x" + ".0" * 5000]
+
+
+@pytest.mark.parametrize("tasks", [{}, [], None, "a task", ["a"], 7])
+def test_a_job_without_a_task_object_is_refused_naming_tasks(tasks):
+    with pytest.raises(InvalidData) as info:
+        plan(tasks)
+    assert info.value.message == "The job needs at least one task"
+    assert info.value.errors == {"tasks": ["must be a non-empty object"]}
+
+
+def test_every_broken_task_of_a_job_is_reported_at_once_each_under_its_field():
+    """One 422 lists each task's problem (the client fixes them all in one go), each with
+    its message: checking goes on past a broken task."""
+    assert errors_of(
+        {
+            "a": "not an object",
+            "b": {"operation": "convert", "input": "in\u0000x", "output_format": "png"},
+            "c": {"operation": "import/ftp"},
+            "d": {"operation": "import/url", "url": "", "filename": 5},
+            "e": {"operation": "convert", "input": [1], "output_format": "png"},
+            "f": {"operation": "convert", "input": {"x": 1}, "output_format": "png"},
+        }
+    ) == {
+        "tasks.a": ["must be an object"],
+        "tasks.b.input": ["must not contain the NUL character (\\u0000)"],
+        "tasks.c.operation": [
+            "unknown operation 'import/ftp'; allowed: import/upload, import/url, import/base64,"
+            " import/s3, convert, merge, optimize, pdf/split-pages, pdf/rotate-pages, thumbnail,"
+            " metadata, archive, export/url, export/s3"
+        ],
+        "tasks.d.url": ["url is required for import/url"],
+        "tasks.d.filename": ["must be a string"],
+        "tasks.e.input": ["must be a task name or a list of task names"],
+        "tasks.f.input": ["must be a task name or a list of task names"],
+    }
+
+
+def test_every_missing_input_is_reported_and_found_ones_keep_their_format():
+    existing = "5b0c3a5e-0000-4000-8000-000000000001"
+    errors = errors_of(
+        {
+            "a": {"operation": "convert", "input": ["x", "y"], "output_format": "png"},
+            "b": {"operation": "convert", "input": "z", "output_format": "png"},
+        }
+    )
+    assert errors == {
+        "tasks.a.input": ["input task 'x' does not exist", "input task 'y' does not exist"],
+        "tasks.b.input": ["input task 'z' does not exist"],
+    }
+    import uuid
+
+    found = {existing: (uuid.UUID(existing), "mp4")}
+    refused = pytest.raises(InvalidData)
+    with refused as info:  # the existing input's format (mp4) is what the route is checked for
+        plan(
+            {"c": {"operation": "convert", "input": [existing], "output_format": "docx"}},
+            found.get,
+        )
+    assert list(info.value.errors) == ["tasks.c.output_format"]
