@@ -1,0 +1,122 @@
+"""The helper's side of the pipe protocol (``helper.serve``), without a sandbox: a request
+naming a path outside /job is refused before any engine sees it, errors keep their codes,
+and the scratch is emptied but for what an engine keeps."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from appliance.engines import Descriptor
+from appliance.engines.helper import scrub, serve
+from appliance.errors import PermanentError, RetryableError
+
+
+class Recorder:
+    """An engine that records what it was asked, and fails as told."""
+
+    descriptor = Descriptor(
+        id="rec",
+        conversions=frozenset({("txt", "txt")}),
+        options=msgspec.Struct,
+        queue="light",
+        version=lambda: "1",
+        family="test",
+    )
+
+    def __init__(self, fail: BaseException | None = None) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.fail = fail
+
+    def convert(self, src, dst, src_format, dst_format, options, progress):
+        self.calls.append((src, dst))
+        progress(0.5)
+        if self.fail is not None:
+            raise self.fail
+        return [dst.with_name("page-1.txt"), dst.with_name("page-2.txt")]
+
+    def combine(self, srcs, dst, dst_format, options, progress):
+        self.calls.append((tuple(srcs), dst))
+
+
+def _answers(engine: Recorder, **request: Any) -> list[dict[str, Any]]:
+    line = {"engine": "rec", "src_format": "txt", "dst_format": "txt", "options": {}}
+    out = io.StringIO()
+    serve({"rec": engine}, io.StringIO(json.dumps(line | request) + "\n"), out)
+    return [json.loads(answer) for answer in out.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/etc/passwd", "/job/../etc/passwd", "/jobs/x.txt", "/jo", "relative.txt", "/"],
+)
+def test_a_path_outside_the_job_directory_is_refused_before_the_engine_runs(path):
+    engine = Recorder()
+    for request in (
+        {"src": path, "dst": "/job/a/out.txt"},
+        {"src": "/job/a/in.txt", "dst": path},
+        {"srcs": ["/job/a/in.txt", path], "dst": "/job/a/out.txt"},
+    ):
+        [answer] = _answers(engine, **request)
+        assert answer["error"] == "INVALID_INPUT_FILE", (request, answer)
+        assert "outside the work directory" in answer["message"]
+    assert engine.calls == []
+
+
+def test_paths_inside_reach_the_engine_and_its_extra_files_come_back_relative():
+    engine = Recorder()
+    *progress, answer = _answers(engine, src="/job/a/in.txt", dst="/job/a/out.txt")
+    assert progress == [{"progress": 0.5}]
+    assert engine.calls == [(Path("/job/a/in.txt"), Path("/job/a/out.txt"))]
+    assert answer["ok"] is True and answer["files"] == ["page-1.txt", "page-2.txt"]
+    assert answer["cpu_seconds"] >= 0
+    [answer] = _answers(engine, srcs=["/job/a/0.txt", "/job/a/1.txt"], dst="/job/a/m.txt")
+    assert answer == {"ok": True, "files": [], "cpu_seconds": answer["cpu_seconds"]}
+    assert engine.calls[-1] == ((Path("/job/a/0.txt"), Path("/job/a/1.txt")), Path("/job/a/m.txt"))
+
+
+@pytest.mark.parametrize(
+    ("fail", "expected"),
+    [
+        (PermanentError("bad input", code="INVALID_INPUT_FILE"), {"error": "INVALID_INPUT_FILE"}),
+        (RetryableError("busy", code="ENGINE_BUSY"), {"error": "ENGINE_BUSY", "retry": True}),
+        (MemoryError(), {"error": "ENGINE_LIMIT"}),
+        (KeyError("internal detail"), {"error": "CONVERSION_FAILED"}),
+    ],
+)
+def test_an_engines_failure_is_answered_with_its_code(fail, expected):
+    [_, answer] = _answers(Recorder(fail), src="/job/a/in.txt", dst="/job/a/out.txt")
+    assert {k: answer[k] for k in expected} == expected
+    assert "internal detail" not in answer["message"]
+    assert ("retry" in answer) == ("retry" in expected)
+
+
+def test_options_the_engine_does_not_take_are_invalid_options():
+    class Strict(msgspec.Struct, forbid_unknown_fields=True):
+        pass
+
+    engine = Recorder()
+    engine.descriptor = Descriptor(**{**engine.descriptor.__dict__, "options": Strict})
+    [answer] = _answers(engine, src="/job/a/in.txt", dst="/job/a/out.txt", options={"x": 1})
+    assert answer["error"] == "INVALID_OPTIONS" and engine.calls == []
+
+
+def test_scrub_removes_all_but_what_is_kept(tmp_path):
+    tmp, shm = tmp_path / "tmp", tmp_path / "shm"
+    for root in (tmp, shm):
+        root.mkdir()
+        (root / "left.txt").write_text("a user's data")
+        (root / "work").mkdir()
+        (root / "work" / "page.txt").write_text("more")
+        (root / "link").symlink_to(root / "left.txt")
+    (tmp / "lo-profile-1").mkdir()
+    (tmp / "lo-profile-1" / "registry.xcu").write_text("warm")
+    scrub(["lo-profile-*"], [tmp, shm])
+    assert sorted(p.name for p in tmp.iterdir()) == ["lo-profile-1"]
+    assert (tmp / "lo-profile-1" / "registry.xcu").read_text() == "warm"
+    assert list(shm.iterdir()) == []
