@@ -6,6 +6,7 @@ parsed."""
 from __future__ import annotations
 
 import io
+import struct
 import subprocess
 
 import httpx
@@ -14,6 +15,7 @@ import pytest
 import pyvips
 
 from tests.e2e.conftest import base64_import, downloads, run_job, task
+from tests.integration.engines.pdfa import pdfa_2b_problems
 
 
 def _page_sizes(data: bytes) -> list[tuple[int, int]]:
@@ -191,7 +193,7 @@ def test_rotate_pages_refuses_a_rotation_that_is_not_a_quarter_turn(deployment):
     assert "tasks.r.rotation" in r.json()["errors"]
 
 
-def test_pdf_to_pdf_a_through_convert(deployment):
+def test_pdf_to_pdf_a_through_convert(deployment, tmp_path):
     with deployment.client(deployment.key()) as api:
         job = run_job(
             api,
@@ -206,6 +208,9 @@ def test_pdf_to_pdf_a_through_convert(deployment):
     with pikepdf.open(io.BytesIO(data)) as pdf:
         assert pdf.open_metadata().pdfa_status == "2B"
         assert len(pdf.pages) == 2
+    archived = tmp_path / "archived.pdf"
+    archived.write_bytes(data)
+    assert pdfa_2b_problems(archived) == []  # checked independently of the XMP's claim
 
 
 def test_markdown_to_mobi_goes_through_two_engines_on_the_office_queue(deployment):
@@ -227,8 +232,64 @@ def test_markdown_to_mobi_goes_through_two_engines_on_the_office_queue(deploymen
         ((name, data),) = downloads(job)
     assert name == "story.mobi"
     assert data[60:68] == b"BOOKMOBI"
+    assert "The heron waited by the quiet river." in _mobi_text(data)
     rows = deployment.sql("SELECT queue FROM tasks WHERE name = 'c' ORDER BY created_at DESC")
     assert rows[0]["queue"] == "office"
+
+
+def _palmdoc(record: bytes) -> bytes:
+    """PalmDoc's LZ77 undone (the MOBI format's usual text compression)."""
+    out, i = bytearray(), 0
+    while i < len(record):
+        c = record[i]
+        i += 1
+        if c == 0 or 9 <= c <= 0x7F:
+            out.append(c)
+        elif 1 <= c <= 8:
+            out += record[i : i + c]
+            i += c
+        elif c >= 0xC0:
+            out += bytes((0x20, c ^ 0x80))
+        else:  # 0x80-0xBF: a distance and length pair in two bytes
+            pair = (c << 8 | record[i]) & 0x3FFF
+            i += 1
+            distance, length = pair >> 3, (pair & 7) + 3
+            for _ in range(length):
+                out.append(out[-distance])
+    return bytes(out)
+
+
+def _without_trailing_entries(record: bytes, flags: int) -> bytes:
+    """A text record less the entries the MOBI header's extra flags say trail it: one per
+    flag bit above the lowest, each ending in its size (a varint read backwards), then, for
+    the lowest bit, the multibyte overlap (its length in the low two bits of its last byte)."""
+    end = len(record)
+    for bit in range(1, 16):
+        if flags >> bit & 1:
+            size = 0
+            for byte in record[max(0, end - 4) : end]:
+                size = 0 if byte & 0x80 else size
+                size = size << 7 | (byte & 0x7F)
+            end -= size
+    if flags & 1:
+        end -= (record[end - 1] & 3) + 1
+    return record[:end]
+
+
+def _mobi_text(data: bytes) -> str:
+    """A MOBI book's text, read from its Palm database records, not by calibre."""
+    count = struct.unpack(">H", data[76:78])[0]
+    offsets = [struct.unpack(">I", data[78 + 8 * n : 82 + 8 * n])[0] for n in range(count)]
+    offsets.append(len(data))
+    header = data[offsets[0] : offsets[1]]
+    compression, _, _, records = struct.unpack(">HHIH", header[:10])
+    extra_flags = struct.unpack(">H", header[0xF2:0xF4])[0] if len(header) > 0xF4 else 0
+    assert compression in (1, 2), compression  # none or PalmDoc (not HUFF/CDIC)
+    text = b""
+    for n in range(1, records + 1):
+        record = _without_trailing_entries(data[offsets[n] : offsets[n + 1]], extra_flags)
+        text += _palmdoc(record) if compression == 2 else record
+    return text.decode("utf-8", "replace")
 
 
 SCANNED_WORDS = "Invoice number seven paid in full"
