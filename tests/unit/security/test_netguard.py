@@ -122,3 +122,14 @@ def test_guarded_pools_refuse_private_addresses_before_connecting():
     with pytest.raises(InvalidData) as info:
         manager.urlopen("GET", "http://127.0.0.1:9/")
     assert info.value.code == "URL_NOT_ALLOWED"
+
+
+def test_a_refusal_names_the_host_and_the_address_in_the_log_only(caplog):
+    import logging
+
+    with (
+        caplog.at_level(logging.WARNING, logger="appliance.security.netguard"),
+        pytest.raises(InvalidData),
+    ):
+        resolve("10.1.2.3", 80, allow_private=False)
+    assert [r.getMessage() for r in caplog.records] == ["refused 10.1.2.3: it resolves to 10.1.2.3"]
