@@ -106,7 +106,9 @@ def test_options_the_engine_does_not_take_are_invalid_options():
     assert answer["error"] == "INVALID_OPTIONS" and engine.calls == []
 
 
-def test_scrub_removes_all_but_what_is_kept(tmp_path):
+def test_scrub_removes_all_but_what_is_kept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a scrub gone astray empties this, not the checkout
+    (tmp_path / "bystander").write_text("not in a scratch root")
     tmp, shm = tmp_path / "tmp", tmp_path / "shm"
     for root in (tmp, shm):
         root.mkdir()
@@ -120,3 +122,4 @@ def test_scrub_removes_all_but_what_is_kept(tmp_path):
     assert sorted(p.name for p in tmp.iterdir()) == ["lo-profile-1"]
     assert (tmp / "lo-profile-1" / "registry.xcu").read_text() == "warm"
     assert list(shm.iterdir()) == []
+    assert (tmp_path / "bystander").exists()
