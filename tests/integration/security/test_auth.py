@@ -41,6 +41,14 @@ def test_only_a_bearer_header_with_the_key_authenticates(postgres_url, redis_url
         with pytest.raises(Unauthenticated) as info:
             await auth.authenticate(header.format(key=api_key) if header else header)
         assert info.value.code == "UNAUTHENTICATED"
+        assert info.value.message in (  # what the client did wrong, in words
+            "Unauthenticated: send Authorization: Bearer <api key>",
+            "Unauthenticated: the API key is invalid or revoked",
+        )
+        if header in (None, "", "Basic {key}", "{key}", "bearer {key}"):
+            assert "send Authorization" in info.value.message
+        elif header == "Bearer x{key}":
+            assert "invalid or revoked" in info.value.message
         principal = await auth.authenticate(f"Bearer  {api_key} ")  # spaces around: fine
         assert principal.key_id == key_hash(api_key).hex()[:16]
         assert "task.write" in principal.scopes
@@ -100,5 +108,20 @@ def test_forget_drops_the_keys_and_users_a_revocation_names(postgres_url, redis_
             conn.execute("UPDATE api_keys SET revoked_at = now()")
         with pytest.raises(Unauthenticated):
             await auth.authenticate(f"Bearer {api_key}")
+
+    _run(postgres_url, redis_url, check, trusted=lambda: True)
+
+
+def test_an_expiring_key_is_cached_until_it_expires(postgres_url, redis_url, api_key):
+    """Cached like any key while it is valid (a revocation unheard does not stop it, which
+    is what the cache is for), for no longer than it lives."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE api_keys SET expires_at = now() + interval '1 hour'")
+
+    async def check(auth):
+        await auth.authenticate(f"Bearer {api_key}")
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("UPDATE api_keys SET revoked_at = now()")
+        assert (await auth.authenticate(f"Bearer {api_key}")).user_id  # from the cache
 
     _run(postgres_url, redis_url, check, trusted=lambda: True)
