@@ -491,3 +491,33 @@ def test_every_missing_input_is_reported_and_found_ones_keep_their_format():
             found.get,
         )
     assert list(info.value.errors) == ["tasks.c.output_format"]
+
+
+@pytest.mark.parametrize(
+    ("tasks", "cycle"),
+    [
+        ({"a": ["b"], "b": ["a"]}, ("a", "a -> b -> a")),
+        ({"a": ["a"]}, ("a", "a -> a")),
+        ({"x": [], "a": ["x", "b"], "b": ["c"], "c": ["a"]}, ("a", "a -> b -> c -> a")),
+    ],
+)
+def test_a_cycle_is_named_from_where_it_was_entered(tasks, cycle):
+    named, path = cycle
+    job = {
+        name: {"operation": "convert", "input": inputs, "output_format": "png"}
+        for name, inputs in tasks.items()
+    }
+    job["x"] = {"operation": "import/upload"} if "x" in job else None
+    job = {k: v for k, v in job.items() if v is not None}
+    assert errors_of(job) == {f"tasks.{named}.input": [f"the task graph has a cycle: {path}"]}
+
+
+def test_a_named_input_moves_a_task_to_the_heaviest_queue_of_the_two():
+    task = {"id": 1, "operation": "convert", "queue": "media", "payload": {"output_format": "pdf"}}
+    # LibreOffice (office) reads the docx; media is the heavier class and stays
+    assert graph.plans_once_named(REGISTRY, [task], "a.docx")["1"]["queue"] == "media"
+    assert (
+        graph.plans_once_named(REGISTRY, [{**task, "queue": "light"}], "a.docx")["1"]["queue"]
+        == "office"
+    )
+    assert graph.plans_once_named(REGISTRY, [task], "no-extension") == {}

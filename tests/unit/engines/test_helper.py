@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from appliance.engines import Descriptor
+from appliance.engines import Descriptor, helper
 from appliance.engines.helper import scrub, serve
 from appliance.errors import PermanentError, RetryableError
 
@@ -35,6 +36,7 @@ class Recorder:
 
     def convert(self, src, dst, src_format, dst_format, options, progress):
         self.calls.append((src, dst))
+        self.asked = (src_format, dst_format, options)
         progress(0.5)
         if self.fail is not None:
             raise self.fail
@@ -42,6 +44,8 @@ class Recorder:
 
     def combine(self, srcs, dst, dst_format, options, progress):
         self.calls.append((tuple(srcs), dst))
+        self.asked = (None, dst_format, options)
+        progress(1.0)
 
 
 def _answers(engine: Recorder, **request: Any) -> list[dict[str, Any]]:
@@ -74,9 +78,13 @@ def test_paths_inside_reach_the_engine_and_its_extra_files_come_back_relative():
     assert progress == [{"progress": 0.5}]
     assert engine.calls == [(Path("/job/a/in.txt"), Path("/job/a/out.txt"))]
     assert answer["ok"] is True and answer["files"] == ["page-1.txt", "page-2.txt"]
-    assert answer["cpu_seconds"] >= 0
-    [answer] = _answers(engine, srcs=["/job/a/0.txt", "/job/a/1.txt"], dst="/job/a/m.txt")
+    assert 0 <= answer["cpu_seconds"] < 5  # this conversion's, not the process's
+    assert engine.asked[:2] == ("txt", "txt") and isinstance(engine.asked[2], msgspec.Struct)
+    engine.asked = None
+    progress, answer = _answers(engine, srcs=["/job/a/0.txt", "/job/a/1.txt"], dst="/job/a/m.txt")
+    assert progress == {"progress": 1.0}
     assert answer == {"ok": True, "files": [], "cpu_seconds": answer["cpu_seconds"]}
+    assert engine.asked[1] == "txt" and isinstance(engine.asked[2], msgspec.Struct)
     assert engine.calls[-1] == ((Path("/job/a/0.txt"), Path("/job/a/1.txt")), Path("/job/a/m.txt"))
 
 
@@ -92,6 +100,15 @@ def test_paths_inside_reach_the_engine_and_its_extra_files_come_back_relative():
 def test_an_engines_failure_is_answered_with_its_code(fail, expected):
     [_, answer] = _answers(Recorder(fail), src="/job/a/in.txt", dst="/job/a/out.txt")
     assert {k: answer[k] for k in expected} == expected
+    assert (
+        answer["message"]
+        == {
+            "INVALID_INPUT_FILE": "bad input",
+            "ENGINE_BUSY": "busy",
+            "ENGINE_LIMIT": "The conversion needs more memory than the engine may use",
+            "CONVERSION_FAILED": "The engine failed: KeyError",
+        }[answer["error"]]
+    )
     assert "internal detail" not in answer["message"]
     assert ("retry" in answer) == ("retry" in expected)
 
@@ -104,6 +121,24 @@ def test_options_the_engine_does_not_take_are_invalid_options():
     engine.descriptor = Descriptor(**{**engine.descriptor.__dict__, "options": Strict})
     [answer] = _answers(engine, src="/job/a/in.txt", dst="/job/a/out.txt", options={"x": 1})
     assert answer["error"] == "INVALID_OPTIONS" and engine.calls == []
+    assert answer["message"].startswith("Invalid option: ") and "x" in answer["message"]
+
+
+def test_a_zip_bomb_is_refused_before_the_engine_inflates_it(tmp_path, monkeypatch):
+    """The container check runs in the helper on every input, with the helper's limit."""
+    monkeypatch.setattr(helper, "ROOT", tmp_path)
+    bomb = tmp_path / "in.docx"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("word/document.xml", b"\0" * 200_000)  # inflates to 200 kB
+    engine = Recorder()
+    request = {"src": str(bomb), "dst": str(tmp_path / "out.txt"), "src_format": "docx"}
+    line = {"engine": "rec", "dst_format": "txt", "options": {}} | request
+    for limit, refused in ((100_000, True), (1_000_000, False)):
+        out = io.StringIO()
+        serve({"rec": engine}, io.StringIO(json.dumps(line) + "\n"), out, max_inflated=limit)
+        answer = json.loads(out.getvalue().splitlines()[-1])
+        assert (answer.get("error") == "ENGINE_LIMIT") == refused, answer
+    assert len(engine.calls) == 1  # only under the larger limit
 
 
 def test_scrub_removes_all_but_what_is_kept(tmp_path, monkeypatch):
@@ -116,6 +151,10 @@ def test_scrub_removes_all_but_what_is_kept(tmp_path, monkeypatch):
         (root / "work").mkdir()
         (root / "work" / "page.txt").write_text("more")
         (root / "link").symlink_to(root / "left.txt")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("not the scratch's")
+    (tmp / "dir-link").symlink_to(elsewhere, target_is_directory=True)
     (tmp / "lo-profile-1").mkdir()
     (tmp / "lo-profile-1" / "registry.xcu").write_text("warm")
     scrub(["lo-profile-*"], [tmp, shm])
@@ -123,3 +162,4 @@ def test_scrub_removes_all_but_what_is_kept(tmp_path, monkeypatch):
     assert (tmp / "lo-profile-1" / "registry.xcu").read_text() == "warm"
     assert list(shm.iterdir()) == []
     assert (tmp_path / "bystander").exists()
+    assert (elsewhere / "keep.txt").exists()  # a link is removed, never followed
