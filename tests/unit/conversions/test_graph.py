@@ -521,3 +521,47 @@ def test_a_named_input_moves_a_task_to_the_heaviest_queue_of_the_two():
         == "office"
     )
     assert graph.plans_once_named(REGISTRY, [task], "no-extension") == {}
+
+
+@pytest.mark.parametrize("timeout", [True, "5", 0, -1, graph.MAX_TIMEOUT + 1, [5]])
+def test_a_timeout_that_is_no_positive_number_up_to_a_day_is_refused(timeout):
+    errors = errors_of({"u": {"operation": "import/upload", "timeout": timeout}})
+    assert errors == {
+        "tasks.u.timeout": [f"must be a number of seconds above 0, at most {graph.MAX_TIMEOUT}"]
+    }
+
+
+@pytest.mark.parametrize("timeout", [0.5, 1, graph.MAX_TIMEOUT])
+def test_a_timeout_above_0_up_to_a_day_is_taken(timeout):
+    [task] = plan({"u": {"operation": "import/upload", "timeout": timeout}})
+    assert task.payload["timeout"] == timeout
+
+
+@pytest.mark.parametrize("headers", [["a"], {"a": 1}, "x"])
+def test_headers_must_be_an_object_of_strings(headers):
+    url = {"operation": "import/url", "url": "https://example.com/a.png", "headers": headers}
+    assert errors_of({"i": url}) == {
+        "tasks.i.headers": ["must be an object of string header values"]
+    }
+
+
+def test_an_engine_version_pin_is_checked_against_the_installed_version():
+    errors = errors_of(
+        {
+            "u": {"operation": "import/upload"},
+            "c": {
+                "operation": "convert",
+                "input": "u",
+                "input_format": "png",
+                "output_format": "webp",
+                "engine": "vips",
+                "engine_version": "0.0-not-installed",
+            },
+        }
+    )
+    assert list(errors) == ["tasks.c.engine_version"]
+
+
+def test_every_task_gets_an_id_of_its_own():
+    tasks = plan({"a": {"operation": "import/upload"}, "b": {"operation": "import/upload"}})
+    assert len({t.id for t in tasks}) == 2 and all(t.id for t in tasks)

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -163,3 +166,19 @@ def test_scrub_removes_all_but_what_is_kept(tmp_path, monkeypatch):
     assert list(shm.iterdir()) == []
     assert (tmp_path / "bystander").exists()
     assert (elsewhere / "keep.txt").exists()  # a link is removed, never followed
+
+
+class Burner(Recorder):
+    """Spends CPU time itself and in a child process it waits for."""
+
+    def convert(self, src, dst, src_format, dst_format, options, progress):
+        until = time.process_time() + 0.25
+        while time.process_time() < until:
+            pass
+        burn = "import time\nt = time.process_time() + 0.25\nwhile time.process_time() < t: pass"
+        subprocess.run([sys.executable, "-c", burn], check=True)
+
+
+def test_a_conversions_cpu_time_counts_its_own_and_its_childrens():
+    [answer] = _answers(Burner(), src="/job/a/in.txt", dst="/job/a/out.txt")
+    assert 0.45 <= answer["cpu_seconds"] < 3, answer  # 0.25 s here, 0.25 s in the child
