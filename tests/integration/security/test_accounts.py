@@ -77,6 +77,10 @@ def test_keys_have_a_name_scopes_and_an_expiry_and_are_listed_and_revoked(cli):
     ):
         code, _, err = cli(*bad)
         assert code == 2 and err.startswith("appliance: "), (bad, err)
+        if "root" in bad:
+            assert "unknown scopes ['root']; known: task.read, task.write" in err, err
+        if "2001-01-01T00:00:00" in bad:
+            assert "has passed" in err, err
 
 
 async def async_pool_for(url):

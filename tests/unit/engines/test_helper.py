@@ -182,3 +182,33 @@ class Burner(Recorder):
 def test_a_conversions_cpu_time_counts_its_own_and_its_childrens():
     [answer] = _answers(Burner(), src="/job/a/in.txt", dst="/job/a/out.txt")
     assert 0.45 <= answer["cpu_seconds"] < 3, answer  # 0.25 s here, 0.25 s in the child
+
+
+class WarmBurner(Recorder):
+    """Spends CPU time in a process of its session that lives on (a warm LibreOffice)."""
+
+    def __init__(self, ready: Path) -> None:
+        super().__init__()
+        self.ready = ready
+        self.warm: subprocess.Popen[bytes] | None = None
+
+    def convert(self, src, dst, src_format, dst_format, options, progress):
+        burn = (
+            "import sys, time\nt = time.process_time() + 0.3\n"
+            "while time.process_time() < t: pass\n"
+            "open(sys.argv[1], 'w').close()\ntime.sleep(60)"
+        )
+        self.warm = subprocess.Popen([sys.executable, "-c", burn, str(self.ready)])
+        while not self.ready.exists():
+            time.sleep(0.01)
+
+
+def test_cpu_time_of_a_process_that_stays_in_the_session_is_counted(tmp_path):
+    engine = WarmBurner(tmp_path / "burnt")
+    try:
+        [answer] = _answers(engine, src="/job/a/in.txt", dst="/job/a/out.txt")
+    finally:
+        assert engine.warm is not None
+        engine.warm.kill()
+        engine.warm.wait()
+    assert answer["cpu_seconds"] >= 0.3, answer
