@@ -5,12 +5,14 @@ makes the cache forget."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 import psycopg
 import pytest
 import redis.asyncio as aioredis
 
+from appliance import local_services
 from appliance.db import async_pool
 from appliance.errors import TooManyRequests, Unauthenticated
 from appliance.security.auth import Authenticator
@@ -125,3 +127,30 @@ def test_an_expiring_key_is_cached_until_it_expires(postgres_url, redis_url, api
         assert (await auth.authenticate(f"Bearer {api_key}")).user_id  # from the cache
 
     _run(postgres_url, redis_url, check, trusted=lambda: True)
+
+
+def test_the_failure_limit_fails_open_when_redis_is_away(postgres_url, api_key, caplog):
+    """Keys are still checked (a bad one refused, a good one taken) with no Redis to count
+    failures in, and the log says the limit is unavailable; with no limiter at all, too."""
+    nobody = f"redis://127.0.0.1:{local_services.free_port()}/0"  # reserved, never bound
+
+    async def check(auth):
+        with caplog.at_level(logging.WARNING, logger="appliance.security.auth"):
+            with pytest.raises(Unauthenticated):
+                await auth.authenticate("Bearer apl_wrong", "198.51.100.8")
+            assert (await auth.authenticate(f"Bearer {api_key}", "198.51.100.8")).user_id
+        said = [r.getMessage() for r in caplog.records if r.exc_info]
+        assert said.count("auth failure limit unavailable (Redis)") == 3  # peek, count, peek
+
+    _run(postgres_url, nobody, check, failures_per_minute=3)
+
+    async def no_limiter() -> None:
+        pool = await async_pool(Settings.from_env({"APPLIANCE_DATABASE_URL": postgres_url}))
+        try:
+            auth = Authenticator(pool, None, failures_per_minute=3)
+            with pytest.raises(Unauthenticated):
+                await auth.authenticate("Bearer apl_wrong")
+        finally:
+            await pool.close()
+
+    asyncio.run(no_limiter())

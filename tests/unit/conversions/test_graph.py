@@ -499,17 +499,22 @@ def test_every_missing_input_is_reported_and_found_ones_keep_their_format():
         ({"a": ["b"], "b": ["a"]}, ("a", "a -> b -> a")),
         ({"a": ["a"]}, ("a", "a -> a")),
         ({"x": [], "a": ["x", "b"], "b": ["c"], "c": ["a"]}, ("a", "a -> b -> c -> a")),
+        ({"a": ["b"], "b": ["c"], "c": ["b"]}, ("b", "b -> c -> b")),  # not through the start
+        ({"b": ["a"], "a": [], "c": ["d"], "d": ["c"]}, ("c", "c -> d -> c")),  # after a done one
     ],
 )
 def test_a_cycle_is_named_from_where_it_was_entered(tasks, cycle):
     named, path = cycle
     job = {
         name: {"operation": "convert", "input": inputs, "output_format": "png"}
+        if inputs
+        else {"operation": "import/upload"}
         for name, inputs in tasks.items()
     }
-    job["x"] = {"operation": "import/upload"} if "x" in job else None
-    job = {k: v for k, v in job.items() if v is not None}
-    assert errors_of(job) == {f"tasks.{named}.input": [f"the task graph has a cycle: {path}"]}
+    with pytest.raises(InvalidData) as info:
+        plan(job)
+    assert info.value.message == "The given data was invalid."
+    assert info.value.errors == {f"tasks.{named}.input": [f"the task graph has a cycle: {path}"]}
 
 
 def test_a_named_input_moves_a_task_to_the_heaviest_queue_of_the_two():
