@@ -211,4 +211,5 @@ def test_cpu_time_of_a_process_that_stays_in_the_session_is_counted(tmp_path):
         assert engine.warm is not None
         engine.warm.kill()
         engine.warm.wait()
-    assert answer["cpu_seconds"] >= 0.3, answer
+    # its session's processes only: what other processes of the host burn is not counted
+    assert 0.3 <= answer["cpu_seconds"] < 1.5, answer
