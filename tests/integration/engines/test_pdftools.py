@@ -283,7 +283,7 @@ def _image_dpi(path) -> list[float]:
     out = []
     with pikepdf.open(path) as pdf:
         for page in pdf.pages:
-            [image] = page.images.values()
+            [image] = page.get_images().values()
             out.append(round(int(image.Width) / (float(page.mediabox[2]) / 72), 1))
     return out
 
