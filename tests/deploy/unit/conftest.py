@@ -4,6 +4,8 @@ redis-server, postgres)."""
 
 from __future__ import annotations
 
+import base64
+
 import sys
 from pathlib import Path
 
@@ -34,6 +36,8 @@ def make_fleet(**settings: object) -> Fleet:
             data["db_primary"] = True
         hosts.append(HostSpec(name, frozenset(roles), data))
     secrets = {n: f"s3cret-{n.replace('_', '-')}" for n in NAMES}
+    # the master keys must be in the form the app checks at start: id:base64url of 32 bytes
+    secrets["master_keys"] = "mk-test:" + base64.urlsafe_b64encode(b"k" * 32).decode().rstrip("=")
     return Fleet(hosts, secrets)
 
 
