@@ -5,7 +5,6 @@ redis-server, postgres)."""
 from __future__ import annotations
 
 import base64
-
 import sys
 from pathlib import Path
 
