@@ -22,6 +22,8 @@ converted, and tests/deploy/test_redis_acl.py drives each path against a real Re
   jobs and tasks (API, workers, the ``appliance`` command) SETs ``appliance:status:<job>``
   (with EX, in a pipeline); the API reads them with SET NX GET EX.
 - The API's admission check counts due tasks (ZCOUNT on the pending sets, as the gauges).
+- Web UI sessions (web/sessions.py, API only): SET with EX, GET, DEL on
+  ``appliance:web:session:*``.
 - Readiness probes: PING.
 
 The exporter user gets statistics (INFO, CONFIG GET, SLOWLOG, LATENCY) and no key at all.
@@ -78,6 +80,7 @@ RATE_LIMITS = Grant(
 )
 
 STATUS_TOKENS = Grant(("appliance:status:*",), ("set",))
+WEB_SESSIONS = Grant(("appliance:web:session:*",), ("set", "get", "del"))
 
 # Publishing revocations only (the api user may hear task ends, not announce them).
 REVOKE = Grant((), ("publish",), (REVOCATIONS_CHANNEL,))
@@ -106,7 +109,7 @@ USERS = (
     User(
         "api",
         "redis_api_password",
-        (BROKER, PENDING, *QUEUE_GAUGES, RATE_LIMITS, STATUS_TOKENS, REVOKE),
+        (BROKER, PENDING, *QUEUE_GAUGES, RATE_LIMITS, STATUS_TOKENS, WEB_SESSIONS, REVOKE),
         ("ping", "subscribe", "unsubscribe"),
         (EVENTS_CHANNEL, REVOCATIONS_CHANNEL),
     ),

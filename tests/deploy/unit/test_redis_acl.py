@@ -36,6 +36,7 @@ from appliance.metrics import scrape
 from appliance.security import revocation
 from appliance.security.limits import Limiter, Rule, Slots
 from appliance.settings import Settings
+from appliance.web.sessions import SessionStore
 
 
 class Server:
@@ -200,6 +201,20 @@ def test_status_tokens_and_the_backlog_work_as_the_api_and_worker_users(server):
     assert asyncio.run(read()) == admin.get("appliance:status:job-1")
     api = make_dispatcher(_settings(server, "api"), make_broker(_settings(server, "api")))
     assert api.backlog(["light", "office"]) == {"light": 0, "office": 0}
+    assert server.refusals() == []
+
+
+def test_web_sessions_work_as_the_api_user(server):
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(server.url("api"))
+        store = SessionStore(client, 60)
+        token, session = await store.create(uuid.uuid4(), "a@example.test")
+        assert await store.load(token) == session
+        await store.drop(token)
+        assert await store.load(token) is None
+        await client.aclose()
+
+    asyncio.run(scenario())
     assert server.refusals() == []
 
 
