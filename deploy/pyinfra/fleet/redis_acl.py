@@ -14,8 +14,9 @@ converted, and tests/deploy/test_redis_acl.py drives each path against a real Re
 - Rate limits (security/limits.py, API only): INCRBY and EXPIRE NX in MULTI/EXEC, GET, on
   ``appliance:ratelimit:*``; the open sync waits per user (``Slots``) run a Lua script by
   EVALSHA (INCR, EXPIRE, DECR) and give a slot back with redis-py's decr (DECRBY).
-- Task ends (conversions/events.py): workers PUBLISH on ``appliance:events``; each API
-  process SUBSCRIBEs to it and to ``appliance:revocations`` (api/events.py).
+- Task ends (conversions/events.py): workers, and the API for the ends it makes itself (an
+  upload's end, a cancel), PUBLISH on ``appliance:events``; each API process SUBSCRIBEs to it
+  and to ``appliance:revocations`` (api/events.py).
 - Revocations (security/revocation.py): the ``appliance`` command (users disable, keys
   revoke) PUBLISHes on ``appliance:revocations``; on api hosts it runs as the api user.
 - Job status version tokens (db/changes.py, conversions/status_cache.py): whoever writes
@@ -82,8 +83,9 @@ RATE_LIMITS = Grant(
 STATUS_TOKENS = Grant(("appliance:status:*",), ("set",))
 WEB_SESSIONS = Grant(("appliance:web:session:*",), ("set", "get", "del"))
 
-# Publishing revocations only (the api user may hear task ends, not announce them).
-REVOKE = Grant((), ("publish",), (REVOCATIONS_CHANNEL,))
+# The api user announces revocations and the task ends it makes itself (an upload's end, a
+# cancel: jobs/dispatch.py's announce); workers announce task ends only.
+REVOKE = Grant((), ("publish",), (REVOCATIONS_CHANNEL, EVENTS_CHANNEL))
 
 
 @dataclass(frozen=True)

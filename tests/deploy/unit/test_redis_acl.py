@@ -235,10 +235,13 @@ def test_the_exporter_user_can_read_no_key_and_change_nothing(server, command):
         server.client("exporter").execute_command(*command)
 
 
-def test_only_workers_announce_task_ends_and_only_the_api_user_revocations(server):
-    for user, channel in (("api", "appliance:events"), ("worker", "appliance:revocations")):
-        with pytest.raises(redis.exceptions.NoPermissionError):
-            server.client(user).publish(channel, "x")
+def test_both_announce_task_ends_and_only_the_api_user_revocations(server):
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        server.client("worker").publish("appliance:revocations", "x")
+    for user in ("api", "worker"):  # the api announces the ends it makes (uploads, cancels)
+        server.client(user).publish("appliance:events", "x")
+    refused = [r for r in server.refusals() if r.get("object") == "appliance:events"]
+    assert refused == []
 
 
 def test_the_api_and_worker_users_cannot_flush_or_reach_other_keys(server):
