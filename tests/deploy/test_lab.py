@@ -103,13 +103,14 @@ def test_hosts_reach_each_other_by_name_but_not_the_outside(lab: Lab) -> None:
     assert outside.returncode != 0
 
 
-def test_https_tunnel_of_the_proxy_reaches_pypi_and_nothing_else(lab: Lab) -> None:
+def test_the_apt_proxy_tunnels_no_https_anywhere(lab: Lab) -> None:
+    # Hosts install Python packages from the operator's wheelhouse: the proxy refuses every
+    # CONNECT itself (403) without reaching out, so this needs no public index either.
     proxy = f"https_proxy=http://{lab.bridge_ip}:3142"
     curl = "curl -sS -m 20 -o /dev/null -w '%{http_code}'"
-    pypi = lab.run("beta", f"{proxy} {curl} https://pypi.org/simple/pip/", check=False)
-    assert pypi.stdout == "200", pypi.stderr  # TLS verifies with the machine's trust store
-    other = lab.run("beta", f"{proxy} {curl} https://github.com/", check=False)
-    assert other.returncode != 0 and "403" in other.stderr
+    for url in ("https://pypi.org/simple/pip/", "https://deb.debian.org/"):
+        tunnel = lab.run("beta", f"{proxy} {curl} {url}", check=False)
+        assert tunnel.returncode != 0 and "403" in tunnel.stderr, (url, tunnel.stderr)
 
 
 def test_each_host_runs_in_its_own_cgroup(lab: Lab) -> None:

@@ -155,7 +155,6 @@ class Lab:
         """Files every host gets: the harness key, the APT proxy, every lab name in hosts."""
         names = "".join(f"{h.ip}\t{h.name}\n" for h in self.hosts.values())
         return {
-            **_machine_trust(),
             "root/.ssh/authorized_keys": self.ssh_key.with_suffix(".pub").read_text(),
             "etc/apt/apt.conf.d/01lab-proxy": (
                 f'Acquire::http::Proxy "http://{self.bridge_ip}:{APT_PROXY_PORT}";\n'
@@ -365,18 +364,6 @@ def _accepts(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
         return True
     return False
-
-
-def _machine_trust() -> dict[str, str]:
-    """The machine's local CAs and CA bundle: HTTPS through the proxy's PyPI tunnel must
-    verify on the hosts exactly as it does on the machine (whose egress may re-sign TLS)."""
-    files = {}
-    for crt in sorted(Path("/usr/local/share/ca-certificates").glob("*.crt")):
-        files[f"usr/local/share/ca-certificates/{crt.name}"] = crt.read_text()
-    bundle = Path("/etc/ssl/certs/ca-certificates.crt")
-    if bundle.is_file():
-        files["etc/ssl/certs/ca-certificates.crt"] = bundle.read_text()
-    return files
 
 
 def start_lab(names: Sequence[str], **options: Any) -> Lab:

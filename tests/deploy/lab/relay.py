@@ -115,8 +115,8 @@ def start_apt_proxy(run_dir: Path, cgroup: str) -> AptProxy:
         f"CacheDir: {cache_dir}\nLogDir: {state / 'log'}\nSupportDir: /usr/lib/apt-cacher-ng\n"
         f"Port: {port}\nBindAddress: 127.0.0.1\nPidFile: {state / 'pid'}\nForeGround: 1\n"
         "ExThreshold: 30\n"  # days an unreferenced file stays in the cache between runs
-        # HTTPS tunnels to PyPI only, for hosts that install Python packages
-        "PassThroughPattern: ^(pypi\\.org|files\\.pythonhosted\\.org):443$\n"
+        # No PassThroughPattern: the proxy tunnels no HTTPS at all. Hosts install Python
+        # packages from the operator's wheelhouse, so nothing in the lab needs a public index.
     )
     out = (state / "stdout.log").open("ab")
     argv = ["apt-cacher-ng", "-c", str(state)]
