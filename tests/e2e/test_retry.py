@@ -4,8 +4,6 @@ from the client, a task that does not exist."""
 
 from __future__ import annotations
 
-import http.server
-import threading
 import uuid
 from collections.abc import Iterator
 
@@ -13,6 +11,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import base64_import, task, upload
+from tests.harness.origin import Reply, serve
 
 # import/url fetches from this test's own loopback server, on both deployments.
 DEPLOYMENT_ENV = {"APPLIANCE_ALLOW_PRIVATE_URLS": "true"}
@@ -21,26 +20,14 @@ DEPLOYMENT_ENV = {"APPLIANCE_ALLOW_PRIVATE_URLS": "true"}
 @pytest.fixture
 def flaky(png_file) -> Iterator[str]:
     """A URL whose first GET is 404 and every later one the PNG."""
-    asked = []
+    asked: list[str] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            asked.append(self.path)
-            body = png_file.read_bytes() if len(asked) > 1 else b""
-            self.send_response(200 if len(asked) > 1 else 404)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def respond(path: str) -> Reply:
+        asked.append(path)
+        return Reply(200, png_file.read_bytes()) if len(asked) > 1 else Reply(404)
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/photo.png"
-    finally:
-        server.shutdown()
+    with serve(respond) as origin:
+        yield origin.url("/photo.png")
 
 
 def test_a_failed_import_retried_succeeds_and_its_job_finishes(deployment, flaky, png_file):

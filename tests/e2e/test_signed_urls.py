@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.server
 import itertools
-import threading
 import time
 from collections.abc import Iterator
 
@@ -21,6 +19,7 @@ from cloudconvert.signed_url import SignedUrl
 
 from appliance.security.keys import key_hash
 from tests.e2e.conftest import base64_import
+from tests.harness.origin import always, serve
 
 CONVERSIONS = 3
 DEPLOYMENT_ENV = {"APPLIANCE_CONVERSIONS_PER_MINUTE_PER_ADDRESS": str(CONVERSIONS)}
@@ -37,23 +36,8 @@ def _address() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def png_server(png_file) -> Iterator[str]:
     """An HTTP server on loopback serving the PNG at /photo.png."""
-    body = png_file.read_bytes()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/photo.png"
-    httpd.shutdown()
+    with serve(always(png_file.read_bytes(), Content_Type="image/png")) as origin:
+        yield origin.url("/photo.png")
 
 
 @pytest.fixture

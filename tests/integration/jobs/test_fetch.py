@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
 import time
 
 import pytest
@@ -12,44 +10,34 @@ from appliance.conversions import fetch as fetch_module
 from appliance.conversions.files import Spool
 from appliance.errors import FileTooLarge, InvalidData, PermanentError, RetryableError
 from appliance.security import netguard
+from tests.harness.origin import QuietHandler, Reply, always, serve, serving
 
 BODY = b"\x89PNG\r\n\x1a\n" + b"p" * 5000
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        routes = {
-            "/file.png": (200, {"Content-Type": "image/png"}, BODY),
-            "/named": (200, {"Content-Disposition": 'attachment; filename="x y.png"'}, BODY),
-            "/redirect": (302, {"Location": "/file.png"}, b""),
-            "/loop": (302, {"Location": "/loop"}, b""),
-            "/big": (200, {}, b"x" * 20000),
-            "/broken": (503, {}, b""),
-            "/missing": (404, {}, b""),
-            "/to-ftp": (302, {"Location": "ftp://127.0.0.1/file.png"}, b""),
-        }
-        if self.path.startswith("/to/"):
-            status, headers, body = 302, {"Location": "http://" + self.path[4:]}, b""
-        else:
-            status, headers, body = routes[self.path]
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+ROUTES = {
+    "/file.png": Reply(200, BODY, {"Content-Type": "image/png"}),
+    "/named": Reply(200, BODY, {"Content-Disposition": 'attachment; filename="x y.png"'}),
+    "/redirect": Reply(302, headers={"Location": "/file.png"}),
+    "/loop": Reply(302, headers={"Location": "/loop"}),
+    "/big": Reply(200, b"x" * 20000),
+    "/broken": Reply(503),
+    "/missing": Reply(404),
+    "/to-ftp": Reply(302, headers={"Location": "ftp://127.0.0.1/file.png"}),
+}
 
-    def log_message(self, *args):
-        pass
+
+def route(path: str) -> Reply:
+    """ROUTES, plus /to/HOST:PORT/PATH redirecting to http://HOST:PORT/PATH."""
+    if path.startswith("/to/"):
+        return Reply(302, headers={"Location": "http://" + path[4:]})
+    return ROUTES[path]
 
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serve(route) as origin:
+        yield f"127.0.0.1:{origin.port}"
 
 
 def get(url, tmp_path, *, allow_private=True, limit=10000, timeout=5):
@@ -130,41 +118,22 @@ def test_a_redirect_to_another_scheme_is_refused(server, tmp_path):
 
 def test_credentials_are_not_sent_to_another_origin_on_redirect(tmp_path):
     """Two servers (two origins); the first redirects to the second, which records headers."""
-    seen = []
-
-    class Recorder(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            seen.append(dict(self.headers))
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(BODY)))
-            self.end_headers()
-            self.wfile.write(BODY)
-
-        def log_message(self, *args):
-            pass
-
-    second = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=second.serve_forever, daemon=True).start()
-    first = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=first.serve_forever, daemon=True).start()
-    try:
-        target = f"127.0.0.1:{second.server_address[1]}/x.png"
+    with serve(route) as first, serve(always(BODY)) as second:
+        target = f"127.0.0.1:{second.port}/x.png"
         with Spool(tmp_path, 100000) as spool:
             fetch_module.fetch(
-                f"http://127.0.0.1:{first.server_address[1]}/to/{target}",
+                first.url(f"/to/{target}"),
                 spool,
                 allow_private=True,
                 timeout=5,
                 headers={"Authorization": "Bearer secret", "X-Trace": "1"},
             )
-        assert seen and "Authorization" not in seen[0] and seen[0].get("X-Trace") == "1"
-    finally:
-        first.shutdown()
-        second.shutdown()
+    seen = second.requests[0].headers
+    assert "Authorization" not in seen and seen.get("X-Trace") == "1"
 
 
 def test_a_download_that_drips_is_stopped_by_the_total_deadline(tmp_path, monkeypatch):
-    class Drip(http.server.BaseHTTPRequestHandler):
+    class Drip(QuietHandler):
         def do_GET(self):
             self.send_response(200)
             self.send_header("Content-Length", "100000")
@@ -173,29 +142,18 @@ def test_a_download_that_drips_is_stopped_by_the_total_deadline(tmp_path, monkey
                 for _ in range(1000):
                     self.wfile.write(b"x" * 100)
                     self.wfile.flush()
-                    import time
-
                     time.sleep(0.05)
             except (BrokenPipeError, ConnectionResetError):
                 pass
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setattr(fetch_module, "TOTAL_TIMEOUT_FACTOR", 2)
-    try:
-        with pytest.raises(RetryableError, match="longer than"):
-            get(
-                f"http://127.0.0.1:{server.server_address[1]}/", tmp_path, limit=200000, timeout=0.5
-            )  # each read is quick; the whole takes far longer than 2 x 0.5 s
-    finally:
-        server.shutdown()
+    with serving(Drip) as port, pytest.raises(RetryableError, match="longer than"):
+        # each read is quick; the whole takes far longer than 2 x 0.5 s
+        get(f"http://127.0.0.1:{port}/", tmp_path, limit=200000, timeout=0.5)
 
 
 def test_slow_redirects_spend_the_same_total_deadline(tmp_path, monkeypatch):
-    class SlowLoop(http.server.BaseHTTPRequestHandler):
+    class SlowLoop(QuietHandler):
         def do_GET(self):
             time.sleep(0.4)  # each hop answers within the read timeout
             self.send_response(302)
@@ -203,16 +161,9 @@ def test_slow_redirects_spend_the_same_total_deadline(tmp_path, monkeypatch):
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowLoop)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setattr(fetch_module, "TOTAL_TIMEOUT_FACTOR", 2)
-    try:
+    with serving(SlowLoop) as port:
         started = time.monotonic()
         with pytest.raises(RetryableError, match="longer than"):
-            get(f"http://127.0.0.1:{server.server_address[1]}/", tmp_path, timeout=0.5)
+            get(f"http://127.0.0.1:{port}/", tmp_path, timeout=0.5)
         assert time.monotonic() - started < 1.6  # not six hops of 0.4 s
-    finally:
-        server.shutdown()

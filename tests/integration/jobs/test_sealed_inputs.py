@@ -7,9 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import http.server
 import json
-import threading
 import uuid
 
 import msgspec
@@ -20,6 +18,7 @@ from appliance.conversions.webhooks import WebhookService
 from appliance.errors import Forbidden, InvalidData, PermanentError
 from appliance.security.sealing import COLUMN_PREFIX, Columns
 from appliance.storage import object_key
+from tests.harness.origin import always, serve
 from tests.integration.jobs.conftest import task
 
 TOKEN = "Bearer s3cr3t-t0ken-of-the-user"
@@ -34,27 +33,12 @@ def settings(settings):
 
 @pytest.fixture
 def origin():
-    seen: list[dict[str, str]] = []
-
-    class Recorder(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            seen.append(dict(self.headers))
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(BODY)))
-            self.end_headers()
-            self.wfile.write(BODY)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/photo.png", seen
-    httpd.shutdown()
+    with serve(always(BODY)) as served:
+        yield served
 
 
 def test_import_url_headers_reach_the_origin_but_never_rest_or_show_in_clear(system, origin):
-    url, seen = origin
+    url = origin.url("/photo.png")
     system.stop_worker()  # the task waits: its stored payload is what rests meanwhile
     job = system.create(
         {"in": {"operation": "import/url", "url": url, "headers": {"Authorization": TOKEN}}}
@@ -65,7 +49,7 @@ def test_import_url_headers_reach_the_origin_but_never_rest_or_show_in_clear(sys
     system.start_worker()
     job = system.wait(job["id"])
     assert job["status"] == "finished", job
-    assert seen and seen[0]["Authorization"] == TOKEN
+    assert origin.requests[0].headers["Authorization"] == TOKEN
     ended = system.sql("SELECT payload::text AS p FROM tasks WHERE job_id = %s", job["id"])
     assert "s3cr3t" not in ended[0]["p"] and "_sealed" not in ended[0]["p"]
     stored = system.sql("SELECT sha256 FROM task_files WHERE task_id = %s", task(job, "in")["id"])

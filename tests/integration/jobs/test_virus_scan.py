@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.server
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ from appliance.security import streams
 from appliance.settings import Settings
 from appliance.storage import object_key
 from tests.harness.clamd import EICAR, EICAR_SIGNATURE, MARKER, MARKER_SIGNATURE
+from tests.harness.origin import Reply, serve
 from tests.integration.jobs.conftest import UPLOAD_CONVERT_EXPORT, JobSystem, task
 
 
@@ -61,23 +60,9 @@ def marked_png(png_file: Path, tmp_path: Path) -> Path:
 def web(tmp_path: Path) -> Iterator[dict[str, bytes]]:
     """A loopback HTTP server serving {path: bytes}; yields that dict and its base URL."""
     files: dict[str, bytes] = {}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = files.get(self.path)
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    files["base"] = f"http://127.0.0.1:{server.server_address[1]}".encode()
-    yield files
-    server.shutdown()
+    with serve(lambda path: Reply(200, files[path]) if path in files else Reply(404)) as origin:
+        files["base"] = origin.url("").encode()
+        yield files
 
 
 def stored(system: JobSystem, data: bytes) -> bool:

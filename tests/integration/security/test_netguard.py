@@ -4,52 +4,43 @@ back to the caller instead of being followed to an unchecked place."""
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
 
 import pytest
 
 from appliance.security.netguard import GuardedPoolManager
+from tests.harness.origin import Origin, Reply, serve
 
 
 @pytest.fixture
-def server() -> Iterator[tuple[int, list[dict[str, str]]]]:
-    seen: list[dict[str, str]] = []
+def server() -> Iterator[Origin]:
+    def respond(path: str) -> Reply:
+        status = 302 if path == "/away" else 200
+        return Reply(status, b"ok", {"Location": "http://127.0.0.1:9/elsewhere"})
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            seen.append({"path": self.path, **dict(self.headers)})
-            self.send_response(302 if self.path == "/away" else 200)
-            self.send_header("Location", "http://127.0.0.1:9/elsewhere")
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield httpd.server_address[1], seen
-    finally:
-        httpd.shutdown()
+    with serve(respond) as origin:
+        yield origin
 
 
 def test_the_request_names_the_host_and_keeps_the_callers_headers(server):
-    port, seen = server
+    port = server.port
     manager = GuardedPoolManager(allow_private=True, headers={"X-Default": "1"})
     r = manager.urlopen("GET", f"http://localhost:{port}/x", headers={"X-Trace": "7"})
     assert r.status == 200
-    assert seen[-1]["Host"] == f"localhost:{port}" and seen[-1]["X-Trace"] == "7"
+    assert (
+        server.requests[-1].headers["Host"] == f"localhost:{port}"
+        and server.requests[-1].headers["X-Trace"] == "7"
+    )
     manager.urlopen("GET", f"http://localhost:{port}/y")
-    assert seen[-1]["Host"] == f"localhost:{port}" and seen[-1]["X-Default"] == "1"
+    assert (
+        server.requests[-1].headers["Host"] == f"localhost:{port}"
+        and server.requests[-1].headers["X-Default"] == "1"
+    )
     named = manager.urlopen("GET", f"http://localhost:{port}/z", headers={"Host": "given"})
-    assert named.status == 200 and seen[-1]["Host"] == "given"
+    assert named.status == 200 and server.requests[-1].headers["Host"] == "given"
 
 
 def test_a_redirect_is_returned_not_followed(server):
-    port, seen = server
-    r = GuardedPoolManager(allow_private=True).urlopen("GET", f"http://localhost:{port}/away")
-    assert r.status == 302 and [s["path"] for s in seen] == ["/away"]
+    url = f"http://localhost:{server.port}/away"
+    r = GuardedPoolManager(allow_private=True).urlopen("GET", url)
+    assert r.status == 302 and [s.path for s in server.requests] == ["/away"]
