@@ -65,8 +65,6 @@ class StatusCache:
         self.max_seconds = max_seconds
         self._entries: OrderedDict[uuid.UUID, _Entry] = OrderedDict()
         self._bytes = 0
-        self.hits = 0
-        self.misses = 0
 
     @classmethod
     def for_settings(cls, settings: Settings) -> StatusCache | None:
@@ -105,10 +103,8 @@ class StatusCache:
             and entry.until > time.monotonic()
         ):
             self._entries.move_to_end(key)
-            self.hits += 1
             STATUS_READS.labels("hit").inc()
             return entry.doc
-        self.misses += 1
         STATUS_READS.labels("miss").inc()
         doc = await load()  # after the token: see the module's docstring
         if doc is None:
