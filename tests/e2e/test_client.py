@@ -88,6 +88,8 @@ def test_convert_prints_a_line_per_file_and_keeps_existing_outputs(deployment, t
     first = appliance(env, *args)
     assert first.returncode == 0, first.stderr
     assert first.stdout == f"{src} -> {tmp_path / 'in0.jpg'}\n"
+    jpg = pyvips.Image.new_from_file(str(tmp_path / "in0.jpg"))
+    assert (jpg.get("vips-loader"), jpg.width, jpg.height) == ("jpegload", 300, 200)
     again = appliance(env, *args)
     assert again.returncode == 1
     assert "OUTPUT_EXISTS" in again.stderr
@@ -127,7 +129,10 @@ def test_jobs_wait_show_list_and_delete(deployment, tmp_path):
     (src,) = images(tmp_path, 1)
     done = appliance(env, "convert", str(src), "--to", "tif", "-o", str(tmp_path / "o"),
                      "--server", deployment.url, "--json")  # fmt: skip
-    job_id = json.loads(done.stdout)[0]["job_id"]
+    (result,) = json.loads(done.stdout)
+    tif = pyvips.Image.new_from_file(result["outputs"][0])
+    assert (tif.get("vips-loader"), tif.width, tif.height) == ("tiffload", 300, 200)
+    job_id = result["job_id"]
     waited = appliance(env, "jobs", "wait", job_id, "--server", deployment.url, "--json")
     assert waited.returncode == 0 and json.loads(waited.stdout)["status"] == "finished"
     listed = appliance(env, "jobs", "list", "--server", deployment.url)

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+import pyvips
 import redis
 from psycopg.rows import dict_row
 
@@ -129,7 +130,13 @@ def test_up_converts_with_no_configuration(up, png_file):
         job = api.get(f"/sync/v2/jobs/{job['id']}", timeout=60).json()["data"]
         assert job["status"] == "finished", job
         url = task(job, "e")["result"]["files"][0]["url"]
-        assert httpx.get(url).content[:6] == b"GIF89a"
+        gif = pyvips.Image.new_from_buffer(httpx.get(url).content, "")
+        png = pyvips.Image.new_from_file(str(png_file))
+        assert (gif.get("vips-loader"), gif.width, gif.height) == (
+            "gifload_buffer",
+            png.width,
+            png.height,
+        )
     # Each queue group serves its own metrics and health port: 9180 + 1, 2, 3.
     for port in WORKER_METRICS_PORTS:
         ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=10)

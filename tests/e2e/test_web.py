@@ -3,8 +3,11 @@ no web route reaches another user's jobs, tasks or keys."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
+import pyvips
 
 from tests.e2e.webclient import PASSWORD, Browser, invite, signed_in
 
@@ -157,6 +160,9 @@ def test_progress_events_end_with_the_exported_files(deployment, png_file):
     data = events[events.index("event: end") + 1]
     assert "event: end" in events
     assert '"status":"finished"' in data and '"percent":100' in data and "photo.webp" in data
+    (exported,) = json.loads(data.removeprefix("data: "))["files"]
+    webp = pyvips.Image.new_from_buffer(httpx.get(exported["url"]).content, "")
+    assert (webp.get("vips-loader"), webp.width) == ("webpload_buffer", 50)
 
 
 def test_the_operator_page_shows_users_queues_and_engines(deployment):
