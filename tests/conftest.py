@@ -33,6 +33,14 @@ PY = "/usr/bin/python3"  # Debian's, which a service user can run
 
 
 @pytest.fixture(scope="session")
+def as_root() -> None:
+    """For behaviour that exists only when the appliance runs as root (helpers' own uids,
+    ownership hand-over): the suite runs as root, as scripts/test does, so this fails, never
+    skips, elsewhere."""
+    assert os.geteuid() == 0, "this test needs root: run the suite as scripts/test does"
+
+
+@pytest.fixture(scope="session")
 def work_root() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="appliance-tests-"))
     root.chmod(0o755)  # the private Postgres runs as the postgres user and must reach it

@@ -189,8 +189,8 @@ def test_postgres_start_failure_reports_log(data_root: Path) -> None:
     assert not (data_dir / "postmaster.pid").exists()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the data dir to postgres")
-def test_postgres_unreachable_data_dir_is_explained(tmp_path: Path) -> None:
+def test_postgres_unreachable_data_dir_is_explained(tmp_path: Path, as_root: None) -> None:
+    # only root hands the data dir to postgres
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o700)
     with pytest.raises(RuntimeError, match="cannot reach"):

@@ -274,9 +274,9 @@ sys.stdin.readline()  # keeps its processes while the test looks at another help
 """
 
 
-def test_a_fork_bomb_stops_at_the_helpers_process_limit_and_starves_no_other_helper(work_root):
-    if os.geteuid() != 0:
-        pytest.skip("helpers have uids of their own only when the worker runs as root")
+def test_a_fork_bomb_stops_at_the_helpers_process_limit_and_starves_no_other_helper(
+    work_root, as_root
+):  # helpers have uids of their own only when the worker runs as root
     limits = Limits(processes=48)
 
     def bomb(name: str, attempts: int) -> Helper:

@@ -127,24 +127,21 @@ def test_an_input_name_planted_before_the_input_is_never_written_through(
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
 
 
-def test_a_job_directory_is_not_the_helpers_to_write_until_its_inputs_are_in(planter):
-    if os.geteuid() != 0:
-        pytest.skip("ownership is only handed over when the worker runs as root")
+def test_a_job_directory_is_not_the_helpers_to_write_until_its_inputs_are_in(planter, as_root):
+    # ownership is only handed over when the worker runs as root
     job = planter.pool.helper().job_dir()
     info = job.stat()
     assert (info.st_uid, stat.S_IMODE(info.st_mode) & 0o022) == (0, 0)
 
 
 @pytest.mark.parametrize("kind", ["device", "fifo", "symlink", "hardlink", "regular"])
-def test_take_output_accepts_only_a_regular_file_with_one_link(tmp_path, kind):
+def test_take_output_accepts_only_a_regular_file_with_one_link(tmp_path, kind, as_root):
     from appliance.engines.sandbox import take_output
 
     job = tmp_path / "job"
     job.mkdir()
     produced = job / "out.bin"
-    if kind == "device":
-        if os.geteuid() != 0:
-            pytest.skip("making a device node needs root")
+    if kind == "device":  # making a device node needs root
         os.mknod(produced, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # /dev/null's numbers
     elif kind == "fifo":
         os.mkfifo(produced)
