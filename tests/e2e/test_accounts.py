@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pyvips
 
 from appliance.security.keys import key_hash
 from tests.e2e.conftest import base64_import
@@ -91,7 +92,12 @@ def test_a_sync_job_answers_with_a_redirect_to_its_one_output(deployment, png_fi
         moved = api.post(sync, json={"tasks": tasks, "redirect": True})
         assert moved.status_code == 302, moved.text
         output = httpx.get(moved.headers["Location"], timeout=60)
-        assert output.status_code == 200 and output.content[8:12] == b"WEBP"
+        assert output.status_code == 200
+        webp = pyvips.Image.new_from_buffer(output.content, "")
+        assert (webp.get("vips-loader"), webp.width) == (
+            "webpload_buffer",
+            pyvips.Image.new_from_file(str(png_file)).width,
+        )
         whole = api.post(sync, json={"tasks": tasks})  # without: the ended job
         assert whole.status_code == 201
         assert whole.json()["data"]["status"] == "finished"

@@ -69,7 +69,13 @@ def test_single_task_routes_chain_by_task_id(deployment, png_file):
         exp = api.get(f"/sync/v2/tasks/{exp['id']}").json()["data"]
         assert exp["status"] == "finished", exp
         assert exp["result"]["files"][0]["filename"] == "photo.jpg"
-        assert httpx.get(exp["result"]["files"][0]["url"]).content[:3] == b"\xff\xd8\xff"
+        jpg = pyvips.Image.new_from_buffer(httpx.get(exp["result"]["files"][0]["url"]).content, "")
+        png = pyvips.Image.new_from_file(str(png_file))
+        assert (jpg.get("vips-loader"), jpg.width, jpg.height) == (
+            "jpegload_buffer",
+            png.width,
+            png.height,
+        )
 
 
 def convert_inline(api, filename: str, data: bytes, output_format: str, **options) -> dict:
