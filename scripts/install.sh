@@ -12,7 +12,8 @@ DEV=0
 RUNTIME_PKGS=(postgresql redis-server ca-certificates python3 python3-venv curl bubblewrap util-linux
               pandoc ffmpeg librsvg2-bin libreoffice-writer-nogui libreoffice-calc-nogui
               libreoffice-impress-nogui python3-uno fonts-dejavu-core
-              ghostscript calibre tesseract-ocr tesseract-ocr-eng clamav-daemon)
+              ghostscript calibre tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd ocrmypdf
+              clamav-daemon)
 DEV_PKGS=(swift swift-proxy swift-object swift-container swift-account memcached wrk
           mmdebstrap systemd-container socat iproute2 iptables openssh-client apt-cacher-ng
           prometheus prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter

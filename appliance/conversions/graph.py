@@ -136,7 +136,7 @@ def _parse(
             if payload.get(req) in (None, "", []):
                 errors.add(f"{key}.{req}", f"{req} is required for {op.name}")
         _check_types(payload, key, errors)
-        inputs[name] = _refs(payload, key, errors)
+        inputs[name] = _refs(payload, key, errors) + _field_refs(op, payload, key, errors)
         body = {k: v for k, v in payload.items() if k != "operation"}
         by_name[name] = PlannedTask(uuid.uuid4(), name, op.name, "light", body)
     return by_name, inputs
@@ -185,6 +185,22 @@ def _refs(payload: Mapping[str, Any], key: str, errors: Errors) -> list[str]:
     if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
         errors.add(f"{key}.input", "must be a task name or a list of task names")
         return []
+    return refs
+
+
+def _field_refs(op: Operation, payload: Mapping[str, Any], key: str, errors: Errors) -> list[str]:
+    """The tasks the operation's other reference fields name (``Operation.ref_fields``)."""
+    refs = []
+    for name in op.ref_fields:
+        ref = payload.get(name)
+        if ref is None:
+            continue
+        if not isinstance(ref, str) or not ref:
+            errors.add(f"{key}.{name}", "must be a task name")
+        elif ref in _refs(payload, key, Errors()):
+            errors.add(f"{key}.{name}", f"{ref!r} is an input already; name it only as {name}")
+        else:
+            refs.append(ref)
     return refs
 
 

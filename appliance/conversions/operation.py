@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -127,6 +127,9 @@ class Operation:
     # payload fields sealed before the task is stored and dropped when it ends, never in its
     # JSON (``security.sealing``): credentials the run needs
     secret_fields: ClassVar[frozenset[str]] = frozenset()
+    # payload fields besides ``input`` that name tasks whose files it takes too (after the
+    # input's): watermark's ``image``
+    ref_fields: ClassVar[tuple[str, ...]] = ()
     # its route and queue class are planned once an input's file is named, if not before
     # (appliance_routed_dependents names these operations; a test keeps the two in step)
     routed: ClassVar[bool] = False
@@ -253,10 +256,15 @@ def normalized(payload: dict[str, Any], name: str) -> str | None:
     return str(payload[name])
 
 
-def option_field(key: str, exc: msgspec.ValidationError) -> str:
-    """The field a msgspec error names (``... - at `$.width```), under the task's key."""
+def option_field(key: str, exc: msgspec.ValidationError, names: Iterable[str] = ()) -> str:
+    """The field a msgspec error names (``... - at `$.width```), under the task's key; a
+    check across fields (a struct's ``__post_init__``) names none, so one of ``names`` its
+    message starts with stands in."""
     text = str(exc)
-    return f"{key}.{text.rsplit('`$.', 1)[-1].rstrip('`')}" if "`$." in text else key
+    if "`$." in text:
+        return f"{key}.{text.rsplit('`$.', 1)[-1].rstrip('`')}"
+    first = text.split(" ", 1)[0]
+    return f"{key}.{first}" if first in names else key
 
 
 def check_options(
@@ -266,7 +274,8 @@ def check_options(
     try:
         return op.options(registry, task.payload)
     except msgspec.ValidationError as exc:
-        errors.add(option_field(task.key, exc), str(exc))
+        names = op.options_schema(registry).__struct_fields__
+        errors.add(option_field(task.key, exc, names), str(exc))
         return None
 
 

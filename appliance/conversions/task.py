@@ -23,6 +23,7 @@ class InputFile(msgspec.Struct, frozen=True):
     sha256: str
     filename: str
     size: int
+    task_id: uuid.UUID | None = None  # the task that made it
 
 
 class Task(msgspec.Struct, kw_only=True):
@@ -39,6 +40,8 @@ class Task(msgspec.Struct, kw_only=True):
     attempts: int
     # the files of the tasks it depends on, in input order
     inputs: list[InputFile] = msgspec.field(default_factory=list)
+    # the tasks it depends on: its inputs', then those its other reference fields name
+    depends_on: list[uuid.UUID] = msgspec.field(default_factory=list)
     # its job's export/url tasks that take this task's files alone: its end ends them too
     exports: list[uuid.UUID] = msgspec.field(default_factory=list)
     # the route planned for each input format known before it ran: {format: [{engine, from,

@@ -9,9 +9,16 @@ from appliance.engines.images import ImageEngine
 from appliance.engines.markup import PandocEngine
 from appliance.engines.media import FfmpegEngine
 from appliance.engines.metadata import MetadataEngine
-from appliance.engines.ocr import OcrEngine
+from appliance.engines.ocr import OcrEngine, PdfOcrEngine
 from appliance.engines.office import OfficeEngine
 from appliance.engines.pdf import PdfEngine
+from appliance.engines.pdfedit import (
+    DecryptEngine,
+    EncryptEngine,
+    ExtractPagesEngine,
+    MetadataWriteEngine,
+    PdfAEngine,
+)
 from appliance.engines.pdftools import (
     ImagesToPdfEngine,
     MergeEngine,
@@ -22,6 +29,7 @@ from appliance.engines.pdftools import (
 )
 from appliance.engines.thumbnail import ThumbnailEngine
 from appliance.engines.vector import SvgEngine
+from appliance.engines.watermark import WatermarkEngine
 
 
 def enabled_engines() -> list[Engine]:
@@ -38,8 +46,15 @@ def enabled_engines() -> list[Engine]:
         RotateEngine(),
         MergeEngine(),
         OptimizeEngine(),
+        ExtractPagesEngine(),
+        PdfAEngine(),
+        EncryptEngine(),
+        DecryptEngine(),
+        MetadataWriteEngine(),
+        WatermarkEngine(),
         CalibreEngine(),
         OcrEngine(),
+        PdfOcrEngine(),
         DataEngine(),
         ThumbnailEngine(),
         MetadataEngine(),

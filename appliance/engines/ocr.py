@@ -113,3 +113,67 @@ def _no_text(stderr: str) -> PermanentError:
             f"The image could not be read: {errors[0]}", code="INVALID_INPUT_FILE"
         )
     return PermanentError("No text was found in the image", code="NO_TEXT_FOUND")
+
+
+# -- pdf/ocr: a searchable PDF ------------------------------------------------------------------
+Language = Annotated[str, msgspec.Meta(pattern=LANGUAGES, max_length=200)]
+
+
+class PdfOcrOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # Tesseract's names: one ("eng"), several joined by "+" ("eng+deu"), or a list of them
+    # (["eng", "deu"], as CloudConvert's clients send it)
+    language: Language | list[Language] = DEFAULT_LANGUAGE
+    auto_orient: bool = False  # turn pages whose text runs sideways or upside down upright
+
+    def __post_init__(self) -> None:
+        if isinstance(self.language, list) and not self.language:
+            raise ValueError("language must name at least one language")
+        OcrOptions(language=self.languages())  # checks each is installed, where Tesseract is
+
+    def languages(self) -> str:
+        """Tesseract's ``-l`` value."""
+        return self.language if isinstance(self.language, str) else "+".join(self.language)
+
+
+def _ocrmypdf_version() -> str:
+    return f"ocrmypdf-{tool_version('ocrmypdf')}+{_version()}"
+
+
+class PdfOcrEngine:
+    """A PDF with an invisible text layer over its scanned pages (the ``pdf/ocr`` operation),
+    by OCRmyPDF (MPL-2.0, run as a program) driving Tesseract. Pages that already carry text
+    are kept as they are; the page images are not re-encoded."""
+
+    descriptor = Descriptor(
+        id="ocrmypdf",
+        conversions=frozenset(),
+        options=PdfOcrOptions,
+        queue="office",  # seconds per page, as the image OCR
+        version=_ocrmypdf_version,
+        family="ocr",
+        requires=("ocrmypdf", "tesseract"),
+        packages=("ocrmypdf", "tesseract-ocr", "tesseract-ocr-eng", "tesseract-ocr-osd"),
+    )
+
+    def convert(
+        self,
+        src: Path,
+        dst: Path,
+        src_format: str,
+        dst_format: str,
+        options: PdfOcrOptions,
+        progress: Progress,
+    ) -> None:
+        from appliance.engines.pdftools import open_pdf
+
+        with open_pdf(src) as pdf:  # damaged or locked inputs fail here with a clear message
+            if pdf.is_encrypted:
+                raise PermanentError(
+                    "The PDF is encrypted; decrypt it first (pdf/decrypt)",
+                    code="INVALID_INPUT_FILE",
+                )
+        argv = ["ocrmypdf", "--jobs", "1", "--skip-text", "--output-type", "pdf", "--quiet"]
+        argv += ["--optimize", "0", "-l", options.languages()]
+        argv += ["--rotate-pages"] if options.auto_orient else []
+        run_tool([*argv, str(src), str(dst)], what="OCR", env=ENV)
+        progress(1.0)

@@ -94,7 +94,7 @@ def _frames(image: Any, fmt: str) -> Iterator[Any]:
         yield image
 
 
-def _image_stream(pdf: Any, image: Any, raw: bytes | None) -> Any:
+def image_xobject(pdf: Any, image: Any, raw: bytes | None) -> Any:
     """An image XObject: JPEG bytes kept as they are (no re-encoding), other pixels deflated."""
     pikepdf = _pikepdf()
     Name = pikepdf.Name
@@ -148,7 +148,7 @@ def _add_image_page(pdf: Any, image: Any, raw: bytes | None) -> None:
     width, height = _page_size(image)
     page = pdf.add_blank_page(page_size=(width, height))
     page.obj.Resources = pikepdf.Dictionary(
-        XObject=pikepdf.Dictionary(Im0=_image_stream(pdf, image, raw))
+        XObject=pikepdf.Dictionary(Im0=image_xobject(pdf, image, raw))
     )
     page.obj.Contents = pikepdf.Stream(
         pdf, f"q {width:.4f} 0 0 {height:.4f} 0 0 cm /Im0 Do Q".encode()
@@ -259,8 +259,9 @@ def ghostscript(src: Path, dst: Path, args: list[str]) -> None:
     )
 
 
-def to_pdfa(src: Path, dst: Path) -> None:
-    """PDF/A-2b: fonts embedded, colours as sRGB with its output intent, XMP that says so."""
+def to_pdfa(src: Path, dst: Path, part: int = 2) -> None:
+    """PDF/A-``part`` level b (1, 2 or 3; 2 by default): fonts embedded, colours as sRGB with
+    its output intent, XMP that says so."""
     icc = _srgb_profile()
     definition = _pdfa_def(dst.parent, icc)
     run_tool(
@@ -270,7 +271,7 @@ def to_pdfa(src: Path, dst: Path) -> None:
             "-dBATCH",
             "-dNOPAUSE",
             "-dQUIET",
-            "-dPDFA=2",
+            f"-dPDFA={part}",
             "-dPDFACompatibilityPolicy=1",  # drop what PDF/A forbids rather than fail
             "-sColorConversionStrategy=RGB",
             "-sDEVICE=pdfwrite",

@@ -21,6 +21,7 @@ from appliance.conversions.task import Outcome, OutFile, Task
 from appliance.conversions.work import check_output, checked_input, each_input, keep, names_for
 from appliance.engines.registry import Registry
 from appliance.errors import PermanentError
+from appliance.security import sealing
 
 
 class PerInputOperation(Operation):
@@ -49,7 +50,7 @@ class PerInputOperation(Operation):
         if not self.takes_options:
             return self.options_schema(rt.registry)()
         try:
-            return self.options(rt.registry, task.payload)
+            return self.options(rt.registry, opened_payload(rt, task))
         except Exception as exc:
             raise PermanentError(f"Invalid option: {exc}", code="INVALID_OPTIONS") from exc
 
@@ -73,3 +74,13 @@ class PerInputOperation(Operation):
         outcome = Outcome.of_files(outputs)
         outcome.engine = (engine.descriptor.id, engine.descriptor.version())
         return outcome
+
+
+def opened_payload(rt: Runtime, task: Task) -> dict[str, Any]:
+    """The task's payload with its sealed secret fields (``Operation.secret_fields``: a
+    password the engine needs) opened again; the payload itself when it has none."""
+    if sealing.SEALED not in task.payload:
+        return task.payload
+    key = sealing.derive_key(rt.settings.signing_key())
+    rest = {k: v for k, v in task.payload.items() if k != sealing.SEALED}
+    return {**rest, **sealing.unseal(task.payload, key, str(task.id))}

@@ -15,7 +15,7 @@ from appliance.db import AsyncDictConnection, DictConnection
 # with the task.
 CLAIM = (
     "SELECT c.*, (SELECT coalesce(json_agg(json_build_object('sha256', f.sha256,"
-    " 'filename', f.filename, 'size', f.size)"
+    " 'filename', f.filename, 'size', f.size, 'task_id', f.task_id)"
     " ORDER BY array_position(c.depends_on, f.task_id), f.position), '[]')"
     " FROM task_files f WHERE f.task_id = ANY(c.depends_on)) AS inputs,"
     # its job's exports that take its files alone: its end ends them too (migration 0005)

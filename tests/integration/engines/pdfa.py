@@ -74,17 +74,24 @@ def _object_problems(pdf: pikepdf.Pdf) -> list[str]:
 
 def pdfa_2b_problems(path: Path) -> list[str]:
     """What breaks the rules above (empty: none found)."""
+    return pdfa_problems(path, 2)
+
+
+def pdfa_problems(path: Path, part: int) -> list[str]:
+    """What breaks the rules above for PDF/A-``part`` level b (1, 2 or 3): the same rules,
+    with part 1 based on PDF 1.4 and the XMP claiming the part asked for."""
     with pikepdf.open(path) as pdf:
         problems = [f"qpdf's check: {p}" for p in pdf.check_pdf_syntax()]
         if pdf.is_encrypted:
             problems.append("encrypted")
         if "/ID" not in pdf.trailer:
             problems.append("no /ID in the trailer")
-        if float(pdf.pdf_version) > 1.7:
-            problems.append(f"PDF {pdf.pdf_version} (PDF/A-2 is based on 1.7)")
+        based_on = 1.4 if part == 1 else 1.7
+        if float(pdf.pdf_version) > based_on:
+            problems.append(f"PDF {pdf.pdf_version} (PDF/A-{part} is based on {based_on})")
         problems += _intent_problems(pdf) + _object_problems(pdf)
         meta = pdf.open_metadata()
-        if (meta.get("pdfaid:part"), meta.get("pdfaid:conformance")) != ("2", "B"):
-            problems.append("the XMP does not claim PDF/A-2b")
+        if (meta.get("pdfaid:part"), meta.get("pdfaid:conformance")) != (str(part), "B"):
+            problems.append(f"the XMP does not claim PDF/A-{part}b")
     problems += [f"font {name} not embedded" for name in _fonts_not_embedded(path)]
     return problems
