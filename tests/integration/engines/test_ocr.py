@@ -5,15 +5,19 @@ and the routes that reach text from images through it, run end to end in sandbox
 from __future__ import annotations
 
 import shutil
+import subprocess
 import zipfile
+from pathlib import Path
 
+import pikepdf
 import pytest
 import pyvips
 
 from appliance.conversions.work import run_hops
 from appliance.engines.doctor import check_engine
 from appliance.engines.enabled import enabled_engines
-from appliance.engines.ocr import OcrEngine, OcrOptions
+from appliance.engines.ocr import OcrEngine, OcrOptions, PdfOcrEngine, PdfOcrOptions
+from appliance.engines.pdftools import ImagePdfOptions, ImagesToPdfEngine
 from appliance.engines.registry import Registry
 from appliance.engines.sandbox import SandboxedEngine, sandboxed
 from appliance.errors import InvalidData, PermanentError
@@ -123,3 +127,69 @@ def test_doctor_reports_tesseract_with_its_languages():
     assert check.ok, check.detail
     assert check.detail.startswith("tesseract 5.") and "(eng)" in check.detail
     assert "6 conversions; queue office" in check.detail
+
+
+# -- pdf/ocr: a searchable PDF ------------------------------------------------------------------
+def _scanned_pdf(tmp_path, words, angle=0):
+    """A PDF whose only page is a picture of ``words`` (no text layer), turned by ``angle``."""
+    image = text_image(words)
+    if angle:
+        image = image.rotate(angle, background=[255])
+    png = tmp_path / "scan.png"
+    image.copy(xres=300 / 25.4, yres=300 / 25.4).write_to_file(str(png))
+    pdf = tmp_path / "scan.pdf"
+    ImagesToPdfEngine().convert(png, pdf, "png", "pdf", ImagePdfOptions(), lambda f: None)
+    return pdf
+
+
+def _pdftotext(path):
+    done = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
+def test_pdf_ocr_gives_a_text_layer_pdftotext_reads(pool, tmp_path):
+    src = _scanned_pdf(tmp_path, OCR_WORDS)
+    assert _pdftotext(src) == []  # control: a picture only
+    dst = tmp_path / "out.pdf"
+    SandboxedEngine(PdfOcrEngine(), pool).convert(
+        src, dst, "pdf", "pdf", PdfOcrOptions(language=["eng"]), lambda f: None
+    )
+    assert _pdftotext(dst) == OCR_WORDS.split()
+    # the page image is kept as it was: the same size, still one image
+    with pikepdf.open(src) as before, pikepdf.open(dst) as after:
+        assert after.pages[0].mediabox == before.pages[0].mediabox
+        assert len(after.pages[0].get_images()) == 1
+
+
+PARAGRAPH = [
+    OCR_WORDS,
+    "Pack my box with five dozen liquor jugs",
+    "How vexingly quick daft zebras jump",
+    "The five boxing wizards jump quickly",
+    "Sphinx of black quartz judge my vow",
+]
+
+
+def test_pdf_ocr_auto_orient_reads_a_page_scanned_upside_down(pool, tmp_path):
+    src = _scanned_pdf(tmp_path, "\n".join(PARAGRAPH * 3), angle=180)  # 15 lines of text
+    dst = tmp_path / "out.pdf"
+    SandboxedEngine(PdfOcrEngine(), pool).convert(
+        src, dst, "pdf", "pdf", PdfOcrOptions(auto_orient=True), lambda f: None
+    )
+    assert _pdftotext(dst) == " ".join(PARAGRAPH * 3).split()
+    with pikepdf.open(dst) as pdf:
+        assert int(pdf.pages[0].obj.get("/Rotate", 0)) % 360 == 180
+
+
+def test_pdf_ocr_keeps_pages_that_have_text(pool, tmp_path):
+    src = Path(__file__).parents[4] / "shared" / "corpus" / "real" / "gotenberg-pages_3.pdf"
+    dst = tmp_path / "out.pdf"
+    SandboxedEngine(PdfOcrEngine(), pool).convert(
+        src, dst, "pdf", "pdf", PdfOcrOptions(), lambda f: None
+    )
+    assert _pdftotext(dst) == _pdftotext(src) == ["Page", "1", "Page", "2", "Page", "3"]
+
+
+def test_pdf_ocr_language_not_installed_is_refused():
+    with pytest.raises(ValueError, match="language 'xxx' is not installed"):
+        PdfOcrOptions(language=["eng", "xxx"])
