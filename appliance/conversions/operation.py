@@ -237,10 +237,15 @@ class Operation:
 
 def input_queue(registry: Registry, op: Operation, src: str, hops: list[Hop]) -> QueueClass:
     """The queue class a task of ``op`` needs for an input of format ``src`` that goes
-    through ``hops`` first: their heaviest engine's, media for a media input, else light."""
+    through ``hops`` first: their heaviest engine's, media for a media input, else light; or
+    the operation's own engine's where that is heavier (pdf/ocr's OCRmyPDF)."""
+    engine = op.formats.engine if op.formats is not None else None
+    own: QueueClass = (
+        registry.engine(engine).descriptor.queue if engine and registry.has(engine) else "light"
+    )
     if hops:
-        return registry.queue_for(hops)
-    return "media" if op.media_input(src) else "light"
+        return heavier(registry.queue_for(hops), own)
+    return heavier("media" if op.media_input(src) else "light", own)
 
 
 def heavier(a: QueueClass, b: QueueClass) -> QueueClass:
@@ -261,8 +266,8 @@ def option_field(key: str, exc: msgspec.ValidationError, names: Iterable[str] = 
     check across fields (a struct's ``__post_init__``) names none, so one of ``names`` its
     message starts with stands in."""
     text = str(exc)
-    if "`$." in text:
-        return f"{key}.{text.rsplit('`$.', 1)[-1].rstrip('`')}"
+    if "`$." in text:  # a dictionary's value is at `$.name[...]`: the dictionary names it
+        return f"{key}.{text.rsplit('`$.', 1)[-1].rstrip('`').replace('[...]', '')}"
     first = text.split(" ", 1)[0]
     return f"{key}.{first}" if first in names else key
 

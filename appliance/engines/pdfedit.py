@@ -260,11 +260,11 @@ class MetadataWriteOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=T
                 allowed = (
                     "Title, Author, Subject, Keywords, Creator, Producer, CreationDate, ModDate"
                 )
-                raise ValueError(f"unknown metadata entry {name!r}; allowed: {allowed}, Trapped")
+                raise ValueError(f"metadata entry {name!r} is unknown; allowed: {allowed}, Trapped")
             if key.endswith("Date") and value is not None and not _is_pdf_date(value):
-                raise ValueError(f"{name} must be a PDF date such as D:20260101120000Z")
+                raise ValueError(f"metadata {name} must be a PDF date such as D:20260101120000Z")
             if key == "/Trapped" and value is not None and str(value).lower() not in TRAPPED:
-                raise ValueError("Trapped must be one of True, False, Unknown")
+                raise ValueError("metadata Trapped must be one of True, False, Unknown")
 
 
 def _is_pdf_date(value: object) -> bool:

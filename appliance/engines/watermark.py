@@ -63,7 +63,7 @@ class WatermarkOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True)
 
     def __post_init__(self) -> None:
         if (self.text is None) == (self.image is None):
-            raise ValueError("give either text or image")
+            raise ValueError("text or image is needed (one of them, not both)")
 
 
 def _version() -> str:

@@ -82,12 +82,18 @@ def test_each_host_opens_only_its_roles_ports(fleet):
 def test_engine_families_choose_packages_and_queues():
     assert engine_packages(["images", "data"]) == []
     assert active_queues(["images", "data"]) == ["light"]
-    assert engine_packages(["pdf"]) == ["ghostscript"]
+    assert engine_packages(["pdf"]) == ["fonts-urw-base35", "ghostscript"]
     assert active_queues(["ocr"]) == active_queues(["ebooks"]) == ["office"]
     full = DEFAULTS["engine_families"]
-    assert {"ffmpeg", "pandoc", "librsvg2-bin", "python3-uno", "calibre", "tesseract-ocr"} <= set(
-        engine_packages(full)
-    )
+    assert {
+        "ffmpeg",
+        "pandoc",
+        "librsvg2-bin",
+        "python3-uno",
+        "calibre",
+        "tesseract-ocr",
+        "ocrmypdf",
+    } <= set(engine_packages(full))
     assert active_queues(full) == ["light", "office", "media"]
     with pytest.raises(ValueError, match="unknown engine families"):
         engine_packages(["images", "flash"])

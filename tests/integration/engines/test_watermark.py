@@ -126,7 +126,7 @@ def test_an_image_is_stamped_at_the_size_and_place_asked(pool, tmp_path):
 
 
 def test_text_and_image_together_are_refused():
-    with pytest.raises(ValueError, match="either text or image"):
+    with pytest.raises(ValueError, match="text or image is needed"):
         WatermarkOptions(text="a", image="logo")
 
 

@@ -22,7 +22,9 @@ FORMATS = {op.name: op.formats for op in ENABLED if op.formats is not None}
 
 
 # a valid value of each field an operation requires besides its input and output format
-REQUIRED_SAMPLES = {"rotation": 90}
+REQUIRED_SAMPLES = {"rotation": 90, "pages": "1", "metadata": {"Title": "T"}}
+# fields an operation needs one of (none is required alone)
+ONE_OF_SAMPLES = {"pdf/encrypt": {"set_password": "x"}, "watermark": {"text": "x"}}
 
 
 def output_field(operation, output_format):
@@ -30,6 +32,7 @@ def output_field(operation, output_format):
     and the other fields it requires."""
     required = OPERATIONS[operation].required
     fields = {k: v for k, v in REQUIRED_SAMPLES.items() if k in required}
+    fields |= ONE_OF_SAMPLES.get(operation, {})
     return fields | ({"output_format": output_format} if "output_format" in required else {})
 
 

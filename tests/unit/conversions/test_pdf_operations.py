@@ -1,0 +1,121 @@
+"""The job graph's checks of CloudConvert's PDF tasks (pdf/extract-pages, pdf/a, pdf/ocr,
+pdf/encrypt, pdf/decrypt, metadata/write, watermark): bad fields are 422s naming the field,
+good ones are planned on the right queue with their references linked."""
+
+import pytest
+
+from appliance.conversions import graph
+from appliance.conversions.operations.enabled import OPERATIONS
+from appliance.engines.enabled import enabled_engines
+from appliance.engines.registry import Registry
+from appliance.errors import InvalidData
+
+REGISTRY = Registry(enabled_engines())
+PDF = {"operation": "import/url", "url": "https://example.test/in.pdf"}
+PNG = {"operation": "import/url", "url": "https://example.test/logo.png"}
+
+
+def plan(**task):
+    return graph.plan({"in": PDF, "logo": PNG, "t": task}, REGISTRY, lambda ref: None)
+
+
+def errors_of(**task):
+    with pytest.raises(InvalidData) as info:
+        plan(**task)
+    return info.value.errors
+
+
+@pytest.mark.parametrize(
+    ("operation", "fields"),
+    [
+        ("pdf/extract-pages", {"pages": "1-2,4"}),
+        ("pdf/a", {"conformance_level": "1b"}),
+        ("pdf/ocr", {"language": ["eng"], "auto_orient": True}),
+        ("pdf/encrypt", {"set_password": "x", "allow_print": False}),
+        ("pdf/decrypt", {"password": "x"}),
+        ("metadata/write", {"metadata": {"Title": "T", "author": "A", "Subject": None}}),
+        ("watermark", {"text": "DRAFT", "opacity": 50, "position_vertical": "top"}),
+    ],
+)
+def test_each_pdf_task_with_good_fields_is_planned_to_make_a_pdf(operation, fields):
+    task = plan(operation=operation, input="in", **fields)[-1]
+    assert task.output_format == "pdf"
+    assert task.queue == ("office" if operation == "pdf/ocr" else "light")
+
+
+@pytest.mark.parametrize(
+    "operation",
+    ["pdf/extract-pages", "pdf/a", "pdf/ocr", "pdf/encrypt", "pdf/decrypt", "watermark"],
+)
+def test_each_pdf_task_refuses_an_input_that_is_no_pdf(operation):
+    fields = {"pages": "1", "set_password": "x", "text": "x"}
+    schema = OPERATIONS[operation].options_schema(REGISTRY).__struct_fields__
+    errors = errors_of(
+        operation=operation, input="logo", **{k: v for k, v in fields.items() if k in schema}
+    )
+    assert errors["tasks.t.input"] == [f"{operation} takes pdf, not png"]
+
+
+@pytest.mark.parametrize(
+    ("operation", "fields", "field"),
+    [
+        ("pdf/extract-pages", {}, "tasks.t.pages"),
+        ("pdf/extract-pages", {"pages": "first"}, "tasks.t.pages"),
+        ("pdf/a", {"conformance_level": "1a"}, "tasks.t.conformance_level"),
+        ("pdf/ocr", {"language": "en glish"}, "tasks.t.language"),
+        ("pdf/ocr", {"language": ["eng", "xxx"]}, "tasks.t.language"),
+        ("pdf/ocr", {"language": []}, "tasks.t.language"),
+        ("pdf/ocr", {"auto_orient": "yes"}, "tasks.t.auto_orient"),
+        ("pdf/encrypt", {}, "tasks.t.set_password"),
+        ("pdf/encrypt", {"set_password": ""}, "tasks.t.set_password"),
+        ("pdf/encrypt", {"set_password": "x" * 128}, "tasks.t.set_password"),
+        ("pdf/encrypt", {"set_password": "x", "allow_copy": "no"}, "tasks.t.allow_copy"),
+        ("pdf/decrypt", {"password": 1234}, "tasks.t.password"),
+        ("metadata/write", {}, "tasks.t.metadata"),
+        ("metadata/write", {"metadata": {}}, "tasks.t.metadata"),
+        ("metadata/write", {"metadata": {"Colour": "red"}}, "tasks.t.metadata"),
+        ("metadata/write", {"metadata": {"ModDate": "yesterday"}}, "tasks.t.metadata"),
+        ("metadata/write", {"metadata": {"Title": ["a"]}}, "tasks.t.metadata"),
+        ("watermark", {}, "tasks.t.text"),
+        ("watermark", {"text": "a", "image": "logo"}, "tasks.t.text"),
+        ("watermark", {"text": "a", "opacity": 101}, "tasks.t.opacity"),
+        ("watermark", {"text": "a", "font_name": "Comic Sans"}, "tasks.t.font_name"),
+        ("watermark", {"text": "a", "font_color": "red"}, "tasks.t.font_color"),
+        ("watermark", {"text": "a", "position_vertical": "middle"}, "tasks.t.position_vertical"),
+        ("watermark", {"text": "a", "layer": "behind"}, "tasks.t.layer"),
+        ("watermark", {"text": "a", "pages": "1-"}, "tasks.t.pages"),
+        ("watermark", {"image": 7}, "tasks.t.image"),
+    ],
+)
+def test_a_bad_field_is_a_422_naming_it(operation, fields, field):
+    errors = errors_of(operation=operation, input="in", **fields)
+    assert field in errors, errors
+
+
+def test_metadata_write_names_the_allowed_entries():
+    errors = errors_of(operation="metadata/write", input="in", metadata={"Colour": "red"})
+    (message,) = errors["tasks.t.metadata"]
+    assert "'Colour' is unknown" in message and "Title, Author" in message
+
+
+def test_a_watermark_image_is_a_task_it_also_waits_for():
+    tasks = {t.name: t for t in plan(operation="watermark", input="in", image="logo")}
+    assert tasks["t"].depends_on == [tasks["in"].id, tasks["logo"].id]
+
+
+def test_a_watermark_image_must_be_an_image_and_not_also_an_input():
+    errors = errors_of(operation="watermark", input="in", image="in")
+    assert errors["tasks.t.image"] == ["'in' is an input already; name it only as image"]
+    with pytest.raises(InvalidData) as info:
+        graph.plan(
+            {"in": PDF, "t": {"operation": "watermark", "input": "in", "image": "doc"},
+             "doc": {"operation": "import/url", "url": "https://example.test/a.docx"}},
+            REGISTRY,
+            lambda ref: None,
+        )  # fmt: skip
+    assert "must be one of png" in info.value.errors["tasks.t.image"][0]
+
+
+def test_passwords_are_secret_fields_sealed_at_rest():
+    assert OPERATIONS["pdf/encrypt"].secret_fields == {"set_password", "set_owner_password"}
+    assert OPERATIONS["pdf/decrypt"].secret_fields == {"password"}
