@@ -9,13 +9,17 @@ import json
 import subprocess
 import tarfile
 import zipfile
+from pathlib import Path
 
+import httpx
 import openpyxl
 import pypdfium2
 import pytest
 import pyvips
 
+from appliance.engines.pdftools import ImagePdfOptions, ImagesToPdfEngine
 from tests.e2e.conftest import base64_import, downloads, run_job, task
+from tests.integration.engines.pdfa import pdfa_problems
 
 SVG = (
     '<svg xmlns="http://www.w3.org/2000/svg" width="400" height="200">'
@@ -380,3 +384,179 @@ def test_malformed_data_fails_with_invalid_input(deployment, filename, content, 
         failed = task(job, "c")
         assert failed["code"] == "INVALID_INPUT_FILE", failed
         assert says in failed["message"]
+
+
+# -- CloudConvert's PDF tasks ---------------------------------------------------------------------
+CORPUS = Path(__file__).parents[3] / "shared" / "corpus" / "real"
+THREE_PAGES = "gotenberg-pages_3.pdf"  # "Page 1" .. "Page 3"
+
+
+@pytest.fixture(scope="module")
+def pdfs(tmp_path_factory):
+    """A real three-page PDF, a scan (a picture of words, no text) and a red logo."""
+    root = tmp_path_factory.mktemp("pdf-tasks")
+    ink = pyvips.Image.text("Lighthouse keepers log", dpi=300, font="sans 24")
+    page = (
+        (255 - ink).cast("uchar").embed(60, 60, ink.width + 120, ink.height + 120, extend="white")
+    )
+    page.copy(xres=300 / 25.4, yres=300 / 25.4).write_to_file(str(root / "scan.png"))
+    ImagesToPdfEngine().convert(
+        root / "scan.png", root / "scan.pdf", "png", "pdf", ImagePdfOptions(), lambda f: None
+    )
+    pyvips.Image.black(100, 50).new_from_image([230, 20, 20]).write_to_file(str(root / "logo.png"))
+    return {
+        THREE_PAGES: (CORPUS / THREE_PAGES).read_bytes(),
+        "scan.pdf": (root / "scan.pdf").read_bytes(),
+        "logo.png": (root / "logo.png").read_bytes(),
+    }
+
+
+def _poppler(tool: str, data: bytes, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "check.pdf"
+    path.write_bytes(data)
+    return subprocess.run([tool, *args, str(path), "-"], capture_output=True, text=True)
+
+
+def _pdf_task_job(api, pdfs, name, **fields) -> dict:
+    return run_job(
+        api,
+        {
+            "in": base64_import(name, pdfs[name]),
+            "t": {"input": "in", **fields},
+            "e": {"operation": "export/url", "input": "t"},
+        },
+    )
+
+
+def test_extract_pages_gives_the_pages_asked_for(deployment, pdfs, tmp_path):
+    with deployment.client(deployment.key()) as api:
+        job = _pdf_task_job(api, pdfs, THREE_PAGES, operation="pdf/extract-pages", pages="3,1")
+    assert job["status"] == "finished", job
+    [(name, data)] = downloads(job)
+    assert name == THREE_PAGES
+    assert _poppler("pdftotext", data, tmp_path).stdout.split() == ["Page", "3", "Page", "1"]
+
+
+def test_pdf_a_3b_passes_the_checks_of_its_part(deployment, pdfs, tmp_path):
+    with deployment.client(deployment.key()) as api:
+        job = _pdf_task_job(api, pdfs, THREE_PAGES, operation="pdf/a", conformance_level="3b")
+    assert job["status"] == "finished", job
+    out = tmp_path / "a.pdf"
+    out.write_bytes(_download(job)[0])
+    assert pdfa_problems(out, 3) == []
+
+
+def test_pdf_ocr_makes_a_scan_searchable(deployment, pdfs, tmp_path):
+    assert _poppler("pdftotext", pdfs["scan.pdf"], tmp_path).stdout.split() == []  # control
+    with deployment.client(deployment.key()) as api:
+        job = _pdf_task_job(api, pdfs, "scan.pdf", operation="pdf/ocr", language=["eng"])
+    assert job["status"] == "finished", job
+    assert task(job, "t")["engine"] == "ocrmypdf"
+    text = _poppler("pdftotext", _download(job)[0], tmp_path).stdout.split()
+    assert text == ["Lighthouse", "keepers", "log"]
+
+
+def test_encrypt_then_decrypt_with_passwords_never_shown(deployment, pdfs, tmp_path):
+    with deployment.client(deployment.key()) as api:
+        job = run_job(
+            api,
+            {
+                "in": base64_import(THREE_PAGES, pdfs[THREE_PAGES]),
+                "lock": {"operation": "pdf/encrypt", "input": "in", "set_password": "s3cret pw",
+                         "allow_print": False},
+                "unlock": {"operation": "pdf/decrypt", "input": "lock", "password": "s3cret pw"},
+                "e": {"operation": "export/url", "input": ["lock", "unlock"]},
+            },
+        )  # fmt: skip
+        assert job["status"] == "finished", job
+        shown = api.get(f"/v2/jobs/{job['id']}").text
+    assert "s3cret" not in json.dumps(job) and "s3cret" not in shown
+    locked, unlocked = _download(job)
+    assert _poppler("pdfinfo", locked, tmp_path).returncode != 0  # needs the password
+    info = _poppler("pdfinfo", locked, tmp_path, "-upw", "s3cret pw").stdout
+    assert "print:no" in info and "AES-256" in info
+    text = _poppler("pdftotext", unlocked, tmp_path).stdout.split()
+    assert text == ["Page", "1", "Page", "2", "Page", "3"]
+
+
+def test_decrypt_with_a_wrong_password_fails_with_invalid_password(deployment, pdfs):
+    locked = (CORPUS / "pypdf-libreoffice-writer-password.pdf").read_bytes()
+    with deployment.client(deployment.key()) as api:
+        job = run_job(
+            api,
+            {
+                "in": base64_import("locked.pdf", locked),
+                "t": {"operation": "pdf/decrypt", "input": "in", "password": "guess"},
+            },
+        )
+    assert job["status"] == "error"
+    assert task(job, "t")["code"] == "INVALID_PASSWORD"
+
+
+def test_watermark_with_text_and_with_an_image_task(deployment, pdfs, tmp_path):
+    with deployment.client(deployment.key()) as api:
+        job = run_job(
+            api,
+            {
+                "in": base64_import(THREE_PAGES, pdfs[THREE_PAGES]),
+                "logo": base64_import("logo.png", pdfs["logo.png"]),
+                "text": {"operation": "watermark", "input": "in", "text": "CONFIDENTIAL",
+                         "pages": "2", "font_size": 30},
+                "image": {"operation": "watermark", "input": "in", "image": "logo",
+                          "image_width": 200, "opacity": 100},
+                "e": {"operation": "export/url", "input": ["text", "image"]},
+            },
+        )  # fmt: skip
+    assert job["status"] == "finished", job
+    stamped, with_logo = _download(job)
+    pages = _poppler("pdftotext", stamped, tmp_path).stdout.split("\f")
+    assert ["CONFIDENTIAL" in p for p in pages[:3]] == [False, True, False]
+    doc = pypdfium2.PdfDocument(with_logo)
+    image = doc[0].render(scale=1).to_pil().convert("RGB")
+    red = image.getpixel((image.width // 2, image.height // 2))  # centred by default
+    doc.close()
+    assert red[0] > 200 and red[1] < 60
+
+
+def test_metadata_write_sets_the_document_information(deployment, pdfs, tmp_path):
+    with deployment.client(deployment.key()) as api:
+        job = _pdf_task_job(
+            api, pdfs, THREE_PAGES, operation="metadata/write",
+            metadata={"Title": "Annual report", "Author": "Finance"},
+        )  # fmt: skip
+    assert job["status"] == "finished", job
+    info = _poppler("pdfinfo", _download(job)[0], tmp_path).stdout
+    assert "Annual report" in info and "Finance" in info
+
+
+def test_bad_pdf_task_fields_are_422_naming_the_field(deployment, pdfs):
+    with deployment.client(deployment.key()) as api:
+        r = api.post(
+            "/v2/jobs",
+            json={
+                "tasks": {
+                    "in": base64_import(THREE_PAGES, pdfs[THREE_PAGES]),
+                    "w": {"operation": "watermark", "input": "in", "text": "x", "opacity": 101},
+                    "a": {"operation": "pdf/a", "input": "in", "conformance_level": "4b"},
+                    "p": {"operation": "pdf/encrypt", "input": "in"},
+                }
+            },
+        )
+    assert r.status_code == 422, r.text
+    assert {"tasks.w.opacity", "tasks.a.conformance_level", "tasks.p.set_password"} <= set(
+        r.json()["errors"]
+    )
+
+
+def test_extract_pages_single_task_route(deployment, pdfs, tmp_path):
+    with deployment.client(deployment.key()) as api:
+        imp = api.post("/v2/import/base64", json=base64_import(THREE_PAGES, pdfs[THREE_PAGES]))
+        assert imp.status_code == 201, imp.text
+        t = api.post(
+            "/v2/pdf/extract-pages", json={"input": imp.json()["data"]["id"], "pages": "2"}
+        )
+        assert t.status_code == 201, t.text
+        done = api.get(f"/sync/v2/tasks/{t.json()['data']['id']}").json()["data"]
+    assert done["status"] == "finished", done
+    data = httpx.get(done["result"]["files"][0]["url"], timeout=30).content
+    assert _poppler("pdftotext", data, tmp_path).stdout.split() == ["Page", "2"]
