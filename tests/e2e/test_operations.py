@@ -414,7 +414,8 @@ def pdfs(tmp_path_factory):
 def _poppler(tool: str, data: bytes, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     path = tmp_path / "check.pdf"
     path.write_bytes(data)
-    return subprocess.run([tool, *args, str(path), "-"], capture_output=True, text=True)
+    out = ["-"] if tool == "pdftotext" else []  # to stdout
+    return subprocess.run([tool, *args, str(path), *out], capture_output=True, text=True)
 
 
 def _pdf_task_job(api, pdfs, name, **fields) -> dict:
@@ -557,6 +558,9 @@ def test_extract_pages_single_task_route(deployment, pdfs, tmp_path):
         )
         assert t.status_code == 201, t.text
         done = api.get(f"/sync/v2/tasks/{t.json()['data']['id']}").json()["data"]
-    assert done["status"] == "finished", done
-    data = httpx.get(done["result"]["files"][0]["url"], timeout=30).content
+        assert done["status"] == "finished", done
+        exp = api.post("/v2/export/url", json={"input": done["id"]})
+        assert exp.status_code == 201, exp.text
+        exported = api.get(f"/sync/v2/tasks/{exp.json()['data']['id']}").json()["data"]
+    data = httpx.get(exported["result"]["files"][0]["url"], timeout=30).content
     assert _poppler("pdftotext", data, tmp_path).stdout.split() == ["Page", "2"]
