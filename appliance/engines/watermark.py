@@ -1,4 +1,5 @@
-"""CloudConvert's ``watermark`` task on PDFs, in the sandboxed helper: a text or an image
+"""CloudConvert's ``watermark`` task on PDFs (images: ``watermark_raster``), in the sandboxed
+helper: a text or an image
 stamped on the chosen pages, above or below their content, placed by position and margins,
 turned and made translucent.
 
@@ -22,6 +23,8 @@ from appliance.engines import Descriptor, Progress
 from appliance.engines.pdf import MAX_PIXELS, page_numbers
 from appliance.engines.pdfedit import save
 from appliance.engines.pdftools import PagesSpec, image_xobject, open_pdf
+from appliance.engines.watermark_raster import FORMATS as RASTER_FORMATS
+from appliance.engines.watermark_raster import stamp_raster
 from appliance.errors import PermanentError
 
 ENGINE_REVISION = "1"  # bump when output for the same input and options changes
@@ -287,8 +290,8 @@ def stamp(pdf: Any, o: WatermarkOptions, image: Path | None, progress: Progress)
 
 
 class WatermarkEngine:
-    """The ``watermark`` operation on PDFs: ``convert`` for a text, ``combine`` with the
-    image as the second input for an image."""
+    """The ``watermark`` operation on PDFs (and on png, jpg and webp: ``watermark_raster``):
+    ``convert`` for a text, ``combine`` with the image as the second input for an image."""
 
     descriptor = Descriptor(
         id="watermark",
@@ -317,6 +320,9 @@ class WatermarkEngine:
         image = srcs[1] if len(srcs) > 1 else None
         if (image is None) != (options.image is None):
             raise PermanentError("The watermark image is missing", code="INVALID_OPTIONS")
+        if dst_format in RASTER_FORMATS:
+            stamp_raster(srcs[0], dst, dst_format, options, image, progress)
+            return
         with open_pdf(srcs[0]) as pdf:
             if pdf.is_encrypted:
                 raise PermanentError(

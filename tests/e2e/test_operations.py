@@ -519,6 +519,26 @@ def test_watermark_with_text_and_with_an_image_task(deployment, pdfs, tmp_path):
     assert red[0] > 200 and red[1] < 60
 
 
+def test_watermark_on_a_jpg_makes_a_jpg_with_the_text(deployment, pdfs):
+    photo = pyvips.Image.black(400, 300).new_from_image([200, 200, 200]).jpegsave_buffer()
+    with deployment.client(deployment.key()) as api:
+        job = run_job(
+            api,
+            {
+                "in": base64_import("photo.jpg", photo),
+                "t": {"operation": "watermark", "input": "in", "text": "SAMPLE", "font_size": 60,
+                      "font_color": "#000000"},
+                "e": {"operation": "export/url", "input": "t"},
+            },
+        )  # fmt: skip
+    assert job["status"] == "finished", job
+    [(name, data)] = downloads(job)
+    out = pyvips.Image.new_from_buffer(data, "")
+    assert name == "photo.jpg" and out.get("vips-loader") == "jpegload_buffer"
+    assert (out.width, out.height) == (400, 300)
+    assert out.extract_band(0).min() < 60 and out.getpoint(5, 5)[0] > 190  # ink in the middle
+
+
 def test_metadata_write_sets_the_document_information(deployment, pdfs, tmp_path):
     with deployment.client(deployment.key()) as api:
         job = _pdf_task_job(

@@ -135,3 +135,57 @@ def test_an_encrypted_pdf_asks_to_decrypt_first(pool, tmp_path):
         _stamp(pool, CORPUS / "pypdf-libreoffice-writer-password.pdf", tmp_path / "out.pdf",
                text="x")  # fmt: skip
     assert info.value.code == "INVALID_INPUT_FILE"
+
+
+# -- on pictures ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def grey_photo(tmp_path_factory):
+    """A 600 x 400 mid-grey jpg."""
+    path = tmp_path_factory.mktemp("photo") / "photo.jpg"
+    pyvips.Image.black(600, 400).new_from_image([128, 128, 128]).write_to_file(str(path))
+    return path
+
+
+def _dark_box(path, threshold=60):
+    """The bounding box (left, top, right, bottom) of the pixels darker than ``threshold``."""
+    image = pyvips.Image.new_from_file(str(path)).extract_band(0)
+    mask = (image < threshold).ifthenelse(255, 0).cast("uchar")
+    left, top, width, height = mask.find_trim(threshold=0, background=[0])
+    return left, top, left + width, top + height
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "png", "webp"])
+def test_text_on_a_picture_goes_where_the_position_says(pool, tmp_path, grey_photo, fmt):
+    src = tmp_path / f"in.{fmt}"
+    pyvips.Image.new_from_file(str(grey_photo)).write_to_file(str(src))
+    dst = tmp_path / f"out.{fmt}"
+    SandboxedEngine(WatermarkEngine(), pool).combine(
+        [src], dst, fmt,
+        WatermarkOptions(text="MARK", font_size=48, position_vertical="bottom",
+                         position_horizontal="right", margin_vertical=20, margin_horizontal=30),
+        lambda f: None,
+    )  # fmt: skip
+    out = pyvips.Image.new_from_file(str(dst))
+    assert (out.width, out.height) == (600, 400)
+    assert out.get("vips-loader").startswith({"jpg": "jpeg", "png": "png", "webp": "webp"}[fmt])
+    left, top, right, bottom = _dark_box(dst)
+    assert 600 - 30 - 8 <= right <= 600 - 30  # the ink ends near the right margin
+    assert 400 - 20 - 16 <= bottom <= 400 - 20
+    assert right - left > 100 and bottom - top > 25  # four capitals at 48 px
+
+
+def test_an_image_on_a_picture_at_half_opacity(pool, tmp_path, grey_photo):
+    logo = tmp_path / "logo.png"
+    pyvips.Image.black(50, 50).new_from_image([0, 0, 255]).write_to_file(str(logo))
+    dst = tmp_path / "out.jpg"
+    SandboxedEngine(WatermarkEngine(), pool).combine(
+        [grey_photo, logo], dst, "jpg",
+        WatermarkOptions(image="logo", image_width=100, opacity=50,
+                         position_vertical="top", position_horizontal="left",
+                         margin_vertical=0, margin_horizontal=0),
+        lambda f: None,
+    )  # fmt: skip
+    out = pyvips.Image.new_from_file(str(dst))
+    red, green, blue = out.getpoint(50, 50)
+    assert abs(red - 64) < 10 and abs(green - 64) < 10 and abs(blue - 191) < 10  # half each
+    assert [round(v) for v in out.getpoint(150, 50)] == pytest.approx([128, 128, 128], abs=3)

@@ -45,10 +45,10 @@ def test_each_pdf_task_with_good_fields_is_planned_to_make_a_pdf(operation, fiel
 
 @pytest.mark.parametrize(
     "operation",
-    ["pdf/extract-pages", "pdf/a", "pdf/ocr", "pdf/encrypt", "pdf/decrypt", "watermark"],
+    ["pdf/extract-pages", "pdf/a", "pdf/ocr", "pdf/encrypt", "pdf/decrypt", "metadata/write"],
 )
 def test_each_pdf_task_refuses_an_input_that_is_no_pdf(operation):
-    fields = {"pages": "1", "set_password": "x", "text": "x"}
+    fields = {"pages": "1", "set_password": "x", "metadata": {"Title": "x"}}
     schema = OPERATIONS[operation].options_schema(REGISTRY).__struct_fields__
     errors = errors_of(
         operation=operation, input="logo", **{k: v for k, v in fields.items() if k in schema}
@@ -119,3 +119,10 @@ def test_a_watermark_image_must_be_an_image_and_not_also_an_input():
 def test_passwords_are_secret_fields_sealed_at_rest():
     assert OPERATIONS["pdf/encrypt"].secret_fields == {"set_password", "set_owner_password"}
     assert OPERATIONS["pdf/decrypt"].secret_fields == {"password"}
+
+
+def test_watermark_takes_pictures_too_and_makes_their_format():
+    [_, _, mark] = plan(operation="watermark", input="logo", text="x")
+    assert (mark.output_format, mark.queue) == ("png", "light")
+    errors = errors_of(operation="watermark", input="in", input_format="docx", text="x")
+    assert errors["tasks.t.input"] == ["watermark takes pdf, png, jpg, webp, not docx"]
