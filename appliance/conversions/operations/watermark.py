@@ -31,7 +31,8 @@ class Watermark(PerInputOperation):
     def check(
         self, task: PlannedTask, formats: list[str | None], registry: Registry, errors: Errors
     ) -> None:
-        if task.payload.get("image") and formats:  # the image task's format comes last
+        image = task.payload.get("image")
+        if isinstance(image, str) and image and formats:  # the image task's format comes last
             image_format = formats[-1]
             formats = formats[:-1]
             if image_format and image_format not in IMAGE_INPUTS:
