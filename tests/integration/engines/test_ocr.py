@@ -193,3 +193,16 @@ def test_pdf_ocr_keeps_pages_that_have_text(pool, tmp_path):
 def test_pdf_ocr_language_not_installed_is_refused():
     with pytest.raises(ValueError, match="language 'xxx' is not installed"):
         PdfOcrOptions(language=["eng", "xxx"])
+
+
+def test_pdf_ocr_reads_a_real_photographed_notice(pool, tmp_path):
+    photo = Path(__file__).parents[4] / "shared" / "corpus" / "real" / "textract-raw_text.jpg"
+    src = tmp_path / "notice.pdf"
+    ImagesToPdfEngine().convert(photo, src, "jpg", "pdf", ImagePdfOptions(), lambda f: None)
+    assert _pdftotext(src) == []  # control: the page is the photo only
+    dst = tmp_path / "out.pdf"
+    SandboxedEngine(PdfOcrEngine(), pool).convert(
+        src, dst, "pdf", "pdf", PdfOcrOptions(language="eng"), lambda f: None
+    )
+    text = " ".join(_pdftotext(dst))
+    assert "THIS IS A TEST OF THE NATIONAL EMERGENCY ALERT SYSTEM" in text
