@@ -9,6 +9,8 @@ count matches /N; every font embedded (pdffonts); no LZW or external streams; no
 JavaScript, no launch or other forbidden actions, no embedded files; an XMP packet that
 claims part 2, conformance B, and a PDF version of at most 1.7.
 
+For PDF/A-1 also: no transparency (soft masks, alpha, transparency groups).
+
 Not checked (what a full validator also does): that every colour used is covered by the
 intent or a device-independent space; that font programs are valid and their widths match
 the dictionaries; XMP schema validity and its agreement with the Info dictionary;
@@ -72,6 +74,23 @@ def _object_problems(pdf: pikepdf.Pdf) -> list[str]:
     return problems
 
 
+def _transparency(pdf: pikepdf.Pdf) -> list[str]:
+    """PDF/A-1 has no transparency: no soft masks, no constant alpha below 1, no
+    transparency groups."""
+    problems = []
+    for obj in pdf.objects:
+        if not isinstance(obj, pikepdf.Dictionary | pikepdf.Stream):
+            continue
+        for key in ("/ca", "/CA"):
+            if key in obj and float(obj[key]) != 1.0:
+                problems.append(f"alpha {key} {float(obj[key])}")
+        if obj.get("/SMask", pikepdf.Name.None_) != pikepdf.Name.None_:
+            problems.append("a soft mask")
+        if obj.get("/S") == "/Transparency":
+            problems.append("a transparency group")
+    return problems
+
+
 def pdfa_2b_problems(path: Path) -> list[str]:
     """What breaks the rules above (empty: none found)."""
     return pdfa_problems(path, 2)
@@ -90,6 +109,7 @@ def pdfa_problems(path: Path, part: int) -> list[str]:
         if float(pdf.pdf_version) > based_on:
             problems.append(f"PDF {pdf.pdf_version} (PDF/A-{part} is based on {based_on})")
         problems += _intent_problems(pdf) + _object_problems(pdf)
+        problems += _transparency(pdf) if part == 1 else []
         meta = pdf.open_metadata()
         if (meta.get("pdfaid:part"), meta.get("pdfaid:conformance")) != (str(part), "B"):
             problems.append(f"the XMP does not claim PDF/A-{part}b")

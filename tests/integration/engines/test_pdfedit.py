@@ -23,6 +23,7 @@ from appliance.engines.pdfedit import (
     PdfAOptions,
 )
 from appliance.engines.sandbox import SandboxedEngine
+from appliance.engines.watermark import WatermarkEngine, WatermarkOptions
 from appliance.errors import PermanentError
 from tests.integration.engines.pdfa import pdfa_problems
 
@@ -74,6 +75,21 @@ def test_pdf_a_meets_the_rules_of_its_part(pool, tmp_path, level):
                PdfAOptions(conformance_level=level))  # fmt: skip
     assert pdfa_problems(dst, int(level[0])) == []
     assert _text(dst) == [["Page", "1"], ["Page", "2"], ["Page", "3"]]
+
+
+def test_pdf_a_1b_of_a_translucent_watermark_has_no_transparency_left(pool, tmp_path):
+    marked = tmp_path / "marked.pdf"
+    SandboxedEngine(WatermarkEngine(), pool).convert(
+        THREE_PAGES, marked, "pdf", "pdf", WatermarkOptions(text="DRAFT", opacity=50),
+        lambda f: None,
+    )  # fmt: skip
+    assert "alpha /ca 0.5" in pdfa_problems(marked, 1)  # control: the stamp is translucent
+    dst = _run(
+        pool, PdfAEngine(), marked, tmp_path / "out.pdf", PdfAOptions(conformance_level="1b")
+    )
+    assert pdfa_problems(dst, 1) == []
+    # Ghostscript flattens such pages to pictures: they look the same, their text is gone
+    assert _text(dst) == [[], [], []]
 
 
 def test_pdf_a_of_an_encrypted_pdf_asks_to_decrypt_first(pool, tmp_path):
