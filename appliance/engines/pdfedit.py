@@ -11,6 +11,7 @@ the registry finds them by id.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -243,32 +244,64 @@ INFO_KEYS = {
 # a PDF date (D:YYYYMMDDHHmmSS with an optional zone), as the Info dictionary stores dates
 PDF_DATE = r"^D:\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2})?)?)?)?)?([Zz]|[+-]\d{2}'?(\d{2}'?)?)?$"
 TRAPPED = ("true", "false", "unknown")
-MetadataValue = Annotated[str, msgspec.Meta(max_length=4096)] | int | float | None
+Text = Annotated[str, msgspec.Meta(max_length=4096)]
+# a list only for Keywords (joined by ", "); a boolean only for Trapped
+MetadataValue = Text | int | float | bool | list[Text] | None
+ALLOWED = "Title, Author, Subject, Keywords, Creator, Producer, CreationDate, ModDate, Trapped"
 
 
 class MetadataWriteOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    # entry name (Title, Author, Subject, Keywords, Creator, Producer, CreationDate, ModDate,
-    # Trapped; any case) -> its value; null removes the entry
+    # entry name (any case) -> its value; null removes the entry. Dates as PDF dates
+    # (D:20260101120000Z) or ISO 8601 (2026-01-01T12:00:00Z); Keywords also as a list.
     metadata: dict[str, MetadataValue]
 
     def __post_init__(self) -> None:
         if not self.metadata:
             raise ValueError("metadata must name at least one entry")
         for name, value in self.metadata.items():
-            key = INFO_KEYS.get(name.lower())
-            if key is None:
-                allowed = (
-                    "Title, Author, Subject, Keywords, Creator, Producer, CreationDate, ModDate"
-                )
-                raise ValueError(f"metadata entry {name!r} is unknown; allowed: {allowed}, Trapped")
-            if key.endswith("Date") and value is not None and not _is_pdf_date(value):
-                raise ValueError(f"metadata {name} must be a PDF date such as D:20260101120000Z")
-            if key == "/Trapped" and value is not None and str(value).lower() not in TRAPPED:
-                raise ValueError("metadata Trapped must be one of True, False, Unknown")
+            info_entry(name, value)
 
 
-def _is_pdf_date(value: object) -> bool:
-    return isinstance(value, str) and re.fullmatch(PDF_DATE, value) is not None
+def info_entry(name: str, value: MetadataValue) -> tuple[str, str | None]:
+    """The Info dictionary's key for entry ``name`` and its value as the PDF stores it (None:
+    remove it); ValueError naming the entry when either is not one the PDF can hold."""
+    key = INFO_KEYS.get(name.lower())
+    if key is None:
+        raise ValueError(f"metadata entry {name!r} is unknown; allowed: {ALLOWED}")
+    if value is None:
+        return key, None
+    if key == "/Trapped":
+        if str(value).lower() not in TRAPPED:
+            raise ValueError("metadata Trapped must be one of True, False, Unknown")
+        return key, str(value).capitalize()
+    if isinstance(value, list) and key == "/Keywords":
+        return key, ", ".join(value)
+    if isinstance(value, list | bool):
+        raise ValueError(f"metadata {name} must be a string or a number")
+    if key.endswith("Date"):
+        return key, _pdf_date(name, str(value))
+    return key, str(value)
+
+
+def _pdf_date(name: str, value: str) -> str:
+    """A PDF date, from one or from ISO 8601 (a time without a zone is taken as UTC)."""
+    if re.fullmatch(PDF_DATE, value):
+        return value
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"metadata {name} must be a date: D:20260101120000Z or 2026-01-01T12:00:00Z"
+        ) from None
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    offset = when.utcoffset() or timedelta(0)
+    minutes = int(offset.total_seconds()) // 60
+    zone = (
+        "Z"
+        if minutes == 0
+        else f"{'+' if minutes > 0 else '-'}{abs(minutes) // 60:02d}'{abs(minutes) % 60:02d}'"
+    )
+    return when.strftime("D:%Y%m%d%H%M%S") + zone
 
 
 class MetadataWriteEngine:
@@ -293,14 +326,14 @@ class MetadataWriteEngine:
             if pdf.is_encrypted:
                 raise _encrypted()
             for name, value in options.metadata.items():
-                key = INFO_KEYS[name.lower()]
-                if value is None:
+                key, stored = info_entry(name, value)
+                if stored is None:
                     if key in pdf.docinfo:
                         del pdf.docinfo[key]
                 elif key == "/Trapped":
-                    pdf.docinfo[key] = pikepdf.Name("/" + str(value).capitalize())
+                    pdf.docinfo[key] = pikepdf.Name("/" + stored)
                 else:
-                    pdf.docinfo[key] = str(value)
+                    pdf.docinfo[key] = stored
             if "/Metadata" in pdf.Root:
                 with pdf.open_metadata(set_pikepdf_as_editor=False) as xmp:
                     xmp.load_from_docinfo(pdf.docinfo, delete_missing=True)

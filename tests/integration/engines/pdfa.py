@@ -84,7 +84,7 @@ def _transparency(pdf: pikepdf.Pdf) -> list[str]:
         for key in ("/ca", "/CA"):
             if key in obj and float(obj[key]) != 1.0:
                 problems.append(f"alpha {key} {float(obj[key])}")
-        if obj.get("/SMask", pikepdf.Name.None_) != pikepdf.Name.None_:
+        if obj.get("/SMask", pikepdf.Name("/None")) != pikepdf.Name("/None"):
             problems.append("a soft mask")
         if obj.get("/S") == "/Transparency":
             problems.append("a transparency group")

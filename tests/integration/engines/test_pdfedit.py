@@ -156,16 +156,28 @@ def test_metadata_write_sets_and_removes_document_information(pool, tmp_path):
         pdf.docinfo["/Subject"] = "to be removed"
         pdf.save(src)
     options = MetadataWriteOptions(
-        metadata={"Title": "Annual report", "author": "Finance", "Keywords": "q3, revenue",
-                  "CreationDate": "D:20261001090000Z", "Subject": None}
-    )  # fmt: skip
+        metadata={
+            "Title": "Annual report",
+            "author": "Finance",
+            "Keywords": ["q3", "revenue"],
+            "CreationDate": "D:20261001090000Z",
+            "ModDate": "2026-10-02T11:30:00+02:00",  # ISO 8601, as Gotenberg's clients send
+            "Trapped": False,
+            "Subject": None,
+        }
+    )
     dst = _run(pool, MetadataWriteEngine(), src, tmp_path / "out.pdf", options)
-    info = {k: v.strip() for k, v in _info(dst)[1].items()}
+    info = {k: v.strip() for k, v in _info(dst, "-isodates")[1].items()}
     assert (info["Title"], info["Author"], info["Keywords"]) == (
-        "Annual report", "Finance", "q3, revenue"
-    )  # fmt: skip
+        "Annual report",
+        "Finance",
+        "q3, revenue",
+    )
     assert "Subject" not in info
-    assert info["CreationDate"].startswith("Thu Oct  1 09:00:00 2026")
+    assert info["CreationDate"] == "2026-10-01T09:00:00Z"
+    assert info["ModDate"] == "2026-10-02T11:30:00+02"
+    with pikepdf.open(dst) as pdf:
+        assert pdf.docinfo["/Trapped"] == pikepdf.Name("/False")
     assert _text(dst) == _text(THREE_PAGES)
 
 

@@ -76,6 +76,8 @@ def test_each_pdf_task_refuses_an_input_that_is_no_pdf(operation):
         ("metadata/write", {"metadata": {"Colour": "red"}}, "tasks.t.metadata"),
         ("metadata/write", {"metadata": {"ModDate": "yesterday"}}, "tasks.t.metadata"),
         ("metadata/write", {"metadata": {"Title": ["a"]}}, "tasks.t.metadata"),
+        ("metadata/write", {"metadata": {"Trapped": "maybe"}}, "tasks.t.metadata"),
+        ("metadata/write", {"metadata": {"Title": {"a": 1}}}, "tasks.t.metadata"),
         ("watermark", {}, "tasks.t.text"),
         ("watermark", {"text": "a", "image": "logo"}, "tasks.t.text"),
         ("watermark", {"text": "a", "opacity": 101}, "tasks.t.opacity"),
