@@ -64,7 +64,9 @@ def _text_stamp(vips: Any, o: WatermarkOptions) -> Any:
     return ink.bandjoin(mask)
 
 
-def _image_stamp(vips: Any, path: Path, o: WatermarkOptions, base_width: int) -> Any:
+def _image_stamp(vips: Any, path: Path, o: WatermarkOptions, base_width: int, work: Path) -> Any:
+    if path.read_bytes()[:2] == b"BM":  # libvips here has no BMP loader: Pillow decodes it
+        path = _bmp_as_png(path, work)
     stamp = _rgba(vips, _load(vips, path, "The watermark image"))
     ratio = stamp.height / stamp.width
     width: float = stamp.width
@@ -80,6 +82,21 @@ def _image_stamp(vips: Any, path: Path, o: WatermarkOptions, base_width: int) ->
     return stamp
 
 
+def _bmp_as_png(path: Path, work: Path) -> Path:
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    png = work / "stamp.png"  # beside the output: the one directory the engine may write
+    try:
+        with Image.open(path) as image:
+            image.save(png, format="PNG")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise PermanentError(
+            "The watermark image could not be read", code="INVALID_INPUT_FILE"
+        ) from exc
+    return png
+
+
 def stamp_raster(
     src: Path, dst: Path, fmt: str, o: WatermarkOptions, image: Path | None, progress: Progress
 ) -> None:
@@ -89,7 +106,11 @@ def stamp_raster(
     had_alpha = base.hasalpha()
     try:
         canvas = _rgba(vips, base)
-        stamp = _text_stamp(vips, o) if image is None else _image_stamp(vips, image, o, base.width)
+        stamp = (
+            _text_stamp(vips, o)
+            if image is None
+            else _image_stamp(vips, image, o, base.width, dst.parent)
+        )
         if o.rotation % 360:
             stamp = stamp.similarity(angle=-o.rotation, background=[0, 0, 0, 0])
         if o.opacity < 100:

@@ -174,9 +174,12 @@ def test_text_on_a_picture_goes_where_the_position_says(pool, tmp_path, grey_pho
     assert right - left > 100 and bottom - top > 25  # four capitals at 48 px
 
 
-def test_an_image_on_a_picture_at_half_opacity(pool, tmp_path, grey_photo):
-    logo = tmp_path / "logo.png"
-    pyvips.Image.black(50, 50).new_from_image([0, 0, 255]).write_to_file(str(logo))
+@pytest.mark.parametrize("logo_format", ["png", "bmp"])
+def test_an_image_on_a_picture_at_half_opacity(pool, tmp_path, grey_photo, logo_format):
+    from PIL import Image
+
+    logo = tmp_path / f"logo.{logo_format}"
+    Image.new("RGB", (50, 50), (0, 0, 255)).save(logo)
     dst = tmp_path / "out.jpg"
     SandboxedEngine(WatermarkEngine(), pool).combine(
         [grey_photo, logo], dst, "jpg",
