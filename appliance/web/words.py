@@ -13,7 +13,7 @@ SENTENCES = {
     "ENGINE_CRASHED": "The converter stopped unexpectedly on this file.",
     "ENGINE_UNAVAILABLE": "The converter this needs is not running on this appliance.",
     "NO_TEXT_FOUND": "No text was found in the file.",
-    "INVALID_PASSWORD": "The password given does not open the PDF.",
+    "INVALID_PASSWORD": "The password does not open the PDF.",
     "INVALID_CONVERSION_TYPE": "This appliance cannot convert this kind of file to that format.",
     "TIMEOUT": "The conversion took too long and was stopped.",
     "CANCELLED": "The conversion was cancelled.",
