@@ -5,7 +5,8 @@ domain (``conversions.admission``).
 
 Requests that wait by design (the sync API, ``/wait`` routes, signed URLs, which run their
 job first) hold no database connection while they wait and have their own per-user cap, so
-they are left out of the count, as are the health checks.
+they are left out of the count, as are the health checks and Gotenberg's routes (which wait
+for their job likewise).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ class InFlightCap:
     def __init__(self, app: Any, limit: int, sync_prefix: str) -> None:
         self.app = app
         self.limit = limit
-        self.waiting = (sync_prefix.rstrip("/") + "/", "/v2/s/", "/health/")
+        # Gotenberg's routes (/forms/) wait for their job as the sync API does
+        self.waiting = (sync_prefix.rstrip("/") + "/", "/v2/s/", "/health/", "/forms/")
         self.active = 0
 
     def counted(self, scope: dict[str, Any]) -> bool:

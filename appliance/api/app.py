@@ -28,6 +28,7 @@ from appliance.api.body import ApiRequest
 from appliance.api.deps import Services, principal
 from appliance.api.drain import Drain, DrainFlag
 from appliance.api.events import Notifier
+from appliance.api.gotenberg.routes import router as gotenberg_router
 from appliance.conversions.catalog import Catalog
 from appliance.conversions.service import JobService
 from appliance.conversions.signed_urls import SignedUrlService
@@ -132,6 +133,8 @@ def create_app(
             meta.live,
             meta.ready,
             sync,
+            # Gotenberg's routes: a form of several files, each at most the upload limit
+            gotenberg_router(settings.max_upload_bytes + MULTIPART_SLACK),
             *(pages(settings) if pages else []),
         ],
         dependencies={"principal": Provide(principal)},

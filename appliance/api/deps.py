@@ -39,9 +39,14 @@ async def principal(request: Request[Any, Any, Any]) -> Principal:
     """The key's user, once the key is valid and carries the scope the request needs:
     ``<family>.read`` to read, ``<family>.write`` to create, change or delete (403 otherwise),
     the family being the route's ``SCOPES_OF`` (``task`` unless it says)."""
+    return await authorized(request, request.headers.get("authorization"))
+
+
+async def authorized(request: Request[Any, Any, Any], authorization: str | None) -> Principal:
+    """``principal`` for the ``Authorization`` value given (``Bearer <api key>``)."""
     address = request_address(request)
     svc = services(request)
-    who = await svc.auth.authenticate(request.headers.get("authorization"), address)
+    who = await svc.auth.authenticate(authorization, address)
     family = request.route_handler.opt.get(SCOPES_OF, "task")
     scope = f"{family}.read" if request.method in READ_METHODS else f"{family}.write"
     scope = request.route_handler.opt.get(SCOPE, scope)

@@ -74,21 +74,7 @@ async def live() -> dict[str, str]:
 @get("/health/ready", tags=["health"], include_in_schema=False)
 async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     svc = services(request)
-
-    probes = {
-        "postgres": (svc.jobs.ping(), 2.0),
-        "redis": (svc.notifier.ping(), 2.0),
-        "storage": (asyncio.to_thread(svc.jobs.storage.check), 5.0),
-    }
-    checks: dict[str, str] = {}
-    for name, (probe, timeout) in probes.items():
-        try:
-            await asyncio.wait_for(probe, timeout)
-            checks[name] = "ok"
-        except Exception as exc:
-            checks[name] = f"error: {type(exc).__name__}"
-    if request.app.state.drain.active():
-        checks["draining"] = "error: the drain file exists"
+    checks = await probe(request)
     failed = [name for name, result in checks.items() if result != "ok"]
     if failed:
         log.warning("not ready: %s", ", ".join(f"{n} {checks[n]}" for n in failed))
@@ -103,3 +89,24 @@ async def ready(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
         },
         status_code=503 if failed else 200,
     )
+
+
+async def probe(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """What readiness checks: Postgres, Redis and storage reachable, not draining (each
+    "ok" or why not)."""
+    svc = services(request)
+    probes = {
+        "postgres": (svc.jobs.ping(), 2.0),
+        "redis": (svc.notifier.ping(), 2.0),
+        "storage": (asyncio.to_thread(svc.jobs.storage.check), 5.0),
+    }
+    checks: dict[str, str] = {}
+    for name, (check, timeout) in probes.items():
+        try:
+            await asyncio.wait_for(check, timeout)
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"error: {type(exc).__name__}"
+    if request.app.state.drain.active():
+        checks["draining"] = "error: the drain file exists"
+    return checks

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from email.message import Message
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urljoin, urlsplit
@@ -123,7 +124,7 @@ def open_pinned(
     allow_private: bool,
     timeout: float,
     headers: dict[str, str],
-    body: bytes | None = None,
+    body: bytes | Iterable[bytes] | None = None,
     user_agent: str = USER_AGENT,
 ) -> tuple[urllib3.HTTPConnectionPool, urllib3.BaseHTTPResponse]:
     """Send one request to ``url`` at the one address its host resolved to, once ``netguard``

@@ -15,7 +15,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -34,6 +34,7 @@ from appliance.conversions.files import (
     spool_for,
     store,
 )
+from appliance.conversions.gotenberg import Output
 from appliance.conversions.lifecycle import (
     ImportRouting,
     client_import_ended,
@@ -517,6 +518,15 @@ class JobService:
         if doc is None:
             raise NotFound(f"Task {task_id} not found")
         return doc  # type: ignore[no-any-return]
+
+    async def task_outputs(self, user_id: uuid.UUID, task_id: uuid.UUID) -> list[Output]:
+        """The files the user's task made, in order (from the primary: read as it ends)."""
+        rows = await self._primary(partial(job_rows.task_outputs, task_id=task_id, user_id=user_id))
+        return [Output(r["sha256"], r["filename"], r["size"]) for r in rows]
+
+    def output_bytes(self, sha256: str) -> Iterator[bytes]:
+        """An output's plain bytes, opened as they are read (blocking: a thread's)."""
+        return self.storage.iter_bytes(object_key(sha256))
 
     async def list_jobs(
         self,

@@ -7,6 +7,10 @@ every attempt. It goes through ``fetch.open_pinned``, as import/url does: the ho
 once, refused when any of its addresses is not public (unless ``allow_private_urls``), the
 connection made to that one address; no redirect is followed.
 
+A job made by a Gotenberg route with Gotenberg's webhook headers is sent as Gotenberg sends
+it instead (``gotenberg``: its output file, or its error as JSON), unsigned, through the same
+guard and with the same retries.
+
 Outcomes: 2xx delivered; 410 Gone disables the webhook; network errors, 408, 429 and 5xx are
 tried again after a backoff that doubles from ``webhook_backoff_seconds`` (capped, with a
 little jitter so receivers coming back are not hit all at once) until
@@ -19,9 +23,11 @@ import logging
 import random
 import secrets
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from appliance.conversions import gotenberg
 from appliance.conversions.fetch import open_pinned
 from appliance.conversions.webhooks import (
     DELIVERY_ID_HEADER,
@@ -31,11 +37,14 @@ from appliance.conversions.webhooks import (
     sign,
 )
 from appliance.db import SyncPool
+from appliance.db.queries import jobs as job_rows
 from appliance.db.queries import webhooks as rows
 from appliance.errors import InvalidData, RetryableError
 from appliance.metrics import WEBHOOK_DELIVERIES
 from appliance.security.sealing import Columns
 from appliance.settings import Settings
+from appliance.storage import object_key
+from appliance.storage.sealed import SealedStorage
 
 log = logging.getLogger(__name__)
 USER_AGENT = "appliance-webhooks/1"
@@ -56,6 +65,7 @@ class Due:
     body: str
     attempts: int
     secret: str
+    user_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -87,13 +97,29 @@ def judge(status: int) -> Attempt:
 def post(due: Due, *, allow_private: bool, timeout: float) -> Attempt:
     """One attempt at ``due``; never raises for what the network or receiver does."""
     body = due.body.encode()
+    return send_request(
+        "POST", due.url, headers(due, body), body, allow_private=allow_private, timeout=timeout
+    )
+
+
+def send_request(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes | Iterable[bytes],
+    *,
+    allow_private: bool,
+    timeout: float,
+) -> Attempt:
+    """Send one request and judge the answer; never raises for what the network or
+    receiver does."""
     try:
         pool, response = open_pinned(
-            "POST",
-            due.url,
+            method,
+            url,
             allow_private=allow_private,
             timeout=timeout,
-            headers=headers(due, body),
+            headers=headers,
             body=body,
             user_agent=USER_AGENT,
         )
@@ -117,6 +143,7 @@ class Outbox:
     settings: Settings
     pool: SyncPool
     columns: Columns  # opens the signing secrets, sealed at rest
+    storage: SealedStorage | None = None  # reads the files Gotenberg's webhooks send
 
     @property
     def lease(self) -> float:
@@ -127,7 +154,17 @@ class Outbox:
         due = []
         for r in rows.claim(self.pool, limit, self.lease):
             secret = self.secret(r["user_id"], r["webhook_id"], r["secret"])
-            due.append(Due(r["id"], r["webhook_id"], r["url"], r["body"], r["attempts"], secret))
+            due.append(
+                Due(
+                    r["id"],
+                    r["webhook_id"],
+                    r["url"],
+                    r["body"],
+                    r["attempts"],
+                    secret,
+                    r["user_id"],
+                )
+            )
         return due
 
     def secret(self, user_id: uuid.UUID, webhook_id: uuid.UUID | None, sealed: str | None) -> str:
@@ -143,12 +180,47 @@ class Outbox:
     def send(self, due: Due) -> Attempt:
         """Attempt ``due`` and record the outcome; returns it."""
         s = self.settings
-        attempt = post(due, allow_private=s.allow_private_urls, timeout=s.webhook_timeout_seconds)
+        hook = self.hook(due)
+        if hook is not None:
+            attempt = self.post_gotenberg(due, hook)
+        else:
+            timeout = s.webhook_timeout_seconds
+            attempt = post(due, allow_private=s.allow_private_urls, timeout=timeout)
         if attempt.verdict == "retry" and due.attempts >= s.webhook_max_attempts:
             attempt = Attempt("failed", attempt.code, f"{attempt.error}; out of attempts")
         self.record(due, attempt)
         WEBHOOK_DELIVERIES.labels(attempt.verdict).inc()
         return attempt
+
+    def hook(self, due: Due) -> gotenberg.Hook | None:
+        """The Gotenberg webhook ``due`` is, if it is one."""
+        if due.user_id is None or due.webhook_id is not None:
+            return None
+        user = due.user_id
+        return gotenberg.hook_in(
+            due.body, lambda sealed: self.columns.open(user, gotenberg.HOOK_COLUMN, sealed)
+        )
+
+    def post_gotenberg(self, due: Due, hook: gotenberg.Hook) -> Attempt:
+        """What Gotenberg sends for the job's end: its file(s), or its error."""
+        s, storage, user = self.settings, self.storage, due.user_id
+        assert storage is not None and user is not None, "a sender that sends files"
+
+        def outputs(task_id: uuid.UUID) -> list[gotenberg.Output]:
+            rows = job_rows.task_outputs_sync(self.pool, task_id, user)
+            return [gotenberg.Output(r["sha256"], r["filename"], r["size"]) for r in rows]
+
+        request = gotenberg.hook_request(hook, due.body, outputs)
+        body = request.chunks(lambda sha: storage.iter_bytes(object_key(sha)))
+        request.headers[DELIVERY_ID_HEADER] = str(due.id)
+        return send_request(
+            request.method,
+            request.url,
+            request.headers,
+            body,
+            allow_private=s.allow_private_urls,
+            timeout=s.webhook_timeout_seconds,
+        )
 
     def record(self, due: Due, attempt: Attempt) -> None:
         outcome = (attempt.code, attempt.error)

@@ -32,7 +32,7 @@ LISTEN_RETRY_SECONDS = 5.0
 class WebhookSenderThread(threading.Thread):
     def __init__(self, rt: Runtime) -> None:
         super().__init__(daemon=True, name="webhook-sender")
-        self.outbox = Outbox(rt.settings, rt.pool, Columns(rt.storage.keyring))
+        self.outbox = Outbox(rt.settings, rt.pool, Columns(rt.storage.keyring), rt.storage)
         self.database_url = rt.settings.effective_database_url
         self.slots = rt.settings.webhook_senders
         self.senders = ThreadPoolExecutor(self.slots, thread_name_prefix="webhook")

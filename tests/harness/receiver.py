@@ -21,6 +21,7 @@ class Received:
     headers: dict[str, str]  # names lower-cased
     body: bytes
     at: float  # time.time() on arrival (wall clock: compared with Postgres's timestamps)
+    method: str = "POST"
 
     @property
     def payload(self) -> Any:
@@ -50,11 +51,25 @@ class Receiver:
             protocol_version = "HTTP/1.1"
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                receiver.record(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    body = self._chunked()
+                else:
+                    body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                receiver.record(self.path, headers, body, self.command)
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            do_PUT = do_PATCH = do_POST  # Gotenberg's webhooks may use them
+
+            def _chunked(self) -> bytes:
+                body = b""
+                while size := int(self.rfile.readline().split(b";")[0].strip(), 16):
+                    body += self.rfile.read(size)
+                    self.rfile.readline()
+                self.rfile.readline()  # the blank line after the last chunk
+                return body
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -71,9 +86,9 @@ class Receiver:
             self._server.server_close()
             self._server = None
 
-    def record(self, path: str, headers: dict[str, str], body: bytes) -> None:
+    def record(self, path: str, headers: dict[str, str], body: bytes, method: str) -> None:
         with self._arrived:
-            self.received.append(Received(path, headers, body, time.time()))
+            self.received.append(Received(path, headers, body, time.time(), method))
             self._arrived.notify_all()
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[Received]:

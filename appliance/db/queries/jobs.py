@@ -9,7 +9,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from appliance.db import AsyncDictConnection
+from appliance.db import AsyncDictConnection, SyncPool
 from appliance.db.queries.files import forget_cached_outputs, released_now
 
 CREATE_JOB = "SELECT * FROM appliance_create_job(%s, %s, %s, %s, %s, %s)"
@@ -45,6 +45,11 @@ USER_LOAD = (
 )
 JOB_DOC = "SELECT doc::text AS doc FROM job_docs WHERE id = %s AND user_id = %s"
 TASK_DOC = "SELECT appliance_task_json(t)::text AS doc FROM tasks t WHERE id = %s AND user_id = %s"
+# The files a task of the user made, in order: what a Gotenberg route answers with.
+TASK_OUTPUTS = (
+    "SELECT f.sha256, f.filename, f.size FROM task_files f JOIN tasks t ON t.id = f.task_id"
+    " WHERE f.task_id = %s AND t.user_id = %s ORDER BY f.position"
+)
 
 
 def _list_jobs_sql(view: str) -> str:
@@ -157,6 +162,18 @@ async def job_doc(conn: AsyncDictConnection, job_id: uuid.UUID, user_id: uuid.UU
 async def task_doc(conn: AsyncDictConnection, task_id: uuid.UUID, user_id: uuid.UUID) -> str | None:
     row = await _one(conn, TASK_DOC, (task_id, user_id))
     return row["doc"] if row else None
+
+
+async def task_outputs(
+    conn: AsyncDictConnection, task_id: uuid.UUID, user_id: uuid.UUID
+) -> list[dict[str, Any]]:
+    """The files of the user's task (sha256, filename, size), in order; [] if none."""
+    return await _all(conn, TASK_OUTPUTS, (task_id, user_id))
+
+
+def task_outputs_sync(pool: SyncPool, task_id: uuid.UUID, user_id: uuid.UUID) -> list[Any]:
+    with pool.connection() as conn:
+        return conn.execute(TASK_OUTPUTS, (task_id, user_id)).fetchall()
 
 
 async def page(conn: AsyncDictConnection, sql: str, args: tuple[Any, ...]) -> tuple[str, int]:

@@ -1,0 +1,8 @@
+"""Gotenberg-compatible routes (``/forms/...``, ``/health``, ``/version``): each turns its
+multipart form into a job of the appliance's own task operations, so limits, quotas,
+scanning, encryption at rest, audit and usage apply as they do to ``/v2/jobs``.
+
+``fields`` holds the whole Gotenberg field mapping (form -> tasks); ``form`` reads the
+multipart body; ``routes`` runs the job and answers as Gotenberg does; ``webhook`` reads
+Gotenberg's webhook headers and ``conversions.gotenberg_delivery`` sends what they ask for.
+"""

@@ -1,0 +1,210 @@
+"""Gotenberg's routes driven by gotenberg-client (PyPI), unchanged but for its base URL and its
+basic auth (an API key as the password), against a real deployment: LibreOffice conversions,
+merges, splits, metadata, health and version, errors in Gotenberg's shape, the routes whose
+operation is not enabled answering 501, and webhooks delivered to a receiver on loopback by
+the worker processes' outbox senders."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import httpx
+import pikepdf
+import pytest
+from gotenberg_client import GotenbergClient, HttpStatusError, SingleFileResponse, ZipFileResponse
+from gotenberg_client.options import PdfAFormat
+
+from tests.harness.receiver import Receiver
+
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "real"
+DOCX = CORPUS / "gotenberg-pages_12.docx"  # 12 pages
+ODT = CORPUS / "pypdf-trivial-source.odt"
+PDF = CORPUS / "gotenberg-pages_3.pdf"  # 3 pages
+
+# The local deployment: it allows private addresses, so webhooks reach the receiver.
+pytestmark = pytest.mark.parametrize("deployment", ["local"], indirect=True)
+
+
+def pages(data: bytes) -> int:
+    with pikepdf.open(io.BytesIO(data)) as pdf:
+        return len(pdf.pages)
+
+
+@pytest.fixture
+def key(deployment) -> str:
+    return deployment.key()
+
+
+@pytest.fixture
+def gotenberg(deployment, key):
+    with GotenbergClient(deployment.url, auth=("any-user", key), timeout=90) as client:
+        yield client
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+def test_libreoffice_converts_a_docx_to_its_pdf(gotenberg):
+    with gotenberg.libre_office.to_pdf() as route:
+        response = route.convert(DOCX).trace_id("trace-1").run()
+    assert isinstance(response, SingleFileResponse)
+    assert response.status_code == 200 and response.content.startswith(b"%PDF")
+    assert pages(response.content) == 12
+    assert response.headers["gotenberg-trace"] == "trace-1"
+    assert response.headers["content-type"] == "application/pdf"
+    assert 'filename="gotenberg-pages_12.pdf"' in response.headers["content-disposition"]
+
+
+def test_libreoffice_answers_a_zip_for_several_files_and_one_pdf_when_merged(gotenberg):
+    with gotenberg.libre_office.to_pdf() as route:
+        response = route.convert_files([DOCX, ODT]).run()
+    assert isinstance(response, ZipFileResponse)
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        names = sorted(archive.namelist())
+        assert names == ["gotenberg-pages_12.pdf", "pypdf-trivial-source.pdf"]
+        assert pages(archive.read("gotenberg-pages_12.pdf")) == 12
+    with gotenberg.libre_office.to_pdf() as route:
+        merged = route.convert_files([DOCX, ODT]).merge(merge=True).run()
+    assert isinstance(merged, SingleFileResponse)
+    assert pages(merged.content) == 12 + pages(_single(gotenberg, ODT))
+
+
+def _single(gotenberg, path: Path) -> bytes:
+    with gotenberg.libre_office.to_pdf() as route:
+        return bytes(route.convert(path).run().content)
+
+
+def test_libreoffice_page_ranges_and_pdf_a_2b_are_libreoffice_s_own(gotenberg):
+    with gotenberg.libre_office.to_pdf() as route:
+        response = route.convert(DOCX).page_ranges("2-4").pdf_format(PdfAFormat.A2b).run()
+    assert pages(response.content) == 3
+    with pikepdf.open(io.BytesIO(response.content)) as pdf:
+        assert pdf.open_metadata().pdfa_status == "2B"
+
+
+def test_pdf_engines_merge_in_the_client_s_order_and_split_per_page(gotenberg):
+    with gotenberg.merge.merge() as route:
+        merged = route.merge([PDF, PDF]).output_filename("both").run()
+    assert pages(merged.content) == 6
+    assert 'filename="both.pdf"' in merged.headers["content-disposition"]
+    with gotenberg.split.split() as route:
+        split = route.split(PDF).split_mode("intervals").split_span("1").run()
+    assert isinstance(split, ZipFileResponse)
+    with zipfile.ZipFile(io.BytesIO(split.content)) as archive:
+        assert len(archive.namelist()) == 3
+        assert all(pages(archive.read(n)) == 1 for n in archive.namelist())
+
+
+def test_metadata_read_answers_each_file_s_metadata_by_name(gotenberg):
+    with gotenberg.metadata.read() as route:
+        found = route.read(PDF).run()
+    assert list(found) == ["gotenberg-pages_3.pdf"]
+    assert found["gotenberg-pages_3.pdf"]["PageCount"] == 3
+
+
+def test_health_is_gotenberg_s_shape_and_version_needs_a_key(deployment, gotenberg):
+    status = gotenberg.health.health()
+    assert status.overall.value == "up" and status.uno is not None
+    assert httpx.head(deployment.url + "/health").status_code == 200
+    assert gotenberg.version.get().startswith("8.")
+    assert httpx.get(deployment.url + "/version").status_code == 401
+
+
+def test_keys_are_checked_bearer_and_basic_and_refusals_are_plain_text(deployment, key):
+    files = {"a.pdf": ("a.pdf", PDF.read_bytes())}
+    url = deployment.url + "/forms/pdfengines/metadata/read"
+    bad = httpx.post(url, files=files, auth=("user", "not-a-key"), timeout=30)
+    assert bad.status_code == 401 and bad.text == "Unauthorized"
+    assert bad.headers["www-authenticate"].lower().startswith("basic")
+    assert bad.headers["content-type"].startswith("text/plain") and bad.headers["gotenberg-trace"]
+    ok = httpx.post(url, files=files, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    assert ok.status_code == 200 and "a.pdf" in ok.json()
+
+
+def test_form_errors_are_gotenberg_s(deployment, key):
+    headers = {"Authorization": f"Bearer {key}"}
+    url = deployment.url + "/forms/pdfengines/split"
+    r = httpx.post(url, files={"a.pdf": ("a.pdf", PDF.read_bytes())}, headers=headers, timeout=30)
+    assert (
+        r.status_code == 400 and r.text == "Invalid form data: form field 'splitMode' is required"
+    )
+    r = httpx.post(
+        deployment.url + "/forms/libreoffice/convert",
+        files={"a.xyz": ("a.xyz", b"zzz")},
+        headers=headers,
+        timeout=30,
+    )
+    assert r.status_code == 400 and r.text.startswith("Invalid form data: no form file found")
+    r = httpx.post(url, content=b"{}", headers={**headers, "Content-Type": "application/json"})
+    assert r.status_code == 415
+
+
+def test_a_corrupt_document_fails_with_a_400_naming_why(gotenberg, tmp_path):
+    broken = tmp_path / "broken.docx"
+    broken.write_bytes(b"PK\x03\x04 this is no document")
+    with gotenberg.libre_office.to_pdf() as route, pytest.raises(HttpStatusError) as err:
+        route.convert(broken).run()
+    assert err.value.response.status_code == 400
+
+
+def test_routes_whose_operation_is_not_enabled_answer_501_naming_it(deployment, gotenberg):
+    with gotenberg.flatten.flatten() as route, pytest.raises(HttpStatusError) as err:
+        route.flatten(PDF).run()
+    assert err.value.response.status_code == 501
+    assert b"pdf/flatten" in err.value.response.content
+    with gotenberg.merge.merge() as route, pytest.raises(HttpStatusError) as err:
+        route.merge([PDF]).pdf_format(PdfAFormat.A1b).run()
+    assert err.value.response.status_code == 501 and b"pdf/a" in err.value.response.content
+
+
+def test_the_job_is_the_user_s_own_with_its_tag(deployment, key, gotenberg):
+    with gotenberg.merge.merge() as route:
+        route.merge([PDF, PDF]).run()
+    with deployment.client(key) as api:
+        jobs = api.get("/v2/jobs", params={"filter[tag]": "gotenberg", "include": "tasks"})
+    (job,) = jobs.json()["data"]
+    assert job["status"] == "finished"
+    ops = [t["operation"] for t in job["tasks"]]
+    assert ops == ["import/upload", "import/upload", "merge", "export/url"]
+
+
+def test_webhook_gets_the_file_and_the_error_url_the_failure(deployment, key, receiver, tmp_path):
+    with GotenbergClient(deployment.url, auth=("u", key), timeout=60) as client:
+        client.add_webhook_url(receiver.url)
+        client.add_error_webhook_url(receiver.url.replace("/hook", "/error"))
+        client.set_webhook_http_method("PUT")
+        client.set_webhook_extra_headers({"X-Secret": "s3"})
+        with client.merge.merge() as route:
+            answer = route.merge([PDF, PDF]).trace_id("hook-1").run()
+        assert answer.status_code == 204
+        (got,) = receiver.wait_for(1, timeout=60)
+        assert got.method == "PUT" and got.path == "/hook"
+        assert pages(got.body) == 6 and got.headers["content-type"] == "application/pdf"
+        assert got.headers["gotenberg-trace"] == "hook-1" and got.headers["x-secret"] == "s3"
+        assert "attachment" in got.headers["content-disposition"]
+        broken = tmp_path / "broken.pdf"
+        broken.write_bytes(b"%PDF-1.4 not really")
+        with client.merge.merge() as route:
+            assert route.merge([broken, PDF]).run().status_code == 204
+        error = receiver.wait_for(2, timeout=60)[1]
+    assert error.path == "/error" and error.method == "POST"
+    body = json.loads(error.body)
+    assert body["status"] == 400 and body["message"]
+
+
+def test_a_webhook_without_an_error_url_is_refused(deployment, key, receiver):
+    headers = {"Authorization": f"Bearer {key}", "Gotenberg-Webhook-Url": receiver.url}
+    r = httpx.post(
+        deployment.url + "/forms/pdfengines/merge",
+        files={"a.pdf": ("a.pdf", PDF.read_bytes())},
+        headers=headers,
+        timeout=30,
+    )
+    assert r.status_code == 400 and "Gotenberg-Webhook-Error-Url" in r.text
