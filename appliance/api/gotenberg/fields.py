@@ -43,8 +43,6 @@ SCREENSHOT_FORMATS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 # Fields whose effect nothing here gives: refused when set to anything but their default.
 UNSUPPORTED = {
-    "password": "",
-    "landscape": "false",  # LibreOffice's (Chromium's landscape is page_orientation)
     "nativeWatermarkText": "",
     "nativeTiledWatermarkText": "",
     "pdfua": "false",
@@ -61,6 +59,8 @@ UNSUPPORTED = {
     "omitBackground": "false",
     "preferCssPageSize": "false",
 }
+# LibreOffice's own (Chromium's landscape is capture-website's page_orientation)
+OFFICE_UNSUPPORTED = {"password": "", "landscape": "false"}
 NO_FILE_FIELDS = ("embeds", "watermark", "stamp", "facturxXml")  # form files that are no input
 
 
@@ -194,8 +194,8 @@ def extension(name: str) -> str:
     return ext.lower() if dot and stem else ""
 
 
-def check_supported(form: Form) -> None:
-    for name, default in UNSUPPORTED.items():
+def check_supported(form: Form, more: Mapping[str, str] | None = None) -> None:
+    for name, default in (UNSUPPORTED | dict(more or {})).items():
         value = form.values.get(name, "")
         if value not in ("", default):
             raise NotAvailable(f"the '{name}' form field")
@@ -310,7 +310,7 @@ def post_steps(chain: Chain, form: Form, *, pdf_a_done: bool = False) -> None:
 
 # -- LibreOffice ----------------------------------------------------------------------------
 def plan_libreoffice(form: Form, caps: Capabilities) -> Plan:
-    check_supported(form)
+    check_supported(form, OFFICE_UNSUPPORTED)
     inputs = required_inputs(form, caps.office_sources)
     chain = Chain(caps, inputs)
     level = pdf_a_level(form)
