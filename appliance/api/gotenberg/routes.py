@@ -165,6 +165,7 @@ def _route(path: str) -> Any:
         description="Gotenberg-compatible: a multipart form in, the file (a zip of several)"
         " out; Gotenberg's webhook headers answer 204 and deliver later.",
         operation_id=f"gotenberg_{path.replace('/', '_')}",
+        include_in_schema=False,  # Gotenberg documents them; the schema is CloudConvert's
     )
     async def handler(request: Request[Any, Any, Any], principal: Principal) -> Response[Any]:
         return await run(request, principal, path)
@@ -172,7 +173,7 @@ def _route(path: str) -> Any:
     return handler
 
 
-@get("/version", summary="Gotenberg's /version", media_type="text/plain")
+@get("/version", summary="Gotenberg's /version", media_type="text/plain", include_in_schema=False)
 async def version(principal: Principal) -> str:
     return VERSION
 
@@ -193,12 +194,12 @@ async def health_answer(request: Request[Any, Any, Any]) -> Response[Any]:
     return Response(body, status_code=200 if up else 503)
 
 
-@get("/health", summary="Gotenberg's /health")
+@get("/health", summary="Gotenberg's /health", include_in_schema=False)
 async def health(request: Request[Any, Any, Any]) -> Response[Any]:
     return await health_answer(request)
 
 
-@head("/health", summary="Gotenberg's /health")
+@head("/health", summary="Gotenberg's /health", include_in_schema=False)
 async def health_head(request: Request[Any, Any, Any]) -> Response[None]:
     answer = await health_answer(request)
     return Response(None, status_code=answer.status_code)
