@@ -27,6 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+import msgspec
+
 from appliance.conversions import gotenberg
 from appliance.conversions.fetch import open_pinned
 from appliance.conversions.webhooks import (
@@ -39,7 +41,7 @@ from appliance.conversions.webhooks import (
 from appliance.db import SyncPool
 from appliance.db.queries import jobs as job_rows
 from appliance.db.queries import webhooks as rows
-from appliance.errors import InvalidData, RetryableError
+from appliance.errors import ApplianceError, InvalidData, PermanentError, RetryableError
 from appliance.metrics import WEBHOOK_DELIVERIES
 from appliance.security.sealing import Columns
 from appliance.settings import Settings
@@ -180,17 +182,24 @@ class Outbox:
     def send(self, due: Due) -> Attempt:
         """Attempt ``due`` and record the outcome; returns it."""
         s = self.settings
-        hook = self.hook(due)
-        if hook is not None:
-            attempt = self.post_gotenberg(due, hook)
-        else:
-            timeout = s.webhook_timeout_seconds
-            attempt = post(due, allow_private=s.allow_private_urls, timeout=timeout)
+        attempt = self.attempt(due)
         if attempt.verdict == "retry" and due.attempts >= s.webhook_max_attempts:
             attempt = Attempt("failed", attempt.code, f"{attempt.error}; out of attempts")
         self.record(due, attempt)
         WEBHOOK_DELIVERIES.labels(attempt.verdict).inc()
         return attempt
+
+    def attempt(self, due: Due) -> Attempt:
+        """One attempt at ``due``: CloudConvert's signed JSON, or what Gotenberg sends."""
+        s = self.settings
+        try:
+            hook = self.hook(due)
+        except (ApplianceError, msgspec.ValidationError, msgspec.DecodeError):
+            log.warning("delivery %s: its Gotenberg request does not open", due.id, exc_info=True)
+            return Attempt("failed", None, "The Gotenberg webhook request does not open")
+        if hook is not None:
+            return self.post_gotenberg(due, hook)
+        return post(due, allow_private=s.allow_private_urls, timeout=s.webhook_timeout_seconds)
 
     def hook(self, due: Due) -> gotenberg.Hook | None:
         """The Gotenberg webhook ``due`` is, if it is one."""
@@ -213,14 +222,17 @@ class Outbox:
         request = gotenberg.hook_request(hook, due.body, outputs)
         body = request.chunks(lambda sha: storage.iter_bytes(object_key(sha)))
         request.headers[DELIVERY_ID_HEADER] = str(due.id)
-        return send_request(
-            request.method,
-            request.url,
-            request.headers,
-            body,
-            allow_private=s.allow_private_urls,
-            timeout=s.webhook_timeout_seconds,
-        )
+        try:
+            return send_request(
+                request.method,
+                request.url,
+                request.headers,
+                body,
+                allow_private=s.allow_private_urls,
+                timeout=s.webhook_timeout_seconds,
+            )
+        except PermanentError as exc:  # a stored output that does not open
+            return Attempt("failed", None, exc.message)
 
     def record(self, due: Due, attempt: Attempt) -> None:
         outcome = (attempt.code, attempt.error)
