@@ -26,6 +26,8 @@ PDF = CORPUS / "gotenberg-pages_3.pdf"  # 3 pages
 
 # The local deployment: it allows private addresses, so webhooks reach the receiver.
 pytestmark = pytest.mark.parametrize("deployment", ["local"], indirect=True)
+# A first LibreOffice conversion starts its listener: room for it on a loaded machine
+DEPLOYMENT_ENV = {"APPLIANCE_SYNC_TIMEOUT_SECONDS": "120"}
 
 
 def pages(data: bytes) -> int:
@@ -40,7 +42,7 @@ def key(deployment) -> str:
 
 @pytest.fixture
 def gotenberg(deployment, key):
-    with GotenbergClient(deployment.url, auth=("any-user", key), timeout=90) as client:
+    with GotenbergClient(deployment.url, auth=("any-user", key), timeout=180) as client:
         yield client
 
 

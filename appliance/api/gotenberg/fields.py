@@ -184,7 +184,8 @@ class Chain:
     def plan(self, *, json_result: bool = False) -> Plan:
         assert len(self.heads) == 1, "a plan ends with one step"
         last = self.heads[0]
-        self.tasks["export"] = {"operation": "export/url", "input": [last]}
+        if not json_result:  # a result without files has nothing to export
+            self.tasks["export"] = {"operation": "export/url", "input": [last]}
         return Plan(self.tasks, self.uploads, last, json_result)
 
 

@@ -131,6 +131,12 @@ def test_bad_fields_are_400_with_gotenberg_s_messages(route, values, message):
     assert err.value.status == 400
 
 
+def test_metadata_read_exports_nothing_its_answer_is_the_task_s_result():
+    plan = ROUTES["pdfengines/metadata/read"](form("a.pdf", "b.pdf"), TODAY)
+    assert ops("pdfengines/metadata/read", form("a.pdf"))[1:] == ["metadata"]
+    assert plan.json and plan.last == "metadata"
+
+
 def test_a_route_needs_its_files_by_extension():
     with pytest.raises(GotenbergError) as err:
         ROUTES["pdfengines/merge"](form("a.docx"), TODAY)
