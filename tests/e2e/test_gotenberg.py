@@ -91,6 +91,20 @@ def test_libreoffice_page_ranges_and_pdf_a_2b_are_libreoffice_s_own(gotenberg):
         assert pdf.open_metadata().pdfa_status == "2B"
 
 
+def test_gotenberg_7_field_names_are_answered_too(deployment, key):
+    """v7 named PDF/A ``pdfFormat``; its paths are v8's."""
+    r = httpx.post(
+        deployment.url + "/forms/libreoffice/convert",
+        files={"d.docx": ("d.docx", DOCX.read_bytes())},
+        data={"pdfFormat": "PDF/A-2b", "nativePageRanges": "1"},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=180,
+    )
+    assert r.status_code == 200, r.text
+    with pikepdf.open(io.BytesIO(r.content)) as pdf:
+        assert len(pdf.pages) == 1 and pdf.open_metadata().pdfa_status == "2B"
+
+
 def test_pdf_engines_merge_in_the_client_s_order_and_split_per_page(gotenberg):
     with gotenberg.merge.merge() as route:
         merged = route.merge([PDF, PDF]).output_filename("both").run()
@@ -196,9 +210,15 @@ def test_webhook_gets_the_file_and_the_error_url_the_failure(deployment, key, re
         with client.merge.merge() as route:
             assert route.merge([broken, PDF]).run().status_code == 204
         error = receiver.wait_for(2, timeout=60)[1]
+        with client.split.split() as route:  # several files: a zip, sent chunked
+            assert route.split(PDF).split_mode("intervals").split_span("1").run().status_code == 204
+        pages_zip = receiver.wait_for(3, timeout=60)[2]
     assert error.path == "/error" and error.method == "POST"
     body = json.loads(error.body)
     assert body["status"] == 400 and body["message"]
+    assert pages_zip.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(pages_zip.body)) as archive:
+        assert [pages(archive.read(n)) for n in archive.namelist()] == [1, 1, 1]
 
 
 def test_a_webhook_without_an_error_url_is_refused(deployment, key, receiver):
