@@ -54,10 +54,10 @@ UNSUPPORTED = {
     "watermarkSource": "",
     "stampSource": "",
     "downloadFrom": "",
-    "waitForExpression": "",
     "cookies": "",
-    "omitBackground": "false",
-    "preferCssPageSize": "false",
+    "singlePage": "false",
+    "generateDocumentOutline": "false",
+    "generateTaggedPdf": "false",
 }
 # LibreOffice's own (Chromium's landscape is capture-website's page_orientation)
 OFFICE_UNSUPPORTED = {"password": "", "landscape": "false"}
@@ -246,13 +246,26 @@ def metadata_field(form: Form, *, required: bool) -> dict[str, Any] | None:
     return data
 
 
-def passwords(form: Form) -> dict[str, str]:
-    """``userPassword`` and ``ownerPassword`` as pdf/encrypt's fields (empty: none)."""
-    out = {}
+def passwords(form: Form) -> dict[str, Any]:
+    """``userPassword``, ``ownerPassword`` and the permissions as pdf/encrypt's fields
+    (empty: no encryption asked for). pdf/encrypt's annotate also covers filling forms, and
+    its modify assembling: either Gotenberg field set false refuses both."""
+    out: dict[str, Any] = {}
     if user := form.text("userPassword"):
         out["set_password"] = user
     if owner := form.text("ownerPassword"):
         out["set_owner_password"] = owner
+    permissions = {
+        "allow_print": ("allowPrinting",),
+        "allow_copy": ("allowCopying",),
+        "allow_modify": ("allowModifying", "allowAssembling"),
+        "allow_annotate": ("allowAnnotating", "allowFillingForms"),
+    }
+    for key, names in permissions.items():
+        if not all(form.flag(n, True) for n in names):
+            out[key] = False
+    if out and not ({"set_password", "set_owner_password"} & set(out)):
+        raise invalid("permission restrictions require a 'userPassword' or 'ownerPassword'")
     return out
 
 
@@ -442,19 +455,24 @@ def headers_field(form: Form) -> dict[str, str]:
 
 
 def page_options(form: Form) -> dict[str, Any]:
-    """Chromium's page and wait fields as CloudConvert's capture-website options (page sizes
-    in cm, margins in mm, waits in ms)."""
+    """Chromium's page and wait fields as the chromium engine's options, CloudConvert's names
+    (page sizes in cm, margins in mm, waits in ms)."""
     out: dict[str, Any] = {}
-    for name, key in (("paperWidth", "page_width"), ("paperHeight", "page_height")):
-        if (size := inches(form, name)) is not None:
-            out[key] = round(size * INCH_CM, 3)
+    # Gotenberg's paper is US Letter unless said (the engine's own default is A4)
+    for name, key, default in (
+        ("paperWidth", "page_width", 8.5),
+        ("paperHeight", "page_height", 11),
+    ):
+        size = inches(form, name)
+        out[key] = round((default if size is None else size) * INCH_CM, 3)
     for side in ("Top", "Bottom", "Left", "Right"):
         if (size := inches(form, f"margin{side}")) is not None:
             out[f"margin_{side.lower()}"] = round(size * INCH_CM * 10, 2)
     if form.flag("landscape"):
         out["page_orientation"] = "landscape"
-    if form.flag("printBackground"):
-        out["print_background"] = True
+    out["print_background"] = form.flag("printBackground")  # Gotenberg's default: false
+    if form.flag("preferCssPageSize"):
+        out["prefer_css_page_size"] = True
     if (scale := form.number("scale")) is not None:
         out["zoom"] = scale
     if pages := form.text("nativePageRanges"):
@@ -474,6 +492,12 @@ def wait_options(form: Form) -> dict[str, Any]:
         out["wait_time"] = wait
     if selector := form.text("waitForSelector"):
         out["wait_for_element"] = selector
+    if expression := form.text("waitForExpression"):
+        out["wait_for_expression"] = expression
+    if not form.flag("skipNetworkIdleEvent", True):
+        out["wait_until"] = "networkidle0"
+    if form.flag("omitBackground"):
+        out["omit_background"] = True
     if media := form.text("emulatedMediaType"):
         if media not in ("screen", "print"):
             raise invalid(f"form field 'emulatedMediaType' is invalid (got '{media}')")
@@ -486,9 +510,10 @@ def screenshot_options(form: Form) -> dict[str, Any]:
     if fmt not in SCREENSHOT_FORMATS:
         raise invalid(f"form field 'format' is invalid (got '{fmt}', expected png, jpeg or webp)")
     out: dict[str, Any] = {"output_format": SCREENSHOT_FORMATS[fmt]}
-    for name, key in (("width", "screen_width"), ("height", "screen_height")):
-        if (n := form.number(name)) is not None:
-            out[key] = int(n)
+    # Gotenberg's 800 x 600 device; without ``clip`` the whole page is taken
+    out["screenshot_width"] = int(form.number("width") or 800)
+    if form.flag("clip"):
+        out["screenshot_height"] = int(form.number("height") or 600)
     if (quality := form.number("quality")) is not None and fmt != "png":
         out["quality"] = int(quality)
     return out | wait_options(form)

@@ -143,7 +143,7 @@ def test_a_route_needs_its_files_by_extension():
     assert err.value.message == "Invalid form data: no form file found for extensions: [.pdf]"
 
 
-@pytest.mark.parametrize("field", ["landscape", "omitBackground", "preferCssPageSize"])
+@pytest.mark.parametrize("field", ["landscape", "generateDocumentOutline", "pdfua"])
 def test_fields_nothing_here_honours_are_refused_not_ignored(field):
     with pytest.raises(NotAvailable, match=field):
         ROUTES["libreoffice/convert"](form("a.docx", **{field: "true"}), LATER)
@@ -177,11 +177,36 @@ def test_chromium_page_fields_become_capture_website_options_in_cm_mm_and_ms():
 
 
 def test_screenshots_take_their_format_and_size():
-    f = form(url="https://e.test", format="jpeg", width="800", height="600", quality="70")
+    f = form(url="https://e.test", format="jpeg", width="640", height="480", quality="70")
     capture = ROUTES["chromium/screenshot/url"](f, LATER).tasks["capture"]
-    assert (capture["output_format"], capture["screen_width"], capture["quality"]) == (
-        "jpg", 800, 70
+    assert (capture["output_format"], capture["screenshot_width"], capture["quality"]) == (
+        "jpg", 640, 70
     )  # fmt: skip
+    assert "screenshot_height" not in capture  # no clip: the whole page
+    f.values["clip"] = "true"
+    assert ROUTES["chromium/screenshot/url"](f, LATER).tasks["capture"]["screenshot_height"] == 480
+    plain = ROUTES["chromium/screenshot/url"](form(url="https://e.test"), LATER).tasks["capture"]
+    assert (plain["output_format"], plain["screenshot_width"]) == ("png", 800)
+
+
+def test_chromium_defaults_are_gotenberg_s_letter_paper_without_backgrounds():
+    capture = ROUTES["chromium/convert/url"](form(url="https://e.test"), LATER).tasks["capture"]
+    assert (capture["page_width"], capture["page_height"]) == (21.59, 27.94)
+    assert capture["print_background"] is False and "wait_until" not in capture
+    f = form(url="https://e.test", skipNetworkIdleEvent="false", waitForExpression="ok()",
+             omitBackground="true", preferCssPageSize="true")  # fmt: skip
+    capture = ROUTES["chromium/convert/url"](f, LATER).tasks["capture"]
+    assert capture["wait_until"] == "networkidle0" and capture["wait_for_expression"] == "ok()"
+    assert capture["omit_background"] is True and capture["prefer_css_page_size"] is True
+
+
+def test_encrypt_permissions_map_onto_pdf_encrypt_s():
+    f = form("a.pdf", userPassword="u", allowPrinting="false", allowFillingForms="false")
+    encrypt = ROUTES["pdfengines/encrypt"](f, LATER).tasks["encrypt"]
+    assert encrypt["allow_print"] is False and encrypt["allow_annotate"] is False
+    assert "allow_copy" not in encrypt and encrypt["set_password"] == "u"
+    with pytest.raises(GotenbergError, match="require a 'userPassword'"):
+        ROUTES["pdfengines/merge"](form("a.pdf", allowCopying="false"), LATER)
 
 
 def test_html_is_rendered_by_the_chromium_engine_with_its_header_and_footer():
