@@ -17,6 +17,7 @@ import pytest
 from gotenberg_client import GotenbergClient, HttpStatusError, SingleFileResponse, ZipFileResponse
 from gotenberg_client.options import PdfAFormat
 
+from appliance.conversions.operations.enabled import OPERATIONS
 from tests.harness.receiver import Receiver
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "real"
@@ -170,14 +171,69 @@ def test_a_corrupt_document_fails_with_a_400_naming_why(gotenberg, tmp_path):
     assert err.value.response.status_code == 400
 
 
-def test_routes_whose_operation_is_not_enabled_answer_501_naming_it(deployment, gotenberg):
+def test_flatten_has_no_operation_and_answers_501_naming_it(gotenberg):
     with gotenberg.flatten.flatten() as route, pytest.raises(HttpStatusError) as err:
         route.flatten(PDF).run()
     assert err.value.response.status_code == 501
     assert b"pdf/flatten" in err.value.response.content
-    with gotenberg.merge.merge() as route, pytest.raises(HttpStatusError) as err:
-        route.merge([PDF]).pdf_format(PdfAFormat.A1b).run()
-    assert err.value.response.status_code == 501 and b"pdf/a" in err.value.response.content
+
+
+def _not_enabled(err: pytest.ExceptionInfo[HttpStatusError], operation: str) -> None:
+    assert err.value.response.status_code == 501
+    assert operation.encode() in err.value.response.content
+
+
+def test_pdf_a_runs_once_pdf_a_is_enabled(gotenberg):
+    with gotenberg.pdf_convert.to_pdfa() as route:
+        call = route.convert(PDF).pdf_format(PdfAFormat.A1b)
+        if "pdf/a" not in OPERATIONS:
+            with pytest.raises(HttpStatusError) as err:
+                call.run()
+            _not_enabled(err, "pdf/a")
+            return
+        response = call.run()
+    with pikepdf.open(io.BytesIO(response.content)) as pdf:
+        assert pdf.open_metadata().pdfa_status == "1B" and len(pdf.pages) == 3
+
+
+def test_encryption_runs_once_pdf_encrypt_is_enabled(gotenberg):
+    with gotenberg.encrypt.encrypt() as route:
+        call = route.add_file(PDF).user_password("open-me")
+        if "pdf/encrypt" not in OPERATIONS:
+            with pytest.raises(HttpStatusError) as err:
+                call.run()
+            _not_enabled(err, "pdf/encrypt")
+            return
+        response = call.run()
+    with pytest.raises(pikepdf.PasswordError):
+        pikepdf.open(io.BytesIO(response.content))
+    with pikepdf.open(io.BytesIO(response.content), password="open-me") as pdf:
+        assert len(pdf.pages) == 3
+
+
+def test_metadata_write_runs_once_metadata_write_is_enabled(gotenberg):
+    with gotenberg.metadata.write() as route:
+        call = route.write(PDF).metadata(author="Ada", title="Notes")
+        if "metadata/write" not in OPERATIONS:
+            with pytest.raises(HttpStatusError) as err:
+                call.run()
+            _not_enabled(err, "metadata/write")
+            return
+        response = call.run()
+    with pikepdf.open(io.BytesIO(response.content)) as pdf:
+        assert (str(pdf.docinfo["/Author"]), str(pdf.docinfo["/Title"])) == ("Ada", "Notes")
+
+
+def test_split_by_pages_runs_once_pdf_extract_pages_is_enabled(gotenberg):
+    with gotenberg.split.split() as route:
+        call = route.split(PDF).split_mode("pages").split_span("2-3").split_unify(split_unify=True)
+        if "pdf/extract-pages" not in OPERATIONS:
+            with pytest.raises(HttpStatusError) as err:
+                call.run()
+            _not_enabled(err, "pdf/extract-pages")
+            return
+        response = call.run()
+    assert pages(response.content) == 2
 
 
 def test_the_job_is_the_user_s_own_with_its_tag(deployment, key, gotenberg):
