@@ -134,7 +134,7 @@ async def start(
     try:
         job = job_state(await jobs.create_job(user_id, plan.tasks, tag, webhook_url=url))
     except InvalidData as exc:  # what the form asked for does not check (an option's value)
-        raise GotenbergError(400, f"Invalid form data: {exc.message} {exc.errors}") from exc
+        raise invalid_form(exc) from exc
     spools = {id(u): s for u, s in zip(reader.form.files, reader.spools, strict=True)}
     try:
         for name, upload in plan.uploads:
@@ -216,13 +216,16 @@ def client_error(request: Request[Any, Any, Any], exc: ClientError) -> Response[
         headers["WWW-Authenticate"] = 'Basic realm="appliance"'
         unauthorized = GotenbergError(401, "Unauthorized")
         return answers.error_response(unauthorized, trace_of(request), headers)
-    message = exc.message
     if isinstance(exc, InvalidData):
-        errors = "; ".join(f"{k}: {', '.join(v)}" for k, v in exc.errors.items())
-        return answers.error_response(
-            GotenbergError(400, f"Invalid form data: {message} {errors}".strip()), trace_of(request)
-        )
-    return answers.error_response(GotenbergError(exc.status, message), trace_of(request), headers)
+        return answers.error_response(invalid_form(exc), trace_of(request))
+    refused = GotenbergError(exc.status, exc.message)
+    return answers.error_response(refused, trace_of(request), headers)
+
+
+def invalid_form(exc: InvalidData) -> GotenbergError:
+    """A 422 of the job's check as Gotenberg's 400, naming the fields."""
+    errors = "; ".join(f"{k}: {', '.join(v)}" for k, v in exc.errors.items())
+    return GotenbergError(400, f"Invalid form data: {exc.message} {errors}".strip())
 
 
 def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
