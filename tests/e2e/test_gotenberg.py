@@ -6,8 +6,10 @@ the worker processes' outbox senders."""
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
+import threading
 import zipfile
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from gotenberg_client import GotenbergClient, HttpStatusError, SingleFileRespons
 from gotenberg_client.options import PdfAFormat
 
 from appliance.conversions.operations.enabled import OPERATIONS
+from appliance.engines.enabled import enabled_engines
 from tests.harness.receiver import Receiver
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "real"
@@ -286,3 +289,78 @@ def test_a_webhook_without_an_error_url_is_refused(deployment, key, receiver):
         timeout=30,
     )
     assert r.status_code == 400 and "Gotenberg-Webhook-Error-Url" in r.text
+
+
+CHROMIUM = any(e.descriptor.id == "chromium" for e in enabled_engines())
+PAGE = "<html><body><h1>Hello, Gotenberg</h1><p>From the appliance.</p></body></html>"
+
+
+@pytest.fixture
+def page_server():
+    """A page on loopback for the url routes (the local deployment allows private hosts)."""
+    body = PAGE.encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/page.html"
+    server.shutdown()
+    server.server_close()
+
+
+def _page_size(data: bytes) -> tuple[float, float]:
+    with pikepdf.open(io.BytesIO(data)) as pdf:
+        box = pdf.pages[0].mediabox
+        return float(box[2]) - float(box[0]), float(box[3]) - float(box[1])
+
+
+def test_chromium_renders_html_on_letter_paper_once_the_engine_is_enabled(gotenberg, tmp_path):
+    index = tmp_path / "index.html"
+    index.write_text(PAGE)
+    with gotenberg.chromium.html_to_pdf() as route:
+        call = route.index(index)
+        if not CHROMIUM:
+            with pytest.raises(HttpStatusError) as err:
+                call.run()
+            _not_enabled(err, "Chromium engine")
+            return
+        response = call.run()
+    assert response.content.startswith(b"%PDF")
+    assert _page_size(response.content) == pytest.approx((612, 792), abs=1)  # Gotenberg's Letter
+
+
+def test_chromium_screenshots_a_page_800_wide_once_enabled(gotenberg, tmp_path):
+    index = tmp_path / "index.html"
+    index.write_text(PAGE)
+    with gotenberg.chromium.screenshot_html() as route:
+        call = route.index(index)
+        if not CHROMIUM:
+            with pytest.raises(HttpStatusError) as err:
+                call.run()
+            assert err.value.response.status_code == 501
+            return
+        response = call.run()
+    assert response.content.startswith(b"\x89PNG")
+    assert int.from_bytes(response.content[16:20], "big") == 800  # the IHDR width
+
+
+def test_chromium_captures_a_url_once_capture_website_is_enabled(gotenberg, page_server):
+    with gotenberg.chromium.url_to_pdf() as route:
+        call = route.url(page_server)
+        if "capture-website" not in OPERATIONS:
+            with pytest.raises(HttpStatusError) as err:
+                call.run()
+            _not_enabled(err, "capture-website")
+            return
+        response = call.run()
+    assert response.content.startswith(b"%PDF") and pages(response.content) == 1
