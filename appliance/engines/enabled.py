@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from appliance.engines import Engine
+from appliance.engines.chromium import ChromiumEngine
 from appliance.engines.data import DataEngine
 from appliance.engines.ebooks import CalibreEngine
 from appliance.engines.images import ImageEngine
@@ -39,6 +40,7 @@ def enabled_engines() -> list[Engine]:
         PandocEngine(),
         FfmpegEngine(),
         OfficeEngine(),
+        ChromiumEngine(),
         PdfEngine(),
         ImagesToPdfEngine(),
         PdfToPdfEngine(),

@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from appliance.engines import Engine
+from appliance.engines import Engine, outside
 from appliance.engines.containers import check_container
 from appliance.engines.enabled import enabled_engines
 from appliance.errors import PermanentError, RetryableError
@@ -166,6 +166,7 @@ def run(engines: list[Engine]) -> None:
     # stdout carries the protocol only: anything a library prints goes to stderr (the log).
     protocol = sys.stdout
     sys.stdout = sys.stderr
+    outside.connect(sys.stdin, protocol)  # an engine's fetches go to the worker
     max_inflated = int(os.environ.get("APPLIANCE_MAX_INFLATED_BYTES", DEFAULT_MAX_INFLATED))
     keeps = {pattern for e in engines for pattern in e.descriptor.keeps}
     serve(by_id, sys.stdin, protocol, max_inflated, after=lambda: scrub(keeps))

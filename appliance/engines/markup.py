@@ -57,6 +57,9 @@ class PandocEngine:
         queue="light",
         version=lambda: tool_version("pandoc"),
         family="markup",
+        # Their pictures (in the container) and math do not survive into standalone html, so
+        # routes through it lose them: on to pdf or images, LibreOffice or calibre do better.
+        pair_costs={(src, "html"): 1.9 for src in ("docx", "odt", "epub", "latex")},
         requires=("pandoc",),
         packages=("pandoc",),
     )

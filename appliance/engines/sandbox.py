@@ -42,7 +42,7 @@ from typing import Any
 
 import msgspec
 
-from appliance.engines import Descriptor, Engine, Progress, cputime
+from appliance.engines import Descriptor, Engine, Progress, cputime, outside
 from appliance.engines import deadline as task_deadline
 from appliance.engines.bwrap import (
     JOB_DIR,
@@ -278,6 +278,9 @@ class Helper:
             if "progress" in reply:
                 progress(float(reply["progress"]))
                 continue
+            if "fetch" in reply:  # the engine asks for a page from outside (outside.py)
+                self._send(outside.answer(reply["fetch"]))
+                continue
             if reply.get("ok"):
                 cputime.add(float(reply.get("cpu_seconds", 0)))
                 return [str(name) for name in reply.get("files") or []]
@@ -290,6 +293,12 @@ class Helper:
                 str(reply.get("message", "conversion failed")),
                 code=str(reply.get("error", "CONVERSION_FAILED")),
             )
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # a dead helper is noticed on the next read
+            self.proc.stdin.write(json.dumps(message).encode() + b"\n")
+            self.proc.stdin.flush()
 
     def _read_line(self, deadline: float, seconds: float) -> dict[str, Any]:
         assert self.proc is not None and self._lines is not None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from appliance.conversions.operation import Operation
 from appliance.conversions.operations.archive import Archive
+from appliance.conversions.operations.capture_website import CaptureWebsite
 from appliance.conversions.operations.convert import Convert
 from appliance.conversions.operations.export_s3 import ExportS3
 from appliance.conversions.operations.export_url import ExportUrl
@@ -46,6 +47,7 @@ ENABLED: tuple[Operation, ...] = (
     PdfDecrypt(),
     Watermark(),
     Thumbnail(),
+    CaptureWebsite(),
     Metadata(),
     MetadataWrite(),
     Archive(),

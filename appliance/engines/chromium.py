@@ -1,0 +1,373 @@
+"""HTML to PDF and screenshots with Chromium, kept warm (queue `office`).
+
+Debian's chromium, driven over the DevTools protocol by Playwright (its Python package and the
+Node driver it carries; no browser download). Inside each sandboxed engine helper one headless
+Chromium runs for as long as the helper lives, is replaced after
+``APPLIANCE_CHROMIUM_RESTART_AFTER`` pages (it grows with use) and whenever it has died. Every
+conversion gets a fresh browser context (its own cookies, storage and cache) and page.
+
+The network: Chromium runs in the helper's sandbox, which has none, and every request it makes
+is intercepted (Playwright's routing). A local document (html; markdown is routed here through
+pandoc's html) is served from its file at a made-up origin, ``https://document.invalid/``, and
+any other request is refused: a local conversion has no network at all, and ``file://`` is
+never reachable (a page from an https origin may not load local files, and the sandbox shows
+none of the host's). A website capture (``capture-website``: the source is a ``website`` file
+holding the URL) asks the worker for each request (``outside.py``), which fetches it through
+the address guard. A proxy that does not exist is configured as well, so that a request the
+routing missed goes nowhere even with the sandbox off.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import contextlib
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import msgspec
+
+from appliance.engines import Descriptor, Progress, outside
+from appliance.engines.tools import tool_version
+from appliance.errors import PermanentError, RetryableError
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, Playwright, Route
+
+CHROMIUM = "/usr/lib/chromium/chromium"  # the binary: /usr/bin/chromium is a launcher script
+DOCUMENT_ORIGIN = "https://document.invalid/"
+WEBSITE = "website"  # the source format of a capture: a file holding the URL
+IMAGES = ("png", "jpg", "webp")
+OUTPUTS = ("pdf", *IMAGES)
+LAUNCH_ARGS = [
+    "--no-sandbox",  # no namespaces inside bubblewrap; the helper's sandbox is the boundary
+    "--disable-gpu",
+    "--no-zygote",
+    "--disable-dev-shm-usage",
+    # a proxy nobody listens on, loopback included: what the routing missed goes nowhere
+    "--proxy-server=socks5://127.0.0.1:9",
+    "--proxy-bypass-list=<-loopback>",
+    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+    "--dns-prefetch-disable",
+    "--disable-background-networking",
+]
+TIMEOUT_MS = 60_000  # one navigation or wait; the helper's wall-clock timeout bounds the whole
+MAX_RESPONSE_BYTES = 50 << 20  # one fetched resource of a captured website
+PAPER_CM = {  # width, height
+    "letter": (21.59, 27.94),
+    "legal": (21.59, 35.56),
+    "tabloid": (27.94, 43.18),
+    "ledger": (43.18, 27.94),
+    "a0": (84.1, 118.9),
+    "a1": (59.4, 84.1),
+    "a2": (42.0, 59.4),
+    "a3": (29.7, 42.0),
+    "a4": (21.0, 29.7),
+    "a5": (14.8, 21.0),
+    "a6": (10.5, 14.8),
+}
+PAGES = r"^\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*$"
+Millimetres = Annotated[float, msgspec.Meta(ge=0, le=500)]
+Centimetres = Annotated[float, msgspec.Meta(gt=0, le=500)]
+
+
+class ChromiumOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """CloudConvert's names (its capture-website and html conversions); Gotenberg's options
+    map onto them (see the notes) plus the few CloudConvert has no name for."""
+
+    # -- the PDF's pages
+    page_format: Literal[tuple(PAPER_CM)] | None = None  # type: ignore[valid-type]
+    page_width: Centimetres | None = None  # overrides page_format's width; default A4
+    page_height: Centimetres | None = None
+    page_orientation: Literal["portrait", "landscape"] = "portrait"
+    margin_top: Millimetres = 10.0
+    margin_bottom: Millimetres = 10.0
+    margin_left: Millimetres = 10.0
+    margin_right: Millimetres = 10.0
+    zoom: Annotated[float, msgspec.Meta(ge=0.1, le=2.0)] = 1.0  # Chromium's print scale
+    print_background: bool = True
+    prefer_css_page_size: bool = False  # an @page size in the document wins (Gotenberg)
+    display_header_footer: bool = False
+    header_template: Annotated[str, msgspec.Meta(max_length=100_000)] | None = None
+    footer_template: Annotated[str, msgspec.Meta(max_length=100_000)] | None = None
+    pages: Annotated[str, msgspec.Meta(pattern=PAGES)] | None = None  # "1-3,5"
+    # print for PDF and screen for images by default
+    css_media_type: Literal["print", "screen"] | None = None
+    # -- when the page is ready
+    wait_until: Literal["load", "domcontentloaded", "networkidle0", "networkidle2"] = "load"
+    wait_for_element: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    wait_for_expression: Annotated[str, msgspec.Meta(max_length=10_000)] | None = None
+    wait_time: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 0  # ms after that
+    # -- screenshots (png, jpg, webp)
+    screenshot_width: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1024  # px
+    screenshot_height: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None  # None: all
+    quality: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None  # jpg and webp
+    omit_background: bool = False  # transparent where the page paints no background
+
+
+class _Browser:
+    """One Chromium and the Playwright driver that holds it, in one thread of its own (the
+    sync API belongs to the thread that started it; with the sandbox off, worker threads share
+    this engine)."""
+
+    def __init__(self, restart_after: int) -> None:
+        self.restart_after = restart_after
+        self.served = 0
+        self._playwright: Playwright | None = None
+        self._browser: Browser | None = None
+        self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chromium")
+
+    def browser(self) -> Browser:
+        """The running browser, started or replaced when due."""
+        if self._browser is not None and (
+            not self._browser.is_connected() or self.served >= self.restart_after
+        ):
+            self.stop()
+        if self._browser is None:
+            from playwright.sync_api import sync_playwright  # ~0.2 s: not at import time
+
+            if self._playwright is None:
+                self._playwright = sync_playwright().start()
+            self._browser = self._playwright.chromium.launch(
+                executable_path=CHROMIUM, args=LAUNCH_ARGS, timeout=TIMEOUT_MS
+            )
+            self.served = 0
+        self.served += 1
+        return self._browser
+
+    def alive(self) -> bool:
+        return self._browser is not None and self._browser.is_connected()
+
+    def stop(self) -> None:
+        if self._browser is not None:
+            with contextlib.suppress(Exception):  # already gone: its driver reaps it
+                self._browser.close()
+            self._browser = None
+
+
+class ChromiumEngine:
+    descriptor = Descriptor(
+        id="chromium",
+        conversions=frozenset(("html", dst) for dst in OUTPUTS),
+        options=ChromiumOptions,
+        queue="office",
+        version=lambda: tool_version(CHROMIUM),
+        family="chromium",
+        # Below LibreOffice (2.0) for html -> pdf, its better renderer; above 1 so that no
+        # docx or odt goes to pdf through pandoc's html instead of LibreOffice. A screenshot
+        # costs less than a PDF page rendered after it (1.5 + 1, + 1 for webp) and more than
+        # LibreOffice's way to an image from docx, odt or txt (2 + 1, + 1 for webp, against
+        # pandoc's html first at 1 or more): only html itself is photographed, never a
+        # document on its way through html.
+        cost=1.5,
+        pair_costs={("html", "png"): 2.2, ("html", "jpg"): 2.2, ("html", "webp"): 3.2},
+        requires=(CHROMIUM,),
+        packages=("chromium", "fonts-dejavu-core"),
+        recycles_itself=True,  # the browser restarts after APPLIANCE_CHROMIUM_RESTART_AFTER
+        # Playwright's profile of the running browser and its artifacts directory
+        keeps=("playwright*",),
+    )
+
+    def __init__(self) -> None:
+        self._browser: _Browser | None = None
+        self._lock = threading.Lock()  # one page at a time per browser
+
+    def _warm(self) -> _Browser:
+        if self._browser is None:
+            restart_after = int(os.environ.get("APPLIANCE_CHROMIUM_RESTART_AFTER", "500"))
+            self._browser = _Browser(restart_after)
+        return self._browser
+
+    def convert(
+        self,
+        src: Path,
+        dst: Path,
+        src_format: str,
+        dst_format: str,
+        options: ChromiumOptions,
+        progress: Progress,
+    ) -> None:
+        if dst_format not in OUTPUTS or src_format not in ("html", WEBSITE):
+            raise PermanentError(
+                f"chromium cannot make {dst_format} from {src_format}",
+                code="INVALID_CONVERSION_TYPE",
+            )
+        fetch = outside.fetcher() if src_format == WEBSITE else None
+        if src_format == WEBSITE and fetch is None:
+            raise PermanentError("Capturing a website needs the network", code="CONVERSION_FAILED")
+        page = _PageJob(src, dst, dst_format, options, fetch)
+        with self._lock:
+            warm = self._warm()
+            warm.thread.submit(page.run, warm, progress).result()
+
+
+class _PageJob:
+    """One conversion, run in the browser's thread."""
+
+    def __init__(
+        self,
+        src: Path,
+        dst: Path,
+        dst_format: str,
+        options: ChromiumOptions,
+        fetch: outside.Fetcher | None,
+    ) -> None:
+        self.src, self.dst, self.dst_format = src, dst, dst_format
+        self.options = options
+        self.fetch = fetch
+        self.refused: list[str] = []  # requests refused (for the log)
+        self.first: outside.FetchReply | None = None  # a capture's page, fetched already
+
+    def run(self, warm: _Browser, progress: Progress) -> None:
+        from playwright.sync_api import Error, TimeoutError
+
+        try:
+            context = warm.browser().new_context(
+                viewport={"width": self.options.screenshot_width, "height": 800},
+                service_workers="block",  # their fetches would escape the page's routing
+                accept_downloads=False,
+            )
+        except Error as exc:
+            warm.stop()
+            raise RetryableError("Chromium did not start", code="ENGINE_CRASHED") from exc
+        try:
+            context.set_default_timeout(TIMEOUT_MS)
+            context.route("**/*", self._route)
+            page = context.new_page()
+            self._open(page)
+            progress(0.5)
+            self._wait(page)
+            self._save(page)
+            progress(1.0)
+        except TimeoutError as exc:
+            raise PermanentError(
+                "The page did not get ready in time (wait_until, wait_for_element, "
+                "wait_for_expression)",
+                code="ENGINE_TIMEOUT",
+            ) from exc
+        except Error as exc:
+            if not warm.alive():
+                raise RetryableError("Chromium stopped", code="ENGINE_CRASHED") from exc
+            raise PermanentError(
+                f"Chromium could not render the page: {str(exc).splitlines()[0][:200]}",
+                code="INVALID_INPUT_FILE",
+            ) from exc
+        finally:
+            with contextlib.suppress(Error):
+                context.close()
+
+    # -- where the page comes from
+    def _open(self, page: Page) -> None:
+        until = self.options.wait_until
+        wait: Any = "networkidle" if until.startswith("networkidle") else until
+        if self.fetch is None:
+            page.goto(DOCUMENT_ORIGIN + "index.html", wait_until=wait)
+            return
+        url = self.src.read_text().strip()
+        # Chromium does not follow a redirect a route answers with, so the worker follows
+        # them (checking each hop) and the page is opened at the address they end at.
+        self.first = self.fetch(outside.FetchRequest(method="GET", url=url))
+        if self.first.error is not None:
+            raise PermanentError(
+                f"Could not load {url}: {self.first.error}", code="CONVERSION_FAILED"
+            )
+        page.goto(self.first.url, wait_until=wait)
+
+    def _route(self, route: Route) -> None:
+        request = route.request
+        url = request.url
+        if self.fetch is None:
+            if url == DOCUMENT_ORIGIN + "index.html":
+                route.fulfill(status=200, body=self.src.read_bytes(), content_type="text/html")
+            else:
+                self.refused.append(url)
+                route.abort("blockedbyclient")
+            return
+        if self.first is not None and url == self.first.url and request.is_navigation_request():
+            reply, self.first = self.first, None  # the page itself: fetched already
+        else:
+            body = request.post_data_buffer
+            reply = self.fetch(
+                outside.FetchRequest(
+                    method=request.method,
+                    url=url,
+                    headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+                    body=base64.b64encode(body).decode() if body else None,
+                )
+            )
+        if reply.error is not None:
+            self.refused.append(url)
+            route.abort("blockedbyclient")
+            return
+        route.fulfill(status=reply.status, headers=reply.headers, body=reply.content())
+
+    # -- when it is ready, and the output
+    def _wait(self, page: Page) -> None:
+        o = self.options
+        if o.wait_for_element:
+            page.wait_for_selector(o.wait_for_element, state="attached")
+        if o.wait_for_expression:
+            page.wait_for_function(o.wait_for_expression)
+        if o.wait_time:
+            page.wait_for_timeout(o.wait_time)
+
+    def _save(self, page: Page) -> None:
+        o = self.options
+        pdf = self.dst_format == "pdf"
+        page.emulate_media(media=o.css_media_type or ("print" if pdf else "screen"))
+        if pdf:
+            page.pdf(path=self.dst, **pdf_arguments(o))
+            return
+        if o.screenshot_height is not None:
+            page.set_viewport_size({"width": o.screenshot_width, "height": o.screenshot_height})
+        image: dict[str, Any] = {"type": "jpeg" if self.dst_format == "jpg" else "png"}
+        if self.dst_format == "jpg" and o.quality is not None:
+            image["quality"] = o.quality
+        shot = page.screenshot(
+            full_page=o.screenshot_height is None,
+            omit_background=o.omit_background and self.dst_format != "jpg",
+            **image,
+        )
+        if self.dst_format == "webp":  # Playwright takes png and jpeg only
+            shot = _webp(shot, o.quality)
+        self.dst.write_bytes(shot)
+
+
+def _webp(png: bytes, quality: int | None) -> bytes:
+    import pyvips
+
+    image = pyvips.Image.new_from_buffer(png, "")
+    return image.webpsave_buffer(Q=quality or 80)  # type: ignore[no-any-return]
+
+
+def pdf_arguments(o: ChromiumOptions) -> dict[str, Any]:
+    """Playwright's ``page.pdf`` arguments for the options."""
+    width, height = PAPER_CM[o.page_format or "a4"]
+    if o.page_format is None:
+        width, height = o.page_width or width, o.page_height or height
+    args: dict[str, Any] = {
+        "width": f"{width}cm",
+        "height": f"{height}cm",
+        "landscape": o.page_orientation == "landscape",
+        "scale": o.zoom,
+        "print_background": o.print_background,
+        "prefer_css_page_size": o.prefer_css_page_size,
+        "margin": {
+            "top": f"{o.margin_top}mm",
+            "bottom": f"{o.margin_bottom}mm",
+            "left": f"{o.margin_left}mm",
+            "right": f"{o.margin_right}mm",
+        },
+        "display_header_footer": o.display_header_footer,
+    }
+    if o.display_header_footer:
+        # Chromium's own defaults (date, title; url, page numbers) when none is given
+        if o.header_template is not None:
+            args["header_template"] = o.header_template
+        if o.footer_template is not None:
+            args["footer_template"] = o.footer_template
+    if o.pages:
+        args["page_ranges"] = o.pages.replace(" ", "")
+    return args
