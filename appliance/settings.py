@@ -512,6 +512,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             ge=1,
         ),
     ] = 1000
+    chromium_restart_after: Annotated[
+        int,
+        _doc(
+            "Pages a warm Chromium renders before it is restarted (it grows with use; a "
+            "restart costs about a second).",
+            ge=1,
+        ),
+    ] = 500
     worker_threads: Annotated[
         int,
         _doc(

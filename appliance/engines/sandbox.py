@@ -74,6 +74,7 @@ class Limits:
     cpu_seconds: int = 3600
     restart_after: int = 200  # conversions before a helper is replaced
     office_restart_after: int = 1000  # conversions before a helper's LibreOffice is replaced
+    chromium_restart_after: int = 500  # pages before a helper's Chromium is replaced
     inflated_bytes: int = 1 << 30  # most a zip container (docx, xlsx, odt...) may inflate to
     # Processes and threads of one helper at once (RLIMIT_NPROC of its own uid, or of its own
     # user namespace when the worker is not root: bwrap.py).
@@ -93,6 +94,7 @@ def limits_for(settings: Settings) -> Limits:
         memory_bytes=settings.engine_memory_mb << 20,
         restart_after=settings.engine_restart_after,
         office_restart_after=settings.office_restart_after,
+        chromium_restart_after=settings.chromium_restart_after,
         # A backstop over the helper's life: each run is bounded by its wall-clock timeout.
         cpu_seconds=max(3600, int(settings.engine_timeout_seconds * settings.engine_restart_after)),
         processes=settings.engine_max_processes,
@@ -161,6 +163,7 @@ class Helper:
             job_bytes=self.limits.job_bytes,
             env={
                 "APPLIANCE_OFFICE_RESTART_AFTER": str(self.limits.office_restart_after),
+                "APPLIANCE_CHROMIUM_RESTART_AFTER": str(self.limits.chromium_restart_after),
                 "APPLIANCE_MAX_INFLATED_BYTES": str(self.limits.inflated_bytes),
             },
             seccomp_fd=program,
