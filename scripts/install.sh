@@ -13,11 +13,11 @@ RUNTIME_PKGS=(postgresql redis-server ca-certificates python3 python3-venv curl 
               pandoc ffmpeg librsvg2-bin libreoffice-writer-nogui libreoffice-calc-nogui
               libreoffice-impress-nogui python3-uno fonts-dejavu-core
               ghostscript calibre tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd ocrmypdf
-              clamav-daemon)
+              clamav-daemon chromium)
 DEV_PKGS=(swift swift-proxy swift-object swift-container swift-account memcached wrk
           mmdebstrap systemd-container socat iproute2 iptables openssh-client apt-cacher-ng
           prometheus prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter
-          prometheus-nginx-exporter nginx-light nftables openssl chromium)
+          prometheus-nginx-exporter nginx-light nftables openssl)
 
 need=()
 for pkg in "${RUNTIME_PKGS[@]}" $([[ $DEV == 1 ]] && echo "${DEV_PKGS[@]}"); do

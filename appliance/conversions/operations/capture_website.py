@@ -19,6 +19,7 @@ from appliance.conversions.operation import (
     PlannedTask,
     Progress,
     check_options,
+    input_queue,
 )
 from appliance.conversions.operations.convert import normalize_out
 from appliance.conversions.operations.import_url import request_headers, url_path
@@ -53,7 +54,7 @@ class CaptureWebsite(Operation):
         if task.depends_on:
             errors.add(f"{key}.input", "capture-website takes no input task")
         check_options(self, task, registry, errors)
-        task.queue = registry.engine("chromium").descriptor.queue
+        task.queue = input_queue(registry, self, WEBSITE, [])  # its engine's: office
 
     def run(self, rt: Runtime, task: Task, progress: Progress) -> Outcome:
         p, s = task.payload, rt.settings

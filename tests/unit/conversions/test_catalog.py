@@ -22,7 +22,12 @@ FORMATS = {op.name: op.formats for op in ENABLED if op.formats is not None}
 
 
 # a valid value of each field an operation requires besides its input and output format
-REQUIRED_SAMPLES = {"rotation": 90, "pages": "1", "metadata": {"Title": "T"}}
+REQUIRED_SAMPLES = {
+    "rotation": 90,
+    "pages": "1",
+    "metadata": {"Title": "T"},
+    "url": "https://example.com/",
+}
 # fields an operation needs one of (none is required alone)
 ONE_OF_SAMPLES = {"pdf/encrypt": {"set_password": "x"}, "watermark": {"text": "x"}}
 
@@ -38,7 +43,9 @@ def output_field(operation, output_format):
 
 def plan_one(operation, input_format, **fields):
     """Plan one task of ``operation`` over an existing task's file of ``input_format``."""
-    task = {"operation": operation, "input": str(INPUT), **fields}
+    task = {"operation": operation, **fields}
+    if "input" in OPERATIONS[operation].required or input_format != "website":
+        task["input"] = str(INPUT)  # capture-website takes none: its source is its url
     return graph.plan({"t": task}, REGISTRY, lambda ref: (INPUT, input_format))[0]
 
 
@@ -134,7 +141,7 @@ def test_filters_select_rows_and_unknown_values_give_none():
     assert office and all("libreoffice" in r["engine"].split("+") for r in office)
     assert {r["operation"] for r in CATALOG.operations(Filters(output_format="zip"))} == {"archive"}
     for unknown in (
-        Filters(operation="capture-website"),
+        Filters(operation="capture-site"),
         Filters(input_format=UNKNOWN),
         Filters(output_format=UNKNOWN),
         Filters(engine="imagemagick"),

@@ -10,6 +10,7 @@ from appliance.engines.enabled import enabled_engines
 
 # The families operators name in their inventories' `engine_families`: a rename breaks them.
 FAMILIES = {"images", "data", "pdf", "ebooks", "ocr", "svg", "markup", "media", "office"}
+FAMILIES |= {"chromium"}
 DESCRIPTORS = [engine.descriptor for engine in enabled_engines()]
 DEBIAN_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1
 
