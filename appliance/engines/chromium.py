@@ -44,7 +44,6 @@ OUTPUTS = ("pdf", *IMAGES)
 LAUNCH_ARGS = [
     "--no-sandbox",  # no namespaces inside bubblewrap; the helper's sandbox is the boundary
     "--disable-gpu",
-    "--no-zygote",
     "--disable-dev-shm-usage",
     # a proxy nobody listens on, loopback included: what the routing missed goes nowhere
     "--proxy-server=socks5://127.0.0.1:9",
