@@ -63,14 +63,14 @@ class GuardedFetcher:
         try:
             return self._follow(request)
         except ApplianceError as exc:  # refused by the guard, or unreachable
-            return self._refuse(request.url, exc.message)
+            return self._refuse(request.url, exc.message, exc.code)
         except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             return self._refuse(request.url, type(exc).__name__)
 
-    def _refuse(self, url: str, why: str) -> FetchReply:
+    def _refuse(self, url: str, why: str, code: str | None = None) -> FetchReply:
         log.info("capture: refused %s: %s", url, why)
         self.refused.append(url)
-        return FetchReply(error=why)
+        return FetchReply(error=why, code=code)
 
     def _follow(self, request: FetchRequest) -> FetchReply:
         url, method = request.url, request.method.upper()

@@ -270,7 +270,8 @@ class _PageJob:
         self.first = self.fetch(outside.FetchRequest(method="GET", url=url))
         if self.first.error is not None:
             raise PermanentError(
-                f"Could not load {url}: {self.first.error}", code="CONVERSION_FAILED"
+                f"Could not load {url}: {self.first.error}",
+                code=self.first.code or "CONVERSION_FAILED",
             )
         page.goto(self.first.url, wait_until=wait)
 

@@ -42,6 +42,7 @@ class FetchReply(msgspec.Struct, kw_only=True):
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     body: str = ""  # base64
     error: str | None = None
+    code: str | None = None  # the error's stable code (URL_NOT_ALLOWED, ...) when it has one
 
     def content(self) -> bytes:
         return base64.b64decode(self.body)

@@ -29,6 +29,7 @@ from appliance.conversions.work import check_output, keep
 from appliance.engines import outside
 from appliance.engines.chromium import OUTPUTS, WEBSITE
 from appliance.engines.registry import Registry
+from appliance.security import sealing
 
 
 class CaptureWebsite(Operation):
@@ -36,6 +37,7 @@ class CaptureWebsite(Operation):
     required = ("url", "output_format")
     fields = frozenset(
         {"url", "output_format", "filename", "headers", "engine", "engine_version", "timeout"}
+        | {sealing.SEALED}  # where the headers are, once sealed
     )
     formats = Formats((WEBSITE,), OUTPUTS, "chromium")
     # Request headers often carry credentials (Authorization, cookies): sealed while the

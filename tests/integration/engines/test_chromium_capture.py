@@ -194,7 +194,7 @@ def test_a_page_on_a_private_address_is_not_captured(pool, tmp_path, site):
         SandboxedEngine(ChromiumEngine(), pool).convert(
             src, tmp_path / "x.pdf", WEBSITE, "pdf", ChromiumOptions(), lambda f: None
         )
-    assert info.value.code == "CONVERSION_FAILED" and site.hits == []
+    assert info.value.code == "URL_NOT_ALLOWED" and site.hits == []
 
 
 def test_a_capture_without_a_fetcher_has_no_network(pool, tmp_path, site):
