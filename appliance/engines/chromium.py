@@ -235,6 +235,7 @@ class _PageJob:
             context.set_default_timeout(TIMEOUT_MS)
             context.route("**/*", self._route)
             page = context.new_page()
+            page.emulate_media(media=self.media())  # before the page's scripts ask
             self._open(page)
             progress(0.5)
             self._wait(page)
@@ -313,11 +314,13 @@ class _PageJob:
         if o.wait_time:
             page.wait_for_timeout(o.wait_time)
 
+    def media(self) -> Literal["print", "screen"]:
+        """The CSS media type the page is rendered for: print for a PDF, screen for images."""
+        return self.options.css_media_type or ("print" if self.dst_format == "pdf" else "screen")
+
     def _save(self, page: Page) -> None:
         o = self.options
-        pdf = self.dst_format == "pdf"
-        page.emulate_media(media=o.css_media_type or ("print" if pdf else "screen"))
-        if pdf:
+        if self.dst_format == "pdf":
             page.pdf(path=self.dst, **pdf_arguments(o))
             return
         if o.screenshot_height is not None:
