@@ -5,12 +5,10 @@ in a plain browser), and the browser restarted after N pages or when it dies."""
 from __future__ import annotations
 
 import contextlib
-import http.server
 import os
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from appliance.engines.chromium import CHROMIUM, ChromiumEngine, ChromiumOptions
 from appliance.engines.formats import mismatch
 from appliance.engines.sandbox import Limits, SandboxedEngine
 from appliance.errors import PermanentError
+from tests.harness.origin import always, serve
 from tests.integration.engines.netwatch import (
     Dial,
     DialerEngine,
@@ -211,32 +210,13 @@ def test_a_local_document_reaches_no_network_and_no_file(pool, tmp_path):
     assert SECRET not in text and "FILE" not in text and "FETCHED" not in text
 
 
-class _Hits(http.server.BaseHTTPRequestHandler):
-    seen: list[str] = []
-
-    def do_GET(self):
-        self.seen.append(self.path)
-        body = b"leaked body"
-        self.send_response(200)
-        self.send_header("Access-Control-Allow-Origin", "*")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_control_the_same_page_leaks_in_a_plain_browser(tmp_path):
     """The page's requests and file reads do work when nothing stops them: a plain headless
     chromium, outside any sandbox, opening it as a file with file access allowed, reaches the
     listener and prints the file. So the test above would have seen a leak."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hits)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/picture.png"
+    with serve(always(b"leaked body", Access_Control_Allow_Origin="*")) as origin:
         page = tmp_path / "leaky.html"
-        page.write_text(LEAKY_PAGE.format(url=url))
+        page.write_text(LEAKY_PAGE.format(url=origin.url("/picture.png")))
         out = tmp_path / "leaky.pdf"
         subprocess.run(
             [
@@ -253,10 +233,8 @@ def test_control_the_same_page_leaks_in_a_plain_browser(tmp_path):
             capture_output=True,
             timeout=90,
         )
-    finally:
-        server.shutdown()
     text = "".join(t for _, _, t in pdf_pages(out))
-    assert _Hits.seen and SECRET in text and "FETCHED leaked body" in text
+    assert origin.requests and SECRET in text and "FETCHED leaked body" in text
 
 
 # --- warm, restarted after N pages, replaced when it dies ---

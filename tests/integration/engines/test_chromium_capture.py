@@ -7,9 +7,7 @@ addresses allowed does reach them, so the watch would see a leak."""
 
 from __future__ import annotations
 
-import http.server
 import os
-import threading
 
 import pypdfium2
 import pytest
@@ -22,6 +20,7 @@ from appliance.engines.chromium import WEBSITE, ChromiumEngine, ChromiumOptions
 from appliance.engines.sandbox import HelperPool, Limits, SandboxedEngine
 from appliance.errors import PermanentError
 from appliance.security import netguard
+from tests.harness.origin import Reply, serve
 
 GREEN_SVG = (
     b'<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100">'
@@ -29,38 +28,34 @@ GREEN_SVG = (
 )
 
 
-class Site(http.server.BaseHTTPRequestHandler):
-    """The test's web server: the page, its picture, and the private paths a leak would hit."""
+PRIVATE = {
+    "/private-img.svg": GREEN_SVG,
+    "/private-fetch": b"SECRET-FROM-LOOPBACK",
+    "/private-redirect": b"SECRET-BY-REDIRECT",
+    "/private-rebind": b"SECRET-BY-REBINDING",
+}
 
-    hits: list[str] = []
-    port = 0
 
-    def do_GET(self):
-        self.hits.append(self.path)
-        private = f"http://127.0.0.1:{self.port}"
-        routes = {
-            "/page.html": (200, "text/html", PAGE.format(private=private, port=self.port)),
-            "/green.svg": (200, "image/svg+xml", GREEN_SVG.decode()),
-            "/moved": (302, "text/plain", ""),
-            "/private-img.svg": (200, "image/svg+xml", GREEN_SVG.decode()),
-            "/private-fetch": (200, "text/plain", "SECRET-FROM-LOOPBACK"),
-            "/private-redirect": (200, "text/plain", "SECRET-BY-REDIRECT"),
-            "/private-rebind": (200, "text/plain", "SECRET-BY-REBINDING"),
-            "/public-rebind": (200, "text/plain", "first answer"),
-        }
-        status, kind, body = routes.get(self.path, (404, "text/plain", ""))
-        self.send_response(status)
-        if self.path == "/moved":
-            self.send_header("Location", f"{private}/private-redirect")
-        self.send_header("Content-Type", kind)
-        self.send_header("Access-Control-Allow-Origin", "*")
-        data = body.encode()
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+def site_of(port: list[int]):
+    """The test origin's answers: the page, its picture, and the private paths a leak would
+    hit (``port``: the origin's own, known once it listens)."""
 
-    def log_message(self, *args):
-        pass
+    def respond(path: str) -> Reply:
+        cors = {"Access-Control-Allow-Origin": "*"}
+        private = f"http://127.0.0.1:{port[0]}"
+        if path == "/page.html":
+            page = PAGE.format(private=private, port=port[0]).encode()
+            return Reply(200, page, {"Content-Type": "text/html"})
+        if path == "/moved":
+            return Reply(302, headers={"Location": f"{private}/private-redirect"})
+        if path == "/green.svg" or path in PRIVATE:
+            kind = "image/svg+xml" if path.endswith(".svg") else "text/plain"
+            return Reply(200, PRIVATE.get(path, GREEN_SVG), {"Content-Type": kind, **cors})
+        if path == "/public-rebind":
+            return Reply(200, b"first answer", {"Content-Type": "text/plain", **cors})
+        return Reply(404)
+
+    return respond
 
 
 PAGE = """<html><body style="margin:0">
@@ -83,12 +78,21 @@ Promise.all([
 
 
 @pytest.fixture(scope="module")
-def site():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Site)
-    Site.port = httpd.server_address[1]
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield Site
-    httpd.shutdown()
+def origin():
+    port: list[int] = []
+    with serve(site_of(port)) as served:
+        port.append(served.port)
+        yield served
+
+
+@pytest.fixture
+def site(origin):
+    origin.requests.clear()
+    return origin
+
+
+def hits(site) -> list[str]:
+    return [r.path for r in site.requests]
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +126,6 @@ def capture(pool, tmp_path, site, fmt, *, allow_private, **options):
     src.write_text(f"http://public.test:{site.port}/page.html")
     dst = tmp_path / f"capture-{allow_private}.{fmt}"
     fetcher = GuardedFetcher(src.read_text(), allow_private=allow_private, timeout=10)
-    site.hits.clear()
     with outside.fetching(fetcher):
         SandboxedEngine(ChromiumEngine(), pool).convert(
             src, dst, WEBSITE, fmt, ChromiumOptions(**options), lambda f: None
@@ -148,8 +151,8 @@ def test_a_public_page_is_captured_and_private_targets_are_refused(
     text = _text(pdf)
     assert "Captured page" in text and "first answer" in text
     assert "SECRET" not in text
-    assert {"/page.html", "/green.svg", "/public-rebind", "/moved"} <= set(site.hits)
-    assert not [h for h in site.hits if h.startswith("/private")], site.hits
+    assert {"/page.html", "/green.svg", "/public-rebind", "/moved"} <= set(hits(site))
+    assert not [h for h in hits(site) if h.startswith("/private")], hits(site)
     refused = " ".join(fetcher.refused)
     assert "169.254.169.254" in refused and "/private-fetch" in refused
     assert "/moved" in refused and "/private-rebind" in refused
@@ -162,7 +165,7 @@ def test_control_with_private_addresses_allowed_the_page_reaches_them(
     text = _text(pdf)
     for secret in ("SECRET-FROM-LOOPBACK", "SECRET-BY-REDIRECT", "SECRET-BY-REBINDING"):
         assert secret in text
-    assert "/private-img.svg" in site.hits
+    assert "/private-img.svg" in hits(site)
 
 
 def test_a_screenshot_of_a_captured_page_shows_its_pictures(pool, tmp_path, site, public_names):
@@ -186,7 +189,6 @@ def test_a_page_on_a_private_address_is_not_captured(pool, tmp_path, site):
     src = tmp_path / f"page.{WEBSITE}"
     url = f"http://127.0.0.1:{site.port}/page.html"
     src.write_text(url)
-    site.hits.clear()
     with (
         outside.fetching(GuardedFetcher(url, allow_private=False, timeout=10)),
         pytest.raises(PermanentError) as info,
@@ -194,15 +196,14 @@ def test_a_page_on_a_private_address_is_not_captured(pool, tmp_path, site):
         SandboxedEngine(ChromiumEngine(), pool).convert(
             src, tmp_path / "x.pdf", WEBSITE, "pdf", ChromiumOptions(), lambda f: None
         )
-    assert info.value.code == "URL_NOT_ALLOWED" and site.hits == []
+    assert info.value.code == "URL_NOT_ALLOWED" and hits(site) == []
 
 
 def test_a_capture_without_a_fetcher_has_no_network(pool, tmp_path, site):
     src = tmp_path / f"page.{WEBSITE}"
     src.write_text(f"http://127.0.0.1:{site.port}/page.html")
-    site.hits.clear()
     with pytest.raises(PermanentError):
         SandboxedEngine(ChromiumEngine(), pool).convert(
             src, tmp_path / "x.pdf", WEBSITE, "pdf", ChromiumOptions(), lambda f: None
         )
-    assert site.hits == []
+    assert hits(site) == []

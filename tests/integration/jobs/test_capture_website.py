@@ -4,62 +4,42 @@ a page on a private address fails with URL_NOT_ALLOWED."""
 
 from __future__ import annotations
 
-import http.server
-import threading
-
 import pypdfium2
 import pytest
 
 from appliance.conversions import fetch as fetch_module
 from appliance.security import netguard
+from tests.harness.origin import Reply, serve
 from tests.integration.jobs.conftest import task
 
 pytestmark = pytest.mark.parametrize("settings", ["local"], indirect=True)
 
 
-class Site(http.server.BaseHTTPRequestHandler):
-    seen: list[tuple[str, str | None]] = []  # (path, Authorization header)
-    port = 0
-
-    def do_GET(self):
-        self.seen.append((self.path, self.headers.get("Authorization")))
-        if self.path == "/page.html":
-            body = (
-                "<p>Invoice 42</p><script>fetch('http://127.0.0.1:"
-                f"{self.port}/private').then(r => r.text()).then(t => document.body.append(t))"
-                "</script>"
-            )
-        else:
-            body = "PRIVATE DATA"
-        data = body.encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Access-Control-Allow-Origin", "*")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def site(monkeypatch):
-    """The test server, reached as public.test (a name the guard takes as public, as
+    """The test origin, reached as public.test (a name the guard takes as public, as
     test_fetch does); its own address stays loopback, which the guard refuses."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Site)
-    Site.port = httpd.server_address[1]
-    Site.seen = []
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    port: list[int] = []
 
-    def resolve(host, port, *, allow_private):
+    def respond(path: str) -> Reply:
+        if path != "/page.html":
+            return Reply(200, b"PRIVATE DATA", {"Access-Control-Allow-Origin": "*"})
+        page = (
+            "<p>Invoice 42</p><script>fetch('http://127.0.0.1:"
+            f"{port[0]}/private').then(r => r.text()).then(t => document.body.append(t))"
+            "</script>"
+        )
+        return Reply(200, page.encode(), {"Content-Type": "text/html"})
+
+    def resolve(host, port_, *, allow_private):
         if host == "public.test":
             return "127.0.0.1"
-        return netguard.resolve(host, port, allow_private=allow_private)
+        return netguard.resolve(host, port_, allow_private=allow_private)
 
     monkeypatch.setattr(fetch_module, "resolve", resolve)
-    yield Site
-    httpd.shutdown()
+    with serve(respond) as origin:
+        port.append(origin.port)
+        yield origin
 
 
 def test_a_captured_page_becomes_a_pdf_without_reaching_private_addresses(system, site, tmp_path):
@@ -87,7 +67,10 @@ def test_a_captured_page_becomes_a_pdf_without_reaching_private_addresses(system
     text = "".join(page.get_textpage().get_text_range() for page in pdf)
     pdf.close()
     assert "Invoice 42" in text and "PRIVATE" not in text
-    assert site.seen == [("/page.html", "Bearer page-only")]  # the private fetch never came
+    # the private fetch never came; the header went to the page's origin
+    assert [(r.path, r.headers.get("Authorization")) for r in site.requests] == [
+        ("/page.html", "Bearer page-only")
+    ]
 
 
 def _key(system, job):
@@ -107,4 +90,4 @@ def test_a_page_on_a_private_address_fails_with_url_not_allowed(system, site):
     )
     job = system.wait(job["id"], timeout=180)
     assert job["status"] == "error"
-    assert task(job, "cap")["code"] == "URL_NOT_ALLOWED" and site.seen == []
+    assert task(job, "cap")["code"] == "URL_NOT_ALLOWED" and site.requests == []
