@@ -248,7 +248,9 @@ class _PageJob:
                 code="ENGINE_TIMEOUT",
             ) from exc
         except Error as exc:
-            if not warm.alive():
+            # The browser's death may reach the driver after the page's error says so.
+            if not warm.alive() or "closed" in str(exc) or "crashed" in str(exc).lower():
+                warm.stop()  # the next page starts another
                 raise RetryableError("Chromium stopped", code="ENGINE_CRASHED") from exc
             raise PermanentError(
                 f"Chromium could not render the page: {str(exc).splitlines()[0][:200]}",

@@ -20,7 +20,7 @@ import pyvips
 from appliance.engines.chromium import CHROMIUM, ChromiumEngine, ChromiumOptions
 from appliance.engines.formats import mismatch
 from appliance.engines.sandbox import Limits, SandboxedEngine
-from appliance.errors import PermanentError
+from appliance.errors import RetryableError
 from tests.harness.origin import always, serve
 from tests.integration.engines.netwatch import (
     Dial,
@@ -272,7 +272,8 @@ def test_the_browser_is_warm_restarted_after_n_pages_and_replaced_when_killed(po
     deadline = time.monotonic() + 10
     while victim in _chromium_pids(helper) and time.monotonic() < deadline:
         time.sleep(0.1)
-    with contextlib.suppress(PermanentError):  # the page that meets the dead browser may fail
+    # the page that meets the dead browser may fail (retryable: not the document's fault)
+    with contextlib.suppress(RetryableError):
         convert(pool, tmp_path, "<p>after</p>", "pdf", name="after")
     text = pdf_pages(convert(pool, tmp_path, "<p>again</p>", "pdf", name="again"))[0][2]
     assert "again" in text and victim not in _chromium_pids(helper)
