@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import tempfile
@@ -23,6 +24,7 @@ import pypdfium2
 
 from appliance.engines.chromium import CHROMIUM, ChromiumEngine, ChromiumOptions
 from appliance.engines.sandbox import HelperPool, Limits, SandboxedEngine
+from bench.harness import descendants
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "real"
 COLD = [
@@ -59,12 +61,40 @@ def cold_one(src: Path, dst: Path) -> int:
     return pages(dst)
 
 
-def batch(convert, files: list[Path], out: Path, parallel: int) -> float:
-    """Pages per minute of one round."""
-    start = time.perf_counter()
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its descendants so far, with what their reaped children
+    used (Chromium's renderers come and go below the browser)."""
+    ticks = 0
+    for p in [pid, *descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        ticks += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def helpers_cpu() -> float:
+    """The warm side: this process's children (the helpers' sandboxes) and below; no cold
+    chromium runs meanwhile."""
+    out = subprocess.run(["pgrep", "-P", str(os.getpid())], capture_output=True, text=True)
+    return sum(tree_cpu(int(pid)) for pid in out.stdout.split())
+
+
+def cold_cpu() -> float:
+    """The cold side: the chromium runs this process waited for, and their children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def batch(convert, cpu, files: list[Path], out: Path, parallel: int) -> tuple[float, float]:
+    """Pages per minute of one round, and CPU seconds per page (``cpu()``: the side's CPU
+    seconds so far)."""
+    start, cpu_start = time.perf_counter(), cpu()
     with ThreadPoolExecutor(parallel) as threads:
         made = list(threads.map(lambda n: convert(files[n], out / f"{n}.pdf"), range(len(files))))
-    return sum(made) / (time.perf_counter() - start) * 60
+    seconds, pages = time.perf_counter() - start, sum(made)
+    return pages / seconds * 60, (cpu() - cpu_start) / pages
 
 
 def main() -> None:
@@ -81,17 +111,23 @@ def main() -> None:
     with ThreadPoolExecutor(args.parallel) as threads:  # every helper started and warm
         list(threads.map(lambda n: warm_one(engine, sources[0], root / f"w{n}.pdf"), range(4)))
     sides = {
-        "warm": lambda src, dst: warm_one(engine, src, dst),
-        "cold": cold_one,
+        "warm": (lambda src, dst: warm_one(engine, src, dst), helpers_cpu),
+        "cold": (cold_one, cold_cpu),
     }
     results: dict[str, list[float]] = {side: [] for side in sides}
+    cpu: dict[str, list[float]] = {side: [] for side in sides}
     try:
         for n in range(args.rounds):
             for side in sides if n % 2 == 0 else reversed(list(sides)):
                 out = root / f"{side}-{n}"
                 out.mkdir()
-                results[side].append(batch(sides[side], files, out, args.parallel))
-                print(f"round {n + 1} {side}: {results[side][-1]:.0f} pages/min", flush=True)
+                rate, per_page = batch(*sides[side], files, out, args.parallel)
+                results[side].append(rate)
+                cpu[side].append(per_page)
+                print(
+                    f"round {n + 1} {side}: {rate:.0f} pages/min, {per_page:.3f} CPU s/page",
+                    flush=True,
+                )
     finally:
         pool.close()
     print(
@@ -107,7 +143,8 @@ def main() -> None:
     ratio = statistics.median(results["warm"]) / statistics.median(results["cold"])
     print(
         f"warm / cold: {ratio:.2f} of the medians, "
-        f"{statistics.median(paired):.2f} median of the paired rounds"
+        f"{statistics.median(paired):.2f} median of the paired rounds; CPU per page cold / "
+        f"warm: {statistics.median(cpu['cold']) / statistics.median(cpu['warm']):.2f}"
     )
 
 

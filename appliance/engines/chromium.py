@@ -3,13 +3,16 @@
 Debian's chromium, driven over the DevTools protocol by Playwright (its Python package and the
 Node driver it carries; no browser download). Inside each sandboxed engine helper one headless
 Chromium runs for as long as the helper lives, is replaced after
-``APPLIANCE_CHROMIUM_RESTART_AFTER`` pages (it grows with use) and whenever it has died. Every
-conversion gets a fresh browser context (its own cookies, storage and cache) and page.
+``APPLIANCE_CHROMIUM_RESTART_AFTER`` pages (it grows with use) and whenever it has died. Local
+documents are rendered one after the other in one reused page, each at a made-up site of its
+own (``https://<128 random bits>.invalid/``), so cookies, storage and cache, all kept per site,
+never pass from one document to the next; a fresh context and renderer per document cost about
+three times the CPU. A website capture gets a fresh context of its own (real sites' cookies).
 
 The network: Chromium runs in the helper's sandbox, which has none, and every request it makes
 is intercepted (Playwright's routing). A local document (html; markdown is routed here through
-pandoc's html) is served from its file at a made-up origin, ``https://document.invalid/``, and
-any other request is refused: a local conversion has no network at all, and ``file://`` is
+pandoc's html) is served from its file at its made-up address, and any other request is
+refused: a local conversion has no network at all, and ``file://`` is
 never reachable (a page from an https origin may not load local files, and the sandbox shows
 none of the host's). A website capture (``capture-website``: the source is a ``website`` file
 holding the URL) asks the worker for each request (``outside.py``), which fetches it through
@@ -24,6 +27,8 @@ import concurrent.futures
 import contextlib
 import os
 import threading
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -37,7 +42,7 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Playwright, Route
 
 CHROMIUM = "/usr/lib/chromium/chromium"  # the binary: /usr/bin/chromium is a launcher script
-DOCUMENT_ORIGIN = "https://document.invalid/"
+DOCUMENT_HOST = "invalid"  # a reserved top-level domain: never resolves anywhere
 WEBSITE = "website"  # the source format of a capture: a file holding the URL
 IMAGES = ("png", "jpg", "webp")
 OUTPUTS = ("pdf", *IMAGES)
@@ -116,6 +121,8 @@ class _Browser:
         self.served = 0
         self._playwright: Playwright | None = None
         self._browser: Browser | None = None
+        self._local: Page | None = None  # see local_page
+        self._router: Callable[[Route], None] | None = None
         self.thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="chromium")
 
     def browser(self) -> Browser:
@@ -139,7 +146,34 @@ class _Browser:
     def alive(self) -> bool:
         return self._browser is not None and self._browser.is_connected()
 
+    def local_page(self, route: Callable[[Route], None]) -> Page:
+        """The page local documents are rendered in, one after the other (a fresh context
+        and renderer for each cost ~3x the CPU: measured in the notes), with ``route``
+        answering its requests. Each document gets an origin of its own (``_PageJob``), so
+        none reaches what another left in cookies or storage."""
+        browser = self.browser()
+        if self._local is None or self._local.is_closed():
+            context = browser.new_context(service_workers="block", accept_downloads=False)
+            context.set_default_timeout(TIMEOUT_MS)
+            context.route("**/*", lambda r: self._router(r) if self._router else r.abort())
+            self._local = context.new_page()
+        self._router = route
+        return self._local
+
+    def done_with_local(self) -> None:
+        """Between documents: the page blank again, pages the document opened closed."""
+        self._router = None
+        if self._local is None or self._local.is_closed():
+            return
+        self._local.goto("about:blank")
+        # The one thing a tab keeps across sites: its name (history keeps only a count)
+        self._local.evaluate("window.name = ''")
+        for page in self._local.context.pages:
+            if page is not self._local:
+                page.close()
+
     def stop(self) -> None:
+        self._local = self._router = None
         if self._browser is not None:
             with contextlib.suppress(Exception):  # already gone: its driver reaps it
                 self._browser.close()
@@ -218,29 +252,16 @@ class _PageJob:
         self.fetch = fetch
         self.refused: list[str] = []  # requests refused (for the log)
         self.first: outside.FetchReply | None = None  # a capture's page, fetched already
+        self.url = ""  # a local document's made-up address
 
     def run(self, warm: _Browser, progress: Progress) -> None:
         from playwright.sync_api import Error, TimeoutError
 
         try:
-            context = warm.browser().new_context(
-                viewport={"width": self.options.screenshot_width, "height": 800},
-                service_workers="block",  # their fetches would escape the page's routing
-                accept_downloads=False,
-            )
-        except Error as exc:
-            warm.stop()
-            raise RetryableError("Chromium did not start", code="ENGINE_CRASHED") from exc
-        try:
-            context.set_default_timeout(TIMEOUT_MS)
-            context.route("**/*", self._route)
-            page = context.new_page()
-            page.emulate_media(media=self.media())  # before the page's scripts ask
-            self._open(page)
-            progress(0.5)
-            self._wait(page)
-            self._save(page)
-            progress(1.0)
+            if self.fetch is None:
+                self._local(warm, progress)
+            else:
+                self._capture(warm, progress)
         except TimeoutError as exc:
             raise PermanentError(
                 "The page did not get ready in time (wait_until, wait_for_element, "
@@ -256,16 +277,52 @@ class _PageJob:
                 f"Chromium could not render the page: {str(exc).splitlines()[0][:200]}",
                 code="INVALID_INPUT_FILE",
             ) from exc
+
+    def _local(self, warm: _Browser, progress: Progress) -> None:
+        """A local document, in the browser's reused page, at an origin of its own."""
+        from playwright.sync_api import Error
+
+        # A made-up site per document: cookies, storage and cache are kept per site, and no
+        # document can name another's (128 random bits).
+        self.url = f"https://{uuid.uuid4().hex}.{DOCUMENT_HOST}/index.html"
+        page = warm.local_page(self._route)
+        try:
+            self._render(page, progress)
+        finally:
+            with contextlib.suppress(Error):
+                warm.done_with_local()
+
+    def _capture(self, warm: _Browser, progress: Progress) -> None:
+        """A website, in a context of its own (real sites' cookies stay with one capture)."""
+        from playwright.sync_api import Error
+
+        context = warm.browser().new_context(
+            service_workers="block",  # their fetches would escape the page's routing
+            accept_downloads=False,
+        )
+        try:
+            context.set_default_timeout(TIMEOUT_MS)
+            context.route("**/*", self._route)
+            self._render(context.new_page(), progress)
         finally:
             with contextlib.suppress(Error):
                 context.close()
+
+    def _render(self, page: Page, progress: Progress) -> None:
+        page.set_viewport_size({"width": self.options.screenshot_width, "height": 800})
+        page.emulate_media(media=self.media())  # before the page's scripts ask
+        self._open(page)
+        progress(0.5)
+        self._wait(page)
+        self._save(page)
+        progress(1.0)
 
     # -- where the page comes from
     def _open(self, page: Page) -> None:
         until = self.options.wait_until
         wait: Any = "networkidle" if until.startswith("networkidle") else until
         if self.fetch is None:
-            page.goto(DOCUMENT_ORIGIN + "index.html", wait_until=wait)
+            page.goto(self.url, wait_until=wait)
             return
         url = self.src.read_text().strip()
         # Chromium does not follow a redirect a route answers with, so the worker follows
@@ -282,7 +339,7 @@ class _PageJob:
         request = route.request
         url = request.url
         if self.fetch is None:
-            if url == DOCUMENT_ORIGIN + "index.html":
+            if url == self.url:
                 route.fulfill(status=200, body=self.src.read_bytes(), content_type="text/html")
             else:
                 self.refused.append(url)

@@ -277,3 +277,30 @@ def test_the_browser_is_warm_restarted_after_n_pages_and_replaced_when_killed(po
         convert(pool, tmp_path, "<p>after</p>", "pdf", name="after")
     text = pdf_pages(convert(pool, tmp_path, "<p>again</p>", "pdf", name="again"))[0][2]
     assert "again" in text and victim not in _chromium_pids(helper)
+
+
+# --- one document after another in the warm page: nothing passes between them ---
+
+WRITER = """<p>Writer</p><script>
+localStorage.setItem("left", "LEFT-IN-STORAGE"); sessionStorage.setItem("s", "LEFT-IN-SESSION");
+document.cookie = "left=LEFT-IN-COOKIE; max-age=3600"; window.name = "LEFT-IN-NAME";
+indexedDB.open("left").onupgradeneeded = (e) => e.target.result.createObjectStore("x");
+document.body.append(" read back: " + localStorage.getItem("left") + " " + document.cookie);
+</script>"""
+READER = """<p>Reader</p><p id="out"></p><script>
+const out = document.getElementById("out");
+out.append(" storage:" + localStorage.getItem("left") + " session:" + sessionStorage.getItem("s")
+  + " cookie:" + document.cookie + " name:" + window.name + " history:" + history.length);
+indexedDB.databases().then(d => out.append(" idb:" + d.map(x => x.name).join(",")))
+  .finally(() => { window.done = true; });
+</script>"""
+
+
+def test_a_document_sees_nothing_the_previous_one_left(pool, tmp_path):
+    written = pdf_pages(convert(pool, tmp_path, WRITER, "pdf", name="writer"))[0][2]
+    assert "read back: LEFT-IN-STORAGE left=LEFT-IN-COOKIE" in written  # the control
+    read = pdf_pages(
+        convert(pool, tmp_path, READER, "pdf", name="reader", wait_for_expression="window.done")
+    )[0][2]
+    assert "Reader" in read and "storage:null session:null cookie: name: history:" in read
+    assert "LEFT" not in read and "idb:" in read and "idb:left" not in read
