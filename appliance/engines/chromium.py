@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import contextlib
+import logging
 import os
 import threading
 import uuid
@@ -40,6 +41,8 @@ from appliance.errors import PermanentError, RetryableError
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Playwright, Route
+
+log = logging.getLogger(__name__)
 
 CHROMIUM = "/usr/lib/chromium/chromium"  # the binary: /usr/bin/chromium is a launcher script
 DOCUMENT_HOST = "invalid"  # a reserved top-level domain: never resolves anywhere
@@ -58,7 +61,6 @@ LAUNCH_ARGS = [
     "--disable-background-networking",
 ]
 TIMEOUT_MS = 60_000  # one navigation or wait; the helper's wall-clock timeout bounds the whole
-MAX_RESPONSE_BYTES = 50 << 20  # one fetched resource of a captured website
 PAPER_CM = {  # width, height
     "letter": (21.59, 27.94),
     "legal": (21.59, 35.56),
@@ -262,6 +264,8 @@ class _PageJob:
                 self._local(warm, progress)
             else:
                 self._capture(warm, progress)
+            if self.refused:  # what a document asked for in vain (the log only)
+                log.info("refused %d requests, e.g. %s", len(self.refused), self.refused[0])
         except TimeoutError as exc:
             raise PermanentError(
                 "The page did not get ready in time (wait_until, wait_for_element, "
