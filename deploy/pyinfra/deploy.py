@@ -20,6 +20,7 @@ from fleet.context import current
 from roles import (
     api,
     app,
+    backup,
     base,
     db,
     lb,
@@ -50,6 +51,8 @@ if me.has("redis"):
 if me.has("storage"):
     storage.apply(fleet, me)
 barrier("data services ready")
+if me.has("db"):
+    backup.activate(fleet, me, db.paths(fleet)["service"])
 if me.has("api") or me.has("worker"):
     env = app.install(fleet, me, release)
 if me.has("api"):

@@ -569,8 +569,12 @@ def _write_configs(
         "slo",
         "dlo",
         "versioned_writes",
+        "symlink",
     ]
     settings = {
+        # S3 bucket versioning (s3api) rides on object_versioning, which this enables; it
+        # needs symlink after it. Buckets keep versions only when asked (PutBucketVersioning).
+        "versioned_writes": "allow_object_versioning = true\n",
         "cache": f"memcache_servers = 127.0.0.1:{ports['memcached']}\n",
         "s3api": f"location = {REGION}\ns3_acl = false\n",
         "tempauth": f"user_{ACCOUNT}_{USER} = {secret_key} .admin\n",

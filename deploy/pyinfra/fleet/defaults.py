@@ -100,6 +100,30 @@ DEFAULTS: dict[str, Any] = {
     "db_name": "appliance",
     "db_user": "appliance",
     "db_pool_size": 10,
+    # Backups (pgBackRest, roles/backup.py): continuous WAL archiving plus full and
+    # incremental backups on systemd timers (calendar expressions, systemd.time(7), in the
+    # hosts' time zone), taken by whichever db host is the primary, into this bucket of the
+    # fleet's S3 store (MinIO's, with its own user; or s3_external's endpoint and keys),
+    # encrypted with the secret `backup_cipher_pass`. backup_s3 sends them to another S3
+    # service instead: {"endpoint": "host:port", "access_key", "secret_key", "bucket",
+    # "region", "secure"} (a second site is better than the store the data lives in).
+    "backup_bucket": "appliance-backups",
+    "backup_s3": None,
+    "backup_full_schedule": "Sun *-*-* 01:00:00",
+    "backup_incr_schedule": "Mon..Sat *-*-* 01:00:00",
+    # Full backups kept (a count); older ones go with their incrementals and WAL, so the
+    # oldest point a restore can reach is the oldest kept full backup's start.
+    "backup_retention_full": 4,
+    # Past this age (hours) of the newest good backup, ApplianceBackupStale fires.
+    "backup_max_age_hours": 36,
+    # Processes a backup or restore uses to compress, encrypt and transfer files.
+    "backup_process_max": 2,
+    # Local TLS relay port on db hosts: pgBackRest speaks S3 over TLS only, MinIO (and the
+    # lab's store) answer plain HTTP on the private network.
+    "backup_tls_relay_port": 9444,
+    # Object storage keeps every overwritten or deleted object's old version this many days
+    # (MinIO versioning plus a lifecycle rule; 0: forever).
+    "storage_noncurrent_days": 30,
     # Redis
     "redis_maxmemory": "512mb",
     # Storage: MinIO on the storage group, or an external S3 service when s3_external is set

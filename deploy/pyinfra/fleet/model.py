@@ -100,6 +100,8 @@ class Fleet:
             raise FleetError("choose MinIO (a storage host) or s3_external, not both")
         if not self.role("storage") and not self.get("s3_external"):
             raise FleetError("no storage host and no s3_external endpoint")
+        if self.get("backup_bucket") == self.s3()["bucket"] and not self.get("backup_s3"):
+            raise FleetError("backup_bucket must not be the app's bucket (s3_bucket)")
         if self.role("storage") and not self.get("minio_sha256"):
             raise FleetError("minio_sha256 must be set: the MinIO binary is checked against it")
         self._validate_admin_networks()
@@ -181,6 +183,32 @@ class Fleet:
             "secure": False,
             "public_url": self.get("s3_public_url"),
         }
+
+    def backup_s3(self) -> dict[str, Any]:
+        """Where pgBackRest keeps the repository: ``backup_s3`` when set, else a bucket of
+        the fleet's own store (MinIO's backup user, or s3_external's endpoint and keys)."""
+        configured = self.get("backup_s3")
+        if configured:
+            return {
+                "endpoint": configured["endpoint"],
+                "access_key": configured["access_key"],
+                "secret_key": configured["secret_key"],
+                "bucket": configured.get("bucket", self.get("backup_bucket")),
+                "region": configured.get("region", "us-east-1"),
+                "secure": bool(configured.get("secure", False)),
+            }
+        if self.role("storage"):
+            return {
+                "endpoint": f"{self.role('storage')[0].ip}:9000",
+                "access_key": "pgbackrest",
+                "secret_key": self.secrets["minio_backup_password"],
+                "bucket": self.get("backup_bucket"),
+                "region": "us-east-1",
+                "secure": False,
+            }
+        app = self.s3()
+        keys = ("endpoint", "access_key", "secret_key", "region", "secure")
+        return {**{k: app[k] for k in keys}, "bucket": self.get("backup_bucket")}
 
     def queues(self, host: HostSpec) -> dict[str, dict[str, Any]]:
         """The worker instances this host runs, with their settings."""

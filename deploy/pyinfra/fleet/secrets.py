@@ -30,6 +30,9 @@ NAMES = {
     "minio_app_password": "MinIO's user for the app",
     "minio_prometheus_password": "MinIO's user `prometheus` (metrics only; signs its token)",
     "minio_kms_key": "MinIO's server-side encryption key (base64, 32 bytes)",
+    "minio_backup_password": "MinIO's user `pgbackrest` (the backup bucket only)",
+    "backup_cipher_pass": "the backup repository's encryption passphrase (pgBackRest); without"
+    " it no backup can be restored: keep a copy of this file away from the fleet",
     "grafana_admin_password": "Grafana's admin user",
     "s3_access_key": "an external S3 endpoint's access key (when not in group data)",
     "s3_secret_key": "an external S3 endpoint's secret key (when not in group data)",

@@ -1,7 +1,8 @@
 """db: PostgreSQL primary plus streaming replicas (hot standby). The primary gets the app's
 role and database, a replication role and one physical slot per replica; each replica is
 cloned from the primary once (pg_basebackup -R with its slot) and then follows it. Lag is
-visible through the postgres exporter (pg_replication_* metrics)."""
+visible through the postgres exporter (pg_replication_* metrics). Every db host archives WAL
+and backs up when it is the primary (roles/backup.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pyinfra.operations import apt, server
 from fleet.checks import MONITORING
 from fleet.model import Fleet, HostSpec
 from fleet.render import render
+from roles import backup
 from roles.common import once, put, put_text, restart_if
 
 SHARED_BUFFERS = "256MB"
@@ -63,6 +65,7 @@ def apply(fleet: Fleet, me: HostSpec) -> None:
         "pyinfra/templates/postgresql.conf.j2",
         f"{p['conf']}/conf.d/appliance.conf",
         shared_buffers=SHARED_BUFFERS,
+        **backup.postgres_context(),
     )
     hba = put(
         "pyinfra/templates/pg_hba.conf.j2",
@@ -90,6 +93,8 @@ def apply(fleet: Fleet, me: HostSpec) -> None:
             primary_ip=fleet.db_primary.ip,
             replication_password=fleet.secrets["replication_password"],
         )
+    # archive_command's pgBackRest and its configuration, before archiving starts.
+    backup.configure(fleet, p["data"])
     # activate: the primary's roles and slots; replicas clone it afterwards (clone_replica).
     restart_if(p["service"], conf, hba)
     if me == fleet.db_primary:

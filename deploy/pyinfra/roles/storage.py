@@ -1,6 +1,8 @@
 """storage: MinIO from a configurable URL checked against its SHA-256, run as its own user
 under a hardened unit, with the app's bucket, its own user and policy, and server-side
-encryption of every object (SSE-S3 with a key from the operator's secrets). Its metrics
+encryption of every object (SSE-S3 with a key from the operator's secrets), the backup bucket
+with pgBackRest's own user, and versioning on both buckets (old versions kept
+``storage_noncurrent_days``) so a deleted or overwritten object can be brought back. Its metrics
 answer only Prometheus's bearer token (fleet/minio.py).
 
 Fleets may instead point the app at any S3 service (group data ``s3_external``); then no host
@@ -29,6 +31,9 @@ def setup_context(fleet: Fleet, me: HostSpec) -> dict[str, object]:
         "root_password": fleet.secrets["minio_root_password"],
         "app_password": fleet.secrets["minio_app_password"],
         "bucket": fleet.get("s3_bucket"),
+        "backup_bucket": fleet.get("backup_bucket"),
+        "backup_password": fleet.secrets["minio_backup_password"],
+        "noncurrent_days": int(fleet.get("storage_noncurrent_days")),
         "metrics_user": minio.METRICS_USER,
         "metrics_policy": minio.METRICS_POLICY,
         "metrics_password": fleet.secrets["minio_prometheus_password"],

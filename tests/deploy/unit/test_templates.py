@@ -21,7 +21,7 @@ from fleet import minio
 from fleet.model import FleetError
 from fleet.render import render
 from fleet.wheelhouse import Release
-from roles import api, app, base, db, lb, monitoring, redis, rolling, storage, worker
+from roles import api, app, backup, base, db, lb, monitoring, redis, rolling, storage, worker
 
 from appliance.security.limits import client_address, networks
 from appliance.settings import Settings
@@ -524,12 +524,15 @@ def test_postgres_settings_parse_and_enable_streaming_replication(fleet, work_ro
     shutil.chown(data, "postgres", "postgres")
     as_pg = ["runuser", "-u", "postgres", "--"]
     assert _run(*as_pg, str(bindir / "initdb"), "-D", str(data)).returncode == 0
-    conf = render("pyinfra/templates/postgresql.conf.j2", shared_buffers=db.SHARED_BUFFERS)
+    conf = render("pyinfra/templates/postgresql.conf.j2", shared_buffers=db.SHARED_BUFFERS,
+                  **backup.postgres_context())  # fmt: skip
     (data / "appliance.conf").write_text(conf)
     with (data / "postgresql.conf").open("a") as out:
         out.write("include 'appliance.conf'\n")
     for name, want in [("wal_level", "replica"), ("hot_standby", "on"),
-                       ("max_replication_slots", "10")]:  # fmt: skip
+                       ("max_replication_slots", "10"), ("archive_mode", "on"),
+                       ("archive_command", "pgbackrest --stanza=appliance archive-push %p"),
+                       ("archive_timeout", "60")]:  # fmt: skip
         got = _run(*as_pg, str(bindir / "postgres"), "-D", str(data), "-C", name)
         assert got.returncode == 0, got.stderr
         assert got.stdout.strip() == want
