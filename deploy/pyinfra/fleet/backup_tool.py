@@ -2,8 +2,8 @@
 file as /usr/local/lib/appliance/backup_tool.py. Two commands:
 
     backup_tool.py bucket /etc/appliance/backup-s3.json
-        the backup bucket exists, and every bucket listed there is asked to keep old object
-        versions (an S3 store that cannot says so; that is a warning, not an error);
+        the backup bucket (and the app's, on an external store) exists and is asked to keep
+        old object versions (a store that cannot says so: a warning, not an error);
     backup_tool.py metrics --max-age-hours H --out FILE
         the node exporter's textfile: what ``pgbackrest info`` says of the repository (the
         newest good backup of each type, its duration and size) and, on the primary,
@@ -110,9 +110,9 @@ def keep_versions(s3: dict[str, Any], bucket: str) -> bool:
 def cmd_bucket(config_path: str) -> int:
     with open(config_path) as f:
         config = json.load(f)
-    s3 = config["s3"]
-    print(f"bucket {s3['bucket']}: {ensure_bucket(s3, s3['bucket'])}")
-    for target in [s3, *config.get("also_versioned", [])]:
+    # The app's bucket too: on a first deploy the app has not yet started to make it.
+    for target in [config["s3"], *config.get("also_versioned", [])]:
+        print(f"bucket {target['bucket']}: {ensure_bucket(target, target['bucket'])}")
         if keep_versions(target, target["bucket"]):
             print(f"bucket {target['bucket']}: versioning enabled")
         else:
@@ -139,7 +139,7 @@ HELP = {
     "pgbackrest_backup_last_good_completion_seconds": "End of the newest good backup (unix s)",
     "pgbackrest_backup_last_duration_seconds": "How long the newest good backup took",
     "pgbackrest_backup_last_size_bytes": "Bytes the newest good backup stored in the repository",
-    "pgbackrest_backup_count": "Backups in the repository",
+    "pgbackrest_backups": "Backups in the repository",
     "pgbackrest_backup_max_age_seconds": "Age of the newest good backup that alerts (setting)",
     "pgbackrest_wal_last_archived_timestamp_seconds": "Last WAL segment archived (unix s)",
     "pgbackrest_wal_last_failed_timestamp_seconds": "Last WAL archiving failure (0: none)",
@@ -168,7 +168,7 @@ def render_metrics(
     )
     if stanza is not None:
         backups = [b for b in stanza.get("backup", []) if not b.get("error")]
-        values["pgbackrest_backup_count"].append(_line("pgbackrest_backup_count", len(backups)))
+        values["pgbackrest_backups"].append(_line("pgbackrest_backups", len(backups)))
         for kind in BACKUP_TYPES:
             done = [b for b in backups if b["type"] == kind]
             if not done:

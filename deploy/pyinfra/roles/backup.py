@@ -120,26 +120,37 @@ def configure(fleet: Fleet, data_dir: str) -> None:
         _relay(fleet)
 
 
+def relay_context(fleet: Fleet) -> dict[str, object]:
+    return {
+        "relay_port": fleet.get("backup_tls_relay_port"),
+        "s3_endpoint": fleet.backup_s3()["endpoint"],
+        "relay_cert": RELAY_CERT,
+        "relay_key": RELAY_KEY,
+    }
+
+
+def relay_cert_command(cert: str, key: str) -> str:
+    """A self-signed certificate for 127.0.0.1 (the name pgBackRest checks it against; it
+    trusts exactly this certificate: repo1-storage-ca-file)."""
+    return (
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 36500 -subj /CN=127.0.0.1"
+        f" -keyout {key} -out {cert}"
+    )
+
+
 def _relay(fleet: Fleet) -> None:
     apt.packages(name="stunnel (TLS relay to S3)", packages=["stunnel4"], no_recommends=True)
     if not host.get_fact(File, path=RELAY_CERT):
         server.shell(
             name="TLS key and certificate of the S3 relay (made on this host, once)",
             commands=[
-                f"openssl req -x509 -newkey rsa:2048 -nodes -days 36500 -subj /CN=127.0.0.1"
-                f" -keyout {RELAY_KEY} -out {RELAY_CERT}",
+                f"install -d -m 755 {Path(RELAY_CERT).parent}",
+                relay_cert_command(RELAY_CERT, RELAY_KEY),
                 f"chown root:stunnel4 {RELAY_KEY} && chmod 640 {RELAY_KEY}"
                 f" && chmod 644 {RELAY_CERT}",
             ],
         )
-    conf = put(
-        "pyinfra/templates/backup-tls.conf.j2",
-        RELAY_CONF,
-        relay_port=fleet.get("backup_tls_relay_port"),
-        s3_endpoint=fleet.backup_s3()["endpoint"],
-        relay_cert=RELAY_CERT,
-        relay_key=RELAY_KEY,
-    )
+    conf = put("pyinfra/templates/backup-tls.conf.j2", RELAY_CONF, **relay_context(fleet))
     unit = put("systemd/appliance-backup-tls.service.j2",
                "/etc/systemd/system/appliance-backup-tls.service", conf=RELAY_CONF)  # fmt: skip
     restart_if("appliance-backup-tls", conf, unit)
