@@ -242,3 +242,17 @@ def test_point_in_time_restore_brings_back_every_job_finished_before_the_target(
         fleet, PRIMARY, "systemctl start appliance-backup@full.service"
     )
     _record(times)
+
+
+def test_a_second_deploy_changes_nothing_after_backups_and_a_drill(fleet):
+    """Idempotent with the backup role in (test_fleet.py checks the same on a fresh fleet):
+    the stanza, the first backup and the relay's certificate are not made again."""
+    log, _ = fleet.deploy()
+    changed, operation = [], ""
+    for line in log.splitlines():
+        if "Starting operation:" in line:
+            operation = line.split("Starting operation:", 1)[1].strip()
+        elif line.strip().endswith("] Success"):
+            changed.append(f"{operation}: {line.strip()}")
+    assert changed == [], "\n".join(changed)
+    assert [b["type"] for b in _backups(fleet)] == ["full", "incr", "full"]
