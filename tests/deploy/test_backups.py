@@ -54,8 +54,14 @@ def _timed(fleet, host: str, cmd: str, timeout: int = 600) -> float:
 
 
 def _backups(fleet) -> list[dict]:
+    """The repository's backups as the primary's pgBackRest reads them (its status must be
+    ok: `info` succeeds with an error status when the repository is unreachable)."""
     out = fleet.lab.run(PRIMARY, f"{PGBACKREST} --output=json info").stdout
     (stanza,) = json.loads(out)
+    if stanza["status"]["code"] != 0 or not stanza["backup"]:
+        relay = fleet.lab.run(PRIMARY, "journalctl -u appliance-backup-tls -n 30 -o cat")
+        logs = fleet.lab.run(PRIMARY, "tail -n 30 /var/log/pgbackrest/*.log", check=False)
+        pytest.fail(f"pgbackrest info: {out}\nrelay: {relay.stdout}\nlogs: {logs.stdout}")
     return stanza["backup"]
 
 
