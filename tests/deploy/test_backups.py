@@ -53,14 +53,14 @@ def _timed(fleet, host: str, cmd: str, timeout: int = 600) -> float:
     return time.monotonic() - started
 
 
-def _backups(fleet) -> list[dict]:
+def _backups(fleet, host: str = PRIMARY) -> list[dict]:
     """The repository's backups as the primary's pgBackRest reads them (its status must be
     ok: `info` succeeds with an error status when the repository is unreachable)."""
-    out = fleet.lab.run(PRIMARY, f"{PGBACKREST} --output=json info").stdout
+    out = fleet.lab.run(host, f"{PGBACKREST} --output=json info").stdout
     (stanza,) = json.loads(out)
     if stanza["status"]["code"] != 0 or not stanza["backup"]:
-        relay = fleet.lab.run(PRIMARY, "journalctl -u appliance-backup-tls -n 30 -o cat")
-        logs = fleet.lab.run(PRIMARY, "tail -n 30 /var/log/pgbackrest/*.log", check=False)
+        relay = fleet.lab.run(host, "journalctl -u appliance-backup-tls -n 30 -o cat")
+        logs = fleet.lab.run(host, "tail -n 30 /var/log/pgbackrest/*.log", check=False)
         pytest.fail(f"pgbackrest info: {out}\nrelay: {relay.stdout}\nlogs: {logs.stdout}")
     return stanza["backup"]
 
@@ -95,8 +95,10 @@ def test_every_db_host_has_the_backup_timers_and_a_standby_s_run_skips(fleet):
     fleet.lab.run(SPARE, "systemctl start appliance-backup@incr.service")
     said = fleet.lab.run(SPARE, "journalctl -u appliance-backup@incr.service -o cat -n 20")
     assert "the primary takes the backups" in said.stdout
-    # The deploy took the first full backup on the primary, none elsewhere.
+    # The deploy took the first full backup on the primary, none elsewhere; pgBackRest as
+    # postgres (archive_command's user) reads the repository on both hosts.
     assert [b["type"] for b in _backups(fleet)] == ["full"]
+    assert [b["type"] for b in _backups(fleet, SPARE)] == ["full"]
 
 
 def test_the_repository_is_encrypted_and_its_buckets_keep_versions(fleet, s3_server: S3Server):

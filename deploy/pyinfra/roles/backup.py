@@ -38,9 +38,12 @@ TOOL_SOURCE = Path(__file__).resolve().parents[1] / "fleet" / "backup_tool.py"
 BACKUP_SCRIPT = "/usr/local/sbin/appliance-backup"
 SETUP_SCRIPT = "/etc/appliance/backup-setup.sh"
 S3_CONFIG = "/etc/appliance/backup-s3.json"
-RELAY_CONF = "/etc/appliance/backup-tls.conf"
-RELAY_CERT = "/etc/appliance/backup-tls.crt"
-RELAY_KEY = "/etc/appliance/backup-tls.key"
+# Beside pgBackRest's config, readable by postgres and stunnel4 (/etc/appliance is 0750 for
+# the app's group on hosts that also run the app); not in /etc/stunnel, whose every *.conf
+# Debian's stunnel4 init script would start a second time.
+RELAY_CONF = "/etc/pgbackrest/s3-relay.conf"
+RELAY_CERT = "/etc/pgbackrest/s3-relay.crt"
+RELAY_KEY = "/etc/pgbackrest/s3-relay.key"
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 TYPES = ("full", "incr")
 PACKAGES = ["pgbackrest", "python3"]
@@ -144,7 +147,6 @@ def _relay(fleet: Fleet) -> None:
         server.shell(
             name="TLS key and certificate of the S3 relay (made on this host, once)",
             commands=[
-                f"install -d -m 755 {Path(RELAY_CERT).parent}",
                 relay_cert_command(RELAY_CERT, RELAY_KEY),
                 f"chown root:stunnel4 {RELAY_KEY} && chmod 640 {RELAY_KEY}"
                 f" && chmod 644 {RELAY_CERT}",
