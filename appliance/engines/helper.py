@@ -26,6 +26,7 @@ import msgspec
 from appliance.engines import Engine, outside
 from appliance.engines.containers import check_container
 from appliance.engines.enabled import enabled_engines
+from appliance.engines.tools import scrub_paths
 from appliance.errors import PermanentError, RetryableError
 
 ROOT = Path("/job")
@@ -145,9 +146,9 @@ def _answer(engines: dict[str, Engine], line: str, out: Any, max_inflated: int) 
         dst_dir = _inside(req["dst"]).parent
         return {"ok": True, "files": [str(Path(f).relative_to(dst_dir)) for f in files or []]}
     except PermanentError as exc:
-        return {"error": exc.code, "message": exc.message}
+        return {"error": exc.code, "message": scrub_paths(exc.message)}
     except RetryableError as exc:
-        return {"error": exc.code, "message": exc.message, "retry": True}
+        return {"error": exc.code, "message": scrub_paths(exc.message), "retry": True}
     except MemoryError:
         return {
             "error": "ENGINE_LIMIT",

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from appliance.engines import Descriptor, Progress
+from appliance.engines.pixels import check_pixels, pillow_size
+from appliance.engines.tools import scrub_paths
 from appliance.errors import PermanentError
 
 FORMATS = ("png", "jpg", "webp", "avif", "tiff", "gif", "bmp")
@@ -20,6 +22,9 @@ ENGINE_REVISION = "2"  # bump when output for the same input and options changes
 _HUGE = 10_000_000  # "unbounded" side for vips thumbnail
 # A truncated or damaged file is an error, not a silently half-grey image.
 FAIL_ON = "truncated"
+# The largest side each encoder writes (libheif's AV1 and libwebp's limits, JPEG's 16 bits
+# less libjpeg's margin, GIF's 16 bits); png, tiff and bmp take any the pixel limit allows.
+MAX_SIDE = {"webp": 16383, "avif": 16384, "jpg": 65500, "gif": 65535}
 
 
 class ImageOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -67,14 +72,13 @@ class ImageEngine:
     ) -> None:
         vips = vips_module()
         try:
+            _check_source(vips, src, src_format)
             image = self._load(vips, src, src_format, options)
             progress(0.5)
+            _check_target(image, dst_format)
             self._save(vips, image, dst, dst_format, options)
         except vips.Error as exc:
-            raise PermanentError(
-                f"The image could not be converted: {exc.message.strip()}",
-                code="INVALID_INPUT_FILE",
-            ) from exc
+            raise _failure(exc) from exc
 
     def _load(self, vips: Any, src: Path, fmt: str, o: ImageOptions) -> Any:
         if fmt == "bmp":
@@ -110,6 +114,44 @@ class ImageEngine:
         image.write_to_file(
             str(dst.with_suffix("." + fmt)) if dst.suffix != "." + fmt else str(dst), **kwargs
         )
+
+
+def _check_source(vips: Any, src: Path, fmt: str) -> None:
+    """The pixel limit, from the header (libvips decodes nothing until pixels are asked for;
+    of a multi-page file, the first page, which is all that is converted)."""
+    if fmt == "bmp":
+        size = pillow_size(src)
+        if size is not None:
+            check_pixels(*size)
+        return
+    header = vips.Image.new_from_file(str(src), access="sequential")
+    check_pixels(header.width, header.height)
+
+
+def _check_target(image: Any, fmt: str) -> None:
+    """The largest side the target format's encoder takes (libvips only says "too large")."""
+    side = MAX_SIDE.get(fmt)
+    if side is not None and max(image.width, image.height) > side:
+        raise PermanentError(
+            f"The image is {image.width} x {image.height} pixels; {fmt} holds at most {side} "
+            "pixels a side (the width and height options make it smaller)",
+            code="ENGINE_LIMIT",
+        )
+
+
+def _failure(exc: Any) -> PermanentError:
+    """libvips' own reason (its error detail, not "unable to call ..."), without the file's
+    path; running out of memory is the engine's limit, not the file's fault."""
+    lines = [line.strip() for line in f"{exc.detail}\n{exc.message}".splitlines() if line.strip()]
+    reason = scrub_paths(lines[0] if lines else "unknown error")
+    if reason.startswith(("unable to call", "unable to load")):  # libvips said nothing more
+        saving = "Save" in reason
+        reason = "it could not be written" if saving else "the file is damaged or not an image"
+    if "out of memory" in reason.lower() or "cannot allocate" in reason.lower():
+        return PermanentError(
+            "The image needs more memory than the engine may use", code="ENGINE_LIMIT"
+        )
+    return PermanentError(f"The image could not be converted: {reason}", code="INVALID_INPUT_FILE")
 
 
 def _resize(vips: Any, image: Any, o: ImageOptions) -> Any:

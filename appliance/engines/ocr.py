@@ -24,6 +24,7 @@ from typing import Annotated
 import msgspec
 
 from appliance.engines import Descriptor, Progress
+from appliance.engines.pixels import check_pixels, pillow_size
 from appliance.engines.tools import run_tool, tool_version
 from appliance.errors import PermanentError
 
@@ -95,6 +96,9 @@ class OcrEngine:
         options: OcrOptions,
         progress: Progress,
     ) -> None:
+        size = pillow_size(src)
+        if size is not None:
+            check_pixels(*size)
         # "-" writes the text to stdout; the page count and warnings go to stderr.
         done = run_tool(["tesseract", str(src), "-", "-l", options.language], what="OCR", env=ENV)
         text = done.stdout.decode("utf-8", "replace")

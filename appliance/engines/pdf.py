@@ -1,7 +1,8 @@
 """PDF pages to images and text with PDFium (pypdfium2, permissive licence), in the helper.
 
 pdf -> png / jpg gives one file per selected page (a single page gives a single file);
-pdf -> txt gives the text of the selected pages, pages separated by a form feed.
+pdf -> txt gives the text of the selected pages, pages separated by a form feed; a PDF with
+no text at all (scanned pages without a text layer) is ``NO_TEXT_FOUND``, not an empty file.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Annotated, Any
 import msgspec
 
 from appliance.engines import Descriptor, Progress
+from appliance.engines.pixels import check_pixels
 from appliance.errors import PermanentError
 
-MAX_PIXELS = 100_000_000  # per rendered page: a bomb-sized page is refused, not rendered
 # PDFium is not thread-safe. A sandboxed helper has one thread; APPLIANCE_SANDBOX=off does not.
 _LOCK = threading.Lock()
 
@@ -102,6 +103,13 @@ class PdfEngine:
                 for n, index in enumerate(pages, start=1):
                     texts.append(doc[index].get_textpage().get_text_bounded())
                     progress(n / len(pages))
+                if not any(text.strip() for text in texts):
+                    # as the OCR engine reports a picture without words
+                    raise PermanentError(
+                        "No text was found in the PDF: it has no text layer (scanned pages "
+                        "are pictures; png -> txt reads them with OCR)",
+                        code="NO_TEXT_FOUND",
+                    )
                 dst.write_text("\f".join(texts), encoding="utf-8")
                 return None
             outputs = (
@@ -117,12 +125,7 @@ class PdfEngine:
     def _render(self, page: Any, out: Path, fmt: str, options: PdfOptions) -> None:
         scale = options.pixel_density / 72
         width, height = page.get_size()
-        if width * scale * height * scale > MAX_PIXELS:
-            raise PermanentError(
-                f"A page would render to more than {MAX_PIXELS} pixels at "
-                f"{options.pixel_density} dpi",
-                code="ENGINE_LIMIT",
-            )
+        check_pixels(width * scale, height * scale, f"A page at {options.pixel_density} dpi")
         image = page.render(scale=scale).to_pil()
         if fmt == "jpg":
             image.convert("RGB").save(out, format="JPEG", quality=options.quality)

@@ -21,7 +21,8 @@ import msgspec
 
 from appliance.engines import Descriptor, Progress
 from appliance.engines.images import vips_module
-from appliance.engines.pdf import MAX_PIXELS, page_numbers
+from appliance.engines.pdf import page_numbers
+from appliance.engines.pixels import MAX_PIXELS, check_pixels, pillow_size
 from appliance.engines.tools import run_tool, tool_version
 from appliance.errors import PermanentError
 
@@ -180,6 +181,9 @@ class ImagesToPdfEngine:
         Image = _pillow()
         pikepdf = _pikepdf()
         pdf = pikepdf.new()
+        size = pillow_size(src)
+        if size is not None:
+            check_pixels(*size)  # the words every image route uses
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -191,8 +195,10 @@ class ImagesToPdfEngine:
                     for frame in _frames(image, src_format):
                         _add_image_page(pdf, frame, raw)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise PermanentError(
-                f"The image has more than {MAX_PIXELS} pixels", code="ENGINE_LIMIT"
+            raise PermanentError(  # a later frame past the limit
+                f"A frame of the image has more than the {MAX_PIXELS // 1_000_000} megapixels "
+                "an image may have here",
+                code="ENGINE_LIMIT",
             ) from exc
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise PermanentError(

@@ -22,6 +22,7 @@ import msgspec
 from appliance.engines import Descriptor, Progress
 from appliance.engines.images import ImageEngine, ImageOptions
 from appliance.engines.media import media_duration
+from appliance.engines.pixels import MAX_PIXELS
 from appliance.engines.registry import Hop, Registry
 from appliance.engines.tools import run_tool
 from appliance.errors import PermanentError
@@ -127,8 +128,6 @@ def _pages(src: Path, work: Path, options: ThumbnailOptions) -> list[Path]:
 
 def _render(page: Any, out: Path, options: ThumbnailOptions) -> None:
     """A page rendered large enough for the requested box (never bomb-sized)."""
-    from appliance.engines.pdf import MAX_PIXELS
-
     width, height = page.get_size()  # points
     wanted = [
         size / side for size, side in ((options.width, width), (options.height, height)) if size

@@ -11,6 +11,7 @@ from typing import Annotated
 import msgspec
 
 from appliance.engines import Descriptor, Progress
+from appliance.engines.pixels import CSS_DPI, check_pixels, svg_size
 from appliance.engines.tools import run_tool, tool_version
 
 
@@ -18,6 +19,24 @@ class SvgOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     width: Annotated[int, msgspec.Meta(ge=1, le=20000)] | None = None
     height: Annotated[int, msgspec.Meta(ge=1, le=20000)] | None = None
     pixel_density: Annotated[int, msgspec.Meta(ge=1, le=2400)] = 96  # dpi
+
+
+def _check_size(src: Path, options: SvgOptions) -> None:
+    """The pixel limit, on the size rsvg-convert gives the picture: the width and height
+    options (one alone keeps the aspect ratio), else the declared size at ``pixel_density``.
+    A size the SVG does not declare is left to librsvg (its own canvas limit, and the
+    helper's memory limit, reported as ENGINE_LIMIT)."""
+    declared = svg_size(src)
+    if declared is None:
+        return
+    width, height = (side * options.pixel_density / CSS_DPI for side in declared)
+    if options.width and options.height:
+        width, height = options.width, options.height
+    elif options.width:
+        width, height = options.width, height * options.width / max(width, 1e-9)
+    elif options.height:
+        width, height = width * options.height / max(height, 1e-9), options.height
+    check_pixels(width, height, "The SVG")
 
 
 class SvgEngine:
@@ -41,6 +60,8 @@ class SvgEngine:
         options: SvgOptions,
         progress: Progress,
     ) -> None:
+        if dst_format == "png":
+            _check_size(src, options)
         argv = [
             "rsvg-convert",
             "--format",
