@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from appliance.engines import Descriptor, Progress
+from appliance.engines.formats import TEXT, as_utf8
+from appliance.engines.textboxes import lift_text_boxes
 from appliance.engines.tools import run_tool, tool_version
 
 # Drops pictures linked by URL: pandoc would fetch them (see the filter's comment).
@@ -28,7 +34,7 @@ READERS = {
     "epub": "epub",
     "latex": "latex",
     "org": "org",
-    "txt": "markdown",
+    "txt": "json",  # read here, as plain paragraphs (write_text_document)
 }
 WRITERS = {
     "md": "markdown",
@@ -42,6 +48,50 @@ WRITERS = {
     "org": "org",
     "txt": "plain",
 }
+
+
+@functools.cache
+def api_version() -> list[int]:
+    """The pandoc-types version this pandoc's JSON carries (a JSON document must name it)."""
+    done = run_tool(["pandoc", "--from", "markdown", "--to", "json"], what="pandoc")
+    return list(json.loads(done.stdout)["pandoc-api-version"])
+
+
+def _inlines(line: str) -> list[dict[str, Any]]:
+    inlines: list[dict[str, Any]] = []
+    for word in line.split():
+        if inlines:
+            inlines.append({"t": "Space"})
+        inlines.append({"t": "Str", "c": word})
+    return inlines
+
+
+def _paragraphs(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+    """Blank lines (and form feeds, a PDF's page ends) part paragraphs; the lines of one are
+    kept apart by line breaks, as the text has them."""
+    body: list[dict[str, Any]] = []
+    for raw in lines:
+        for piece in raw.split("\f"):
+            words = _inlines(piece)
+            if not words:
+                if body:
+                    yield {"t": "Para", "c": body}
+                body = []
+                continue
+            if body:
+                body.append({"t": "LineBreak"})
+            body += words
+    if body:
+        yield {"t": "Para", "c": body}
+
+
+def write_text_document(src: Path, dst: Path) -> None:
+    """The UTF-8 text at ``src`` as a pandoc JSON document at ``dst``: one paragraph per
+    block of lines, every character as it is (no markup is read)."""
+    with open(src, encoding="utf-8-sig", errors="replace", newline=None) as fh:
+        blocks = list(_paragraphs(fh))
+    with open(dst, "w", encoding="utf-8") as out:
+        json.dump({"pandoc-api-version": api_version(), "meta": {}, "blocks": blocks}, out)
 
 
 class MarkupOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -73,7 +123,18 @@ class PandocEngine:
         options: MarkupOptions,
         progress: Progress,
     ) -> None:
-        if dst_format in EMBEDDING_WRITERS and src_format not in CONTAINERS:
+        if src_format in TEXT:  # pandoc reads only UTF-8 (UTF-16 as Latin-1, garbled)
+            src = as_utf8(src, dst.with_name(f"utf8-{src.name}"))
+        if src_format == "docx":  # this pandoc drops text boxes: their text moves to the body
+            src = lift_text_boxes(src, dst.with_name(f"lifted-{src.name}"))
+        if src_format == "txt":
+            # Plain text is not markdown: its lines go to pandoc as they are, never parsed
+            # (a PDF's text read as markdown took pandoc past 2 GB). Nothing in it links a
+            # picture, so it needs no offline detour either.
+            plain = dst.with_name(dst.name + ".json")
+            write_text_document(src, plain)
+            self._pandoc(plain, dst, "json", WRITERS[dst_format], options, None, src.parent)
+        elif dst_format in EMBEDDING_WRITERS and src_format not in CONTAINERS:
             # Pandoc fetches a document's linked pictures for these writers before any filter
             # runs: the document goes through pandoc's own JSON first, pictures linked by URL
             # dropped (markup_offline.lua), so the writer finds nothing to fetch.
