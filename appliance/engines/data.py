@@ -37,19 +37,34 @@ from xml.sax.saxutils import escape, quoteattr
 import msgspec
 
 from appliance.engines import Descriptor, Progress
+from appliance.engines.formats import as_utf8
 from appliance.errors import PermanentError
 
 FORMATS = ("csv", "tsv", "json", "jsonl", "xlsx", "ods", "parquet", "yaml", "xml")
-LOSSY = ("csv", "tsv", "xml")  # text only: numbers, booleans and dates become text
+LOSSY = ("csv", "tsv", "xml")
+# Tables of one sheet also become plain text here (workbooks keep LibreOffice's text of every
+# sheet): a csv's text is its cells, not a printed page's header and footer.
+TXT_SOURCES = ("csv", "tsv", "json", "jsonl", "parquet", "yaml", "xml")
+# A sheet's size in Excel (column XFD) and in LibreOffice Calc 7.4 and later
+SHEET_MAX_COLUMNS = 16384
+SHEET_MAX_ROWS = 1_048_576
+WORKBOOK_PAIRS = (
+    ("xlsx", "ods"),
+    ("ods", "xlsx"),
+)  # text only: numbers, booleans and dates become text
 ENGINE_REVISION = "1"  # bump when output for the same input and options changes
 PARQUET_BATCH_ROWS = 65536
 YAML_BATCH_ROWS = 500
 CSV_FIELD_LIMIT = 16 << 20  # characters in one csv cell (the csv module's default is 128 Ki)
 _INT = re.compile(r"-?(0|[1-9][0-9]{0,17})")  # no leading zeros: "007" stays text
 _FLOAT = re.compile(r"-?(0|[1-9][0-9]*)\.[0-9]+([eE][-+]?[0-9]+)?")
+_TXT_SPACE = re.compile(r"[\t\r\n\v\f]+")
 _XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9._-]*")
 # Characters XML 1.0 (and so xlsx and ods) cannot hold.
 _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# Readers that take UTF-8 only (UTF-16 and UTF-32 inputs are re-encoded for them first); the
+# XML reader follows the document's own mark and declaration.
+UTF8_READERS = frozenset({"csv", "tsv", "json", "jsonl", "yaml"})
 ODS_MIME = "application/vnd.oasis.opendocument.spreadsheet"
 
 
@@ -118,17 +133,22 @@ def _parse_errors() -> tuple[type[BaseException], ...]:
 class DataEngine:
     descriptor = Descriptor(
         id="data",
-        conversions=frozenset((a, b) for a in FORMATS for b in FORMATS if a != b),
+        conversions=frozenset((a, b) for a in FORMATS for b in FORMATS if a != b)
+        | {(a, "txt") for a in TXT_SOURCES},
         options=DataOptions,
         queue="light",
         version=_version,
         family="data",
-        # Cheaper than LibreOffice (2.0), which also converts csv / xlsx / ods among each
-        # other: the router gives those pairs to this engine.
+        # Cheaper than LibreOffice (2.0), which also converts csv with xlsx / ods: the router
+        # gives those pairs to this engine.
         cost=0.5,
         # Text targets lose the values' types: on the way to another engine (json -> pdf)
         # the router then prefers ods / xlsx, which LibreOffice reads without guessing.
-        pair_costs={(a, b): 0.6 for a in FORMATS for b in LOSSY if a != b},
+        # Workbook to workbook stays with LibreOffice: this engine keeps one sheet's values
+        # and drops formatting, formulas, pictures and the other sheets (a workbook holding
+        # only pictures has no table at all).
+        pair_costs={(a, b): 0.6 for a in FORMATS for b in (*LOSSY, "txt") if a != b}
+        | {pair: 2.5 for pair in WORKBOOK_PAIRS},
     )
 
     def convert(
@@ -140,10 +160,16 @@ class DataEngine:
         options: DataOptions,
         progress: Progress,
     ) -> None:
+        if src_format in UTF8_READERS:
+            src = as_utf8(src, dst.with_name(f"utf8-{src.name}"))
         try:
             table = READERS[src_format](src, options)
             progress(0.3)
             WRITERS[dst_format](table, dst, options)
+        except MemoryError as exc:  # Arrow's own allocation failures are MemoryErrors too
+            raise PermanentError(
+                "The table needs more memory than the engine may use", code="ENGINE_LIMIT"
+            ) from exc
         except _parse_errors() as exc:
             raise PermanentError(
                 f"The {src_format} file is not a readable table: {_describe(exc)}",
@@ -474,6 +500,20 @@ def _write_tsv(table: Table, dst: Path, options: DataOptions) -> None:
     _write_delimited(table, dst, options, "\t")
 
 
+def _write_txt(table: Table, dst: Path, options: DataOptions) -> None:
+    """One line per row, cells parted by a tab; a cell's own line breaks and tabs become
+    spaces, so that a line is a row."""
+    with open(dst, "w", encoding="utf-8", newline="\n") as fh:
+        if options.header:
+            fh.write(_txt_line(table.columns))
+        for row in table.rows:
+            fh.write(_txt_line(row))
+
+
+def _txt_line(row: Iterable[Any]) -> str:
+    return "\t".join(_TXT_SPACE.sub(" ", _text(v)) for v in row) + "\n"
+
+
 def _dicts(table: Table) -> Iterator[dict[str, Any]]:
     return (dict(zip(table.columns, row, strict=True)) for row in table.rows)
 
@@ -582,9 +622,26 @@ def _write_xlsx(table: Table, dst: Path, options: DataOptions) -> None:
     sheet = book.create_sheet(options.sheet or "Sheet1")
     if options.header:
         sheet.append(table.columns)
-    for row in table.rows:
+    for row in _sheet_rows(table, options, "xlsx"):
         sheet.append([_xlsx_value(v) for v in row])
     book.save(str(dst))
+
+
+def _sheet_rows(table: Table, options: DataOptions, fmt: str) -> Iterator[list[Any]]:
+    """The table's rows, refused (ENGINE_LIMIT) past a sheet's size: Excel's and LibreOffice
+    Calc's, which cut the rest off without a word (openpyxl refuses past it)."""
+    if len(table.columns) > SHEET_MAX_COLUMNS:
+        raise _sheet_limit(fmt, f"{len(table.columns)} columns", f"{SHEET_MAX_COLUMNS} columns")
+    for n, row in enumerate(table.rows, start=1 + options.header):
+        if n > SHEET_MAX_ROWS:
+            raise _sheet_limit(fmt, f"more than {SHEET_MAX_ROWS} rows", f"{SHEET_MAX_ROWS} rows")
+        yield row
+
+
+def _sheet_limit(fmt: str, has: str, most: str) -> PermanentError:
+    return PermanentError(
+        f"The table has {has}; an {fmt} sheet holds at most {most}", code="ENGINE_LIMIT"
+    )
 
 
 _ODS_HEAD = (
@@ -646,7 +703,7 @@ def _write_ods(table: Table, dst: Path, options: DataOptions) -> None:
             out.write(f"<table:table table:name={quoteattr(options.sheet or 'Sheet1')}>")
             if options.header:
                 out.write(_ods_row(table.columns))
-            for row in table.rows:
+            for row in _sheet_rows(table, options, "ods"):
                 out.write(_ods_row(row))
             out.write("</table:table></office:spreadsheet></office:body>")
             out.write("</office:document-content>")
@@ -693,4 +750,5 @@ WRITERS: dict[str, Callable[[Table, Path, DataOptions], None]] = {
     "xlsx": _write_xlsx,
     "ods": _write_ods,
     "parquet": _write_parquet,
+    "txt": _write_txt,
 }

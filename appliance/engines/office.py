@@ -10,6 +10,7 @@ and (with the whole helper) after a hang. Never one cold soffice per file.
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import signal
 import subprocess
@@ -21,6 +22,8 @@ from typing import Annotated, Any
 import msgspec
 
 from appliance.engines import Descriptor, Progress
+from appliance.engines.data import CSV_FIELD_LIMIT, SHEET_MAX_COLUMNS, SHEET_MAX_ROWS
+from appliance.engines.formats import as_utf8
 from appliance.engines.tools import JsonLines, tool_version
 from appliance.errors import PermanentError, RetryableError
 
@@ -89,6 +92,33 @@ PROFILE_SETTINGS = (
 
 def _families() -> list[tuple[tuple[str, ...], dict[str, str]]]:
     return [(WRITER_IN, WRITER_OUT), (CALC_IN, CALC_OUT), (IMPRESS_IN, IMPRESS_OUT)]
+
+
+def check_sheet_size(src: Path) -> None:
+    """ENGINE_LIMIT for a csv larger than a Calc sheet, whose import keeps the first 16384
+    columns and 1048576 rows and drops the rest without a word. Read as CSV_OPTIONS tells
+    LibreOffice to read it; a file the csv module cannot parse is left to LibreOffice."""
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    rows = columns = 0
+    try:
+        with open(src, encoding="utf-8-sig", errors="replace", newline="") as fh:
+            for row in csv.reader(fh):
+                rows, columns = rows + 1, max(columns, len(row))
+                if columns > SHEET_MAX_COLUMNS or rows > SHEET_MAX_ROWS:
+                    break
+    except csv.Error:
+        return
+    if columns > SHEET_MAX_COLUMNS:
+        has, most = f"{columns} columns (or more)", f"{SHEET_MAX_COLUMNS} columns"
+    elif rows > SHEET_MAX_ROWS:
+        has, most = f"more than {SHEET_MAX_ROWS} rows", f"{SHEET_MAX_ROWS} rows"
+    else:
+        return
+    raise PermanentError(
+        f"The table has {has}; a LibreOffice Calc sheet holds at most {most} "
+        "(to txt, json, jsonl, yaml, xml or parquet it converts whole)",
+        code="ENGINE_LIMIT",
+    )
 
 
 class OfficeOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -323,6 +353,10 @@ class OfficeEngine:
         progress: Progress,
     ) -> None:
         targets = next(t for sources, t in _families() if src_format in sources)
+        if src_format in ("csv", "txt"):  # their import filters are told UTF-8 (below)
+            src = as_utf8(src, dst.with_name(f"utf8-{src.name}"))
+        if src_format == "csv":
+            check_sheet_size(src)
         request: dict[str, Any] = {"src": str(src), "dst": str(dst), "filter": targets[dst_format]}
         if src_format == "csv":
             request |= {"import_filter": CALC_OUT["csv"], "import_options": CSV_OPTIONS}

@@ -264,8 +264,11 @@ def test_router_gives_spreadsheet_pairs_to_the_data_engine():
     from appliance.engines.enabled import enabled_engines
 
     registry = Registry(enabled_engines())
-    for src, dst in [("csv", "xlsx"), ("xlsx", "csv"), ("ods", "xlsx"), ("xlsx", "ods")]:
+    for src, dst in [("csv", "xlsx"), ("xlsx", "csv"), ("ods", "json"), ("json", "xlsx")]:
         assert [h.engine.descriptor.id for h in registry.route(src, dst)] == ["data"]
+    # workbook to workbook keeps sheets, formatting and pictures: LibreOffice's
+    for src, dst in [("ods", "xlsx"), ("xlsx", "ods"), ("xls", "ods"), ("xls", "xlsx")]:
+        assert [h.engine.descriptor.id for h in registry.route(src, dst)] == ["libreoffice"]
     # LibreOffice keeps what only it can do; data formats reach it through a typed
     # intermediate (ods), not csv, whose numbers and text LibreOffice would have to guess
     assert [h.engine.descriptor.id for h in registry.route("xlsx", "pdf")] == ["libreoffice"]
