@@ -12,6 +12,8 @@ DEV=0
 RUNTIME_PKGS=(postgresql redis-server ca-certificates python3 python3-venv curl bubblewrap util-linux
               pandoc ffmpeg librsvg2-bin libreoffice-writer-nogui libreoffice-calc-nogui
               libreoffice-impress-nogui python3-uno fonts-dejavu-core
+              fonts-liberation2 fonts-crosextra-carlito fonts-crosextra-caladea
+              fonts-noto-core fonts-noto-cjk
               ghostscript calibre tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd ocrmypdf
               clamav-daemon chromium)
 DEV_PKGS=(swift swift-proxy swift-object swift-container swift-account memcached wrk
