@@ -19,7 +19,7 @@ RUNTIME_PKGS=(postgresql redis-server ca-certificates python3 python3-venv curl 
 DEV_PKGS=(swift swift-proxy swift-object swift-container swift-account memcached wrk
           mmdebstrap systemd-container socat iproute2 iptables openssh-client apt-cacher-ng
           prometheus prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter
-          prometheus-nginx-exporter nginx-light nftables openssl pgbackrest stunnel4)
+          prometheus-nginx-exporter nginx-light nftables openssl pgbackrest stunnel4 poppler-utils)
 
 need=()
 for pkg in "${RUNTIME_PKGS[@]}" $([[ $DEV == 1 ]] && echo "${DEV_PKGS[@]}"); do

@@ -41,17 +41,13 @@ from appliance.engines.formats import as_utf8
 from appliance.errors import PermanentError
 
 FORMATS = ("csv", "tsv", "json", "jsonl", "xlsx", "ods", "parquet", "yaml", "xml")
-LOSSY = ("csv", "tsv", "xml")
+LOSSY = ("csv", "tsv", "xml")  # text only: numbers, booleans and dates become text
 # Tables of one sheet also become plain text here (workbooks keep LibreOffice's text of every
 # sheet): a csv's text is its cells, not a printed page's header and footer.
 TXT_SOURCES = ("csv", "tsv", "json", "jsonl", "parquet", "yaml", "xml")
 # A sheet's size in Excel (column XFD) and in LibreOffice Calc 7.4 and later
 SHEET_MAX_COLUMNS = 16384
 SHEET_MAX_ROWS = 1_048_576
-WORKBOOK_PAIRS = (
-    ("xlsx", "ods"),
-    ("ods", "xlsx"),
-)  # text only: numbers, booleans and dates become text
 ENGINE_REVISION = "1"  # bump when output for the same input and options changes
 PARQUET_BATCH_ROWS = 65536
 YAML_BATCH_ROWS = 500
@@ -140,15 +136,11 @@ class DataEngine:
         version=_version,
         family="data",
         # Cheaper than LibreOffice (2.0), which also converts csv with xlsx / ods: the router
-        # gives those pairs to this engine.
+        # gives those pairs to this engine (but workbook to workbook: office.py).
         cost=0.5,
         # Text targets lose the values' types: on the way to another engine (json -> pdf)
         # the router then prefers ods / xlsx, which LibreOffice reads without guessing.
-        # Workbook to workbook stays with LibreOffice: this engine keeps one sheet's values
-        # and drops formatting, formulas, pictures and the other sheets (a workbook holding
-        # only pictures has no table at all).
-        pair_costs={(a, b): 0.6 for a in FORMATS for b in (*LOSSY, "txt") if a != b}
-        | {pair: 2.5 for pair in WORKBOOK_PAIRS},
+        pair_costs={(a, b): 0.6 for a in FORMATS for b in (*LOSSY, "txt") if a != b},
     )
 
     def convert(
@@ -618,24 +610,32 @@ def _xlsx_value(value: Any) -> Any:
 def _write_xlsx(table: Table, dst: Path, options: DataOptions) -> None:
     from openpyxl import Workbook
 
+    rows = _sheet_rows(table, options, "xlsx")  # refuses a table too wide at once
     book = Workbook(write_only=True)  # rows go to disk as they come
     sheet = book.create_sheet(options.sheet or "Sheet1")
     if options.header:
         sheet.append(table.columns)
-    for row in _sheet_rows(table, options, "xlsx"):
+    for row in rows:
         sheet.append([_xlsx_value(v) for v in row])
     book.save(str(dst))
 
 
 def _sheet_rows(table: Table, options: DataOptions, fmt: str) -> Iterator[list[Any]]:
     """The table's rows, refused (ENGINE_LIMIT) past a sheet's size: Excel's and LibreOffice
-    Calc's, which cut the rest off without a word (openpyxl refuses past it)."""
+    Calc's, which cut the rest off without a word (openpyxl refuses past it). Too many
+    columns are refused here, before any row is read."""
     if len(table.columns) > SHEET_MAX_COLUMNS:
         raise _sheet_limit(fmt, f"{len(table.columns)} columns", f"{SHEET_MAX_COLUMNS} columns")
-    for n, row in enumerate(table.rows, start=1 + options.header):
-        if n > SHEET_MAX_ROWS:
-            raise _sheet_limit(fmt, f"more than {SHEET_MAX_ROWS} rows", f"{SHEET_MAX_ROWS} rows")
-        yield row
+
+    def rows() -> Iterator[list[Any]]:
+        for n, row in enumerate(table.rows, start=1 + options.header):
+            if n > SHEET_MAX_ROWS:
+                raise _sheet_limit(
+                    fmt, f"more than {SHEET_MAX_ROWS} rows", f"{SHEET_MAX_ROWS} rows"
+                )
+            yield row
+
+    return rows()
 
 
 def _sheet_limit(fmt: str, has: str, most: str) -> PermanentError:
@@ -693,6 +693,7 @@ def _ods_row(values: Iterable[Any]) -> str:
 
 
 def _write_ods(table: Table, dst: Path, options: DataOptions) -> None:
+    rows = _sheet_rows(table, options, "ods")
     with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as z:
         # The mimetype comes first and uncompressed: that is how readers recognise ODF.
         z.writestr(zipfile.ZipInfo("mimetype"), ODS_MIME, compress_type=zipfile.ZIP_STORED)
@@ -703,7 +704,7 @@ def _write_ods(table: Table, dst: Path, options: DataOptions) -> None:
             out.write(f"<table:table table:name={quoteattr(options.sheet or 'Sheet1')}>")
             if options.header:
                 out.write(_ods_row(table.columns))
-            for row in _sheet_rows(table, options, "ods"):
+            for row in rows:
                 out.write(_ods_row(row))
             out.write("</table:table></office:spreadsheet></office:body>")
             out.write("</office:document-content>")

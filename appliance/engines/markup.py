@@ -67,27 +67,18 @@ def _inlines(line: str) -> list[dict[str, Any]]:
 
 
 def _paragraphs(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """Blank lines (and form feeds, a PDF's page ends) part paragraphs; the lines of one are
-    kept apart by line breaks, as the text has them."""
-    body: list[dict[str, Any]] = []
+    """One paragraph per line, as LibreOffice reads a text file (a PDF's text has no other
+    paragraphs); blank lines and form feeds (a PDF's page ends) make none."""
     for raw in lines:
         for piece in raw.split("\f"):
             words = _inlines(piece)
-            if not words:
-                if body:
-                    yield {"t": "Para", "c": body}
-                body = []
-                continue
-            if body:
-                body.append({"t": "LineBreak"})
-            body += words
-    if body:
-        yield {"t": "Para", "c": body}
+            if words:
+                yield {"t": "Para", "c": words}
 
 
 def write_text_document(src: Path, dst: Path) -> None:
-    """The UTF-8 text at ``src`` as a pandoc JSON document at ``dst``: one paragraph per
-    block of lines, every character as it is (no markup is read)."""
+    """The UTF-8 text at ``src`` as a pandoc JSON document at ``dst``: a paragraph per line,
+    every character as it is (no markup is read)."""
     with open(src, encoding="utf-8-sig", errors="replace", newline=None) as fh:
         blocks = list(_paragraphs(fh))
     with open(dst, "w", encoding="utf-8") as out:

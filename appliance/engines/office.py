@@ -12,19 +12,20 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
+import re
 import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import IO, Annotated, Any
 
 import msgspec
 
 from appliance.engines import Descriptor, Progress
 from appliance.engines.data import CSV_FIELD_LIMIT, SHEET_MAX_COLUMNS, SHEET_MAX_ROWS
 from appliance.engines.formats import as_utf8
-from appliance.engines.tools import JsonLines, tool_version
+from appliance.engines.tools import JsonLines, out_of_resources, tool_version
 from appliance.errors import PermanentError, RetryableError
 
 WRITER_IN = ("doc", "docx", "odt", "rtf", "txt", "html")
@@ -57,6 +58,11 @@ CSV_OPTIONS = "44,34,76,1"  # comma, double quote, UTF-8, start at line 1
 START_TIMEOUT = 60.0  # seconds for a fresh listener to accept connections (~11 s measured)
 PRESTART = 20  # conversions before a restart is due that the replacement starts
 BRIDGE = Path(__file__).with_name("office_bridge.py")
+LOG_TAIL_BYTES = 4096  # of soffice's stderr, read for why it died
+# LibreOffice's I/O error classes for a lack of memory, space or file handles (ErrCodeClass
+# Space), and a store that failed after the document loaded (Write: measured when its memory
+# ran out during a PDF export; /job is always writable)
+RESOURCE_ERROR = re.compile(r"Error Area:Io Class:(Space|Write)\b")
 
 
 def _item(path: str, **props: str) -> str:
@@ -135,6 +141,19 @@ class _Instance:
         self.soffice: subprocess.Popen[bytes] | None = None
         self.bridge: subprocess.Popen[bytes] | None = None
         self.lines: JsonLines | None = None
+        self.log: Path | None = None  # soffice's stderr, read after it died
+
+    def out_of_memory(self) -> bool:
+        """Whether soffice's last words name a limit (std::bad_alloc past RLIMIT_DATA)."""
+        if self.log is None:
+            return False
+        try:
+            with open(self.log, "rb") as fh:
+                fh.seek(max(0, fh.seek(0, os.SEEK_END) - LOG_TAIL_BYTES))
+                tail = fh.read().decode("utf-8", "replace")
+        except OSError:
+            return False
+        return out_of_resources(0, tail)
 
     def alive(self) -> bool:
         return all(p is not None and p.poll() is None for p in (self.soffice, self.bridge))
@@ -157,25 +176,9 @@ class _Instance:
         (profile / "user").mkdir(parents=True, exist_ok=True)
         (profile / "user" / "registrymodifications.xcu").write_text(PROFILE_SETTINGS)
         (profile / "tmp").mkdir(exist_ok=True)
-        self.soffice = subprocess.Popen(
-            [
-                "soffice",
-                "--headless",
-                "--invisible",
-                "--nologo",
-                "--norestore",
-                "--nodefault",
-                "--nolockcheck",
-                "--nofirststartwizard",
-                f"-env:UserInstallation={profile.as_uri()}",
-                f"--accept=pipe,name={pipe};urp;StarOffice.ComponentContext",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            process_group=0,
-            env={**os.environ, "TMPDIR": str(profile / "tmp")},
-        )
+        self.log = profile / "soffice.log"
+        with open(self.log, "wb") as log:  # the child keeps its own copy
+            self.soffice = self._soffice(pipe, profile, log)
         self.bridge = subprocess.Popen(
             [
                 "/usr/bin/python3",
@@ -194,6 +197,27 @@ class _Instance:
         if not ready or not ready.get("ready"):
             self.stop()
             raise PermanentError("LibreOffice did not start", code="ENGINE_UNAVAILABLE")
+
+    def _soffice(self, pipe: str, profile: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                "soffice",
+                "--headless",
+                "--invisible",
+                "--nologo",
+                "--norestore",
+                "--nodefault",
+                "--nolockcheck",
+                "--nofirststartwizard",
+                f"-env:UserInstallation={profile.as_uri()}",
+                f"--accept=pipe,name={pipe};urp;StarOffice.ComponentContext",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            process_group=0,
+            env={**os.environ, "TMPDIR": str(profile / "tmp")},
+        )
 
     def read(self, deadline: float) -> dict[str, Any] | None:
         assert self.lines is not None
@@ -286,20 +310,36 @@ class _Listener:
             self._prestart()
         self.served += 1
         reply = self.current.call(request)
-        if reply is None:
-            self.current.stop()  # soffice died on this document; the next one gets another
-            raise PermanentError("LibreOffice crashed on this document", code="ENGINE_CRASHED")
+        if reply is None or (not reply.get("ok") and not self.current.alive()):
+            self._died(reply is None)
+        assert reply is not None
         if not reply.get("ok"):
-            if not self.current.alive():  # LibreOffice died under us: not the document's fault
-                self.current.stop()
-                raise RetryableError(
-                    "LibreOffice stopped during the conversion", code="ENGINE_CRASHED"
-                )
+            error = str(reply.get("error", "unknown error"))
+            if out_of_resources(0, error) or RESOURCE_ERROR.search(error):
+                raise _limit()
             raise PermanentError(
-                f"LibreOffice could not convert the document: "
-                f"{reply.get('error', 'unknown error')}",
-                code="INVALID_INPUT_FILE",
+                f"LibreOffice could not convert the document: {error}", code="INVALID_INPUT_FILE"
             )
+
+    def _died(self, on_document: bool) -> None:
+        """soffice (or its bridge) died during a conversion: replaced for the next one, and
+        the reason told apart: a memory limit, the document (the bridge was lost with it),
+        or LibreOffice itself (the bridge saw it go: worth another attempt)."""
+        assert self.current is not None
+        limit = self.current.out_of_memory()
+        self.current.stop()
+        if limit:
+            raise _limit()
+        if on_document:
+            raise PermanentError("LibreOffice crashed on this document", code="ENGINE_CRASHED")
+        raise RetryableError("LibreOffice stopped during the conversion", code="ENGINE_CRASHED")
+
+
+def _limit() -> PermanentError:
+    return PermanentError(
+        "LibreOffice needs more memory than the engine may use for this document",
+        code="ENGINE_LIMIT",
+    )
 
 
 class OfficeEngine:
@@ -317,6 +357,10 @@ class OfficeEngine:
         version=lambda: tool_version("soffice"),
         family="office",
         cost=2.0,  # heavier than pandoc where both can do a pair
+        # Workbook to workbook is LibreOffice's, below the data engine's 0.5 (directly or
+        # through a data format): that engine keeps one sheet's values and drops the other
+        # sheets, formatting, formulas and pictures (a workbook of pictures has no table).
+        pair_costs={("xlsx", "ods"): 0.4, ("ods", "xlsx"): 0.4},
         requires=("soffice",),
         packages=(
             "libreoffice-writer-nogui",
@@ -362,6 +406,8 @@ class OfficeEngine:
             request |= {"import_filter": CALC_OUT["csv"], "import_options": CSV_OPTIONS}
         if src_format == "txt":
             request |= {"import_filter": "Text (encoded)", "import_options": "UTF8"}
+        if src_format == "html":  # into a Writer document, not Writer/Web (office_bridge.py)
+            request["insert_filter"] = "HTML (StarWriter)"
         if dst_format == "csv":
             request["filter_options"] = CSV_OPTIONS
         if dst_format == "txt":

@@ -17,10 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from appliance.engines.data import FORMATS, DataEngine, DataOptions
+from appliance.conversions.work import run_hops
+from appliance.engines.data import FORMATS, TXT_SOURCES, DataEngine, DataOptions
+from appliance.engines.enabled import enabled_engines
 from appliance.engines.formats import mismatch
 from appliance.engines.registry import Registry
-from appliance.engines.sandbox import SandboxedEngine
+from appliance.engines.sandbox import SandboxedEngine, sandboxed
 from appliance.errors import PermanentError
 
 COLUMNS = ["id", "name", "price", "in stock"]
@@ -85,6 +87,10 @@ def _read_back(fmt: str, path: Path) -> tuple[list[str], list[list]]:
     if fmt in ("csv", "tsv"):
         with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.reader(fh, delimiter="," if fmt == "csv" else "\t"))
+        return rows[0], rows[1:]
+    if fmt == "txt":
+        rows = [line.split("\t") for line in path.read_text(encoding="utf-8").split("\n")]
+        assert rows.pop() == [""]  # every line ends with a line feed
         return rows[0], rows[1:]
     if fmt in ("json", "jsonl", "yaml"):
         text = path.read_text(encoding="utf-8")
@@ -152,7 +158,7 @@ PAIRS = sorted(DataEngine.descriptor.conversions)
 
 
 def test_every_pair_among_the_data_formats_is_advertised():
-    assert len(PAIRS) == len(FORMATS) * (len(FORMATS) - 1)
+    assert len(PAIRS) == len(FORMATS) * (len(FORMATS) - 1) + len(TXT_SOURCES)
 
 
 @pytest.mark.parametrize(("src_fmt", "dst_fmt"), PAIRS)
@@ -167,6 +173,8 @@ def test_data_pair_keeps_every_row(pool, tmp_path, samples, src_fmt, dst_fmt):
     assert len(rows) == len(ROWS)
     for got_row, want_row in zip(rows, ROWS, strict=True):
         for got, want in zip(got_row, want_row, strict=True):
+            if dst_fmt == "txt" and isinstance(want, str):
+                want = " ".join(want.split())  # a row is a line: a cell's breaks are spaces
             assert _same(got, want), (got_row, want_row)
 
 
@@ -261,8 +269,6 @@ def test_yaml_alias_bomb_is_refused_quickly(pool, tmp_path):
 
 
 def test_router_gives_spreadsheet_pairs_to_the_data_engine():
-    from appliance.engines.enabled import enabled_engines
-
     registry = Registry(enabled_engines())
     for src, dst in [("csv", "xlsx"), ("xlsx", "csv"), ("ods", "json"), ("json", "xlsx")]:
         assert [h.engine.descriptor.id for h in registry.route(src, dst)] == ["data"]
@@ -276,3 +282,61 @@ def test_router_gives_spreadsheet_pairs_to_the_data_engine():
         ("parquet", "ods", "data"),
         ("ods", "pdf", "libreoffice"),
     ]
+
+
+def _convert(pool, src: Path, dst: Path, src_fmt: str, dst_fmt: str) -> None:
+    SandboxedEngine(DataEngine(), pool).convert(
+        src, dst, src_fmt, dst_fmt, DataOptions(), lambda f: None
+    )
+
+
+def test_utf16_csv_and_json_are_read(pool, tmp_path):
+    src = tmp_path / "table.csv"
+    src.write_bytes(b"\xff\xfe" + "name,city\nÅsa,Zürich\n".encode("utf-16-le"))
+    _convert(pool, src, tmp_path / "out.json", "csv", "json")
+    assert json.loads((tmp_path / "out.json").read_text()) == [{"name": "Åsa", "city": "Zürich"}]
+    src = tmp_path / "table.json"
+    src.write_bytes(b"\xfe\xff" + '[{"a": "日本"}]'.encode("utf-16-be"))
+    _convert(pool, src, tmp_path / "out.csv", "json", "csv")
+    assert (tmp_path / "out.csv").read_text(encoding="utf-8").splitlines() == ["a", "日本"]
+
+
+def test_csv_to_txt_is_the_cells_without_a_page_header(pool, tmp_path):
+    registry = Registry(sandboxed(enabled_engines(), pool))
+    assert [h.engine.descriptor.id for h in registry.route("csv", "txt")] == ["data"]
+    src = tmp_path / "t.csv"
+    src.write_text('id,name\n1,"Bob, ""the"" builder"\n')
+    [out] = run_hops(registry.route("csv", "txt"), src, tmp_path, DataOptions(), lambda f: None)
+    assert out.read_text() == 'id\tname\n1\tBob, "the" builder\n'
+
+
+WIDE = 200_000
+
+
+@pytest.fixture(scope="module")
+def wide_csv(tmp_path_factory):
+    """A table of 200,000 columns (2 rows), far wider than a sheet. (A million columns, as
+    found in the wild, take 25 s to text on a busy machine: the same code path.)"""
+    path = tmp_path_factory.mktemp("wide") / "wide.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(f"c{n}" for n in range(WIDE))
+        writer.writerow(range(WIDE))
+    return path
+
+
+def test_a_table_wider_than_a_sheet_converts_whole_to_text(pool, wide_csv, tmp_path):
+    dst = tmp_path / "wide.txt"
+    _convert(pool, wide_csv, dst, "csv", "txt")
+    header, values, end = dst.read_text().split("\n")
+    assert end == ""
+    assert len(header.split("\t")) == len(values.split("\t")) == WIDE
+    assert values.split("\t")[-1] == str(WIDE - 1)
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "ods"])
+def test_a_table_wider_than_a_sheet_is_an_engine_limit_not_cut(pool, wide_csv, tmp_path, fmt):
+    with pytest.raises(PermanentError) as info:
+        _convert(pool, wide_csv, tmp_path / f"wide.{fmt}", "csv", fmt)
+    assert info.value.code == "ENGINE_LIMIT"
+    assert f"{WIDE} columns" in info.value.message and "16384 columns" in info.value.message

@@ -18,8 +18,10 @@ from appliance.engines.formats import mismatch
 from appliance.engines.markup import WRITERS, MarkupOptions, PandocEngine
 from appliance.engines.media import AUDIO, VIDEO, FfmpegEngine, MediaOptions
 from appliance.engines.ocr import OcrEngine, OcrOptions
-from appliance.engines.sandbox import SandboxedEngine
+from appliance.engines.sandbox import HelperPool, Limits, SandboxedEngine
 from appliance.engines.vector import SvgEngine, SvgOptions
+from appliance.errors import PermanentError
+from tests.integration.engines.corpus import CORPUS
 
 SENTENCE = "Conversion matrix sentence"
 SVG = (
@@ -207,3 +209,43 @@ def test_ocr_pair_reads_the_words_back(pool, tmp_path, ocr_samples, src_fmt, dst
     dst = tmp_path / f"out.{dst_fmt}"
     _convert(OcrEngine(), pool, ocr_samples[src_fmt], dst, src_fmt, dst_fmt, OcrOptions())
     assert dst.read_text().split() == OCR_WORDS.split()
+
+
+def test_utf16_html_with_a_byte_order_mark_keeps_its_text(pool, tmp_path):
+    page = '<html><head><meta charset="utf-16"></head><body><p>Grüße aus 東京</p></body></html>'
+    src = tmp_path / "page.html"
+    src.write_bytes(b"\xff\xfe" + page.encode("utf-16-le"))
+    assert mismatch("html", src) is None  # was "mp3": FF FE is an MPEG frame header too
+    dst = tmp_path / "page.txt"
+    _convert(PandocEngine(), pool, src, dst, "html", "txt", MarkupOptions())
+    assert dst.read_text(encoding="utf-8").strip() == "Grüße aus 東京"
+
+
+def test_text_in_a_docx_text_box_reaches_the_text(pool, tmp_path):
+    """pandoc's own test file, whose text is all in text boxes (pandoc 2.17 dropped it)."""
+    src = CORPUS / "pandoc-text_in_shape_format.docx"
+    dst = tmp_path / "shapes.txt"
+    _convert(PandocEngine(), pool, src, dst, "docx", "txt", MarkupOptions())
+    text = " ".join(dst.read_text().split())
+    assert "Valter Kiisk" in text
+    assert "Institute of Physics, University of Tartu" in text
+    assert text.count("Valter Kiisk") == 1  # Word's fallback copy of the box is not read again
+
+
+def test_pandoc_out_of_memory_is_an_engine_limit(work_root, tmp_path):
+    """Markdown pandoc needs well over 400 MB for, in a helper allowed 400 MB of data."""
+    src = tmp_path / "big.md"
+    with open(src, "w") as fh:
+        for n in range(200_000):
+            fh.write(f"Paragraph {n} with *some* words " + "word " * 40 + "\n\n")
+    pool = HelperPool(
+        work_root / "small-memory", Limits(timeout_seconds=120, memory_bytes=400 << 20)
+    )
+    try:
+        with pytest.raises(PermanentError) as info:
+            SandboxedEngine(PandocEngine(), pool).convert(
+                src, tmp_path / "big.docx", "md", "docx", MarkupOptions(), lambda f: None
+            )
+    finally:
+        pool.close()
+    assert info.value.code == "ENGINE_LIMIT", info.value.message

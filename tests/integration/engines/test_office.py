@@ -16,9 +16,13 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import openpyxl
+import openpyxl.drawing.image
 import pikepdf
 import pytest
+from PIL import Image as PILImage
 
+from appliance.conversions.work import run_hops
+from appliance.engines.enabled import enabled_engines
 from appliance.engines.formats import mismatch
 from appliance.engines.office import (
     CALC_IN,
@@ -28,7 +32,10 @@ from appliance.engines.office import (
     OfficeEngine,
     OfficeOptions,
 )
-from appliance.engines.sandbox import HelperPool, Limits, SandboxedEngine
+from appliance.engines.registry import Registry
+from appliance.engines.sandbox import HelperPool, Limits, SandboxedEngine, sandboxed
+from appliance.errors import PermanentError
+from tests.integration.engines.corpus import CORPUS
 from tests.integration.engines.pdfa import pdfa_2b_problems
 
 SENTENCE = "Office matrix sentence"
@@ -316,3 +323,49 @@ def test_listener_profile_settings_name_real_configuration_keys():
         known = {p.get(f"{oor}name") for p in node if p.tag == "prop"}
         for prop in item.findall("prop"):
             assert prop.get(f"{oor}name") in known, prop.get(f"{oor}name")
+
+
+def test_html_whose_web_view_crashed_libreoffice_converts(pool, tmp_path):
+    """pandoc's HTML reader test page: its <meta http-equiv="Content-Style-Type"> made a
+    Writer/Web document abort LibreOffice (ENGINE_CRASHED, three times over)."""
+    src = CORPUS / "pandoc-html-reader.html"
+    for fmt in ("pdf", "odt"):
+        _convert(pool, src, tmp_path / f"out.{fmt}", "html", fmt)
+    text = " ".join(_text(tmp_path / "out.pdf", "pdf").split())
+    assert "Pandoc Test Suite" in text and "Level 2 with an embedded link" in text
+    assert _pdf_pages(tmp_path / "out.pdf") > 3
+
+
+def test_utf16_html_keeps_its_text(pool, tmp_path):
+    page = "<html><body><p>Grüße aus Zürich</p></body></html>"
+    src = tmp_path / "page.html"
+    src.write_bytes(b"\xff\xfe" + page.encode("utf-16-le"))
+    _convert(pool, src, tmp_path / "page.pdf", "html", "pdf")
+    assert "Grüße aus Zürich" in _text(tmp_path / "page.pdf", "pdf")
+
+
+def test_a_csv_wider_than_a_sheet_is_an_engine_limit_not_cut(pool, tmp_path):
+    src = tmp_path / "wide.csv"
+    src.write_text(",".join(f"c{n}" for n in range(20_000)) + "\n" + ",".join("1" * 20_000) + "\n")
+    with pytest.raises(PermanentError) as info:
+        _convert(pool, src, tmp_path / "wide.pdf", "csv", "pdf")
+    assert info.value.code == "ENGINE_LIMIT"
+    assert "20000 columns" in info.value.message
+
+
+def test_a_workbook_of_pictures_goes_to_ods_with_them(pool, tmp_path):
+    """xlsx -> ods is LibreOffice's (the data engine found no table here and would have dropped
+    the picture)."""
+    picture = tmp_path / "dot.png"
+    PILImage.new("RGB", (40, 30), "red").save(picture)
+    book = openpyxl.Workbook()
+    book.active.add_image(openpyxl.drawing.image.Image(str(picture)), "B2")
+    src = tmp_path / "pictures.xlsx"
+    book.save(src)
+    registry = Registry(sandboxed(enabled_engines(), pool))
+    hops = registry.route("xlsx", "ods")
+    assert [h.engine.descriptor.id for h in hops] == ["libreoffice"]
+    [out] = run_hops(hops, src, tmp_path, registry.options_for(hops, {}), lambda f: None)
+    with zipfile.ZipFile(out) as z:
+        pictures = [n for n in z.namelist() if n.startswith(("Pictures/", "media/"))]
+    assert pictures, "the picture was dropped"

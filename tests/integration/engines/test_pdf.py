@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import subprocess
+import zipfile
+from xml.etree import ElementTree
 
 import pytest
 import pyvips
+from PIL import Image
 
+from appliance.conversions.work import run_hops
+from appliance.engines.enabled import enabled_engines
 from appliance.engines.office import OfficeEngine, OfficeOptions
 from appliance.engines.pdf import PdfEngine, PdfOptions, page_numbers
-from appliance.engines.sandbox import SandboxedEngine
+from appliance.engines.registry import Registry
+from appliance.engines.sandbox import SandboxedEngine, sandboxed
 from appliance.errors import PermanentError
 
 
@@ -78,3 +84,38 @@ def test_page_specs():
     assert page_numbers("1-2,2,3", 3) == [0, 1, 2]
     with pytest.raises(PermanentError):
         page_numbers("0", 3)
+
+
+@pytest.fixture(scope="module")
+def registry(pool):
+    return Registry(sandboxed(enabled_engines(), pool))
+
+
+def test_a_pdf_without_a_text_layer_has_no_text_found(pool, registry, tmp_path):
+    """A scan: a page that is only a picture (written by Pillow, not by an engine here)."""
+    scan = tmp_path / "scan.pdf"
+    Image.new("RGB", (600, 800), "white").save(scan, format="PDF")
+    for target in ("txt", "docx"):
+        hops = registry.route("pdf", target)
+        with pytest.raises(PermanentError) as info:
+            run_hops(hops, scan, tmp_path, registry.options_for(hops, {}), lambda f: None)
+        assert info.value.code == "NO_TEXT_FOUND", target
+        assert "text layer" in info.value.message
+
+
+def test_a_pdfs_text_reaches_docx_as_plain_paragraphs_not_markdown(pool, registry, tmp_path):
+    source = tmp_path / "notes.txt"
+    lines = ["# not a heading", "*not emphasis* and 2 * 3 = 6", "1. not a list [x](y)"]
+    source.write_text("\n\n".join(lines) + "\n")
+    pdf = tmp_path / "notes.pdf"
+    SandboxedEngine(OfficeEngine(), pool).convert(
+        source, pdf, "txt", "pdf", OfficeOptions(), lambda f: None
+    )
+    hops = registry.route("pdf", "docx")
+    [docx] = run_hops(hops, pdf, tmp_path, registry.options_for(hops, {}), lambda f: None)
+    with zipfile.ZipFile(docx) as z:
+        body = ElementTree.fromstring(z.read("word/document.xml"))
+    w = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+    paragraphs = ["".join(t.text or "" for t in p.iter(f"{w}t")) for p in body.iter(f"{w}p")]
+    for line in lines:
+        assert line in paragraphs, paragraphs

@@ -97,3 +97,65 @@ def test_a_replacement_still_starting_when_due_lets_the_old_instance_go_on(monke
     assert max(waits[1:]) < START_SECONDS / 2  # nobody waited for the slow start
     first = served_by.count(served_by[0])
     assert first > 4 and served_by[first] != served_by[0]  # went on, then switched
+
+
+class FailingInstance(FakeInstance):
+    """Answers with ``reply`` (None: the bridge was lost), dying first if ``dies``; its log
+    names a memory limit if ``oom``."""
+
+    reply: dict | None = None
+    dies = False
+    oom = False
+
+    def call(self, request: dict) -> dict | None:
+        if self.dies:
+            self.running = False
+        return self.reply
+
+    def out_of_memory(self) -> bool:
+        return self.oom
+
+
+@pytest.mark.parametrize(
+    ("reply", "dies", "oom", "code"),
+    [
+        # a PDF export that ran out of memory, as LibreOffice 7.4 reported it (measured)
+        (
+            {
+                "error": "IOException: SfxBaseModel::impl_store <file:///job/x/output.pdf> "
+                "failed: 0xc10(Error Area:Io Class:Write Code:16)"
+            },
+            False,
+            False,
+            "ENGINE_LIMIT",
+        ),
+        (
+            {"error": "IOException: failed: 0x...(Error Area:Io Class:Space Code:17)"},
+            0,
+            0,
+            "ENGINE_LIMIT",
+        ),
+        (
+            {"error": "IllegalArgumentException: Unsupported URL"},
+            False,
+            False,
+            "INVALID_INPUT_FILE",
+        ),
+        (None, True, True, "ENGINE_LIMIT"),  # soffice died of std::bad_alloc
+        (None, True, False, "ENGINE_CRASHED"),
+    ],
+)
+def test_libreoffice_out_of_memory_is_an_engine_limit_not_the_documents_fault(
+    monkeypatch, reply, dies, oom, code
+):
+    monkeypatch.setattr(FailingInstance, "reply", reply)
+    monkeypatch.setattr(FailingInstance, "dies", dies)
+    monkeypatch.setattr(FailingInstance, "oom", oom)
+    monkeypatch.setattr(office, "_Instance", FailingInstance)
+    listener = office._Listener(restart_after=10)
+    try:
+        with pytest.raises(office.PermanentError) as info:
+            listener.convert({})
+    finally:
+        listener.stop()
+    assert info.value.code == code
