@@ -9,10 +9,11 @@ cd "$(dirname "$0")/.."
 DEV=0
 [[ "${1:-}" == "--dev" ]] && DEV=1
 
+# The fonts: appliance/engines/__init__.py's LAYOUT_FONTS (what a worker host installs too).
 RUNTIME_PKGS=(postgresql redis-server ca-certificates python3 python3-venv curl bubblewrap util-linux
               pandoc ffmpeg librsvg2-bin libreoffice-writer-nogui libreoffice-calc-nogui
-              libreoffice-impress-nogui python3-uno fonts-dejavu-core
-              fonts-liberation2 fonts-crosextra-carlito fonts-crosextra-caladea
+              libreoffice-impress-nogui python3-uno
+              fonts-dejavu-core fonts-liberation2 fonts-crosextra-carlito fonts-crosextra-caladea
               fonts-noto-core fonts-noto-cjk
               ghostscript calibre tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd ocrmypdf
               clamav-daemon chromium)

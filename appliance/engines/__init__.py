@@ -21,6 +21,21 @@ QUEUE_CLASSES: tuple[QueueClass, ...] = ("light", "office", "media")
 
 Progress = Callable[[float], None]  # fraction done, 0.0-1.0
 
+# Fonts of the engines that lay out pages (LibreOffice, calibre), installed with them: the
+# metric-compatible stand-ins for the fonts documents name most (Liberation for Arial, Times
+# New Roman and Courier New; Carlito for Calibri; Caladea for Cambria), so text keeps its line
+# and page breaks, and Noto, CJK included, so no script falls back to empty boxes. fontconfig
+# maps the names (its 30-metric-aliases rules); the sandbox sees /usr/share/fonts, /etc/fonts
+# and the font cache read-only (bwrap.py).
+LAYOUT_FONTS = (
+    "fonts-dejavu-core",
+    "fonts-liberation2",
+    "fonts-crosextra-carlito",
+    "fonts-crosextra-caladea",
+    "fonts-noto-core",
+    "fonts-noto-cjk",
+)
+
 
 @dataclass(frozen=True)
 class Descriptor:

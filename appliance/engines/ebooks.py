@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from appliance.engines import Descriptor, Progress
+from appliance.engines import LAYOUT_FONTS, Descriptor, Progress
 from appliance.engines.tools import run_tool, tool_version
 
 INPUTS = ("epub", "mobi", "azw3", "fb2", "docx", "pdf")
@@ -40,7 +40,7 @@ class CalibreEngine:
         family="ebooks",
         cost=3.0,  # slower to start than pandoc (1) or warm LibreOffice (2)
         requires=("ebook-convert",),
-        packages=("calibre",),
+        packages=("calibre", *LAYOUT_FONTS),  # its PDF output lays out pages
     )
 
     def convert(

@@ -22,7 +22,7 @@ from typing import IO, Annotated, Any
 
 import msgspec
 
-from appliance.engines import Descriptor, Progress
+from appliance.engines import LAYOUT_FONTS, Descriptor, Progress
 from appliance.engines.data import CSV_FIELD_LIMIT, SHEET_MAX_COLUMNS, SHEET_MAX_ROWS
 from appliance.engines.formats import as_utf8
 from appliance.engines.tools import JsonLines, out_of_resources, tool_version
@@ -367,7 +367,7 @@ class OfficeEngine:
             "libreoffice-calc-nogui",
             "libreoffice-impress-nogui",
             "python3-uno",  # office_bridge.py runs under the system Python with uno
-            "fonts-dejavu-core",  # a font to render with: the deploy skips recommended ones
+            *LAYOUT_FONTS,  # fonts to render with: the deploy skips recommended packages
         ),
         recycles_itself=True,  # the listener restarts after APPLIANCE_OFFICE_RESTART_AFTER
         # The listener's profile (its temporary files too, TMPDIR) and the socket of its UNO

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
+from appliance.engines import LAYOUT_FONTS
 from appliance.engines.enabled import enabled_engines
 
 # The families operators name in their inventories' `engine_families`: a rename breaks them.
@@ -29,3 +31,15 @@ def test_an_engine_that_runs_programs_names_the_packages_that_bring_them(descrip
     if descriptor.requires:
         assert descriptor.packages
     assert all(DEBIAN_NAME.match(p) for p in descriptor.packages), descriptor.packages
+
+
+def test_the_install_script_installs_every_engines_debian_packages():
+    """scripts/install.sh (a single host, CI) and the worker role (the descriptors' packages)
+    install the same engines, fonts included."""
+    script = (Path(__file__).resolve().parents[3] / "scripts" / "install.sh").read_text()
+    listed = re.search(r"RUNTIME_PKGS=\(([^)]*)\)", script)
+    assert listed is not None
+    runtime = set(listed.group(1).split())
+    wanted = {p for engine in enabled_engines() for p in engine.descriptor.packages}
+    assert wanted - runtime == set()
+    assert set(LAYOUT_FONTS) <= wanted
