@@ -166,10 +166,13 @@ def report(outcomes: list[Outcome]) -> str:
 
 def _print_file(outcomes: list[Outcome]) -> None:
     if outcomes:
-        failed = sum(o.code is not None for o in outcomes)
+        failed = [o for o in outcomes if o.code is not None]
         seconds = sum(o.seconds for o in outcomes)
+        converted = len(outcomes) - len(failed)
         print(
-            f"# {outcomes[0].file}: {len(outcomes) - failed}/{len(outcomes)} in {seconds:.0f} s",
+            f"# {outcomes[0].file}: {converted}/{len(outcomes)} in {seconds:.0f} s",
+            *(f"  {o.output_format} ({o.engine}): {o.code}: {o.message}" for o in failed),
+            sep="\n",
             file=sys.stderr,
             flush=True,
         )

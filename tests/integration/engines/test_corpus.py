@@ -1,0 +1,70 @@
+"""Every pair the appliance claims (its format graph, as /v2/convert/formats lists it) for every
+file of the real-world corpus (corpus.py): the share that converts, and every failure with an
+honest code, one the file deserves. What counts as honest is written out here, file by file
+where it depends on the file.
+
+One run of every pair of every file (some 1,500 conversions, prefix hops shared) backs all the
+tests of this module; see the module docstring of corpus.py for the command that prints it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.engines.corpus import CORPUS, Outcome, corpus_files, report, run_corpus
+
+# Codes that are honest for any file: the input is fine, but what was asked of it is not
+# there or does not fit (a picture without words to text; a limit of the engines, named).
+HONEST_ANYWHERE = {
+    "NO_TEXT_FOUND": "no words to read: a picture without text or a scan without a text layer",
+    "ENGINE_LIMIT": "past a limit the message names (pixels, sheet size, memory)",
+}
+# Files that are broken or locked for every engine, and the one code each must get.
+BROKEN = {
+    "pandoc-corrupt.svg": "INVALID_INPUT_FILE",  # pandoc's own test of a corrupt SVG
+    # encrypted with a user password: nothing can be read without it
+    "pypdf-libreoffice-writer-password.pdf": "INVALID_INPUT_FILE",
+}
+GOAL = 0.97  # of the claimed pairs, the share that must convert
+
+
+@pytest.fixture(scope="module")
+def outcomes(work_root) -> list[Outcome]:
+    work = work_root / "corpus"
+    work.mkdir()
+    return run_corpus(corpus_files(), work, threads=2)
+
+
+def test_the_corpus_is_the_one_its_sources_list():
+    sources = (CORPUS.parent / "SOURCES.md").read_text()
+    files = corpus_files()
+    assert len(files) == 66
+    assert all(f"| {f.name} |" in sources for f in files)
+
+
+def test_every_failure_has_an_honest_code(outcomes):
+    dishonest = [
+        o
+        for o in outcomes
+        if o.code is not None and o.code not in HONEST_ANYWHERE and BROKEN.get(o.file) != o.code
+    ]
+    assert not dishonest, report(dishonest)
+
+
+def test_broken_files_fail_and_say_so(outcomes):
+    for name, code in BROKEN.items():
+        mine = [o for o in outcomes if o.file == name]
+        assert mine and all(o.code == code for o in mine), report(mine)
+
+
+def test_no_message_shows_a_path(outcomes):
+    shown = [
+        o for o in outcomes if o.code is not None and ("/job" in o.message or "/tmp" in o.message)
+    ]
+    assert not shown, report(shown)
+
+
+def test_the_share_that_converts_meets_the_goal(outcomes):
+    converted = sum(o.code is None for o in outcomes) / len(outcomes)
+    print(report(outcomes))
+    assert converted >= GOAL, report(outcomes)
