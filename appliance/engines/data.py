@@ -86,6 +86,10 @@ class BadTable(ValueError):
     """The input is readable but not a table of records."""
 
 
+class EmptyTable(BadTable):
+    """The input holds no cells at all (an empty file, a sheet of pictures only)."""
+
+
 @cache
 def _libs() -> tuple[Any, Any, Any]:
     import pyarrow
@@ -140,7 +144,11 @@ class DataEngine:
         cost=0.5,
         # Text targets lose the values' types: on the way to another engine (json -> pdf)
         # the router then prefers ods / xlsx, which LibreOffice reads without guessing.
-        pair_costs={(a, b): 0.6 for a in FORMATS for b in (*LOSSY, "txt") if a != b},
+        pair_costs={(a, b): 0.6 for a in FORMATS for b in LOSSY if a != b}
+        # To txt: below LibreOffice's printed page (pdf, then its text: 3) for a table, but
+        # above it after a workbook's first hop (xlsx -> json -> txt: 0.5 + 2.6), so a
+        # workbook's text keeps every sheet.
+        | {(a, "txt"): 2.6 for a in TXT_SOURCES},
     )
 
     def convert(
@@ -158,6 +166,10 @@ class DataEngine:
             table = READERS[src_format](src, options)
             progress(0.3)
             WRITERS[dst_format](table, dst, options)
+        except EmptyTable as exc:  # nothing to convert, as OCR finds no words in a picture
+            raise PermanentError(
+                f"The {src_format} file holds no table: {exc}", code="NO_TEXT_FOUND"
+            ) from exc
         except MemoryError as exc:  # Arrow's own allocation failures are MemoryErrors too
             raise PermanentError(
                 "The table needs more memory than the engine may use", code="ENGINE_LIMIT"
@@ -275,8 +287,10 @@ def _read_delimited(src: Path, options: DataOptions, delimiter: str) -> Table:
     reader = csv.reader(fh, delimiter=delimiter, strict=True)
     try:
         first = next(reader, None)
+        while first == []:  # blank lines before the first row (all of a workbook of pictures)
+            first = next(reader, None)
         if first is None:
-            raise BadTable("the file is empty")
+            raise EmptyTable("the file is empty")
     except BaseException:
         fh.close()
         raise
@@ -447,7 +461,7 @@ def _read_sheet(src: Path, options: DataOptions) -> Table:
     while grid and all(v is None for v in grid[-1]):
         grid.pop()  # trailing empty rows are formatting, not records
     if not grid:
-        raise BadTable("the sheet is empty")
+        raise EmptyTable("the sheet is empty")
     if options.header:
         return Table(_unique(grid[0]), _fit(grid[1:], len(grid[0])))
     return Table(_positional(len(grid[0])), _fit(grid, len(grid[0])))

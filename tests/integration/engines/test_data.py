@@ -275,6 +275,12 @@ def test_router_gives_spreadsheet_pairs_to_the_data_engine():
     # workbook to workbook keeps sheets, formatting and pictures: LibreOffice's
     for src, dst in [("ods", "xlsx"), ("xlsx", "ods"), ("xls", "ods"), ("xls", "xlsx")]:
         assert [h.engine.descriptor.id for h in registry.route(src, dst)] == ["libreoffice"]
+    # a table's text is the data engine's; a workbook's keeps every sheet (LibreOffice's pdf)
+    for src in TXT_SOURCES:
+        assert [h.engine.descriptor.id for h in registry.route(src, "txt")] == ["data"]
+    for src in ("xlsx", "ods", "xls"):
+        route = [h.engine.descriptor.id for h in registry.route(src, "txt")]
+        assert route == ["libreoffice", "pdfium"], (src, route)
     # LibreOffice keeps what only it can do; data formats reach it through a typed
     # intermediate (ods), not csv, whose numbers and text LibreOffice would have to guess
     assert [h.engine.descriptor.id for h in registry.route("xlsx", "pdf")] == ["libreoffice"]
@@ -340,3 +346,13 @@ def test_a_table_wider_than_a_sheet_is_an_engine_limit_not_cut(pool, wide_csv, t
         _convert(pool, wide_csv, tmp_path / f"wide.{fmt}", "csv", fmt)
     assert info.value.code == "ENGINE_LIMIT"
     assert f"{WIDE} columns" in info.value.message and "16384 columns" in info.value.message
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n", b"\r\n"])
+def test_a_table_without_cells_has_no_text_found(pool, tmp_path, content):
+    """What LibreOffice writes for a workbook holding only pictures, as csv."""
+    src = tmp_path / "empty.csv"
+    src.write_bytes(content)
+    with pytest.raises(PermanentError) as info:
+        _convert(pool, src, tmp_path / "out.jsonl", "csv", "jsonl")
+    assert info.value.code == "NO_TEXT_FOUND"
