@@ -99,6 +99,8 @@ class OcrEngine:
         size = pillow_size(src)
         if size is not None:
             check_pixels(*size)
+        if src_format == "webp":
+            src = _as_png(src, dst.with_name("ocr-input.png"))
         # "-" writes the text to stdout; the page count and warnings go to stderr.
         done = run_tool(["tesseract", str(src), "-", "-l", options.language], what="OCR", env=ENV)
         text = done.stdout.decode("utf-8", "replace")
@@ -106,6 +108,21 @@ class OcrEngine:
             raise _no_text(done.stderr.decode("utf-8", "replace"))
         dst.write_text(text, encoding="utf-8")
         progress(1.0)
+
+
+def _as_png(src: Path, dst: Path) -> Path:
+    """A WebP as PNG, decoded by Pillow: Tesseract's own WebP reader (leptonica's) returns no
+    picture for some sound files (libvips' test image big-height.webp)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(src, formats=["WEBP"]) as image:
+            image.save(dst, format="PNG")
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise PermanentError(
+            f"The WebP image could not be read: {exc}", code="INVALID_INPUT_FILE"
+        ) from exc
+    return dst
 
 
 def _no_text(stderr: str) -> PermanentError:

@@ -21,6 +21,7 @@ from appliance.engines.pdftools import ImagePdfOptions, ImagesToPdfEngine
 from appliance.engines.registry import Registry
 from appliance.engines.sandbox import SandboxedEngine, sandboxed
 from appliance.errors import InvalidData, PermanentError
+from tests.integration.engines.corpus import CORPUS
 from tests.integration.engines.test_matrix import OCR_WORDS, text_image
 
 
@@ -206,3 +207,18 @@ def test_pdf_ocr_reads_a_real_photographed_notice(pool, tmp_path):
     )
     text = " ".join(_pdftotext(dst))
     assert "THIS IS A TEST OF THE NATIONAL EMERGENCY ALERT SYSTEM" in text
+
+
+def test_a_webp_tesseracts_own_reader_refuses_is_read(pool, tmp_path):
+    """libvips' big-height.webp (13 x 169, sound): leptonica returned no picture for it, and
+    the conversion failed as INVALID_INPUT_FILE; read through Pillow it has no text."""
+    with pytest.raises(PermanentError) as info:
+        SandboxedEngine(OcrEngine(), pool).convert(
+            CORPUS / "libvips-big-height.webp",
+            tmp_path / "out.txt",
+            "webp",
+            "txt",
+            OcrOptions(),
+            lambda f: None,
+        )
+    assert info.value.code == "NO_TEXT_FOUND"
