@@ -51,6 +51,7 @@ SHEET_MAX_ROWS = 1_048_576
 ENGINE_REVISION = "1"  # bump when output for the same input and options changes
 PARQUET_BATCH_ROWS = 65536
 YAML_BATCH_ROWS = 500
+CSV_SNIFF_CHARS = 1 << 16  # of a csv's first line, read for its delimiter
 CSV_FIELD_LIMIT = 16 << 20  # characters in one csv cell (the csv module's default is 128 Ki)
 _INT = re.compile(r"-?(0|[1-9][0-9]{0,17})")  # no leading zeros: "007" stays text
 _FLOAT = re.compile(r"-?(0|[1-9][0-9]*)\.[0-9]+([eE][-+]?[0-9]+)?")
@@ -65,7 +66,8 @@ ODS_MIME = "application/vnd.oasis.opendocument.spreadsheet"
 
 
 class DataOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    # Field separator of the csv side (input or output); tsv always uses a tab.
+    # Field separator of the csv side (input or output); tsv always uses a tab. Reading, the
+    # default comma gives way to semicolons (tabs, bars) on a first line without commas.
     delimiter: Annotated[str, msgspec.Meta(min_length=1, max_length=1)] = ","
     # csv, tsv, xlsx, ods: the first row holds the column names (read and written). Without
     # one, columns are named column_1, column_2, ...
@@ -312,7 +314,18 @@ def _cells(row: list[str], options: DataOptions) -> list[Any]:
 
 
 def _read_csv(src: Path, options: DataOptions) -> Table:
-    return _read_delimited(src, options, options.delimiter)
+    return _read_delimited(src, options, _delimiter(src, options.delimiter))
+
+
+def _delimiter(src: Path, asked: str) -> str:
+    """``asked``, but for a first line that has none of it and has semicolons (or tabs, or
+    bars): the csv Excel writes in many locales uses semicolons, and read with commas it is
+    one column, or a quoting error."""
+    with open(src, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        first = fh.readline(CSV_SNIFF_CHARS)
+    if asked != "," or "," in first:
+        return asked
+    return next((other for other in (";", "\t", "|") if other in first), asked)
 
 
 def _read_tsv(src: Path, options: DataOptions) -> Table:

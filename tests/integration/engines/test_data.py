@@ -24,6 +24,7 @@ from appliance.engines.formats import mismatch
 from appliance.engines.registry import Registry
 from appliance.engines.sandbox import SandboxedEngine, sandboxed
 from appliance.errors import PermanentError
+from tests.integration.engines.corpus import CORPUS
 
 COLUMNS = ["id", "name", "price", "in stock"]
 ROWS = [
@@ -356,3 +357,11 @@ def test_a_table_without_cells_has_no_text_found(pool, tmp_path, content):
     with pytest.raises(PermanentError) as info:
         _convert(pool, src, tmp_path / "out.jsonl", "csv", "jsonl")
     assert info.value.code == "NO_TEXT_FOUND"
+
+
+def test_a_csv_in_semicolons_is_read_with_them(pool, tmp_path):
+    """pandoc's own test csv: semicolons, and a quoted cell holding blank lines."""
+    _convert(pool, CORPUS / "pandoc-01.csv", tmp_path / "out.json", "csv", "json")
+    assert json.loads((tmp_path / "out.json").read_text()) == [
+        {"Column1": "Data1", "Column2": "- data1\n\n- data2"}
+    ]
