@@ -406,8 +406,6 @@ class OfficeEngine:
             request |= {"import_filter": CALC_OUT["csv"], "import_options": CSV_OPTIONS}
         if src_format == "txt":
             request |= {"import_filter": "Text (encoded)", "import_options": "UTF8"}
-        if src_format == "html":  # into a Writer document, not Writer/Web (office_bridge.py)
-            request["insert_filter"] = "HTML (StarWriter)"
         if dst_format == "csv":
             request["filter_options"] = CSV_OPTIONS
         if dst_format == "txt":

@@ -2,9 +2,8 @@
 
 Started by the office engine inside the sandboxed helper, next to its soffice. Reads one JSON
 request per line: {"src", "dst", "filter", "filter_options"?, "filter_data"?, "import_filter"?,
-"import_options"?, "insert_filter"? (the file is read into a new Writer document with this
-filter)}; answers {"ok": true} or {"error": message}. Documents are loaded hidden, read-only,
-with macros never executed and links never updated.
+"import_options"?}; answers {"ok": true} or {"error": message}. Documents are loaded hidden,
+read-only, with macros never executed and links never updated.
 
 Only the standard library and uno: this file is not imported by the appliance package.
 """
@@ -43,25 +42,6 @@ def connect(url, timeout):
             time.sleep(0.2)
 
 
-def inserted(desktop, src, import_filter, load):
-    """A new Writer document with the file at ``src`` read into it by ``import_filter``.
-
-    An HTML page loaded on its own opens as a Writer/Web document, whose view makes
-    LibreOffice 7.4 abort on some pages (a <meta http-equiv="Content-Style-Type"> is enough:
-    a dialog builder throws NoSuchElementException); the same import into a Writer document
-    reads them, and keeps the same text, pictures and tables."""
-    new = tuple(p for p in load if p.Name != "ReadOnly")  # it is written into
-    doc = desktop.loadComponentFromURL("private:factory/swriter", "_blank", 0, new)
-    try:
-        doc.getText().getEnd().insertDocumentFromURL(
-            uno.systemPathToFileUrl(src), (prop("FilterName", import_filter),)
-        )
-    except Exception:
-        doc.close(True)
-        raise
-    return doc
-
-
 def convert(desktop, req):
     load = [
         prop("Hidden", True),
@@ -73,12 +53,9 @@ def convert(desktop, req):
         load.append(prop("FilterName", req["import_filter"]))
     if req.get("import_options"):
         load.append(prop("FilterOptions", req["import_options"]))
-    if req.get("insert_filter"):
-        doc = inserted(desktop, req["src"], req["insert_filter"], load)
-    else:
-        doc = desktop.loadComponentFromURL(
-            uno.systemPathToFileUrl(req["src"]), "_blank", 0, tuple(load)
-        )
+    doc = desktop.loadComponentFromURL(
+        uno.systemPathToFileUrl(req["src"]), "_blank", 0, tuple(load)
+    )
     if doc is None:
         raise RuntimeError("LibreOffice could not open the document")
     try:

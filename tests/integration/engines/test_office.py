@@ -35,7 +35,6 @@ from appliance.engines.office import (
 from appliance.engines.registry import Registry
 from appliance.engines.sandbox import HelperPool, Limits, SandboxedEngine, sandboxed
 from appliance.errors import PermanentError
-from tests.integration.engines.corpus import CORPUS
 from tests.integration.engines.pdfa import pdfa_2b_problems
 
 SENTENCE = "Office matrix sentence"
@@ -323,17 +322,6 @@ def test_listener_profile_settings_name_real_configuration_keys():
         known = {p.get(f"{oor}name") for p in node if p.tag == "prop"}
         for prop in item.findall("prop"):
             assert prop.get(f"{oor}name") in known, prop.get(f"{oor}name")
-
-
-def test_html_whose_web_view_crashed_libreoffice_converts(pool, tmp_path):
-    """pandoc's HTML reader test page: its <meta http-equiv="Content-Style-Type"> made a
-    Writer/Web document abort LibreOffice (ENGINE_CRASHED, three times over)."""
-    src = CORPUS / "pandoc-html-reader.html"
-    for fmt in ("pdf", "odt"):
-        _convert(pool, src, tmp_path / f"out.{fmt}", "html", fmt)
-    text = " ".join(_text(tmp_path / "out.pdf", "pdf").split())
-    assert "Pandoc Test Suite" in text and "Level 2 with an embedded link" in text
-    assert _pdf_pages(tmp_path / "out.pdf") > 3
 
 
 def test_utf16_html_keeps_its_text(pool, tmp_path):
