@@ -54,7 +54,9 @@ def corpus_files() -> list[Path]:
         raise FileNotFoundError(
             f"the real-world corpus is not at {CORPUS}: set APPLIANCE_CORPUS to its directory"
         )
-    return sorted(p for p in CORPUS.iterdir() if p.is_file() and p.suffix)
+    return sorted(
+        p for p in CORPUS.iterdir() if p.is_file() and p.suffix and not p.name.startswith(".")
+    )
 
 
 class _FileRun:
