@@ -14,7 +14,7 @@ RUNTIME_PKGS=(postgresql redis-server ca-certificates python3 python3-venv curl 
               pandoc ffmpeg librsvg2-bin libreoffice-writer-nogui libreoffice-calc-nogui
               libreoffice-impress-nogui python3-uno
               fonts-dejavu-core fonts-liberation2 fonts-crosextra-carlito fonts-crosextra-caladea
-              fonts-noto-core fonts-noto-cjk
+              fonts-noto-core fonts-noto-cjk fonts-urw-base35
               ghostscript calibre tesseract-ocr tesseract-ocr-eng tesseract-ocr-osd ocrmypdf
               clamav-daemon chromium)
 DEV_PKGS=(swift swift-proxy swift-object swift-container swift-account memcached wrk

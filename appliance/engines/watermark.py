@@ -20,9 +20,10 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from appliance.engines import Descriptor, Progress
-from appliance.engines.pdf import MAX_PIXELS, page_numbers
+from appliance.engines.pdf import page_numbers
 from appliance.engines.pdfedit import save
 from appliance.engines.pdftools import PagesSpec, image_xobject, open_pdf
+from appliance.engines.pixels import MAX_PIXELS
 from appliance.engines.watermark_raster import FORMATS as RASTER_FORMATS
 from appliance.engines.watermark_raster import stamp_raster
 from appliance.errors import PermanentError

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.engines import Progress
 from appliance.engines.images import FAIL_ON, vips_module
-from appliance.engines.pdf import MAX_PIXELS
+from appliance.engines.pixels import MAX_PIXELS
 from appliance.errors import PermanentError
 
 if TYPE_CHECKING:
