@@ -76,6 +76,22 @@ class InvalidData(ClientError):
     code = "INVALID_DATA"
 
 
+class IdempotencyKeyInUse(Conflict):
+    """A request with the same Idempotency-Key is still being answered (the IETF draft's
+    409): the client sends it again after ``Retry-After`` and then gets that one's answer."""
+
+    code = "IDEMPOTENCY_KEY_IN_USE"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class IdempotencyKeyReused(InvalidData):
+    """The Idempotency-Key was already used with another request (route or body)."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
+
+
 class TooManyRequests(ClientError):
     """A rate limit was reached; ``headers`` say when to come back (``Retry-After``) and the
     limit (the IETF ``RateLimit`` / ``RateLimit-Policy`` fields)."""

@@ -443,6 +443,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     job_retention_hours: Annotated[
         float, _doc("Jobs and their files are deleted this long after creation.", gt=0)
     ] = 24.0
+    idempotency_key_hours: Annotated[
+        float,
+        _doc(
+            "An Idempotency-Key sent on a creating request answers its repeats with the first "
+            "response for this long (hours); the reconciler then deletes it.",
+            gt=0,
+        ),
+    ] = 24.0
     sandbox: Annotated[
         Literal["bwrap", "off"],
         _doc(

@@ -14,6 +14,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from appliance import logs
 from appliance.api import (
     files,
+    idempotency,
     jobs,
     meta,
     responses,
@@ -30,6 +31,7 @@ from appliance.api.drain import Drain, DrainFlag
 from appliance.api.events import Notifier
 from appliance.api.gotenberg.routes import router as gotenberg_router
 from appliance.conversions.catalog import Catalog
+from appliance.conversions.idempotency import Replayed
 from appliance.conversions.service import JobService
 from appliance.conversions.signed_urls import SignedUrlService
 from appliance.conversions.task import Dispatcher
@@ -140,6 +142,7 @@ def create_app(
         dependencies={"principal": Provide(principal)},
         exception_handlers={
             ClientError: responses.client_error,
+            Replayed: idempotency.replayed,
             HTTPException: responses.http_error,
             Exception: responses.server_error,
         },

@@ -10,7 +10,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
-from appliance.api import responses
+from appliance.api import idempotency, responses
 from appliance.api.deps import check_json_size, count_conversions, services
 from appliance.api.schemas import (
     AUTHED,
@@ -24,6 +24,7 @@ from appliance.api.schemas import (
     redirected,
 )
 from appliance.conversions.graph import conversions_in
+from appliance.conversions.idempotency import Replayed
 from appliance.security.auth import Principal
 
 
@@ -54,7 +55,7 @@ class JobController(Controller):
     async def create(
         self, request: Request[Any, Any, Any], data: JobCreate, principal: Principal
     ) -> Response[bytes]:
-        return responses.data(await create_job(request, data, principal), 201)
+        return responses.data(await create_job(request, data, principal, "POST /v2/jobs"), 201)
 
     @get("/{job_id:uuid}", responses=answers(200, JobData, BY_ID))
     async def show(
@@ -97,11 +98,22 @@ class JobController(Controller):
         await services(request).jobs.delete_job(principal.user_id, job_id)
 
 
-async def create_job(request: Request[Any, Any, Any], data: JobCreate, principal: Principal) -> str:
+async def create_job(
+    request: Request[Any, Any, Any],
+    data: JobCreate,
+    principal: Principal,
+    route: str | None = None,
+) -> str:
+    """The new job's document. ``route`` names a creating route for its Idempotency-Key
+    (None: a job made by a GET, a signed URL's, takes no key)."""
     await check_json_size(request, data.tasks)
     await count_conversions(request, conversions_in(data.tasks))
     return await services(request).jobs.create_job(
-        principal.user_id, data.tasks, data.tag, webhook_url=data.webhook_url
+        principal.user_id,
+        data.tasks,
+        data.tag,
+        webhook_url=data.webhook_url,
+        idempotency=await idempotency.requested(request, route) if route else None,
     )
 
 
@@ -149,7 +161,11 @@ def exported_url(doc: str) -> str | None:
 async def sync_create_job(
     request: Request[Any, Any, Any], data: SyncJobCreate, principal: Principal
 ) -> Response[bytes]:
-    made = msgspec.json.decode(await create_job(request, data, principal), type=dict[str, Any])
+    try:
+        created = await create_job(request, data, principal, "POST sync /v2/jobs")
+    except Replayed as replay:  # a repeat waits on the job the first request made
+        created = replay.body
+    made = msgspec.json.decode(created, type=dict[str, Any])
     job_id, jobs = uuid.UUID(made["id"]), services(request).jobs
     doc = await waited(request, principal, lambda: jobs.get_job(principal.user_id, job_id), job_id)
     url = exported_url(doc) if data.redirect else None

@@ -9,7 +9,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
-from appliance.api import responses
+from appliance.api import idempotency, responses
 from appliance.api.deps import check_json_size, count_conversions, services
 from appliance.api.jobs import wait_response
 from appliance.api.schemas import (
@@ -78,7 +78,8 @@ class TaskController(Controller):
     async def retry(
         self, request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
     ) -> Response[bytes]:
-        doc = await services(request).jobs.retry_task(principal.user_id, task_id)
+        key = await idempotency.requested(request, f"POST /v2/tasks/{task_id}/retry")
+        doc = await services(request).jobs.retry_task(principal.user_id, task_id, key)
         return responses.data(doc, 201)
 
     @delete("/{task_id:uuid}", status_code=204, responses=answers(204, None, BY_ID))
@@ -126,7 +127,8 @@ def _single(op: Operation) -> Any:
     ) -> Response[bytes]:
         await check_json_size(request, {"task": {**data, "operation": operation}})
         await count_conversions(request, conversions_in({"task": {"operation": operation}}))
-        doc = await services(request).jobs.create_task(principal.user_id, operation, data)
+        key = await idempotency.requested(request, f"POST /v2/{operation}")
+        doc = await services(request).jobs.create_task(principal.user_id, operation, data, key)
         return responses.data(doc, 201)
 
     return create

@@ -11,7 +11,7 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
-from appliance.api import responses
+from appliance.api import idempotency, responses
 from appliance.api.deps import SCOPES_OF
 from appliance.api.schemas import (
     AUTHED,
@@ -60,7 +60,8 @@ class WebhookController(Controller):
     async def create(
         self, request: Request[Any, Any, Any], data: WebhookCreate, principal: Principal
     ) -> Response[bytes]:
-        doc = await webhooks(request).create(principal.user_id, data.url, data.events)
+        key = await idempotency.requested(request, "POST /v2/webhooks")
+        doc = await webhooks(request).create(principal.user_id, data.url, data.events, key)
         return responses.data(doc, 201)
 
     @get("/", responses=answers(200, WebhookPage, AUTHED))

@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 
 from appliance.conversions import graph
+from appliance.conversions import idempotency as idempotent
 from appliance.conversions.admission import Backlog
 from appliance.conversions.files import (
     Spool,
@@ -35,6 +36,7 @@ from appliance.conversions.files import (
     store,
 )
 from appliance.conversions.gotenberg import Output
+from appliance.conversions.idempotency import Idempotency
 from appliance.conversions.lifecycle import (
     ImportRouting,
     client_import_ended,
@@ -130,9 +132,16 @@ class JobService:
 
     # -- creation ------------------------------------------------------------------------
     async def create_job(
-        self, user_id: uuid.UUID, tasks: Any, tag: str | None, *, webhook_url: str | None = None
+        self,
+        user_id: uuid.UUID,
+        tasks: Any,
+        tag: str | None,
+        *,
+        webhook_url: str | None = None,
+        idempotency: Idempotency | None = None,
     ) -> str:
-        """A job; ``webhook_url`` gets its job.finished or job.failed (``webhooks``)."""
+        """A job; ``webhook_url`` gets its job.finished or job.failed (``webhooks``). With
+        ``idempotency`` a repeat raises ``Replayed`` with the first answer (``idempotency``)."""
         if webhook_url is not None:
             check_url(webhook_url, "webhook_url")
         graph.check_tag(tag)
@@ -144,6 +153,7 @@ class JobService:
                 errors={"tasks": [f"must not have more than {cap} tasks"]},
             )
         async with self.pool.connection() as conn:
+            await idempotent.replay_if_done(conn, user_id, idempotency)
             await self._check_load(conn, user_id)
             refs = await self._external_refs(conn, user_id, tasks)
             planned = graph.plan(tasks, self.registry, refs.get)
@@ -151,12 +161,14 @@ class JobService:
             inline = await self._ingest_inline(planned, user_id)
             rows, ready = self._task_rows(planned, inline)
             settle = bool(inline) or _existing_inputs(planned)
+            keyed = idempotency is not None
             hours = self.settings.job_retention_hours
             details = {"tasks": len(planned), "tag": tag, "webhook": webhook_url is not None}
             audited = audit.entry("job.created", details, actor="api")
             # One statement (its audit record with it), unless imported files or existing
             # inputs have tasks to settle; then the audit record comes last.
-            async with conn.transaction() if settle else contextlib.nullcontext():
+            async with conn.transaction() if settle or keyed else contextlib.nullcontext():
+                await idempotent.claim(conn, user_id, idempotency)
                 row = await job_rows.create_job(
                     conn, user_id, tag, hours, rows, not settle, webhook_url,
                     None if settle else audited,
@@ -169,16 +181,24 @@ class JobService:
                     await audit.record_async(
                         conn, "job.created", user_id, subject, details, actor="api"
                     )
+                await self._remember(conn, user_id, idempotency, doc)
         JOBS_CREATED.inc()
         await self._dispatch(ready)
         return doc
 
-    async def create_task(self, user_id: uuid.UUID, operation: str, payload: Any) -> str:
+    async def create_task(
+        self,
+        user_id: uuid.UUID,
+        operation: str,
+        payload: Any,
+        idempotency: Idempotency | None = None,
+    ) -> str:
         """The single-task routes (POST /v2/import/upload, /v2/convert, ...): no job."""
         if not isinstance(payload, dict):
             raise InvalidData("The body must be a JSON object")
         tasks = {"task": {**payload, "operation": operation}}
         async with self.pool.connection() as conn:
+            await idempotent.replay_if_done(conn, user_id, idempotency)
             await self._check_load(conn, user_id)
             refs = await self._external_refs(conn, user_id, tasks)
             planned = graph.plan(tasks, self.registry, refs.get)
@@ -186,16 +206,25 @@ class JobService:
             inline = await self._ingest_inline(planned, user_id)
             rows, ready = self._task_rows(planned, inline)
             async with conn.transaction():
+                await idempotent.claim(conn, user_id, idempotency)
                 await job_rows.insert_tasks(conn, user_id, self.settings.job_retention_hours, rows)
                 ready += await self._settle(conn, planned, inline)
                 doc = await job_rows.task_doc(conn, planned[0].id, user_id)
+                assert doc is not None
                 subject, details = f"task:{planned[0].id}", {"operation": operation}
                 await audit.record_async(
                     conn, "task.created", user_id, subject, details, actor="api"
                 )
+                await self._remember(conn, user_id, idempotency, doc)
         await self._dispatch(ready)
-        assert doc is not None
         return doc
+
+    async def _remember(
+        self, conn: AsyncDictConnection, user_id: uuid.UUID, key: Idempotency | None, doc: str
+    ) -> None:
+        """The creating transaction's last step: a keyed request's answer, for its repeats."""
+        hours = self.settings.idempotency_key_hours
+        await idempotent.record(conn, user_id, key, (201, doc), hours)
 
     async def _check_load(self, conn: AsyncDictConnection, user_id: uuid.UUID) -> None:
         """Refuse new work to a user at their cap of jobs in flight (429: some will end), of
@@ -631,26 +660,29 @@ class JobService:
         await self._announce(doc, job_ended=True)
         return doc
 
-    async def retry_task(self, user_id: uuid.UUID, task_id: uuid.UUID) -> str:
+    async def retry_task(
+        self, user_id: uuid.UUID, task_id: uuid.UUID, idempotency: Idempotency | None = None
+    ) -> str:
         """A new task with the same operation, payload and inputs (CloudConvert's retry)."""
-        async with self.pool.connection() as conn:
-            async with conn.transaction():
-                old = await job_rows.task_row(conn, task_id, user_id)
-                if old is None:
-                    raise NotFound(f"Task {task_id} not found")
-                if old["status"] not in ("finished", "error"):
-                    raise InvalidData("Only ended tasks can be retried", code="TASK_NOT_ENDED")
-                op = OPERATIONS.get(old["operation"])
-                if op is None or op.file_from_client:
-                    raise InvalidData(
-                        f"{old['operation']} tasks cannot be retried", code="TASK_NOT_RETRYABLE"
-                    )
-                new_id = uuid.uuid4()
-                row = await job_rows.retry_task(conn, task_id, new_id, old["job_id"])
+        async with self.pool.connection() as conn, conn.transaction():
+            await idempotent.claim(conn, user_id, idempotency)
+            old = await job_rows.task_row(conn, task_id, user_id)
+            if old is None:
+                raise NotFound(f"Task {task_id} not found")
+            if old["status"] not in ("finished", "error"):
+                raise InvalidData("Only ended tasks can be retried", code="TASK_NOT_ENDED")
+            op = OPERATIONS.get(old["operation"])
+            if op is None or op.file_from_client:
+                raise InvalidData(
+                    f"{old['operation']} tasks cannot be retried", code="TASK_NOT_RETRYABLE"
+                )
+            new_id = uuid.uuid4()
+            row = await job_rows.retry_task(conn, task_id, new_id, old["job_id"])
             doc = await job_rows.task_doc(conn, new_id, user_id)
+            assert doc is not None
+            await self._remember(conn, user_id, idempotency, doc)
         if row["ready_at"] is not None:
             await self._dispatch([Ready(new_id, row["queue"])])
-        assert doc is not None
         return doc
 
     async def wait_until_ended(

@@ -17,6 +17,8 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from appliance.conversions import idempotency as idempotent
+from appliance.conversions.idempotency import Idempotency, Replayed
 from appliance.conversions.operations.import_url import url_path
 from appliance.db import AsyncPool
 from appliance.db.queries import webhooks as rows
@@ -82,15 +84,35 @@ class WebhookService:
     pool: AsyncPool
     columns: Columns  # the signing secrets rest sealed with the user's data key
 
-    async def create(self, user_id: uuid.UUID, url: object, events: object) -> str:
+    async def create(
+        self,
+        user_id: uuid.UUID,
+        url: object,
+        events: object,
+        idempotency: Idempotency | None = None,
+    ) -> str:
         """A new webhook with a fresh signing secret. Its host must resolve to public
-        addresses only (unless ``allow_private_urls``); each delivery checks again."""
+        addresses only (unless ``allow_private_urls``); each delivery checks again. With
+        ``idempotency`` a repeat raises ``Replayed`` with the first answer (secret opened)."""
+        try:
+            doc = await self._create(user_id, url, events, idempotency)
+        except Replayed as replay:  # its document was kept as stored: the secret sealed
+            raise Replayed(replay.status, await self._opened(user_id, replay.body)) from None
+        return await self._opened(user_id, doc)
+
+    async def _create(
+        self, user_id: uuid.UUID, url: object, events: object, idempotency: Idempotency | None
+    ) -> str:
+        """The new webhook's document, its secret sealed."""
         url, events = check_url(url, "url"), check_events(events)
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         host = parts.hostname or ""
+        async with self.pool.connection() as conn:
+            await idempotent.replay_if_done(conn, user_id, idempotency)
         await asyncio.to_thread(resolve, host, port, allow_private=self.settings.allow_private_urls)
         async with self.pool.connection() as conn, conn.transaction():
+            await idempotent.claim(conn, user_id, idempotency)
             if await rows.count(conn, user_id) >= MAX_WEBHOOKS_PER_USER:
                 raise InvalidData(
                     f"A user may have at most {MAX_WEBHOOKS_PER_USER} webhooks",
@@ -105,7 +127,9 @@ class WebhookService:
             await audit.record_async(
                 conn, "webhook.created", user_id, subject, details, actor="api"
             )
-        return await self._opened(user_id, doc)
+            hours = self.settings.idempotency_key_hours
+            await idempotent.record(conn, user_id, idempotency, (201, doc), hours)
+        return doc
 
     async def _opened(self, user_id: uuid.UUID, doc: str) -> str:
         """The document with its webhooks' signing secrets opened."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from appliance.db import DictConnection, SyncPool
 from appliance.db.queries.files import RELEASED_NOW
+from appliance.db.queries.idempotency import PRUNE as PRUNE_IDEMPOTENCY_KEYS
 from appliance.db.queries.tasks import fail, job_ended
 
 LOCK_ID = 0x61707263  # "aprc": at most one reconciler pass at a time across the fleet
@@ -79,6 +80,7 @@ def ready_longer_than(pool: SyncPool, seconds: float) -> list[dict[str, Any]]:
 
 def expire(pool: SyncPool, delete_object: Callable[[str], None]) -> tuple[int, int]:
     """Expired jobs and standalone tasks deleted with the cached results of their files, and
+    expired idempotency keys;
     at once the objects that left unreferenced; stale cache entries dropped, and objects
     unreferenced past the grace period (never referenced, e.g.) deleted. Objects go through
     ``delete_object(sha256)`` inside the transaction that deletes their row.
@@ -92,6 +94,7 @@ def expire(pool: SyncPool, delete_object: Callable[[str], None]) -> tuple[int, i
             for sha in released:
                 delete_object(sha)
         deleted = len(released)
+        conn.execute(PRUNE_IDEMPOTENCY_KEYS)
         conn.execute(
             "DELETE FROM conversion_cache WHERE last_hit_at < now() - %s::interval",
             (CACHE_RETENTION,),
