@@ -77,11 +77,44 @@ def test_nginx_limits_match_the_app(fleet, nginx_prefix):
     assert limit == fleet.get("max_upload_bytes") + 1024 * 1024  # the app's multipart slack
     upload = site[site.index("location /v2/upload/") :]
     assert "proxy_request_buffering off;" in upload[: upload.index("}")]
-    (retry,) = re.findall(r"\n\s*proxy_next_upstream ([^;]*);", site)
+    tls = site.split("listen 443", 1)[1]
+    (retry,) = re.findall(r"\n    proxy_next_upstream ([^;]*);", tls)  # the server's own
     assert retry.startswith("error timeout") and "non_idempotent" not in retry
     assert "rid=$request_id" in site and "X-Request-ID $request_id" in site
     assert "keepalive 32;" in upstream
     assert upstream.count("max_fails=2") == 2
+
+
+def _locations(tls: str) -> dict[str, str]:
+    """location -> its directives (up to its first nested block)."""
+    return dict(re.findall(r"\n\s*location ([^{]*?)\s*\{([^}]*)\}", tls))
+
+
+def test_only_posts_with_an_idempotency_key_are_resent_after_reaching_a_host(fleet, nginx_prefix):
+    """A POST a dying api host received may have made its job: nginx resends it to another
+    host only with an Idempotency-Key (the app then answers with the first job); keyless
+    POSTs and uploads (streamed, so impossible to resend) keep the plain retry policy."""
+    site, _ = _nginx_files(fleet, nginx_prefix)
+    keyed = re.search(
+        r'map "\$request_method:\$http_idempotency_key" \$idempotent_post \{([^}]*)\}', site
+    )
+    assert keyed and "default 0;" in keyed[1] and '"~^POST:." 1;' in keyed[1]
+    api_server = site.split("listen 443", 1)[1].split("listen 127.0.0.1:8081")[0]
+    blocks = _locations(api_server)
+    rewrite = "if ($idempotent_post) {\n            rewrite ^ /_idempotent$uri last;"
+    for where in ("/", "/sync/"):
+        assert rewrite in blocks[where], where
+    assert "idempotent" not in blocks["/v2/upload/"]
+    for where in ("/_idempotent/", "/_idempotent/sync/"):
+        assert "internal;" in blocks[where]
+        (retry,) = re.findall(r"proxy_next_upstream ([^;]*);", blocks[where])
+        assert retry == "error timeout http_502 http_503 http_504 non_idempotent", where
+        assert "proxy_pass http://appliance_api$request_uri;" in blocks[where]
+    sync = fleet.get("sync_timeout_seconds") + 15
+    assert f"proxy_read_timeout {sync}s;" in blocks["/_idempotent/sync/"]
+    assert "proxy_read_timeout" not in blocks["/_idempotent/"]  # the server's: as "/"
+    resent = [b for b in blocks.values() if "non_idempotent" in b]
+    assert len(resent) == 2  # no other location resends a POST
 
 
 def test_every_tls_response_asks_browsers_for_tls_only(fleet, nginx_prefix):
