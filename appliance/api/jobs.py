@@ -16,15 +16,15 @@ from appliance.api.schemas import (
     AUTHED,
     BY_ID,
     KEY,
+    KEYED,
     TEXT,
-    WITH_BODY,
     JobData,
     JobPage,
     answers,
     redirected,
 )
 from appliance.conversions.graph import conversions_in
-from appliance.conversions.idempotency import Replayed
+from appliance.conversions.idempotency import Idempotency, Replayed
 from appliance.security.auth import Principal
 
 
@@ -51,11 +51,16 @@ class JobController(Controller):
     tags = ["jobs"]
     security = KEY
 
-    @post("/", status_code=201, responses=answers(201, JobData, WITH_BODY))
+    @post("/", status_code=201, responses=answers(201, JobData, KEYED))
     async def create(
-        self, request: Request[Any, Any, Any], data: JobCreate, principal: Principal
+        self,
+        request: Request[Any, Any, Any],
+        data: JobCreate,
+        principal: Principal,
+        idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[bytes]:
-        return responses.data(await create_job(request, data, principal, "POST /v2/jobs"), 201)
+        key = await idempotency.requested(request, "POST /v2/jobs", idempotency_key)
+        return responses.data(await create_job(request, data, principal, key), 201)
 
     @get("/{job_id:uuid}", responses=answers(200, JobData, BY_ID))
     async def show(
@@ -102,10 +107,9 @@ async def create_job(
     request: Request[Any, Any, Any],
     data: JobCreate,
     principal: Principal,
-    route: str | None = None,
+    key: Idempotency | None = None,
 ) -> str:
-    """The new job's document. ``route`` names a creating route for its Idempotency-Key
-    (None: a job made by a GET, a signed URL's, takes no key)."""
+    """The new job's document; a repeat of a keyed request raises ``Replayed``."""
     await check_json_size(request, data.tasks)
     await count_conversions(request, conversions_in(data.tasks))
     return await services(request).jobs.create_job(
@@ -113,7 +117,7 @@ async def create_job(
         data.tasks,
         data.tag,
         webhook_url=data.webhook_url,
-        idempotency=await idempotency.requested(request, route) if route else None,
+        idempotency=key,
     )
 
 
@@ -156,13 +160,17 @@ def exported_url(doc: str) -> str | None:
     status_code=201,
     summary="Create a job and block until it ends (sync API); with redirect, answer with a"
     " redirect to its one exported file",
-    responses=answers(201, JobData, WITH_BODY) | redirected(),
+    responses=answers(201, JobData, KEYED) | redirected(),
 )
 async def sync_create_job(
-    request: Request[Any, Any, Any], data: SyncJobCreate, principal: Principal
+    request: Request[Any, Any, Any],
+    data: SyncJobCreate,
+    principal: Principal,
+    idempotency_key: idempotency.KeyHeader = None,
 ) -> Response[bytes]:
+    key = await idempotency.requested(request, "POST sync /v2/jobs", idempotency_key)
     try:
-        created = await create_job(request, data, principal, "POST sync /v2/jobs")
+        created = await create_job(request, data, principal, key)
     except Replayed as replay:  # a repeat waits on the job the first request made
         created = replay.body
     made = msgspec.json.decode(created, type=dict[str, Any])

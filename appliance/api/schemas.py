@@ -236,6 +236,8 @@ _WHY = {
     401: "The API key is missing or invalid",
     403: "The API key lacks the scope",
     404: "No such job, task or file (or not this user's)",
+    409: "A request with the same Idempotency-Key is still in progress; Retry-After says"
+    " when to send it again (it then gets that request's answer)",
     413: "The body is too large",
     422: "A parameter or field is invalid; ``errors`` names it",
     429: "A rate limit was reached; Retry-After says when to come back",
@@ -248,6 +250,8 @@ _WHY = {
 AUTHED = (400, 401, 403, 422, 429, 503)
 BY_ID = (*AUTHED, 404)
 WITH_BODY = (*AUTHED, 413)
+# The creating routes, which take an Idempotency-Key (api/idempotency.py).
+KEYED = (*WITH_BODY, 409)
 
 
 def answers(status: int, body: type | None, errors: tuple[int, ...]) -> dict[int, ResponseSpec]:

@@ -16,8 +16,8 @@ from appliance.api.schemas import (
     AUTHED,
     BY_ID,
     KEY,
+    KEYED,
     TEXT,
-    WITH_BODY,
     TaskData,
     TaskPage,
     answers,
@@ -74,11 +74,16 @@ class TaskController(Controller):
         doc = await services(request).jobs.cancel_task(principal.user_id, task_id)
         return responses.data(doc)
 
-    @post("/{task_id:uuid}/retry", status_code=201, responses=answers(201, TaskData, BY_ID))
+    @post("/{task_id:uuid}/retry", status_code=201, responses=answers(201, TaskData, (*BY_ID, 409)))
     async def retry(
-        self, request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
+        self,
+        request: Request[Any, Any, Any],
+        task_id: uuid.UUID,
+        principal: Principal,
+        idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[bytes]:
-        key = await idempotency.requested(request, f"POST /v2/tasks/{task_id}/retry")
+        route = f"POST /v2/tasks/{task_id}/retry"
+        key = await idempotency.requested(request, route, idempotency_key)
         doc = await services(request).jobs.retry_task(principal.user_id, task_id, key)
         return responses.data(doc, 201)
 
@@ -119,15 +124,18 @@ def _single(op: Operation) -> Any:
         operation_id=f"create_{operation.replace('/', '_')}_task",
         summary=f"Create a single {operation} task",
         description=op.describe(),
-        responses=answers(201, TaskData, WITH_BODY),
+        responses=answers(201, TaskData, KEYED),
         security=KEY,
     )
     async def create(
-        request: Request[Any, Any, Any], data: dict[str, Any], principal: Principal
+        request: Request[Any, Any, Any],
+        data: dict[str, Any],
+        principal: Principal,
+        idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[bytes]:
         await check_json_size(request, {"task": {**data, "operation": operation}})
         await count_conversions(request, conversions_in({"task": {"operation": operation}}))
-        key = await idempotency.requested(request, f"POST /v2/{operation}")
+        key = await idempotency.requested(request, f"POST /v2/{operation}", idempotency_key)
         doc = await services(request).jobs.create_task(principal.user_id, operation, data, key)
         return responses.data(doc, 201)
 

@@ -17,8 +17,8 @@ from appliance.api.schemas import (
     AUTHED,
     BY_ID,
     KEY,
+    KEYED,
     TEXT,
-    WITH_BODY,
     DeliveryPage,
     SigningSecretData,
     WebhookData,
@@ -56,11 +56,15 @@ class WebhookController(Controller):
     opt = WEBHOOK_SCOPES
     security = KEY
 
-    @post("/", status_code=201, responses=answers(201, WebhookData, WITH_BODY))
+    @post("/", status_code=201, responses=answers(201, WebhookData, KEYED))
     async def create(
-        self, request: Request[Any, Any, Any], data: WebhookCreate, principal: Principal
+        self,
+        request: Request[Any, Any, Any],
+        data: WebhookCreate,
+        principal: Principal,
+        idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[bytes]:
-        key = await idempotency.requested(request, "POST /v2/webhooks")
+        key = await idempotency.requested(request, "POST /v2/webhooks", idempotency_key)
         doc = await webhooks(request).create(principal.user_id, data.url, data.events, key)
         return responses.data(doc, 201)
 
