@@ -6,6 +6,8 @@ Every failure becomes an ``ApiError`` with the server's stable code and message 
 from __future__ import annotations
 
 import os
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -15,6 +17,10 @@ import httpx
 Progress = Callable[[int], None]  # told how many more bytes went or came
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 CHUNK = 256 * 1024
+# A creating request is sent again after these pauses (seconds) when no answer came (0), its
+# key's first request was still in progress (409) or the appliance was unavailable (502-504).
+RESENT_ON = frozenset({0, 409, 502, 503, 504})
+RESEND_PAUSES = (1.0, 2.0, 4.0)
 
 
 class ApiError(Exception):
@@ -64,7 +70,21 @@ class ApiClient:
 
     def create_job(self, tasks: dict[str, Any], tag: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"tasks": tasks} | ({"tag": tag} if tag else {})
-        return self.call("POST", "/v2/jobs", json=body)  # type: ignore[no-any-return]
+        return self.create("/v2/jobs", body)  # type: ignore[no-any-return]
+
+    def create(self, path: str, body: dict[str, Any]) -> Any:
+        """POST a creating request with a new Idempotency-Key, sent again with that key when
+        no answer came or the answer says to come back (``RESENT_ON``): the server makes one
+        job of all the tries and answers each with it."""
+        headers = {"Idempotency-Key": str(uuid.uuid4())}
+        for pause in (*RESEND_PAUSES, None):
+            try:
+                return self.call("POST", path, json=body, headers=headers)
+            except ApiError as exc:
+                if pause is None or exc.status not in RESENT_ON:
+                    raise
+                time.sleep(pause)
+        raise AssertionError("unreachable")  # the last try returned or raised
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self.call("GET", f"/v2/jobs/{job_id}")  # type: ignore[no-any-return]

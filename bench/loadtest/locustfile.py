@@ -21,6 +21,7 @@ import os
 import random
 import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,12 @@ def job_body(name: str, data: bytes, target: str) -> dict[str, Any]:
     }
 
 
+def idempotency_key() -> dict[str, str]:
+    """A new key for each job, as a careful client sends: the lb may then resend the POST to
+    another api host when one fails with it in flight, and the job is still made once."""
+    return {"Idempotency-Key": str(uuid.uuid4())}
+
+
 class Client(HttpUser):
     abstract = True
 
@@ -80,7 +87,9 @@ class Converter(Client):
     @task
     def convert(self) -> None:
         started = time.monotonic()
-        made = self.client.post("/v2/jobs", json=job_body(*random.choice(SAMPLES)))
+        made = self.client.post(
+            "/v2/jobs", json=job_body(*random.choice(SAMPLES)), headers=idempotency_key()
+        )
         if made.status_code != 201:
             return
         job_id = made.json()["data"]["id"]
@@ -126,7 +135,7 @@ class Watcher(Client):
 
     def on_start(self) -> None:
         super().on_start()
-        made = self.client.post("/v2/jobs", json=job_body(*SAMPLES[0]))
+        made = self.client.post("/v2/jobs", json=job_body(*SAMPLES[0]), headers=idempotency_key())
         if made.status_code == 201:
             self.job_id = made.json()["data"]["id"]
 
