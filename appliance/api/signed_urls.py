@@ -13,14 +13,14 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
 
-from appliance.api import responses
+from appliance.api import idempotency, responses
 from appliance.api.deps import SCOPES_OF, request_address, services
 from appliance.api.jobs import JobCreate, create_job, ended, exported_url, waited
 from appliance.api.schemas import (
     AUTHED,
     BY_ID,
     KEY,
-    WITH_BODY,
+    KEYED,
     SignedUrlBaseData,
     SignedUrlBasePage,
     answers,
@@ -50,12 +50,18 @@ class SignedUrlController(Controller):
         "/",
         status_code=201,
         summary="Create a signed URL base with its signing secret",
-        responses=answers(201, SignedUrlBaseData, WITH_BODY),
+        responses=answers(201, SignedUrlBaseData, KEYED),
     )
     async def create(
-        self, request: Request[Any, Any, Any], data: BaseCreate, principal: Principal
+        self,
+        request: Request[Any, Any, Any],
+        data: BaseCreate,
+        principal: Principal,
+        idempotency_key: idempotency.KeyHeader = None,
     ) -> Response[bytes]:
-        return responses.data(await signed_urls(request).create(principal.user_id, data.name), 201)
+        key = await idempotency.requested(request, "POST /v2/signed-urls", idempotency_key)
+        doc = await signed_urls(request).create(principal.user_id, data.name, key)
+        return responses.data(doc, 201)
 
     @get("/", responses=answers(200, SignedUrlBasePage, AUTHED))
     async def index(

@@ -33,6 +33,8 @@ from urllib.parse import unquote
 
 import msgspec
 
+from appliance.conversions import idempotency as idempotent
+from appliance.conversions.idempotency import Idempotency, Replayed
 from appliance.db import AsyncPool
 from appliance.db.queries import signed_urls as rows
 from appliance.errors import Forbidden, InvalidData, NotFound
@@ -181,20 +183,36 @@ class SignedUrlService:
     def url_of(self, base_id: uuid.UUID) -> str:
         return f"{self.settings.effective_public_url}{PATH}{base_id}"
 
-    async def create(self, user_id: uuid.UUID, name: object) -> str:
-        """A new base with a fresh signing secret (shown here and by show/page)."""
+    async def create(
+        self, user_id: uuid.UUID, name: object, idempotency: Idempotency | None = None
+    ) -> str:
+        """A new base with a fresh signing secret (shown here and by show/page). With
+        ``idempotency`` a repeat raises ``Replayed`` with the first answer (secret opened)."""
+        try:
+            doc = await self._create(user_id, name, idempotency)
+        except Replayed as replay:  # its document was kept as stored: the secret sealed
+            raise Replayed(replay.status, await self._opened(user_id, replay.body)) from None
+        return await self._opened(user_id, doc)
+
+    async def _create(
+        self, user_id: uuid.UUID, name: object, idempotency: Idempotency | None
+    ) -> str:
+        """The new base's document, its secret sealed."""
         name, base_id = check_name(name), uuid.uuid4()
         sealed = await asyncio.to_thread(
             self.columns.seal, user_id, SECRET_COLUMN, secrets.token_urlsafe(32)
         )
         async with self.pool.connection() as conn, conn.transaction():
+            await idempotent.claim(conn, user_id, idempotency)
             if await rows.count(conn, user_id) >= MAX_BASES_PER_USER:
                 raise InvalidData(
                     f"A user may have at most {MAX_BASES_PER_USER} signed URL bases",
                     code="TOO_MANY_SIGNED_URL_BASES",
                 )
             doc = await rows.create(conn, base_id, user_id, name, (self.url_of(base_id), sealed))
-        return await self._opened(user_id, doc)
+            hours = self.settings.idempotency_key_hours
+            await idempotent.record(conn, user_id, idempotency, (201, doc), hours)
+        return doc
 
     async def _opened(self, user_id: uuid.UUID, doc: str) -> str:
         """The document with its bases' signing secrets opened."""

@@ -174,3 +174,14 @@ def test_an_invalid_key_is_refused_with_400_and_makes_nothing(api, postgres_url,
     assert r.status_code == 400, r.text
     assert r.json()["code"] == "INVALID_IDEMPOTENCY_KEY"
     assert _jobs_of(postgres_url, _me(api)) == 0
+
+
+def test_a_repeated_signed_url_base_request_gets_the_same_base_and_secret(api, postgres_url):
+    key, body = _key(), {"name": "idem"}
+    first = api.post("/v2/signed-urls", json=body, headers=key)
+    again = api.post("/v2/signed-urls", json=body, headers=key)
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.json()["data"]["id"] == first.json()["data"]["id"]
+    assert again.json()["data"]["signing_secret"] == first.json()["data"]["signing_secret"]
+    bases = "SELECT count(*) AS n FROM signed_url_bases WHERE user_id = %s"
+    assert _sql(postgres_url, bases, _me(api))[0]["n"] == 1
