@@ -161,27 +161,35 @@ class JobService:
             inline = await self._ingest_inline(planned, user_id)
             rows, ready = self._task_rows(planned, inline)
             settle = bool(inline) or _existing_inputs(planned)
-            keyed = idempotency is not None
+            several = settle or idempotency is not None
             hours = self.settings.job_retention_hours
             details = {"tasks": len(planned), "tag": tag, "webhook": webhook_url is not None}
             audited = audit.entry("job.created", details, actor="api")
             # One statement (its audit record with it), unless imported files or existing
-            # inputs have tasks to settle; then the audit record comes last.
-            async with conn.transaction() if settle or keyed else contextlib.nullcontext():
+            # inputs have tasks to settle or a key is kept; then the audit record comes last:
+            # it locks the chain's head, which every creation waits for, until the commit.
+            # Keyed without settling, the record and the COMMIT leave together (a pipeline),
+            # so an api host that dies between them never leaves the head locked.
+            pipelined = several and not settle
+            async with (
+                conn.pipeline() if pipelined else contextlib.nullcontext(),
+                conn.transaction() if several else contextlib.nullcontext(),
+            ):
                 await idempotent.claim(conn, user_id, idempotency)
                 row = await job_rows.create_job(
                     conn, user_id, tag, hours, rows, not settle, webhook_url,
-                    None if settle else audited,
+                    None if several else audited,
                 )  # fmt: skip
                 doc: str = row["doc"]
                 if settle:
                     ready += await self._settle(conn, planned, inline)
                     doc = await self._job_json(conn, row["new_job"], user_id)
+                await self._remember(conn, user_id, idempotency, doc)
+                if several:
                     subject = f"job:{row['new_job']}"
-                    await audit.record_async(
+                    await audit.record_last_async(
                         conn, "job.created", user_id, subject, details, actor="api"
                     )
-                await self._remember(conn, user_id, idempotency, doc)
         JOBS_CREATED.inc()
         await self._dispatch(ready)
         return doc
@@ -211,11 +219,11 @@ class JobService:
                 ready += await self._settle(conn, planned, inline)
                 doc = await job_rows.task_doc(conn, planned[0].id, user_id)
                 assert doc is not None
+                await self._remember(conn, user_id, idempotency, doc)
                 subject, details = f"task:{planned[0].id}", {"operation": operation}
-                await audit.record_async(
+                await audit.record_async(  # last: it locks the chain's head until the commit
                     conn, "task.created", user_id, subject, details, actor="api"
                 )
-                await self._remember(conn, user_id, idempotency, doc)
         await self._dispatch(ready)
         return doc
 

@@ -124,11 +124,11 @@ class WebhookService:
             doc = await rows.create(conn, user_id, url, events, sealed)
             subject = f"webhook:{json.loads(doc)['id']}"
             details = {"host": host, "events": events}  # not the URL: it may hold a token
-            await audit.record_async(
-                conn, "webhook.created", user_id, subject, details, actor="api"
-            )
             hours = self.settings.idempotency_key_hours
             await idempotent.record(conn, user_id, idempotency, (201, doc), hours)
+            await audit.record_async(  # last: it locks the chain's head until the commit
+                conn, "webhook.created", user_id, subject, details, actor="api"
+            )
         return doc
 
     async def _opened(self, user_id: uuid.UUID, doc: str) -> str:

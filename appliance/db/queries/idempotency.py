@@ -13,9 +13,10 @@ from appliance.db import AsyncDictConnection
 LOCK_CLASS = 0x69646D70  # "idmp"
 # Taken in the transaction that creates; an api host that dies inside it (power cut, link
 # down) leaves Postgres waiting on a silent connection: this ends that transaction, and frees
-# the key for a retry, after this long without a statement (the transaction runs statements
-# only, milliseconds apart).
-IDLE_LIMIT = "15s"
+# the key (and any lock it held) for a retry, after this long without a statement. The
+# transaction runs statements only, milliseconds apart; this stays well under the lb's read
+# timeout (15 s in the lab), so others that wait on its locks are answered in time.
+IDLE_LIMIT = "5s"
 LOCK = (
     "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s::text || ' ' || %s)) AS free,"
     " set_config('idle_in_transaction_session_timeout', %s, true) AS idle_limit"

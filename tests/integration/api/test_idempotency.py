@@ -48,6 +48,9 @@ def test_a_repeated_job_request_gets_the_first_answer_and_makes_no_second_job(ap
     assert again.headers["Idempotent-Replayed"] == "true"
     assert "Idempotent-Replayed" not in first.headers
     assert _jobs_of(postgres_url, _me(api)) == 1
+    # audited once, as the first request's (its record goes out with the commit)
+    audited = "SELECT count(*) AS n FROM audit_log WHERE event = 'job.created' AND subject = %s"
+    assert _sql(postgres_url, audited, f"job:{first.json()['data']['id']}")[0]["n"] == 1
 
 
 def test_requests_without_a_key_make_a_job_each(api, postgres_url):
