@@ -5,6 +5,7 @@ expire."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import psycopg
@@ -188,3 +189,17 @@ def test_a_repeated_signed_url_base_request_gets_the_same_base_and_secret(api, p
     assert again.json()["data"]["signing_secret"] == first.json()["data"]["signing_secret"]
     bases = "SELECT count(*) AS n FROM signed_url_bases WHERE user_id = %s"
     assert _sql(postgres_url, bases, _me(api))[0]["n"] == 1
+
+
+def test_a_keyed_transaction_left_idle_by_a_dead_api_host_is_ended(postgres_url):
+    """An api host that dies inside a keyed creation leaves its transaction open; Postgres
+    ends it after the idle limit the claim sets, freeing its key and locks."""
+    user_id = _sql(
+        postgres_url, "INSERT INTO users (email) VALUES (%s) RETURNING id", f"{uuid.uuid4()}@t"
+    )[0]["id"]
+    with psycopg.connect(postgres_url, row_factory=dict_row) as dead:
+        dead.execute(rows.LOCK, (rows.LOCK_CLASS, user_id, "k", rows.IDLE_LIMIT))
+        limit = float(rows.IDLE_LIMIT.removesuffix("s"))
+        time.sleep(limit + 2)
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            dead.execute("SELECT 1")
