@@ -168,13 +168,9 @@ class JobService:
             # One statement (its audit record with it), unless imported files or existing
             # inputs have tasks to settle or a key is kept; then the audit record comes last:
             # it locks the chain's head, which every creation waits for, until the commit.
-            # Keyed without settling, the record and the COMMIT leave together (a pipeline),
-            # so an api host that dies between them never leaves the head locked.
-            pipelined = several and not settle
-            async with (
-                conn.pipeline() if pipelined else contextlib.nullcontext(),
-                conn.transaction() if several else contextlib.nullcontext(),
-            ):
+            # (Not a pipeline: the lab showed a dead host's transaction, left mid-pipeline,
+            # escapes the claim's idle limit, and held the head for good.)
+            async with conn.transaction() if several else contextlib.nullcontext():
                 await idempotent.claim(conn, user_id, idempotency)
                 row = await job_rows.create_job(
                     conn, user_id, tag, hours, rows, not settle, webhook_url,
@@ -187,7 +183,7 @@ class JobService:
                 await self._remember(conn, user_id, idempotency, doc)
                 if several:
                     subject = f"job:{row['new_job']}"
-                    await audit.record_last_async(
+                    await audit.record_async(
                         conn, "job.created", user_id, subject, details, actor="api"
                     )
         JOBS_CREATED.inc()

@@ -161,24 +161,6 @@ async def record_async(
     )
 
 
-async def record_last_async(
-    conn: AsyncDictConnection,
-    event: str,
-    user_id: uuid.UUID | None,
-    subject: str,
-    details: Mapping[str, Any] | None = None,
-    *,
-    actor: str = "system",
-) -> None:
-    """``record_async`` as a transaction's last statement, its answer not read: in a
-    pipeline it then goes out with the COMMIT, leaving no round trip between the chain's
-    lock and the commit."""
-    _check_event(event)
-    await audit_rows.append_unread_async(
-        conn, event, user_id, actor, subject, details_text(details)
-    )
-
-
 async def record_download_async(
     conn: AsyncDictConnection, sha256: str, filename: str, address: str
 ) -> None:

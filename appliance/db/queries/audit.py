@@ -61,13 +61,6 @@ async def append_async(
     return int(row["seq"])
 
 
-async def append_unread_async(
-    conn: AsyncDictConnection, event: str, user_id: Any, actor: str, subject: str, details: str
-) -> None:
-    """``append_async`` without reading its answer (in a pipeline, sent with what follows)."""
-    await conn.execute(APPEND, (event, user_id, actor, subject, details))
-
-
 async def append_download(
     conn: AsyncDictConnection, sha256: str, actor: str, subject: str, details: str
 ) -> None:
