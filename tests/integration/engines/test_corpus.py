@@ -13,6 +13,10 @@ import pytest
 
 from tests.integration.engines.corpus import CORPUS, Outcome, corpus_files, report, run_corpus
 
+# The module's one run of every pair happens in the first test's set-up: minutes, not the
+# suite's 300 s a test.
+pytestmark = pytest.mark.timeout(2400)
+
 # Codes that are honest for any file: the input is fine, but what was asked of it is not
 # there or does not fit (a picture without words to text; a limit of the engines, named).
 HONEST_ANYWHERE = {
