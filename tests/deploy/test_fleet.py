@@ -81,7 +81,9 @@ def _record(name: str, seconds: float) -> None:
     path.write_text(json.dumps(times, indent=2))
 
 
-@pytest.fixture(scope="module")
+# One fleet for the whole session: test_backups.py drills on it too. A second fleet would
+# deploy again (minutes) into the same backup repository, whose stanza is the first one's.
+@pytest.fixture(scope="session")
 def fleet(lab_factory, s3_server: S3Server, tmp_path_factory) -> Iterator[Fleet]:
     lab = lab_factory(list(LAYOUT))
     s3 = lab.expose(int(s3_server.endpoint.rsplit(":", 1)[1]))
