@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.deploy.fleet import fleet  # noqa: F401  (one fixture, so one fleet, for every module)
 from tests.deploy.lab import Lab, start_lab
 
 LabFactory = Callable[..., Lab]

@@ -22,8 +22,8 @@ import pytest
 import yaml
 from minio import Minio
 
-from tests.deploy.test_fleet import REPO, _png, redis_secret
-from tests.deploy.test_fleet import fleet as fleet  # the shared lab fleet fixture
+from tests.deploy.fleet import REPO
+from tests.deploy.test_fleet import _png, redis_secret
 from tests.harness.s3server import S3Server
 
 PRIMARY, SPARE, API = "h4", "h6", "h2"
