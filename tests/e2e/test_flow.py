@@ -185,15 +185,15 @@ def test_docx_to_pdf_runs_warm_libreoffice_on_the_office_queue(deployment, tmp_p
     assert _last_convert_queue(deployment) == "office"
 
 
-def test_markdown_to_pdf_routes_through_pandoc_then_libreoffice(deployment, tmp_path):
+def test_markdown_to_pdf_routes_through_pandoc_then_chromium(deployment, tmp_path):
     md = b"# Report\n\nRouted over two engines.\n"
     with deployment.client(deployment.key()) as api:
         job = convert_inline(api, "report.md", md, "pdf")
         assert job["status"] == "finished", job
         route = task(job, "c")["result"]["route"]
         assert [(h["from"], h["to"], h["engine"]) for h in route] == [
-            ("md", "docx", "pandoc"),
-            ("docx", "pdf", "libreoffice"),
+            ("md", "html", "pandoc"),
+            ("html", "pdf", "chromium"),
         ]
         assert task(job, "c")["result"]["files"][0]["filename"] == "report.pdf"
         [pdf] = _downloaded(job, tmp_path)
