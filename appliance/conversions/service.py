@@ -169,7 +169,7 @@ class JobService:
             # inputs have tasks to settle or a key is kept; then the audit record comes last:
             # it locks the chain's head, which every creation waits for, until the commit.
             # (Not a pipeline: the lab showed a dead host's transaction, left mid-pipeline,
-            # escapes the claim's idle limit, and held the head for good.)
+            # escapes the idle limit, and held the head for good.)
             async with conn.transaction() if several else contextlib.nullcontext():
                 await idempotent.claim(conn, user_id, idempotency)
                 row = await job_rows.create_job(

@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 
 import msgspec
 from psycopg import AsyncConnection, Connection, OperationalError
+from psycopg.errors import IdleInTransactionSessionTimeout
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -26,12 +27,21 @@ from appliance.settings import Settings
 
 log = logging.getLogger(__name__)
 DATABASE_RETRY_AFTER = 5  # seconds a client is told to wait: a failover, a pool drained
+# Seconds an API connection's transaction may go without a statement before Postgres ends it.
+# An api host that dies inside a transaction (power cut, link down) leaves Postgres waiting on
+# a silent connection, holding the transaction's locks: the audit chain's head, which every
+# creation waits for, or an idempotency key's. API transactions run statements milliseconds
+# apart; this stays well under the lb's read timeout (15 s in the lab), so requests waiting on
+# those locks are answered in time. Not for the workers' pool, whose clean-up deletes objects
+# between a transaction's statements.
+API_IDLE_LIMIT = 5
 
 
 class ApiPool(AsyncConnectionPool[AsyncConnection[DictRow]]):
     """The API's pool. Postgres failing to serve a request (no free connection within the
-    pool's timeout, unreachable, the connection lost, a statement cancelled) becomes
-    ``Unavailable``: the client is answered 503 with Retry-After, not 500 or a timeout."""
+    pool's timeout, unreachable, the connection lost, a statement cancelled, a transaction
+    ended past the idle limit) becomes ``Unavailable``: the client is answered 503 with
+    Retry-After, not 500 or a timeout."""
 
     @asynccontextmanager
     async def connection(
@@ -41,7 +51,7 @@ class ApiPool(AsyncConnectionPool[AsyncConnection[DictRow]]):
         try:
             async with super().connection(timeout) as conn:
                 yield conn
-        except OperationalError as exc:
+        except (OperationalError, IdleInTransactionSessionTimeout) as exc:
             log.warning("database unavailable: %r", exc)
             ADMISSION_REJECTIONS.labels("database").inc()
             raise Unavailable(
@@ -79,12 +89,18 @@ async def _configure_async(
         await watch_async(conn, on_change)
 
 
-def _connection_kwargs(settings: Settings) -> dict[str, Any]:
+def _connection_kwargs(settings: Settings, idle_limit: int | None = None) -> dict[str, Any]:
     """Every pooled connection: rows as dicts, autocommit, and the session settings the
-    database functions read (``appliance.metering``, migration 0011)."""
+    database functions read (``appliance.metering``, migration 0011); with ``idle_limit``,
+    Postgres ends a transaction left that many seconds without a statement."""
     kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True}
+    options = []
     if not settings.usage_metering:
-        kwargs["options"] = "-c appliance.metering=off"
+        options.append("-c appliance.metering=off")
+    if idle_limit is not None:
+        options.append(f"-c idle_in_transaction_session_timeout={idle_limit}s")
+    if options:
+        kwargs["options"] = " ".join(options)
     return kwargs
 
 
@@ -117,7 +133,7 @@ async def async_pool(
         connection_class=AsyncConnection[DictRow],
         min_size=min(2, settings.db_pool_size),
         max_size=settings.db_pool_size,
-        kwargs=_connection_kwargs(settings),
+        kwargs=_connection_kwargs(settings, API_IDLE_LIMIT),
         configure=partial(_configure_async, on_change=on_change),
         timeout=settings.db_pool_timeout_seconds,
         open=False,

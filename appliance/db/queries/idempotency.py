@@ -11,16 +11,9 @@ from appliance.db import AsyncDictConnection
 # The class of the two-key advisory locks that mark a key's request in progress; the second
 # key is a hash of user and key (a collision only makes a request wait for a 409's retry).
 LOCK_CLASS = 0x69646D70  # "idmp"
-# Taken in the transaction that creates; an api host that dies inside it (power cut, link
-# down) leaves Postgres waiting on a silent connection: this ends that transaction, and frees
-# the key (and any lock it held) for a retry, after this long without a statement. The
-# transaction runs statements only, milliseconds apart; this stays well under the lb's read
-# timeout (15 s in the lab), so others that wait on its locks are answered in time.
-IDLE_LIMIT = "5s"
-LOCK = (
-    "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s::text || ' ' || %s)) AS free,"
-    " set_config('idle_in_transaction_session_timeout', %s, true) AS idle_limit"
-)
+# Taken in the transaction that creates; a dead api host's is ended by the API pool's idle
+# limit (``db.API_IDLE_LIMIT``), which frees the key.
+LOCK = "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s::text || ' ' || %s)) AS free"
 FIND = (
     "SELECT fingerprint, status, body FROM idempotency_keys"
     " WHERE user_id = %s AND key = %s AND expires_at > now()"
@@ -39,7 +32,7 @@ PRUNE = "DELETE FROM idempotency_keys WHERE expires_at < now()"
 
 async def lock(conn: AsyncDictConnection, user_id: uuid.UUID, key: str) -> bool:
     """In a transaction: whether this user's key was free (now held to the transaction's end)."""
-    args = (LOCK_CLASS, user_id, key, IDLE_LIMIT)
+    args = (LOCK_CLASS, user_id, key)
     row = await (await conn.execute(LOCK, args)).fetchone()
     return bool(row and row["free"])
 

@@ -5,7 +5,7 @@ expire."""
 
 from __future__ import annotations
 
-import time
+import asyncio
 import uuid
 
 import psycopg
@@ -13,9 +13,10 @@ import pytest
 from litestar.testing import TestClient
 from psycopg.rows import dict_row
 
-from appliance.db import sync_pool
+from appliance.db import API_IDLE_LIMIT, async_pool, sync_pool
 from appliance.db.queries import idempotency as rows
 from appliance.db.queries import maintenance
+from appliance.errors import Unavailable
 from appliance.security.keys import create_key
 from tests.conftest import make_settings
 
@@ -81,7 +82,7 @@ def test_the_same_key_on_another_route_is_refused_with_422(api):
 def test_a_key_held_by_a_request_in_progress_is_answered_409_with_retry_after(api, postgres_url):
     key, user_id = _key(), _me(api)
     with psycopg.connect(postgres_url, row_factory=dict_row) as holder:  # a transaction open
-        held = holder.execute(rows.LOCK, (rows.LOCK_CLASS, user_id, key["Idempotency-Key"], "0"))
+        held = holder.execute(rows.LOCK, (rows.LOCK_CLASS, user_id, key["Idempotency-Key"]))
         assert held.fetchone()["free"]
         busy = api.post("/v2/jobs", json=UPLOAD_JOB, headers=key)
         assert busy.status_code == 409, busy.text
@@ -191,15 +192,28 @@ def test_a_repeated_signed_url_base_request_gets_the_same_base_and_secret(api, p
     assert _sql(postgres_url, bases, _me(api))[0]["n"] == 1
 
 
-def test_a_keyed_transaction_left_idle_by_a_dead_api_host_is_ended(postgres_url):
-    """An api host that dies inside a keyed creation leaves its transaction open; Postgres
-    ends it after the idle limit the claim sets, freeing its key and locks."""
+def test_a_transaction_an_api_host_left_idle_is_ended(postgres_url):
+    """An api host that dies inside a transaction (a keyed creation's, holding the key's lock,
+    or one holding the audit chain's head) leaves it open on a silent connection; Postgres
+    ends any API connection's transaction after the pool's idle limit, freeing its locks."""
     user_id = _sql(
         postgres_url, "INSERT INTO users (email) VALUES (%s) RETURNING id", f"{uuid.uuid4()}@t"
     )[0]["id"]
-    with psycopg.connect(postgres_url, row_factory=dict_row) as dead:
-        dead.execute(rows.LOCK, (rows.LOCK_CLASS, user_id, "k", rows.IDLE_LIMIT))
-        limit = float(rows.IDLE_LIMIT.removesuffix("s"))
-        time.sleep(limit + 2)
-        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
-            dead.execute("SELECT 1")
+    free = "SELECT pg_try_advisory_lock(%s, hashtext(%s::text || ' ' || %s)) AS free"
+
+    async def die_inside_a_transaction() -> None:
+        pool = await async_pool(make_settings({"database_url": postgres_url}))
+        try:
+            with pytest.raises(Unavailable):
+                async with pool.connection() as dead, dead.transaction():
+                    assert await rows.lock(dead, user_id, "k")
+                    # a live API transaction's lock holds: another session cannot take it
+                    assert not _sql(postgres_url, free, rows.LOCK_CLASS, user_id, "k")[0]["free"]
+                    await asyncio.sleep(API_IDLE_LIMIT + 2)
+                    # ended by Postgres meanwhile: the lock is free again
+                    assert _sql(postgres_url, free, rows.LOCK_CLASS, user_id, "k")[0]["free"]
+                    await dead.execute("SELECT 1")
+        finally:
+            await pool.close()
+
+    asyncio.run(die_inside_a_transaction())
