@@ -28,7 +28,10 @@ from appliance.engines.formats import as_utf8
 from appliance.engines.tools import JsonLines, out_of_resources, tool_version
 from appliance.errors import PermanentError, RetryableError
 
-WRITER_IN = ("doc", "docx", "odt", "rtf", "txt", "html")
+# Not html: LibreOffice 7.4 aborts opening some pages as a web document, and opened as a Writer
+# document instead it fetches linked pictures. html reaches Writer's formats through pandoc's
+# html reader (to docx, which Writer reads) and pdf and pictures through Chromium.
+WRITER_IN = ("doc", "docx", "odt", "rtf", "txt")
 CALC_IN = ("xls", "xlsx", "ods", "csv")
 IMPRESS_IN = ("ppt", "pptx", "odp")
 # target -> export filter, per document family
