@@ -17,6 +17,7 @@ from appliance.engines.pdfedit import (
     DecryptEngine,
     EncryptEngine,
     ExtractPagesEngine,
+    FlattenEngine,
     MetadataWriteEngine,
     PdfAEngine,
 )
@@ -52,6 +53,7 @@ def enabled_engines() -> list[Engine]:
         PdfAEngine(),
         EncryptEngine(),
         DecryptEngine(),
+        FlattenEngine(),
         MetadataWriteEngine(),
         WatermarkEngine(),
         CalibreEngine(),

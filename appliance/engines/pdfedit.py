@@ -1,7 +1,7 @@
 """CloudConvert's PDF tasks that rewrite one PDF into another, in the sandboxed helper: pages
 extracted (``pdf/extract-pages``), PDF/A 1b, 2b or 3b (``pdf/a``), encrypted and decrypted
-(``pdf/encrypt``, ``pdf/decrypt``), and the document information written
-(``metadata/write``).
+(``pdf/encrypt``, ``pdf/decrypt``), form fields and annotations flattened (``pdf/flatten``)
+and the document information written (``metadata/write``).
 
 pikepdf (qpdf, MPL-2.0) does the work, Ghostscript (a separate program, never imported) the
 PDF/A rewrite. Like the split and merge engines these serve task operations, not format pairs:
@@ -223,6 +223,37 @@ class DecryptEngine:
             ) from exc
         with pdf:
             save(pdf, dst, encryption=False)
+        progress(1.0)
+
+
+# -- pdf/flatten ---------------------------------------------------------------------------------
+class FlattenOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class FlattenEngine:
+    """The PDF with its form fields and annotations drawn into the pages' content and
+    removed (the ``pdf/flatten`` operation): what they showed stays, nothing is left to fill
+    or edit. A field without an appearance of its own (a value set, ``NeedAppearances``)
+    gets one drawn first, as a reader would show it."""
+
+    descriptor = _pdf_descriptor("pdf-flatten", FlattenOptions)
+
+    def convert(
+        self,
+        src: Path,
+        dst: Path,
+        src_format: str,
+        dst_format: str,
+        options: FlattenOptions,
+        progress: Progress,
+    ) -> None:
+        with open_pdf(src) as pdf:
+            if pdf.is_encrypted:
+                raise _encrypted()
+            pdf.generate_appearance_streams()
+            pdf.flatten_annotations("all")
+            save(pdf, dst)
         progress(1.0)
 
 

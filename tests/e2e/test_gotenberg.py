@@ -1,8 +1,8 @@
 """Gotenberg's routes driven by gotenberg-client (PyPI), unchanged but for its base URL and its
 basic auth (an API key as the password), against a real deployment: LibreOffice conversions,
-merges, splits, metadata, PDF/A, encryption, Chromium's pages, screenshots and captures, health
-and version, errors in Gotenberg's shape, a route with no operation answering 501, and webhooks
-delivered to a receiver on loopback by the worker processes' outbox senders."""
+merges, splits, metadata, PDF/A, encryption, flattening, Chromium's pages, screenshots and
+captures, health and version, errors in Gotenberg's shape, a route with no operation answering
+501, and webhooks delivered to a receiver on loopback by the worker processes' outbox senders."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "rea
 DOCX = CORPUS / "gotenberg-pages_12.docx"  # 12 pages
 ODT = CORPUS / "pypdf-trivial-source.odt"
 PDF = CORPUS / "gotenberg-pages_3.pdf"  # 3 pages
+FORM = CORPUS / "pypdf-pdflatex-forms.pdf"  # a text field (Name), a check box, a button
 
 # The local deployment: it allows private addresses, so webhooks reach the receiver.
 pytestmark = pytest.mark.parametrize("deployment", ["local"], indirect=True)
@@ -179,11 +180,27 @@ def test_a_corrupt_document_fails_with_a_400_naming_why(gotenberg, tmp_path):
     assert err.value.response.status_code == 400
 
 
-def test_flatten_has_no_operation_and_answers_501_naming_it(gotenberg):
-    with gotenberg.flatten.flatten() as route, pytest.raises(HttpStatusError) as err:
-        route.flatten(PDF).run()
-    assert err.value.response.status_code == 501
-    assert b"pdf/flatten" in err.value.response.content
+def test_flatten_draws_the_form_into_its_page(gotenberg, tmp_path):
+    filled = tmp_path / "filled.pdf"
+    with pikepdf.open(FORM) as pdf:
+        name = next(f for f in pdf.Root.AcroForm.Fields if str(f.T) == "Name")
+        name.V = pikepdf.String("Ada Lovelace")
+        pdf.Root.AcroForm.NeedAppearances = True
+        pdf.save(filled)
+    with gotenberg.flatten.flatten() as route:
+        response = route.flatten(filled).run()
+    with pikepdf.open(io.BytesIO(response.content)) as pdf:
+        assert "/AcroForm" not in pdf.Root and "/Annots" not in pdf.pages[0]
+    assert pdf_text(response.content).split()[:3] == ["Name", "Ada", "Lovelace"]
+
+
+def test_embedding_files_has_no_operation_and_answers_501_naming_it(deployment, key):
+    files = {"files": ("a.pdf", PDF.read_bytes()), "embeds": ("note.txt", b"attached")}
+    r = httpx.post(
+        f"{deployment.url}/forms/pdfengines/embed", files=files, auth=("any-user", key), timeout=60
+    )
+    assert r.status_code == 501
+    assert b"pdf/embed" in r.content
 
 
 def test_pdf_a_1b_by_the_pdf_a_operation(gotenberg):

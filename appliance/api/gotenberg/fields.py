@@ -28,8 +28,8 @@ PDF_A = "pdf/a"
 PDF_ENCRYPT = "pdf/encrypt"
 EXTRACT = "pdf/extract-pages"
 WRITE_METADATA = "metadata/write"
-FLATTEN = "pdf/flatten"  # no operation is planned yet
-EMBED = "pdf/embed"  # likewise
+FLATTEN = "pdf/flatten"  # the appliance's own, not CloudConvert's
+EMBED = "pdf/embed"  # no operation is planned yet
 CHROMIUM = "chromium"  # the Chromium engine's id (html and markdown -> pdf, png, jpg, webp)
 LIBREOFFICE = "libreoffice"
 

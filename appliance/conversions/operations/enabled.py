@@ -24,6 +24,7 @@ from appliance.conversions.operations.optimize import Optimize
 from appliance.conversions.operations.pdf_a import PdfA
 from appliance.conversions.operations.pdf_decrypt import PdfDecrypt
 from appliance.conversions.operations.pdf_encrypt import PdfEncrypt
+from appliance.conversions.operations.pdf_flatten import PdfFlatten
 from appliance.conversions.operations.pdf_ocr import PdfOcr
 from appliance.conversions.operations.rotate_pages import RotatePages
 from appliance.conversions.operations.split_pages import SplitPages
@@ -45,6 +46,7 @@ ENABLED: tuple[Operation, ...] = (
     PdfOcr(),
     PdfEncrypt(),
     PdfDecrypt(),
+    PdfFlatten(),
     Watermark(),
     Thumbnail(),
     CaptureWebsite(),

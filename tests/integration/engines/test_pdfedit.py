@@ -1,4 +1,4 @@
-"""CloudConvert's PDF tasks that rewrite a PDF (extract pages, PDF/A, encrypt, decrypt, write
+"""The PDF tasks that rewrite a PDF (extract pages, PDF/A, encrypt, decrypt, flatten, write
 metadata), run in sandboxed helpers on made and real PDFs. Every output is opened by an
 independent reader: poppler (pdftotext, pdfinfo, pdffonts) and pikepdf reading the objects."""
 
@@ -17,6 +17,8 @@ from appliance.engines.pdfedit import (
     EncryptOptions,
     ExtractPagesEngine,
     ExtractPagesOptions,
+    FlattenEngine,
+    FlattenOptions,
     MetadataWriteEngine,
     MetadataWriteOptions,
     PdfAEngine,
@@ -31,6 +33,7 @@ CORPUS = Path(__file__).parents[4] / "shared" / "corpus" / "real"
 LOCKED = CORPUS / "pypdf-libreoffice-writer-password.pdf"  # opens with "openpassword"
 LOCKED_PASSWORD = "openpassword"
 THREE_PAGES = CORPUS / "gotenberg-pages_3.pdf"  # "Page 1" .. "Page 3", Arial embedded
+FORM = CORPUS / "pypdf-pdflatex-forms.pdf"  # a text field (Name), a check box, a button
 
 
 def _run(pool, engine, src, dst, options):
@@ -65,6 +68,34 @@ def test_extract_pages_beyond_the_document_is_invalid_options(pool, tmp_path):
              ExtractPagesOptions(pages="2-4"))  # fmt: skip
     assert info.value.code == "INVALID_OPTIONS"
     assert "1-3" in info.value.message
+
+
+# -- pdf/flatten ---------------------------------------------------------------------------------
+def _form_parts(path):
+    """(whether the document has an AcroForm, the annotations on each page)."""
+    with pikepdf.open(path) as pdf:
+        return "/AcroForm" in pdf.Root, [len(page.get("/Annots", [])) for page in pdf.pages]
+
+
+def test_flatten_draws_a_filled_field_into_the_page_and_leaves_nothing_to_fill(pool, tmp_path):
+    filled = tmp_path / "filled.pdf"
+    with pikepdf.open(FORM) as pdf:  # a value set as a form filler without appearances does
+        name = next(f for f in pdf.Root.AcroForm.Fields if str(f.T) == "Name")
+        name.V = pikepdf.String("Ada Lovelace")
+        pdf.Root.AcroForm.NeedAppearances = True
+        pdf.save(filled)
+    assert _form_parts(filled) == (True, [3])  # control: three fields to fill
+    dst = _run(pool, FlattenEngine(), filled, tmp_path / "out.pdf", FlattenOptions())
+    assert _form_parts(dst) == (False, [0])
+    # with no field or annotation left, the value read is the one drawn into the page
+    (words,) = _text(dst)
+    assert words[:3] == ["Name", "Ada", "Lovelace"]
+
+
+def test_flatten_of_an_encrypted_pdf_asks_to_decrypt_first(pool, tmp_path):
+    with pytest.raises(PermanentError) as info:
+        _run(pool, FlattenEngine(), LOCKED, tmp_path / "out.pdf", FlattenOptions())
+    assert info.value.code == "INVALID_INPUT_FILE"
 
 
 # -- pdf/a -------------------------------------------------------------------------------------

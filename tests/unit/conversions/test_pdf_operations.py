@@ -33,6 +33,7 @@ def errors_of(**task):
         ("pdf/ocr", {"language": ["eng"], "auto_orient": True}),
         ("pdf/encrypt", {"set_password": "x", "allow_print": False}),
         ("pdf/decrypt", {"password": "x"}),
+        ("pdf/flatten", {}),
         ("metadata/write", {"metadata": {"Title": "T", "author": "A", "Subject": None}}),
         ("watermark", {"text": "DRAFT", "opacity": 50, "position_vertical": "top"}),
     ],
@@ -45,7 +46,15 @@ def test_each_pdf_task_with_good_fields_is_planned_to_make_a_pdf(operation, fiel
 
 @pytest.mark.parametrize(
     "operation",
-    ["pdf/extract-pages", "pdf/a", "pdf/ocr", "pdf/encrypt", "pdf/decrypt", "metadata/write"],
+    [
+        "pdf/extract-pages",
+        "pdf/a",
+        "pdf/ocr",
+        "pdf/encrypt",
+        "pdf/decrypt",
+        "pdf/flatten",
+        "metadata/write",
+    ],
 )
 def test_each_pdf_task_refuses_an_input_that_is_no_pdf(operation):
     fields = {"pages": "1", "set_password": "x", "metadata": {"Title": "x"}}
