@@ -10,7 +10,7 @@ from appliance.engines.images import ImageEngine
 from appliance.engines.markup import PandocEngine
 from appliance.engines.media import FfmpegEngine
 from appliance.engines.metadata import MetadataEngine
-from appliance.engines.ocr import OcrEngine, PdfOcrEngine
+from appliance.engines.ocr import OcrEngine, PdfOcrEngine, PictureDocumentEngine
 from appliance.engines.office import OfficeEngine
 from appliance.engines.pdf import PdfEngine
 from appliance.engines.pdfedit import (
@@ -58,6 +58,7 @@ def enabled_engines() -> list[Engine]:
         WatermarkEngine(),
         CalibreEngine(),
         OcrEngine(),
+        PictureDocumentEngine(),
         PdfOcrEngine(),
         DataEngine(),
         ThumbnailEngine(),

@@ -66,7 +66,7 @@ def _inlines(line: str) -> list[dict[str, Any]]:
     return inlines
 
 
-def _paragraphs(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+def paragraphs(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
     """One paragraph per line, as LibreOffice reads a text file (a PDF's text has no other
     paragraphs); blank lines and form feeds (a PDF's page ends) make none."""
     for raw in lines:
@@ -80,7 +80,7 @@ def write_text_document(src: Path, dst: Path) -> None:
     """The UTF-8 text at ``src`` as a pandoc JSON document at ``dst``: a paragraph per line,
     every character as it is (no markup is read)."""
     with open(src, encoding="utf-8-sig", errors="replace", newline=None) as fh:
-        blocks = list(_paragraphs(fh))
+        blocks = list(paragraphs(fh))
     with open(dst, "w", encoding="utf-8") as out:
         json.dump({"pandoc-api-version": api_version(), "meta": {}, "blocks": blocks}, out)
 

@@ -2,9 +2,12 @@
 
 png, jpg, tiff (every page), bmp, webp and gif (first frame) -> txt; pages are separated by a
 form feed, as PDFium's pdf -> txt separates them. Other images reach it through libvips
-(avif -> png -> txt), and text formats go on from txt (png -> txt -> docx).
+(avif -> png -> txt), and text formats go on from txt (png -> txt -> md).
 
-An image without text is a task error (``NO_TEXT_FOUND``), not an empty file. ``language``
+The same pictures -> docx, odt, epub and html are documents that hold each picture, then the
+text read in it (``ocr-document``: Tesseract, then pandoc), so a picture without words still
+makes a document. To txt, an image without text is a task error (``NO_TEXT_FOUND``), not an
+empty file. ``language``
 takes Tesseract's names, several joined by ``+`` (``eng+deu``); each must be installed here
 (Debian's ``tesseract-ocr-LANG`` packages).
 
@@ -16,14 +19,17 @@ under /job, and the sandbox has neither the host's files nor a network.
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
 from appliance.engines import Descriptor, Progress
+from appliance.engines.markup import WRITERS, api_version, paragraphs
 from appliance.engines.pixels import check_pixels, pillow_size
 from appliance.engines.tools import run_tool, tool_version
 from appliance.errors import PermanentError
@@ -101,12 +107,113 @@ class OcrEngine:
             check_pixels(*size)
         if src_format == "webp":
             src = _as_png(src, dst.with_name("ocr-input.png"))
-        # "-" writes the text to stdout; the page count and warnings go to stderr.
-        done = run_tool(["tesseract", str(src), "-", "-l", options.language], what="OCR", env=ENV)
-        text = done.stdout.decode("utf-8", "replace")
+        text = _read_text(src, options.language)
         if not text.strip():
-            raise _no_text(done.stderr.decode("utf-8", "replace"))
+            raise PermanentError("No text was found in the image", code="NO_TEXT_FOUND")
         dst.write_text(text, encoding="utf-8")
+        progress(1.0)
+
+
+def _read_text(src: Path, language: str) -> str:
+    """Tesseract's text of every page of ``src`` (empty: no words); INVALID_INPUT_FILE for a
+    page it could not decode. Tesseract exits 0 with no text in both cases; only its stderr
+    tells them apart."""
+    # "-" writes the text to stdout; the page count and warnings go to stderr.
+    done = run_tool(["tesseract", str(src), "-", "-l", language], what="OCR", env=ENV)
+    text = done.stdout.decode("utf-8", "replace")
+    if not text.strip():
+        stderr = done.stderr.decode("utf-8", "replace")
+        errors = [line.strip() for line in stderr.splitlines() if line.startswith("Error")]
+        if errors:
+            raise PermanentError(
+                f"The image could not be read: {errors[0]}", code="INVALID_INPUT_FILE"
+            )
+    return text
+
+
+# -- pictures -> documents that hold them -------------------------------------------------------
+DOCUMENTS = ("docx", "odt", "epub", "html")
+KEPT_AS_THEY_ARE = ("png", "jpg")  # every document format and reader takes them
+
+
+def _pictures(src: Path, src_format: str, work: Path) -> list[Path]:
+    """The picture's pages as files every document format takes: png and jpg as they are;
+    every page of a TIFF, the first frame of a GIF, a BMP or WebP as PNG (decoded by
+    Pillow)."""
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    if src_format in KEPT_AS_THEY_ARE:
+        return [src]
+    pages = []
+    try:
+        with Image.open(src) as image:
+            frames = ImageSequence.Iterator(image) if src_format == "tiff" else [image]
+            for i, frame in enumerate(frames):
+                page = work / f"page-{i + 1}.png"
+                frame.save(page, format="PNG")
+                pages.append(page)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as exc:
+        raise PermanentError(
+            f"The image could not be read: {exc}", code="INVALID_INPUT_FILE"
+        ) from exc
+    return pages
+
+
+def _picture_block(name: str) -> dict[str, Any]:
+    """A paragraph of the picture ``name`` (relative to pandoc's resource path), as wide as
+    the text."""
+    attr = ["", [], [["width", "100%"]]]
+    return {"t": "Para", "c": [{"t": "Image", "c": [attr, [], [name, ""]]}]}
+
+
+class PictureDocumentEngine:
+    """A document of each page of the picture followed by the text Tesseract reads in it
+    (none for a picture without words), written by pandoc: docx, odt and epub hold the
+    pictures in their container, html as ``data:`` URLs (one self-contained file)."""
+
+    descriptor = Descriptor(
+        id="ocr-document",
+        conversions=frozenset((fmt, dst) for fmt in INPUTS for dst in DOCUMENTS),
+        options=OcrOptions,
+        queue="office",  # OCR's seconds per page, as for the tesseract engine
+        version=lambda: f"{_version()}+pandoc-{tool_version('pandoc')}",
+        family="ocr",
+        # Below OCR to txt then pandoc (1.5 + 1), which loses the picture; above either for
+        # text formats (md, rst, ...), which cannot hold it: they keep that route.
+        cost=2.2,
+        requires=("tesseract", "pandoc"),
+        packages=("tesseract-ocr", "tesseract-ocr-eng", "pandoc"),
+    )
+
+    def convert(
+        self,
+        src: Path,
+        dst: Path,
+        src_format: str,
+        dst_format: str,
+        options: OcrOptions,
+        progress: Progress,
+    ) -> None:
+        size = pillow_size(src)
+        if size is not None:
+            check_pixels(*size)
+        work = Path(tempfile.mkdtemp(prefix="ocr-document-", dir=dst.parent))
+        pages = _pictures(src, src_format, work)
+        blocks: list[dict[str, Any]] = []
+        for i, page in enumerate(pages):
+            blocks.append(_picture_block(page.name))
+            blocks += paragraphs(_read_text(page, options.language).splitlines())
+            progress((i + 1) / (len(pages) + 1))
+        document = work / "document.json"
+        document.write_text(
+            json.dumps({"pandoc-api-version": api_version(), "meta": {}, "blocks": blocks}),
+            encoding="utf-8",
+        )
+        argv = ["pandoc", "--from", "json", "--to", WRITERS[dst_format], "--output", str(dst)]
+        argv += ["--resource-path", str(pages[0].parent), "--standalone"]
+        if dst_format == "html":  # the pictures inside the page (pandoc 2.17's flag)
+            argv += ["--self-contained", "--metadata", f"pagetitle={src.stem}"]
+        run_tool([*argv, str(document)], what="pandoc")
         progress(1.0)
 
 
@@ -123,17 +230,6 @@ def _as_png(src: Path, dst: Path) -> Path:
             f"The WebP image could not be read: {exc}", code="INVALID_INPUT_FILE"
         ) from exc
     return dst
-
-
-def _no_text(stderr: str) -> PermanentError:
-    """Tesseract exits 0 with no text both for a blank image and for a TIFF page it could not
-    decode; its stderr tells them apart."""
-    errors = [line.strip() for line in stderr.splitlines() if line.startswith("Error")]
-    if errors:
-        return PermanentError(
-            f"The image could not be read: {errors[0]}", code="INVALID_INPUT_FILE"
-        )
-    return PermanentError("No text was found in the image", code="NO_TEXT_FOUND")
 
 
 # -- pdf/ocr: a searchable PDF ------------------------------------------------------------------

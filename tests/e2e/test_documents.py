@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import struct
 import subprocess
+import zipfile
 
 import httpx
 import pikepdf
@@ -323,6 +324,29 @@ def test_text_of_a_scanned_page_comes_through_ocr_on_the_office_queue(deployment
     assert data.decode().split() == SCANNED_WORDS.split()
     rows = deployment.sql("SELECT queue FROM tasks WHERE name = 'c' ORDER BY created_at DESC")
     assert rows[0]["queue"] == "office"
+
+
+def test_a_scanned_page_to_docx_holds_the_picture_and_its_text(deployment):
+    scan = _scan(SCANNED_WORDS)
+    with deployment.client(deployment.key()) as api:
+        job = run_job(
+            api,
+            {
+                "in": base64_import("scan.png", scan),
+                "c": {"operation": "convert", "input": "in", "output_format": "docx"},
+                "e": {"operation": "export/url", "input": "c"},
+            },
+        )
+        assert job["status"] == "finished", job
+        assert task(job, "c")["engine"] == "ocr-document"
+        ((name, data),) = downloads(job)
+    assert name == "scan.docx"
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        media = [z.read(n) for n in z.namelist() if n.startswith("word/media/")]
+    assert media == [scan]
+    read = ["pandoc", "--from", "docx", "--to", "plain"]  # an independent reader
+    text = subprocess.run(read, input=data, capture_output=True, check=True).stdout.decode()
+    assert " ".join(SCANNED_WORDS.split()) in " ".join(text.split())
 
 
 def test_ocr_of_a_page_without_text_fails_the_task_clearly(deployment):

@@ -124,14 +124,17 @@ def test_formats_lists_what_the_engines_convert(deployment):
         outputs = {r["output_format"] for r in rows["data"]}
         images = {"jpg", "webp", "avif", "tiff", "gif", "bmp"}
         assert images | {"pdf"} <= outputs
-        # to text and documents: OCR (tesseract) reads the picture into txt first
-        text = {"txt", "md", "gfm", "rst", "org", "latex", "html"}
-        documents = {"docx", "odt", "doc", "rtf", "epub"}
+        # to text: OCR (tesseract) reads the picture into txt first; documents that can hold
+        # the picture are written with it, then its text (ocr-document)
+        text = {"txt", "md", "gfm", "rst", "org", "latex", "doc", "rtf"}
+        documents = {"docx", "odt", "epub", "html"}
         for r in rows["data"]:  # everything else is reached through the image's PDF
             first = r["route"][0]
             expected = ("vips", r["output_format"]) if r["output_format"] in images else None
-            if r["output_format"] in text | documents:
+            if r["output_format"] in text:
                 expected = ("tesseract", "txt")
+            if r["output_format"] in documents:
+                expected = ("ocr-document", r["output_format"])
             assert (first["engine"], first["to"]) == (expected or ("image-pdf", "pdf"))
         row = rows["data"][0]
         assert (

@@ -1,6 +1,7 @@
-"""Every advertised direct pair of the CLI engines (rsvg, pandoc, ffmpeg, tesseract) converts a
-small input made here, and the output is checked by opening it (ffprobe for media, zip members
-or text for documents, a PDF page object, the words OCR read back), not only by its signature.
+"""Every advertised direct pair of the CLI engines (rsvg, pandoc, ffmpeg, tesseract, and
+tesseract with pandoc) converts a small input made here, and the output is checked by opening
+it (ffprobe for media, zip members or text for documents, a PDF page object, the words OCR read
+back), not only by its signature.
 Run through the sandboxed helper, as workers run them."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from PIL import Image
 from appliance.engines.formats import mismatch
 from appliance.engines.markup import WRITERS, MarkupOptions, PandocEngine
 from appliance.engines.media import AUDIO, VIDEO, FfmpegEngine, MediaOptions
-from appliance.engines.ocr import OcrEngine, OcrOptions
+from appliance.engines.ocr import OcrEngine, OcrOptions, PictureDocumentEngine
 from appliance.engines.sandbox import HelperPool, Limits, SandboxedEngine
 from appliance.engines.vector import SvgEngine, SvgOptions
 from appliance.errors import PermanentError
@@ -209,6 +210,18 @@ def test_ocr_pair_reads_the_words_back(pool, tmp_path, ocr_samples, src_fmt, dst
     dst = tmp_path / f"out.{dst_fmt}"
     _convert(OcrEngine(), pool, ocr_samples[src_fmt], dst, src_fmt, dst_fmt, OcrOptions())
     assert dst.read_text().split() == OCR_WORDS.split()
+
+
+@pytest.mark.parametrize(
+    ("src_fmt", "dst_fmt"), sorted(PictureDocumentEngine.descriptor.conversions)
+)
+def test_picture_document_pair_holds_the_words(pool, tmp_path, ocr_samples, src_fmt, dst_fmt):
+    dst = tmp_path / f"out.{dst_fmt}"
+    engine = PictureDocumentEngine()
+    _convert(engine, pool, ocr_samples[src_fmt], dst, src_fmt, dst_fmt, OcrOptions())
+    read = ["pandoc", "--from", dst_fmt, "--to", "plain", str(dst)]  # an independent reader
+    text = subprocess.run(read, capture_output=True, text=True, check=True).stdout
+    assert " ".join(OCR_WORDS.split()) in " ".join(text.split())
 
 
 def test_utf16_html_with_a_byte_order_mark_keeps_its_text(pool, tmp_path):

@@ -4,6 +4,8 @@ and the routes that reach text from images through it, run end to end in sandbox
 
 from __future__ import annotations
 
+import base64
+import re
 import shutil
 import subprocess
 import zipfile
@@ -105,22 +107,83 @@ def test_images_reach_text_formats_through_ocr(pool, tmp_path):
     registry = Registry(sandboxed(enabled_engines(), pool))
     engines = {
         (src, target): [h.engine.descriptor.id for h in registry.route(src, target) or []]
-        for src, target in (("png", "txt"), ("jpg", "txt"), ("png", "docx"), ("avif", "txt"))
+        for src, target in (("png", "txt"), ("jpg", "txt"), ("png", "md"), ("avif", "txt"))
     }
     assert engines == {
         ("png", "txt"): ["tesseract"],  # not png -> pdf -> txt, which finds no text
         ("jpg", "txt"): ["tesseract"],
-        ("png", "docx"): ["tesseract", "pandoc"],
+        ("png", "md"): ["tesseract", "pandoc"],
         ("avif", "txt"): ["vips", "tesseract"],  # Tesseract cannot read AVIF itself
     }
     assert registry.route("png", "pdf")[0].engine.descriptor.id == "image-pdf"  # unchanged
     src = tmp_path / "words.png"
     text_image(OCR_WORDS).write_to_file(str(src))
-    hops, options = registry.plan("png", "docx", {})
-    (docx,) = run_hops(hops, src, tmp_path, options, lambda f: None)
+    hops, options = registry.plan("png", "md", {})
+    (md,) = run_hops(hops, src, tmp_path, options, lambda f: None)
+    assert md.read_text().split() == OCR_WORDS.split()
+
+
+# -- pictures -> documents holding them ---------------------------------------------------------
+def _document(pool, tmp_path, src, fmt, target):
+    registry = Registry(sandboxed(enabled_engines(), pool))
+    hops, options = registry.plan(fmt, target, {})
+    assert [h.engine.descriptor.id for h in hops] == ["ocr-document"]
+    (out,) = run_hops(hops, src, tmp_path / target, options, lambda f: None)
+    return out
+
+
+def _docx_parts(docx):
+    """(the body's words, the pictures' bytes) of a docx, read from its XML and media."""
     with zipfile.ZipFile(docx) as z:
         body = z.read("word/document.xml").decode()
-    assert all(word in body for word in OCR_WORDS.split())
+        media = [z.read(n) for n in z.namelist() if n.startswith("word/media/")]
+    words = " ".join(re.findall(r"<w:t(?: [^>]*)?>([^<]*)</w:t>", body)).split()
+    return words, media
+
+
+def test_a_picture_to_docx_holds_the_picture_and_then_its_text(pool, tmp_path):
+    src = tmp_path / "words.png"
+    text_image(OCR_WORDS).write_to_file(str(src))
+    (tmp_path / "docx").mkdir()
+    words, media = _docx_parts(_document(pool, tmp_path, src, "png", "docx"))
+    assert words == OCR_WORDS.split()
+    assert media == [src.read_bytes()]  # the png itself, not a copy re-encoded
+
+
+def test_a_picture_without_words_becomes_a_document_of_the_picture(pool, tmp_path):
+    blank = tmp_path / "blank.gif"
+    pyvips.Image.black(600, 300).invert().cast("uchar").write_to_file(str(blank))
+    for target in ("docx", "odt", "epub", "html"):
+        (tmp_path / target).mkdir()
+        out = _document(pool, tmp_path, blank, "gif", target)
+        if target == "html":  # one file: the picture inside as a data: URL
+            (picture,) = re.findall(r'<img src="data:image/png;base64,([^"]+)"', out.read_text())
+            data = base64.b64decode(picture)
+        else:
+            media = {"docx": "word/media/", "odt": "Pictures/", "epub": "EPUB/media/"}[target]
+            with zipfile.ZipFile(out) as z:
+                (name,) = [n for n in z.namelist() if n.startswith(media)]
+                data = z.read(name)
+        image = pyvips.Image.new_from_buffer(data, "")  # the GIF's frame, as PNG
+        assert (image.width, image.height) == (600, 300), target
+
+
+def test_every_page_of_a_tiff_is_a_picture_followed_by_its_text(pool, tmp_path):
+    first, second = text_image("First page here"), text_image("Second page there")
+    width, height = max(first.width, second.width), max(first.height, second.height)
+    pages = [p.gravity("north-west", width, height, extend="white") for p in (first, second)]
+    tiff = tmp_path / "two.tiff"
+    pages_tall = pyvips.Image.arrayjoin(pages, across=1).copy()
+    pages_tall.set_type(pyvips.GValue.gint_type, "page-height", height)
+    pages_tall.write_to_file(str(tiff))
+    (tmp_path / "docx").mkdir()
+    docx = _document(pool, tmp_path, tiff, "tiff", "docx")
+    with zipfile.ZipFile(docx) as z:
+        body = z.read("word/document.xml").decode()
+    pictures = [m.start() for m in re.finditer(r"<w:drawing>", body)]
+    first_text, second_text = body.index(">First page here<"), body.index(">Second page there<")
+    assert len(pictures) == 2
+    assert pictures[0] < first_text < pictures[1] < second_text
 
 
 def test_doctor_reports_tesseract_with_its_languages():
