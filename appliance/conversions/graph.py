@@ -190,17 +190,29 @@ def _refs(payload: Mapping[str, Any], key: str, errors: Errors) -> list[str]:
 
 def _field_refs(op: Operation, payload: Mapping[str, Any], key: str, errors: Errors) -> list[str]:
     """The tasks the operation's other reference fields name (``Operation.ref_fields``)."""
-    refs = []
+    refs: list[str] = []
+    inputs = _refs(payload, key, Errors())
     for name in op.ref_fields:
-        ref = payload.get(name)
-        if ref is None:
+        value = payload.get(name)
+        if value is None:
             continue
-        if not isinstance(ref, str) or not ref:
-            errors.add(f"{key}.{name}", "must be a task name")
-        elif ref in _refs(payload, key, Errors()):
-            errors.add(f"{key}.{name}", f"{ref!r} is an input already; name it only as {name}")
-        else:
-            refs.append(ref)
+        several = name in op.ref_lists and isinstance(value, list)
+        named = value if several else [value]
+        if not named or not all(isinstance(ref, str) and ref for ref in named):
+            errors.add(
+                f"{key}.{name}",
+                "must be a task name or a list of task names"
+                if name in op.ref_lists
+                else "must be a task name",
+            )
+            continue
+        for ref in named:
+            if ref in inputs:
+                errors.add(f"{key}.{name}", f"{ref!r} is an input already; name it only as {name}")
+            elif ref in refs:
+                errors.add(f"{key}.{name}", f"{ref!r} is named twice")
+            else:
+                refs.append(ref)
     return refs
 
 

@@ -130,6 +130,8 @@ class Operation:
     # payload fields besides ``input`` that name tasks whose files it takes too (after the
     # input's): watermark's ``image``
     ref_fields: ClassVar[tuple[str, ...]] = ()
+    # those of them that may name several tasks (a list of names): pdf/embed's ``attachments``
+    ref_lists: ClassVar[frozenset[str]] = frozenset()
     # its route and queue class are planned once an input's file is named, if not before
     # (appliance_routed_dependents names these operations; a test keeps the two in step)
     routed: ClassVar[bool] = False

@@ -15,6 +15,7 @@ from appliance.engines.office import OfficeEngine
 from appliance.engines.pdf import PdfEngine
 from appliance.engines.pdfedit import (
     DecryptEngine,
+    EmbedEngine,
     EncryptEngine,
     ExtractPagesEngine,
     FlattenEngine,
@@ -54,6 +55,7 @@ def enabled_engines() -> list[Engine]:
         EncryptEngine(),
         DecryptEngine(),
         FlattenEngine(),
+        EmbedEngine(),
         MetadataWriteEngine(),
         WatermarkEngine(),
         CalibreEngine(),

@@ -1,7 +1,7 @@
 """CloudConvert's PDF tasks that rewrite one PDF into another, in the sandboxed helper: pages
 extracted (``pdf/extract-pages``), PDF/A 1b, 2b or 3b (``pdf/a``), encrypted and decrypted
-(``pdf/encrypt``, ``pdf/decrypt``), form fields and annotations flattened (``pdf/flatten``)
-and the document information written (``metadata/write``).
+(``pdf/encrypt``, ``pdf/decrypt``), form fields and annotations flattened (``pdf/flatten``),
+files attached (``pdf/embed``) and the document information written (``metadata/write``).
 
 pikepdf (qpdf, MPL-2.0) does the work, Ghostscript (a separate program, never imported) the
 PDF/A rewrite. Like the split and merge engines these serve task operations, not format pairs:
@@ -253,6 +253,66 @@ class FlattenEngine:
                 raise _encrypted()
             pdf.generate_appearance_streams()
             pdf.flatten_annotations("all")
+            save(pdf, dst)
+        progress(1.0)
+
+
+# -- pdf/embed -----------------------------------------------------------------------------------
+AttachmentName = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+
+
+class EmbedOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    # The attachments' file names, one per file after the PDF, in order: set by the
+    # operation from the files' own names (the sandbox sees input-1.txt, ...), never asked of
+    # a client.
+    names: list[AttachmentName] = []
+
+
+class EmbedEngine:
+    """The PDF with files attached (embedded files, as a reader's attachments pane lists
+    them): the first input is the PDF, the others the files, named ``options.names``."""
+
+    descriptor = _pdf_descriptor("pdf-embed", EmbedOptions)
+
+    def convert(
+        self,
+        src: Path,
+        dst: Path,
+        src_format: str,
+        dst_format: str,
+        options: EmbedOptions,
+        progress: Progress,
+    ) -> None:
+        self.combine([src], dst, dst_format, options, progress)
+
+    def combine(
+        self,
+        srcs: list[Path],
+        dst: Path,
+        dst_format: str,
+        options: EmbedOptions,
+        progress: Progress,
+    ) -> None:
+        import pikepdf
+
+        files = srcs[1:]
+        if not files or len(files) != len(options.names):
+            raise PermanentError(
+                f"{len(files)} files to attach and {len(options.names)} names for them",
+                code="INVALID_OPTIONS",
+            )
+        with open_pdf(srcs[0]) as pdf:
+            if pdf.is_encrypted:
+                raise _encrypted()
+            for i, (path, name) in enumerate(zip(files, options.names, strict=True)):
+                if name in pdf.attachments:
+                    raise PermanentError(
+                        f"The PDF has an attachment named {name!r} already", code="INVALID_OPTIONS"
+                    )
+                pdf.attachments[name] = pikepdf.AttachedFileSpec(
+                    pdf, path.read_bytes(), filename=name
+                )
+                progress((i + 1) / (len(files) + 1))
             save(pdf, dst)
         progress(1.0)
 

@@ -480,6 +480,43 @@ def test_encrypt_then_decrypt_with_passwords_never_shown(deployment, pdfs, tmp_p
     assert text == ["Page", "1", "Page", "2", "Page", "3"]
 
 
+def test_embed_attaches_files_of_other_tasks_under_their_names(deployment, pdfs, tmp_path):
+    note, table = b"a note\n", b"a,b\n1,2\n"
+    with deployment.client(deployment.key()) as api:
+        job = run_job(
+            api,
+            {
+                "in": base64_import(THREE_PAGES, pdfs[THREE_PAGES]),
+                "note": base64_import("note.txt", note),
+                "table": base64_import("note.txt", table),  # the same name: numbered
+                "t": {"operation": "pdf/embed", "input": "in", "attachments": ["note", "table"]},
+                "e": {"operation": "export/url", "input": "t"},
+            },
+        )
+        assert job["status"] == "finished", job
+        assert task(job, "t")["engine"] == "pdf-embed"
+    (data,) = _download(job)
+    path = tmp_path / "embedded.pdf"
+    path.write_bytes(data)
+    listed = subprocess.run(["pdfdetach", "-list", str(path)], capture_output=True, text=True)
+    numbers = dict(line.split(": ")[::-1] for line in listed.stdout.splitlines()[1:])
+    assert sorted(numbers) == ["note-2.txt", "note.txt"]
+    for name, content in (("note.txt", note), ("note-2.txt", table)):
+        saved = tmp_path / name
+        subprocess.run(
+            ["pdfdetach", "-save", numbers[name], "-o", str(saved), str(path)], check=True
+        )
+        assert saved.read_bytes() == content
+    assert _poppler("pdftotext", data, tmp_path).stdout.split() == [
+        "Page",
+        "1",
+        "Page",
+        "2",
+        "Page",
+        "3",
+    ]
+
+
 def test_decrypt_with_a_wrong_password_fails_with_invalid_password(deployment, pdfs):
     locked = (CORPUS / "pypdf-libreoffice-writer-password.pdf").read_bytes()
     with deployment.client(deployment.key()) as api:

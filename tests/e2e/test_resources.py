@@ -157,7 +157,7 @@ def test_operations_lists_every_task_operation_with_cloudconvert_filters(deploym
         every = {"convert", "merge", "optimize", "pdf/split-pages", "pdf/rotate-pages"}
         every |= {"thumbnail", "metadata", "capture-website", "watermark", "metadata/write"}
         every |= {"pdf/extract-pages", "pdf/a", "pdf/ocr", "pdf/encrypt", "pdf/decrypt"}
-        every |= {"pdf/flatten"}
+        every |= {"pdf/flatten", "pdf/embed"}
         assert {r["operation"] for r in rows} == every | {"archive"}
         assert all("options" not in r for r in rows)  # CloudConvert sends them when asked
         thumbnail_of_docx = {

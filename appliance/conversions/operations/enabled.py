@@ -23,6 +23,7 @@ from appliance.conversions.operations.metadata_write import MetadataWrite
 from appliance.conversions.operations.optimize import Optimize
 from appliance.conversions.operations.pdf_a import PdfA
 from appliance.conversions.operations.pdf_decrypt import PdfDecrypt
+from appliance.conversions.operations.pdf_embed import PdfEmbed
 from appliance.conversions.operations.pdf_encrypt import PdfEncrypt
 from appliance.conversions.operations.pdf_flatten import PdfFlatten
 from appliance.conversions.operations.pdf_ocr import PdfOcr
@@ -47,6 +48,7 @@ ENABLED: tuple[Operation, ...] = (
     PdfEncrypt(),
     PdfDecrypt(),
     PdfFlatten(),
+    PdfEmbed(),
     Watermark(),
     Thumbnail(),
     CaptureWebsite(),

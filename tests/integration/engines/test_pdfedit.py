@@ -1,5 +1,5 @@
-"""The PDF tasks that rewrite a PDF (extract pages, PDF/A, encrypt, decrypt, flatten, write
-metadata), run in sandboxed helpers on made and real PDFs. Every output is opened by an
+"""The PDF tasks that rewrite a PDF (extract pages, PDF/A, encrypt, decrypt, flatten, embed
+files, write metadata), run in sandboxed helpers on made and real PDFs. Every output is opened by an
 independent reader: poppler (pdftotext, pdfinfo, pdffonts) and pikepdf reading the objects."""
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import pytest
 from appliance.engines.pdfedit import (
     DecryptEngine,
     DecryptOptions,
+    EmbedEngine,
+    EmbedOptions,
     EncryptEngine,
     EncryptOptions,
     ExtractPagesEngine,
@@ -96,6 +98,41 @@ def test_flatten_of_an_encrypted_pdf_asks_to_decrypt_first(pool, tmp_path):
     with pytest.raises(PermanentError) as info:
         _run(pool, FlattenEngine(), LOCKED, tmp_path / "out.pdf", FlattenOptions())
     assert info.value.code == "INVALID_INPUT_FILE"
+
+
+# -- pdf/embed -----------------------------------------------------------------------------------
+def test_embed_attaches_each_file_under_its_name_as_poppler_lists_it(pool, tmp_path):
+    note, table = tmp_path / "n", tmp_path / "t"
+    note.write_bytes(b"a note\n")
+    table.write_bytes(b"\x00\x01binary\xff" * 1000)
+    dst = tmp_path / "out.pdf"
+    SandboxedEngine(EmbedEngine(), pool).combine(
+        [THREE_PAGES, note, table], dst, "pdf", EmbedOptions(names=["note.txt", "data.bin"]),
+        lambda f: None,
+    )  # fmt: skip
+    listed = subprocess.run(["pdfdetach", "-list", str(dst)], capture_output=True, text=True)
+    numbers = dict(line.split(": ")[::-1] for line in listed.stdout.splitlines()[1:])
+    assert sorted(numbers) == ["data.bin", "note.txt"]  # the name tree is sorted
+    for name, path in (("note.txt", note), ("data.bin", table)):
+        saved = tmp_path / f"saved-{name}"
+        detach = ["pdfdetach", "-save", numbers[name], "-o", str(saved), str(dst)]
+        subprocess.run(detach, check=True)
+        assert saved.read_bytes() == path.read_bytes()
+    assert _text(dst) == [["Page", "1"], ["Page", "2"], ["Page", "3"]]
+
+
+def test_embed_refuses_a_name_the_pdf_has_already(pool, tmp_path):
+    note = tmp_path / "n"
+    note.write_bytes(b"x")
+    once = tmp_path / "once.pdf"
+    engine = SandboxedEngine(EmbedEngine(), pool)
+    engine.combine([THREE_PAGES, note], once, "pdf", EmbedOptions(names=["a.txt"]), lambda f: None)
+    with pytest.raises(PermanentError) as info:
+        engine.combine(
+            [once, note], tmp_path / "twice.pdf", "pdf", EmbedOptions(names=["a.txt"]),
+            lambda f: None,
+        )  # fmt: skip
+    assert info.value.code == "INVALID_OPTIONS" and "'a.txt'" in info.value.message
 
 
 # -- pdf/a -------------------------------------------------------------------------------------

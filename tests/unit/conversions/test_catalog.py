@@ -27,6 +27,7 @@ REQUIRED_SAMPLES = {
     "pages": "1",
     "metadata": {"Title": "T"},
     "url": "https://example.com/",
+    "attachments": str(uuid.uuid4()),  # another existing task (pdf/embed)
 }
 # fields an operation needs one of (none is required alone)
 ONE_OF_SAMPLES = {"pdf/encrypt": {"set_password": "x"}, "watermark": {"text": "x"}}

@@ -460,8 +460,9 @@ def test_every_broken_task_of_a_job_is_reported_at_once_each_under_its_field():
         "tasks.c.operation": [
             "unknown operation 'import/ftp'; allowed: import/upload, import/url, import/base64,"
             " import/s3, convert, merge, optimize, pdf/split-pages, pdf/rotate-pages,"
-            " pdf/extract-pages, pdf/a, pdf/ocr, pdf/encrypt, pdf/decrypt, pdf/flatten, watermark,"
-            " thumbnail, capture-website, metadata, metadata/write, archive, export/url, export/s3"
+            " pdf/extract-pages, pdf/a, pdf/ocr, pdf/encrypt, pdf/decrypt, pdf/flatten, pdf/embed,"
+            " watermark, thumbnail, capture-website, metadata, metadata/write, archive, export/url,"
+            " export/s3"
         ],
         "tasks.d.url": ["url is required for import/url"],
         "tasks.d.filename": ["must be a string"],

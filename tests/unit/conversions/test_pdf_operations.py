@@ -1,6 +1,6 @@
-"""The job graph's checks of CloudConvert's PDF tasks (pdf/extract-pages, pdf/a, pdf/ocr,
-pdf/encrypt, pdf/decrypt, metadata/write, watermark): bad fields are 422s naming the field,
-good ones are planned on the right queue with their references linked."""
+"""The job graph's checks of the PDF tasks (pdf/extract-pages, pdf/a, pdf/ocr, pdf/encrypt,
+pdf/decrypt, pdf/flatten, pdf/embed, metadata/write, watermark): bad fields are 422s naming
+the field, good ones are planned on the right queue with their references linked."""
 
 import pytest
 
@@ -34,6 +34,8 @@ def errors_of(**task):
         ("pdf/encrypt", {"set_password": "x", "allow_print": False}),
         ("pdf/decrypt", {"password": "x"}),
         ("pdf/flatten", {}),
+        ("pdf/embed", {"attachments": "logo"}),
+        ("pdf/embed", {"attachments": ["logo"]}),
         ("metadata/write", {"metadata": {"Title": "T", "author": "A", "Subject": None}}),
         ("watermark", {"text": "DRAFT", "opacity": 50, "position_vertical": "top"}),
     ],
@@ -96,6 +98,11 @@ def test_each_pdf_task_refuses_an_input_that_is_no_pdf(operation):
         ("watermark", {"text": "a", "layer": "behind"}, "tasks.t.layer"),
         ("watermark", {"text": "a", "pages": "1-"}, "tasks.t.pages"),
         ("watermark", {"image": 7}, "tasks.t.image"),
+        ("watermark", {"text": "a", "image": ["logo"]}, "tasks.t.image"),
+        ("pdf/embed", {}, "tasks.t.attachments"),
+        ("pdf/embed", {"attachments": []}, "tasks.t.attachments"),
+        ("pdf/embed", {"attachments": ["logo", 7]}, "tasks.t.attachments"),
+        ("pdf/embed", {"attachments": "nowhere"}, "tasks.t.input"),
     ],
 )
 def test_a_bad_field_is_a_422_naming_it(operation, fields, field):
@@ -125,6 +132,25 @@ def test_a_watermark_image_must_be_an_image_and_not_also_an_input():
             lambda ref: None,
         )  # fmt: skip
     assert "must be one of png" in info.value.errors["tasks.t.image"][0]
+
+
+def test_embedded_files_are_tasks_it_also_waits_for_in_order_and_of_any_type():
+    doc = {"operation": "import/url", "url": "https://example.test/a.docx"}
+    embed = {"operation": "pdf/embed", "input": "in", "attachments": ["doc", "logo"]}
+    planned = graph.plan({"in": PDF, "logo": PNG, "doc": doc, "t": embed}, REGISTRY, lambda r: None)
+    tasks = {t.name: t for t in planned}
+    assert tasks["t"].depends_on == [tasks["in"].id, tasks["doc"].id, tasks["logo"].id]
+    assert tasks["t"].output_format == "pdf"
+
+
+def test_an_embedded_file_is_neither_an_input_nor_named_twice():
+    errors = errors_of(operation="pdf/embed", input="in", attachments=["logo", "in", "logo"])
+    assert errors["tasks.t.attachments"] == [
+        "'in' is an input already; name it only as attachments",
+        "'logo' is named twice",
+    ]
+    errors = errors_of(operation="pdf/embed", input="logo", attachments="in")
+    assert errors["tasks.t.input"] == ["pdf/embed takes pdf, not png"]
 
 
 def test_passwords_are_secret_fields_sealed_at_rest():
