@@ -4,7 +4,7 @@ png, jpg, tiff (every page), bmp, webp and gif (first frame) -> txt; pages are s
 form feed, as PDFium's pdf -> txt separates them. Other images reach it through libvips
 (avif -> png -> txt), and text formats go on from txt (png -> txt -> md).
 
-The same pictures -> docx, odt, epub and html are documents that hold each picture, then the
+The same pictures -> docx, odt, epub, html and rtf are documents that hold each picture, then the
 text read in it (``ocr-document``: Tesseract, then pandoc), so a picture without words still
 makes a document. To txt, an image without text is a task error (``NO_TEXT_FOUND``), not an
 empty file. ``language``
@@ -132,7 +132,8 @@ def _read_text(src: Path, language: str) -> str:
 
 
 # -- pictures -> documents that hold them -------------------------------------------------------
-DOCUMENTS = ("docx", "odt", "epub", "html")
+# target -> pandoc's writer: formats that hold pictures (RTF as hex inside the file)
+DOCUMENTS = {**{fmt: WRITERS[fmt] for fmt in ("docx", "odt", "epub", "html")}, "rtf": "rtf"}
 KEPT_AS_THEY_ARE = ("png", "jpg")  # every document format and reader takes them
 
 
@@ -169,7 +170,8 @@ def _picture_block(name: str) -> dict[str, Any]:
 class PictureDocumentEngine:
     """A document of each page of the picture followed by the text Tesseract reads in it
     (none for a picture without words), written by pandoc: docx, odt and epub hold the
-    pictures in their container, html as ``data:`` URLs (one self-contained file)."""
+    pictures in their container, html as ``data:`` URLs (one self-contained file), rtf as
+    hex."""
 
     descriptor = Descriptor(
         id="ocr-document",
@@ -209,7 +211,7 @@ class PictureDocumentEngine:
             json.dumps({"pandoc-api-version": api_version(), "meta": {}, "blocks": blocks}),
             encoding="utf-8",
         )
-        argv = ["pandoc", "--from", "json", "--to", WRITERS[dst_format], "--output", str(dst)]
+        argv = ["pandoc", "--from", "json", "--to", DOCUMENTS[dst_format], "--output", str(dst)]
         argv += ["--resource-path", str(pages[0].parent), "--standalone"]
         if dst_format == "html":  # the pictures inside the page (pandoc 2.17's flag)
             argv += ["--self-contained", "--metadata", f"pagetitle={src.stem}"]

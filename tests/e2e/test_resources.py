@@ -126,8 +126,8 @@ def test_formats_lists_what_the_engines_convert(deployment):
         assert images | {"pdf"} <= outputs
         # to text: OCR (tesseract) reads the picture into txt first; documents that can hold
         # the picture are written with it, then its text (ocr-document)
-        text = {"txt", "md", "gfm", "rst", "org", "latex", "doc", "rtf"}
-        documents = {"docx", "odt", "epub", "html"}
+        text = {"txt", "md", "gfm", "rst", "org", "latex", "doc"}
+        documents = {"docx", "odt", "epub", "html", "rtf"}
         for r in rows["data"]:  # everything else is reached through the image's PDF
             first = r["route"][0]
             expected = ("vips", r["output_format"]) if r["output_format"] in images else None

@@ -153,12 +153,15 @@ def test_a_picture_to_docx_holds_the_picture_and_then_its_text(pool, tmp_path):
 def test_a_picture_without_words_becomes_a_document_of_the_picture(pool, tmp_path):
     blank = tmp_path / "blank.gif"
     pyvips.Image.black(600, 300).invert().cast("uchar").write_to_file(str(blank))
-    for target in ("docx", "odt", "epub", "html"):
+    for target in ("docx", "odt", "epub", "html", "rtf"):
         (tmp_path / target).mkdir()
         out = _document(pool, tmp_path, blank, "gif", target)
         if target == "html":  # one file: the picture inside as a data: URL
             (picture,) = re.findall(r'<img src="data:image/png;base64,([^"]+)"', out.read_text())
             data = base64.b64decode(picture)
+        elif target == "rtf":  # the picture as hex in a \pict group
+            (picture,) = re.findall(r"\\pngblip[^ ]* ([0-9a-f]+)\}", out.read_text())
+            data = bytes.fromhex(picture)
         else:
             media = {"docx": "word/media/", "odt": "Pictures/", "epub": "EPUB/media/"}[target]
             with zipfile.ZipFile(out) as z:
