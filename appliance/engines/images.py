@@ -78,7 +78,14 @@ class ImageEngine:
             _check_target(image, dst_format)
             self._save(vips, image, dst, dst_format, options)
         except vips.Error as exc:
-            raise _failure(exc) from exc
+            first_page = _tiff_by_pillow(src, dst) if src_format == "tiff" else None
+            if first_page is None:
+                raise _failure(exc) from exc
+        else:
+            return
+        # libvips' libtiff here lacks some codings (old-style JPEG, from scanners and fax
+        # software); Pillow's decodes them: its first page, as PNG, converted instead
+        self.convert(first_page, dst, "png", dst_format, options, progress)
 
     def _load(self, vips: Any, src: Path, fmt: str, o: ImageOptions) -> Any:
         if fmt == "bmp":
@@ -126,6 +133,21 @@ def _check_source(vips: Any, src: Path, fmt: str) -> None:
         return
     header = vips.Image.new_from_file(str(src), access="sequential")
     check_pixels(header.width, header.height)
+
+
+def _tiff_by_pillow(src: Path, dst: Path) -> Path | None:
+    """The TIFF's first page decoded by Pillow, as a PNG beside ``dst``; None when Pillow
+    cannot read it either."""
+    from PIL import Image, UnidentifiedImageError
+
+    page = dst.with_name(f"pillow-{dst.stem}.png")
+    try:
+        with Image.open(src, formats=["TIFF"]) as image:
+            check_pixels(*image.size)
+            image.save(page, format="PNG")
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError):
+        return None
+    return page
 
 
 def _check_target(image: Any, fmt: str) -> None:

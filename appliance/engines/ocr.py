@@ -105,9 +105,21 @@ class OcrEngine:
         size = pillow_size(src)
         if size is not None:
             check_pixels(*size)
+        work = Path(tempfile.mkdtemp(prefix="ocr-", dir=dst.parent))
         if src_format == "webp":
-            src = _as_png(src, dst.with_name("ocr-input.png"))
-        text = _read_text(src, options.language)
+            # Tesseract's own WebP reader (leptonica's) returns no picture for some sound
+            # files (libvips' test image big-height.webp): Pillow decodes it
+            src = _pictures(src, src_format, work)[0]
+        try:
+            text = _read_text(src, options.language)
+        except PermanentError as exc:
+            if src_format != "tiff" or exc.code != "INVALID_INPUT_FILE":
+                raise
+            # leptonica decodes not every TIFF coding (old-style JPEG, a scanner's): Pillow's
+            # pages, each read on its own (Tesseract ends each page's text with a form feed)
+            text = "".join(
+                _read_text(page, options.language) for page in _pictures(src, "tiff", work)
+            )
         if not text.strip():
             raise PermanentError("No text was found in the image", code="NO_TEXT_FOUND")
         dst.write_text(text, encoding="utf-8")
@@ -150,6 +162,7 @@ def _pictures(src: Path, src_format: str, work: Path) -> list[Path]:
         with Image.open(src) as image:
             frames = ImageSequence.Iterator(image) if src_format == "tiff" else [image]
             for i, frame in enumerate(frames):
+                check_pixels(*frame.size, what=f"Page {i + 1} of the image")
                 page = work / f"page-{i + 1}.png"
                 frame.save(page, format="PNG")
                 pages.append(page)
@@ -217,21 +230,6 @@ class PictureDocumentEngine:
             argv += ["--self-contained", "--metadata", f"pagetitle={src.stem}"]
         run_tool([*argv, str(document)], what="pandoc")
         progress(1.0)
-
-
-def _as_png(src: Path, dst: Path) -> Path:
-    """A WebP as PNG, decoded by Pillow: Tesseract's own WebP reader (leptonica's) returns no
-    picture for some sound files (libvips' test image big-height.webp)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(src, formats=["WEBP"]) as image:
-            image.save(dst, format="PNG")
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise PermanentError(
-            f"The WebP image could not be read: {exc}", code="INVALID_INPUT_FILE"
-        ) from exc
-    return dst
 
 
 # -- pdf/ocr: a searchable PDF ------------------------------------------------------------------

@@ -31,8 +31,6 @@ BROKEN = {
     "pypdf-libreoffice-writer-password.pdf": "INVALID_INPUT_FILE",
     # pandoc's writer test: a picture as hex after \bin, which RTF says is raw bytes
     "pandoc-image.rtf": "INVALID_INPUT_FILE",
-    # old-style JPEG in TIFF: neither libvips nor Tesseract's leptonica decode it
-    "libvips-ojpeg-strip.tiff": "INVALID_INPUT_FILE",
     # written by Apache POI's tests; LibreOffice 7.4 will not load it (`soffice --convert-to
     # pdf` says "source file could not be loaded", with the PowerPoint 97 filter named too),
     # and no other engine here reads ppt
@@ -41,7 +39,7 @@ BROKEN = {
 # The share that converts must not fall below what was measured (77% on 44 of the 66 files,
 # before the last fixes; see the notes). The goal, 0.97, is out of reach while a
 # picture without words fails NO_TEXT_FOUND on each of its 12 text targets (OCR), about 120
-# of the 1,539 pairs, and the five files in BROKEN fail on about 110 more.
+# of the 1,539 pairs, and the four files in BROKEN fail on about 95 more.
 FLOOR = 0.75
 
 

@@ -10,6 +10,8 @@ from appliance.engines.formats import sniff_file
 from appliance.engines.images import FORMATS, ImageEngine, ImageOptions
 from appliance.errors import PermanentError
 
+OJPEG_TIFF = Path(__file__).parents[4] / "shared" / "corpus" / "real" / "libvips-ojpeg-strip.tiff"
+
 ENGINE = ImageEngine()
 
 
@@ -98,6 +100,28 @@ def test_corrupt_input_is_a_permanent_error(tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 100)
     with pytest.raises(PermanentError) as info:
         ENGINE.convert(bad, tmp_path / "o.jpg", "png", "jpg", ImageOptions(), lambda f: None)
+    assert info.value.code == "INVALID_INPUT_FILE"
+
+
+def test_a_tiff_libvips_cannot_decode_is_read_by_pillow(tmp_path):
+    """Old-style JPEG in TIFF (scanners, fax software): this libvips' libtiff lacks it."""
+    with pytest.raises(pyvips.Error, match="Old-style JPEG"):  # control: libvips alone fails
+        pyvips.Image.new_from_file(str(OJPEG_TIFF)).avg()
+    dst = tmp_path / "o.webp"
+    ENGINE.convert(OJPEG_TIFF, dst, "tiff", "webp", ImageOptions(), lambda f: None)
+    with Image.open(OJPEG_TIFF) as original, Image.open(dst) as made:
+        assert made.format == "WEBP" and made.size == original.size == (160, 160)
+        # the same picture: the mean colour within a few levels (WebP is lossy)
+        mean = [sum(band.getdata()) / (160 * 160) for band in made.convert("RGB").split()]
+        want = [sum(band.getdata()) / (160 * 160) for band in original.convert("RGB").split()]
+        assert all(abs(a - b) < 4 for a, b in zip(mean, want, strict=True)), (mean, want)
+
+
+def test_a_damaged_tiff_neither_decodes_is_a_permanent_error(tmp_path):
+    bad = tmp_path / "bad.tiff"
+    bad.write_bytes(OJPEG_TIFF.read_bytes()[:300])
+    with pytest.raises(PermanentError) as info:
+        ENGINE.convert(bad, tmp_path / "o.png", "tiff", "png", ImageOptions(), lambda f: None)
     assert info.value.code == "INVALID_INPUT_FILE"
 
 

@@ -68,6 +68,16 @@ def test_a_tiff_it_cannot_decode_is_an_input_error_not_an_empty_page(pool, tmp_p
     assert "could not be read" in info.value.message
 
 
+def test_a_tiff_leptonica_cannot_decode_is_read_through_pillow(pool, tmp_path):
+    """Old-style JPEG in TIFF (scanners, fax software): Tesseract's leptonica lacks it."""
+    ojpeg = CORPUS / "libvips-ojpeg-strip.tiff"  # a picture without words
+    alone = subprocess.run(["tesseract", str(ojpeg), "-"], capture_output=True, text=True)
+    assert "old style jpeg format is not supported" in alone.stderr  # control
+    with pytest.raises(PermanentError) as info:
+        _ocr(pool, ojpeg, tmp_path / "out.txt", "tiff")
+    assert info.value.code == "NO_TEXT_FOUND"  # read, and found without words
+
+
 def test_a_language_that_is_not_installed_is_a_422_naming_the_installed_ones():
     registry = Registry(enabled_engines())
     with pytest.raises(InvalidData) as info:
