@@ -193,9 +193,14 @@ class PictureDocumentEngine:
         queue="office",  # OCR's seconds per page, as for the tesseract engine
         version=lambda: f"{_version()}+pandoc-{tool_version('pandoc')}",
         family="ocr",
-        # Below OCR to txt then pandoc (1.5 + 1), which loses the picture; above either for
-        # text formats (md, rst, ...), which cannot hold it: they keep that route.
-        cost=2.2,
+        # Below OCR to txt then pandoc (1.5 + 1), which loses the picture, and svg's route
+        # through its PDF's text (rsvg + pdfium + pandoc, 3): a drawing becomes a document
+        # holding it (rsvg to png, then this). Text formats (md, rst, ...), which cannot hold
+        # a picture, keep their routes: through this one's html they would cost more. rtf
+        # costs more, so a PDF keeps its text route to rtf (pdfium + libreoffice, 3) rather
+        # than becoming pictures of its pages (pdfium to jpg, then this).
+        cost=1.9,
+        pair_costs={(fmt, "rtf"): 2.2 for fmt in INPUTS},
         requires=("tesseract", "pandoc"),
         packages=("tesseract-ocr", "tesseract-ocr-eng", "pandoc"),
     )

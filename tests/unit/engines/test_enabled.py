@@ -1,4 +1,5 @@
-"""The enabled engines' descriptors, as the deploy reads them: family and Debian packages."""
+"""The enabled engines' descriptors, as the deploy reads them (family and Debian packages),
+and the routes the router takes among them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from appliance.engines import LAYOUT_FONTS
 from appliance.engines.enabled import enabled_engines
+from appliance.engines.registry import Registry
 
 # The families operators name in their inventories' `engine_families`: a rename breaks them.
 FAMILIES = {"images", "data", "pdf", "ebooks", "ocr", "svg", "markup", "media", "office"}
@@ -43,3 +45,32 @@ def test_the_install_script_installs_every_engines_debian_packages():
     wanted = {p for engine in enabled_engines() for p in engine.descriptor.packages}
     assert wanted - runtime == set()
     assert set(LAYOUT_FONTS) <= wanted
+
+
+REAL = Registry(enabled_engines())
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "route"),
+    [
+        # pictures: documents that can hold them do; text formats get OCR's text
+        ("png", "docx", ["ocr-document"]),
+        ("jpg", "rtf", ["ocr-document"]),
+        ("avif", "odt", ["vips", "ocr-document"]),
+        ("svg", "docx", ["rsvg", "ocr-document"]),  # a drawing, not its PDF's text
+        ("png", "md", ["tesseract", "pandoc"]),
+        ("png", "doc", ["tesseract", "libreoffice"]),
+        ("svg", "md", ["rsvg", "pdfium", "pandoc"]),
+        # a PDF's text, never pictures of its pages
+        ("pdf", "docx", ["pdfium", "pandoc"]),
+        ("pdf", "rtf", ["pdfium", "libreoffice"]),
+        ("pdf", "html", ["pdfium", "pandoc"]),
+        # html never through LibreOffice's HTML import
+        ("html", "doc", ["pandoc", "libreoffice"]),
+        ("html", "pdf", ["chromium"]),
+    ],
+)
+def test_the_router_takes_the_route_that_keeps_what_the_file_holds(src, dst, route):
+    hops = REAL.route(src, dst)
+    assert hops is not None
+    assert [hop.engine.descriptor.id for hop in hops] == route
