@@ -330,9 +330,11 @@ class PdfToPdfEngine:
 
 # -- rotate ------------------------------------------------------------------------------------
 class RotateOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    # degrees clockwise, added to each page's own rotation (CloudConvert's ``rotation``)
-    rotation: Literal[90, 180, 270, -90, -180, -270]
+    # degrees clockwise, added to each page's own rotation (CloudConvert's ``rotation``), or
+    # with ``absolute`` the rotation each page takes (Gotenberg 9's rotate; 0 straightens)
+    rotation: Literal[0, 90, 180, 270, -90, -180, -270]
     pages: PagesSpec | None = None  # only these pages ("1-3,5"); default: every page
+    absolute: bool = False
 
 
 class RotateEngine:
@@ -359,7 +361,7 @@ class RotateEngine:
     ) -> None:
         with open_pdf(src) as pdf:
             for index in page_numbers(options.pages, len(pdf.pages)):
-                pdf.pages[index].rotate(options.rotation, relative=True)
+                pdf.pages[index].rotate(options.rotation, relative=not options.absolute)
             _save(pdf, dst)
         progress(1.0)
 

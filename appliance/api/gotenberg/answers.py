@@ -3,6 +3,7 @@ several, the metadata as JSON, or Gotenberg's plain-text error with its status."
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Response
@@ -38,11 +39,15 @@ def error_response(
     )
 
 
-def metadata_by_file(task: TaskState) -> dict[str, Any]:
-    """metadata/read's answer: each input's metadata under its file name."""
+def metadata_by_file(
+    task: TaskState, per_file: Callable[[Any], Any] | None = None
+) -> dict[str, Any]:
+    """A read route's answer: each input's metadata under its file name (reshaped by
+    ``per_file`` when the route answers another shape)."""
     files = (task.result or {}).get("files") or []
     assert isinstance(files, list)
-    return {str(f.get("filename")): f.get("metadata") for f in files if isinstance(f, dict)}
+    shape = per_file or (lambda metadata: metadata)
+    return {str(f.get("filename")): shape(f.get("metadata")) for f in files if isinstance(f, dict)}
 
 
 async def ended(
@@ -55,7 +60,7 @@ async def ended(
         raise GotenbergError(503, TIMED_OUT)
     last = job.task(plan.last)
     if plan.json:
-        return Response(metadata_by_file(last), headers={TRACE_HEADER: trace})
+        return Response(metadata_by_file(last, plan.per_file), headers={TRACE_HEADER: trace})
     files = await jobs.task_outputs(user_id, last.id)
     if not files:
         raise GotenbergError(500, "The job made no file")

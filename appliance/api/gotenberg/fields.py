@@ -151,12 +151,18 @@ class Capabilities:
 @dataclass
 class Plan:
     """A job's tasks, the import task of each uploaded file, and the task whose files are
-    the answer (``json``: answer with each file's metadata instead)."""
+    the answer (``json``: answer with each file's metadata instead, through ``per_file``
+    when a route reshapes it)."""
 
     tasks: dict[str, dict[str, Any]]
     uploads: list[tuple[str, Upload]]
     last: str
     json: bool = False
+    per_file: Callable[[Any], Any] | None = None
+
+
+# What runs on a conversion's PDFs instead of Gotenberg 8's fields (Gotenberg 9's stages).
+Post = Callable[["Chain"], None]
 
 
 class Chain:
@@ -181,12 +187,24 @@ class Chain:
         self.tasks[name] = {"operation": operation, "input": list(self.heads), **fields}
         self.heads = [name]
 
-    def plan(self, *, json_result: bool = False) -> Plan:
+    def attach(self, upload: Upload) -> str:
+        """An import for a file a step names (a stamp's image), not an input of the chain."""
+        for name, known in self.uploads:
+            if known == upload:
+                return name
+        name = f"file-{len(self.uploads)}"
+        self.tasks[name] = {"operation": "import/upload", "filename": upload.name}
+        self.uploads.append((name, upload))
+        return name
+
+    def plan(
+        self, *, json_result: bool = False, per_file: Callable[[Any], Any] | None = None
+    ) -> Plan:
         assert len(self.heads) == 1, "a plan ends with one step"
         last = self.heads[0]
         if not json_result:  # a result without files has nothing to export
             self.tasks["export"] = {"operation": "export/url", "input": [last]}
-        return Plan(self.tasks, self.uploads, last, json_result)
+        return Plan(self.tasks, self.uploads, last, json_result, per_file)
 
 
 # -- shared pieces --------------------------------------------------------------------------
@@ -323,12 +341,15 @@ def post_steps(chain: Chain, form: Form, *, pdf_a_done: bool = False) -> None:
 
 
 # -- LibreOffice ----------------------------------------------------------------------------
-def plan_libreoffice(form: Form, caps: Capabilities) -> Plan:
+def plan_libreoffice(form: Form, caps: Capabilities, post: Post | None = None) -> Plan:
+    """Gotenberg 8's fields after the conversion; with ``post`` (Gotenberg 9's stages) only
+    the conversion's own (page ranges, PDF/A), then ``post``."""
     check_supported(form, OFFICE_UNSUPPORTED)
     inputs = required_inputs(form, caps.office_sources)
     chain = Chain(caps, inputs)
     level = pdf_a_level(form)
-    native = form.flag("nativePdfFormats", True) and level == "2b" and not _post_work(form)
+    later = _post_work(form) if post is None else False
+    native = form.flag("nativePdfFormats", True) and level == "2b" and not later
     options: dict[str, Any] = {"output_format": "pdf", "engine": LIBREOFFICE}
     if pages := form.text("nativePageRanges"):
         if not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", pages.replace(" ", "")):
@@ -337,6 +358,11 @@ def plan_libreoffice(form: Form, caps: Capabilities) -> Plan:
     if native:  # LibreOffice writes PDF/A-2b itself
         options["pdf_a"] = True
     chain.step("convert", "convert", "converting with LibreOffice", **options)
+    if post is not None:
+        if level is not None and not native:
+            chain.step("pdfa", PDF_A, f"PDF/A-{level}", conformance_level=level)
+        post(chain)
+        return chain.plan()
     if form.flag("merge") and len(inputs) > 1:
         chain.step("merge", "merge", "merging", output_format="pdf")
     split_steps(chain, form, required=False)
@@ -526,7 +552,9 @@ def _url(form: Form) -> str:
     return url
 
 
-def plan_url(form: Form, caps: Capabilities, *, screenshot: bool = False) -> Plan:
+def plan_url(
+    form: Form, caps: Capabilities, post: Post | None = None, *, screenshot: bool = False
+) -> Plan:
     check_supported(form)
     chain = Chain(caps, [])
     options = screenshot_options(form) if screenshot else page_options(form)
@@ -536,9 +564,15 @@ def plan_url(form: Form, caps: Capabilities, *, screenshot: bool = False) -> Pla
     chain.need(CAPTURE, "capturing a web page")
     chain.tasks["capture"] = {"operation": CAPTURE, "url": _url(form), **options}
     chain.heads = ["capture"]
-    if not screenshot:
-        post_steps(chain, form)
+    _after_chromium(chain, form, post, screenshot=screenshot)
     return chain.plan()
+
+
+def _after_chromium(chain: Chain, form: Form, post: Post | None, *, screenshot: bool) -> None:
+    if post is not None:
+        post(chain)
+    elif not screenshot:
+        post_steps(chain, form)
 
 
 def _chromium_input(form: Form, caps: Capabilities, what: str) -> Upload:
@@ -557,7 +591,9 @@ def _assets(form: Form, keep: set[str]) -> None:
                            " page is rendered alone, without network or assets")  # fmt: skip
 
 
-def plan_html(form: Form, caps: Capabilities, *, screenshot: bool = False) -> Plan:
+def plan_html(
+    form: Form, caps: Capabilities, post: Post | None = None, *, screenshot: bool = False
+) -> Plan:
     check_supported(form)
     index = _chromium_input(form, caps, "rendering HTML")
     _assets(form, {"index.html", "header.html", "footer.html"})
@@ -565,12 +601,13 @@ def plan_html(form: Form, caps: Capabilities, *, screenshot: bool = False) -> Pl
     options = screenshot_options(form) if screenshot else page_options(form)
     options.setdefault("output_format", "pdf")
     chain.step("convert", "convert", "rendering HTML", engine=CHROMIUM, **options)
-    if not screenshot:
-        post_steps(chain, form)
+    _after_chromium(chain, form, post, screenshot=screenshot)
     return chain.plan()
 
 
-def plan_markdown(form: Form, caps: Capabilities, *, screenshot: bool = False) -> Plan:
+def plan_markdown(
+    form: Form, caps: Capabilities, post: Post | None = None, *, screenshot: bool = False
+) -> Plan:
     """The markdown file is rendered on its own: index.html's template around it is not
     applied (the Chromium engine renders markdown to HTML itself)."""
     check_supported(form)
@@ -583,8 +620,7 @@ def plan_markdown(form: Form, caps: Capabilities, *, screenshot: bool = False) -
     options = screenshot_options(form) if screenshot else page_options(form)
     options.setdefault("output_format", "pdf")
     chain.step("convert", "convert", "rendering markdown", engine=CHROMIUM, **options)
-    if not screenshot:
-        post_steps(chain, form)
+    _after_chromium(chain, form, post, screenshot=screenshot)
     return chain.plan()
 
 

@@ -1,5 +1,6 @@
 """``pdf/rotate-pages``: each input PDF with its pages (or the ``pages`` given) turned by
-``rotation`` degrees clockwise, by the sandboxed ``pdf-rotate`` engine."""
+``rotation`` degrees clockwise (with ``absolute``: set to that rotation), by the sandboxed
+``pdf-rotate`` engine."""
 
 from __future__ import annotations
 

@@ -1,0 +1,642 @@
+"""Gotenberg 9's stages and ``/forms/pdf/*`` routes -> a job of the appliance's task
+operations, beside Gotenberg 8's mapping (``fields``): pure, no I/O.
+
+A stage is one operation on PDFs (``{"op": "rotate", "angle": 90}``); a ``stages`` list runs
+in its order on ``/forms/pdf/pipe`` and after a conversion (Chromium's and LibreOffice's
+convert routes), and each stage also has a route of its own, ``/forms/pdf/<op>``, whose form
+fields are the stage's fields. Stage ops this appliance has no operation for, and options it
+cannot honour, answer 501 naming them (``NotAvailable``); malformed stages answer 400.
+
+Gotenberg 8 and 9 share the conversion routes' paths: there a request is Gotenberg 9's when
+it sends ``stages``, and then Gotenberg 8's post-processing fields answer 400 with the
+message Gotenberg 9 gives (where the field went). Gotenberg 9's renamed fields (``native*``)
+are read on those routes either way. ``/forms/pdfengines/*`` keep Gotenberg 8's meaning.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from appliance.api.gotenberg import fields
+from appliance.api.gotenberg.fields import (
+    FALSE,
+    FLATTEN,
+    PDF,
+    PDF_A,
+    PDF_ENCRYPT,
+    TRUE,
+    WRITE_METADATA,
+    Capabilities,
+    Chain,
+    Form,
+    NotAvailable,
+    Plan,
+    Planner,
+    invalid,
+    required_inputs,
+)
+
+EXTRACT = fields.EXTRACT
+ROTATE = "pdf/rotate-pages"
+SPLIT = "pdf/split-pages"
+DECRYPT = "pdf/decrypt"
+WATERMARK = "watermark"
+OPTIMIZE = "optimize"
+PAGES = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
+STAMP_IMAGES = frozenset({"png", "jpg", "jpeg"})
+# Gotenberg 9's 14 standard fonts -> the watermark engine's names (Symbol and ZapfDingbats,
+# which draw text as symbols, have none)
+FONTS = {
+    "Helvetica": "Helvetica",
+    "Helvetica-Bold": "Helvetica Bold",
+    "Helvetica-Oblique": "Helvetica Oblique",
+    "Helvetica-BoldOblique": "Helvetica BoldOblique",
+    "Times-Roman": "Times New Roman",
+    "Times-Bold": "Times New Roman Bold",
+    "Times-Italic": "Times New Roman Italic",
+    "Times-BoldItalic": "Times New Roman Bold Italic",
+    "Courier": "Courier New",
+    "Courier-Bold": "Courier New Bold",
+    "Courier-Oblique": "Courier New Italic",
+    "Courier-BoldOblique": "Courier New Bold Italic",
+}
+# encrypt's permissions -> pdf/encrypt's (whose modify also covers assembling and whose
+# annotate covers filling forms, and print both qualities: one refused refuses its group)
+PERMISSIONS = {
+    "print": "allow_print",
+    "printHighQuality": "allow_print",
+    "extractText": "allow_copy",
+    "modifyContent": "allow_modify",
+    "assemble": "allow_modify",
+    "modifyAnnotations": "allow_annotate",
+    "fillForms": "allow_annotate",
+}
+METADATA = {
+    "title": "Title",
+    "author": "Author",
+    "subject": "Subject",
+    "keywords": "Keywords",
+    "creator": "Creator",
+    "producer": "Producer",
+    "creationDate": "CreationDate",
+    "modDate": "ModDate",
+}
+# the metadata operation's names -> /forms/pdf/metadata's
+METADATA_READ = {v: k for k, v in METADATA.items()} | {
+    "CreateDate": "creationDate",
+    "ModifyDate": "modDate",
+}
+# Gotenberg 9's stage ops (and read routes) that no operation here gives
+UNAVAILABLE_OPS = frozenset(
+    {
+        "sign", "timestamp", "redact", "autotag", "set-form", "set-bookmarks", "compose",
+        "attach", "stamp-pdf", "clear-metadata", "extract-text", "extract-attachments",
+    }
+)  # fmt: skip
+UNAVAILABLE_READS = {
+    "info": "whether a PDF is encrypted, tagged, linearized or holds form fields",
+    "validate": "checking a PDF against PDF/A, PDF/UA or Factur-X",
+    "form": "listing a form's fields",
+    "attachments": "listing a PDF's attachments",
+}
+
+# Gotenberg 8's fields that Gotenberg 9 moved into a stage, and those it renamed
+ENCRYPT_V8 = (
+    "userPassword", "ownerPassword", "allowPrinting", "allowCopying", "allowModifying",
+    "allowAssembling", "allowAnnotating", "allowFillingForms",
+)  # fmt: skip
+STAMP_V8 = (
+    "watermarkSource", "watermarkExpression", "watermarkPages", "watermarkOptions",
+    "stampSource", "stampExpression", "stampPages", "stampOptions",
+)  # fmt: skip
+STAGE_OF_V8_FIELD = {
+    "merge": '{"op":"merge"}',
+    **dict.fromkeys(("splitMode", "splitSpan", "splitUnify"), '{"op":"split"}'),
+    "metadata": '{"op":"set-metadata"}',
+    "flatten": '{"op":"flatten-form"}',
+    **dict.fromkeys(("rotateAngle", "rotatePages"), '{"op":"rotate"}'),
+    **dict.fromkeys(ENCRYPT_V8, '{"op":"encrypt"}'),
+    **dict.fromkeys(STAMP_V8, '{"op":"stamp-text"}'),
+    "pdfa": '{"op":"remediate","profile":"PDF/A-2b"}',
+    "pdfua": '{"op":"remediate","profile":"PDF/UA-1"}',
+    "facturxConformanceLevel": '{"op":"remediate","profile":"Factur-X"}',
+    "optimizeImages": '{"op":"optimize"}',
+    "embeds": '{"op":"attach"}',
+}
+RENAMED = {
+    "nativePageRanges": "nativePages",
+    "generateDocumentOutline": "nativeBookmarks",
+    "generateTaggedPdf": "nativeTaggedPdf",
+}
+# LibreOffice's PDF export options took the native prefix too
+OFFICE_RENAMED = RENAMED | {
+    "pdfa": "nativePdfa",
+    "pdfFormat": "nativePdfa",
+    "pdfua": "nativePdfua",
+    "quality": "nativeQuality",
+}
+
+
+# -- reading a stage's fields, from JSON or from a form ---------------------------------------
+@dataclass(frozen=True)
+class Args:
+    """A stage's fields: typed values from ``stages``' JSON, or strings from a route's form;
+    ``where`` names them in errors ("stage 2 ('rotate') field" or "form field")."""
+
+    values: Mapping[str, Any]
+    where: str
+
+    def bad(self, name: str, why: str) -> fields.GotenbergError:
+        return invalid(f"{self.where} '{name}' is invalid ({why})")
+
+    def raw(self, name: str) -> Any:
+        value = self.values.get(name)
+        return None if value in (None, "") else value
+
+    def text(self, name: str, *, required: bool = False) -> str | None:
+        value = self.raw(name)
+        if value is None and required:
+            raise invalid(f"{self.where} '{name}' is required")
+        if value is not None and not isinstance(value, str):
+            raise self.bad(name, f"got {json.dumps(value)}, want a string")
+        return value
+
+    def number(self, name: str, *, required: bool = False) -> float | None:
+        value = self.raw(name)
+        if value is None:
+            if required:
+                raise invalid(f"{self.where} '{name}' is required")
+            return None
+        if isinstance(value, bool):
+            raise self.bad(name, f"got {json.dumps(value)}, want a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise self.bad(name, f"got {json.dumps(value)}, want a number") from None
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        if value in TRUE or value in FALSE:
+            return value in TRUE
+        raise self.bad(name, f"got {json.dumps(value)}, want a boolean")
+
+    def data(self, name: str) -> Any:
+        """A list or an object: JSON text in a form, the value itself in a stage."""
+        value = self.raw(name)
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise self.bad(name, str(exc)) from None
+        return value
+
+
+@dataclass
+class Step:
+    """Where a stage adds its task: the chain, the form (for the files a stage names) and
+    the task's name."""
+
+    chain: Chain
+    form: Form
+    name: str
+
+
+def _pages(args: Args, name: str = "pages", *, required: bool = False) -> str | None:
+    """A page selection as the operations take it ("1-3,5"); None: every page."""
+    raw = args.text(name, required=required)
+    if raw is None:
+        return None
+    value = raw.replace(" ", "")
+    if value == "all":
+        return None
+    if PAGES.fullmatch(value):
+        return value
+    if value in ("odd", "even", "last") or "!" in value or value.endswith("-"):
+        raise NotAvailable(f"the page selection '{raw}'")
+    raise args.bad(name, f"got '{raw}', want pages such as 1-3,5")
+
+
+def _point(args: Args, name: str) -> int:
+    value = args.number(name) or 0.0
+    if value < 0:
+        raise args.bad(name, f"got {value:g}, want 0 or more points")
+    return round(value)
+
+
+def _opacity_percent(args: Args) -> int:
+    value = args.number("opacity")
+    if value is None or value == 0:  # Gotenberg: unset, or 0, is opaque
+        return 100
+    if not 0 < value <= 1:
+        raise args.bad("opacity", f"got {value:g}, want 0 to 1")
+    return round(value * 100)
+
+
+def _upright(args: Args, op: str) -> None:
+    if args.number("rotation"):
+        raise NotAvailable(f"{op}'s 'rotation' (stamps are drawn upright)")
+
+
+def _with_pages(args: Args) -> dict[str, Any]:
+    pages = _pages(args)
+    return {"pages": pages} if pages else {}
+
+
+# -- the stages -------------------------------------------------------------------------------
+def _merge(step: Step, args: Args) -> None:
+    step.chain.step(step.name, "merge", "the merge stage", output_format="pdf")
+
+
+def _split(step: Step, args: Args) -> None:
+    every, ranges = args.number("every"), args.data("ranges")
+    if (every is None) == (ranges is None):
+        raise invalid(f"{args.where} 'every' or 'ranges' is required, not both")
+    if every is not None:
+        if every != int(every) or every < 1:
+            raise args.bad("every", f"got {every:g}, want a whole number of at least 1")
+        if every > 1:
+            raise NotAvailable("splitting every more than one page")
+        step.chain.step(step.name, SPLIT, "the split stage")
+        return
+    if not isinstance(ranges, list) or not ranges or not all(isinstance(r, str) for r in ranges):
+        raise args.bad("ranges", 'want a list of page selections such as ["1","2-3"]')
+    if len(ranges) > 1:
+        raise NotAvailable("splitting into several ranges")
+    pages = _pages(Args({"ranges": ranges[0]}, args.where), "ranges")
+    if pages is not None:
+        step.chain.step(step.name, EXTRACT, "the split stage", pages=pages)
+
+
+def _select(step: Step, args: Args) -> None:
+    pages = _pages(args, required=True)
+    if pages is not None:
+        step.chain.step(step.name, EXTRACT, "the select stage", pages=pages)
+    elif len(step.chain.heads) > 1:
+        raise NotAvailable("selecting all pages of several PDFs")
+
+
+def _rotate(step: Step, args: Args) -> None:
+    angle = args.number("angle", required=True)
+    assert angle is not None
+    if angle != int(angle) or int(angle) % 90:
+        raise args.bad("angle", f"got {angle:g}, want a multiple of 90")
+    step.chain.step(
+        step.name, ROTATE, "the rotate stage", rotation=int(angle) % 360, absolute=True,
+        **_with_pages(args),
+    )  # fmt: skip
+
+
+def _stamp_text(step: Step, args: Args) -> None:
+    text = args.text("text", required=True)
+    assert text is not None
+    try:
+        text.encode("cp1252")
+    except UnicodeEncodeError:
+        raise NotAvailable("stamping text outside Western European (cp1252)") from None
+    font = args.text("font") or "Helvetica"
+    if font not in FONTS:
+        if font in ("Symbol", "ZapfDingbats"):
+            raise NotAvailable(f"the '{font}' font")
+        raise args.bad("font", f"got '{font}', want one of the 14 standard PDF fonts")
+    color = args.text("color") or "#000000"
+    if not COLOR.fullmatch(color):
+        raise args.bad("color", f"got '{color}', want #rrggbb")
+    size = args.number("fontSize")
+    if size is not None and size <= 0:
+        raise args.bad("fontSize", f"got {size:g}, want more than 0")
+    _upright(args, "stamp-text")
+    step.chain.step(
+        step.name, WATERMARK, "the stamp-text stage", text=text, font_name=FONTS[font],
+        font_size=max(1, round(size or 12)), font_color=color, **_anchored(args),
+        **_with_pages(args),
+    )  # fmt: skip
+
+
+def _anchored(args: Args) -> dict[str, Any]:
+    """Gotenberg's x and y (points from the bottom-left corner) as the watermark's place."""
+    return {
+        "position_horizontal": "left",
+        "position_vertical": "bottom",
+        "margin_horizontal": _point(args, "x"),
+        "margin_vertical": _point(args, "y"),
+        "opacity": _opacity_percent(args),
+        "layer": "above",
+    }
+
+
+def _stamp_image(step: Step, args: Args) -> None:
+    name = args.text("image", required=True)
+    upload = next((f for f in step.form.files if f.name == name), None)
+    if upload is None:
+        raise args.bad("image", f"no uploaded file is named '{name}'")
+    if fields.extension(upload.name) not in STAMP_IMAGES:
+        raise args.bad("image", f"'{name}' is not a .png, .jpg or .jpeg image")
+    size = {}
+    for field_name, key in (("width", "image_width"), ("height", "image_height")):
+        if (value := args.number(field_name)) is not None:
+            if value <= 0:
+                raise args.bad(field_name, f"got {value:g}, want more than 0 points")
+            size[key] = max(1, round(value))
+    _upright(args, "stamp-image")
+    image = step.chain.attach(upload)
+    step.chain.step(
+        step.name, WATERMARK, "the stamp-image stage", image=image, **size, **_anchored(args),
+        **_with_pages(args),
+    )  # fmt: skip
+
+
+def _encrypt(step: Step, args: Args) -> None:
+    secret: dict[str, Any] = {}
+    if user := args.text("userPassword"):
+        secret["set_password"] = user
+    if owner := args.text("ownerPassword"):
+        secret["set_owner_password"] = owner
+    if not secret:
+        raise invalid(f"{args.where} 'userPassword' or 'ownerPassword' is required")
+    algorithm = args.text("algorithm") or "aes256"
+    if algorithm != "aes256":
+        if algorithm in ("aes128", "rc4-128", "rc4-40"):
+            raise NotAvailable(f"encrypting with {algorithm} (AES-256 only)")
+        raise args.bad("algorithm", f"got '{algorithm}', want aes256, aes128, rc4-128 or rc4-40")
+    permissions = args.data("permissions") or {}
+    if not isinstance(permissions, dict):
+        raise args.bad("permissions", "want an object of booleans")
+    for key, allowed in permissions.items():
+        if key not in PERMISSIONS or not isinstance(allowed, bool):
+            raise args.bad("permissions", f"'{key}' is not a permission, or not a boolean")
+        if not allowed:
+            secret[PERMISSIONS[key]] = False
+    step.chain.step(step.name, PDF_ENCRYPT, "the encrypt stage", **secret)
+
+
+def _decrypt(step: Step, args: Args) -> None:
+    password = args.text("password")
+    extra = {"password": password} if password else {}
+    step.chain.step(step.name, DECRYPT, "the decrypt stage", **extra)
+
+
+def _set_metadata(step: Step, args: Args) -> None:
+    metadata = {entry: value for key, entry in METADATA.items()
+                if (value := args.text(key)) is not None}  # fmt: skip
+    if not metadata:
+        raise invalid(f"{args.where} set-metadata needs one of: {', '.join(METADATA)}")
+    step.chain.step(step.name, WRITE_METADATA, "the set-metadata stage", metadata=metadata)
+
+
+def _optimize(step: Step, args: Args) -> None:
+    """Lossless, as Gotenberg 9's: objects packed into compressed streams (the ``archive``
+    profile recompresses no image, so its flags that turn work off are honoured as is)."""
+    for name in args.values:
+        if name != "op":
+            args.flag(name, True)
+    step.chain.step(step.name, OPTIMIZE, "the optimize stage", profile="archive")
+
+
+def _flatten_form(step: Step, args: Args) -> None:
+    step.chain.step(step.name, FLATTEN, "the flatten-form stage")
+
+
+REMEDIATE_FIELDS = frozenset({"op", "profile", "aggressive"})
+
+
+def _remediate(step: Step, args: Args) -> None:
+    """PDF/A-1b, 2b and 3b by the pdf/a operation; other profiles, and the options that act
+    on what pdf/a does not write (language, alternate text, Factur-X), are not available."""
+    profile = args.raw("profile")
+    if isinstance(profile, str) and profile.lstrip().startswith("["):  # a list, in a form
+        profile = args.data("profile")
+    if profile is None:
+        raise invalid(f"{args.where} 'profile' is required")
+    profiles = profile if isinstance(profile, list) else [profile]
+    if not profiles or not all(isinstance(p, str) for p in profiles):
+        raise args.bad("profile", "want a profile or a list of profiles")
+    if len(profiles) > 1:
+        raise NotAvailable(f"remediating to {' and '.join(profiles)} together")
+    level = re.fullmatch(r"PDF/A-([123]b)", profiles[0])
+    if level is None:
+        raise NotAvailable(f"remediating to {profiles[0]}")
+    for name in args.values:
+        if name not in REMEDIATE_FIELDS and args.raw(name) is not None:
+            raise NotAvailable(f"remediate's '{name}'")
+    args.flag("aggressive", False)
+    step.chain.step(step.name, PDF_A, f"remediating to {profiles[0]}",
+                    conformance_level=level.group(1).lower())  # fmt: skip
+
+
+Stage = Callable[[Step, Args], None]
+# op -> (its mapping, its fields; None: the mapping checks them)
+OPS: Mapping[str, tuple[Stage, frozenset[str] | None]] = {
+    "merge": (_merge, frozenset()),
+    "split": (_split, frozenset({"every", "ranges"})),
+    "select": (_select, frozenset({"pages"})),
+    "rotate": (_rotate, frozenset({"angle", "pages"})),
+    "stamp-text": (
+        _stamp_text,
+        frozenset({"text", "pages", "x", "y", "fontSize", "font", "color", "opacity", "rotation"}),
+    ),
+    "stamp-image": (
+        _stamp_image,
+        frozenset({"image", "pages", "x", "y", "width", "height", "opacity", "rotation"}),
+    ),
+    "encrypt": (_encrypt, frozenset({"userPassword", "ownerPassword", "algorithm", "permissions"})),
+    "decrypt": (_decrypt, frozenset({"password"})),
+    "set-metadata": (_set_metadata, frozenset(METADATA)),
+    "optimize": (_optimize, None),
+    "flatten-form": (_flatten_form, frozenset()),
+    "remediate": (_remediate, None),
+}
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One parsed stage: its op and its fields, and its place in the list (from 1)."""
+
+    index: int
+    op: str
+    values: Mapping[str, Any]
+
+    def args(self) -> Args:
+        return Args(self.values, f"stage {self.index} ('{self.op}') field")
+
+
+def parse_stages(raw: str) -> list[StageSpec]:
+    """``stages``' JSON, every stage checked before any runs: 400 for a malformed list, a
+    stage without an op, an op Gotenberg 9 does not have or a field its op does not take."""
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise invalid(f"form field 'stages' is invalid ({exc})") from None
+    if not isinstance(data, list) or not data:
+        raise invalid("form field 'stages' is invalid (want a non-empty JSON list of stages)")
+    out = []
+    for index, item in enumerate(data, start=1):
+        op = item.get("op") if isinstance(item, dict) else None
+        if not isinstance(op, str) or not op:
+            raise invalid(f"form field 'stages' is invalid (stage {index} has no 'op')")
+        if op not in OPS and op not in UNAVAILABLE_OPS:
+            raise invalid(f"form field 'stages' is invalid (stage {index}: unknown op '{op}')")
+        known = OPS[op][1] if op in OPS else None
+        extra = sorted(set(item) - {"op"} - known) if known is not None else []
+        if extra:
+            raise invalid(f"form field 'stages' is invalid (stage {index} ('{op}') has no"
+                          f" field '{extra[0]}')")  # fmt: skip
+        out.append(StageSpec(index, op, item))
+    return out
+
+
+def run_stages(chain: Chain, form: Form, stages: list[StageSpec]) -> None:
+    for stage in stages:
+        if stage.op in UNAVAILABLE_OPS:
+            raise NotAvailable(f"the '{stage.op}' stage")
+        mapping, _ = OPS[stage.op]
+        mapping(Step(chain, form, f"stage-{stage.index}"), stage.args())
+
+
+# -- Gotenberg 8's fields on Gotenberg 9's requests ---------------------------------------------
+def refuse_v8_fields(form: Form, *, office: bool, own: frozenset[str] = frozenset()) -> None:
+    """400 with Gotenberg 9's message for a Gotenberg 8 field it moved or renamed (``own``:
+    the route's own fields, which Gotenberg 9 kept)."""
+    renamed = OFFICE_RENAMED if office else RENAMED
+    sent = [k for k, v in form.values.items() if v != ""]
+    sent += [f.field for f in form.files if f.field == "embeds"]
+    for name in sent:
+        if name in own:
+            continue
+        prefix = f"form field '{name}' is unknown to this route; Gotenberg 9"
+        if name in renamed:
+            raise invalid(f"{prefix} renamed it '{renamed[name]}'")
+        if name in STAGE_OF_V8_FIELD:
+            raise invalid(f"{prefix} moved it to a stage: add {STAGE_OF_V8_FIELD[name]} to"
+                          " 'stages'")  # fmt: skip
+    for upload in form.files:
+        if upload.field == "archives":
+            raise NotAvailable("files in the 'archives' form field")
+
+
+def native_names(form: Form, *, office: bool) -> Form:
+    """Gotenberg 9's ``native*`` names read as Gotenberg 8's (the same value in both: fine;
+    two values: 400)."""
+    renamed = OFFICE_RENAMED if office else RENAMED
+    values = dict(form.values)
+    for old, new in renamed.items():
+        if new not in values or values[new] == "":
+            continue
+        if values.get(old, "") not in ("", values[new]):
+            raise invalid(f"form fields '{new}' and '{old}' differ; send '{new}' only")
+        values[old] = values.pop(new)
+    return Form(values, form.files, form.texts)
+
+
+PostPlanner = Callable[..., Plan]
+
+
+def converting(planner: PostPlanner, *, office: bool, screenshot: bool = False) -> Planner:
+    """A conversion route that also answers Gotenberg 9: its native names, and ``stages``
+    run on the conversion's PDFs instead of Gotenberg 8's fields."""
+
+    def plan(form: Form, caps: Capabilities) -> Plan:
+        raw = form.values.get("stages", "")
+        if not raw:
+            return planner(native_names(form, office=office), caps)
+        if screenshot:
+            raise invalid("form field 'stages' is unknown to this route (screenshots are images)")
+        refuse_v8_fields(form, office=office)
+        stages = parse_stages(raw)
+        post = functools.partial(run_stages, form=form, stages=stages)
+        return planner(native_names(form, office=office), caps, post=post)
+
+    return plan
+
+
+# -- the /forms/pdf routes ----------------------------------------------------------------------
+def _pdf_chain(form: Form, caps: Capabilities, own: frozenset[str]) -> Chain:
+    refuse_v8_fields(form, office=False, own=own)
+    fields.check_supported(form, {k: v for k, v in fields.UNSUPPORTED.items() if k not in own})
+    return Chain(caps, required_inputs(form, PDF))
+
+
+def plan_stage(op: str, form: Form, caps: Capabilities) -> Plan:
+    """``/forms/pdf/<op>``: the stage alone, its fields the form's."""
+    mapping, known = OPS[op]
+    chain = _pdf_chain(form, caps, known or frozenset())
+    mapping(Step(chain, form, op), Args(form.values, "form field"))
+    return _end(chain)
+
+
+def plan_pipe(form: Form, caps: Capabilities) -> Plan:
+    raw = form.values.get("stages", "")
+    if not raw:
+        raise invalid("form field 'stages' is required")
+    stages = parse_stages(raw)
+    chain = _pdf_chain(form, caps, frozenset({"stages"}))
+    run_stages(chain, form, stages)
+    return _end(chain)
+
+
+def _end(chain: Chain) -> Plan:
+    if len(chain.heads) > 1:  # no step ran: only selections of every page
+        raise NotAvailable("answering several PDFs that no stage changed")
+    return chain.plan()
+
+
+def plan_unavailable(op: str, form: Form, caps: Capabilities) -> Plan:
+    required_inputs(form, PDF)
+    raise NotAvailable(f"the '{op}' stage")
+
+
+def plan_metadata(form: Form, caps: Capabilities) -> Plan:
+    """``/forms/pdf/metadata``: each PDF's document information under Gotenberg 9's names
+    (opened with ``password`` first when one is given)."""
+    chain = _pdf_chain(form, caps, frozenset({"password"}))
+    if password := form.text("password"):
+        chain.step("decrypt", DECRYPT, "opening encrypted PDFs", password=password)
+    chain.step("metadata", "metadata", "reading metadata")
+    return chain.plan(json_result=True, per_file=metadata_v9)
+
+
+def metadata_v9(found: Any) -> dict[str, Any]:
+    if not isinstance(found, dict):
+        return {}
+    return {METADATA_READ[k]: v for k, v in found.items() if k in METADATA_READ}
+
+
+def plan_read_unavailable(route: str, form: Form, caps: Capabilities) -> Plan:
+    required_inputs(form, PDF)
+    raise NotAvailable(f"/forms/pdf/{route}: {UNAVAILABLE_READS[route]}")
+
+
+V9_ROUTES: Mapping[str, Planner] = {
+    **{f"pdf/{op}": functools.partial(plan_stage, op) for op in OPS},
+    "pdf/pipe": plan_pipe,
+    "pdf/metadata": plan_metadata,
+    **{f"pdf/{op}": functools.partial(plan_unavailable, op) for op in sorted(UNAVAILABLE_OPS)},
+    **{f"pdf/{r}": functools.partial(plan_read_unavailable, r) for r in UNAVAILABLE_READS},
+}
+CONVERSIONS: Mapping[str, Planner] = {
+    "chromium/convert/url": converting(fields.plan_url, office=False),
+    "chromium/convert/html": converting(fields.plan_html, office=False),
+    "chromium/convert/markdown": converting(fields.plan_markdown, office=False),
+    "chromium/screenshot/url": converting(
+        functools.partial(fields.plan_url, screenshot=True), office=False, screenshot=True
+    ),
+    "chromium/screenshot/html": converting(
+        functools.partial(fields.plan_html, screenshot=True), office=False, screenshot=True
+    ),
+    "chromium/screenshot/markdown": converting(
+        functools.partial(fields.plan_markdown, screenshot=True), office=False, screenshot=True
+    ),
+    "libreoffice/convert": converting(fields.plan_libreoffice, office=True),
+}
+# Every route answered under /forms/: Gotenberg 8's (pdfengines/*, with the shared conversion
+# routes that also read Gotenberg 9's fields) and Gotenberg 9's pdf/*.
+ROUTES: Mapping[str, Planner] = {**fields.ROUTES, **CONVERSIONS, **V9_ROUTES}
