@@ -228,6 +228,18 @@ def test_rotate_turns_every_page_or_the_pages_given_and_adds_to_their_rotation(
     assert _pages(twice) == _pages(three_pages)  # the media boxes are not touched
 
 
+def test_rotate_absolute_sets_the_rotation_whatever_the_page_had(pool, three_pages, tmp_path):
+    """Gotenberg 9's rotate: the angle replaces the page's rotation (0 straightens)."""
+    engine = SandboxedEngine(RotateEngine(), pool)
+    turned, set_, straight = (tmp_path / f"{n}.pdf" for n in ("turned", "set", "straight"))
+    engine.convert(three_pages, turned, "pdf", "pdf", RotateOptions(rotation=90), _nothing)
+    absolute = RotateOptions(rotation=90, pages="1,2", absolute=True)
+    engine.convert(turned, set_, "pdf", "pdf", absolute, _nothing)
+    zero = RotateOptions(rotation=0, pages="3", absolute=True)
+    engine.convert(set_, straight, "pdf", "pdf", zero, _nothing)
+    assert [_rotation(p) for p in (set_, straight)] == [[90, 90, 90], [90, 90, 0]]
+
+
 def test_rotate_refuses_pages_outside_the_document(pool, three_pages, tmp_path):
     with pytest.raises(PermanentError) as info:
         SandboxedEngine(RotateEngine(), pool).convert(
