@@ -11,9 +11,9 @@ import io
 import json
 
 import pytest
-from PIL import Image
 from litestar import Litestar
 from litestar.testing import TestClient
+from PIL import Image
 
 from appliance.api.app import create_app
 from appliance.jobs.broker import dramatiq_dispatcher
