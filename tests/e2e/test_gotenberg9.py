@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pikepdf
 import pytest
+from PIL import Image
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "real"
 DOCX = CORPUS / "gotenberg-pages_12.docx"  # 12 pages
@@ -138,3 +139,31 @@ def test_a_malformed_stage_list_is_a_400_in_gotenberg_s_shape(post):
         "Invalid form data: stage 1 ('rotate') field 'angle' is invalid (got 45, want a"
         " multiple of 90)"
     )
+
+
+def _images_drawn(page: pikepdf.Page) -> int:
+    """The image XObjects a page draws, in its forms too (the stamp is a form XObject)."""
+    found, todo = 0, [page.obj.get("/Resources", pikepdf.Dictionary())]
+    while todo:
+        xobjects = todo.pop().get("/XObject", pikepdf.Dictionary())
+        for xobject in xobjects.values():
+            if xobject.get("/Subtype") == "/Image":
+                found += 1
+            elif xobject.get("/Subtype") == "/Form":
+                todo.append(xobject.get("/Resources", pikepdf.Dictionary()))
+    return found
+
+
+def test_chromium_page_stamped_with_an_image_the_stage_names(post):
+    logo = io.BytesIO()
+    Image.new("RGB", (40, 20), (0, 90, 200)).save(logo, "PNG")
+    stages = [{"op": "stamp-image", "image": "logo.png", "x": 36, "y": 36, "width": 80}]
+    files = [
+        ("files", ("index.html", b"<html><body><h1>Invoice</h1></body></html>")),
+        ("files", ("logo.png", logo.getvalue())),  # named by the stage: not an asset
+    ]
+    r = post("chromium/convert/html", files, stages=json.dumps(stages))
+    assert r.status_code == 200, r.text
+    with pikepdf.open(io.BytesIO(r.content)) as pdf:
+        assert len(pdf.pages) == 1 and _images_drawn(pdf.pages[0]) == 1
+    assert "Invoice" in pdf_text(r.content)

@@ -494,6 +494,17 @@ def parse_stages(raw: str) -> list[StageSpec]:
     return out
 
 
+def named_files(stages: list[StageSpec]) -> set[str]:
+    """The files the stages name (a stamp's image): not inputs to convert or process."""
+    return {
+        str(s.values["image"]) for s in stages if s.op == "stamp-image" and s.values.get("image")
+    }
+
+
+def without(form: Form, names: set[str]) -> Form:
+    return Form(form.values, [f for f in form.files if f.name not in names], form.texts)
+
+
 def run_stages(chain: Chain, form: Form, stages: list[StageSpec]) -> None:
     for stage in stages:
         if stage.op in UNAVAILABLE_OPS:
@@ -553,13 +564,16 @@ def converting(planner: PostPlanner, *, office: bool, screenshot: bool = False) 
         refuse_v8_fields(form, office=office)
         stages = parse_stages(raw)
         post = functools.partial(run_stages, form=form, stages=stages)
-        return planner(native_names(form, office=office), caps, post=post)
+        converted = without(native_names(form, office=office), named_files(stages))
+        return planner(converted, caps, post=post)
 
     return plan
 
 
 # -- the /forms/pdf routes ----------------------------------------------------------------------
 def _pdf_chain(form: Form, caps: Capabilities, own: frozenset[str]) -> Chain:
+    if form.text("stages") and "stages" not in own:
+        raise invalid("form field 'stages' is unknown to this route; /forms/pdf/pipe runs them")
     refuse_v8_fields(form, office=False, own=own)
     fields.check_supported(form, {k: v for k, v in fields.UNSUPPORTED.items() if k not in own})
     return Chain(caps, required_inputs(form, PDF))

@@ -248,3 +248,16 @@ def test_gotenberg_8_paths_keep_gotenberg_8_s_meaning():
     assert "absolute" not in plan.tasks["rotate"]  # v8 turns pages by the angle
     plan = ROUTES["libreoffice/convert"](form("a.docx", "b.docx", merge="true"), CAPS)
     assert [op for _, op in steps(plan.tasks)] == ["convert", "merge"]
+
+
+def test_files_the_stages_name_are_not_inputs_of_the_conversion():
+    stages = '[{"op":"stamp-image","image":"logo.png"}]'
+    html = Form({"stages": stages}, [Upload("index.html", "files"), Upload("logo.png", "files")])
+    tasks = ROUTES["chromium/convert/html"](html, CAPS).tasks
+    assert tasks["convert"]["input"] == ["file-0"] and tasks["stage-1"]["image"] == "file-1"
+    assert tasks["file-1"]["filename"] == "logo.png"
+
+
+def test_a_stage_s_own_route_takes_no_stages():
+    with pytest.raises(GotenbergError, match="/forms/pdf/pipe runs them"):
+        ROUTES["pdf/merge"](form("a.pdf", stages='[{"op":"optimize"}]'), CAPS)
