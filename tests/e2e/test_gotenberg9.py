@@ -167,3 +167,12 @@ def test_chromium_page_stamped_with_an_image_the_stage_names(post):
     with pikepdf.open(io.BytesIO(r.content)) as pdf:
         assert len(pdf.pages) == 1 and _images_drawn(pdf.pages[0]) == 1
     assert "Invoice" in pdf_text(r.content)
+
+
+def test_attach_embeds_the_named_file_under_its_own_name(post):
+    files = [*pdfs("report.pdf"), ("files", ("notes.txt", b"remember the annex"))]
+    r = post("pdf/pipe", files, stages=json.dumps([{"op": "attach", "file": "notes.txt"}]))
+    assert r.status_code == 200, r.text
+    with pikepdf.open(io.BytesIO(r.content)) as pdf:
+        assert list(pdf.attachments) == ["notes.txt"] and len(pdf.pages) == 3
+        assert pdf.attachments["notes.txt"].get_file().read_bytes() == b"remember the annex"

@@ -47,6 +47,7 @@ SPLIT = "pdf/split-pages"
 DECRYPT = "pdf/decrypt"
 WATERMARK = "watermark"
 OPTIMIZE = "optimize"
+EMBED = "pdf/embed"
 PAGES = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 STAMP_IMAGES = frozenset({"png", "jpg", "jpeg"})
@@ -96,7 +97,7 @@ METADATA_READ = {v: k for k, v in METADATA.items()} | {
 UNAVAILABLE_OPS = frozenset(
     {
         "sign", "timestamp", "redact", "autotag", "set-form", "set-bookmarks", "compose",
-        "attach", "stamp-pdf", "clear-metadata", "extract-text", "extract-attachments",
+        "stamp-pdf", "clear-metadata", "extract-text", "extract-attachments",
     }
 )  # fmt: skip
 UNAVAILABLE_READS = {
@@ -334,11 +335,17 @@ def _anchored(args: Args) -> dict[str, Any]:
     }
 
 
-def _stamp_image(step: Step, args: Args) -> None:
-    name = args.text("image", required=True)
+def _named_upload(step: Step, args: Args, field: str) -> fields.Upload:
+    name = args.text(field, required=True)
     upload = next((f for f in step.form.files if f.name == name), None)
     if upload is None:
-        raise args.bad("image", f"no uploaded file is named '{name}'")
+        raise args.bad(field, f"no uploaded file is named '{name}'")
+    return upload
+
+
+def _stamp_image(step: Step, args: Args) -> None:
+    upload = _named_upload(step, args, "image")
+    name = upload.name
     if fields.extension(upload.name) not in STAMP_IMAGES:
         raise args.bad("image", f"'{name}' is not a .png, .jpg or .jpeg image")
     size = {}
@@ -353,6 +360,19 @@ def _stamp_image(step: Step, args: Args) -> None:
         step.name, WATERMARK, "the stamp-image stage", image=image, **size, **_anchored(args),
         **_with_pages(args),
     )  # fmt: skip
+
+
+def _attach(step: Step, args: Args) -> None:
+    """The file attached under its own name, by pdf/embed (which neither renames it, types
+    it otherwise than by its name, nor makes it a PDF/A-3 associated file)."""
+    upload = _named_upload(step, args, "file")
+    if args.text("name") not in (None, upload.name):
+        raise NotAvailable("attach's 'name' (a file is attached under its own name)")
+    for option in ("mimeType", "relationship"):
+        if args.raw(option) is not None:
+            raise NotAvailable(f"attach's '{option}'")
+    attachment = step.chain.attach(upload)
+    step.chain.step(step.name, EMBED, "the attach stage", attachments=[attachment])
 
 
 def _encrypt(step: Step, args: Args) -> None:
@@ -453,6 +473,7 @@ OPS: Mapping[str, tuple[Stage, frozenset[str] | None]] = {
     "set-metadata": (_set_metadata, frozenset(METADATA)),
     "optimize": (_optimize, None),
     "flatten-form": (_flatten_form, frozenset()),
+    "attach": (_attach, frozenset({"file", "name", "mimeType", "relationship"})),
     "remediate": (_remediate, None),
 }
 
@@ -495,10 +516,11 @@ def parse_stages(raw: str) -> list[StageSpec]:
 
 
 def named_files(stages: list[StageSpec]) -> set[str]:
-    """The files the stages name (a stamp's image): not inputs to convert or process."""
-    return {
-        str(s.values["image"]) for s in stages if s.op == "stamp-image" and s.values.get("image")
-    }
+    """The files the stages name (a stamp's image, an attachment): not inputs to convert or
+    process."""
+    named = {"stamp-image": "image", "attach": "file"}
+    return {str(s.values[named[s.op]]) for s in stages
+            if s.op in named and s.values.get(named[s.op])}  # fmt: skip
 
 
 def without(form: Form, names: set[str]) -> Form:
@@ -571,18 +593,21 @@ def converting(planner: PostPlanner, *, office: bool, screenshot: bool = False) 
 
 
 # -- the /forms/pdf routes ----------------------------------------------------------------------
-def _pdf_chain(form: Form, caps: Capabilities, own: frozenset[str]) -> Chain:
+def _pdf_chain(
+    form: Form, caps: Capabilities, own: frozenset[str], named: set[str] | None = None
+) -> Chain:
     if form.text("stages") and "stages" not in own:
         raise invalid("form field 'stages' is unknown to this route; /forms/pdf/pipe runs them")
     refuse_v8_fields(form, office=False, own=own)
     fields.check_supported(form, {k: v for k, v in fields.UNSUPPORTED.items() if k not in own})
-    return Chain(caps, required_inputs(form, PDF))
+    return Chain(caps, required_inputs(without(form, named or set()), PDF))
 
 
 def plan_stage(op: str, form: Form, caps: Capabilities) -> Plan:
     """``/forms/pdf/<op>``: the stage alone, its fields the form's."""
     mapping, known = OPS[op]
-    chain = _pdf_chain(form, caps, known or frozenset())
+    named = named_files([StageSpec(1, op, form.values)])
+    chain = _pdf_chain(form, caps, known or frozenset(), named)
     mapping(Step(chain, form, op), Args(form.values, "form field"))
     return _end(chain)
 
@@ -592,7 +617,7 @@ def plan_pipe(form: Form, caps: Capabilities) -> Plan:
     if not raw:
         raise invalid("form field 'stages' is required")
     stages = parse_stages(raw)
-    chain = _pdf_chain(form, caps, frozenset({"stages"}))
+    chain = _pdf_chain(form, caps, frozenset({"stages"}), named_files(stages))
     run_stages(chain, form, stages)
     return _end(chain)
 

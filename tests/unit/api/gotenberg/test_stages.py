@@ -26,8 +26,11 @@ def form(*names: str, **values: str) -> Form:
     return Form(dict(values), [Upload(n, "files") for n in names])
 
 
-def pipe(*stages: dict, files: tuple[str, ...] = ("a.pdf",)) -> dict:
-    return ROUTES["pdf/pipe"](form(*files, stages=json.dumps(stages)), CAPS).tasks
+EMBEDS = Capabilities(CAPS.operations | {"pdf/embed"}, CAPS.engines, CAPS.office_sources)
+
+
+def pipe(*stages: dict, files: tuple[str, ...] = ("a.pdf",), caps: Capabilities = CAPS) -> dict:
+    return ROUTES["pdf/pipe"](form(*files, stages=json.dumps(stages)), caps).tasks
 
 
 def steps(tasks: dict) -> list[tuple[str, str]]:
@@ -261,3 +264,15 @@ def test_files_the_stages_name_are_not_inputs_of_the_conversion():
 def test_a_stage_s_own_route_takes_no_stages():
     with pytest.raises(GotenbergError, match="/forms/pdf/pipe runs them"):
         ROUTES["pdf/merge"](form("a.pdf", stages='[{"op":"optimize"}]'), CAPS)
+
+
+def test_attach_embeds_the_named_file_under_its_name_by_pdf_embed():
+    tasks = pipe({"op": "attach", "file": "data.pdf"}, files=("a.pdf", "data.pdf"), caps=EMBEDS)
+    assert tasks["stage-1"]["input"] == ["file-0"]  # the attachment is no input, PDF or not
+    assert tasks["stage-1"]["attachments"] == ["file-1"]
+    assert tasks["file-1"]["filename"] == "data.pdf"
+    with pytest.raises(NotAvailable, match="'relationship'"):
+        pipe({"op": "attach", "file": "data.pdf", "relationship": "Data"},
+             files=("a.pdf", "data.pdf"), caps=EMBEDS)  # fmt: skip
+    with pytest.raises(NotAvailable, match="pdf/embed"):
+        pipe({"op": "attach", "file": "data.pdf"}, files=("a.pdf", "data.pdf"))
