@@ -23,7 +23,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
 from appliance.api.deps import authorized, count_conversions, services
-from appliance.api.gotenberg import answers, fields, stages, webhook
+from appliance.api.gotenberg import answers, fields, v9, webhook
 from appliance.api.gotenberg.fields import Capabilities, GotenbergError, Plan
 from appliance.api.gotenberg.form import FormReader
 from appliance.api.jobs import waited
@@ -108,7 +108,7 @@ async def run(request: Request[Any, Any, Any], principal: Principal, path: str) 
     )
     try:
         await reader.read(request.stream())
-        plan = stages.ROUTES[path](reader.form, capabilities(jobs.registry))
+        plan = v9.ROUTES[path](reader.form, capabilities(jobs.registry))
         if hook is not None and plan.json:
             raise GotenbergError(400, NO_OUTPUT_FILE)
         await count_conversions(request, conversions_in(plan.tasks))
@@ -245,7 +245,7 @@ def router(max_body_bytes: int) -> Router:
     """The routes, their key check (basic auth too) and their error shape."""
     return Router(
         path="/",
-        route_handlers=[*(_route(p) for p in stages.ROUTES), version, health, health_head],
+        route_handlers=[*(_route(p) for p in v9.ROUTES), version, health, health_head],
         dependencies={"principal": Provide(gotenberg_principal)},
         exception_handlers={
             GotenbergError: gotenberg_error,

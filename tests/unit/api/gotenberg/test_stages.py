@@ -9,7 +9,8 @@ import json
 import pytest
 
 from appliance.api.gotenberg.fields import Capabilities, Form, GotenbergError, NotAvailable, Upload
-from appliance.api.gotenberg.stages import ROUTES, metadata_v9, parse_stages
+from appliance.api.gotenberg.stages import parse_stages
+from appliance.api.gotenberg.v9 import ROUTES, metadata_v9
 
 CAPS = Capabilities(
     operations=frozenset(
