@@ -1,8 +1,8 @@
 """Gotenberg's routes driven by gotenberg-client (PyPI), unchanged but for its base URL and its
 basic auth (an API key as the password), against a real deployment: LibreOffice conversions,
-merges, splits, metadata, PDF/A, encryption, flattening, Chromium's pages, screenshots and
-captures, health and version, errors in Gotenberg's shape, a route with no operation answering
-501, and webhooks delivered to a receiver on loopback by the worker processes' outbox senders."""
+merges, splits, metadata, PDF/A, encryption, flattening, attachments, Chromium's pages,
+screenshots and captures, health and version, errors in Gotenberg's shape, and webhooks
+delivered to a receiver on loopback by the worker processes' outbox senders."""
 
 from __future__ import annotations
 
@@ -194,13 +194,14 @@ def test_flatten_draws_the_form_into_its_page(gotenberg, tmp_path):
     assert pdf_text(response.content).split()[:3] == ["Name", "Ada", "Lovelace"]
 
 
-def test_embedding_files_has_no_operation_and_answers_501_naming_it(deployment, key):
-    files = {"files": ("a.pdf", PDF.read_bytes()), "embeds": ("note.txt", b"attached")}
-    r = httpx.post(
-        f"{deployment.url}/forms/pdfengines/embed", files=files, auth=("any-user", key), timeout=60
-    )
-    assert r.status_code == 501
-    assert b"pdf/embed" in r.content
+def test_embed_attaches_the_embeds_to_the_pdf(gotenberg, tmp_path):
+    note = tmp_path / "note.txt"
+    note.write_bytes(b"attached with the PDF\n")
+    with gotenberg.embed.embed() as route:
+        response = route.add_pdf(PDF).embed(note).run()
+    with pikepdf.open(io.BytesIO(response.content)) as pdf:
+        assert len(pdf.pages) == 3
+        assert pdf.attachments["note.txt"].get_file().read_bytes() == note.read_bytes()
 
 
 def test_pdf_a_1b_by_the_pdf_a_operation(gotenberg):

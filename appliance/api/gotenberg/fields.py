@@ -29,7 +29,7 @@ PDF_ENCRYPT = "pdf/encrypt"
 EXTRACT = "pdf/extract-pages"
 WRITE_METADATA = "metadata/write"
 FLATTEN = "pdf/flatten"  # the appliance's own, not CloudConvert's
-EMBED = "pdf/embed"  # no operation is planned yet
+EMBED = "pdf/embed"  # the appliance's own, not CloudConvert's
 CHROMIUM = "chromium"  # the Chromium engine's id (html and markdown -> pdf, png, jpg, webp)
 LIBREOFFICE = "libreoffice"
 
@@ -61,7 +61,8 @@ UNSUPPORTED = {
 }
 # LibreOffice's own (Chromium's landscape is capture-website's page_orientation)
 OFFICE_UNSUPPORTED = {"password": "", "landscape": "false"}
-NO_FILE_FIELDS = ("embeds", "watermark", "stamp", "facturxXml")  # form files that are no input
+EMBEDS = "embeds"  # the form field of files to attach (Gotenberg 8)
+NO_FILE_FIELDS = (EMBEDS, "watermark", "stamp", "facturxXml")  # form files that are no input
 
 
 class GotenbergError(Exception):
@@ -219,7 +220,7 @@ def check_supported(form: Form, more: Mapping[str, str] | None = None) -> None:
         if value not in ("", default):
             raise NotAvailable(f"the '{name}' form field")
     for upload in form.files:
-        if upload.field in NO_FILE_FIELDS:
+        if upload.field in NO_FILE_FIELDS and upload.field != EMBEDS:
             raise NotAvailable(f"files in the '{upload.field}' form field")
 
 
@@ -333,6 +334,7 @@ def post_steps(chain: Chain, form: Form, *, pdf_a_done: bool = False) -> None:
     metadata = metadata_field(form, required=False)
     if metadata:
         chain.step("metadata", WRITE_METADATA, "writing metadata", metadata=metadata)
+    embed_step(chain, form, required=False)
     secret = passwords(form)
     if secret:
         if level is not None and "set_password" in secret:
@@ -436,10 +438,21 @@ def plan_encrypt(form: Form, caps: Capabilities) -> Plan:
     return chain.plan()
 
 
+def embed_step(chain: Chain, form: Form, *, required: bool) -> None:
+    """The files of the ``embeds`` field attached to each PDF, under their own names."""
+    embeds = [f for f in form.files if f.field == EMBEDS]
+    if not embeds:
+        if required:
+            raise invalid("no form file found in the 'embeds' form field")
+        return
+    attachments = [chain.attach(f) for f in embeds]
+    chain.step("embed", EMBED, "embedding files", attachments=attachments)
+
+
 def plan_embed(form: Form, caps: Capabilities) -> Plan:
     chain = Chain(caps, required_inputs(form, PDF))
-    chain.need(EMBED, "embedding files")
-    return chain.plan()  # not reached while nothing embeds
+    embed_step(chain, form, required=True)
+    return chain.plan()
 
 
 # -- Chromium -------------------------------------------------------------------------------

@@ -90,7 +90,6 @@ def test_the_form_makes_a_job_whose_imports_hold_its_files(client, api_key):
     ("route", "fields", "needs"),
     [
         ("pdfengines/flatten", {}, "pdf/flatten"),
-        ("pdfengines/embed", {}, "pdf/embed"),
         ("pdfengines/convert", {"pdfa": "PDF/A-1b"}, "pdf/a"),
         ("pdfengines/encrypt", {"userPassword": "x"}, "pdf/encrypt"),
         ("pdfengines/metadata/write", {"metadata": '{"Author": "me"}'}, "metadata/write"),
@@ -114,6 +113,22 @@ def test_a_route_runs_once_its_operation_is_enabled_and_is_a_501_naming_it_befor
     assert r.status_code == 501, r.text
     assert r.text.startswith("Not available on this appliance") and needs in r.text
     assert jobs == []
+
+
+def test_the_embed_route_makes_a_pdf_embed_task_of_its_embeds(client, api_key):
+    files = [("files", ("a.pdf", PDF)), ("embeds", ("note.txt", b"a note"))]
+    r = client.post("/forms/pdfengines/embed", files=files, headers=bearer(api_key))
+    assert r.status_code == 503 and "time limit" in r.text, r.text  # no worker runs here
+    jobs = client.get("/v2/jobs?include=tasks", headers=bearer(api_key)).json()["data"]
+    (job,) = jobs
+    embed = next(t for t in job["tasks"] if t["operation"] == "pdf/embed")
+    imports = {t["name"]: t for t in job["tasks"] if t["operation"] == "import/upload"}
+    (attached,) = embed["payload"]["attachments"]
+    assert imports[attached]["result"]["files"][0]["filename"] == "note.txt"
+    without = client.post(
+        "/forms/pdfengines/embed", files={"a.pdf": ("a.pdf", PDF)}, headers=bearer(api_key)
+    )
+    assert without.status_code == 400 and "'embeds'" in without.text
 
 
 def test_chromium_html_runs_on_the_chromium_engine_or_is_a_501(client, api_key):

@@ -27,7 +27,8 @@ TODAY = Capabilities(
 )  # fmt: skip
 LATER = Capabilities(
     operations=TODAY.operations
-    | {"pdf/a", "pdf/encrypt", "pdf/extract-pages", "metadata/write", "capture-website"},
+    | {"pdf/a", "pdf/encrypt", "pdf/extract-pages", "metadata/write", "capture-website"}
+    | {"pdf/embed"},
     engines=TODAY.engines | {"chromium"},
     office_sources=TODAY.office_sources,
 )
@@ -149,9 +150,26 @@ def test_fields_nothing_here_honours_are_refused_not_ignored(field):
         ROUTES["libreoffice/convert"](form("a.docx", **{field: "true"}), LATER)
 
 
-def test_embedded_files_are_refused_by_their_field():
-    f = Form({}, [Upload("a.pdf", "files"), Upload("x.xml", "embeds")])
-    with pytest.raises(NotAvailable, match="embeds"):
+def test_embedded_files_are_attached_after_the_merge_and_before_encryption():
+    f = Form(
+        {"userPassword": "pw"},
+        [Upload("b.pdf", "files"), Upload("x.xml", "embeds"), Upload("a.pdf", "files")],
+    )
+    plan = ROUTES["pdfengines/merge"](f, LATER)
+    embed = plan.tasks["embed"]
+    assert embed["operation"] == "pdf/embed" and embed["input"] == ["merge"]
+    (attached,) = embed["attachments"]
+    assert plan.tasks[attached] == {"operation": "import/upload", "filename": "x.xml"}
+    assert plan.tasks["merge"]["input"] == ["file-0", "file-1"]  # the PDFs only
+    assert plan.tasks["encrypt"]["input"] == ["embed"]
+
+
+def test_the_embed_route_needs_files_to_embed_and_other_file_fields_are_refused():
+    with pytest.raises(GotenbergError, match="'embeds'") as info:
+        ROUTES["pdfengines/embed"](Form({}, [Upload("a.pdf", "files")]), LATER)
+    assert info.value.status == 400
+    f = Form({}, [Upload("a.pdf", "files"), Upload("s.png", "stamp")])
+    with pytest.raises(NotAvailable, match="stamp"):
         ROUTES["pdfengines/merge"](f, LATER)
 
 
