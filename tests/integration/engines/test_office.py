@@ -324,14 +324,6 @@ def test_listener_profile_settings_name_real_configuration_keys():
             assert prop.get(f"{oor}name") in known, prop.get(f"{oor}name")
 
 
-def test_utf16_html_keeps_its_text(pool, tmp_path):
-    page = "<html><body><p>Grüße aus Zürich</p></body></html>"
-    src = tmp_path / "page.html"
-    src.write_bytes(b"\xff\xfe" + page.encode("utf-16-le"))
-    _convert(pool, src, tmp_path / "page.pdf", "html", "pdf")
-    assert "Grüße aus Zürich" in _text(tmp_path / "page.pdf", "pdf")
-
-
 def test_a_csv_wider_than_a_sheet_is_an_engine_limit_not_cut(pool, tmp_path):
     src = tmp_path / "wide.csv"
     src.write_text(",".join(f"c{n}" for n in range(20_000)) + "\n" + ",".join("1" * 20_000) + "\n")
