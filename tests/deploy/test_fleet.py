@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,6 +20,15 @@ import pytest
 import pyvips
 
 from tests.deploy.fleet import Fleet, record_time
+from tests.deploy.load import (
+    LOAD_CLIENTS,
+    count_in_db,
+    explain,
+    failures,
+    jobs_by_tag,
+    timeline,
+    under_load,
+)
 
 # prometheus, node x6, api x2, worker x2 (light queue only), postgres x2, redis, nginx
 EXPECTED_TARGETS = 1 + 6 + 2 + 2 + 2 + 1 + 1
@@ -195,143 +203,6 @@ def test_the_redis_exporter_user_reads_stats_only(fleet):
     assert "NOAUTH" in fleet.lab.run("h2", anonymous).stdout
 
 
-# Clients of the steady load, each with its own key, and how long the end of a load waits for
-# a request still open (longer than the lb's 60 s read timeout, so none is left uncounted).
-LOAD_CLIENTS = 4
-LOAD_DRAIN_SECONDS = 75
-
-
-# A POST whose key's first request is still in progress (409: on an api host that died
-# inside its transaction, until Postgres gives that up) is sent again, as the API asks,
-# for this long at most.
-IN_PROGRESS_RESEND_SECONDS = 30
-
-
-def _create(api: httpx.Client, body: dict) -> httpx.Response:
-    """POST /v2/jobs as a careful client does: with an Idempotency-Key (the lb may resend it
-    to another api host; the job is made once), sent again with that key after a 409."""
-    headers = {"Idempotency-Key": str(uuid.uuid4())}
-    deadline = time.monotonic() + IN_PROGRESS_RESEND_SECONDS
-    while True:
-        answer = api.post("/v2/jobs", json=body, headers=headers)
-        if answer.status_code != 409 or time.monotonic() > deadline:
-            return answer
-        time.sleep(float(answer.headers.get("Retry-After", "1")))
-
-
-def _steady_load(
-    fleet: Fleet, key: str, stop: threading.Event, results: list, made: list[str]
-) -> None:
-    """One client's load; the ids of the jobs it made go to ``made``, its jobs tagged
-    with the first one's tag (one tag per client)."""
-    body = {"tasks": {"up": {"operation": "import/upload"}}, "tag": f"load-{uuid.uuid4().hex}"}
-    with fleet.client(key) as api:
-        job_id = _create(api, body).json()["data"]["id"]
-        made.append(f"{body['tag']} {job_id}")
-        while not stop.is_set():
-            for method, path in (
-                ("GET", f"/v2/jobs/{job_id}"),
-                ("POST", "/v2/jobs"),
-                ("GET", "/v2/jobs?per_page=5"),
-            ):
-                started = time.monotonic()
-                try:
-                    if method == "POST":
-                        answer = _create(api, body)
-                        if answer.status_code == 201:
-                            made.append(f"{body['tag']} {answer.json()['data']['id']}")
-                    else:
-                        answer = api.request(method, path)
-                    status: int | str = answer.status_code
-                except httpx.HTTPError as exc:
-                    status = repr(exc)
-                results.append((time.monotonic(), method, path, status, started))
-            time.sleep(0.1)
-
-
-def _under_load(fleet: Fleet, action, made: list[str] | None = None) -> list:
-    """Runs ``action`` while LOAD_CLIENTS clients call the API side by side; every request
-    is in the result, (ended, method, path, status or error, started), by end time. A client
-    still waiting on a request LOAD_DRAIN_SECONDS after the end counts as a failure. The
-    jobs the clients made go to ``made`` ("tag id")."""
-    stop, results = threading.Event(), []
-    made = [] if made is None else made
-    threads = [
-        threading.Thread(target=_steady_load, args=(fleet, fleet.key(), stop, results, made))
-        for _ in range(LOAD_CLIENTS)
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        time.sleep(2)
-        action()
-        time.sleep(2)
-    finally:
-        stop.set()
-        ended = time.monotonic()
-        for thread in threads:
-            thread.join(max(0.0, ended + LOAD_DRAIN_SECONDS - time.monotonic()))
-    hung = sum(thread.is_alive() for thread in threads)
-    results.extend([(time.monotonic(), "?", "(still waiting)", "hung", ended)] * hung)
-    return sorted(results)
-
-
-def _timeline(results: list) -> str:
-    """Requests per second of the load and the slowest ones, to see where a thin run lost its
-    time."""
-    if not results:
-        return "no requests"
-    start = results[0][4]
-    per_second: dict[int, int] = {}
-    for ended, *_rest in results:
-        per_second[int(ended - start)] = per_second.get(int(ended - start), 0) + 1
-    slowest = sorted(results, key=lambda r: r[0] - r[4], reverse=True)[:8]
-    slow = [f"{r[1]} {r[2].split('?')[0]} {r[3]} at +{r[4] - start:.1f}s took {r[0] - r[4]:.2f}s"
-            for r in slowest]  # fmt: skip
-    return f"{len(results)} requests, per second {per_second}; slowest: {slow}"
-
-
-def _failures(results: list) -> list:
-    return [r for r in results if not (isinstance(r[3], int) and r[3] < 400)]
-
-
-def _explain(fleet: Fleet, results: list, log: str = "") -> str:
-    """What a failed load test needs to be understood: the failures by kind and time, the
-    deploy's rolling steps, and the lb's nginx error log."""
-    failed = _failures(results)
-    if not failed:
-        return ""
-    kinds: dict[str, int] = {}
-    for _, method, path, status, _started in failed:
-        kind = f"{method} {path.split('?')[0]} {status}"
-        kinds[kind] = kinds.get(kind, 0) + 1
-    to_wall = time.time() - time.monotonic()  # the deploy logs wall-clock times
-
-    def clock(t: float) -> str:
-        return (
-            time.strftime("%H:%M:%S", time.localtime(t + to_wall)) + f"{(t + to_wall) % 1:.2f}"[1:]
-        )
-
-    nginx = fleet.lab.run(
-        "h1",
-        "grep -v 'no live upstreams' /var/log/nginx/appliance-error.log | tail -n 40;"
-        " echo \"and $(grep -c 'no live upstreams' /var/log/nginx/appliance-error.log)"
-        " 'no live upstreams', first and last:\";"
-        " grep 'no live upstreams' /var/log/nginx/appliance-error.log | sed -n '1p;$p'",
-        check=False,
-    )
-    return "\n".join(
-        [
-            f"{len(failed)} of {len(results)} requests failed, from {clock(failed[0][0])}"
-            f" to {clock(failed[-1][0])} (load from {clock(results[0][0])}): {kinds}",
-            _timeline(results),
-            *(line for line in log.splitlines() if "rolling:" in line),
-            "nginx error log (h1):",
-            nginx.stdout,
-        ]
-    )
-
-
 def test_requests_keep_succeeding_when_an_api_host_dies(fleet):
     killed: list[float] = []
 
@@ -343,30 +214,19 @@ def test_requests_keep_succeeding_when_an_api_host_dies(fleet):
 
     made: list[str] = []
     try:
-        results = _under_load(fleet, kill_and_wait, made)
+        results = under_load(fleet, kill_and_wait, made)
     finally:
         fleet.lab.boot("h3")
     # The load went on while h3 was dead, through h2.
-    served = [r for r in results if r[4] > killed[1] and r not in _failures(results)]
-    assert len(served) > 10 * LOAD_CLIENTS, _timeline(results)
+    served = [r for r in results if r[4] > killed[1] and r not in failures(results)]
+    assert len(served) > 10 * LOAD_CLIENTS, timeline(results)
     # Every request before, during and after the death succeeds: a GET in flight on h3 is
     # given up after the lb's read timeout and answered by h2, and so is a POST, which
     # carries an Idempotency-Key: if h3 had made its job, h2 answers with that job.
-    assert _failures(results) == [], _explain(fleet, results)
+    assert failures(results) == [], explain(fleet, results)
     # ... and made it once: each client's jobs (by its tag) are those it was answered with.
-    answered: dict[str, set[str]] = {}
-    for line in made:
-        tag, job_id = line.split()
-        answered.setdefault(tag, set()).add(job_id)
-    tags = ",".join(f"'{tag}'" for tag in answered)
-    count = (
-        "cd / && runuser -u postgres -- psql -d appliance -AtF ' ' -c "
-        f'"SELECT tag, count(*) FROM jobs WHERE tag IN ({tags}) GROUP BY tag"'
-    )
-    in_db = dict(line.split() for line in fleet.lab.run("h4", count).stdout.splitlines())
-    assert {tag: int(n) for tag, n in in_db.items()} == {
-        tag: len(ids) for tag, ids in answered.items()
-    }
+    answered = jobs_by_tag(made)
+    assert count_in_db(fleet, list(answered)) == {tag: len(ids) for tag, ids in answered.items()}
     ready = f"http://{fleet.lab.ip('h3')}:8080/health/ready"
     fleet.lab.run("h3", f"for i in $(seq 60); do curl -fs {ready} && exit 0; sleep 1; done; exit 1")
 
@@ -376,12 +236,12 @@ def test_rolling_upgrade_under_load_fails_no_request(fleet):
     # A new release: the same code built at another timestamp gives other wheel bytes.
     new_build = {"SOURCE_DATE_EPOCH": str(int(time.time()))}
     logs: list[str] = []
-    results = _under_load(fleet, lambda: logs.append(fleet.deploy(new_build)[0]))
+    results = under_load(fleet, lambda: logs.append(fleet.deploy(new_build)[0]))
     after = {n: fleet.lab.run(n, "readlink /opt/appliance/current").stdout for n in ("h2", "h3")}
     assert all(before[n] != after[n] for n in before), (before, after)
     assert "Rolling restart of h2, h3" in logs[0]
-    assert len(results) > 30 * LOAD_CLIENTS, _timeline(results)
-    assert _failures(results) == [], _explain(fleet, results, logs[0])
+    assert len(results) > 30 * LOAD_CLIENTS, timeline(results)
+    assert failures(results) == [], explain(fleet, results, logs[0])
     for name in ("h2", "h3"):  # back in the lb's reach, not only up
         assert "appliance_drain" not in fleet.lab.run(name, "nft list tables").stdout
         ready = f"http://{fleet.lab.ip(name)}:8080/health/ready"
