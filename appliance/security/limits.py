@@ -213,15 +213,30 @@ class RequestLimits:
 
 
 # Takes a slot unless ``ARGV[1]`` are taken; the count lives ``ARGV[2]`` s past the last take,
-# so slots of a process that died without giving them back free themselves.
+# so slots of a process that died without giving them back free themselves. A count below
+# zero (slots given back after the count was lost or expired: Redis restarted, a wait longer
+# than the count lived) is taken as zero: it refused every wait of the user (429) in the lab's
+# Redis drill, and never expired.
 _TAKE_SLOT = """
 local n = redis.call('INCR', KEYS[1])
+if n < 1 then
+    redis.call('INCRBY', KEYS[1], 1 - n)
+    n = 1
+end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 if n > tonumber(ARGV[1]) then
     redis.call('DECR', KEYS[1])
     return -n + 1
 end
 return n
+"""
+
+# Gives a slot back unless none is counted (the count lost or expired meanwhile).
+_GIVE_SLOT = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+    return redis.call('DECR', KEYS[1])
+end
+return 0
 """
 
 
@@ -237,6 +252,7 @@ class Slots:
         self.what = what
         self.ttl = int(hold) + 30
         self._take = client.register_script(_TAKE_SLOT)
+        self._give = client.register_script(_GIVE_SLOT)
 
     @contextlib.asynccontextmanager
     async def slot(self, ident: str) -> AsyncIterator[None]:
@@ -263,7 +279,7 @@ class Slots:
             yield
         finally:
             with contextlib.suppress(RedisError):
-                await self.redis.decr(key)
+                await self._give(keys=[key])
 
 
 def networks(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:

@@ -13,7 +13,7 @@ converted, and tests/deploy/test_redis_acl.py drives each path against a real Re
   sets, LLEN on ``dramatiq:<queue>`` and ``.DQ``.
 - Rate limits (security/limits.py, API only): INCRBY and EXPIRE NX in MULTI/EXEC, GET, on
   ``appliance:ratelimit:*``; the open sync waits per user (``Slots``) run a Lua script by
-  EVALSHA (INCR, EXPIRE, DECR) and give a slot back with redis-py's decr (DECRBY).
+  EVALSHA (INCR, INCRBY, EXPIRE, DECR) and give a slot back by another (GET, DECR).
 - Task ends (conversions/events.py): workers, and the API for the ends it makes itself (an
   upload's end, a cancel), PUBLISH on ``appliance:events``; each API process SUBSCRIBEs to it
   and to ``appliance:revocations`` (api/events.py).
