@@ -36,7 +36,7 @@ from appliance.conversions.service import JobService
 from appliance.conversions.signed_urls import SignedUrlService
 from appliance.conversions.task import Dispatcher
 from appliance.conversions.webhooks import WebhookService
-from appliance.errors import ClientError
+from appliance.errors import ClientError, RetryableError
 from appliance.metrics.http import HttpMetrics
 from appliance.security import audit
 from appliance.security.auth import Authenticator
@@ -142,6 +142,7 @@ def create_app(
         dependencies={"principal": Provide(principal)},
         exception_handlers={
             ClientError: responses.client_error,
+            RetryableError: responses.retryable,
             Replayed: idempotency.replayed,
             HTTPException: responses.http_error,
             Exception: responses.server_error,

@@ -8,9 +8,12 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from appliance.errors import ClientError
+from appliance.errors import ClientError, RetryableError, Unavailable
 
 JSON = "application/json"
+# Seconds a client waits after a part behind the API failed for a moment (the S3 store did not
+# answer): outages of that kind last seconds to a minute.
+RETRYABLE_RETRY_AFTER = 5
 # Lists stop here: page x per_page must stay an offset Postgres can take (a page of 10^17 was
 # a 500), and nobody pages through a million pages.
 MAX_PAGE = 1_000_000
@@ -65,6 +68,20 @@ def client_error(_: Request[Any, Any, Any], exc: ClientError) -> Response[Any]:
     return Response(
         exc.to_body(), status_code=exc.status, media_type=JSON, headers=exc.headers() or None
     )
+
+
+def retryable(request: Request[Any, Any, Any], exc: RetryableError) -> Response[Any]:
+    """A transient failure behind the API (storage unreachable): nothing of the request was
+    kept (its transaction rolled back), so the client sends it again after Retry-After."""
+    import logging
+
+    logging.getLogger("appliance.api").warning("temporary failure: %r", exc, exc_info=exc)
+    busy = Unavailable(
+        "A service the appliance needs is unavailable; try again shortly",
+        retry_after=RETRYABLE_RETRY_AFTER,
+        code=exc.code,
+    )
+    return client_error(request, busy)
 
 
 def http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:

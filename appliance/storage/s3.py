@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+import certifi
+import urllib3
 from minio import Minio
 from minio.error import S3Error
 
@@ -14,6 +17,27 @@ from appliance.errors import RetryableError
 from appliance.settings import Settings
 
 PART_SIZE = 16 * 1024 * 1024
+# Seconds to wait for the store to take a connection, and for each read; and how often a
+# failed request is sent again. The minio client's own are 5 minutes each and five retries:
+# with the store unreachable (packets dropped), an upload hung past the lb's read timeout
+# (15 s) and was lost as a 504 instead of being answered 503 with Retry-After.
+CONNECT_TIMEOUT = 3.0
+READ_TIMEOUT = 60.0
+RETRIES = 1
+# The store not answering: connection refused, reset or timed out, retries given up.
+UNREACHABLE = (OSError, urllib3.exceptions.HTTPError)
+
+
+def http_client() -> urllib3.PoolManager:
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(
+            total=RETRIES, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+        ),
+    )
 
 
 class S3Storage:
@@ -32,6 +56,7 @@ class S3Storage:
                 secret_key=settings.s3_secret_key,
                 secure=secure,
                 region=settings.s3_region,  # known region: presigning needs no request
+                http_client=http_client(),
             )
 
         presigner = None
@@ -55,7 +80,7 @@ class S3Storage:
             self.client.fput_object(
                 self.bucket, key, str(path), part_size=PART_SIZE, num_parallel_uploads=1
             )
-        except (S3Error, OSError) as exc:
+        except (S3Error, *UNREACHABLE) as exc:
             raise RetryableError("storage write failed", code="STORAGE_ERROR") from exc
 
     def exists(self, key: str) -> bool:
@@ -65,12 +90,14 @@ class S3Storage:
             if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
                 return False
             raise
+        except UNREACHABLE as exc:
+            raise RetryableError("storage unreachable", code="STORAGE_ERROR") from exc
         return True
 
     def get_to_path(self, key: str, path: Path) -> None:
         try:
             self.client.fget_object(self.bucket, key, str(path))
-        except (S3Error, OSError) as exc:
+        except (S3Error, *UNREACHABLE) as exc:
             raise RetryableError("storage read failed", code="STORAGE_ERROR") from exc
 
     def iter_bytes(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:

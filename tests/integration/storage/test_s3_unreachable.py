@@ -1,0 +1,49 @@
+"""An S3 store that does not answer is a retryable failure within seconds, never a request
+hung for the minio client's five minutes (the lab's storage drill: tests/deploy/test_drills.py)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from appliance.errors import RetryableError
+from appliance.settings import Settings
+from appliance.storage.s3 import S3Storage
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def unreachable() -> S3Storage:
+    return S3Storage.from_settings(
+        Settings.from_env(
+            {
+                "APPLIANCE_STORAGE": "s3",
+                "APPLIANCE_S3_ENDPOINT": f"127.0.0.1:{closed_port()}",
+                "APPLIANCE_S3_ACCESS_KEY": "a",
+                "APPLIANCE_S3_SECRET_KEY": "b",
+            }
+        )
+    )
+
+
+def test_each_call_to_an_unreachable_store_is_a_storage_error_within_seconds(unreachable, tmp_path):
+    source = tmp_path / "in"
+    source.write_bytes(b"x")
+    calls = {
+        "exists": lambda: unreachable.exists("k"),
+        "put_path": lambda: unreachable.put_path("k", source),
+        "get_to_path": lambda: unreachable.get_to_path("k", tmp_path / "out"),
+    }
+    for name, call in calls.items():
+        started = time.monotonic()
+        with pytest.raises(RetryableError) as raised:
+            call()
+        assert raised.value.code == "STORAGE_ERROR", name
+        assert time.monotonic() - started < 5, name
