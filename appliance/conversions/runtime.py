@@ -35,7 +35,7 @@ class Runtime:
 
 
 def build_runtime(settings: Settings, dispatcher: Dispatcher) -> Runtime:
-    storage = make_storage(settings)
+    storage = make_storage(settings, patient=True)  # a task waits out a store outage
     storage.ensure_ready()
     # Every write renews the changed jobs' status tokens as it commits (status_cache).
     tokens = StatusTokens.at(settings.effective_redis_url)

@@ -48,11 +48,13 @@ class Storage(Protocol):
         """Raise if the backend is unreachable (readiness)."""
 
 
-def make_backend(settings: Settings) -> Storage:
+def make_backend(settings: Settings, *, patient: bool = False) -> Storage:
+    """``patient``: an S3 store that does not answer is tried again for a minute or so (the
+    workers'), not given up within seconds (the API's, which answers 503)."""
     if settings.storage == "s3":
         from appliance.storage.s3 import S3Storage
 
-        return S3Storage.from_settings(settings)
+        return S3Storage.from_settings(settings, patient=patient)
     from appliance.storage.local import LocalStorage
 
     return LocalStorage(
@@ -60,13 +62,14 @@ def make_backend(settings: Settings) -> Storage:
     )
 
 
-def make_storage(settings: Settings) -> SealedStorage:
-    """The configured backend, its objects sealed per user (``encrypt_at_rest``)."""
+def make_storage(settings: Settings, *, patient: bool = False) -> SealedStorage:
+    """The configured backend (``make_backend``), its objects sealed per user
+    (``encrypt_at_rest``)."""
     from appliance.security.envelope import Keyring, MasterKeys, connector
     from appliance.storage.sealed import SealedStorage
 
     return SealedStorage(
-        make_backend(settings),
+        make_backend(settings, patient=patient),
         Keyring(lambda: MasterKeys.from_settings(settings), connector(settings)),
         seal=settings.encrypt_at_rest,
         tmp_dir=settings.data_path / "work",

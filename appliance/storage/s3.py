@@ -26,19 +26,35 @@ PART_SIZE = 16 * 1024 * 1024
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 10.0
 RETRIES = 1
+# A worker's client (``patient``) tries to connect again for about a minute and a half (a
+# second between tries, doubling, at most 10 s): a task has few attempts (3), meant for inputs
+# that crash engines, and the lab's 30 s storage outage used them up and failed a job.
+PATIENT_RETRIES = 10
+PATIENT_BACKOFF = 1.0
+PATIENT_BACKOFF_MAX = 10.0
 # The store not answering: connection refused, reset or timed out, retries given up.
 UNREACHABLE = (OSError, urllib3.exceptions.HTTPError)
 
 
-def http_client() -> urllib3.PoolManager:
+def http_client(patient: bool = False) -> urllib3.PoolManager:
+    if patient:
+        retries = urllib3.Retry(
+            total=PATIENT_RETRIES,
+            read=0,
+            backoff_factor=PATIENT_BACKOFF,
+            backoff_max=PATIENT_BACKOFF_MAX,
+            status_forcelist=[500, 502, 503, 504],
+        )
+    else:
+        retries = urllib3.Retry(
+            total=RETRIES, read=0, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
+        )
     return urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
         maxsize=10,
         cert_reqs="CERT_REQUIRED",
         ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
-        retries=urllib3.Retry(
-            total=RETRIES, read=0, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]
-        ),
+        retries=retries,
     )
 
 
@@ -50,7 +66,9 @@ class S3Storage:
         self.presigner = presigner or client
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> S3Storage:
+    def from_settings(cls, settings: Settings, *, patient: bool = False) -> S3Storage:
+        """``patient``: rides out a store outage of a minute or so (``http_client``)."""
+
         def client(endpoint: str, secure: bool) -> Minio:
             return Minio(
                 endpoint,
@@ -58,7 +76,7 @@ class S3Storage:
                 secret_key=settings.s3_secret_key,
                 secure=secure,
                 region=settings.s3_region,  # known region: presigning needs no request
-                http_client=http_client(),
+                http_client=http_client(patient),
             )
 
         presigner = None
