@@ -1,0 +1,175 @@
+"""Fault drills under steady load on the lab fleet (tests/deploy/fleet.py): each fault is
+made on a real host while clients call the API through the lb, and each drill records what
+the clients saw (bench/out/drills.json) before checking what they must see.
+
+Faults: the lb's nginx restarted; Redis restarted and then dead for a minute; a worker host
+powered off mid-conversion; the S3 store unreachable for half a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.fleet import REPO, Fleet
+from tests.deploy.load import (
+    LOAD_CLIENTS,
+    Client,
+    count_in_db,
+    explain,
+    failures,
+    jobs_by_tag,
+    seen,
+    timeline,
+    under_load,
+    unfinished,
+)
+
+pytestmark = pytest.mark.timeout(900)
+
+# Seconds every accepted job gets to finish after a fault is over: a lapsed lease (60 s) and
+# a reconciler pass or two (every 10 s) with room to spare.
+FINISH_SECONDS = 150
+# ... and after a worker host dies: the messages it had fetched and not started (Dramatiq
+# prefetches twice its threads) go back on the queue once Dramatiq's maintenance finds it
+# dead (its heartbeat 60 s old, then at random, about one fetch in a thousand).
+WORKER_LOST_SECONDS = 240
+
+
+def record_seen(name: str, results: list, how: Client) -> None:
+    """What the clients of drill ``name`` saw: final answers, and answers they retried."""
+    out = REPO / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "drills.json"
+    drills = json.loads(path.read_text()) if path.exists() else {}
+    drills[name] = {"answers": seen(results), "retried": seen(how.retried)}
+    path.write_text(json.dumps(drills, indent=2, sort_keys=True))
+
+
+def all_made_once(fleet: Fleet, made: list[str]) -> None:
+    """Each client's jobs (by its tag) in the database are those it was answered with."""
+    answered = jobs_by_tag(made)
+    assert count_in_db(fleet, list(answered)) == {tag: len(ids) for tag, ids in answered.items()}
+
+
+def test_clients_that_retry_see_no_failure_when_the_lb_s_nginx_restarts(fleet):
+    how = Client(retry_for=30)
+
+    def restart() -> None:
+        fleet.lab.run("h1", "systemctl restart nginx")
+        time.sleep(5)
+
+    made: list[str] = []
+    results = under_load(fleet, restart, made, how)
+    record_seen("lb nginx restart", results, how)
+    assert len(results) > 10 * LOAD_CLIENTS, timeline(results)
+    assert failures(results) == [], explain(fleet, results)
+    all_made_once(fleet, made)
+
+
+def test_no_accepted_job_is_lost_when_redis_restarts_and_dies_for_a_minute(fleet):
+    """Clients that do not retry see success or 503 with Retry-After, nothing else; every
+    job accepted before, during or after finishes (the reconciler enqueues again what the
+    dead Redis lost), and sync waits answer."""
+    how = Client(converts=True, sync_waits=True)
+    back: list[float] = []
+
+    def outage() -> None:
+        fleet.lab.run("h2", "systemctl restart redis-server")
+        time.sleep(10)
+        fleet.lab.run("h2", "systemctl kill --signal=SIGKILL redis-server;"
+                            " systemctl stop redis-server")  # fmt: skip
+        time.sleep(60)
+        fleet.lab.run("h2", "systemctl start redis-server")
+        back.append(time.monotonic())
+        time.sleep(20)
+
+    made: list[str] = []
+    try:
+        results = under_load(fleet, outage, made, how)
+    finally:
+        fleet.lab.run("h2", "systemctl start redis-server")
+    record_seen("redis restart, then dead 60 s", results, how)
+    assert unfinished(fleet, made, FINISH_SECONDS) == {}
+    all_made_once(fleet, made)
+    assert failures(results, allowed=(503,)) == [], explain(fleet, results, allowed=(503,))
+    after = [r for r in results if r[4] > back[0] + 5]
+    assert failures(after) == [], explain(fleet, after)
+    assert len(after) > 2 * LOAD_CLIENTS, timeline(results)
+
+
+def processing(fleet: Fleet) -> int:
+    query = "SELECT count(*) FROM tasks WHERE status = 'processing'"
+    out = fleet.lab.run("h4", f'cd / && runuser -u postgres -- psql -d appliance -Atc "{query}"')
+    return int(out.stdout)
+
+
+def test_a_worker_host_powered_off_mid_conversion_has_its_tasks_finished_elsewhere(fleet):
+    """h5 dies with conversions running (seconds each; each client waits for its job on
+    the sync API, so the two worker hosts' four threads are about as busy as the clients):
+    h4 runs them again once their lease lapses."""
+    how = Client(converts=True, sync_waits=True, side=4000)
+    took: list[float] = []
+    made: list[str] = []
+
+    def power_off() -> None:
+        deadline = time.monotonic() + 60
+        # 2 threads a worker host: 3 at work means h5 has one at least
+        while processing(fleet) < 3:
+            assert time.monotonic() < deadline, "the workers never got busy"
+            time.sleep(0.5)
+        killed = time.monotonic()
+        fleet.lab.kill("h5")
+        assert unfinished(fleet, list(made), WORKER_LOST_SECONDS) == {}
+        took.append(time.monotonic() - killed)
+
+    try:
+        results = under_load(fleet, power_off, made, how)
+        record_seen("worker host powered off", results, how)
+        assert failures(results) == [], explain(fleet, results)
+        assert unfinished(fleet, made, FINISH_SECONDS) == {}
+    finally:
+        fleet.lab.boot("h5")
+    all_made_once(fleet, made)
+    print(f"worker drill: every job finished {took[0]:.0f} s after h5 died")
+
+
+def s3_rule(fleet: Fleet, verb: str) -> str:
+    """An iptables rule in the lab's namespace that drops what the hosts send to the S3
+    store (the harness's server, relayed at the bridge address)."""
+    spec = json.loads(Path(fleet.env["APPLIANCE_LAB_FLEET"]).read_text())
+    ip, port = spec["data"]["s3_external"]["endpoint"].rsplit(":", 1)
+    return (f"ip netns exec {fleet.lab.netns} iptables {verb} INPUT -p tcp -d {ip}"
+            f" --dport {port} -j DROP")  # fmt: skip
+
+
+def test_storage_unreachable_for_half_a_minute_answers_503_and_loses_nothing(fleet):
+    """Job creations that carry a file are answered 503 with Retry-After within seconds,
+    nothing of them kept, so clients that send them again (same Idempotency-Key) see no
+    failure and each job is made once; every job accepted finishes once the store is back.
+    (Before: the S3 client waited minutes, the lb answered 504 and the job was made anyway.)"""
+    how = Client(converts=True, sync_waits=True, retry_for=60)
+    made: list[str] = []
+
+    def outage() -> None:
+        subprocess.run(s3_rule(fleet, "-I"), shell=True, check=True)
+        try:
+            time.sleep(30)
+        finally:
+            subprocess.run(s3_rule(fleet, "-D"), shell=True, check=True)
+        time.sleep(20)
+
+    results = under_load(fleet, outage, made, how)
+    record_seen("storage unreachable 30 s", results, how)
+    assert unfinished(fleet, made, FINISH_SECONDS) == {}
+    all_made_once(fleet, made)
+    assert failures(results) == [], explain(fleet, results)
+    refused = {r[3] for r in how.retried if r[1] == "POST"}
+    assert 503 in refused, seen(how.retried)
+    # Never a wait for the lb's read timeout (504), nor a 503 that does not say when to come
+    # back, nor the lb's 502 (its upstream emptied by counting the app's 503s as failures).
+    assert {r[3] for r in how.retried} <= {503}, seen(how.retried)
