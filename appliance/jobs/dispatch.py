@@ -72,9 +72,16 @@ class DramatiqDispatcher:
         self.redis.zrem(PENDING_KEY.format(queue=queue), task_id)
 
     def pending(self, queue: str, task_ids: list[str], max_wait: float) -> list[bool]:
-        """For each task: is a message for it on the queue, due less than ``max_wait`` s ago?"""
+        """For each task: is a message for it on the queue, due less than ``max_wait`` s ago
+        and since Redis last started? A restart may bring an entry of the pending set back
+        (from its last save) without its message (fetched by a worker before the restart, or
+        saved apart from it): an entry older than the server is not trusted, so the
+        reconciler enqueues the task again (a second message for a task already taken finds
+        it claimed, and is dropped)."""
         if not task_ids:
             return []
         scores = self.redis.zmscore(PENDING_KEY.format(queue=queue), task_ids)
-        oldest = time.time() - max_wait
+        now = time.time()
+        started = now - float(self.redis.info("server")["uptime_in_seconds"])
+        oldest = max(now - max_wait, started)
         return [score is not None and score >= oldest for score in scores]

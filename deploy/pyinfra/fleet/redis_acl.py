@@ -8,7 +8,8 @@ converted, and tests/deploy/test_redis_acl.py drives each path against a real Re
   key ``dramatiq``; the script's own commands touch only ``dramatiq:*`` keys, but its
   maintenance lists dead workers' ack sets with KEYS.
 - The dispatcher's pending sets ``appliance:pending:<queue>`` (jobs/dispatch.py): ZADD
-  (whoever enqueues), ZREM (a worker picking a message up), ZMSCORE (the reconciler).
+  (whoever enqueues), ZREM (a worker picking a message up), ZMSCORE and INFO server (the
+  reconciler, which distrusts entries older than the server's start).
 - The API's queue gauges at scrape time (metrics/scrape.py): ZCOUNT, ZRANGE on the pending
   sets, LLEN on ``dramatiq:<queue>`` and ``.DQ``.
 - Rate limits (security/limits.py, API only): INCRBY and EXPIRE NX in MULTI/EXEC, GET, on
@@ -119,7 +120,7 @@ USERS = (
         "worker",
         "redis_worker_password",
         (BROKER, PENDING, STATUS_TOKENS),
-        ("ping", "publish"),
+        ("ping", "publish", "info"),  # info: when Redis started (the reconciler's check)
         (EVENTS_CHANNEL,),
     ),
     User(

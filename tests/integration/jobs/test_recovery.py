@@ -230,3 +230,22 @@ def test_the_reconcilers_background_loop_recovers_on_its_own_and_survives_a_fail
     finally:
         thread.stop()
     assert not thread.is_alive()
+
+
+def test_a_pending_entry_older_than_a_redis_restart_is_not_trusted(system, png_file):
+    """Redis restarted from a save that kept the pending entry but not the message (a
+    worker had fetched it): the reconciler enqueues the task again at once, not after the
+    15 minutes an entry is trusted otherwise."""
+    system.stop_worker()
+    job = _base64_job(system, png_file)
+    client = redis.Redis.from_url(system.settings.effective_redis_url)
+    (queue_key,) = client.keys("appliance:pending:*")
+    (entry,) = client.zrange(queue_key, 0, -1)
+    client.delete("dramatiq:" + queue_key.decode().rsplit(":", 1)[1])  # the message is gone
+    _age_ready_tasks(system)
+    assert Reconciler(system.rt).run_once().requeued == 0  # control: the entry is trusted
+    started = time.time() - client.info("server")["uptime_in_seconds"]
+    client.zadd(queue_key, {entry: started - 1})  # as a save from before the start left it
+    assert Reconciler(system.rt).run_once().requeued == 1
+    system.start_worker()
+    assert system.wait(job["id"])["status"] == "finished"
