@@ -286,14 +286,10 @@ class PdfOcrEngine:
         options: PdfOcrOptions,
         progress: Progress,
     ) -> None:
-        from appliance.engines.pdftools import open_pdf
+        from appliance.engines.pdftools import open_unlocked
 
-        with open_pdf(src) as pdf:  # damaged or locked inputs fail here with a clear message
-            if pdf.is_encrypted:
-                raise PermanentError(
-                    "The PDF is encrypted; decrypt it first (pdf/decrypt)",
-                    code="INVALID_INPUT_FILE",
-                )
+        with open_unlocked(src):  # damaged or locked inputs fail here with a clear message
+            pass
         argv = ["ocrmypdf", "--jobs", "1", "--skip-text", "--output-type", "pdf", "--quiet"]
         argv += ["--optimize", "0", "-l", options.languages()]
         # OCRmyPDF's threshold (14) turns only pages full of text; half a page (~7 confidence

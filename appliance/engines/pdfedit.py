@@ -19,7 +19,7 @@ import msgspec
 
 from appliance.engines import Descriptor, Progress
 from appliance.engines.pdf import page_numbers
-from appliance.engines.pdftools import PagesSpec, open_pdf, to_pdfa
+from appliance.engines.pdftools import PagesSpec, open_pdf, open_unlocked, to_pdfa
 from appliance.engines.tools import tool_version
 from appliance.errors import PermanentError
 
@@ -124,17 +124,10 @@ class PdfAEngine:
         options: PdfAOptions,
         progress: Progress,
     ) -> None:
-        with open_pdf(src) as pdf:  # a damaged or locked input fails here, not in Ghostscript
-            if pdf.is_encrypted:
-                raise _encrypted()
+        with open_unlocked(src):  # a damaged or locked input fails here, not in Ghostscript
+            pass
         to_pdfa(src, dst, part=int(options.conformance_level[0]))
         progress(1.0)
-
-
-def _encrypted() -> PermanentError:
-    return PermanentError(
-        "The PDF is encrypted; decrypt it first (pdf/decrypt)", code="INVALID_INPUT_FILE"
-    )
 
 
 # -- pdf/encrypt, pdf/decrypt --------------------------------------------------------------------
@@ -248,9 +241,7 @@ class FlattenEngine:
         options: FlattenOptions,
         progress: Progress,
     ) -> None:
-        with open_pdf(src) as pdf:
-            if pdf.is_encrypted:
-                raise _encrypted()
+        with open_unlocked(src) as pdf:
             pdf.generate_appearance_streams()
             pdf.flatten_annotations("all")
             save(pdf, dst)
@@ -301,9 +292,7 @@ class EmbedEngine:
                 f"{len(files)} files to attach and {len(options.names)} names for them",
                 code="INVALID_OPTIONS",
             )
-        with open_pdf(srcs[0]) as pdf:
-            if pdf.is_encrypted:
-                raise _encrypted()
+        with open_unlocked(srcs[0]) as pdf:
             for i, (path, name) in enumerate(zip(files, options.names, strict=True)):
                 if name in pdf.attachments:
                     raise PermanentError(
@@ -413,9 +402,7 @@ class MetadataWriteEngine:
     ) -> None:
         import pikepdf
 
-        with open_pdf(src) as pdf:
-            if pdf.is_encrypted:
-                raise _encrypted()
+        with open_unlocked(src) as pdf:
             for name, value in options.metadata.items():
                 key, stored = info_entry(name, value)
                 if stored is None:

@@ -69,6 +69,18 @@ def open_pdf(src: Path) -> Any:
         ) from exc
 
 
+def open_unlocked(src: Path) -> Any:
+    """``open_pdf``'s document, or INVALID_INPUT_FILE asking to decrypt it first when it is
+    encrypted (an owner password alone lets it open: the PDF tasks would drop its lock)."""
+    pdf = open_pdf(src)
+    if pdf.is_encrypted:
+        pdf.close()
+        raise PermanentError(
+            "The PDF is encrypted; decrypt it first (pdf/decrypt)", code="INVALID_INPUT_FILE"
+        )
+    return pdf
+
+
 def _save(pdf: Any, dst: Path, *, linearize: bool = False) -> None:
     pikepdf = _pikepdf()
     pdf.remove_unreferenced_resources()

@@ -22,7 +22,7 @@ import msgspec
 from appliance.engines import Descriptor, Progress
 from appliance.engines.pdf import page_numbers
 from appliance.engines.pdfedit import save
-from appliance.engines.pdftools import PagesSpec, image_xobject, open_pdf
+from appliance.engines.pdftools import PagesSpec, image_xobject, open_unlocked
 from appliance.engines.pixels import MAX_PIXELS
 from appliance.engines.watermark_raster import FORMATS as RASTER_FORMATS
 from appliance.engines.watermark_raster import stamp_raster
@@ -324,12 +324,7 @@ class WatermarkEngine:
         if dst_format in RASTER_FORMATS:
             stamp_raster(srcs[0], dst, dst_format, options, image, progress)
             return
-        with open_pdf(srcs[0]) as pdf:
-            if pdf.is_encrypted:
-                raise PermanentError(
-                    "The PDF is encrypted; decrypt it first (pdf/decrypt)",
-                    code="INVALID_INPUT_FILE",
-                )
+        with open_unlocked(srcs[0]) as pdf:
             stamp(pdf, options, image, lambda f: progress(0.9 * f))
             save(pdf, dst)
         progress(1.0)
