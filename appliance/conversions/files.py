@@ -159,3 +159,19 @@ def safe_filename(name: str, default: str = "file") -> str:
         stem = stem[:-1]
     stem = stem.rstrip(" .")
     return (stem or default) + suffix
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """``names`` made unique, a later one that repeats an earlier one numbered (``a-2.pdf``):
+    a zip's entries, a PDF's attachments."""
+    seen: set[str] = set()
+    out = []
+    for original in names:
+        name, n = original, 1
+        while name in seen:
+            n += 1
+            stem, dot, ext = original.rpartition(".")
+            name = f"{stem}-{n}.{ext}" if dot and stem else f"{original}-{n}"
+        seen.add(name)
+        out.append(name)
+    return out

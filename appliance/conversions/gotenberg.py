@@ -29,6 +29,8 @@ from urllib.parse import quote
 
 import msgspec
 
+from appliance.conversions.files import unique_names
+
 HOOK_TAG = "gotenberg-webhook:"  # a job tag that starts so holds a sealed Hook
 HOOK_COLUMN = "gotenberg_webhook"  # the sealing context of that tag (security.sealing)
 TRACE_HEADER = "Gotenberg-Trace"
@@ -139,21 +141,6 @@ def disposition(name: str) -> str:
     names that are not plain ASCII."""
     plain = name.encode("ascii", "replace").decode().replace('"', "'").replace("\\", "_")
     return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(name)}"
-
-
-def unique_names(names: list[str]) -> list[str]:
-    """``names`` made unique for a zip (two inputs may give the same output name)."""
-    seen: set[str] = set()
-    out = []
-    for original in names:
-        name, n = original, 1
-        while name in seen:
-            n += 1
-            stem, dot, ext = original.rpartition(".")
-            name = f"{stem}-{n}.{ext}" if dot and stem else f"{original}-{n}"
-        seen.add(name)
-        out.append(name)
-    return out
 
 
 class _Sink:

@@ -11,12 +11,12 @@ import tempfile
 from pathlib import Path
 from typing import cast
 
-from appliance.conversions.files import safe_filename
+from appliance.conversions.files import safe_filename, unique_names
 from appliance.conversions.operation import Errors, Formats, PlannedTask, Progress
 from appliance.conversions.operations.per_input import PerInputOperation
 from appliance.conversions.runtime import Runtime
 from appliance.conversions.task import InputFile, Outcome, OutFile, Task
-from appliance.conversions.work import check_output, checked_input, each_input, keep, numbered
+from appliance.conversions.work import check_output, checked_input, each_input, keep
 from appliance.engines import Combiner
 from appliance.engines.pdfedit import EmbedOptions
 from appliance.engines.registry import Registry
@@ -43,7 +43,7 @@ class PdfEmbed(PerInputOperation):
         assert self.formats is not None and self.formats.engine
         engine = cast(Combiner, rt.registry.engine(self.formats.engine))
         pdfs, attached = _split(task)
-        options = EmbedOptions(names=_unique([safe_filename(f.filename) for f in attached]))
+        options = EmbedOptions(names=unique_names([safe_filename(f.filename) for f in attached]))
         outputs: list[OutFile] = []
         with tempfile.TemporaryDirectory(dir=rt.work_root()) as tmp:
             files = []
@@ -80,17 +80,3 @@ def _split(task: Task) -> tuple[list[InputFile], list[InputFile]]:
     if not attached:
         raise PermanentError("The attachments tasks produced no files", code="NO_INPUT_FILES")
     return pdfs, attached
-
-
-def _unique(names: list[str]) -> list[str]:
-    """The names, a later one that repeats an earlier one numbered (``a-2.txt``)."""
-    seen: set[str] = set()
-    out = []
-    for name in names:
-        candidate, n = name, 1
-        while candidate in seen:
-            n += 1
-            candidate = numbered(name, n)
-        seen.add(candidate)
-        out.append(candidate)
-    return out

@@ -8,6 +8,7 @@ import json
 import uuid
 import zipfile
 
+from appliance.conversions.files import unique_names
 from appliance.conversions.gotenberg import (
     HOOK_TAG,
     Hook,
@@ -19,7 +20,6 @@ from appliance.conversions.gotenberg import (
     hook_request,
     job_state,
     tag_of,
-    unique_names,
 )
 
 FILES = {"a": b"first" * 1000, "b": b"second"}
