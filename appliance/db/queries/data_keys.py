@@ -8,7 +8,8 @@ import msgspec
 
 from appliance.db import DictConnection
 
-# The first key made for a scope wins; a loser of that race reads the winner's.
+# The first key made for a scope wins; a loser of that race reads the winner's, on a second
+# try when the winner committed after this statement's snapshot was taken (see ``ensure``).
 ENSURE = (
     "WITH made AS (INSERT INTO data_keys (id, scope, user_id, master_key_id, wrapped)"
     " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (scope) DO NOTHING"
@@ -41,10 +42,18 @@ def ensure(
     master_key_id: str,
     wrapped: bytes,
 ) -> WrappedKey:
-    """The scope's key: this one when it had none, else the one it has."""
-    row = conn.execute(ENSURE, (key_id, scope, user_id, master_key_id, wrapped, scope)).fetchone()
-    assert row is not None
-    return msgspec.convert(row, WrappedKey)
+    """The scope's key: this one when it had none, else the one it has. In autocommit.
+
+    A statement racing another that inserts the same scope waits for it, then inserts nothing;
+    if the other committed, its row is not in this statement's snapshot either, so it returns
+    no row. Run again, in a snapshot of its own, it reads that row."""
+    for _ in range(3):
+        row = conn.execute(
+            ENSURE, (key_id, scope, user_id, master_key_id, wrapped, scope)
+        ).fetchone()
+        if row is not None:
+            return msgspec.convert(row, WrappedKey)
+    raise RuntimeError(f"no data key for {scope!r} after three tries")
 
 
 def by_id(conn: DictConnection, key_id: uuid.UUID) -> WrappedKey | None:

@@ -51,13 +51,16 @@ DELIVERIES = (
     " AND (%s::text IS NULL OR status = %s) ORDER BY seq DESC LIMIT %s OFFSET %s) d"
 )
 # The user's secret for their jobs' webhook_url, sealed (migration 0018): the candidate is
-# kept when the user has none yet; either way the one they have is returned.
+# kept when the user has none yet; either way the one they have is returned. Racing another
+# caller that stores its candidate first, the statement updates nothing and its snapshot
+# still shows no secret: it answers NULL for an existing user, and is run again (RACED).
 SIGNING_SECRET = (
     "WITH made AS (UPDATE users SET webhook_signing_secret = %s WHERE id = %s"  # noqa: S105
     " AND webhook_signing_secret IS NULL RETURNING webhook_signing_secret AS secret)"
     " SELECT secret FROM made UNION ALL SELECT webhook_signing_secret FROM users"
     " WHERE id = %s AND NOT EXISTS (SELECT FROM made)"
 )
+RACED = 3  # tries of SIGNING_SECRET; the second reads the winner's secret
 
 # Senders. A claim takes due rows no other sender holds, counts the attempt and moves next_at
 # past the time an attempt can take (the lease): the row is due again if the sender dies.
@@ -162,13 +165,19 @@ async def signing_secret(
     conn: AsyncDictConnection, user_id: uuid.UUID, candidate: str
 ) -> str | None:
     """The user's sealed secret, ``candidate`` if they had none; None: no such user."""
-    row = await _one(conn, SIGNING_SECRET, (candidate, user_id, user_id))
+    for _ in range(RACED):
+        row = await _one(conn, SIGNING_SECRET, (candidate, user_id, user_id))
+        if row is None or row["secret"] is not None:
+            break
     return row["secret"] if row else None
 
 
 def signing_secret_sync(pool: SyncPool, user_id: uuid.UUID, candidate: str) -> str | None:
     with pool.connection() as conn:
-        row = conn.execute(SIGNING_SECRET, (candidate, user_id, user_id)).fetchone()
+        for _ in range(RACED):
+            row = conn.execute(SIGNING_SECRET, (candidate, user_id, user_id)).fetchone()
+            if row is None or row["secret"] is not None:
+                break
     return row["secret"] if row else None
 
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ import pytest
 
 from appliance import local_services
 from appliance.conversions.webhooks import WebhookService
+from appliance.db.queries import keys as key_rows
+from appliance.db.queries import webhooks as webhook_rows
 from appliance.errors import InvalidData
 from appliance.jobs.webhooks import WebhookSenderThread
 from appliance.security.sealing import Columns
@@ -325,3 +329,21 @@ def test_a_webhook_url_that_is_not_http_is_refused_when_the_job_is_made(system):
         assert refused.value.errors == {
             "webhook_url": ["must be an http:// or https:// URL of at most 2048 characters"]
         }
+
+
+def test_senders_asking_at_once_for_a_new_users_secret_all_get_the_one_kept(system):
+    """Senders (and the API) racing to make a user's signing secret: each gets the one stored,
+    never the NULL the loser's statement snapshot still showed."""
+    racers = 6
+    for _ in range(10):
+        with system.rt.pool.connection() as conn:
+            user = key_rows.ensure_user(conn, f"race-{uuid.uuid4().hex[:8]}@example.test")
+        start = threading.Barrier(racers)
+
+        def ask(i: int, user: uuid.UUID = user, start: threading.Barrier = start) -> str | None:
+            start.wait()
+            return webhook_rows.signing_secret_sync(system.rt.pool, user, f"candidate-{i}")
+
+        with ThreadPoolExecutor(racers) as pool:
+            kept = set(pool.map(ask, range(racers)))
+        assert len(kept) == 1 and None not in kept, kept

@@ -2,7 +2,9 @@
 and S3 on Swift+s3api); master keys rotate without touching an object."""
 
 import os
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 import psycopg
@@ -158,3 +160,26 @@ def key_counts(conn) -> dict[str, int]:
 
 def settings_with(settings, **changes):
     return msgspec.structs.replace(settings, **changes)
+
+
+def test_processes_asking_at_once_for_a_new_owners_key_all_get_the_one_stored(settings):
+    """Parallel uploads of a new user race to make its key: the loser's statement must read the
+    winner's key, which its snapshot (taken before the winner committed) did not show."""
+    rounds, racers = 15, 6
+    for _ in range(rounds):
+        owner = new_user(settings)
+        rings = [
+            Keyring(lambda: MasterKeys.from_settings(settings), envelope.connector(settings))
+            for _ in range(racers)
+        ]
+        start = threading.Barrier(racers)
+
+        def ask(
+            ring: Keyring, owner: uuid.UUID = owner, start: threading.Barrier = start
+        ) -> uuid.UUID:
+            start.wait()
+            return ring.for_owner(owner).id
+
+        with ThreadPoolExecutor(racers) as pool:
+            ids = set(pool.map(ask, rings))
+        assert len(ids) == 1
