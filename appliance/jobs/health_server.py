@@ -89,6 +89,16 @@ class Probes:
             )
         return snapshot
 
+    def gauges(self, shared: bool) -> scrape.Snapshot:
+        """What a scrape adds to the group's samples: whether each dependency answered a
+        readiness check now, and with ``shared`` the shared state. Both at once, so a
+        dependency that times out delays the scrape once, within Prometheus's timeout."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-all") as one:
+            checked = one.submit(self.check)
+            snapshot = self.shared_state() if shared else scrape.Snapshot()
+            snapshot.reachable = {name: r == "ok" for name, r in checked.result().items()}
+        return snapshot
+
     def check(self) -> dict[str, str]:
         probes: dict[str, Callable[[], object]] = {
             "postgres": self.postgres,
@@ -111,14 +121,14 @@ class Probes:
 
 
 def make_handler(probes: Probes, shared: bool = False) -> type[BaseHTTPRequestHandler]:
-    """``shared``: ``/metrics`` adds the gauges of shared state (the API group's port)."""
+    """``/metrics`` adds whether each dependency answers; ``shared``: and the gauges of
+    shared state (the API group's port)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                extra = probes.shared_state() if shared else None
-                self._answer(200, exposition(extra), CONTENT_TYPE)
+                self._answer(200, exposition(probes.gauges(shared)), CONTENT_TYPE)
             elif path == "/health/live":
                 self._json(200, {"status": "ok"})
             elif path == "/health/ready":

@@ -1,6 +1,7 @@
-"""Gauges of shared state, computed when the API's metrics port is scraped: queue depth and
-the age of the oldest waiting message (Redis), storage use, and the users with the most
-conversions and the most failed tasks over the last hour (Postgres).
+"""Gauges computed when a group's metrics port is scraped: whether the host reaches each
+dependency (every group), and on the API's port the shared state: queue depth and the age of
+the oldest waiting message (Redis), storage use, and the users with the most conversions and
+the most failed tasks over the last hour (Postgres).
 
 Per-tenant figures come from Postgres here, never from a label per user on the request
 path's counters: the ``user`` label of ``appliance_user_*_last_hour`` holds at most
@@ -40,8 +41,20 @@ class Snapshot(Collector):
     storage: tuple[int, int] | None = None  # (objects, bytes)
     # {"conversions": {user id: n}, "errors": {user id: n}} (db.queries.activity.top_users)
     top_users: dict[str, dict[str, int]] | None = None
+    # {dependency: reached}, as this host's group sees it now (every group's port)
+    reachable: dict[str, bool] | None = None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
+        if self.reachable is not None:
+            up = GaugeMetricFamily(
+                "appliance_dependency_up",
+                "Whether this host's process group reached the dependency at the scrape (1) or"
+                " not (0): postgres, redis, storage, and clamd where files are scanned.",
+                labels=["dependency"],
+            )
+            for name, reached in self.reachable.items():
+                up.add_metric([name], 1 if reached else 0)
+            yield up
         depth = GaugeMetricFamily(
             "appliance_queue_depth",
             "Tasks whose message is due and not yet picked up by a worker, by queue.",

@@ -273,6 +273,16 @@ ENGINES = [
 INFRASTRUCTURE = [
     panel("Targets up", [("sum by (job) (up)", "{{job}}")]),
     panel(
+        "Hosts that cannot reach a dependency",
+        [
+            (
+                "count by (dependency) (appliance_dependency_up == 0)"
+                " or sum by (dependency) (appliance_dependency_up * 0)",
+                "{{dependency}}",
+            )
+        ],
+    ),
+    panel(
         "CPU busy by host",
         [
             (

@@ -3,7 +3,8 @@ made on a real host while clients call the API through the lb, and each drill re
 the clients saw (bench/out/drills.json) before checking what they must see.
 
 Faults: the lb's nginx restarted; Redis restarted and then dead for a minute; a worker host
-powered off mid-conversion; the S3 store unreachable for half a minute.
+powered off mid-conversion; the S3 store unreachable for half a minute, and then until its
+alert fires.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.deploy.fleet import REPO, Fleet
@@ -176,3 +179,47 @@ def test_storage_unreachable_for_half_a_minute_answers_503_and_loses_nothing(fle
     # Never a wait for the lb's read timeout (504), nor a 503 that does not say when to come
     # back, nor the lb's 502 (its upstream emptied by counting the app's 503s as failures).
     assert {r[3] for r in how.retried} <= {503}, seen(how.retried)
+
+
+def storage_alerts(port: int, state: str | None = None) -> set[str]:
+    """The targets ("job instance") ApplianceDependencyUnreachable names for storage now."""
+    selector = 'alertname="ApplianceDependencyUnreachable",dependency="storage"'
+    if state:
+        selector += f',alertstate="{state}"'
+    reply = httpx.get(
+        f"http://127.0.0.1:{port}/api/v1/query", params={"query": f"ALERTS{{{selector}}}"},
+        timeout=15,
+    )  # fmt: skip
+    found = reply.raise_for_status().json()["data"]["result"]
+    return {f"{r['metric']['job']} {r['metric']['instance']}" for r in found}
+
+
+def wait_for(check: Callable[[], bool], seconds: float) -> float:
+    """Seconds until ``check()`` held, polled every 5 s; fails after ``seconds``."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < seconds, f"not within {seconds:g} s"
+        time.sleep(5)
+    return time.monotonic() - start
+
+
+def test_the_storage_alert_fires_while_the_store_is_unreachable_and_clears_after(fleet):
+    """No exporter watches the lab's store (an external S3 has none either): the api and
+    worker hosts' own readiness checks, scraped as ``appliance_dependency_up``, say it is
+    gone. The alert fires after its minute and clears once the store is back."""
+    with fleet.lab.tunnel("h1", 9090) as port:
+        wait_for(lambda: storage_alerts(port) == set(), 60)  # the last drill's has cleared
+        subprocess.run(s3_rule(fleet, "-I"), shell=True, check=True)
+        try:
+            # a minute's `for`, a scrape (15 s) and an evaluation (15 s), and the probe's 5 s
+            jobs = {"appliance-api", "appliance-worker"}
+            fired = wait_for(
+                lambda: {t.split()[0] for t in storage_alerts(port, "firing")} == jobs, 180
+            )
+            firing = storage_alerts(port, "firing")
+        finally:
+            subprocess.run(s3_rule(fleet, "-D"), shell=True, check=True)
+        cleared = wait_for(lambda: storage_alerts(port) == set(), 120)
+    print(f"storage alert: firing {fired:.0f} s after the store went away, on {sorted(firing)};"
+          f" cleared {cleared:.0f} s after it came back")  # fmt: skip
+    assert {target.split()[0] for target in firing} == jobs

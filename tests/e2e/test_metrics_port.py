@@ -62,3 +62,5 @@ def test_the_metrics_port_sums_every_api_process_and_reads_shared_state(deployme
     text = httpx.get(url, timeout=10).text
     assert 'appliance_queue_depth{queue="light"}' in text
     assert "appliance_storage_objects " in text
+    for dependency in ("postgres", "redis", "storage"):
+        assert f'appliance_dependency_up{{dependency="{dependency}"}} 1.0' in text

@@ -101,7 +101,9 @@ def defined_names() -> set[str]:
     from prometheus_client import REGISTRY
 
     names = {m.name for m in REGISTRY.collect()}
-    snapshot = Snapshot(queues={"light": (0, 0, 0.0, 0)}, storage=(0, 0), top_users={})
+    snapshot = Snapshot(
+        queues={"light": (0, 0, 0.0, 0)}, storage=(0, 0), top_users={}, reachable={"redis": True}
+    )
     return names | {m.name for m in snapshot.collect()}
 
 

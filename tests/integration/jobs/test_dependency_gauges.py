@@ -1,0 +1,40 @@
+"""Every group's metrics port says whether its host reaches each dependency now
+(``appliance_dependency_up``), so an alert names the one a host lost, storage included."""
+
+import socket
+
+import msgspec
+from prometheus_client.parser import text_string_to_metric_families
+
+from appliance.jobs.health_server import Probes
+from appliance.metrics.process import exposition
+
+
+def dependency_up(text: bytes) -> dict[str, float]:
+    for family in text_string_to_metric_families(text.decode()):
+        if family.name == "appliance_dependency_up":
+            return {s.labels["dependency"]: s.value for s in family.samples}
+    raise AssertionError("no appliance_dependency_up in the exposition")
+
+
+def closed_port() -> int:
+    with socket.socket() as s:  # bound, never listening: connections are refused
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_worker_group_reports_each_dependency_reached(settings):
+    probes = Probes(settings)
+    assert dependency_up(exposition(probes.gauges(shared=False))) == {
+        "postgres": 1.0,
+        "redis": 1.0,
+        "storage": 1.0,
+    }
+
+
+def test_a_dependency_the_host_cannot_reach_reads_0_and_the_others_still_1(settings):
+    port = closed_port()
+    cut_off = msgspec.structs.replace(settings, redis_url=f"redis://127.0.0.1:{port}/0")
+    text = exposition(Probes(cut_off).gauges(shared=True))
+    assert dependency_up(text) == {"postgres": 1.0, "redis": 0.0, "storage": 1.0}
+    assert b"appliance_storage_objects " in text  # shared state from Postgres still read
