@@ -168,6 +168,7 @@ SERVICE_FAULT_CODES = frozenset(
         "CREDENTIALS_UNAVAILABLE",
         "SCANNER_UNAVAILABLE",
         "WORKER_LOST",
+        "NO_SPACE",
     }
 )
 

@@ -9,6 +9,7 @@ Knows no queue: tasks made ready go to the ``Dispatcher`` it is given.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -70,7 +71,15 @@ class TaskRunner:
         the tasks it made ready that this worker runs next."""
         try:
             with _Lease(self.rt, task.id, task.attempts) as lease:
-                outcome = self._run_within_timeout(task, lease.progress)
+                try:
+                    outcome = self._run_within_timeout(task, lease.progress)
+                except Exception as exc:
+                    if _disk_full(exc):  # this host's: another worker may have room
+                        raise RetryableError(
+                            "The worker's disk is full (no space left on device)",
+                            code="NO_SPACE",
+                        ) from exc
+                    raise
         except RetryableError as exc:
             log.warning(
                 "task %s attempt %s failed, retryable: %s",
@@ -208,6 +217,16 @@ class TaskRunner:
 
     def _announce(self, task: Task, job_end: str | None, also: Any = ()) -> None:
         announce(self.rt.redis, task.id, *also, ended_job_id=task.job_id if job_end else None)
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """Whether a write failed on a full disk (or quota) somewhere in ``exc``'s causes."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 class _Lease:
