@@ -40,6 +40,7 @@ class Deployment:
     database_url: str
     data_dir: Path
     procs: list[subprocess.Popen] = field(default_factory=list)
+    logs: Path | None = None  # the API's and the worker's output
 
     def key(self, email: str | None = None) -> str:
         with psycopg.connect(self.database_url, autocommit=True, row_factory=dict_row) as c:
@@ -112,6 +113,36 @@ def _wait_ready(dep: Deployment, logs: Path, timeout: float = 60) -> None:
     raise RuntimeError(f"deployment {dep.name} not ready in {timeout}s: " + _logs(logs, dep.name))
 
 
+def errors_logged(logs: Path, name: str, limit: int = 6000) -> str:
+    """The deployment's logged errors, each with the lines after it (its traceback): the
+    last ``limit`` characters of them."""
+    found: list[str] = []
+    for path in sorted(logs.glob(f"{name}-*.log")):
+        lines = path.read_text(errors="replace").splitlines()
+        follow = 0
+        for line in lines:
+            if line.startswith(("ERROR", "CRITICAL")) or '"level": "ERROR"' in line:
+                follow = 40
+                found.append(f"{path.name}: {line}")
+            elif follow:
+                follow -= 1
+                found.append(line)
+    return "\n".join(found)[-limit:]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """A failed test that ran against a deployment shows what the appliance logged as errors
+    (a 500's traceback is only in its log)."""
+    report = yield
+    dep = getattr(item, "funcargs", {}).get("deployment")
+    if report.failed and isinstance(dep, Deployment) and dep.logs is not None:
+        logged = errors_logged(dep.logs, dep.name)
+        if logged:
+            report.sections.append(("errors the deployment logged", logged))
+    return report
+
+
 def _logs(logs: Path, name: str) -> str:
     return "\n".join(p.read_text()[-3000:] for p in sorted(logs.glob(f"{name}-*.log")))
 
@@ -158,7 +189,7 @@ def deployment(request, postgres_server, redis_server, tmp_path_factory) -> Iter
     else:
         env["APPLIANCE_ALLOW_PRIVATE_URLS"] = "true"
     logs = tmp_path_factory.mktemp(f"logs-{name}")
-    dep = Deployment(name, f"http://127.0.0.1:{port}", env, db, data_dir)
+    dep = Deployment(name, f"http://127.0.0.1:{port}", env, db, data_dir, logs=logs)
     dep.procs = _start(name, env, logs)
     try:
         # a loaded machine (shared cores) may take longer to start two API and worker processes
