@@ -3,8 +3,8 @@ made on a real host while clients call the API through the lb, and each drill re
 the clients saw (bench/out/drills.json) before checking what they must see.
 
 Faults: the lb's nginx restarted; Redis restarted and then dead for a minute; a worker host
-powered off mid-conversion; the S3 store unreachable for half a minute, and then until its
-alert fires.
+powered off mid-conversion (kept off until its alert fires); the S3 store unreachable for
+half a minute, and then until its alert fires. Alerts are read from the lab's Prometheus.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ FINISH_SECONDS = 150
 # dead (its heartbeat 60 s old, then within the 2 s the maintenance runs in); 70-72 s in the
 # lab, three runs in a row.
 WORKER_LOST_SECONDS = 240
+# ApplianceTargetDown's 2 minutes, a scrape and a rule evaluation (15 s each), and slack
+TARGET_DOWN_SECONDS = 200
 
 
 def record_seen(name: str, results: list, how: Client) -> None:
@@ -119,6 +121,7 @@ def test_a_worker_host_powered_off_mid_conversion_has_its_tasks_finished_elsewhe
     how = Client(converts=True, sync_waits=True, side=4000)
     took: list[float] = []
     made: list[str] = []
+    killed: list[float] = []
 
     def power_off() -> None:
         deadline = time.monotonic() + 60
@@ -126,20 +129,35 @@ def test_a_worker_host_powered_off_mid_conversion_has_its_tasks_finished_elsewhe
         while processing(fleet) < 3:
             assert time.monotonic() < deadline, "the workers never got busy"
             time.sleep(0.5)
-        killed = time.monotonic()
+        killed.append(time.monotonic())
         fleet.lab.kill("h5")
         assert unfinished(fleet, list(made), WORKER_LOST_SECONDS) == {}
-        took.append(time.monotonic() - killed)
+        took.append(time.monotonic() - killed[0])
 
-    try:
-        results = under_load(fleet, power_off, made, how)
-        record_seen("worker host powered off", results, how)
-        assert failures(results) == [], explain(fleet, results)
-        assert unfinished(fleet, made, FINISH_SECONDS) == {}
-    finally:
-        fleet.lab.boot("h5")
+    h5 = fleet.lab.ip("h5")
+
+    def h5_down(port: int, state: str | None = None) -> set[str]:
+        return {t for t in alerts(port, "ApplianceTargetDown", state) if f" {h5}:" in t}
+
+    with fleet.lab.tunnel("h1", 9090) as port:
+        try:
+            results = under_load(fleet, power_off, made, how)
+            record_seen("worker host powered off", results, how)
+            assert failures(results) == [], explain(fleet, results)
+            assert unfinished(fleet, made, FINISH_SECONDS) == {}
+            # its 2 minutes, a scrape and an evaluation (15 s each), counted from the kill
+            firing = {"appliance-worker", "node"}
+            wait_for(lambda: {t.split()[0] for t in h5_down(port, "firing")} >= firing,
+                     TARGET_DOWN_SECONDS - (time.monotonic() - killed[0]))  # fmt: skip
+            fired = time.monotonic() - killed[0]
+        finally:
+            fleet.lab.boot("h5")
+        cleared = wait_for(lambda: h5_down(port) == set(), 240)
     all_made_once(fleet, made)
-    print(f"worker drill: every job finished {took[0]:.0f} s after h5 died")
+    print(
+        f"worker drill: every job finished {took[0]:.0f} s after h5 died; its"
+        f" ApplianceTargetDown fired {fired:.0f} s after, cleared {cleared:.0f} s after boot"
+    )
 
 
 def s3_rule(fleet: Fleet, verb: str) -> str:
@@ -181,11 +199,12 @@ def test_storage_unreachable_for_half_a_minute_answers_503_and_loses_nothing(fle
     assert {r[3] for r in how.retried} <= {503}, seen(how.retried)
 
 
-def storage_alerts(port: int, state: str | None = None) -> set[str]:
-    """The targets ("job instance") ApplianceDependencyUnreachable names for storage now."""
-    selector = 'alertname="ApplianceDependencyUnreachable",dependency="storage"'
-    if state:
-        selector += f',alertstate="{state}"'
+def alerts(port: int, name: str, state: str | None = None, **labels: str) -> set[str]:
+    """The targets ("job instance") alert ``name`` names now (pending or firing, or only
+    ``state``), of those with ``labels``; ``port``: the lab's Prometheus, tunnelled."""
+    selector = ",".join(
+        f'{k}="{v}"' for k, v in {"alertname": name, **labels, "alertstate": state}.items() if v
+    )
     reply = httpx.get(
         f"http://127.0.0.1:{port}/api/v1/query", params={"query": f"ALERTS{{{selector}}}"},
         timeout=15,
@@ -201,6 +220,10 @@ def wait_for(check: Callable[[], bool], seconds: float) -> float:
         assert time.monotonic() - start < seconds, f"not within {seconds:g} s"
         time.sleep(5)
     return time.monotonic() - start
+
+
+def storage_alerts(port: int, state: str | None = None) -> set[str]:
+    return alerts(port, "ApplianceDependencyUnreachable", state, dependency="storage")
 
 
 def test_the_storage_alert_fires_while_the_store_is_unreachable_and_clears_after(fleet):
