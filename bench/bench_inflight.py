@@ -14,8 +14,13 @@ twice, and the API keeps answering while they drain.
    runs (the worker's metrics port), the creation and status-read latencies, and how long
    the queue figures stayed past the alert rules' thresholds.
 
+``--hold`` keeps the workers off that long after the last job is made (a worker fleet that is
+down or far too small); with ``--alerts`` a Prometheus of the bench's own, with the
+appliance's alert rules (``monitoring/prometheus/rules/appliance.yml``), scrapes the API
+every 5 s, and the report says when each alert fired and when it cleared.
+
     .venv/bin/python -m bench.bench_inflight [--jobs 5000] [--clients 16] [--pollers 16]
-        [--read-rate 200]
+        [--read-rate 200] [--hold SECONDS] [--alerts]
 """
 
 from __future__ import annotations
@@ -26,13 +31,17 @@ import itertools
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from base64 import b64encode
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -45,9 +54,12 @@ from appliance.supervisor import stop_process_groups
 from bench.bench_convert import CORES, JsonApi
 from bench.harness import Running, appliance
 
+RULES = (
+    Path(__file__).resolve().parents[1] / "monitoring" / "prometheus" / "rules" / "appliance.yml"
+)
 # The alert rules' thresholds (monitoring/prometheus/rules/appliance.yml)
-BACKLOG_DEPTH, BACKLOG_FOR = 100, 600  # ApplianceQueueBacklog: depth > 100 for 10 min
-STALLED_AGE, STALLED_FOR = 300, 300  # ApplianceQueueStalled: oldest > 300 s for 5 min
+BACKLOG_DEPTH = 100  # ApplianceQueueBacklog: depth > 100 for 10 min
+STALLED_AGE = 300  # ApplianceQueueStalled: oldest > 300 s for 5 min
 
 
 def png(i: int) -> bytes:
@@ -226,6 +238,86 @@ def over(samples: list[tuple[float, float, float]], column: int, threshold: floa
     return sum(b[0] - a[0] for a, b in itertools.pairwise(samples) if a[column] > threshold)
 
 
+@contextmanager
+def prometheus(api_port: int) -> Iterator[str]:
+    """A Prometheus of its own with the appliance's alert rules, scraping the API's metrics
+    port every 5 s (as job appliance-api, which the rules name); its base URL."""
+    root = Path(tempfile.mkdtemp(prefix="bench-prometheus-"))
+    port = local_services.free_port()
+    (root / "prometheus.yml").write_text(
+        "global: {scrape_interval: 5s, evaluation_interval: 5s}\n"
+        f"rule_files: [{RULES}]\n"
+        "scrape_configs:\n"
+        "  - job_name: appliance-api\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{api_port}']}}]\n"
+    )
+    proc = subprocess.Popen(
+        ["prometheus", f"--config.file={root / 'prometheus.yml'}",
+         f"--storage.tsdb.path={root / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=open(root / "prometheus.log", "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not _ready(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((root / "prometheus.log").read_text()[-2000:])
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop_process_groups([proc], 10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/-/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class AlertWatch(threading.Thread):
+    """Reads which alerts fire every 5 s; when each first fired and was last seen firing,
+    in seconds since ``t0``."""
+
+    def __init__(self, url: str, t0: float) -> None:
+        super().__init__(daemon=True)
+        self.url, self.t0 = url, t0
+        self.firing: dict[str, list[float]] = {}  # name -> [first, last]
+        self.now: set[str] = set()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(5):
+            try:
+                reply = httpx.get(
+                    self.url + "/api/v1/query",
+                    params={"query": 'ALERTS{alertstate="firing"}'},
+                    timeout=5,
+                )
+                names = {r["metric"]["alertname"] for r in reply.json()["data"]["result"]}
+            except (httpx.HTTPError, KeyError, ValueError):
+                continue
+            t = time.monotonic() - self.t0
+            for name in names:
+                self.firing.setdefault(name, [t, t])[1] = t
+            self.now = names
+
+    def cleared(self, within: float) -> dict[str, dict[str, float | None]]:
+        """Waits up to ``within`` s for no alert to fire; each alert's times (cleared: None
+        if still firing)."""
+        deadline = time.monotonic() + within
+        while self.now and time.monotonic() < deadline:
+            time.sleep(1)
+        self.stop.set()
+        return {
+            name: {"fired_at": first, "cleared_after": None if name in self.now else last}
+            for name, (first, last) in self.firing.items()
+        }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--jobs", type=int, default=5000)
@@ -235,15 +327,34 @@ def main() -> None:
         "--read-rate", type=float, default=200, help="status reads per second, all pollers"
     )
     ap.add_argument("--out", type=Path, default=Path("bench/out/inflight.json"))
+    ap.add_argument(
+        "--hold", type=float, default=0, help="seconds the jobs wait before workers start"
+    )
+    ap.add_argument(
+        "--alerts",
+        action="store_true",
+        help="run a Prometheus with the appliance's rules and report the alerts that fire",
+    )
     args = ap.parse_args()
     api_port, worker_port = local_services.free_port(), local_services.free_port()
     env = {"APPLIANCE_API_METRICS_PORT": str(api_port)}
-    with appliance(start_workers=False, api_workers=CORES, env_extra=env) as app:
+    with ExitStack() as stack:
+        app = stack.enter_context(appliance(start_workers=False, api_workers=CORES, env_extra=env))
+        t0 = time.monotonic()
+        watch = None
+        if args.alerts:
+            watch = AlertWatch(stack.enter_context(prometheus(api_port)), t0)
+            watch.start()
         api = JsonApi(app.url, app.key, timeout=120)
         ids, latencies, took = create(api, args.jobs, args.clients)
         print(f"created {len(ids)} jobs in {took:.0f} s ({len(ids) / took:.0f}/s), no worker"
               f" running; POST /v2/jobs: {percentiles(latencies)}", flush=True)  # fmt: skip
+        time.sleep(args.hold)
+        started = time.monotonic() - t0
         figures = drain(app, ids, args.pollers, args.read_rate, api_port, worker_port)
+        if watch is not None:
+            figures["alerts"] = watch.cleared(within=180)
+        figures["workers_started_at"] = started
     figures = {
         "jobs": args.jobs,
         "create_seconds": took,
