@@ -11,7 +11,11 @@ finds the tag (``hook_in``) sends what Gotenberg sends instead of CloudConvert's
 - the job finished: the output file (a zip of several) as the body, with ``Content-Type``,
   ``Content-Disposition``, ``Gotenberg-Trace`` and the extra headers, to the webhook URL,
   with its method;
-- the job failed: ``{"status", "message"}`` as JSON to the error URL, with its method.
+- the job failed: ``{"status", "message"}`` as JSON to the error URL, with its method;
+- then, with ``Gotenberg-Webhook-Events-Url``, an event (``webhook.success`` or
+  ``webhook.error``) as JSON to that URL: once per delivery, after its last attempt; a
+  failure to send it is logged and changes nothing else (a request may name the events URL
+  and no error URL: a failure then goes there only).
 
 Both go through ``fetch.open_pinned`` (the address guard) and are retried as the outbox
 retries (``webhook_delivery``): an ended job's delivery is not lost to a crash.
@@ -25,6 +29,7 @@ import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import msgspec
@@ -59,7 +64,8 @@ class Hook(msgspec.Struct, kw_only=True):
     """What Gotenberg's webhook headers asked for."""
 
     url: str
-    error_url: str
+    error_url: str = ""  # none: a failure goes to the events URL only
+    events_url: str = ""  # Gotenberg-Webhook-Events-Url: an event after each delivery
     method: str = "POST"
     error_method: str = "POST"
     extra_headers: dict[str, str] = {}
@@ -201,13 +207,15 @@ def hook_in(body: str, open_sealed: Callable[[str], str]) -> Hook | None:
 
 @dataclass(frozen=True)
 class HookRequest:
-    """One webhook request: where, how, and its body (the job's files, or bytes)."""
+    """One webhook request: where (none: nothing to send there), how, and its body (the
+    job's files, or bytes); ``failure``: the (status, message) an error callback carries."""
 
     method: str
     url: str
     headers: dict[str, str]
     files: list[Output]
     body: bytes = b""
+    failure: tuple[int, str] | None = None
 
     def chunks(self, read: Callable[[str], Iterator[bytes]]) -> Iterable[bytes]:
         return body_of(self.files, read) if self.files else [self.body]
@@ -235,4 +243,22 @@ def hook_request(
         status, message = failure(event.job)
     error = json.dumps({"status": status, "message": message}).encode()
     headers = {"Content-Type": "application/json", **trace} | hook.extra_headers
-    return HookRequest(hook.error_method, hook.error_url, headers, [], error)
+    return HookRequest(
+        hook.error_method, hook.error_url, headers, [], error, failure=(status, message)
+    )
+
+
+def event_request(hook: Hook, failure: tuple[int, str] | None, now: datetime) -> HookRequest:
+    """The event sent to ``Gotenberg-Webhook-Events-Url`` once a delivery is over:
+    ``webhook.success``, or ``webhook.error`` with the failure's status and message; its
+    ``correlationId`` is the request's trace."""
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+    event: dict[str, object] = {
+        "event": "webhook.error" if failure else "webhook.success",
+        "correlationId": hook.trace,
+        "timestamp": stamp,
+    }
+    if failure:
+        event["error"] = {"status": failure[0], "message": failure[1]}
+    headers = {"Content-Type": "application/json", TRACE_HEADER: hook.trace} | hook.extra_headers
+    return HookRequest("POST", hook.events_url, headers, [], json.dumps(event).encode())

@@ -8,8 +8,8 @@ once, refused when any of its addresses is not public (unless ``allow_private_ur
 connection made to that one address; no redirect is followed.
 
 A job made by a Gotenberg route with Gotenberg's webhook headers is sent as Gotenberg sends
-it instead (``gotenberg``: its output file, or its error as JSON), unsigned, through the same
-guard and with the same retries.
+it instead (``gotenberg``: its output file, or its error as JSON, then the event its events
+URL asks for), unsigned, through the same guard and with the same retries (the event: once).
 
 Outcomes: 2xx delivered; 410 Gone disables the webhook; network errors, 408, 429 and 5xx are
 tried again after a backoff that doubles from ``webhook_backoff_seconds`` (capped, with a
@@ -25,6 +25,7 @@ import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 import msgspec
@@ -222,17 +223,43 @@ class Outbox:
         request = gotenberg.hook_request(hook, due.body, outputs)
         body = request.chunks(lambda sha: storage.iter_bytes(object_key(sha)))
         request.headers[DELIVERY_ID_HEADER] = str(due.id)
-        try:
-            return send_request(
-                request.method,
-                request.url,
-                request.headers,
-                body,
-                allow_private=s.allow_private_urls,
-                timeout=s.webhook_timeout_seconds,
-            )
-        except PermanentError as exc:  # a stored output that does not open
-            return Attempt("failed", None, exc.message)
+        attempt = Attempt("delivered")  # a failure with no error URL: to the events URL only
+        if request.url:
+            try:
+                attempt = send_request(
+                    request.method,
+                    request.url,
+                    request.headers,
+                    body,
+                    allow_private=s.allow_private_urls,
+                    timeout=s.webhook_timeout_seconds,
+                )
+            except PermanentError as exc:  # a stored output that does not open
+                attempt = Attempt("failed", None, exc.message)
+        last = attempt.verdict != "retry" or due.attempts >= s.webhook_max_attempts
+        if hook.events_url and last:
+            failure = request.failure
+            if failure is None and attempt.verdict != "delivered":
+                failure = (attempt.code or 502, attempt.error or "The delivery failed")
+            self.post_event(due, gotenberg.event_request(hook, failure, datetime.now(UTC)))
+        return attempt
+
+    def post_event(self, due: Due, event: gotenberg.HookRequest) -> None:
+        """Send a Gotenberg webhook event, once: a failure is logged, nothing more (as
+        Gotenberg does)."""
+        s = self.settings
+        event.headers[DELIVERY_ID_HEADER] = str(due.id)
+        sent = send_request(
+            event.method,
+            event.url,
+            event.headers,
+            event.body,
+            allow_private=s.allow_private_urls,
+            timeout=s.webhook_timeout_seconds,
+        )
+        if sent.verdict != "delivered":
+            log.warning("delivery %s: its Gotenberg event was not taken: %s %s",
+                        due.id, sent.code, sent.error)  # fmt: skip
 
     def record(self, due: Due, attempt: Attempt) -> None:
         outcome = (attempt.code, attempt.error)

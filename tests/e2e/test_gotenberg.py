@@ -278,15 +278,48 @@ def test_webhook_gets_the_file_and_the_error_url_the_failure(deployment, key, re
         assert [pages(archive.read(n)) for n in archive.namelist()] == [1, 1, 1]
 
 
-def test_a_webhook_without_an_error_url_is_refused(deployment, key, receiver):
-    headers = {"Authorization": f"Bearer {key}", "Gotenberg-Webhook-Url": receiver.url}
-    r = httpx.post(
+def merge_with(deployment, headers: dict[str, str], *files: Path) -> httpx.Response:
+    return httpx.post(
         deployment.url + "/forms/pdfengines/merge",
-        files={"a.pdf": ("a.pdf", PDF.read_bytes())},
+        files=[("files", (f"{i}.pdf", f.read_bytes())) for i, f in enumerate(files)],
         headers=headers,
         timeout=30,
     )
-    assert r.status_code == 400 and "Gotenberg-Webhook-Error-Url" in r.text
+
+
+def test_a_webhook_without_an_error_url_or_an_events_url_is_refused(deployment, key, receiver):
+    headers = {"Authorization": f"Bearer {key}", "Gotenberg-Webhook-Url": receiver.url}
+    r = merge_with(deployment, headers, PDF)
+    assert r.status_code == 400
+    assert "Gotenberg-Webhook-Error-Url" in r.text and "Gotenberg-Webhook-Events-Url" in r.text
+
+
+def test_the_events_url_hears_of_each_delivery_and_of_a_failure_with_no_error_url(
+    deployment, key, receiver, tmp_path
+):
+    events = receiver.url.replace("/hook", "/events")
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Gotenberg-Webhook-Url": receiver.url,
+        "Gotenberg-Webhook-Events-Url": events,
+        "Gotenberg-Trace": "events-1",
+    }
+    assert merge_with(deployment, headers, PDF, PDF).status_code == 204
+    delivered, event = receiver.wait_for(2, timeout=60)  # the file first, then its event
+    assert (delivered.path, pages(delivered.body)) == ("/hook", 6)
+    assert event.path == "/events" and event.headers["content-type"] == "application/json"
+    body = json.loads(event.body)
+    assert (body["event"], body["correlationId"]) == ("webhook.success", "events-1")
+    assert body["timestamp"].endswith("Z") and "error" not in body
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4 not really")
+    headers["Gotenberg-Trace"] = "events-2"
+    assert merge_with(deployment, headers, broken, PDF).status_code == 204
+    failed = receiver.wait_for(3, timeout=60)[2]  # no error URL: the event is all there is
+    body = json.loads(failed.body)
+    assert failed.path == "/events" and body["event"] == "webhook.error"
+    assert body["correlationId"] == "events-2"
+    assert body["error"]["status"] == 400 and body["error"]["message"]
 
 
 PAGE = "<html><body><h1>Hello, Gotenberg</h1><p>From the appliance.</p></body></html>"

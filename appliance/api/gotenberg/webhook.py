@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from appliance.api.gotenberg.fields import GotenbergError, NotAvailable
+from appliance.api.gotenberg.fields import GotenbergError
 from appliance.conversions.gotenberg import METHODS, Hook
 from appliance.conversions.webhooks import check_url
 from appliance.errors import ClientError
@@ -27,15 +27,16 @@ def hook_of(headers: Mapping[str, str], trace: str, output_filename: str | None)
     url = headers.get(URL)
     if not url:
         return None
-    error_url = headers.get(ERROR_URL)
-    if headers.get(EVENTS_URL):
-        raise NotAvailable(f"the '{EVENTS_URL}' header")
-    if not error_url:
+    error_url = headers.get(ERROR_URL) or ""
+    events_url = headers.get(EVENTS_URL) or ""
+    if not error_url and not events_url:
         raise GotenbergError(
             400,
             f"At least one of '{ERROR_URL}' or '{EVENTS_URL}' headers must be provided",
         )
-    for value, name in ((url, URL), (error_url, ERROR_URL)):
+    for value, name in ((url, URL), (error_url, ERROR_URL), (events_url, EVENTS_URL)):
+        if not value:
+            continue
         try:
             check_url(value, name)
         except ClientError:
@@ -43,6 +44,7 @@ def hook_of(headers: Mapping[str, str], trace: str, output_filename: str | None)
     return Hook(
         url=url,
         error_url=error_url,
+        events_url=events_url,
         method=_method(headers, METHOD),
         error_method=_method(headers, ERROR_METHOD),
         extra_headers=_extra_headers(headers.get(EXTRA_HEADERS)),
@@ -78,9 +80,9 @@ def _extra_headers(raw: str | None) -> dict[str, str]:
 
 
 async def check_addresses(hook: Hook, allow_private: bool) -> None:
-    """Both URLs' hosts resolve to addresses the guard allows (403 as Gotenberg refuses a
+    """The URLs' hosts resolve to addresses the guard allows (403 as Gotenberg refuses a
     filtered URL); each delivery checks again."""
-    for url in (hook.url, hook.error_url):
+    for url in filter(None, (hook.url, hook.error_url, hook.events_url)):
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         host = parts.hostname or ""

@@ -154,6 +154,17 @@ def test_webhook_headers_are_checked_as_gotenberg_checks_them(client, api_key):
         url, files={"a.pdf": ("a.pdf", PDF)}, headers=hook
     )  # loopback: the guard refuses
     assert r.status_code == 403 and r.text == "Forbidden"
+    # the events URL may stand in for the error URL; it is checked as the others are
+    del hook["Gotenberg-Webhook-Error-Url"]
+    events = {**hook, "Gotenberg-Webhook-Events-Url": "ftp://example.com/events"}
+    r = client.post(url, files={"a.pdf": ("a.pdf", PDF)}, headers=events)
+    assert r.status_code == 400 and "Invalid 'Gotenberg-Webhook-Events-Url'" in r.text
+    # a public hook (an address literal: nothing is sent before the job ends), a private
+    # events URL: refused before any job is made
+    events["Gotenberg-Webhook-Url"] = "http://8.8.8.8/hook"
+    events["Gotenberg-Webhook-Events-Url"] = "http://127.0.0.1:9/events"
+    r = client.post(url, files={"a.pdf": ("a.pdf", PDF)}, headers=events)
+    assert r.status_code == 403 and r.text == "Forbidden"
 
 
 @pytest.fixture
