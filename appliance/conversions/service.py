@@ -152,40 +152,37 @@ class JobService:
                 code="TOO_MANY_TASKS",
                 errors={"tasks": [f"must not have more than {cap} tasks"]},
             )
-        async with self.pool.connection() as conn:
-            await idempotent.replay_if_done(conn, user_id, idempotency)
-            await self._check_load(conn, user_id)
-            refs = await self._external_refs(conn, user_id, tasks)
-            planned = graph.plan(tasks, self.registry, refs.get)
-            await self.backlog.admit(task.queue for task in planned)
-            inline = await self._ingest_inline(planned, user_id)
-            rows, ready = self._task_rows(planned, inline)
-            settle = bool(inline) or _existing_inputs(planned)
-            several = settle or idempotency is not None
-            hours = self.settings.job_retention_hours
-            details = {"tasks": len(planned), "tag": tag, "webhook": webhook_url is not None}
-            audited = audit.entry("job.created", details, actor="api")
-            # One statement (its audit record with it), unless imported files or existing
-            # inputs have tasks to settle or a key is kept; then the audit record comes last:
-            # it locks the chain's head, which every creation waits for, until the commit.
-            # (Not a pipeline: the lab showed a dead host's transaction, left mid-pipeline,
-            # escapes the idle limit, and held the head for good.)
-            async with conn.transaction() if several else contextlib.nullcontext():
-                await idempotent.claim(conn, user_id, idempotency)
-                row = await job_rows.create_job(
-                    conn, user_id, tag, hours, rows, not settle, webhook_url,
-                    None if several else audited,
-                )  # fmt: skip
-                doc: str = row["doc"]
-                if settle:
-                    ready += await self._settle(conn, planned, inline)
-                    doc = await self._job_json(conn, row["new_job"], user_id)
-                await self._remember(conn, user_id, idempotency, doc)
-                if several:
-                    subject = f"job:{row['new_job']}"
-                    await audit.record_async(
-                        conn, "job.created", user_id, subject, details, actor="api"
-                    )
+        planned, inline = await self._admit(user_id, tasks, idempotency)
+        rows, ready = self._task_rows(planned, inline)
+        settle = bool(inline) or _existing_inputs(planned)
+        several = settle or idempotency is not None
+        hours = self.settings.job_retention_hours
+        details = {"tasks": len(planned), "tag": tag, "webhook": webhook_url is not None}
+        audited = audit.entry("job.created", details, actor="api")
+        # One statement (its audit record with it), unless imported files or existing inputs
+        # have tasks to settle or a key is kept; then the audit record comes last: it locks
+        # the chain's head, which every creation waits for, until the commit. (Not a
+        # pipeline: the lab showed a dead host's transaction, left mid-pipeline, escapes the
+        # idle limit, and held the head for good.)
+        async with (
+            self.pool.connection() as conn,
+            conn.transaction() if several else contextlib.nullcontext(),
+        ):
+            await idempotent.claim(conn, user_id, idempotency)
+            row = await job_rows.create_job(
+                conn, user_id, tag, hours, rows, not settle, webhook_url,
+                None if several else audited,
+            )  # fmt: skip
+            doc: str = row["doc"]
+            if settle:
+                ready += await self._settle(conn, planned, inline)
+                doc = await self._job_json(conn, row["new_job"], user_id)
+            await self._remember(conn, user_id, idempotency, doc)
+            if several:
+                subject = f"job:{row['new_job']}"
+                await audit.record_async(
+                    conn, "job.created", user_id, subject, details, actor="api"
+                )
         JOBS_CREATED.inc()
         await self._dispatch(ready)
         return doc
@@ -201,27 +198,37 @@ class JobService:
         if not isinstance(payload, dict):
             raise InvalidData("The body must be a JSON object")
         tasks = {"task": {**payload, "operation": operation}}
+        planned, inline = await self._admit(user_id, tasks, idempotency)
+        rows, ready = self._task_rows(planned, inline)
+        async with self.pool.connection() as conn, conn.transaction():
+            await idempotent.claim(conn, user_id, idempotency)
+            await job_rows.insert_tasks(conn, user_id, self.settings.job_retention_hours, rows)
+            ready += await self._settle(conn, planned, inline)
+            doc = await job_rows.task_doc(conn, planned[0].id, user_id)
+            assert doc is not None
+            await self._remember(conn, user_id, idempotency, doc)
+            subject, details = f"task:{planned[0].id}", {"operation": operation}
+            await audit.record_async(  # last: it locks the chain's head until the commit
+                conn, "task.created", user_id, subject, details, actor="api"
+            )
+        await self._dispatch(ready)
+        return doc
+
+    async def _admit(
+        self, user_id: uuid.UUID, tasks: Any, idempotency: Idempotency | None
+    ) -> tuple[list[graph.PlannedTask], InlineFiles]:
+        """The checks before a job or task is written (a repeated key, the user's caps, the
+        tasks it names, the queues' backlog), and its import/base64 files stored. The checks'
+        connection goes back to the pool before the files are stored, which takes a
+        connection of its own (``_keep``): a request holding one while it waits for another
+        would, with the pool's every connection so held, wait out the pool timeout."""
         async with self.pool.connection() as conn:
             await idempotent.replay_if_done(conn, user_id, idempotency)
             await self._check_load(conn, user_id)
             refs = await self._external_refs(conn, user_id, tasks)
-            planned = graph.plan(tasks, self.registry, refs.get)
-            await self.backlog.admit(task.queue for task in planned)
-            inline = await self._ingest_inline(planned, user_id)
-            rows, ready = self._task_rows(planned, inline)
-            async with conn.transaction():
-                await idempotent.claim(conn, user_id, idempotency)
-                await job_rows.insert_tasks(conn, user_id, self.settings.job_retention_hours, rows)
-                ready += await self._settle(conn, planned, inline)
-                doc = await job_rows.task_doc(conn, planned[0].id, user_id)
-                assert doc is not None
-                await self._remember(conn, user_id, idempotency, doc)
-                subject, details = f"task:{planned[0].id}", {"operation": operation}
-                await audit.record_async(  # last: it locks the chain's head until the commit
-                    conn, "task.created", user_id, subject, details, actor="api"
-                )
-        await self._dispatch(ready)
-        return doc
+        planned = graph.plan(tasks, self.registry, refs.get)
+        await self.backlog.admit(task.queue for task in planned)
+        return planned, await self._ingest_inline(planned, user_id)
 
     async def _remember(
         self, conn: AsyncDictConnection, user_id: uuid.UUID, key: Idempotency | None, doc: str
