@@ -18,8 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -32,7 +31,7 @@ from appliance.scanning import scanner
 from appliance.settings import Settings
 
 log = logging.getLogger(__name__)
-PROBE_TIMEOUT = 5.0  # seconds for each dependency to answer
+PROBE_TIMEOUT = 5.0  # seconds for all dependencies to answer (a scrape's timeout is 10 s)
 
 
 class Probes:
@@ -50,7 +49,11 @@ class Probes:
             settings.effective_redis_url, socket_timeout=2, socket_connect_timeout=2
         )
         self.storage = make_storage(settings)
-        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="probe")
+        # A thread per dependency: a probe that hangs (a dead NFS mount, a silent host) holds
+        # its own thread only, and is not started again until it returns (``check``).
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="probe")
+        self._running: dict[str, Future[object]] = {}
+        self._lock = threading.Lock()
 
     def postgres(self) -> None:
         import psycopg
@@ -107,16 +110,22 @@ class Probes:
         }
         if self.scans:  # imports wait while clamd is down or loading
             probes["clamd"] = self.clamd
-        futures: dict[str, Future[object]] = {n: self._pool.submit(p) for n, p in probes.items()}
+        with self._lock:  # scrapes and readiness checks come from threads of their own
+            futures: dict[str, Future[object]] = {}
+            for name, probe in probes.items():
+                running = self._running.get(name)
+                if running is None or running.done():
+                    running = self._running[name] = self._pool.submit(probe)
+                futures[name] = running  # one still hanging is waited on, not started again
+        done, _ = wait(futures.values(), timeout=PROBE_TIMEOUT)  # one deadline for all
         checks = {}
         for name, future in futures.items():
-            try:
-                future.result(timeout=PROBE_TIMEOUT)
-                checks[name] = "ok"
-            except FutureTimeout:
+            if future not in done:
                 checks[name] = "error: timeout"
-            except Exception as exc:
+            elif (exc := future.exception()) is not None:
                 checks[name] = f"error: {type(exc).__name__}"
+            else:
+                checks[name] = "ok"
         return checks
 
 

@@ -2,10 +2,13 @@
 (``appliance_dependency_up``), so an alert names the one a host lost, storage included."""
 
 import socket
+import threading
+import time
 
 import msgspec
 from prometheus_client.parser import text_string_to_metric_families
 
+from appliance.jobs import health_server
 from appliance.jobs.health_server import Probes
 from appliance.metrics.process import exposition
 
@@ -38,3 +41,30 @@ def test_a_dependency_the_host_cannot_reach_reads_0_and_the_others_still_1(setti
     text = exposition(Probes(cut_off).gauges(shared=True))
     assert dependency_up(text) == {"postgres": 1.0, "redis": 0.0, "storage": 1.0}
     assert b"appliance_storage_objects " in text  # shared state from Postgres still read
+
+
+def test_a_probe_that_hangs_costs_one_deadline_and_is_not_started_again(settings, monkeypatch):
+    """A dependency that never answers (a dead NFS mount under local storage): each check
+    returns within the one deadline, the others still read as reached, and the hanging probe
+    holds one thread, however many scrapes come."""
+    monkeypatch.setattr(health_server, "PROBE_TIMEOUT", 0.5)
+    probes = Probes(settings)
+    release, calls = threading.Event(), []
+
+    def hang() -> None:
+        calls.append(1)
+        release.wait(30)
+
+    probes.storage.check = hang  # type: ignore[method-assign]
+    try:
+        for _ in range(4):
+            start = time.monotonic()
+            checks = probes.check()
+            assert time.monotonic() - start < 2.0
+            assert checks == {"postgres": "ok", "redis": "ok", "storage": "error: timeout"}
+        assert len(calls) == 1
+    finally:
+        release.set()
+    time.sleep(0.2)  # the hung probe has returned: the next check starts a new one
+    probes.check()
+    assert len(calls) == 2
