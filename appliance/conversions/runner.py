@@ -74,7 +74,8 @@ class TaskRunner:
                 try:
                     outcome = self._run_within_timeout(task, lease.progress)
                 except Exception as exc:
-                    if _disk_full(exc):  # this host's: another worker may have room
+                    if not isinstance(exc, ApplianceError) and _disk_full(exc):
+                        # this host's disk (its data directory): another worker may have room
                         raise RetryableError(
                             "The worker's disk is full (no space left on device)",
                             code="NO_SPACE",
@@ -220,12 +221,14 @@ class TaskRunner:
 
 
 def _disk_full(exc: BaseException | None) -> bool:
-    """Whether a write failed on a full disk (or quota) somewhere in ``exc``'s causes."""
+    """Whether a write failed on a full disk (or quota) somewhere in ``exc``'s causes (an
+    error raised ``from None`` hides what it was handling)."""
     seen = 0
     while exc is not None and seen < 10:
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+        hidden = exc.__suppress_context__
+        exc, seen = exc.__cause__ or (None if hidden else exc.__context__), seen + 1
     return False
 
 

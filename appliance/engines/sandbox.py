@@ -531,6 +531,15 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         with open(src, "rb") as inp:
             try:
                 _copy(inp.fileno(), out)
+            except OSError as full:
+                if full.errno not in (errno.ENOSPC, errno.EFBIG):
+                    raise
+                # the helper's /job (a tmpfs of engine_job_mb), not the host's disk: the same
+                # on every worker, so no retry
+                raise PermanentError(
+                    "The inputs are larger than an engine's work area (APPLIANCE_ENGINE_JOB_MB)",
+                    code="ENGINE_LIMIT",
+                ) from None
             finally:
                 os.close(out)
     fd = os.open(dst, os.O_RDONLY | os.O_NOFOLLOW)

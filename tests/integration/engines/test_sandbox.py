@@ -405,3 +405,21 @@ def test_the_real_helper_empties_its_scratch_after_a_conversion(pool, tmp_path):
     os.chown(scratch / "left-behind.txt", uid, uid)  # as if a tool in the helper made it
     engine.convert(src, tmp_path / "o2.gif", "png", "gif", ImageOptions(), lambda f: None)
     assert set(os.listdir(scratch)) - _code_in_tmp() == set()
+
+
+def test_an_input_larger_than_the_job_area_is_an_engine_limit_not_a_full_disk(work_root, tmp_path):
+    """The worker copies the input into the helper's /job (a tmpfs of engine_job_mb): an
+    input that does not fit fails with ENGINE_LIMIT, for good (every worker's is the same),
+    never as the host disk's ENOSPC, which the runner retries as NO_SPACE."""
+    src = tmp_path / "big.png"
+    src.write_bytes(os.urandom(20 << 20))  # 20 MiB into a 16 MiB area (the content is moot)
+    pool = HelperPool(work_root / f"bigin-{os.getpid()}", Limits(job_bytes=16 << 20))
+    try:
+        with pytest.raises(PermanentError) as info:
+            SandboxedEngine(ImageEngine(), pool).convert(
+                src, tmp_path / "o.webp", "png", "webp", ImageOptions(), lambda f: None
+            )
+        assert info.value.code == "ENGINE_LIMIT" and "APPLIANCE_ENGINE_JOB_MB" in str(info.value)
+        assert info.value.__suppress_context__  # the runner sees no ENOSPC behind it
+    finally:
+        pool.close()
