@@ -247,5 +247,6 @@ def test_cpu_time_of_a_process_that_stays_in_the_session_is_counted(tmp_path):
         return answer
 
     answer = _in_own_session(burn)
-    # its session's processes only: what other processes of the host burn is not counted
-    assert 0.3 <= answer["cpu_seconds"] < 1.5, answer
+    # its session's processes only: what other processes of the host burn is not counted.
+    # 0.3 s burnt, read from /proc in clock ticks (sampled, 10 ms each): a little may be lost
+    assert 0.25 <= answer["cpu_seconds"] < 1.5, answer
