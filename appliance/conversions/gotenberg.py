@@ -14,8 +14,8 @@ finds the tag (``hook_in``) sends what Gotenberg sends instead of CloudConvert's
 - the job failed: ``{"status", "message"}`` as JSON to the error URL, with its method;
 - then, with ``Gotenberg-Webhook-Events-Url``, an event (``webhook.success`` or
   ``webhook.error``) as JSON to that URL: once per delivery, after its last attempt; a
-  failure to send it is logged and changes nothing else (a request may name the events URL
-  and no error URL: a failure then goes there only).
+  failure to send it is logged and changes nothing else. A request may name the events URL
+  and no error URL: a failure's event is then the delivery itself, retried as one.
 
 Both go through ``fetch.open_pinned`` (the address guard) and are retried as the outbox
 retries (``webhook_delivery``): an ended job's delivery is not lost to a crash.
@@ -260,5 +260,5 @@ def event_request(hook: Hook, failure: tuple[int, str] | None, now: datetime) ->
     }
     if failure:
         event["error"] = {"status": failure[0], "message": failure[1]}
-    headers = {"Content-Type": "application/json", TRACE_HEADER: hook.trace} | hook.extra_headers
+    headers = hook.extra_headers | {"Content-Type": "application/json", TRACE_HEADER: hook.trace}
     return HookRequest("POST", hook.events_url, headers, [], json.dumps(event).encode())

@@ -221,21 +221,22 @@ class Outbox:
             return [gotenberg.Output(r["sha256"], r["filename"], r["size"]) for r in rows]
 
         request = gotenberg.hook_request(hook, due.body, outputs)
+        if not request.url:  # a failure and no error URL: its event is the delivery, retried
+            request = gotenberg.event_request(hook, request.failure, datetime.now(UTC))
+            hook = msgspec.structs.replace(hook, events_url="")  # and not sent twice
         body = request.chunks(lambda sha: storage.iter_bytes(object_key(sha)))
         request.headers[DELIVERY_ID_HEADER] = str(due.id)
-        attempt = Attempt("delivered")  # a failure with no error URL: to the events URL only
-        if request.url:
-            try:
-                attempt = send_request(
-                    request.method,
-                    request.url,
-                    request.headers,
-                    body,
-                    allow_private=s.allow_private_urls,
-                    timeout=s.webhook_timeout_seconds,
-                )
-            except PermanentError as exc:  # a stored output that does not open
-                attempt = Attempt("failed", None, exc.message)
+        try:
+            attempt = send_request(
+                request.method,
+                request.url,
+                request.headers,
+                body,
+                allow_private=s.allow_private_urls,
+                timeout=s.webhook_timeout_seconds,
+            )
+        except PermanentError as exc:  # a stored output that does not open
+            attempt = Attempt("failed", None, exc.message)
         last = attempt.verdict != "retry" or due.attempts >= s.webhook_max_attempts
         if hook.events_url and last:
             failure = request.failure

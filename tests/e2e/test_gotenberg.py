@@ -31,7 +31,8 @@ FORM = CORPUS / "pypdf-pdflatex-forms.pdf"  # a text field (Name), a check box, 
 # The local deployment: it allows private addresses, so webhooks reach the receiver.
 pytestmark = pytest.mark.parametrize("deployment", ["local"], indirect=True)
 # A first LibreOffice conversion starts its listener: room for it on a loaded machine
-DEPLOYMENT_ENV = {"APPLIANCE_SYNC_TIMEOUT_SECONDS": "120"}
+# webhook retries a second apart, so a test sees one
+DEPLOYMENT_ENV = {"APPLIANCE_SYNC_TIMEOUT_SECONDS": "120", "APPLIANCE_WEBHOOK_BACKOFF_SECONDS": "1"}
 
 
 def pdf_text(data: bytes) -> str:
@@ -320,6 +321,17 @@ def test_the_events_url_hears_of_each_delivery_and_of_a_failure_with_no_error_ur
     assert failed.path == "/events" and body["event"] == "webhook.error"
     assert body["correlationId"] == "events-2"
     assert body["error"]["status"] == 400 and body["error"]["message"]
+    # ... and so it is retried as a delivery is: refused once, it comes again
+    receiver.status = 503
+    headers["Gotenberg-Trace"] = "events-3"
+    assert merge_with(deployment, headers, broken, PDF).status_code == 204
+    refused = receiver.wait_for(4, timeout=60)[3]
+    receiver.status = 200
+    again = receiver.wait_for(5, timeout=60)[4]
+    assert (refused.path, again.path) == ("/events", "/events")
+    first, second = json.loads(refused.body), json.loads(again.body)
+    assert first.pop("timestamp") <= second.pop("timestamp")  # each attempt's own time
+    assert first == second and second["correlationId"] == "events-3"
 
 
 PAGE = "<html><body><h1>Hello, Gotenberg</h1><p>From the appliance.</p></body></html>"
