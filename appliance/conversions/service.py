@@ -83,6 +83,7 @@ log = logging.getLogger(__name__)
 UPLOAD_PURPOSE = "upload"
 JOB_STATUSES = ("waiting", "processing", "finished", "error")
 IN_FLIGHT_RETRY_AFTER = 10  # seconds: a client at its cap of jobs in flight looks again
+IN_FLIGHT_CODE = "TOO_MANY_JOBS_IN_FLIGHT"
 InlineFiles = dict[uuid.UUID, tuple[str, int, str]]  # import/base64 task -> (sha, size, name)
 
 
@@ -222,10 +223,16 @@ class JobService:
         connection goes back to the pool before the files are stored, which takes a
         connection of its own (``_keep``): a request holding one while it waits for another
         would, with the pool's every connection so held, wait out the pool timeout."""
-        async with self.pool.connection() as conn:
-            await idempotent.replay_if_done(conn, user_id, idempotency)
-            await self._check_load(conn, user_id)
-            refs = await self._external_refs(conn, user_id, tasks)
+        try:
+            async with self.pool.connection() as conn:
+                await idempotent.replay_if_done(conn, user_id, idempotency)
+                await self._check_load(conn, user_id)
+                refs = await self._external_refs(conn, user_id, tasks)
+        except TooManyRequests as refused:  # audited (sampled) once the connection is back
+            if refused.code == IN_FLIGHT_CODE and self.on_limit is not None:
+                cap = self.settings.max_jobs_in_flight_per_user
+                await self.on_limit(Rule("jobs-in-flight-per-user", "user", cap), str(user_id))
+            raise
         planned = graph.plan(tasks, self.registry, refs.get)
         await self.backlog.admit(task.queue for task in planned)
         return planned, await self._ingest_inline(planned, user_id)
@@ -245,12 +252,10 @@ class JobService:
         load = await job_rows.user_load(conn, user_id, cap or 1)
         if cap and load["in_flight"] >= cap:
             RATELIMIT_REJECTIONS.labels("user").inc()
-            if self.on_limit is not None:
-                await self.on_limit(Rule("jobs-in-flight-per-user", "user", cap), str(user_id))
             raise TooManyRequests(
                 f"You have {cap} jobs and tasks waiting or processing, the most allowed;"
                 " try again when some have ended",
-                code="TOO_MANY_JOBS_IN_FLIGHT",
+                code=IN_FLIGHT_CODE,
                 limit_headers={"Retry-After": str(IN_FLIGHT_RETRY_AFTER)},
             )
         quota = Quota.of(load, self.settings)

@@ -149,6 +149,10 @@ def test_a_refusal_at_the_users_cap_of_jobs_in_flight_is_recorded_as_theirs(
             "requests_per_minute_per_key": "0",
             "requests_per_minute_per_address": "0",
             "max_jobs_in_flight_per_user": "1",
+            # one connection: the record is written once the refused creation gave it back
+            # (it waited for a second one before, and the record was lost to the timeout)
+            "db_pool_size": "1",
+            "db_pool_timeout_seconds": "2",
         }
     )
     tasks = {"up": {"operation": "import/upload"}}  # waits for its file: in flight
