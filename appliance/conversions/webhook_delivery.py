@@ -221,9 +221,10 @@ class Outbox:
             return [gotenberg.Output(r["sha256"], r["filename"], r["size"]) for r in rows]
 
         request = gotenberg.hook_request(hook, due.body, outputs)
+        events_after = hook.events_url  # where the event goes once this delivery is over
         if not request.url:  # a failure and no error URL: its event is the delivery, retried
             request = gotenberg.event_request(hook, request.failure, datetime.now(UTC))
-            hook = msgspec.structs.replace(hook, events_url="")  # and not sent twice
+            events_after = ""
         body = request.chunks(lambda sha: storage.iter_bytes(object_key(sha)))
         request.headers[DELIVERY_ID_HEADER] = str(due.id)
         try:
@@ -238,7 +239,7 @@ class Outbox:
         except PermanentError as exc:  # a stored output that does not open
             attempt = Attempt("failed", None, exc.message)
         last = attempt.verdict != "retry" or due.attempts >= s.webhook_max_attempts
-        if hook.events_url and last:
+        if events_after and last:
             failure = request.failure
             if failure is None and attempt.verdict != "delivered":
                 failure = (attempt.code or 502, attempt.error or "The delivery failed")

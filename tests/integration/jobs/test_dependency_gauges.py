@@ -1,7 +1,6 @@
 """Every group's metrics port says whether its host reaches each dependency now
 (``appliance_dependency_up``), so an alert names the one a host lost, storage included."""
 
-import socket
 import threading
 import time
 
@@ -10,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from appliance.jobs import health_server
 from appliance.jobs.health_server import Probes
+from appliance.local_services import free_port
 from appliance.metrics.process import exposition
 
 
@@ -18,12 +18,6 @@ def dependency_up(text: bytes) -> dict[str, float]:
         if family.name == "appliance_dependency_up":
             return {s.labels["dependency"]: s.value for s in family.samples}
     raise AssertionError("no appliance_dependency_up in the exposition")
-
-
-def closed_port() -> int:
-    with socket.socket() as s:  # bound, never listening: connections are refused
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_worker_group_reports_each_dependency_reached(settings):
@@ -36,7 +30,7 @@ def test_a_worker_group_reports_each_dependency_reached(settings):
 
 
 def test_a_dependency_the_host_cannot_reach_reads_0_and_the_others_still_1(settings):
-    port = closed_port()
+    port = free_port()  # reserved for this process, nothing listens: refused
     cut_off = msgspec.structs.replace(settings, redis_url=f"redis://127.0.0.1:{port}/0")
     text = exposition(Probes(cut_off).gauges(shared=True))
     assert dependency_up(text) == {"postgres": 1.0, "redis": 0.0, "storage": 1.0}
