@@ -40,7 +40,14 @@ from appliance.errors import ClientError, RetryableError
 from appliance.metrics.http import HttpMetrics
 from appliance.security import audit
 from appliance.security.auth import Authenticator
-from appliance.security.limits import Limiter, RequestLimits, Rule, Slots, networks
+from appliance.security.limits import (
+    ClientAddresses,
+    Limiter,
+    RequestLimits,
+    Rule,
+    Slots,
+    networks,
+)
 from appliance.security.sealing import Columns
 from appliance.settings import Settings
 
@@ -160,7 +167,7 @@ def create_app(
         debug=False,
     )
     app.state.drain = DrainFlag(settings.drain_file)
-    app.state.trusted_proxies = networks(settings.trusted_proxies)
+    app.state.client_addresses = ClientAddresses(networks(settings.trusted_proxies))
     # Outermost, so they also see requests no route matched and errors turned into responses.
     gate = InFlightCap(app.asgi_handler, settings.max_requests_in_flight, settings.sync_prefix)
     app.asgi_handler = Drain(HttpMetrics(gate), app.state.drain)  # type: ignore[assignment]

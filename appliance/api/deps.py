@@ -13,7 +13,7 @@ from appliance.conversions.graph import inline_file_chars
 from appliance.conversions.service import JobService
 from appliance.errors import BodyTooLarge, Forbidden
 from appliance.security.auth import Authenticator, Principal
-from appliance.security.limits import RequestLimits, Slots, client_address
+from appliance.security.limits import ClientAddresses, RequestLimits, Slots
 
 
 @dataclass
@@ -59,10 +59,9 @@ async def authorized(request: Request[Any, Any, Any], authorization: str | None)
 
 def request_address(request: Request[Any, Any, Any]) -> str:
     """The client's address: the peer's, or what a trusted proxy says it forwarded for."""
-    return client_address(
-        request.client.host if request.client else None,
-        request.headers.get("x-forwarded-for"),
-        request.app.state.trusted_proxies,
+    addresses: ClientAddresses = request.app.state.client_addresses
+    return addresses.of(
+        request.client.host if request.client else None, request.headers.get("x-forwarded-for")
     )
 
 

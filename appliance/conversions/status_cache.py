@@ -3,8 +3,9 @@
 Every job has a version token in Redis (``appliance:status:<job id>``; a job-less task is its
 own job). Each committed change to a job's rows replaces its token before the call that
 committed returns (``db.changes.StatusTokens``, run by the writing connection), whatever
-code path wrote. A status read takes the job's token (one Redis round trip, no database) and
-serves the document it holds only if it was built under that same token.
+code path wrote. A status read takes the job's token (one Redis round trip, no database,
+pipelined with the other reads of the moment: ``db.redis_pipe``) and serves the document it
+holds only if it was built under that same token.
 
 The order makes it safe: a reader takes the token first and reads the database after, so a
 change committed after the token was taken replaces the token, and a document built from
@@ -32,6 +33,7 @@ import redis
 import redis.asyncio as aioredis
 
 from appliance.db.changes import TOKEN_SECONDS, token_key
+from appliance.db.redis_pipe import PipelinedRedis
 from appliance.metrics import STATUS_READS
 from appliance.settings import Settings
 
@@ -59,7 +61,9 @@ class StatusCache:
     """The readers' side, one per API process: documents by job or task id, at most
     ``max_bytes`` of them (least recently used go first)."""
 
-    def __init__(self, client: aioredis.Redis, max_bytes: int, max_seconds: float) -> None:
+    def __init__(
+        self, client: PipelinedRedis | aioredis.Redis, max_bytes: int, max_seconds: float
+    ) -> None:
         self.client = client
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
@@ -71,7 +75,7 @@ class StatusCache:
         """The API process's cache, or None when ``status_cache`` is off."""
         if not settings.status_cache:
             return None
-        client = aioredis.Redis.from_url(settings.effective_redis_url)
+        client = PipelinedRedis(settings.effective_redis_url)
         return cls(client, settings.status_cache_bytes, settings.status_cache_seconds)
 
     def size(self) -> tuple[int, int]:

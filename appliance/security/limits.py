@@ -11,6 +11,7 @@ transaction), so two processes counting at once never both take the last slot. R
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import logging
 import time
@@ -310,6 +311,19 @@ def client_address(
         if not is_trusted(ip):
             return hop
     return hops[0] if hops else peer
+
+
+class ClientAddresses:
+    """``client_address`` for one set of trusted proxies, remembered for the (peer,
+    X-Forwarded-For) pairs seen lately: a client's requests come from the same pair, and
+    parsing them again was a tenth of a cached status read's time."""
+
+    def __init__(self, trusted: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
+        self.trusted = tuple(trusted)
+        self.of = functools.lru_cache(maxsize=4096)(self._resolve)
+
+    def _resolve(self, peer: str | None, forwarded_for: str | None) -> str:
+        return client_address(peer, forwarded_for, self.trusted)
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -29,6 +29,7 @@ from appliance.conversions.events import announce
 from appliance.conversions.status_cache import StatusCache
 from appliance.conversions.task import Ready
 from appliance.db.changes import StatusTokens
+from appliance.db.redis_pipe import PipelinedRedis
 from appliance.errors import TooManyRequests
 from appliance.jobs.broker import declare_actors, make_broker, make_dispatcher
 from appliance.local_services import free_port
@@ -192,7 +193,7 @@ def test_status_tokens_and_the_backlog_work_as_the_api_and_worker_users(server):
         seen |= set(tokens)
 
     async def read() -> bytes | None:
-        client = aioredis.Redis.from_url(server.url("api"))
+        client = PipelinedRedis(server.url("api"))  # the API's own client, logged in as api
         cache = StatusCache(client, 1 << 20, 60)
         token = await cache._token("job-1")
         await client.aclose()

@@ -2,7 +2,7 @@ import ipaddress
 
 import pytest
 
-from appliance.security.limits import Decision, Rule, client_address, networks
+from appliance.security.limits import ClientAddresses, Decision, Rule, client_address, networks
 
 TRUSTED = networks("127.0.0.1/32,::1/128,10.0.0.0/8")
 
@@ -22,6 +22,16 @@ TRUSTED = networks("127.0.0.1/32,::1/128,10.0.0.0/8")
 )
 def test_the_client_address_is_the_first_untrusted_hop_from_the_right(peer, forwarded, client):
     assert client_address(peer, forwarded, TRUSTED) == client
+
+
+def test_client_addresses_answer_as_client_address_and_remember_what_they_saw():
+    addresses = ClientAddresses(TRUSTED)
+    pairs = [("127.0.0.1", "1.2.3.4, 198.51.100.1"), ("203.0.113.9", None), ("::1", "x")]
+    for _ in range(3):
+        assert [addresses.of(*pair) for pair in pairs] == [
+            client_address(*pair, TRUSTED) for pair in pairs
+        ]
+    assert addresses.of.cache_info().misses == len(pairs)
 
 
 def test_headers_say_the_policy_what_is_left_and_when_it_resets():
