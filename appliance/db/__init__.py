@@ -35,6 +35,20 @@ DATABASE_RETRY_AFTER = 5  # seconds a client is told to wait: a failover, a pool
 # those locks are answered in time. Not for the workers' pool, whose clean-up deletes objects
 # between a transaction's statements.
 API_IDLE_LIMIT = 5
+# A database host that dies without a word (power cut, link down, a partition) sends no reset:
+# without these a statement sent to it, or a result awaited from it, would wait for the
+# kernel's retransmissions to give up (about 15 minutes), holding the pooled connection and
+# the request or task. With them the connection fails within seconds and the next one is
+# made to whichever host is then the primary. Keepalives cover a connection waiting for a
+# result (the server's kernel answers probes while a query runs); the user timeout covers
+# data sent and never acknowledged. libpq ignores both on Unix-domain sockets.
+DEAD_PEER_SETTINGS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,  # seconds of silence before the first probe
+    "keepalives_interval": 5,
+    "keepalives_count": 3,  # a dead peer is dropped ~25 s into a silent wait
+    "tcp_user_timeout": 10_000,  # ms that sent data may stay unacknowledged
+}
 
 
 class ApiPool(AsyncConnectionPool[AsyncConnection[DictRow]]):
@@ -90,10 +104,11 @@ async def _configure_async(
 
 
 def _connection_kwargs(settings: Settings, idle_limit: int | None = None) -> dict[str, Any]:
-    """Every pooled connection: rows as dicts, autocommit, and the session settings the
-    database functions read (``appliance.metering``, migration 0011); with ``idle_limit``,
-    Postgres ends a transaction left that many seconds without a statement."""
-    kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True}
+    """Every pooled connection: rows as dicts, autocommit, a dead peer noticed within seconds
+    (``DEAD_PEER_SETTINGS``), and the session settings the database functions read
+    (``appliance.metering``, migration 0011); with ``idle_limit``, Postgres ends a
+    transaction left that many seconds without a statement."""
+    kwargs: dict[str, Any] = {"row_factory": dict_row, "autocommit": True, **DEAD_PEER_SETTINGS}
     options = []
     if not settings.usage_metering:
         options.append("-c appliance.metering=off")

@@ -58,9 +58,11 @@ class Probes:
     def postgres(self) -> None:
         import psycopg
 
+        from appliance.db import DEAD_PEER_SETTINGS
         from appliance.db.queries.health import ping_sync
 
-        with psycopg.connect(self.settings.effective_database_url, connect_timeout=2) as conn:
+        url = self.settings.effective_database_url
+        with psycopg.connect(url, connect_timeout=2, **DEAD_PEER_SETTINGS) as conn:
             ping_sync(conn)
 
     def clamd(self) -> None:
@@ -72,6 +74,7 @@ class Probes:
         series go missing, which the alert rules see) and logged."""
         import psycopg
 
+        from appliance.db import DEAD_PEER_SETTINGS
         from appliance.db.queries.activity import top_users
         from appliance.db.queries.files import storage_use
 
@@ -83,7 +86,9 @@ class Probes:
             log.warning("metrics: queue gauges unavailable (Redis)", exc_info=True)
         try:
             url = self.settings.effective_database_url
-            with psycopg.connect(url, connect_timeout=2, autocommit=True) as conn:
+            with psycopg.connect(
+                url, connect_timeout=2, autocommit=True, **DEAD_PEER_SETTINGS
+            ) as conn:
                 snapshot.storage = storage_use(conn)
                 snapshot.top_users = top_users(conn, scrape.TOP_USERS_SECONDS, scrape.TOP_USERS)
         except Exception:

@@ -34,7 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from psycopg.rows import dict_row
 
-from appliance.db import DictConnection
+from appliance.db import DEAD_PEER_SETTINGS, DictConnection
 from appliance.db.queries import data_keys as rows
 from appliance.errors import PermanentError
 from appliance.settings import Settings
@@ -171,7 +171,7 @@ def connector(settings: Settings) -> Connect:
     """A connection of its own per call (autocommit, rows as dicts): keys are cached, so a
     process connects for a key about once a minute per user, not per file."""
     return lambda: psycopg.connect(
-        settings.effective_database_url, autocommit=True, row_factory=dict_row
+        settings.effective_database_url, autocommit=True, row_factory=dict_row, **DEAD_PEER_SETTINGS
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from appliance.db import AsyncDictConnection, SyncPool
+from appliance.db import DEAD_PEER_SETTINGS, AsyncDictConnection, SyncPool
 
 _WEBHOOK_JSON = (
     "json_build_object('id', w.id, 'url', w.url, 'events', w.events,"
@@ -231,7 +231,7 @@ def next_due(pool: SyncPool) -> float | None:
 def listening(database_url: str) -> psycopg.Connection[Any]:
     """A connection of its own that hears of new deliveries (``conn.notifies()``) once they
     are committed. The caller closes it."""
-    conn = psycopg.connect(database_url, autocommit=True)
+    conn = psycopg.connect(database_url, autocommit=True, **DEAD_PEER_SETTINGS)
     try:
         conn.execute(LISTEN)
     except BaseException:
