@@ -2,9 +2,10 @@
 made on a real host while clients call the API through the lb, and each drill records what
 the clients saw (bench/out/drills.json) before checking what they must see.
 
-Faults: the lb's nginx restarted; Redis restarted and then dead for a minute; a worker host
-powered off mid-conversion (kept off until its alert fires); the S3 store unreachable for
-half a minute, and then until its alert fires. Alerts are read from the lab's Prometheus.
+Faults: the lb's nginx restarted; Redis restarted and then dead for a minute (then dead
+again, without load, until its alerts fire); a worker host powered off mid-conversion (kept
+off until its alert fires); the S3 store unreachable for half a minute, and then until its
+alert fires. Alerts are read from the lab's Prometheus.
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ def test_clients_that_retry_see_no_failure_when_the_lb_s_nginx_restarts(fleet):
 def test_no_accepted_job_is_lost_when_redis_restarts_and_dies_for_a_minute(fleet):
     """Clients that do not retry see success or 503 with Retry-After, nothing else; every
     job accepted before, during or after finishes (the reconciler enqueues again what the
-    dead Redis lost), and sync waits answer."""
+    dead Redis lost), and sync waits answer. The minute is shorter than the Redis alerts'
+    ``for``: after the load Redis dies again until they fire, and they clear once it is
+    back."""
     how = Client(converts=True, sync_waits=True)
     back: list[float] = []
 
@@ -100,12 +103,63 @@ def test_no_accepted_job_is_lost_when_redis_restarts_and_dies_for_a_minute(fleet
     finally:
         fleet.lab.run("h2", "systemctl start redis-server")
     record_seen("redis restart, then dead 60 s", results, how)
+    started = time.monotonic()
     assert unfinished(fleet, made, FINISH_SECONDS) == {}
+    finished = time.monotonic() - started
     all_made_once(fleet, made)
     assert failures(results, allowed=(503,)) == [], explain(fleet, results, allowed=(503,))
     after = [r for r in results if r[4] > back[0] + 5]
     assert failures(after) == [], explain(fleet, after)
     assert len(after) > 2 * LOAD_CLIENTS, timeline(results)
+    fired, cleared = redis_alerts_fire_and_clear(fleet)
+    print(f"redis drill: every job finished {finished:.0f} s after the load; dead again with no"
+          f" load, its alerts fired after {fired}, cleared {cleared} after its start")  # fmt: skip
+
+
+def redis_alerts(port: int, state: str | None = None) -> set[str]:
+    """The targets the Redis-down alerts name: ApplianceRedisDown (its exporter's
+    ``redis_up``, job redis) and ApplianceDependencyUnreachable for redis (the api and worker
+    hosts' own readiness checks)."""
+    down = alerts(port, "ApplianceRedisDown", state)
+    return down | alerts(port, "ApplianceDependencyUnreachable", state, dependency="redis")
+
+
+def redis_alerts_fire_and_clear(fleet: Fleet) -> tuple[dict[str, int], dict[str, int]]:
+    """Redis dead (no load) until its alerts fire, for every job that watches it, then
+    started: the seconds, by job, until each fired and until each cleared. The drill's
+    minute is shorter than their ``for`` (2 minutes, and 1 for the readiness checks)."""
+    jobs = {"redis", "appliance-api", "appliance-worker"}
+
+    def by_job(port: int, state: str | None = None) -> set[str]:
+        return {target.split()[0] for target in redis_alerts(port, state)}
+
+    fired: dict[str, int] = {}
+    cleared: dict[str, int] = {}
+    with fleet.lab.tunnel("h1", 9090) as port:
+        wait_for(lambda: redis_alerts(port) == set(), 90)  # the minute's alerts have cleared
+        killed = time.monotonic()
+        fleet.lab.run("h2", "systemctl kill --signal=SIGKILL redis-server;"
+                            " systemctl stop redis-server")  # fmt: skip
+        try:
+
+            def all_fired() -> bool:
+                for job in by_job(port, "firing") - set(fired):
+                    fired[job] = round(time.monotonic() - killed)
+                return set(fired) >= jobs
+
+            # ApplianceRedisDown's 2 minutes, a scrape and an evaluation, and slack
+            wait_for(all_fired, TARGET_DOWN_SECONDS)
+        finally:
+            fleet.lab.run("h2", "systemctl start redis-server")
+        back = time.monotonic()
+
+        def all_cleared() -> bool:
+            for job in jobs - by_job(port) - set(cleared):
+                cleared[job] = round(time.monotonic() - back)
+            return set(cleared) >= jobs
+
+        wait_for(all_cleared, 120)
+    return fired, cleared
 
 
 def processing(fleet: Fleet) -> int:
