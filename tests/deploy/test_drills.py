@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests.deploy.alerts import alerts, wait_for
 from tests.deploy.fleet import REPO, Fleet
 from tests.deploy.load import (
     LOAD_CLIENTS,
@@ -251,29 +250,6 @@ def test_storage_unreachable_for_half_a_minute_answers_503_and_loses_nothing(fle
     # Never a wait for the lb's read timeout (504), nor a 503 that does not say when to come
     # back, nor the lb's 502 (its upstream emptied by counting the app's 503s as failures).
     assert {r[3] for r in how.retried} <= {503}, seen(how.retried)
-
-
-def alerts(port: int, name: str, state: str | None = None, **labels: str) -> set[str]:
-    """The targets ("job instance") alert ``name`` names now (pending or firing, or only
-    ``state``), of those with ``labels``; ``port``: the lab's Prometheus, tunnelled."""
-    selector = ",".join(
-        f'{k}="{v}"' for k, v in {"alertname": name, **labels, "alertstate": state}.items() if v
-    )
-    reply = httpx.get(
-        f"http://127.0.0.1:{port}/api/v1/query", params={"query": f"ALERTS{{{selector}}}"},
-        timeout=15,
-    )  # fmt: skip
-    found = reply.raise_for_status().json()["data"]["result"]
-    return {f"{r['metric']['job']} {r['metric']['instance']}" for r in found}
-
-
-def wait_for(check: Callable[[], bool], seconds: float) -> float:
-    """Seconds until ``check()`` held, polled every 5 s; fails after ``seconds``."""
-    start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < seconds, f"not within {seconds:g} s"
-        time.sleep(5)
-    return time.monotonic() - start
 
 
 def storage_alerts(port: int, state: str | None = None) -> set[str]:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import pyvips
 
+from tests.deploy.alerts import alerts, wait_for
 from tests.deploy.fleet import Fleet, record_time
 from tests.deploy.load import (
     LOAD_CLIENTS,
@@ -204,6 +205,9 @@ def test_the_redis_exporter_user_reads_stats_only(fleet):
 
 
 def test_requests_keep_succeeding_when_an_api_host_dies(fleet):
+    """Clients see no failure while h3 dies under load; h3 is then kept dead until its
+    ApplianceTargetDown fires (appliance-api and node), and the alert clears once it is
+    booted again."""
     killed: list[float] = []
 
     def kill_and_wait() -> None:
@@ -212,23 +216,42 @@ def test_requests_keep_succeeding_when_an_api_host_dies(fleet):
         killed.append(time.monotonic())
         time.sleep(15)
 
+    h3 = fleet.lab.ip("h3")
+
+    def h3_down(port: int, state: str | None = None) -> set[str]:
+        return {t for t in alerts(port, "ApplianceTargetDown", state) if f" {h3}:" in t}
+
     made: list[str] = []
-    try:
-        results = under_load(fleet, kill_and_wait, made)
-    finally:
-        fleet.lab.boot("h3")
-    # The load went on while h3 was dead, through h2.
-    served = [r for r in results if r[4] > killed[1] and r not in failures(results)]
-    assert len(served) > 10 * LOAD_CLIENTS, timeline(results)
-    # Every request before, during and after the death succeeds: a GET in flight on h3 is
-    # given up after the lb's read timeout and answered by h2, and so is a POST, which
-    # carries an Idempotency-Key: if h3 had made its job, h2 answers with that job.
-    assert failures(results) == [], explain(fleet, results)
-    # ... and made it once: each client's jobs (by its tag) are those it was answered with.
-    answered = jobs_by_tag(made)
-    assert count_in_db(fleet, list(answered)) == {tag: len(ids) for tag, ids in answered.items()}
-    ready = f"http://{fleet.lab.ip('h3')}:8080/health/ready"
-    fleet.lab.run("h3", f"for i in $(seq 60); do curl -fs {ready} && exit 0; sleep 1; done; exit 1")
+    with fleet.lab.tunnel("h1", 9090) as port:
+        try:
+            results = under_load(fleet, kill_and_wait, made)
+            # The load went on while h3 was dead, through h2.
+            served = [r for r in results if r[4] > killed[1] and r not in failures(results)]
+            assert len(served) > 10 * LOAD_CLIENTS, timeline(results)
+            # Every request before, during and after the death succeeds: a GET in flight on
+            # h3 is given up after the lb's read timeout and answered by h2, and so is a POST,
+            # which carries an Idempotency-Key: if h3 had made its job, h2 answers with it.
+            assert failures(results) == [], explain(fleet, results)
+            # ... and made it once: each client's jobs (by its tag) are those it was answered
+            # with.
+            answered = jobs_by_tag(made)
+            in_db = count_in_db(fleet, list(answered))
+            assert in_db == {tag: len(ids) for tag, ids in answered.items()}
+            # its 2 minutes, a scrape and an evaluation (15 s each) and slack, from the kill
+            firing = {"appliance-api", "node"}
+            wait_for(lambda: {t.split()[0] for t in h3_down(port, "firing")} >= firing,
+                     200 - (time.monotonic() - killed[0]))  # fmt: skip
+            fired = time.monotonic() - killed[0]
+        finally:
+            fleet.lab.boot("h3")
+        booted = time.monotonic()
+        ready = f"http://{h3}:8080/health/ready"
+        fleet.lab.run("h3", f"for i in $(seq 60); do curl -fs {ready} && exit 0; sleep 1; done;"
+                            " exit 1")  # fmt: skip
+        wait_for(lambda: h3_down(port) == set(), 120 - (time.monotonic() - booted))
+        cleared = time.monotonic() - booted
+    print(f"api host drill: its ApplianceTargetDown fired {fired:.0f} s after h3 died, cleared"
+          f" {cleared:.0f} s after it booted")  # fmt: skip
 
 
 def test_rolling_upgrade_under_load_fails_no_request(fleet):
