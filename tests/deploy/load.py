@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 import struct
 import threading
 import time
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 import httpx
 import pyvips
 
-from tests.deploy.fleet import Fleet
+from tests.deploy.fleet import REPO, Fleet
 
 # Clients of the steady load, each with its own key, and how long the end of a load waits for
 # a request still open (longer than the lb's 60 s read timeout, so none is left uncounted).
@@ -227,6 +228,35 @@ def seen(results: list) -> dict[str, int]:
         kind = f"{method} {route} {status}"
         kinds[kind] = kinds.get(kind, 0) + 1
     return kinds
+
+
+def outage(results: list, how: Client, fault: float | None = None) -> dict[str, float | int]:
+    """The client-visible outage of a drill: the seconds from the first to the last answer
+    that was not a success (a final answer, or one a retrying client had to send again), and
+    where those two came relative to ``fault`` (its start, monotonic), if given. 0 s and no
+    offsets when every answer was a success."""
+    bad = sorted(failures(results) + list(how.retried))
+    if not bad:
+        return {"seconds": 0.0, "answers": 0}
+    window: dict[str, float | int] = {"seconds": round(bad[-1][0] - bad[0][0], 1),
+                                      "answers": len(bad)}  # fmt: skip
+    if fault is not None:
+        window["first_after_fault"] = round(bad[0][0] - fault, 1)
+        window["last_after_fault"] = round(bad[-1][0] - fault, 1)
+    return window
+
+
+def record_seen(name: str, results: list, how: Client, fault: float | None = None) -> None:
+    """What the clients of drill ``name`` saw: final answers, answers they retried, and the
+    outage (``outage``) to count against availability; in bench/out/drills.json."""
+    out = REPO / "bench" / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "drills.json"
+    drills = json.loads(path.read_text()) if path.exists() else {}
+    drills[name] = {"answers": seen(results), "retried": seen(how.retried),
+                    "outage": outage(results, how, fault)}  # fmt: skip
+    path.write_text(json.dumps(drills, indent=2, sort_keys=True))
+    print(f"{name}: client-visible outage {drills[name]['outage']}")
 
 
 def explain(fleet: Fleet, results: list, log: str = "", allowed: tuple = ()) -> str:

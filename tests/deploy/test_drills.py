@@ -5,7 +5,8 @@ the clients saw (bench/out/drills.json) before checking what they must see.
 Faults: the lb's nginx restarted; Redis restarted and then dead for a minute (then dead
 again, without load, until its alerts fire); a worker host powered off mid-conversion (kept
 off until its alert fires); the S3 store unreachable for half a minute, and then until its
-alert fires. Alerts are read from the lab's Prometheus.
+alert fires. Alerts are read from the lab's Prometheus; each drill's client-visible outage
+(load.outage) goes to drills.json with what the clients saw.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.alerts import alerts, wait_for
-from tests.deploy.fleet import REPO, Fleet
+from tests.deploy.fleet import Fleet
 from tests.deploy.load import (
     LOAD_CLIENTS,
     Client,
@@ -26,6 +27,7 @@ from tests.deploy.load import (
     explain,
     failures,
     jobs_by_tag,
+    record_seen,
     seen,
     timeline,
     under_load,
@@ -46,16 +48,6 @@ WORKER_LOST_SECONDS = 240
 TARGET_DOWN_SECONDS = 200
 
 
-def record_seen(name: str, results: list, how: Client) -> None:
-    """What the clients of drill ``name`` saw: final answers, and answers they retried."""
-    out = REPO / "bench" / "out"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "drills.json"
-    drills = json.loads(path.read_text()) if path.exists() else {}
-    drills[name] = {"answers": seen(results), "retried": seen(how.retried)}
-    path.write_text(json.dumps(drills, indent=2, sort_keys=True))
-
-
 def all_made_once(fleet: Fleet, made: list[str]) -> None:
     """Each client's jobs (by its tag) in the database are those it was answered with."""
     answered = jobs_by_tag(made)
@@ -65,13 +57,16 @@ def all_made_once(fleet: Fleet, made: list[str]) -> None:
 def test_clients_that_retry_see_no_failure_when_the_lb_s_nginx_restarts(fleet):
     how = Client(retry_for=30)
 
+    fault: list[float] = []
+
     def restart() -> None:
+        fault.append(time.monotonic())
         fleet.lab.run("h1", "systemctl restart nginx")
         time.sleep(5)
 
     made: list[str] = []
     results = under_load(fleet, restart, made, how)
-    record_seen("lb nginx restart", results, how)
+    record_seen("lb nginx restart", results, how, fault[0])
     assert len(results) > 10 * LOAD_CLIENTS, timeline(results)
     assert failures(results) == [], explain(fleet, results)
     all_made_once(fleet, made)
@@ -86,7 +81,10 @@ def test_no_accepted_job_is_lost_when_redis_restarts_and_dies_for_a_minute(fleet
     how = Client(converts=True, sync_waits=True)
     back: list[float] = []
 
+    fault: list[float] = []
+
     def outage() -> None:
+        fault.append(time.monotonic())
         fleet.lab.run("h2", "systemctl restart redis-server")
         time.sleep(10)
         fleet.lab.run("h2", "systemctl kill --signal=SIGKILL redis-server;"
@@ -101,7 +99,7 @@ def test_no_accepted_job_is_lost_when_redis_restarts_and_dies_for_a_minute(fleet
         results = under_load(fleet, outage, made, how)
     finally:
         fleet.lab.run("h2", "systemctl start redis-server")
-    record_seen("redis restart, then dead 60 s", results, how)
+    record_seen("redis restart, then dead 60 s", results, how, fault[0])
     started = time.monotonic()
     assert unfinished(fleet, made, FINISH_SECONDS) == {}
     finished = time.monotonic() - started
@@ -195,7 +193,7 @@ def test_a_worker_host_powered_off_mid_conversion_has_its_tasks_finished_elsewhe
     with fleet.lab.tunnel("h1", 9090) as port:
         try:
             results = under_load(fleet, power_off, made, how)
-            record_seen("worker host powered off", results, how)
+            record_seen("worker host powered off", results, how, killed[0])
             assert failures(results) == [], explain(fleet, results)
             assert unfinished(fleet, made, FINISH_SECONDS) == {}
             # its 2 minutes, a scrape and an evaluation (15 s each), counted from the kill
@@ -232,7 +230,10 @@ def test_storage_unreachable_for_half_a_minute_answers_503_and_loses_nothing(fle
     how = Client(converts=True, retry_for=60)
     made: list[str] = []
 
+    fault: list[float] = []
+
     def outage() -> None:
+        fault.append(time.monotonic())
         subprocess.run(s3_rule(fleet, "-I"), shell=True, check=True)
         try:
             time.sleep(30)
@@ -241,7 +242,7 @@ def test_storage_unreachable_for_half_a_minute_answers_503_and_loses_nothing(fle
         time.sleep(20)
 
     results = under_load(fleet, outage, made, how)
-    record_seen("storage unreachable 30 s", results, how)
+    record_seen("storage unreachable 30 s", results, how, fault[0])
     assert unfinished(fleet, made, FINISH_SECONDS) == {}
     all_made_once(fleet, made)
     assert failures(results) == [], explain(fleet, results)

@@ -23,10 +23,12 @@ from tests.deploy.alerts import alerts, wait_for
 from tests.deploy.fleet import Fleet, record_time
 from tests.deploy.load import (
     LOAD_CLIENTS,
+    Client,
     count_in_db,
     explain,
     failures,
     jobs_by_tag,
+    record_seen,
     timeline,
     under_load,
 )
@@ -222,9 +224,11 @@ def test_requests_keep_succeeding_when_an_api_host_dies(fleet):
         return {t for t in alerts(port, "ApplianceTargetDown", state) if f" {h3}:" in t}
 
     made: list[str] = []
+    how = Client()
     with fleet.lab.tunnel("h1", 9090) as port:
         try:
-            results = under_load(fleet, kill_and_wait, made)
+            results = under_load(fleet, kill_and_wait, made, how)
+            record_seen("api host killed", results, how, killed[0])
             # The load went on while h3 was dead, through h2.
             served = [r for r in results if r[4] > killed[1] and r not in failures(results)]
             assert len(served) > 10 * LOAD_CLIENTS, timeline(results)
