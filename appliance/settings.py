@@ -387,6 +387,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retry_backoff_seconds: Annotated[
         float, _doc("First retry delay; doubles per attempt.", gt=0)
     ] = 2.0
+    no_space_pause_seconds: Annotated[
+        float,
+        _doc(
+            "After a task meets a full disk on a worker host, the seconds that worker hands "
+            "every task back to the queue (for workers with room) before it tries one again.",
+            gt=0,
+        ),
+    ] = 30.0
     reconcile_interval_seconds: Annotated[
         float, _doc("How often the reconciler looks for lost messages and lapsed leases.", gt=0)
     ] = 10.0

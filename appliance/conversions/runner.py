@@ -34,6 +34,7 @@ from appliance.metrics import TASK_DURATION, TASKS_ENDED, TASKS_IN_PROGRESS, pre
 
 log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 0.5  # how often a running task's progress may be written
+HAND_BACK_SECONDS = 1.0  # a worker out of disk: its wait before a task goes back, and its delay
 
 
 class TaskRunner:
@@ -41,11 +42,17 @@ class TaskRunner:
         self.rt = rt
         self.operations = dict(operations)  # the enabled ones, by name
         preset(operations=list(operations))
+        # Until when this worker takes no task: its disk was full (monotonic; shared by the
+        # process's threads, a float written whole).
+        self._full_until = 0.0
 
     def run(self, task_id: str, queue: str) -> None:
         """Run the task, then any it made ready that run inline (``Operation.inline``)."""
         ids = (logs.task_id.set(task_id), logs.job_id.set(None))
         try:
+            if time.monotonic() < self._full_until:
+                self._hand_back(task_id, queue)
+                return
             task = self._claim(task_id)
             if task is None:
                 self._too_early(task_id, queue)
@@ -75,7 +82,11 @@ class TaskRunner:
                     outcome = self._run_within_timeout(task, lease.progress)
                 except Exception as exc:
                     if not isinstance(exc, ApplianceError) and _disk_full(exc):
-                        # this host's disk (its data directory): another worker may have room
+                        # this host's disk (its data directory): another worker may have room,
+                        # and this one takes no task for a while (it would fail them all fast,
+                        # retries included, and spend their attempts)
+                        pause = self.rt.settings.no_space_pause_seconds
+                        self._full_until = time.monotonic() + pause
                         raise RetryableError(
                             "The worker's disk is full (no space left on device)",
                             code="NO_SPACE",
@@ -127,6 +138,14 @@ class TaskRunner:
         with self.rt.pool.connection() as conn:
             row = task_rows.claim(conn, task_id, self.rt.settings.task_lease_seconds)
         return None if row is None else Task.from_row(row)
+
+    def _hand_back(self, task_id: str, queue: str) -> None:
+        """This worker's disk was full a moment ago: the task, not claimed (no attempt spent),
+        goes back on its queue for a worker with room. The pause before it does keeps this
+        worker from taking the queue's messages faster than the others."""
+        log.info("task %s handed back: this worker's disk was full", task_id)
+        time.sleep(HAND_BACK_SECONDS)
+        self._dispatch([Ready(task_id, queue)], delay_ms=int(HAND_BACK_SECONDS * 1000))
 
     def _too_early(self, task_id: str, queue: str) -> None:
         """A delayed retry that arrived before its time (clocks differ between hosts) goes

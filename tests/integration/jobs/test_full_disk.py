@@ -1,17 +1,21 @@
 """A worker whose disk is full (its data directory: the work area where inputs and outputs
 pass on their way to and from the sandbox): the task fails with a code that says so after
 its attempts (or moves to a worker with room), the worker lives on and converts again once
-there is space."""
+there is space. After meeting the full disk it hands tasks back to the queue for a while
+instead of spending their attempts (``no_space_pause_seconds``)."""
 
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from tests.integration.jobs.conftest import UPLOAD_CONVERT_EXPORT, task
+from appliance.settings import Settings
+from tests.integration.jobs.conftest import UPLOAD_CONVERT_EXPORT, JobSystem, task
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -26,6 +30,14 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+PAUSE = 4.0  # seconds a worker that met the full disk hands tasks back
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return msgspec.structs.replace(settings, no_space_pause_seconds=PAUSE)
 
 
 def fill(directory: Path) -> Path:
@@ -56,3 +68,40 @@ def test_a_full_disk_fails_the_task_with_no_space_and_the_worker_converts_again(
     again = system.create(UPLOAD_CONVERT_EXPORT)
     system.upload(task(again, "up")["id"], png_file)
     assert system.wait(again["id"], timeout=60)["status"] == "finished"
+
+
+def attempts(system: JobSystem, task_id: str) -> int:
+    return int(system.sql("SELECT attempts FROM tasks WHERE id = %s", task_id)[0]["attempts"])
+
+
+def test_after_a_full_disk_the_worker_hands_tasks_back_without_spending_attempts(system, png_file):
+    system.stop_worker()
+    first, stored = system.create(UPLOAD_CONVERT_EXPORT), system.create(UPLOADED)
+    system.upload(task(first, "up")["id"], png_file)
+    system.upload(task(stored, "up")["id"], png_file)  # an input for a later job
+    ballast = fill(system.settings.data_path)
+    system.start_worker()
+    deadline = time.monotonic() + 30
+    while attempts(system, task(first, "c")["id"]) < 1:  # it met the full disk
+        assert time.monotonic() < deadline, "the first conversion was never tried"
+        time.sleep(0.05)
+    met = time.monotonic()
+    second = system.create(convert_of(task(stored, "up")["id"]))  # no disk needed to make it
+    time.sleep(PAUSE / 2)
+    # within the pause neither the retry nor the new task was taken: no attempt spent
+    assert time.monotonic() - met < PAUSE
+    assert attempts(system, task(first, "c")["id"]) == 1
+    assert attempts(system, task(second, "c")["id"]) == 0
+    ballast.unlink()
+    for job in (first, second):  # once the pause is over, both convert
+        assert system.wait(job["id"], timeout=60)["status"] == "finished"
+
+
+UPLOADED = {"up": {"operation": "import/upload"}}
+
+
+def convert_of(upload_task_id: str) -> dict:
+    return {
+        "c": {"operation": "convert", "input": upload_task_id, "output_format": "webp"},
+        "e": {"operation": "export/url", "input": "c"},
+    }
