@@ -391,8 +391,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         float,
         _doc(
             "After a task meets a full disk on a worker host, the seconds that worker hands "
-            "every task back to the queue (for workers with room) before it tries one again.",
-            gt=0,
+            "every task back to the queue (for workers with room) before it tries one again. "
+            "0: no pause.",
+            ge=0,
         ),
     ] = 30.0
     reconcile_interval_seconds: Annotated[

@@ -85,8 +85,8 @@ class TaskRunner:
                         # this host's disk (its data directory): another worker may have room,
                         # and this one takes no task for a while (it would fail them all fast,
                         # retries included, and spend their attempts)
-                        pause = self.rt.settings.no_space_pause_seconds
-                        self._full_until = time.monotonic() + pause
+                        if pause := self.rt.settings.no_space_pause_seconds:
+                            self._full_until = time.monotonic() + pause
                         raise RetryableError(
                             "The worker's disk is full (no space left on device)",
                             code="NO_SPACE",
@@ -144,8 +144,10 @@ class TaskRunner:
         goes back on its queue for a worker with room. The pause before it does keeps this
         worker from taking the queue's messages faster than the others."""
         log.info("task %s handed back: this worker's disk was full", task_id)
-        time.sleep(HAND_BACK_SECONDS)
+        # queued (and in the pending set) again before the pause, or the reconciler would
+        # take it for a lost message meanwhile
         self._dispatch([Ready(task_id, queue)], delay_ms=int(HAND_BACK_SECONDS * 1000))
+        time.sleep(HAND_BACK_SECONDS)
 
     def _too_early(self, task_id: str, queue: str) -> None:
         """A delayed retry that arrived before its time (clocks differ between hosts) goes

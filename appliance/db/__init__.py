@@ -41,12 +41,13 @@ API_IDLE_LIMIT = 5
 # the request or task. With them the connection fails within seconds and the next one is
 # made to whichever host is then the primary. Keepalives cover a connection waiting for a
 # result (the server's kernel answers probes while a query runs); the user timeout covers
-# data sent and never acknowledged. libpq ignores both on Unix-domain sockets.
+# data sent and never acknowledged (a statement sent to a dead host fails in ~10 s; a silent
+# wait for notifications failed after 42 s, measured). libpq ignores both on Unix sockets.
 DEAD_PEER_SETTINGS: dict[str, Any] = {
     "keepalives": 1,
     "keepalives_idle": 10,  # seconds of silence before the first probe
     "keepalives_interval": 5,
-    "keepalives_count": 3,  # a dead peer is dropped ~25 s into a silent wait
+    "keepalives_count": 3,
     "tcp_user_timeout": 10_000,  # ms that sent data may stay unacknowledged
 }
 

@@ -7,10 +7,13 @@ event loop are written to the one connection together, and their replies, which 
 in the order it got the commands, answer them in that order (hiredis parses them).
 
 Failure is plain: when the oldest command has waited ``timeout`` seconds, or the connection
-is lost, every command still waiting fails with ``redis.ConnectionError`` (a
-``redis.RedisError``, as callers expect from redis-py) and the connection is dropped; the
+is lost, every command still waiting fails with a ``redis.RedisError`` (``TimeoutError`` or
+``ConnectionError``, as callers expect from redis-py) and the connection is dropped; the
 next command connects again. Callers fall back to the database on any ``RedisError``. One
-timer per connection watches the oldest command, not one per command.
+timer per connection watches the oldest command, not one per command. A connect runs as a
+task of its own; commands that come while it is under way, and for a while after it failed
+(1 s, doubling to 10 s while failures go on), fail at once rather than wait for it. A
+``rediss://`` URL is verified against the system's CAs (its query options are not read).
 
 The interface is the part of redis-py's (``execute_command``, ``set``, ``aclose``) its
 callers use, so a redis-py client may stand in for this one (tests do).
@@ -28,7 +31,8 @@ import redis
 from redis.connection import parse_url
 
 CONNECT_SECONDS = 2.0
-RECONNECT_SECONDS = 1.0  # after a failed connect, commands fail at once for this long
+RECONNECT_SECONDS = 1.0  # after a failed connect, commands fail at once this long (doubling)
+RECONNECT_MAX_SECONDS = 10.0
 
 
 def pack(args: tuple[Any, ...]) -> bytes:
@@ -53,6 +57,7 @@ class _Protocol(asyncio.Protocol):
         self.outgoing: list[bytes] = []
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
+        self.loop = asyncio.get_running_loop()
         self._watch: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -122,7 +127,7 @@ class _Protocol(asyncio.Protocol):
             self._watch.cancel()
             self._watch = None
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()  # not close(): that would wait for a dead peer to take the rest
 
 
 class PipelinedRedis:
@@ -135,9 +140,9 @@ class PipelinedRedis:
         self._options = parse_url(url)
         self._tls = url.startswith("rediss://")
         self._protocol: _Protocol | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._connecting: asyncio.Future[_Protocol] | None = None
-        self._down: tuple[float, redis.RedisError] | None = None  # (until, why)
+        self._connecting: asyncio.Task[_Protocol] | None = None
+        self._down: tuple[float, str] | None = None  # (until, why): commands fail at once
+        self._failures = 0  # connects failed in a row
 
     async def execute_command(self, *args: Any) -> Any:
         protocol = await self._connected()
@@ -159,6 +164,8 @@ class PipelinedRedis:
         return reply if get else reply == b"OK"
 
     async def aclose(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
         if self._protocol is not None:
             self._protocol.close(redis.ConnectionError("closed"))
             self._protocol = None
@@ -166,29 +173,32 @@ class PipelinedRedis:
     async def _connected(self) -> _Protocol:
         loop = asyncio.get_running_loop()
         protocol = self._protocol
-        if protocol is not None and protocol.lost is None and self._loop is loop:
+        if protocol is not None and protocol.lost is None and protocol.loop is loop:
             return protocol
-        if self._connecting is not None and self._loop is loop:
-            return await asyncio.shield(self._connecting)  # one attempt for every caller
-        if self._down is not None and loop.time() < self._down[0] and self._loop is loop:
-            # a blackholed Redis costs each reader nothing meanwhile
-            raise redis.ConnectionError(str(self._down[1]))
-        self._loop = loop
-        connecting = self._connecting = loop.create_future()
+        connecting = self._connecting
+        if connecting is not None and connecting.get_loop() is loop:
+            raise redis.ConnectionError("connecting to Redis")  # the readers do not wait
+        if self._down is not None and loop.time() < self._down[0]:
+            raise redis.ConnectionError(self._down[1])  # nor while it is down
+        task = self._connecting = loop.create_task(self._connect_once(loop))
+        task.add_done_callback(_retrieved)
+        return await asyncio.shield(task)  # a cancelled caller leaves the connect going
+
+    async def _connect_once(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
         try:
             protocol = await asyncio.wait_for(self._connect(loop), CONNECT_SECONDS)
-        except BaseException as exc:
-            error = exc if isinstance(exc, redis.RedisError) else redis.ConnectionError(str(exc))
-            connecting.set_exception(error)
-            connecting.exception()  # retrieved: the callers that waited on it have it
-            self._connecting = None
-            self._down = (loop.time() + RECONNECT_SECONDS, error)
-            if isinstance(exc, (OSError, TimeoutError)):
-                raise error from exc
-            raise
-        self._protocol, self._down = protocol, None
-        connecting.set_result(protocol)
-        self._connecting = None
+        except Exception as exc:
+            why = f"could not connect to Redis: {exc!r}"
+            self._failures += 1
+            pause = min(RECONNECT_MAX_SECONDS, RECONNECT_SECONDS * 2 ** (self._failures - 1))
+            self._down = (loop.time() + pause, why)
+            raise (
+                exc if isinstance(exc, redis.RedisError) else redis.ConnectionError(why)
+            ) from exc
+        finally:
+            if self._connecting is asyncio.current_task():
+                self._connecting = None
+        self._protocol, self._down, self._failures = protocol, None, 0
         return protocol
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
@@ -210,9 +220,18 @@ class PipelinedRedis:
         if opts.get("db"):
             hello.append(protocol.send(pack(("SELECT", opts["db"]))))
         try:
-            for reply in hello:
-                await reply
-        except BaseException:  # refused, or out of time
+            replies = await asyncio.gather(*hello, return_exceptions=True)
+        except BaseException:  # out of time
             protocol.close(redis.ConnectionError("could not log in to Redis"))
             raise
+        refused = [r for r in replies if isinstance(r, BaseException)]
+        if refused:
+            protocol.close(redis.ConnectionError("could not log in to Redis"))
+            raise refused[0]
         return protocol
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """A connect's failure is its callers'; when every caller was cancelled, nobody's."""
+    if not task.cancelled():
+        task.exception()

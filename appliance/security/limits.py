@@ -314,15 +314,31 @@ def client_address(
 
 
 class ClientAddresses:
-    """``client_address`` for one set of trusted proxies, remembered for the (peer,
-    X-Forwarded-For) pairs seen lately: a client's requests come from the same pair, and
-    parsing them again was a tenth of a cached status read's time."""
+    """``client_address`` for one set of trusted proxies, with what it parses remembered: a
+    client's requests come through the same proxy with the same header, and parsing them
+    again was a tenth of a cached status read's time. Only what a trusted proxy forwarded,
+    and no more than ``FORWARDED_CACHED`` characters of it, is remembered (a client talking
+    to the API directly chooses its header and would fill the memory with it)."""
+
+    FORWARDED_CACHED = 256
 
     def __init__(self, trusted: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
         self.trusted = tuple(trusted)
-        self.of = functools.lru_cache(maxsize=4096)(self._resolve)
+        self._proxy = functools.lru_cache(maxsize=4096)(self._is_proxy)
+        self._forwarded = functools.lru_cache(maxsize=4096)(self._resolve)
 
-    def _resolve(self, peer: str | None, forwarded_for: str | None) -> str:
+    def of(self, peer: str | None, forwarded_for: str | None) -> str:
+        if not peer or not forwarded_for or not self._proxy(peer):
+            return peer or "unknown"
+        if len(forwarded_for) > self.FORWARDED_CACHED:
+            return client_address(peer, forwarded_for, self.trusted)
+        return self._forwarded(peer, forwarded_for)
+
+    def _is_proxy(self, peer: str) -> bool:
+        ip = _ip(peer)
+        return ip is not None and any(ip in net for net in self.trusted)
+
+    def _resolve(self, peer: str, forwarded_for: str) -> str:
         return client_address(peer, forwarded_for, self.trusted)
 
 

@@ -10,6 +10,8 @@ drops, as a powered-off host's would be; only this test's port is touched."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -27,8 +29,8 @@ from appliance.errors import Unavailable
 from appliance.local_services import free_port
 from tests.conftest import make_settings
 
-# tcp_user_timeout is 10 s and keepalives give up ~25 s into a silent wait; without them a
-# statement on a dead peer waits for minutes.
+# tcp_user_timeout is 10 s (a statement fails ~10 s in) and keepalives end a silent wait (42 s
+# measured); without them a statement on a dead peer waits for minutes.
 WITHIN = 40
 
 
@@ -42,26 +44,29 @@ def relayed(postgres_url: str) -> Iterator[tuple[str, int]]:
             "socat",
             f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
             f"TCP:{target.hostname}:{target.port}",
-        ]
+        ],
+        start_new_session=True,  # its forked children go with it
     )
     try:
-        for _ in range(100):
+        for attempt in range(100):
             try:
                 with psycopg.connect(postgres_url.replace(f":{target.port}/", f":{port}/")):
                     break
             except psycopg.OperationalError:
+                assert attempt < 99, "the relay did not come up"
                 time.sleep(0.05)
         netloc = target.netloc.replace(f":{target.port}", f":{port}")
         yield urlunsplit(target._replace(netloc=netloc)), port
     finally:
-        relay.terminate()
+        os.killpg(relay.pid, signal.SIGKILL)
         relay.wait(10)
 
 
 @contextmanager
 def dead(port: int) -> Iterator[None]:
     """Packets to ``port`` are dropped, as a host powered off would drop them."""
-    rule = ["INPUT", "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+    rule = ["INPUT", "-p", "tcp", "--dport", str(port), "-m", "comment", "--comment",
+            "appliance-test-dead-host", "-j", "DROP"]  # fmt: skip
     subprocess.run(["iptables", "-I", *rule], check=True)
     try:
         yield

@@ -41,6 +41,7 @@ def test_concurrent_commands_share_one_connection_and_each_gets_its_own_reply(ru
 
     async def scenario() -> list[Any]:
         client = PipelinedRedis(redis_url)
+        await client.execute_command("PING")  # connected (readers do not wait for a connect)
         await asyncio.gather(*(client.set(f"k{i}", f"v{i}") for i in range(300)))
         got = await asyncio.gather(*(client.execute_command("GET", f"k{i}") for i in range(300)))
         await client.aclose()
@@ -137,6 +138,7 @@ def test_a_silent_server_fails_every_waiting_command_after_the_timeout(run):
 
         server = await asyncio.start_server(silent, "127.0.0.1", port)
         client = PipelinedRedis(f"redis://127.0.0.1:{port}", timeout=0.5)
+        await client._connected()  # its TCP connection is made; it answers nothing
         start = time.monotonic()
         failed = await asyncio.gather(
             *(client.execute_command("PING") for _ in range(5)), return_exceptions=True
@@ -191,3 +193,25 @@ def test_a_wrong_password_is_refused(run, redis_url):
 
     (refused,) = run(scenario)
     assert isinstance(refused, redis.RedisError)
+
+
+def test_a_user_and_password_log_in_and_the_url_s_database_is_selected(run, redis_url):
+    admin = redis.Redis.from_url(redis_url)
+    admin.execute_command("ACL", "SETUSER", "piper", "on", ">s3cret", "~*", "+@all")
+    base = redis_url.split("://", 1)[1].rsplit("/", 1)[0]
+
+    async def scenario() -> Any:
+        client = PipelinedRedis(f"redis://piper:s3cret@{base}/3")
+        try:
+            await client.set("where", "db 3")
+            return await client.execute_command("ACL", "WHOAMI")
+        finally:
+            await client.aclose()
+
+    try:
+        assert run(scenario) == b"piper"
+        assert redis.Redis.from_url(f"redis://{base}/3").get("where") == b"db 3"
+        assert admin.get("where") is None  # not in the default database
+    finally:
+        admin.execute_command("ACL", "DELUSER", "piper")
+        admin.close()

@@ -24,14 +24,23 @@ def test_the_client_address_is_the_first_untrusted_hop_from_the_right(peer, forw
     assert client_address(peer, forwarded, TRUSTED) == client
 
 
-def test_client_addresses_answer_as_client_address_and_remember_what_they_saw():
+def test_client_addresses_answer_as_client_address_and_remember_only_a_proxy_s_header():
     addresses = ClientAddresses(TRUSTED)
-    pairs = [("127.0.0.1", "1.2.3.4, 198.51.100.1"), ("203.0.113.9", None), ("::1", "x")]
+    long_header = ", ".join(["198.51.100.1"] * 40)  # past what is remembered
+    pairs = [
+        ("127.0.0.1", "1.2.3.4, 198.51.100.1"),
+        ("203.0.113.9", "forged by the client itself"),
+        ("::1", "x"),
+        ("127.0.0.1", long_header),
+        ("127.0.0.1", None),
+        (None, "1.2.3.4"),
+    ]
     for _ in range(3):
         assert [addresses.of(*pair) for pair in pairs] == [
             client_address(*pair, TRUSTED) for pair in pairs
         ]
-    assert addresses.of.cache_info().misses == len(pairs)
+    # what a proxy forwarded, short enough: remembered; a client's own header: never
+    assert addresses._forwarded.cache_info().currsize == 2
 
 
 def test_headers_say_the_policy_what_is_left_and_when_it_resets():
