@@ -297,18 +297,14 @@ def client_address(
     they got the request from, so what stands left of an untrusted hop may be forged). A hop
     that is no address makes the peer the answer."""
     trusted = list(trusted)
-
-    def is_trusted(ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
-        return ip is not None and any(ip in net for net in trusted)
-
-    if not peer or not is_trusted(_ip(peer)) or not forwarded_for:
+    if not peer or not _among(_ip(peer), trusted) or not forwarded_for:
         return peer or "unknown"
     hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
     for hop in reversed(hops):
         ip = _ip(hop)
         if ip is None:
             return peer
-        if not is_trusted(ip):
+        if not _among(ip, trusted):
             return hop
     return hops[0] if hops else peer
 
@@ -335,11 +331,17 @@ class ClientAddresses:
         return self._forwarded(peer, forwarded_for)
 
     def _is_proxy(self, peer: str) -> bool:
-        ip = _ip(peer)
-        return ip is not None and any(ip in net for net in self.trusted)
+        return _among(_ip(peer), self.trusted)
 
     def _resolve(self, peer: str, forwarded_for: str) -> str:
         return client_address(peer, forwarded_for, self.trusted)
+
+
+def _among(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
+    networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> bool:
+    return ip is not None and any(ip in net for net in networks)
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
