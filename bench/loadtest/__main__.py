@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_argument("--keys", type=Path, help="a file of API keys, one per line")
     keys.add_argument("--make-keys", type=int, metavar="N", help="make N users' keys here")
     ap.add_argument("--metrics-url", help="the API's /metrics, sampled for queue depth")
+    ap.add_argument(
+        "--unique-files",
+        action="store_true",
+        help="every job's file unlike any other (no stored file or cached result shared)",
+    )
     ap.add_argument("--out", type=Path, default=Path("bench/out/loadtest"))
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -52,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "LOADTEST_KEYS": str(key_file), "LOADTEST_QUEUE_CSV": str(queues)}
     if args.metrics_url:
         env["LOADTEST_METRICS_URL"] = args.metrics_url
+    if args.unique_files:
+        env["LOADTEST_UNIQUE"] = "1"
     ran = subprocess.run(
         [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
          "--host", args.url, "-u", str(args.users), "-r", str(args.spawn_rate),

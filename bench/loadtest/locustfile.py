@@ -4,11 +4,14 @@
   text) sent inline, converted and exported; it waits for the job by polling
   ``GET /v2/jobs/{id}`` every 2 s or, one time in three, on the sync API; then downloads the
   output. A job that ends in error counts as a failed request.
-- ``Watcher`` (1 in 4): status polls of its own job, job lists and the format list.
+- ``Watcher`` (1 in 4): status polls of its own job (a new one once it has expired), job lists
+  and the format list.
 
 Environment: ``LOADTEST_KEYS`` (a file of API keys, one per line, handed out in turn),
 ``LOADTEST_METRICS_URL`` (the API's /metrics, sampled for queue depth into
-``LOADTEST_QUEUE_CSV`` every ``SAMPLE_SECONDS``).
+``LOADTEST_QUEUE_CSV`` every ``SAMPLE_SECONDS``), ``LOADTEST_UNIQUE=1`` (every job's file unlike
+any other, as real clients' files are: no stored file or cached conversion is shared by two
+jobs).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from locust import HttpUser, between, events, task
 from PIL import Image
 
 KEYS = Path(os.environ.get("LOADTEST_KEYS", "/dev/null")).read_text().split()
+UNIQUE = os.environ.get("LOADTEST_UNIQUE") == "1"
 _turn = itertools.count()
 POLL_SECONDS = 2.0
 JOB_SECONDS = 120.0  # longest a simulated client waits for its job
@@ -48,6 +52,25 @@ SAMPLES = [  # (file name, bytes, target format)
     ("table.csv", b"city,people\nOslo,709000\nLima,10000000\nPerth,2100000\n", "json"),
     ("notes.md", b"# Notes\n\nA *short* text with a [link](https://example.org).\n", "html"),
 ]
+
+
+def unique(name: str, data: bytes, target: str) -> tuple[str, bytes, str]:
+    """The sample with a mark of its own: a row, a line, or the first pixel's colour."""
+    mark = uuid.uuid4()
+    if name.endswith(".csv"):
+        return name, data + f"{mark.hex},0\n".encode(), target
+    if name.endswith(".md"):
+        return name, data + f"\n{mark.hex}\n".encode(), target
+    image = Image.open(io.BytesIO(data))
+    image.putpixel((0, 0), tuple(mark.bytes[:3]))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return name, out.getvalue(), target
+
+
+def sample() -> tuple[str, bytes, str]:
+    chosen = random.choice(SAMPLES)
+    return unique(*chosen) if UNIQUE else chosen
 
 
 def job_body(name: str, data: bytes, target: str) -> dict[str, Any]:
@@ -88,7 +111,7 @@ class Converter(Client):
     def convert(self) -> None:
         started = time.monotonic()
         made = self.client.post(
-            "/v2/jobs", json=job_body(*random.choice(SAMPLES)), headers=idempotency_key()
+            "/v2/jobs", json=job_body(*sample()), headers=idempotency_key()
         )
         if made.status_code != 201:
             return
@@ -135,14 +158,22 @@ class Watcher(Client):
 
     def on_start(self) -> None:
         super().on_start()
-        made = self.client.post("/v2/jobs", json=job_body(*SAMPLES[0]), headers=idempotency_key())
-        if made.status_code == 201:
-            self.job_id = made.json()["data"]["id"]
+        self._new_job()
+
+    def _new_job(self) -> None:
+        made = self.client.post("/v2/jobs", json=job_body(*sample()), headers=idempotency_key())
+        self.job_id = made.json()["data"]["id"] if made.status_code == 201 else None
 
     @task(4)
     def status(self) -> None:
-        if self.job_id:
-            self.client.get(f"/v2/jobs/{self.job_id}", name="/v2/jobs/[id]")
+        if not self.job_id:
+            return
+        with self.client.get(
+            f"/v2/jobs/{self.job_id}", name="/v2/jobs/[id]", catch_response=True
+        ) as shown:
+            if shown.status_code == 404:  # its job has expired (retention): watch a new one
+                shown.success()
+                self._new_job()
 
     @task(2)
     def jobs(self) -> None:

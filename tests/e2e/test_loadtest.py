@@ -1,6 +1,7 @@
 """A short run of the bundled load test (bench/loadtest) against a running appliance: keys
-made by the tool, every request and every job succeeds, and the report (Locust's CSV and HTML,
-the queue samples, the PNG plots) is written and readable."""
+made by the tool, every request and every job succeeds, every job's file is its own
+(``--unique-files``), and the report (Locust's CSV and HTML, the queue samples, the PNG plots)
+is written and readable."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 import pyvips
 
@@ -25,7 +27,7 @@ def test_a_short_load_test_succeeds_and_writes_its_report(deployment: Deployment
     ran = subprocess.run(
         [sys.executable, "-m", "bench.loadtest", "--url", deployment.url, "--make-keys", "3",
          "--users", "6", "--spawn-rate", "6", "--run-time", "12s", "--metrics-url", metrics,
-         "--out", str(out)],
+         "--unique-files", "--out", str(out)],
         env=deployment.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
@@ -38,6 +40,14 @@ def test_a_short_load_test_succeeds_and_writes_its_report(deployment: Deployment
     assert all(int(r["Failure Count"]) == 0 for r in rows.values()), ran.stdout[-2000:]
     assert " 0 failed" in ran.stdout
     assert "Locust" in (out / "report.html").read_text()
+    with psycopg.connect(deployment.database_url) as conn:
+        files, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT f.sha256) FROM task_files f"
+            " JOIN tasks t ON t.id = f.task_id JOIN users u ON u.id = t.user_id"
+            " WHERE t.operation = 'import/base64' AND u.email LIKE 'loadtest-%'"
+        ).fetchone() or (0, 0)
+    assert files >= int(rows[("POST", "/v2/jobs")]["Request Count"]) > 0
+    assert distinct == files
     with (out / "queues.csv").open() as f:
         assert {r["queue"] for r in csv.DictReader(f)} >= {"light"}
     for plot in ("throughput", "latency", "errors", "queue-depth"):
