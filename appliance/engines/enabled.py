@@ -13,6 +13,7 @@ from appliance.engines.metadata import MetadataEngine
 from appliance.engines.ocr import OcrEngine, PdfOcrEngine, PictureDocumentEngine
 from appliance.engines.office import OfficeEngine
 from appliance.engines.pdf import PdfEngine
+from appliance.engines.pdfdocument import PdfDocumentEngine
 from appliance.engines.pdfedit import (
     DecryptEngine,
     EmbedEngine,
@@ -44,6 +45,7 @@ def enabled_engines() -> list[Engine]:
         OfficeEngine(),
         ChromiumEngine(),
         PdfEngine(),
+        PdfDocumentEngine(),
         ImagesToPdfEngine(),
         PdfToPdfEngine(),
         SplitEngine(),

@@ -18,13 +18,14 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, Any
 
 import msgspec
 
 from appliance.engines import LAYOUT_FONTS, Descriptor, Progress
 from appliance.engines.data import CSV_FIELD_LIMIT, SHEET_MAX_COLUMNS, SHEET_MAX_ROWS
 from appliance.engines.formats import as_utf8
+from appliance.engines.pdf import PagesSpec
 from appliance.engines.tools import JsonLines, out_of_resources, tool_version
 from appliance.errors import PermanentError, RetryableError
 
@@ -131,7 +132,7 @@ def check_sheet_size(src: Path) -> None:
 
 
 class OfficeOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    pages: Annotated[str, msgspec.Meta(pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*$")] | None = None
+    pages: PagesSpec | None = None
     pdf_a: bool = False  # PDF/A-2b instead of plain PDF
 
 

@@ -24,8 +24,12 @@ from appliance.errors import PermanentError
 _LOCK = threading.Lock()
 
 
+# Pages as clients write them: "1-3,5" (1-based; page_numbers reads it)
+PagesSpec = Annotated[str, msgspec.Meta(pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*$")]
+
+
 class PdfOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    pages: Annotated[str, msgspec.Meta(pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*$")] | None = None
+    pages: PagesSpec | None = None
     pixel_density: Annotated[int, msgspec.Meta(ge=10, le=1200)] = 150  # dpi
     quality: Annotated[int, msgspec.Meta(ge=1, le=100)] = 85  # jpg only
 
@@ -55,7 +59,7 @@ def open_pdfium(src: Path) -> Iterator[Any]:
             doc.close()
 
 
-def _version() -> str:
+def pdfium_version() -> str:
     import pypdfium2.version as v
 
     return f"pypdfium2-{v.PYPDFIUM_INFO}+pdfium-{v.PDFIUM_INFO.build}"
@@ -83,7 +87,7 @@ class PdfEngine:
         conversions=frozenset({("pdf", "png"), ("pdf", "jpg"), ("pdf", "txt")}),
         options=PdfOptions,
         queue="light",
-        version=_version,
+        version=pdfium_version,
         family="pdf",
     )
 

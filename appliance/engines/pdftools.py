@@ -15,13 +15,13 @@ import zlib
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 
 from appliance.engines import Descriptor, Progress
 from appliance.engines.images import vips_module
-from appliance.engines.pdf import page_numbers
+from appliance.engines.pdf import PagesSpec, page_numbers
 from appliance.engines.pixels import MAX_PIXELS, check_pixels, pillow_size
 from appliance.engines.tools import run_tool, tool_version
 from appliance.errors import PermanentError
@@ -30,8 +30,6 @@ IMAGE_INPUTS = ("png", "jpg", "webp", "tiff", "gif", "bmp")
 DEFAULT_DPI = 96.0  # images without a resolution: a 96 px wide image is one inch wide
 MAX_PAGE_POINTS = 14_400.0  # PDF's largest page side (200 in); bigger images are scaled down
 ENGINE_REVISION = "1"  # bump when output for the same input and options changes
-
-PagesSpec = Annotated[str, msgspec.Meta(pattern=r"^\d+(-\d+)?(,\d+(-\d+)?)*$")]
 
 
 @cache

@@ -110,9 +110,7 @@ class Converter(Client):
     @task
     def convert(self) -> None:
         started = time.monotonic()
-        made = self.client.post(
-            "/v2/jobs", json=job_body(*sample()), headers=idempotency_key()
-        )
+        made = self.client.post("/v2/jobs", json=job_body(*sample()), headers=idempotency_key())
         if made.status_code != 201:
             return
         job_id = made.json()["data"]["id"]

@@ -61,10 +61,12 @@ REAL = Registry(enabled_engines())
         ("png", "md", ["tesseract", "pandoc"]),
         ("png", "doc", ["tesseract", "libreoffice"]),
         ("svg", "md", ["rsvg", "pdfium", "pandoc"]),
-        # a PDF's text, never pictures of its pages
-        ("pdf", "docx", ["pdfium", "pandoc"]),
+        # a PDF's text and the pictures in it, never pictures of its pages
+        ("pdf", "docx", ["pdf-document"]),
         ("pdf", "rtf", ["pdfium", "libreoffice"]),
-        ("pdf", "html", ["pdfium", "pandoc"]),
+        ("pdf", "html", ["pdf-document"]),
+        ("pdf", "md", ["pdfium", "pandoc"]),
+        ("pptx", "docx", ["libreoffice", "pdf-document"]),
         # html never through LibreOffice's HTML import
         ("html", "doc", ["pandoc", "libreoffice"]),
         ("html", "pdf", ["chromium"]),

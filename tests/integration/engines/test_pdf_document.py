@@ -1,0 +1,190 @@
+"""PDF -> docx, odt, epub and html keeping the PDF's pictures among its text (PDFium + pandoc),
+in the sandboxed helper, on PDFs written here byte by byte: their text, pictures and positions
+are known exactly."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+import pyvips
+
+from appliance.engines.enabled import enabled_engines
+from appliance.engines.pdfdocument import PdfDocumentEngine, PdfDocumentOptions
+from appliance.engines.registry import Registry
+from appliance.engines.sandbox import SandboxedEngine
+from appliance.errors import PermanentError
+
+# (kind, ...) per page: ("text", y, words) or ("picture", x, y, width, height) in points, a
+# picture being a 40 x 20 pixel red image drawn at that size
+Page = list[tuple[object, ...]]
+RED = bytes([255, 0, 0]) * (40 * 20)
+
+
+def write_pdf(path: Path, pages: list[Page]) -> Path:
+    """A PDF of US Letter pages with Helvetica text and RGB pictures where ``pages`` says."""
+    objects: list[bytes] = [b"", b"", b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    kids = []
+    for page in pages:
+        ops, xobjects = [], []
+        for item in page:
+            if item[0] == "text":
+                _, y, words = item
+                ops.append(f"BT /F1 18 Tf 72 {y} Td ({words}) Tj ET")
+            else:
+                _, x, y, w, h = item
+                objects.append(
+                    b"<< /Type /XObject /Subtype /Image /Width 40 /Height 20 /ColorSpace"
+                    b" /DeviceRGB /BitsPerComponent 8 /Length %d >>\nstream\n"
+                    % len(RED)
+                    + RED
+                    + b"\nendstream"
+                )
+                name = f"Im{len(xobjects)}"
+                xobjects.append(f"/{name} {len(objects)} 0 R")
+                ops.append(f"q {w} 0 0 {h} {x} {y} cm /{name} Do Q")
+        content = "\n".join(ops).encode()
+        objects.append(b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
+        objects.append(
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R"
+            b" /Resources << /Font << /F1 3 0 R >> /XObject << %s >> >> >>"
+            % (len(objects), " ".join(xobjects).encode())
+        )
+        kids.append(f"{len(objects)} 0 R")
+    objects[0] = b"<< /Type /Catalog /Pages 2 0 R >>"
+    objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (
+        " ".join(kids).encode(),
+        len(kids),
+    )
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for n, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % n + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    path.write_bytes(bytes(out))
+    return path
+
+
+PICTURE_BETWEEN: list[Page] = [
+    [
+        ("text", 700, "Above the picture"),
+        ("picture", 72, 500, 200, 100),
+        ("text", 400, "Below the picture"),
+    ],
+    [("text", 700, "Second page")],
+]
+
+
+def _convert(pool, src: Path, dst: Path, fmt: str, pages: str | None = None) -> Path:
+    SandboxedEngine(PdfDocumentEngine(), pool).convert(
+        src, dst, "pdf", fmt, PdfDocumentOptions(pages=pages), lambda f: None
+    )
+    return dst
+
+
+def _is_the_red_picture(data: bytes) -> None:
+    image = pyvips.Image.new_from_buffer(data, "")
+    assert (image.width, image.height) == (40, 20)
+    assert image.getpoint(5, 5)[:3] == [255, 0, 0]
+
+
+def test_pdf_to_documents_takes_the_picture_keeping_route():
+    registry = Registry(enabled_engines())
+    for target in ("docx", "odt", "epub", "html"):
+        assert [h.engine.descriptor.id for h in registry.route("pdf", target)] == ["pdf-document"]
+    assert [h.engine.descriptor.id for h in registry.route("pdf", "md")] == ["pdfium", "pandoc"]
+    # a drawing is still a picture of it, not the text of its PDF (whose paths are dropped)
+    assert [h.engine.descriptor.id for h in registry.route("svg", "docx")] == [
+        "rsvg",
+        "ocr-document",
+    ]
+
+
+def test_a_docx_holds_the_picture_between_the_text_above_and_below_it(pool, tmp_path):
+    src = write_pdf(tmp_path / "in.pdf", PICTURE_BETWEEN)
+    docx = _convert(pool, src, tmp_path / "out.docx", "docx")
+    with zipfile.ZipFile(docx) as z:
+        body = z.read("word/document.xml").decode()
+        (media,) = [z.read(n) for n in z.namelist() if n.startswith("word/media/")]
+    _is_the_red_picture(media)
+    above, picture = body.index(">Above the picture<"), body.index("<w:drawing>")
+    below, second = body.index(">Below the picture<"), body.index(">Second page<")
+    page_break = body.index('<w:br w:type="page"/>')
+    assert above < picture < below < page_break < second
+
+
+@pytest.mark.parametrize("target", ["odt", "epub", "html"])
+def test_other_documents_hold_the_picture_and_the_text(pool, tmp_path, target):
+    src = write_pdf(tmp_path / "in.pdf", PICTURE_BETWEEN)
+    out = _convert(pool, src, tmp_path / f"out.{target}", target)
+    if target == "html":  # one file: the picture inside as a data: URL, between the texts
+        page = out.read_text()
+        (picture,) = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+        assert page.index("Above the picture") < page.index("<img") < page.index("Below")
+        data = base64.b64decode(picture)
+    else:
+        media = {"odt": "Pictures/", "epub": "EPUB/media/"}[target]
+        with zipfile.ZipFile(out) as z:
+            (name,) = [n for n in z.namelist() if n.startswith(media)]
+            data = z.read(name)
+    _is_the_red_picture(data)
+    read = ["pandoc", "--from", target, "--to", "plain", str(out)]  # an independent reader
+    text = " ".join(subprocess.run(read, capture_output=True, text=True, check=True).stdout.split())
+    assert "Above the picture" in text and "Below the picture" in text and "Second page" in text
+
+
+def test_pictures_side_by_side_and_small_marks(pool, tmp_path):
+    """Two pictures at one height both come before the text below them; a mark smaller than
+    a dozen points (a bullet, a rule) is left out."""
+    src = write_pdf(
+        tmp_path / "in.pdf",
+        [
+            [
+                ("text", 700, "Heading"),
+                ("picture", 72, 500, 150, 100),
+                ("picture", 300, 500, 150, 100),
+                ("picture", 72, 300, 8, 8),
+                ("text", 400, "Caption"),
+            ]
+        ],
+    )
+    docx = _convert(pool, src, tmp_path / "out.docx", "docx")
+    with zipfile.ZipFile(docx) as z:
+        body = z.read("word/document.xml").decode()
+        media = [n for n in z.namelist() if n.startswith("word/media/")]
+    assert len(media) == 2
+    drawings = [m.start() for m in re.finditer("<w:drawing>", body)]
+    assert body.index(">Heading<") < drawings[0] < drawings[1] < body.index(">Caption<")
+
+
+def test_a_scan_without_text_becomes_a_document_of_its_pictures(pool, tmp_path):
+    src = write_pdf(tmp_path / "scan.pdf", [[("picture", 0, 0, 612, 792)]] * 2)
+    docx = _convert(pool, src, tmp_path / "out.docx", "docx")
+    with zipfile.ZipFile(docx) as z:
+        media = [z.read(n) for n in z.namelist() if n.startswith("word/media/")]
+    assert len(media) == 2
+    _is_the_red_picture(media[0])
+
+
+def test_pages_selects_and_a_pdf_with_nothing_on_it_is_no_text_found(pool, tmp_path):
+    src = write_pdf(tmp_path / "in.pdf", PICTURE_BETWEEN)
+    docx = _convert(pool, src, tmp_path / "second.docx", "docx", pages="2")
+    with zipfile.ZipFile(docx) as z:
+        body = z.read("word/document.xml").decode()
+        assert not [n for n in z.namelist() if n.startswith("word/media/")]
+    assert ">Second page<" in body and "Above the picture" not in body
+    blank = write_pdf(tmp_path / "blank.pdf", [[]])
+    with pytest.raises(PermanentError) as caught:
+        _convert(pool, blank, tmp_path / "blank.docx", "docx")
+    assert caught.value.code == "NO_TEXT_FOUND"
