@@ -82,7 +82,7 @@ def test_each_host_opens_only_its_roles_ports(fleet):
 def test_engine_families_choose_packages_and_queues():
     assert engine_packages(["images", "data"]) == []
     assert active_queues(["images", "data"]) == ["light"]
-    assert engine_packages(["pdf"]) == ["fonts-urw-base35", "ghostscript"]
+    assert engine_packages(["pdf"]) == ["fonts-urw-base35", "ghostscript", "pandoc"]
     assert active_queues(["ocr"]) == active_queues(["ebooks"]) == ["office"]
     full = DEFAULTS["engine_families"]
     assert {
