@@ -8,12 +8,16 @@ retention and clean-up that bound a real fleet's tables and storage are at work 
 Every job's file is unlike any other (``--unique-files``): nothing is shared by deduplication or
 the conversion cache, as with real clients.
 
-Every ``--sample`` seconds: RSS, open files and process count of the API, the worker (with its
-sandboxed helpers), Postgres and Redis; every table's size (table + indexes) and the rows of
-jobs and tasks; Redis's memory and keys; the files and bytes under the storage directory.
-Written to ``<out>/samples.csv``; at the end each series is judged on the run's second half
-(after the warm-up and the first retention period): its growth as a share of its level, per
-hour, from a least-squares line. The load test's own report (p95, errors, plots) is in ``<out>``.
+Every ``--sample`` seconds: memory (PSS: shared pages, such as Postgres's buffers, counted once
+across processes), open files and process count of the API, the worker (with its sandboxed
+helpers), Postgres and Redis; every table's size (table + indexes) and the rows of jobs and
+tasks; Redis's memory and keys; the files and bytes under the storage directory. Written to
+``<out>/samples.csv``. At the end each series is judged by its peak in the run's last third
+against its peak in the middle third (after the warm-up and the first retention periods): a
+series that still climbs past its earlier peak grows; one that rises and falls (helpers
+replaced, caches at their cap, rows expiring) does not. The API's status cache is capped at
+``--status-cache-mb`` per process (16 MB, so that it fills within the run; 64 MB by default).
+The load test's own report (p95, errors, plots) is in ``<out>``.
 
     .venv/bin/python -m bench.bench_soak [--users 420] [--minutes 30] [--retention-minutes 3]
 """
@@ -23,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -33,17 +36,29 @@ import psycopg
 import redis
 
 from bench.bench_loadtest import components
-from bench.harness import appliance, rss_kib
+from bench.harness import appliance
 from bench.loadtest import report
 
 REPO = Path(__file__).resolve().parents[1]
 # Tables whose rows are kept longer than a run by design: usage by day, the audit log by
 # ``audit_retention_days``; their growth is reported but not held against the run.
 KEPT_BY_DESIGN = ("table:usage_daily", "table:user_usage", "table:audit_log")
-# Growth per hour, as a share of the series' level over the second half, above which a series
-# is called growing; and an absolute floor under which changes are noise (a few files, pages).
-GROWING_PER_HOUR = 0.05
-NOISE = {"fds": 20, "procs": 2, "rss_kib": 16_384, "bytes": 1 << 20, "rows": 200, "keys": 200}
+# How far past its middle-third peak a series must climb in the last third to be called
+# growing, as a share and at least an absolute step (a few files, pages, a helper's start).
+GROWING = 0.05
+NOISE = {"fds": 20, "procs": 2, "pss_kib": 16_384, "bytes": 1 << 20, "rows": 200, "keys": 200}
+
+
+def pss_kib(pids: list[int]) -> int:
+    """Proportional set size: each shared page counted once among the processes sharing it."""
+    total = 0
+    for pid in pids:
+        try:
+            lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        total += sum(int(line.split()[1]) for line in lines if line.startswith("Pss:"))
+    return total
 
 
 def open_files(pids: list[int]) -> int:
@@ -76,7 +91,7 @@ def sample(app_roots: list[int], db_url: str, redis_url: str, data_dir: Path) ->
     row: dict[str, float] = {}
     for name, pids in components(app_roots).items():
         pids = live(pids)
-        row[f"{name}:rss_kib"] = rss_kib(pids)
+        row[f"{name}:pss_kib"] = pss_kib(pids)
         row[f"{name}:fds"] = open_files(pids)
         row[f"{name}:procs"] = len(pids)
     with psycopg.connect(db_url, autocommit=True) as conn:
@@ -101,23 +116,21 @@ def sample(app_roots: list[int], db_url: str, redis_url: str, data_dir: Path) ->
 
 
 def judge(samples: list[dict[str, float]]) -> list[str]:
-    """A line per series: its level at the start of the second half, at the end, the
-    second half's growth per hour; GROWS where that is beyond both thresholds."""
-    half = samples[len(samples) // 2 :]
-    ts = [s["t"] for s in half]
+    """A line per series: its peaks in the middle and last thirds, the change between them,
+    GROWS where the last third climbs past the middle one's peak beyond both thresholds."""
+    third = len(samples) // 3
+    middle, last = samples[third : 2 * third], samples[2 * third :]
     lines = []
     for name in sorted(k for k in samples[-1] if k != "t"):
-        ys = [s.get(name, 0.0) for s in half]
-        level = max(sum(ys) / len(ys), 1.0)
-        per_hour = statistics.linear_regression(ts, ys).slope * 3600 if len(ts) > 1 else 0.0
+        before = max(s.get(name, 0.0) for s in middle)
+        after = max(s.get(name, 0.0) for s in last)
         unit = name.rsplit(":", 1)[1]
-        grows = per_hour / level > GROWING_PER_HOUR and per_hour > NOISE.get(unit, 0)
+        grows = after > before * (1 + GROWING) and after - before > NOISE.get(unit, 0)
         verdict = "GROWS" if grows else "bounded"
         if grows and name.rsplit(":", 1)[0] in KEPT_BY_DESIGN:
             verdict = "grows (kept by design)"
-        lines.append(
-            f"{name:44} {ys[0]:>14,.0f} -> {ys[-1]:>14,.0f}  {per_hour / level:+7.1%}/h  {verdict}"
-        )
+        change = (after - before) / before if before else 0.0
+        lines.append(f"{name:44} {before:>14,.0f} -> {after:>14,.0f}  {change:+7.1%}  {verdict}")
     return lines
 
 
@@ -128,6 +141,7 @@ def main() -> None:
     ap.add_argument("--retention-minutes", type=float, default=3)
     ap.add_argument("--sample", type=float, default=30, help="seconds between samples")
     ap.add_argument("--api-workers", type=int, default=2)
+    ap.add_argument("--status-cache-mb", type=int, default=16)
     ap.add_argument("--out", type=Path, default=REPO / "bench/out/soak")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -137,6 +151,7 @@ def main() -> None:
         "APPLIANCE_SYNC_TIMEOUT_SECONDS": "60",
         "APPLIANCE_JOB_RETENTION_HOURS": str(args.retention_minutes / 60),
         "APPLIANCE_IDEMPOTENCY_KEY_HOURS": str(args.retention_minutes / 60),
+        "APPLIANCE_STATUS_CACHE_BYTES": str(args.status_cache_mb << 20),
     }
     samples: list[dict[str, float]] = []
     with appliance(api_workers=args.api_workers, env_extra=env) as app:
@@ -168,7 +183,9 @@ def main() -> None:
     if load.returncode != 0:
         raise SystemExit(f"the load test failed ({load.returncode})")
     print(report.summary(args.out / "locust").line())
-    print(f"{len(samples)} samples over {samples[-1]['t'] / 60:.0f} min; second half:")
+    print(
+        f"{len(samples)} samples over {samples[-1]['t'] / 60:.0f} min; peaks, middle third -> last:"
+    )
     print("\n".join(judge(samples)))
 
 

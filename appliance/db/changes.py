@@ -22,7 +22,11 @@ from psycopg import AsyncConnection, Connection, Notify
 OnChange = Callable[[list[str]], None]
 log = logging.getLogger(__name__)
 STATUS_KEYS = "appliance:status:"
-TOKEN_SECONDS = 86_400  # a job's token outlives any cached document of it (Redis expires it)
+# Redis forgets a job's token an hour after its last change. A token made again is a new random
+# one, so no document cached under the old one is served after that (each is served at most
+# ``status_cache_seconds`` anyway): the hour only bounds Redis's memory (a token for each job
+# changed in the last hour, not each of the day's) against a database read per job and hour.
+TOKEN_SECONDS = 3_600
 PENDING_MAX = 10_000  # changes kept for a later write while Redis is unreachable
 
 
