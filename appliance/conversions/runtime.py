@@ -38,7 +38,7 @@ def build_runtime(settings: Settings, dispatcher: Dispatcher) -> Runtime:
     storage = make_storage(settings, patient=True)  # a task waits out a store outage
     storage.ensure_ready()
     # Every write renews the changed jobs' status tokens as it commits (status_cache).
-    tokens = StatusTokens.at(settings.effective_redis_url)
+    tokens = StatusTokens.at(settings.effective_redis_url, settings.job_retention_hours)
     return Runtime(
         settings=settings,
         pool=sync_pool(settings, on_change=tokens.renew),

@@ -109,7 +109,7 @@ class JobService:
     async def open(cls, settings: Settings, dispatcher: Dispatcher) -> JobService:
         """The API process's service: pools (and the replica's), storage, the engines, the
         status cache. Its writes renew the changed jobs' status tokens as they commit."""
-        tokens = StatusTokens.at(settings.effective_redis_url)
+        tokens = StatusTokens.at(settings.effective_redis_url, settings.job_retention_hours)
         pool = await async_pool(settings, on_change=tokens.renew)
         read_pool = None
         if settings.database_read_url:

@@ -32,7 +32,7 @@ import msgspec
 import redis
 import redis.asyncio as aioredis
 
-from appliance.db.changes import TOKEN_SECONDS, token_key
+from appliance.db.changes import TOKEN_SECONDS, token_key, token_seconds
 from appliance.db.redis_pipe import PipelinedRedis
 from appliance.metrics import STATUS_READS
 from appliance.settings import Settings
@@ -62,11 +62,16 @@ class StatusCache:
     ``max_bytes`` of them (least recently used go first)."""
 
     def __init__(
-        self, client: PipelinedRedis | aioredis.Redis, max_bytes: int, max_seconds: float
+        self,
+        client: PipelinedRedis | aioredis.Redis,
+        max_bytes: int,
+        max_seconds: float,
+        token_seconds: int = TOKEN_SECONDS,
     ) -> None:
         self.client = client
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
+        self.token_seconds = token_seconds  # a token made here lives as the writers' do
         self._entries: OrderedDict[uuid.UUID, _Entry] = OrderedDict()
         self._bytes = 0
 
@@ -76,7 +81,12 @@ class StatusCache:
         if not settings.status_cache:
             return None
         client = PipelinedRedis(settings.effective_redis_url)
-        return cls(client, settings.status_cache_bytes, settings.status_cache_seconds)
+        return cls(
+            client,
+            settings.status_cache_bytes,
+            settings.status_cache_seconds,
+            token_seconds(settings.job_retention_hours),
+        )
 
     def size(self) -> tuple[int, int]:
         """Documents held and their bytes."""
@@ -122,7 +132,7 @@ class StatusCache:
         fresh = secrets.token_hex(8).encode()
         try:
             old = await self.client.set(
-                token_key(scope), fresh, nx=True, get=True, ex=TOKEN_SECONDS
+                token_key(scope), fresh, nx=True, get=True, ex=self.token_seconds
             )
         except redis.RedisError:
             log.warning("status cache: Redis unreachable, reading the database", exc_info=True)

@@ -11,6 +11,7 @@ code path wrote. Only connections to the primary listen (a standby cannot).
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import threading
 from collections.abc import Callable
@@ -22,12 +23,18 @@ from psycopg import AsyncConnection, Connection, Notify
 OnChange = Callable[[list[str]], None]
 log = logging.getLogger(__name__)
 STATUS_KEYS = "appliance:status:"
-# Redis forgets a job's token an hour after its last change. A token made again is a new random
-# one, so no document cached under the old one is served after that (each is served at most
-# ``status_cache_seconds`` anyway): the hour only bounds Redis's memory (a token for each job
+# Redis forgets a job's token an hour after its last change, or when the job itself expires if
+# that is sooner (``token_seconds``). A token made again is a new random one, so no document
+# cached under the old one is served after that (each is served at most
+# ``status_cache_seconds`` anyway): the time only bounds Redis's memory (a token for each job
 # changed in the last hour, not each of the day's) against a database read per job and hour.
 TOKEN_SECONDS = 3_600
 PENDING_MAX = 10_000  # changes kept for a later write while Redis is unreachable
+
+
+def token_seconds(job_retention_hours: float) -> int:
+    """How long a job's token is kept: an hour, or the jobs' retention if shorter."""
+    return max(1, min(TOKEN_SECONDS, math.ceil(job_retention_hours * 3600)))
 
 
 def token_key(scope: str) -> str:
@@ -39,14 +46,15 @@ class StatusTokens:
     """A new random version token for every job a committed write changed. Writes that
     fail (Redis unreachable) are retried with the next change."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, seconds: int = TOKEN_SECONDS) -> None:
         self.client = client
+        self.seconds = seconds  # each token's life (token_seconds)
         self._pending: set[str] = set()
         self._lock = threading.Lock()  # a worker's threads share one pool
 
     @classmethod
-    def at(cls, url: str) -> StatusTokens:
-        return cls(redis.Redis.from_url(url))
+    def at(cls, url: str, job_retention_hours: float) -> StatusTokens:
+        return cls(redis.Redis.from_url(url), token_seconds(job_retention_hours))
 
     def renew(self, scopes: list[str]) -> None:
         with self._lock:
@@ -54,7 +62,7 @@ class StatusTokens:
         try:
             with self.client.pipeline(transaction=False) as pipe:
                 for scope in todo:
-                    pipe.set(token_key(scope), secrets.token_hex(8), ex=TOKEN_SECONDS)
+                    pipe.set(token_key(scope), secrets.token_hex(8), ex=self.seconds)
                 pipe.execute()
         except redis.RedisError:
             log.warning("could not renew %d job status tokens", len(todo), exc_info=True)

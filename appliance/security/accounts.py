@@ -38,7 +38,10 @@ def connect(settings: Settings, *, changes_jobs: bool = False) -> Iterator[DictC
         settings.effective_database_url, autocommit=True, row_factory=dict_row
     ) as conn:
         if changes_jobs:
-            watch(conn, StatusTokens.at(settings.effective_redis_url).renew)
+            watch(
+                conn,
+                StatusTokens.at(settings.effective_redis_url, settings.job_retention_hours).renew,
+            )
         yield conn
 
 

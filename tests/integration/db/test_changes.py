@@ -11,7 +11,7 @@ import psycopg
 import pytest
 import redis
 
-from appliance.db.changes import StatusTokens, token_key, watch, watch_async
+from appliance.db.changes import StatusTokens, token_key, token_seconds, watch, watch_async
 
 pytestmark = pytest.mark.integration
 
@@ -134,3 +134,13 @@ def test_status_tokens_are_renewed_on_commit_and_caught_up_after_redis_returns(c
     conn.execute("UPDATE jobs SET tag = 'd' WHERE id = %s", (other,))
     assert client.get(token_key(str(job))) not in (None, second)  # caught up
     assert client.get(token_key(str(other))) is not None
+
+
+def test_a_token_lives_an_hour_or_as_long_as_jobs_are_kept_if_that_is_shorter(conn, redis_url):
+    assert token_seconds(24) == 3600
+    assert token_seconds(0.05) == 180
+    client = redis.Redis.from_url(redis_url)
+    watch(conn, StatusTokens(client, token_seconds(0.05)).renew)
+    job = _job(conn, _user(conn))
+    conn.execute("UPDATE jobs SET tag = 'a' WHERE id = %s", (job,))
+    assert 0 < client.ttl(token_key(str(job))) <= 180

@@ -94,7 +94,7 @@ def system(settings: Settings, api_key: str) -> Iterator[JobSystem]:
     runner = TaskRunner(rt)
     declare_actors(broker, lambda task_id, queue: runner.run(task_id, queue), dispatcher)
     loop = asyncio.new_event_loop()
-    tokens = StatusTokens.at(settings.effective_redis_url)
+    tokens = StatusTokens.at(settings.effective_redis_url, settings.job_retention_hours)
     pool = loop.run_until_complete(async_pool(settings, on_change=tokens.renew))
     status = StatusCache.for_settings(settings)
     svc = JobService(settings, pool, rt.storage, rt.registry, rt.dispatcher, status=status)
