@@ -143,9 +143,6 @@ class Fleet:
                     raise FleetError(f"admin_networks: {net!r} is no address or CIDR") from None
 
     # -- what follows from the roles -------------------------------------------------------
-    def slot_name(self, replica: HostSpec) -> str:
-        return "replica_" + "".join(c if c.isalnum() else "_" for c in replica.name.lower())
-
     def _db_url(self, hosts: list[HostSpec], attrs: str) -> str:
         user = self.get("db_user")
         password = quote(self.secrets["db_password"], safe="")
