@@ -5,7 +5,8 @@
 Every role is staged (preflight checks, install, configure, activate) and idempotent: a
 second run changes nothing. Services restart only when what they read changed. The order
 below matters across hosts: pyinfra runs each operation on every host before the next, so
-the db primary is ready before replicas clone it, migrations run before APIs restart, and
+the failover monitor is up before the db nodes register with it, the first primary before
+the standbys clone it, migrations run before APIs restart, and
 the lb drains each api host in turn on upgrades (roles/rolling.py).
 """
 
@@ -41,11 +42,14 @@ me = fleet.host(host.name)
 preflight.apply(fleet, me)
 barrier("preflight passed on every host")
 base.apply(fleet, me)
+if me == fleet.db_monitor:
+    db.monitor(fleet)
+barrier("db monitor ready")
 if me.has("db"):
     db.apply(fleet, me)
 barrier("db primary ready")
 if me.has("db"):
-    db.clone_replica(fleet, me)
+    db.join(fleet, me)
 if me.has("redis"):
     redis.apply(fleet, me)
 if me.has("storage"):

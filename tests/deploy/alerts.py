@@ -21,8 +21,9 @@ def alerts(port: int, name: str, state: str | None = None, **labels: str) -> set
         timeout=15,
     )  # fmt: skip
     found = reply.raise_for_status().json()["data"]["result"]
-    # an alert that aggregates its job away (by instance, mountpoint) names "- instance"
-    return {f"{r['metric'].get('job', '-')} {r['metric']['instance']}" for r in found}
+    # an alert that aggregates its job away (by instance, mountpoint) names "- instance",
+    # one that aggregates everything away (AppliancePostgresNoStandby) "- -"
+    return {f"{r['metric'].get('job', '-')} {r['metric'].get('instance', '-')}" for r in found}
 
 
 def wait_for(check: Callable[[], bool], seconds: float) -> float:

@@ -246,15 +246,19 @@ def outage(results: list, how: Client, fault: float | None = None) -> dict[str, 
     return window
 
 
-def record_seen(name: str, results: list, how: Client, fault: float | None = None) -> None:
+def record_seen(
+    name: str, results: list, how: Client, fault: float | None = None, **figures: float
+) -> None:
     """What the clients of drill ``name`` saw: final answers, answers they retried, and the
-    outage (``outage``) to count against availability; in bench/out/drills.json."""
+    outage (``outage``) to count against availability, with the drill's own ``figures``
+    (seconds, rounded to 0.1); in bench/out/drills.json."""
     out = REPO / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     path = out / "drills.json"
     drills = json.loads(path.read_text()) if path.exists() else {}
     drills[name] = {"answers": seen(results), "retried": seen(how.retried),
-                    "outage": outage(results, how, fault)}  # fmt: skip
+                    "outage": outage(results, how, fault),
+                    **{k: round(v, 1) for k, v in figures.items()}}  # fmt: skip
     path.write_text(json.dumps(drills, indent=2, sort_keys=True))
     print(f"{name}: client-visible outage {drills[name]['outage']}")
 
@@ -301,13 +305,13 @@ def jobs_by_tag(made: list[str]) -> dict[str, set[str]]:
 
 
 def count_in_db(fleet: Fleet, tags: list[str]) -> dict[str, int]:
-    """Jobs in the primary (h4) per tag."""
+    """Jobs in the database per tag (read on the primary of the moment)."""
     quoted = ",".join(f"'{tag}'" for tag in tags)
     count = (
         "cd / && runuser -u postgres -- psql -d appliance -AtF ' ' -c "
         f'"SELECT tag, count(*) FROM jobs WHERE tag IN ({quoted}) GROUP BY tag"'
     )
-    out = fleet.lab.run("h4", count).stdout.splitlines()
+    out = fleet.lab.run(fleet.db_primary(), count).stdout.splitlines()
     return {tag: int(n) for tag, n in (line.split() for line in out)}
 
 
@@ -322,7 +326,7 @@ def unfinished(fleet: Fleet, made: list[str], within: float) -> dict[str, int]:
     )
     deadline = time.monotonic() + within
     while True:
-        out = fleet.lab.run("h4", query).stdout.splitlines()
+        out = fleet.lab.run(fleet.db_primary(), query).stdout.splitlines()
         left = {status: int(n) for status, n in (line.split() for line in out)}
         if not left or time.monotonic() > deadline:
             return left

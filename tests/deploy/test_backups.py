@@ -148,7 +148,8 @@ def _restore_to_spare(fleet, target: str) -> float:
     conf = "\n".join([
         f"port = {DRILL_PORT}",
         "listen_addresses = '*'",
-        f"hba_file = '/etc/postgresql/{version}/main/pg_hba.conf'",
+        # the db host's own rules (pg_auto_failover's node keeps them in its data directory)
+        f"hba_file = '/var/lib/postgresql/{version}/node/pg_hba.conf'",
         "unix_socket_directories = '/var/run/postgresql'",
         # as the primary's (a hot standby during recovery needs at least as many)
         "max_connections = 300",
@@ -167,6 +168,10 @@ def _restore_to_spare(fleet, target: str) -> float:
     fleet.lab.run(SPARE, fresh)
     fleet.lab.run(SPARE, f"{restore} --target-action=promote restore", timeout=900)
     write = f"printf '%s\\n' \"{conf}\" > {DRILL_DATA}/postgresql.conf"
+    # pg_auto_failover's synchronous_standby_names came with the backup (ALTER SYSTEM): every
+    # commit of the drill's cluster would wait for a standby it does not have. (pgBackRest's
+    # recovery settings are in that file too: only the one line goes.)
+    write += f" && sed -i '/^synchronous_standby_names/d' {DRILL_DATA}/postgresql.auto.conf"
     fleet.lab.run(SPARE, f"{write} && chown postgres: {DRILL_DATA}/postgresql.conf")
     start = f"{pg_ctl} -D {DRILL_DATA} -l {DRILL_DATA}.log -w -t 600 start"
     fleet.lab.run(SPARE, start, timeout=700)

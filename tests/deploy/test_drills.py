@@ -7,7 +7,7 @@ again, without load, until its alerts fire); a worker host powered off mid-conve
 off until its alert fires); the S3 store unreachable for half a minute, and then until its
 alert fires; a worker host's job area full for half a minute. Alerts are read from the lab's
 Prometheus; each drill's client-visible outage (load.outage) goes to drills.json with what
-the clients saw.
+the clients saw. The database is read on whichever db host is the primary at the time.
 """
 
 from __future__ import annotations
@@ -168,7 +168,8 @@ def redis_alerts_fire_and_clear(fleet: Fleet) -> tuple[dict[str, int], dict[str,
 
 def processing(fleet: Fleet) -> int:
     query = "SELECT count(*) FROM tasks WHERE status = 'processing'"
-    out = fleet.lab.run("h4", f'cd / && runuser -u postgres -- psql -d appliance -Atc "{query}"')
+    command = f'cd / && runuser -u postgres -- psql -d appliance -Atc "{query}"'
+    out = fleet.lab.run(fleet.db_primary(), command)
     return int(out.stdout)
 
 
@@ -418,4 +419,4 @@ def failed_tasks(fleet: Fleet, made: list[str]) -> str:
     query = ("cd / && runuser -u postgres -- psql -d appliance -At -c \"SELECT count(*), code,"
              f" attempts, message FROM tasks WHERE job_id IN ({ids}) AND status = 'error'"
              ' GROUP BY 2, 3, 4"')  # fmt: skip
-    return fleet.lab.run("h4", query).stdout
+    return fleet.lab.run(fleet.db_primary(), query).stdout

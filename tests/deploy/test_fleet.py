@@ -77,9 +77,11 @@ def test_the_replica_has_a_new_job_row(fleet):
         "cd / && runuser -u postgres -- psql -d appliance -Atc "
         f"\"SELECT pg_is_in_recovery(), count(*) FROM jobs WHERE id = '{job_id}'\""
     )
+    # pg_auto_failover may have moved the primary: the standby is the other db host
+    standby = next(n for n in ("h4", "h6") if n != fleet.db_primary())
     deadline = time.monotonic() + 30
     while True:
-        out = fleet.lab.run("h6", query).stdout.strip()
+        out = fleet.lab.run(standby, query).stdout.strip()
         if out == "t|1" or time.monotonic() > deadline:
             break
         time.sleep(1)

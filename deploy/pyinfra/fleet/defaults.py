@@ -97,6 +97,9 @@ DEFAULTS: dict[str, Any] = {
     "audit_retention_days": 365,
     # Database
     "postgres_version": 15,
+    # pg_auto_failover's monitor (a small Postgres of its own, on the monitoring host unless
+    # a host has `db_monitor: True`): its port, open to the db hosts only.
+    "db_monitor_port": 5431,
     "db_name": "appliance",
     "db_user": "appliance",
     "db_pool_size": 10,

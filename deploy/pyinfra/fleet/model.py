@@ -89,6 +89,26 @@ class Fleet:
     def db_replicas(self) -> list[HostSpec]:
         return [h for h in self.role("db") if h != self.db_primary]
 
+    @property
+    def db_monitor(self) -> HostSpec:
+        """Where pg_auto_failover's monitor runs: the host with ``db_monitor: True``, else
+        the first monitoring host that holds no database, else the first host that holds
+        none, else (a single-host fleet) the db primary. Off the db hosts, so that the
+        death of one db host leaves the monitor and the other db host to decide."""
+        chosen = [h for h in self.hosts if h.data.get("db_monitor")]
+        if len(chosen) > 1:
+            raise FleetError(f"more than one db_monitor: {[h.name for h in chosen]}")
+        spare = [h for h in self.hosts if not h.has("db")]
+        monitoring = [h for h in spare if h.has("monitoring")]
+        return (chosen or monitoring or spare or [self.db_primary])[0]
+
+    @property
+    def monitor_uri(self) -> str:
+        """The keepers' connection to the monitor; the password is in each db host's
+        ~postgres/.pgpass (pgpass.j2), not in pg_autoctl's configuration."""
+        where = f"{self.db_monitor.ip}:{self.get('db_monitor_port')}"
+        return f"postgres://autoctl_node@{where}/pg_auto_failover?sslmode=require"
+
     def validate(self) -> None:
         """What every deploy needs; raised before any host is touched."""
         for role in ("db", "redis", "api", "worker", "lb"):
@@ -109,6 +129,7 @@ class Fleet:
         if len(set(ips)) != len(ips):
             raise FleetError(f"two hosts share a private address: {ips}")
         self.db_primary  # noqa: B018 - raises on a bad db_primary set-up
+        self.db_monitor  # noqa: B018 - raises on a bad db_monitor set-up
 
     def _validate_admin_networks(self) -> None:
         for h in self.hosts:
@@ -122,9 +143,6 @@ class Fleet:
                     raise FleetError(f"admin_networks: {net!r} is no address or CIDR") from None
 
     # -- what follows from the roles -------------------------------------------------------
-    def slot_name(self, replica: HostSpec) -> str:
-        return "replica_" + "".join(c if c.isalnum() else "_" for c in replica.name.lower())
-
     def _db_url(self, hosts: list[HostSpec], attrs: str) -> str:
         user = self.get("db_user")
         password = quote(self.secrets["db_password"], safe="")
@@ -221,6 +239,8 @@ class Fleet:
             ports |= {int(self.get("api_port")), int(self.get("api_metrics_port"))}
         if host.has("worker"):
             ports |= {int(q["metrics_port"]) for q in self.queues(host).values()}
+        if host == self.db_monitor:
+            ports.add(int(self.get("db_monitor_port")))
         return sorted(ports)
 
     def public_ports(self, host: HostSpec) -> list[int]:

@@ -17,7 +17,9 @@ from pathlib import Path
 # name -> what it protects. 32 random bytes each, URL-safe (they go into URLs and env files).
 NAMES = {
     "db_password": "the app's PostgreSQL role",
-    "replication_password": "the streaming-replication role",
+    "replication_password": "the streaming-replication role (pgautofailover_replicator)",
+    "autoctl_password": "pg_auto_failover's roles: autoctl_node (keepers -> monitor) and"
+    " pgautofailover_monitor (the monitor's health checks of the db hosts)",
     # Redis: one ACL user per role (fleet/redis_acl.py); the default user is off.
     "redis_api_password": "Redis user `api` (the API hosts)",
     "redis_worker_password": "Redis user `worker` (the worker hosts)",

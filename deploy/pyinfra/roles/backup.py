@@ -4,7 +4,7 @@ store (fleet.backup_s3), encrypted with the secret ``backup_cipher_pass``.
 - WAL is archived continuously (postgresql.conf: archive_command) by whichever db host is
   the primary; standbys read the archive when streaming lacks a segment (restore_command).
 - Full and incremental backups run on systemd timers on every db host; the run on a standby
-  succeeds doing nothing, so a failover (planned: an automatic-failover manager) moves the
+  succeeds doing nothing, so a failover (pg_auto_failover, roles/db.py) moves the
   backups with the primary and nothing here names the primary at run time.
 - pgBackRest speaks S3 over TLS only: for a plain-HTTP store (MinIO on the private network,
   the lab's) a loopback TLS relay (stunnel) with a certificate made on the host sits in front.
@@ -159,8 +159,8 @@ def _relay(fleet: Fleet) -> None:
 
 
 def activate(fleet: Fleet, me: HostSpec, pg_service: str) -> None:
-    """Units and timers on every db host; on the primary the bucket, the stanza and a first
-    full backup (once per configuration)."""
+    """Units and timers on every db host; on the primary of the moment the bucket, the
+    stanza and a first full backup (once per configuration)."""
     ctx = unit_context(fleet, pg_service)
     units: list[OperationMeta] = [
         put(f"systemd/{unit}.j2", f"/etc/systemd/system/{unit}", **ctx)
@@ -180,8 +180,8 @@ def activate(fleet: Fleet, me: HostSpec, pg_service: str) -> None:
         "/etc/systemd/system/appliance-backup-metrics.timer",
     )
     files.directory(name="Textfile collector dir", path=TEXTFILE_DIR, mode="755")
-    if me == fleet.db_primary:
-        _setup_repository(fleet, units)
+    # On every db host: the script does its work on whichever is the primary now.
+    _setup_repository(fleet, units)
     for name, timer in timers.items():
         restart_if(f"{name}.timer", timer, *units)
 

@@ -102,7 +102,7 @@ def _verify(unit_dir: Path, *units: str) -> subprocess.CompletedProcess[str]:
 
 def test_backup_units_and_timers_verify_and_run_the_installed_scripts(tmp_path):
     fleet = make_fleet(s3_external=EXTERNAL)
-    ctx = backup.unit_context(fleet, "postgresql@15-main")
+    ctx = backup.unit_context(fleet, "pgautofailover@node")
     script = tmp_path / "appliance-backup"  # ExecStart must exist for verify
     script.write_text("#!/bin/sh\n")
     script.chmod(0o755)
@@ -126,7 +126,7 @@ def test_backup_units_and_timers_verify_and_run_the_installed_scripts(tmp_path):
     os.link(tmp_path / "appliance-backup@.service", tmp_path / "appliance-backup@full.service")
     assert "User=postgres" in files["appliance-backup@.service"]
     assert (
-        "After=network-online.target postgresql@15-main.service appliance-backup-tls.service"
+        "After=network-online.target pgautofailover@node.service appliance-backup-tls.service"
         in (files["appliance-backup@.service"])
     )
     assert (

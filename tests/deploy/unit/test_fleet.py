@@ -6,7 +6,7 @@ from urllib.parse import unquote
 
 import pytest
 from fleet.defaults import DEFAULTS, active_queues, engine_packages
-from fleet.model import FleetError
+from fleet.model import Fleet, FleetError, HostSpec
 
 from tests.deploy.unit.conftest import make_fleet
 
@@ -26,6 +26,34 @@ def test_the_lab_layout_is_a_valid_fleet(fleet):
     fleet.validate()
     assert fleet.db_primary.name == "h4"
     assert [h.name for h in fleet.db_replicas] == ["h6"]
+
+
+def test_the_failover_monitor_runs_off_the_db_hosts_on_the_monitoring_host(fleet):
+    assert fleet.db_monitor.name == "h1"
+    assert fleet.monitor_uri == (
+        "postgres://autoctl_node@10.200.1.1:5431/pg_auto_failover?sslmode=require"
+    )
+
+
+def test_the_failover_monitor_goes_where_the_operator_says_or_off_the_db_hosts():
+    fleet = make_fleet(s3_external={"endpoint": "x:9000"})
+    fleet.hosts = [
+        HostSpec(h.name, h.groups - {"monitoring"}, {**h.data, "db_monitor": h.name == "h5"})
+        for h in fleet.hosts
+    ]
+    assert fleet.db_monitor.name == "h5"
+    fleet.hosts = [HostSpec(h.name, h.groups, {**h.data, "db_monitor": False})
+                   for h in fleet.hosts]  # fmt: skip
+    assert fleet.db_monitor.name == "h1"  # the first host with no database
+    single = [HostSpec("one", frozenset({"db", "api", "worker", "monitoring"}), {})]
+    assert Fleet(single).db_monitor.name == "one"
+
+
+def test_two_failover_monitors_are_refused():
+    fleet = make_fleet(s3_external={"endpoint": "x:9000"})
+    fleet.hosts = [HostSpec(h.name, h.groups, {**h.data, "db_monitor": True}) for h in fleet.hosts]
+    with pytest.raises(FleetError, match="more than one db_monitor"):
+        fleet.validate()
 
 
 def test_writes_find_the_primary_among_all_db_hosts(fleet):
@@ -71,7 +99,8 @@ def test_prometheus_jobs_are_the_contract_names_with_every_target(fleet):
 
 def test_each_host_opens_only_its_roles_ports(fleet):
     ports = {h.name: fleet.internal_ports(h) for h in fleet.hosts}
-    assert ports["h1"] == [9100, 9113]  # Prometheus and Grafana: loopback only
+    # Prometheus and Grafana: loopback only; pg_auto_failover's monitor for the fleet
+    assert ports["h1"] == [5431, 9100, 9113]
     assert ports["h2"] == [6379, 8080, 9100, 9121, 9179]
     assert ports["h4"] == [5432, 9100, 9181, 9187]
     assert ports["h6"] == [5432, 9100, 9187]

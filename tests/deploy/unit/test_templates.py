@@ -571,22 +571,57 @@ def test_postgres_settings_parse_and_enable_streaming_replication(fleet, work_ro
         assert got.stdout.strip() == want
 
 
-def test_pg_hba_lets_app_hosts_and_replicas_in_only(fleet):
+def test_pg_hba_lets_app_hosts_replicas_and_the_failover_monitor_in_only(fleet):
     text = render("pyinfra/templates/pg_hba.conf.j2", **db.hba_context(fleet))
-    app_lines = [line.split() for line in text.splitlines() if line.startswith("host    appliance")]
+    rules = [line.split() for line in text.splitlines() if line.startswith("host ")]
+    app_lines = [r for r in rules if r[1] == "appliance"]
     assert sorted(line[3] for line in app_lines) == [
         "10.200.1.2/32", "10.200.1.3/32", "10.200.1.4/32", "10.200.1.5/32", "10.200.1.6/32"
     ]  # fmt: skip
-    repl = [line.split()[3] for line in text.splitlines() if " replication " in line]
-    assert repl == ["10.200.1.4/32", "10.200.1.6/32"]
-    assert all(line[-1] == "scram-sha-256" for line in app_lines)
+    repl = [r[3] for r in rules if r[2] == "pgautofailover_replicator"]
+    assert repl == ["10.200.1.4/32"] * 2 + ["10.200.1.6/32"] * 2
+    assert [r[1:4] for r in rules if r[2] == "pgautofailover_monitor"] == [
+        ["postgres", "pgautofailover_monitor", "10.200.1.1/32"]
+    ]
+    assert all(r[-1] == "scram-sha-256" for r in rules)
+    monitor = render("pyinfra/templates/pg_hba.monitor.conf.j2", keeper_sources=["10.200.1.4"])
+    assert [line.split() for line in monitor.splitlines() if line.startswith("host")] == [
+        ["host", "pg_auto_failover", "autoctl_node", "10.200.1.4/32", "scram-sha-256"]
+    ]
+
+
+def test_pg_auto_failover_passwords_are_in_pgpass_not_in_commands(fleet):
+    for me in (fleet.host("h4"), None):
+        command = db.create_command(fleet, me)
+        assert "--ssl-self-signed --skip-pg-hba" in command
+        assert not any(secret in command for secret in fleet.secrets.values())
+    assert "--name h4 --monitor 'postgres://autoctl_node@10.200.1.1:5431/" in db.create_command(
+        fleet, fleet.host("h4")
+    )
+    sql = db.monitor_sql(fleet)
+    assert "ALTER ROLE autoctl_node PASSWORD 's3cret-autoctl-password';" in sql
+    # the monitor promotes only after a cut-off primary has stopped by itself
+    settings = db.MONITOR_SETTINGS
+    assert settings["primary_demote_timeout"] > db.NETWORK_PARTITION_SECONDS * 1000
+    assert f"pgautofailover.primary_demote_timeout = {settings['primary_demote_timeout']}" in sql
+
+
+def test_pg_auto_failover_unit_verifies_and_runs_pg_autoctl_as_postgres(fleet, tmp_path):
+    text = render("systemd/pgautofailover@.service.j2", version=15)
+    lines = text.splitlines()
+    assert "User=postgres" in lines and "ExecStart=/usr/bin/pg_autoctl run" in lines
+    assert "Environment=PGDATA=/var/lib/postgresql/15/%i" in lines
+    unit_file = tmp_path / "pgautofailover@.service"
+    unit_file.write_text(text.replace("/usr/bin/pg_autoctl", "/bin/true"))
+    os.link(unit_file, tmp_path / "pgautofailover@node.service")
+    result = _verify(tmp_path, "pgautofailover@node.service")
+    assert result.returncode == 0, result.stderr
 
 
 def test_db_setup_sql_is_idempotent_on_a_real_server(fleet, postgres_server):
     fleet.secrets["db_password"] = "pw1"
     sql = db.setup_sql(fleet).replace("'appliance'", "'deploytest'")
     sql = re.sub(r"\bappliance\b", "deploytest", sql)
-    sql = re.sub(r"(?s)SELECT pg_create_physical_replication_slot.*?;\n", "", sql)
     for _ in range(2):
         result = _run("psql", postgres_server, "-q", "-v", "ON_ERROR_STOP=1", input=sql)
         assert result.returncode == 0, result.stderr
