@@ -171,6 +171,9 @@ def test_ctrl_c_cancels_the_running_job(deployment, tmp_path, long_video):
         [sys.executable, "-m", "appliance.cli", "convert", str(long_video), "--to", "webm",
          "--server", deployment.url, "-o", str(tmp_path)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as from a terminal: a suite started in the background (`cmd &` in a script) passes
+        # SIGINT ignored to its children, and Python then keeps ignoring it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
