@@ -76,6 +76,38 @@ def paragraphs(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
                 yield {"t": "Para", "c": words}
 
 
+def picture_block(name: str, width: str = "100%") -> dict[str, Any]:
+    """A paragraph of the picture ``name`` (relative to pandoc's resource path), ``width`` of
+    the text's width."""
+    attr = ["", [], [["width", width]]]
+    return {"t": "Para", "c": [{"t": "Image", "c": [attr, [], [name, ""]]}]}
+
+
+def write_pictured_document(
+    blocks: list[dict[str, Any]],
+    dst: Path,
+    dst_format: str,
+    work: Path,
+    pictures: Path,
+    title: str,
+) -> None:
+    """``blocks`` written by pandoc as ``dst_format`` (a ``WRITERS`` key, or rtf) to ``dst``,
+    the pictures they name read from ``pictures``: docx, odt and epub hold them in their
+    container, html as ``data:`` URLs (one self-contained file, titled ``title``), rtf as hex.
+    The JSON document goes to ``work``."""
+    document = work / "document.json"
+    document.write_text(
+        json.dumps({"pandoc-api-version": api_version(), "meta": {}, "blocks": blocks}),
+        encoding="utf-8",
+    )
+    writer = WRITERS.get(dst_format, dst_format)
+    argv = ["pandoc", "--from", "json", "--to", writer, "--output", str(dst)]
+    argv += ["--resource-path", str(pictures), "--standalone"]
+    if dst_format == "html":  # the pictures inside the page (pandoc 2.17's flag)
+        argv += ["--self-contained", "--metadata", f"pagetitle={title}"]
+    run_tool([*argv, str(document)], what="pandoc")
+
+
 def write_text_document(src: Path, dst: Path) -> None:
     """The UTF-8 text at ``src`` as a pandoc JSON document at ``dst``: a paragraph per line,
     every character as it is (no markup is read)."""

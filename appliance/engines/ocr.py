@@ -19,7 +19,6 @@ under /job, and the sandbox has neither the host's files nor a network.
 from __future__ import annotations
 
 import functools
-import json
 import shutil
 import subprocess
 import tempfile
@@ -29,7 +28,7 @@ from typing import Annotated, Any
 import msgspec
 
 from appliance.engines import Descriptor, Progress
-from appliance.engines.markup import WRITERS, api_version, paragraphs
+from appliance.engines.markup import paragraphs, picture_block, write_pictured_document
 from appliance.engines.pixels import check_pixels, pillow_size
 from appliance.engines.tools import run_tool, tool_version
 from appliance.errors import PermanentError
@@ -144,8 +143,8 @@ def _read_text(src: Path, language: str) -> str:
 
 
 # -- pictures -> documents that hold them -------------------------------------------------------
-# target -> pandoc's writer: formats that hold pictures (RTF as hex inside the file)
-DOCUMENTS = {**{fmt: WRITERS[fmt] for fmt in ("docx", "odt", "epub", "html")}, "rtf": "rtf"}
+# formats that hold pictures (RTF as hex inside the file)
+DOCUMENTS = ("docx", "odt", "epub", "html", "rtf")
 KEPT_AS_THEY_ARE = ("png", "jpg")  # every document format and reader takes them
 
 
@@ -171,13 +170,6 @@ def _pictures(src: Path, src_format: str, work: Path) -> list[Path]:
             f"The image could not be read: {exc}", code="INVALID_INPUT_FILE"
         ) from exc
     return pages
-
-
-def _picture_block(name: str) -> dict[str, Any]:
-    """A paragraph of the picture ``name`` (relative to pandoc's resource path), as wide as
-    the text."""
-    attr = ["", [], [["width", "100%"]]]
-    return {"t": "Para", "c": [{"t": "Image", "c": [attr, [], [name, ""]]}]}
 
 
 class PictureDocumentEngine:
@@ -221,19 +213,10 @@ class PictureDocumentEngine:
         pages = _pictures(src, src_format, work)
         blocks: list[dict[str, Any]] = []
         for i, page in enumerate(pages):
-            blocks.append(_picture_block(page.name))
+            blocks.append(picture_block(page.name))
             blocks += paragraphs(_read_text(page, options.language).splitlines())
             progress((i + 1) / (len(pages) + 1))
-        document = work / "document.json"
-        document.write_text(
-            json.dumps({"pandoc-api-version": api_version(), "meta": {}, "blocks": blocks}),
-            encoding="utf-8",
-        )
-        argv = ["pandoc", "--from", "json", "--to", DOCUMENTS[dst_format], "--output", str(dst)]
-        argv += ["--resource-path", str(pages[0].parent), "--standalone"]
-        if dst_format == "html":  # the pictures inside the page (pandoc 2.17's flag)
-            argv += ["--self-contained", "--metadata", f"pagetitle={src.stem}"]
-        run_tool([*argv, str(document)], what="pandoc")
+        write_pictured_document(blocks, dst, dst_format, work, pages[0].parent, src.stem)
         progress(1.0)
 
 

@@ -14,7 +14,6 @@ left out. A PDF with neither text nor pictures is ``NO_TEXT_FOUND``.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,13 @@ from typing import Any
 import msgspec
 
 from appliance.engines import Descriptor, Progress
-from appliance.engines.markup import WRITERS, api_version, paragraphs
+from appliance.engines.markup import paragraphs, picture_block, write_pictured_document
 from appliance.engines.pdf import PagesSpec, open_pdfium, page_numbers, pdfium_version
 from appliance.engines.pixels import check_pixels
-from appliance.engines.tools import run_tool, tool_version
+from appliance.engines.tools import tool_version
 from appliance.errors import PermanentError
 
-DOCUMENTS = {fmt: WRITERS[fmt] for fmt in ("docx", "odt", "epub", "html")}
+DOCUMENTS = ("docx", "odt", "epub", "html")
 MIN_PICTURE_POINTS = 12.0  # a picture's smaller side on the page, in points (1/72 in)
 # A page break in Word's XML: a paragraph whose only run breaks the page.
 DOCX_PAGE_BREAK = {
@@ -65,12 +64,6 @@ def _save_picture(image: Any, stem: Path) -> Path | None:
     return path
 
 
-def _picture_block(name: str, share: float) -> dict[str, Any]:
-    width = f"{max(10, min(100, round(share * 100)))}%"
-    attr = ["", [], [["width", width]]]
-    return {"t": "Para", "c": [{"t": "Image", "c": [attr, [], [name, ""]]}]}
-
-
 def page_blocks(page: Any, work: Path, prefix: str) -> tuple[list[dict[str, Any]], int]:
     """The page's text and pictures as pandoc blocks, and how many pictures they hold."""
     textpage = page.get_textpage()
@@ -90,7 +83,7 @@ def page_blocks(page: Any, work: Path, prefix: str) -> tuple[list[dict[str, Any]
             text = textpage.get_text_bounded(bottom=top, top=upper)
             blocks += paragraphs(text.splitlines())
             upper = top
-        blocks.append(_picture_block(name, share))
+        blocks.append(picture_block(name, f"{max(10, min(100, round(share * 100)))}%"))
     blocks += paragraphs(textpage.get_text_bounded(top=upper).splitlines())
     return blocks, len(found)
 
@@ -138,14 +131,5 @@ class PdfDocumentEngine:
                 "paths only)",
                 code="NO_TEXT_FOUND",
             )
-        document = work / "document.json"
-        document.write_text(
-            json.dumps({"pandoc-api-version": api_version(), "meta": {}, "blocks": blocks}),
-            encoding="utf-8",
-        )
-        argv = ["pandoc", "--from", "json", "--to", DOCUMENTS[dst_format], "--output", str(dst)]
-        argv += ["--resource-path", str(work), "--standalone"]
-        if dst_format == "html":  # the pictures inside the page (pandoc 2.17's flag)
-            argv += ["--self-contained", "--metadata", f"pagetitle={src.stem}"]
-        run_tool([*argv, str(document)], what="pandoc")
+        write_pictured_document(blocks, dst, dst_format, work, work, src.stem)
         progress(1.0)
