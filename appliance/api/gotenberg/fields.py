@@ -153,13 +153,15 @@ class Capabilities:
 class Plan:
     """A job's tasks, the import task of each uploaded file, and the task whose files are
     the answer (``json``: answer with each file's metadata instead, through ``per_file``
-    when a route reshapes it)."""
+    when a route reshapes it; ``headers``: what the answer says besides, such as a stage's
+    report)."""
 
     tasks: dict[str, dict[str, Any]]
     uploads: list[tuple[str, Upload]]
     last: str
     json: bool = False
     per_file: Callable[[Any], Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 # What runs on a conversion's PDFs instead of Gotenberg 8's fields (Gotenberg 9's stages).
@@ -178,6 +180,7 @@ class Chain:
             self.tasks[name] = {"operation": "import/upload", "filename": upload.name}
             self.uploads.append((name, upload))
         self.heads = [name for name, _ in self.uploads]
+        self.headers: dict[str, str] = {}  # the answer's, besides the file (a stage's report)
 
     def need(self, operation: str, what: str) -> None:
         if operation not in self.caps.operations:
@@ -205,7 +208,7 @@ class Chain:
         last = self.heads[0]
         if not json_result:  # a result without files has nothing to export
             self.tasks["export"] = {"operation": "export/url", "input": [last]}
-        return Plan(self.tasks, self.uploads, last, json_result, per_file)
+        return Plan(self.tasks, self.uploads, last, json_result, per_file, dict(self.headers))
 
 
 # -- shared pieces --------------------------------------------------------------------------

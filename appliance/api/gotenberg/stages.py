@@ -371,6 +371,11 @@ def _flatten_form(step: Step, args: Args) -> None:
 
 
 REMEDIATE_FIELDS = frozenset({"op", "profile", "aggressive"})
+# Gotenberg 9's remediate reports on its answer the fixes it undid to keep pages, text and
+# images as they were (this header) and the violations its own check still finds
+# (Gotenberg-Remediation-Residual). pdf/a (Ghostscript) undoes none: always 0. It does not
+# check its result, so the residual, a count it cannot know, is not sent.
+ROLLED_BACK = "Gotenberg-Remediation-Rolled-Back"
 
 
 def _remediate(step: Step, args: Args) -> None:
@@ -395,6 +400,7 @@ def _remediate(step: Step, args: Args) -> None:
     args.flag("aggressive", False)
     step.chain.step(step.name, PDF_A, f"remediating to {profiles[0]}",
                     conformance_level=level.group(1).lower())  # fmt: skip
+    step.chain.headers[ROLLED_BACK] = "0"
 
 
 Stage = Callable[[Step, Args], None]

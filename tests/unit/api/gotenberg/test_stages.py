@@ -119,6 +119,27 @@ def test_encrypt_decrypt_metadata_optimize_flatten_and_remediate_map_to_their_op
     }  # fmt: skip
 
 
+ROLLED_BACK = "Gotenberg-Remediation-Rolled-Back"
+
+
+def test_remediate_reports_no_fix_rolled_back_and_no_residual_it_cannot_count():
+    """Gotenberg 9 reports on remediate's answer the fixes it undid (pdf/a undoes none) and
+    the violations its own check still finds (pdf/a does not check: not sent)."""
+    remediate = {"op": "remediate", "profile": "PDF/A-2b"}
+    piped = ROUTES["pdf/pipe"](form("a.pdf", stages=json.dumps([remediate])), CAPS)
+    alone = ROUTES["pdf/remediate"](form("a.pdf", profile="PDF/A-2b"), CAPS)
+    converted = ROUTES["libreoffice/convert"](
+        form("a.docx", stages=json.dumps([{"op": "merge"}, remediate])), CAPS
+    )
+    for plan in (piped, alone, converted):
+        assert plan.headers == {ROLLED_BACK: "0"}
+
+
+def test_only_remediate_reports_and_gotenberg_8_s_pdfa_does_not():
+    assert ROUTES["pdf/pipe"](form("a.pdf", stages='[{"op":"merge"}]'), CAPS).headers == {}
+    assert ROUTES["pdfengines/convert"](form("a.pdf", pdfa="PDF/A-2b"), CAPS).headers == {}
+
+
 @pytest.mark.parametrize(
     ("stage", "named"),
     [
