@@ -140,7 +140,7 @@ def test_health_is_gotenberg_s_shape_and_version_needs_a_key(deployment, gotenbe
     status = gotenberg.health.health()
     assert status.overall.value == "up" and status.uno is not None
     assert httpx.head(deployment.url + "/health").status_code == 200
-    assert gotenberg.version.get().startswith("8.")
+    assert gotenberg.version.get().startswith("9.")
     assert httpx.get(deployment.url + "/version").status_code == 401
 
 

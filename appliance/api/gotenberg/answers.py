@@ -65,7 +65,7 @@ async def ended(
     if not files:
         raise GotenbergError(500, "The job made no file")
     name = answer_name(files, wanted)
-    headers = {TRACE_HEADER: trace, "Content-Disposition": disposition(name)}
+    headers = {**plan.headers, TRACE_HEADER: trace, "Content-Disposition": disposition(name)}
     if len(files) == 1:
         headers["Content-Length"] = str(files[0].size)
     return Stream(body_of(files, jobs.output_bytes), media_type=content_type(name), headers=headers)

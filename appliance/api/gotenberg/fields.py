@@ -99,6 +99,18 @@ class Form:
     values: dict[str, str]  # the first value of each field
     files: list[Upload]  # in the order they came
     texts: dict[str, str] = field(default_factory=dict)  # header.html and footer.html
+    # A Gotenberg 9 request (``stages``, or a /forms/pdf route): errors in Gotenberg 9's words
+    v9: bool = False
+    # the names sent for fields read under Gotenberg 8's (nativePageRanges: nativePages)
+    sent_as: dict[str, str] = field(default_factory=dict)
+
+    def bad(self, name: str, value: str, want: str, v8: str = "") -> GotenbergError:
+        """400 for a field's value, named as it was sent: Gotenberg 9's "(got 'x', want y)"
+        on its requests, else this appliance's take on Gotenberg 8's ("(got 'x'" + ``v8``;
+        Gotenberg 8 adds its Go parser's error)."""
+        sent = self.sent_as.get(name, name)
+        why = f", want {want}" if self.v9 else v8
+        return invalid(f"form field '{sent}' is invalid (got '{value}'{why})")
 
     def text(self, name: str) -> str | None:
         value = self.values.get(name)
@@ -112,7 +124,7 @@ class Form:
             return True
         if value in FALSE:
             return False
-        raise invalid(f"form field '{name}' is invalid (got '{value}', expected a boolean)")
+        raise self.bad(name, value, "a boolean", ", expected a boolean")
 
     def number(self, name: str) -> float | None:
         value = self.values.get(name, "")
@@ -121,7 +133,7 @@ class Form:
         try:
             return float(value)
         except ValueError:
-            raise invalid(f"form field '{name}' is invalid (got '{value}', not a number)") from None
+            raise self.bad(name, value, "a number", ", not a number") from None
 
     def inputs(self, extensions: frozenset[str] | None) -> list[Upload]:
         """The input files (not embeds, watermarks, ...) whose extension is one of
@@ -153,13 +165,15 @@ class Capabilities:
 class Plan:
     """A job's tasks, the import task of each uploaded file, and the task whose files are
     the answer (``json``: answer with each file's metadata instead, through ``per_file``
-    when a route reshapes it)."""
+    when a route reshapes it; ``headers``: what the answer says besides, such as a stage's
+    report)."""
 
     tasks: dict[str, dict[str, Any]]
     uploads: list[tuple[str, Upload]]
     last: str
     json: bool = False
     per_file: Callable[[Any], Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 # What runs on a conversion's PDFs instead of Gotenberg 8's fields (Gotenberg 9's stages).
@@ -178,6 +192,7 @@ class Chain:
             self.tasks[name] = {"operation": "import/upload", "filename": upload.name}
             self.uploads.append((name, upload))
         self.heads = [name for name, _ in self.uploads]
+        self.headers: dict[str, str] = {}  # the answer's, besides the file (a stage's report)
 
     def need(self, operation: str, what: str) -> None:
         if operation not in self.caps.operations:
@@ -205,7 +220,7 @@ class Chain:
         last = self.heads[0]
         if not json_result:  # a result without files has nothing to export
             self.tasks["export"] = {"operation": "export/url", "input": [last]}
-        return Plan(self.tasks, self.uploads, last, json_result, per_file)
+        return Plan(self.tasks, self.uploads, last, json_result, per_file, dict(self.headers))
 
 
 # -- shared pieces --------------------------------------------------------------------------
@@ -355,7 +370,7 @@ def plan_libreoffice(form: Form, caps: Capabilities, post: Post | None = None) -
     options: dict[str, Any] = {"output_format": "pdf", "engine": LIBREOFFICE}
     if pages := form.text("nativePageRanges"):
         if not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", pages.replace(" ", "")):
-            raise invalid(f"form field 'nativePageRanges' is invalid (got '{pages}')")
+            raise form.bad("nativePageRanges", pages, "pages such as 1-3,5")
         options["pages"] = pages.replace(" ", "")
     if native:  # LibreOffice writes PDF/A-2b itself
         options["pdf_a"] = True
@@ -463,7 +478,7 @@ def inches(form: Form, name: str) -> float | None:
         return None
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(in|pt|px|pc|mm|cm)?", value)
     if match is None:
-        raise invalid(f"form field '{name}' is invalid (got '{value}')")
+        raise form.bad(name, value, "a length such as 8.5, 8.5in, 210mm or 72pt")
     return float(match.group(1)) * UNIT_INCHES[match.group(2) or "in"]
 
 
@@ -473,7 +488,7 @@ def duration_ms(form: Form, name: str) -> int | None:
         return None
     match = DURATION.fullmatch(value)
     if match is None:
-        raise invalid(f"form field '{name}' is invalid (got '{value}', not a duration)")
+        raise form.bad(name, value, "a duration such as 500ms or 2s", ", not a duration")
     return round(float(match.group(1)) * DURATION_MS[match.group(2)])
 
 
@@ -539,7 +554,7 @@ def wait_options(form: Form) -> dict[str, Any]:
         out["omit_background"] = True
     if media := form.text("emulatedMediaType"):
         if media not in ("screen", "print"):
-            raise invalid(f"form field 'emulatedMediaType' is invalid (got '{media}')")
+            raise form.bad("emulatedMediaType", media, "screen or print")
         out["css_media_type"] = media
     return out
 
@@ -547,7 +562,7 @@ def wait_options(form: Form) -> dict[str, Any]:
 def screenshot_options(form: Form) -> dict[str, Any]:
     fmt = form.values.get("format") or "png"
     if fmt not in SCREENSHOT_FORMATS:
-        raise invalid(f"form field 'format' is invalid (got '{fmt}', expected png, jpeg or webp)")
+        raise form.bad("format", fmt, "png, jpeg or webp", ", expected png, jpeg or webp")
     out: dict[str, Any] = {"output_format": SCREENSHOT_FORMATS[fmt]}
     # Gotenberg's 800 x 600 device; without ``clip`` the whole page is taken
     out["screenshot_width"] = int(form.number("width") or 800)

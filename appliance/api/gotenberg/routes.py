@@ -47,9 +47,14 @@ from appliance.security.sealing import Columns
 
 log = logging.getLogger(__name__)
 OUTPUT_FILENAME = "Gotenberg-Output-Filename"
+# Gotenberg's is "text/plain; charset=UTF-8" (echo's c.String); Litestar adds the charset
+VERSION_TYPE = "text/plain"
 TAG = "gotenberg"  # the tag of the jobs the routes make (GET /v2/jobs?filter[tag]=gotenberg)
-# What /version says: Gotenberg's major whose routes are answered, then this appliance's.
-VERSION = "8.0.0-appliance"
+# What /version says: the newest Gotenberg major whose routes are answered (9: /forms/pdf/*
+# beside 8's /forms/pdfengines/*), then this appliance's, as Gotenberg's own variants print
+# "{semver}-live-demo-snapshot". Clients that read it (GotenbergSharpApiClient 4 picks the
+# API by the major) then speak Gotenberg 9.
+VERSION = "9.0.0-appliance"
 NO_OUTPUT_FILE = (
     "The webhook middleware can only work with multipart/form-data routes that results in"
     " output files"
@@ -173,9 +178,10 @@ def _route(path: str) -> Any:
     return handler
 
 
-@get("/version", summary="Gotenberg's /version", media_type="text/plain", include_in_schema=False)
-async def version(principal: Principal) -> str:
-    return VERSION
+@get("/version", summary="Gotenberg's /version", include_in_schema=False)
+async def version(request: Request[Any, Any, Any], principal: Principal) -> Response[str]:
+    """Gotenberg's shape: the version alone as plain text, with the request's trace."""
+    return Response(VERSION, media_type=VERSION_TYPE, headers={TRACE_HEADER: trace_of(request)})
 
 
 async def health_answer(request: Request[Any, Any, Any]) -> Response[Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from appliance.api.gotenberg import fields
@@ -89,6 +89,12 @@ UNAVAILABLE_OPS = frozenset(
 
 
 # -- reading a stage's fields, from JSON or from a form ---------------------------------------
+def shown(value: Any) -> str:
+    """A value in an error as Gotenberg 9 shows one: a string in single quotes ('A9'), other
+    JSON as written (45, true)."""
+    return f"'{value}'" if isinstance(value, str) else json.dumps(value)
+
+
 @dataclass(frozen=True)
 class Args:
     """A stage's fields: typed values from ``stages``' JSON, or strings from a route's form;
@@ -98,6 +104,7 @@ class Args:
     where: str
 
     def bad(self, name: str, why: str) -> fields.GotenbergError:
+        """400 for a field's value; ``why`` is Gotenberg 9's "got 'x', want y"."""
         return invalid(f"{self.where} '{name}' is invalid ({why})")
 
     def raw(self, name: str) -> Any:
@@ -109,7 +116,7 @@ class Args:
         if value is None and required:
             raise invalid(f"{self.where} '{name}' is required")
         if value is not None and not isinstance(value, str):
-            raise self.bad(name, f"got {json.dumps(value)}, want a string")
+            raise self.bad(name, f"got {shown(value)}, want a string")
         return value
 
     def number(self, name: str, *, required: bool = False) -> float | None:
@@ -119,11 +126,11 @@ class Args:
                 raise invalid(f"{self.where} '{name}' is required")
             return None
         if isinstance(value, bool):
-            raise self.bad(name, f"got {json.dumps(value)}, want a number")
+            raise self.bad(name, f"got {shown(value)}, want a number")
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise self.bad(name, f"got {json.dumps(value)}, want a number") from None
+            raise self.bad(name, f"got {shown(value)}, want a number") from None
 
     def flag(self, name: str, default: bool) -> bool:
         value = self.raw(name)
@@ -133,7 +140,7 @@ class Args:
             return value
         if value in TRUE or value in FALSE:
             return value in TRUE
-        raise self.bad(name, f"got {json.dumps(value)}, want a boolean")
+        raise self.bad(name, f"got {shown(value)}, want a boolean")
 
     def data(self, name: str) -> Any:
         """A list or an object: JSON text in a form, the value itself in a stage."""
@@ -371,6 +378,11 @@ def _flatten_form(step: Step, args: Args) -> None:
 
 
 REMEDIATE_FIELDS = frozenset({"op", "profile", "aggressive"})
+# Gotenberg 9's remediate reports on its answer the fixes it undid to keep pages, text and
+# images as they were (this header) and the violations its own check still finds
+# (Gotenberg-Remediation-Residual). pdf/a (Ghostscript) undoes none: always 0. It does not
+# check its result, so the residual, a count it cannot know, is not sent.
+ROLLED_BACK = "Gotenberg-Remediation-Rolled-Back"
 
 
 def _remediate(step: Step, args: Args) -> None:
@@ -395,6 +407,7 @@ def _remediate(step: Step, args: Args) -> None:
     args.flag("aggressive", False)
     step.chain.step(step.name, PDF_A, f"remediating to {profiles[0]}",
                     conformance_level=level.group(1).lower())  # fmt: skip
+    step.chain.headers[ROLLED_BACK] = "0"
 
 
 Stage = Callable[[Step, Args], None]
@@ -468,7 +481,7 @@ def named_files(stages: list[StageSpec]) -> set[str]:
 
 
 def without(form: Form, names: set[str]) -> Form:
-    return Form(form.values, [f for f in form.files if f.name not in names], form.texts)
+    return replace(form, files=[f for f in form.files if f.name not in names])
 
 
 def run_stages(chain: Chain, form: Form, stages: list[StageSpec]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from appliance.api.gotenberg import fields
@@ -113,16 +114,17 @@ def refuse_v8_fields(form: Form, *, office: bool, own: frozenset[str] = frozense
 
 def native_names(form: Form, *, office: bool) -> Form:
     """Gotenberg 9's ``native*`` names read as Gotenberg 8's (the same value in both: fine;
-    two values: 400)."""
+    two values: 400), errors still naming the field sent."""
     renamed = OFFICE_RENAMED if office else RENAMED
-    values = dict(form.values)
+    values, sent_as = dict(form.values), dict(form.sent_as)
     for old, new in renamed.items():
         if new not in values or values[new] == "":
             continue
         if values.get(old, "") not in ("", values[new]):
             raise invalid(f"form fields '{new}' and '{old}' differ; send '{new}' only")
         values[old] = values.pop(new)
-    return Form(values, form.files, form.texts)
+        sent_as[old] = new
+    return replace(form, values=values, sent_as=sent_as)
 
 
 PostPlanner = Callable[..., Plan]
@@ -138,6 +140,7 @@ def converting(planner: PostPlanner, *, office: bool, screenshot: bool = False) 
             return planner(native_names(form, office=office), caps)
         if screenshot:
             raise invalid("form field 'stages' is unknown to this route (screenshots are images)")
+        form = replace(form, v9=True)
         refuse_v8_fields(form, office=office)
         stages = parse_stages(raw)
         post = functools.partial(run_stages, form=form, stages=stages)
@@ -209,13 +212,19 @@ def plan_read_unavailable(route: str, form: Form, caps: Capabilities) -> Plan:
     raise NotAvailable(f"/forms/pdf/{route}: {UNAVAILABLE_READS[route]}")
 
 
-V9_ROUTES: Mapping[str, Planner] = {
+def gotenberg9(planner: Planner) -> Planner:
+    """A route only Gotenberg 9 has: its requests are Gotenberg 9's."""
+    return lambda form, caps: planner(replace(form, v9=True), caps)
+
+
+PDF_ROUTES: Mapping[str, Planner] = {
     **{f"pdf/{op}": functools.partial(plan_stage, op) for op in OPS},
     "pdf/pipe": plan_pipe,
     "pdf/metadata": plan_metadata,
     **{f"pdf/{op}": functools.partial(plan_unavailable, op) for op in sorted(UNAVAILABLE_OPS)},
     **{f"pdf/{r}": functools.partial(plan_read_unavailable, r) for r in UNAVAILABLE_READS},
 }
+V9_ROUTES: Mapping[str, Planner] = {path: gotenberg9(p) for path, p in PDF_ROUTES.items()}
 CONVERSIONS: Mapping[str, Planner] = {
     "chromium/convert/url": converting(fields.plan_url, office=False),
     "chromium/convert/html": converting(fields.plan_html, office=False),

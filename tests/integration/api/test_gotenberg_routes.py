@@ -47,13 +47,20 @@ def test_health_answers_gotenberg_s_shape_without_a_key(client):
 
 def test_version_needs_a_key_bearer_or_basic(client, api_key):
     assert client.get("/version").status_code == 401
-    assert client.get("/version", headers=bearer(api_key)).text.startswith("8.")
+    assert client.get("/version", headers=bearer(api_key)).status_code == 200
     basic = httpx.BasicAuth("anyone", api_key)
     assert client.get("/version", auth=basic).status_code == 200
     refused = client.get("/version", auth=httpx.BasicAuth("anyone", "wrong"))
     assert refused.status_code == 401 and refused.text == "Unauthorized"
     assert refused.headers["www-authenticate"].startswith("Basic")
     assert refused.headers["content-type"].startswith("text/plain")
+
+
+def test_version_names_gotenberg_9_as_plain_text_with_the_trace(client, api_key):
+    r = client.get("/version", headers={**bearer(api_key), "Gotenberg-Trace": "v-1"})
+    assert r.text == "9.0.0-appliance"  # Gotenberg's body: the version alone, no newline
+    assert r.headers["content-type"].lower() == "text/plain; charset=utf-8"
+    assert r.headers["gotenberg-trace"] == "v-1"
 
 
 def test_errors_carry_the_trace_asked_for_or_a_new_one(client, api_key):

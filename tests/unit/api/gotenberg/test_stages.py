@@ -119,6 +119,27 @@ def test_encrypt_decrypt_metadata_optimize_flatten_and_remediate_map_to_their_op
     }  # fmt: skip
 
 
+ROLLED_BACK = "Gotenberg-Remediation-Rolled-Back"
+
+
+def test_remediate_reports_no_fix_rolled_back_and_no_residual_it_cannot_count():
+    """Gotenberg 9 reports on remediate's answer the fixes it undid (pdf/a undoes none) and
+    the violations its own check still finds (pdf/a does not check: not sent)."""
+    remediate = {"op": "remediate", "profile": "PDF/A-2b"}
+    piped = ROUTES["pdf/pipe"](form("a.pdf", stages=json.dumps([remediate])), CAPS)
+    alone = ROUTES["pdf/remediate"](form("a.pdf", profile="PDF/A-2b"), CAPS)
+    converted = ROUTES["libreoffice/convert"](
+        form("a.docx", stages=json.dumps([{"op": "merge"}, remediate])), CAPS
+    )
+    for plan in (piped, alone, converted):
+        assert plan.headers == {ROLLED_BACK: "0"}
+
+
+def test_only_remediate_reports_and_gotenberg_8_s_pdfa_does_not():
+    assert ROUTES["pdf/pipe"](form("a.pdf", stages='[{"op":"merge"}]'), CAPS).headers == {}
+    assert ROUTES["pdfengines/convert"](form("a.pdf", pdfa="PDF/A-2b"), CAPS).headers == {}
+
+
 @pytest.mark.parametrize(
     ("stage", "named"),
     [
@@ -277,3 +298,57 @@ def test_attach_embeds_the_named_file_under_its_name_by_pdf_embed():
              files=("a.pdf", "data.pdf"), caps=EMBEDS)  # fmt: skip
     with pytest.raises(NotAvailable, match="pdf/embed"):
         pipe({"op": "attach", "file": "data.pdf"}, files=("a.pdf", "data.pdf"))
+
+
+def refused(route: str, the_form: Form) -> str:
+    with pytest.raises(GotenbergError) as caught:
+        ROUTES[route](the_form, CAPS)
+    assert caught.value.status == 400
+    return caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("route", "fields", "message"),
+    [
+        ("chromium/convert/html", {"landscape": "maybe"},
+         "form field 'landscape' is invalid (got 'maybe', want a boolean)"),
+        ("chromium/convert/html", {"scale": "big"},
+         "form field 'scale' is invalid (got 'big', want a number)"),
+        ("chromium/convert/html", {"paperWidth": "wide"},
+         "form field 'paperWidth' is invalid (got 'wide', want a length such as 8.5, 8.5in,"
+         " 210mm or 72pt)"),
+        ("chromium/convert/html", {"waitDelay": "soon"},
+         "form field 'waitDelay' is invalid (got 'soon', want a duration such as 500ms or 2s)"),
+        ("chromium/convert/html", {"emulatedMediaType": "tv"},
+         "form field 'emulatedMediaType' is invalid (got 'tv', want screen or print)"),
+        ("libreoffice/convert", {"nativePages": "1-x"},
+         "form field 'nativePages' is invalid (got '1-x', want pages such as 1-3,5)"),
+    ],
+)  # fmt: skip
+def test_a_gotenberg_9_request_s_bad_value_is_refused_in_gotenberg_9_s_words(
+    route, fields, message
+):
+    """Gotenberg 9's shape (its docs' errors page): "Invalid form data: form field
+    'paperSize' is invalid (got 'A9', want A3, A4, ... or Tabloid)", naming the field sent."""
+    files = ("index.html",) if route.startswith("chromium") else ("a.docx",)
+    stages = json.dumps([{"op": "flatten-form"}])
+    assert refused(route, form(*files, stages=stages, **fields)) == f"Invalid form data: {message}"
+
+
+def test_without_stages_the_same_values_keep_gotenberg_8_s_words_naming_the_field_sent():
+    office = refused("libreoffice/convert", form("a.docx", nativePages="1-x"))
+    assert office == "Invalid form data: form field 'nativePages' is invalid (got '1-x')"
+    page = refused("chromium/convert/html", form("index.html", landscape="maybe"))
+    assert page.endswith("(got 'maybe', expected a boolean)")
+
+
+def test_a_stage_s_bad_string_is_shown_in_single_quotes_as_gotenberg_9_shows_it():
+    in_stage = refused("pdf/pipe", form("a.pdf", stages='[{"op":"rotate","angle":"ninety"}]'))
+    assert in_stage == ("Invalid form data: stage 1 ('rotate') field 'angle' is invalid"
+                        " (got 'ninety', want a number)")  # fmt: skip
+    in_form = refused("pdf/rotate", form("a.pdf", angle="ninety"))
+    assert (
+        in_form == "Invalid form data: form field 'angle' is invalid (got 'ninety', want a number)"
+    )
+    typed = refused("pdf/pipe", form("a.pdf", stages='[{"op":"stamp-text","text":5}]'))
+    assert typed.endswith("field 'text' is invalid (got 5, want a string)")
