@@ -34,12 +34,10 @@ from tests.conftest import make_settings
 WITHIN = 40
 
 
-@pytest.fixture
-def relayed(postgres_url: str) -> Iterator[tuple[str, int]]:
-    """``postgres_url`` reached through a relay on a port of its own: (url, port)."""
+def relay(postgres_url: str, port: int) -> subprocess.Popen[bytes]:
+    """A relay (socat) on 127.0.0.1:``port`` to ``postgres_url``'s server, once it answers."""
     target = urlsplit(postgres_url)
-    port = free_port()
-    relay = subprocess.Popen(
+    proc = subprocess.Popen(
         [
             "socat",
             f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
@@ -47,19 +45,33 @@ def relayed(postgres_url: str) -> Iterator[tuple[str, int]]:
         ],
         start_new_session=True,  # its forked children go with it
     )
+    for attempt in range(100):
+        try:
+            with psycopg.connect(postgres_url.replace(f":{target.port}/", f":{port}/")):
+                return proc
+        except psycopg.OperationalError:
+            assert attempt < 99, "the relay did not come up"
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """The relay and its connections gone: the port refuses, open connections are reset."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+@pytest.fixture
+def relayed(postgres_url: str) -> Iterator[tuple[str, int]]:
+    """``postgres_url`` reached through a relay on a port of its own: (url, port)."""
+    target = urlsplit(postgres_url)
+    port = free_port()
+    proc = relay(postgres_url, port)
     try:
-        for attempt in range(100):
-            try:
-                with psycopg.connect(postgres_url.replace(f":{target.port}/", f":{port}/")):
-                    break
-            except psycopg.OperationalError:
-                assert attempt < 99, "the relay did not come up"
-                time.sleep(0.05)
         netloc = target.netloc.replace(f":{target.port}", f":{port}")
         yield urlunsplit(target._replace(netloc=netloc)), port
     finally:
-        os.killpg(relay.pid, signal.SIGKILL)
-        relay.wait(10)
+        stop(proc)
 
 
 @contextmanager
@@ -156,3 +168,66 @@ def test_the_webhook_senders_listening_connection_notices_a_dead_host(relayed):
         print(f"listening connection to a dead host failed after {took:.1f} s")
     finally:
         conn.close()
+
+
+# The database away this long (a failover's 15 s and more): psycopg_pool's own backoff would
+# by then wait 16 s between tries (back 12.6 and 15.2 s after the database, measured without
+# the cap); the pools' is capped at 2 s (db.RECONNECT_MAX_DELAY).
+AWAY_SECONDS = 16
+RECONNECTED_WITHIN = 5
+
+
+def test_both_pools_reconnect_within_seconds_when_the_database_is_back(postgres_url):
+    """The database goes away (its port refuses, its connections reset) for longer than a
+    failover takes; once it answers again each pool has a connection within a few seconds,
+    not after the doubled delays of psycopg_pool's backoff."""
+    target = urlsplit(postgres_url)
+    port = free_port()
+    proc = relay(postgres_url, port)
+    netloc = target.netloc.replace(f":{target.port}", f":{port}")
+    # one connection a pool: a request then waits for the pool's own reconnection (at its
+    # size, as under load) instead of growing it
+    url = urlunsplit(target._replace(netloc=netloc))
+    settings = make_settings({"database_url": url, "db_pool_size": 1})
+    sync = sync_pool(settings)
+
+    def sync_statement(timeout: float | None = None) -> None:
+        with sync.connection(timeout) as conn:
+            conn.execute("SELECT 1")
+
+    async def scenario() -> tuple[float, float]:
+        nonlocal proc
+        api = await async_pool(settings)
+        try:
+            await asyncio.to_thread(stop, proc)
+            with pytest.raises(psycopg.OperationalError):
+                await asyncio.to_thread(sync_statement)
+            with pytest.raises(Unavailable):
+                async with api.connection() as conn:
+                    await conn.execute("SELECT 1")
+            await asyncio.sleep(AWAY_SECONDS)
+            proc = await asyncio.to_thread(relay, postgres_url, port)
+            back = time.monotonic()
+            while True:  # a request on a connection lost while away fails; the next one works
+                try:
+                    async with api.connection(timeout=30) as conn:
+                        await conn.execute("SELECT 1")
+                    break
+                except Unavailable:
+                    assert time.monotonic() - back < 30, "the api pool never reconnected"
+                    await asyncio.sleep(0.1)
+            api_took = time.monotonic() - back
+            await asyncio.to_thread(sync_statement, 30)
+            return api_took, time.monotonic() - back
+        finally:
+            await api.close()
+
+    try:
+        api_took, sync_took = asyncio.run(scenario())
+    finally:
+        sync.close()
+        stop(proc)
+    print(f"after {AWAY_SECONDS} s away: api pool back in {api_took:.1f} s, worker pool in"
+          f" {sync_took:.1f} s")  # fmt: skip
+    assert api_took < RECONNECTED_WITHIN
+    assert sync_took < RECONNECTED_WITHIN
