@@ -20,7 +20,7 @@ import pytest
 import pyvips
 
 from tests.deploy.alerts import alerts, wait_for
-from tests.deploy.fleet import Fleet, record_time
+from tests.deploy.fleet import LAYOUT, Fleet, record_time
 from tests.deploy.load import (
     LOAD_CLIENTS,
     Client,
@@ -124,6 +124,31 @@ def test_a_second_run_reports_no_changes(fleet):
         elif re.search(r"\] Success$", line.strip()):
             changed.append(f"{operation}: {line.strip()}")
     assert changed == [], "\n".join(changed)
+
+
+def test_changed_postgres_settings_are_reloaded_without_restarting_either_node(fleet):
+    """Both db hosts' settings and pg_hba.conf changed by hand: the deploy writes them back
+    and Postgres reloads them; neither node restarts (no write outage for a deploy that
+    changes no setting needing a restart)."""
+    data = "/var/lib/postgresql/15/node"
+    started = "SELECT pg_postmaster_start_time(), pg_conf_load_time()"
+    ask = f"cd / && runuser -u postgres -- psql -XAtc '{started}'"
+    hosts = [h for h, roles in LAYOUT.items() if "db" in roles]
+    for h in hosts:  # each answers (a drill may have restarted one moments ago)
+        wait_for(lambda h=h: fleet.lab.run(h, ask, check=False).returncode == 0, 120)
+    before = {h: fleet.lab.run(h, ask).stdout.strip().split("|") for h in hosts}
+    for h in hosts:
+        fleet.lab.run(h, f"echo 'work_mem = 8MB' >> {data}/appliance.conf;"
+                         f" echo '# by hand' >> {data}/pg_hba.conf")  # fmt: skip
+    log, _ = fleet.deploy(options=("-vvv",))  # with the commands' output
+    said = "\n".join(line for line in log.splitlines() if "waiting for a restart" in line)
+    for h in hosts:
+        start, load = fleet.lab.run(h, ask).stdout.strip().split("|")
+        assert start == before[h][0], f"{h}'s Postgres restarted; the deploy said:\n{said}"
+        assert load != before[h][1], f"{h}'s Postgres did not reload"
+        kept = fleet.lab.run(h, f"grep -c 'work_mem\\|by hand' {data}/appliance.conf"
+                                f" {data}/pg_hba.conf", check=False)  # fmt: skip
+        assert kept.stdout.split() == [f"{data}/appliance.conf:0", f"{data}/pg_hba.conf:0"]
 
 
 def redis_cli(fleet: Fleet, user: str, password: str, command: str) -> str:

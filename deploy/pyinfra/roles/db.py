@@ -19,7 +19,8 @@ from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
-from pyinfra.operations import apt, files
+from pyinfra.operations import apt, files, server
+from pyinfra.operations.util import any_changed
 
 from fleet.checks import MONITORING
 from fleet.model import Fleet, HostSpec
@@ -262,7 +263,43 @@ def node(fleet: Fleet, me: HostSpec, service: OperationMeta | None) -> None:
         group="postgres",
         **hba_context(fleet),
     )
-    restart_if(p["service"], service, conf, include, hba)
+    settings_applied(p["service"], conf, include, hba)
+    restart_if(p["service"], service)
+
+
+def settings_applied(service: str, *changes: OperationMeta | None) -> None:
+    """Postgres's changed files (its settings, pg_hba.conf) take effect by a reload; the
+    node restarts only when the reload left a setting waiting for a restart that was not
+    waiting before (``pending_restart``), or when its Postgres does not answer. Restarting
+    the primary is a short outage for writes, and a deploy reaches every db host at about
+    the same time: a restart for each change would take both nodes down together."""
+    loaded = as_postgres_sql("SELECT pg_conf_load_time()")
+    pending = as_postgres_sql(
+        "SELECT string_agg(name, chr(32) ORDER BY name) FROM pg_settings WHERE pending_restart"
+    )
+    reload = (
+        f"before=$({loaded}) && was=$({pending})"
+        f" && {as_postgres_sql('SELECT pg_reload_conf()')} >/dev/null"
+        # the postmaster reloads on its own time: until its load time moves (up to 10 s)
+        f' && for i in $(seq 50); do [ "$({loaded})" != "$before" ] && break; sleep 0.2; done'
+        f" && now=$({pending})"
+        ' && echo "settings waiting for a restart: before the reload [$was], after [$now]"'
+        # only what this change left waiting restarts it (pg_autoctl may leave its own)
+        ' && [ "$now" = "$was" ]'
+    )
+    server.shell(
+        name="Postgres reloads its changed settings (restarts only if one needs it)",
+        commands=[
+            f"cd / && if systemctl -q is-active {service}; then"
+            f" ( {reload} ) || systemctl restart {service}; fi"
+        ],
+        _if=any_changed(*[c for c in changes if c is not None]),
+    )
+
+
+def as_postgres_sql(sql: str) -> str:
+    """A shell command: ``sql`` on this host's node (port 5432), its rows unadorned."""
+    return f"runuser -u postgres -- psql -p 5432 -XAtc '{sql}'"
 
 
 def exporter(fleet: Fleet, me: HostSpec) -> None:
