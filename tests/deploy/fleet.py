@@ -44,10 +44,17 @@ class Fleet:
     first_log: str
     first_seconds: float
 
-    def deploy(self, extra_env: dict[str, str] | None = None) -> tuple[str, float]:
+    def deploy(
+        self,
+        extra_env: dict[str, str] | None = None,
+        command: tuple[str, ...] = (),
+        options: tuple[str, ...] = (),
+    ) -> tuple[str, float]:
+        """``scripts/deploy [command] INVENTORY [pyinfra options]``: its log and seconds
+        (fails if it failed)."""
         started = time.monotonic()
         done = subprocess.run(
-            [str(REPO / "scripts" / "deploy"), str(self.inventory)],
+            [str(REPO / "scripts" / "deploy"), *command, str(self.inventory), *options],
             env={**self.env, **(extra_env or {})},
             cwd=REPO,
             stdout=subprocess.PIPE,

@@ -5,7 +5,8 @@ the clients saw (bench/out/drills.json) before checking what they must see.
 Faults: the lb's nginx restarted; Redis restarted and then dead for a minute (then dead
 again, without load, until its alerts fire); a worker host powered off mid-conversion (kept
 off until its alert fires); the S3 store unreachable for half a minute, and then until its
-alert fires; a worker host's job area full for half a minute. Alerts are read from the lab's
+alert fires; a worker host's job area full for half a minute; the Postgres primary killed
+(kept down until its alerts fire), then a planned switchover back. Alerts are read from the lab's
 Prometheus; each drill's client-visible outage (load.outage) goes to drills.json with what
 the clients saw. The database is read on whichever db host is the primary at the time.
 """
@@ -420,3 +421,147 @@ def failed_tasks(fleet: Fleet, made: list[str]) -> str:
              f" attempts, message FROM tasks WHERE job_id IN ({ids}) AND status = 'error'"
              ' GROUP BY 2, 3, 4"')  # fmt: skip
     return fleet.lab.run(fleet.db_primary(), query).stdout
+
+
+# pg_auto_failover's timings on the fleet (roles/db.py MONITOR_SETTINGS): a primary that
+# stops answering is unhealthy after 10 s, its standby promoted then, and takes writes once
+# the old primary must have stopped (primary_demote_timeout, 15 s); the bar is a minute.
+FAILOVER_SECONDS = 60
+# A 503 is fine up to this long after the new primary takes writes: the pools drop their dead
+# connections and reach the new primary through the multi-host URL (tries at most 2 s apart,
+# db.RECONNECT_MAX_DELAY), and a request may have waited the pool's 5 s for a connection.
+AFTER_PROMOTION_SECONDS = 10
+DB_HOSTS = ("h4", "h6")
+PG_UNIT = "pgautofailover@node"
+
+
+def in_recovery(fleet: Fleet, name: str) -> str:
+    """``pg_is_in_recovery()`` on host ``name``: "t" a standby, "f" the primary, "" no
+    answer."""
+    ask = "cd / && runuser -u postgres -- psql -XAtc 'SELECT pg_is_in_recovery()'"
+    return fleet.lab.run(name, ask, check=False, timeout=30).stdout.strip()
+
+
+def reported_state(fleet: Fleet, name: str) -> str:
+    """db host ``name``'s state as pg_auto_failover's monitor (h1, port 5431) has it from its
+    keeper: "primary", "secondary", "wait_primary" (a primary with no standby, writes
+    committed without one), "stop_replication" (promoted, writes held until the old primary
+    must have stopped: primary_demote_timeout), ..."""
+    sql = f"SELECT reportedstate FROM pgautofailover.node WHERE nodename = '{name}'"
+    ask = f'cd / && runuser -u postgres -- psql -p 5431 -d pg_auto_failover -XAtc "{sql}"'
+    return fleet.lab.run("h1", ask, timeout=30).stdout.strip()
+
+
+def outputs_once(fleet: Fleet, made: list[str]) -> str:
+    """The convert tasks of ``made`` not finished with exactly one output file (a task run
+    twice whose two runs both got in would hold two), one line each; empty when none."""
+    ids = ",".join(f"'{line.split()[1]}'" for line in made)
+    query = (
+        "SELECT t.id, t.status, t.attempts, (SELECT count(*) FROM task_files f"
+        " WHERE f.task_id = t.id) AS outputs FROM tasks t"
+        f" WHERE t.job_id IN ({ids}) AND t.operation = 'convert'"
+    )
+    odd = f"SELECT * FROM ({query}) q WHERE status <> 'finished' OR outputs <> 1"
+    command = f'cd / && runuser -u postgres -- psql -d appliance -AtF " " -c "{odd}"'
+    return fleet.lab.run(fleet.db_primary(), command).stdout.strip()
+
+
+def failed_outside(results: list, start: float, end: float) -> list:
+    """Answers other than success outside [start, end] (monotonic), and anything but a 503
+    with Retry-After inside it."""
+    return [r for r in failures(results) if not (r[3] == 503 and start <= r[0] <= end)]
+
+
+@pytest.mark.timeout(1500)
+def test_the_database_fails_over_when_its_primary_is_killed_and_switches_back_under_load(fleet):
+    """kill -9 of the primary's Postgres (every process of its pg_auto_failover node, kept
+    down) while clients make and convert jobs: the standby takes writes within a minute;
+    clients that do not retry see only 503 with Retry-After, between the kill and shortly
+    after the new primary takes writes; every job answered 201 is in the database once and
+    finishes with one output. AppliancePostgresDown (the dead node) and
+    AppliancePostgresNoStandby fire while it is down and clear once it is back as a standby.
+    Then a planned switchover (``scripts/deploy switchover``) under the same load hands the
+    primary back, with the same guarantees."""
+    how = Client(converts=True)
+    old = fleet.db_primary()
+    (new,) = (h for h in DB_HOSTS if h != old)
+    assert in_recovery(fleet, new) == "t", f"{new} is not a standby before the drill"
+    killed: list[float] = []
+    promoted: list[float] = []
+    writing: list[float] = []
+
+    def kill_primary() -> None:
+        # masked first, so systemd's Restart= cannot start it again between kill and stop
+        killed.append(time.monotonic())
+        fleet.lab.run(old, f"systemctl mask --runtime {PG_UNIT};"
+                           f" systemctl kill --signal=SIGKILL {PG_UNIT};"
+                           f" systemctl stop {PG_UNIT}")  # fmt: skip
+        while in_recovery(fleet, new) != "f":
+            assert time.monotonic() - killed[0] < FAILOVER_SECONDS, "no promotion in a minute"
+            time.sleep(0.5)
+        promoted.append(time.monotonic())
+        # promoted, its writes are held until the old primary must have demoted itself
+        while reported_state(fleet, new) not in ("wait_primary", "primary"):
+            assert time.monotonic() - killed[0] < FAILOVER_SECONDS, "no writes in a minute"
+            time.sleep(0.5)
+        writing.append(time.monotonic())
+        time.sleep(30)  # load on the new primary
+
+    made: list[str] = []
+    h_old = fleet.lab.ip(old)
+    try:
+        results = under_load(fleet, kill_primary, made, how)
+        failover = writing[0] - killed[0]
+        record_seen("postgres primary killed", results, how, killed[0],
+                    promoted_seconds=promoted[0] - killed[0],
+                    failover_seconds=failover)  # fmt: skip
+        window = (killed[0], writing[0] + AFTER_PROMOTION_SECONDS)
+        bad = failed_outside(results, *window)
+        assert bad == [], explain(fleet, bad)
+        assert len([r for r in results if r[0] > window[1]]) > 2 * LOAD_CLIENTS, timeline(results)
+        assert unfinished(fleet, made, FINISH_SECONDS) == {}
+        all_made_once(fleet, made)
+        assert outputs_once(fleet, made) == ""
+
+        def pg_alerts(port: int, state: str | None = None) -> set[str]:
+            down = {t for t in alerts(port, "AppliancePostgresDown", state) if f" {h_old}:" in t}
+            return down | alerts(port, "AppliancePostgresNoStandby", state)
+
+        with fleet.lab.tunnel("h1", 9090) as port:
+            # AppliancePostgresDown's 2 minutes from the kill, a scrape and an evaluation
+            wait_for(lambda: len(pg_alerts(port, "firing")) == 2,
+                     TARGET_DOWN_SECONDS - (time.monotonic() - killed[0]))  # fmt: skip
+            fired = time.monotonic() - killed[0]
+            fleet.lab.run(old, f"systemctl unmask --runtime {PG_UNIT}; systemctl start {PG_UNIT}")
+            # a standby again (pg_rewind, then streaming), one the monitor can switch over to
+            rejoined = wait_for(lambda: reported_state(fleet, old) == "secondary", 180)
+            assert in_recovery(fleet, old) == "t"
+            cleared = wait_for(lambda: pg_alerts(port) == set(), 180)
+    finally:
+        fleet.lab.run(old, f"systemctl unmask --runtime {PG_UNIT}; systemctl start {PG_UNIT}")
+    print(
+        f"postgres drill: {new} promoted {promoted[0] - killed[0]:.1f} s and took writes"
+        f" {failover:.1f} s after {old}'s Postgres was killed;"
+        f" its alerts fired {fired:.0f} s after; {old} a standby again {rejoined:.0f} s after"
+        f" its start, alerts cleared {cleared:.0f} s after that"
+    )
+
+    # the planned switchover, under the same load, gives the primary back to the first host
+    handed: list[float] = []
+
+    def switchover() -> None:
+        handed.append(time.monotonic())
+        fleet.deploy(command=("switchover",))
+        handed.append(time.monotonic())
+        time.sleep(20)
+
+    made = []
+    results = under_load(fleet, switchover, made, how)
+    record_seen("postgres switchover", results, how, handed[0],
+                switchover_seconds=handed[1] - handed[0])  # fmt: skip
+    assert fleet.db_primary() == old and in_recovery(fleet, new) == "t"
+    bad = failed_outside(results, handed[0], handed[1] + AFTER_PROMOTION_SECONDS)
+    assert bad == [], explain(fleet, bad)
+    assert unfinished(fleet, made, FINISH_SECONDS) == {}
+    all_made_once(fleet, made)
+    assert outputs_once(fleet, made) == ""
