@@ -32,6 +32,7 @@ from appliance.conversions.files import Spool, safe_filename, spool_for
 from appliance.conversions.gotenberg import (
     HOOK_COLUMN,
     TRACE_HEADER,
+    VERSION,
     Hook,
     JobState,
     job_state,
@@ -50,11 +51,6 @@ OUTPUT_FILENAME = "Gotenberg-Output-Filename"
 # Gotenberg's is "text/plain; charset=UTF-8" (echo's c.String); Litestar adds the charset
 VERSION_TYPE = "text/plain"
 TAG = "gotenberg"  # the tag of the jobs the routes make (GET /v2/jobs?filter[tag]=gotenberg)
-# What /version says: the newest Gotenberg major whose routes are answered (9: /forms/pdf/*
-# beside 8's /forms/pdfengines/*), then this appliance's, as Gotenberg's own variants print
-# "{semver}-live-demo-snapshot". Clients that read it (GotenbergSharpApiClient 4 picks the
-# API by the major) then speak Gotenberg 9.
-VERSION = "9.0.0-appliance"
 NO_OUTPUT_FILE = (
     "The webhook middleware can only work with multipart/form-data routes that results in"
     " output files"
