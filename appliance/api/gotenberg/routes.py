@@ -4,6 +4,7 @@ with Gotenberg's webhook headers, answer 204 at once and leave the rest to the o
 
 Keys: ``Authorization: Bearer <api key>``, or Gotenberg's basic auth with an API key as the
 password (any user name). Errors are Gotenberg's: plain text, ``Gotenberg-Trace`` set.
+Answers to a request whose key passed carry ``Gotenberg-Version`` (``versioned``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
 from appliance.api.deps import authorized, count_conversions, services
-from appliance.api.gotenberg import answers, fields, v9, webhook
+from appliance.api.gotenberg import answers, fields, v9, versioned, webhook
 from appliance.api.gotenberg.fields import Capabilities, GotenbergError, Plan
 from appliance.api.gotenberg.form import FormReader
 from appliance.api.jobs import waited
@@ -79,7 +80,9 @@ def bearer(authorization: str | None) -> str | None:
 
 
 async def gotenberg_principal(request: Request[Any, Any, Any]) -> Principal:
-    return await authorized(request, bearer(request.headers.get("authorization")))
+    who = await authorized(request, bearer(request.headers.get("authorization")))
+    versioned.key_passed(request.scope)
+    return who
 
 
 @functools.cache
@@ -244,7 +247,7 @@ def server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[An
 
 
 def router(max_body_bytes: int) -> Router:
-    """The routes, their key check (basic auth too) and their error shape."""
+    """The routes, their key check (basic auth too), their error shape and version header."""
     return Router(
         path="/",
         route_handlers=[*(_route(p) for p in v9.ROUTES), version, health, health_head],
@@ -255,6 +258,7 @@ def router(max_body_bytes: int) -> Router:
             HTTPException: http_error,
             Exception: server_error,
         },
+        middleware=[versioned.VersionHeader],
         request_max_body_size=max_body_bytes,
         tags=["gotenberg"],
     )
