@@ -9,8 +9,8 @@ ends Postgres writes the outbox row it writes for any job's webhook_url; the sen
 finds the tag (``hook_in``) sends what Gotenberg sends instead of CloudConvert's JSON:
 
 - the job finished: the output file (a zip of several) as the body, with ``Content-Type``,
-  ``Content-Disposition``, ``Gotenberg-Trace`` and the extra headers, to the webhook URL,
-  with its method;
+  ``Content-Disposition``, ``Gotenberg-Trace``, ``Gotenberg-Version`` and the extra headers,
+  to the webhook URL, with its method;
 - the job failed: ``{"status", "message"}`` as JSON to the error URL, with its method;
 - then, with ``Gotenberg-Webhook-Events-Url``, an event (``webhook.success`` or
   ``webhook.error``) as JSON to that URL: once per delivery, after its last attempt; a
@@ -39,6 +39,13 @@ from appliance.conversions.files import unique_names
 HOOK_TAG = "gotenberg-webhook:"  # a job tag that starts so holds a sealed Hook
 HOOK_COLUMN = "gotenberg_webhook"  # the sealing context of that tag (security.sealing)
 TRACE_HEADER = "Gotenberg-Trace"
+# What /version says, and Gotenberg-Version (VERSION_HEADER) on the answers of requests whose
+# key passed and on webhook deliveries, as Gotenberg sends it since 8.39: the newest Gotenberg
+# major whose routes are answered (9: /forms/pdf/* beside 8's /forms/pdfengines/*), then this
+# appliance's, as Gotenberg's own variants print "{semver}-live-demo-snapshot". Clients that
+# read it (GotenbergSharpApiClient 4 picks the API by the major) then speak Gotenberg 9.
+VERSION = "9.0.0-appliance"
+VERSION_HEADER = "Gotenberg-Version"
 METHODS = ("POST", "PATCH", "PUT")
 # Task error codes that are the request's fault (400); other failures are the server's (500).
 CLIENT_CODES = frozenset(
@@ -227,7 +234,7 @@ def hook_request(
     """What a Gotenberg webhook sends for the event in ``body``; ``outputs(task_id)`` lists
     the files of a task."""
     event = msgspec.json.decode(body, type=_Event)
-    trace = {TRACE_HEADER: hook.trace}
+    trace = {TRACE_HEADER: hook.trace, VERSION_HEADER: VERSION}
     if event.event == "job.finished":
         files = outputs(event.job.task(hook.last).id)
         if files:
@@ -260,5 +267,9 @@ def event_request(hook: Hook, failure: tuple[int, str] | None, now: datetime) ->
     }
     if failure:
         event["error"] = {"status": failure[0], "message": failure[1]}
-    headers = hook.extra_headers | {"Content-Type": "application/json", TRACE_HEADER: hook.trace}
+    headers = hook.extra_headers | {
+        "Content-Type": "application/json",
+        TRACE_HEADER: hook.trace,
+        VERSION_HEADER: VERSION,
+    }
     return HookRequest("POST", hook.events_url, headers, [], json.dumps(event).encode())

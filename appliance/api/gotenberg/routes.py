@@ -4,6 +4,7 @@ with Gotenberg's webhook headers, answer 204 at once and leave the rest to the o
 
 Keys: ``Authorization: Bearer <api key>``, or Gotenberg's basic auth with an API key as the
 password (any user name). Errors are Gotenberg's: plain text, ``Gotenberg-Trace`` set.
+Answers to a request whose key passed carry ``Gotenberg-Version`` (``versioned``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
 from appliance.api.deps import authorized, count_conversions, services
-from appliance.api.gotenberg import answers, fields, v9, webhook
+from appliance.api.gotenberg import answers, fields, v9, versioned, webhook
 from appliance.api.gotenberg.fields import Capabilities, GotenbergError, Plan
 from appliance.api.gotenberg.form import FormReader
 from appliance.api.jobs import waited
@@ -32,6 +33,7 @@ from appliance.conversions.files import Spool, safe_filename, spool_for
 from appliance.conversions.gotenberg import (
     HOOK_COLUMN,
     TRACE_HEADER,
+    VERSION,
     Hook,
     JobState,
     job_state,
@@ -50,11 +52,6 @@ OUTPUT_FILENAME = "Gotenberg-Output-Filename"
 # Gotenberg's is "text/plain; charset=UTF-8" (echo's c.String); Litestar adds the charset
 VERSION_TYPE = "text/plain"
 TAG = "gotenberg"  # the tag of the jobs the routes make (GET /v2/jobs?filter[tag]=gotenberg)
-# What /version says: the newest Gotenberg major whose routes are answered (9: /forms/pdf/*
-# beside 8's /forms/pdfengines/*), then this appliance's, as Gotenberg's own variants print
-# "{semver}-live-demo-snapshot". Clients that read it (GotenbergSharpApiClient 4 picks the
-# API by the major) then speak Gotenberg 9.
-VERSION = "9.0.0-appliance"
 NO_OUTPUT_FILE = (
     "The webhook middleware can only work with multipart/form-data routes that results in"
     " output files"
@@ -83,7 +80,9 @@ def bearer(authorization: str | None) -> str | None:
 
 
 async def gotenberg_principal(request: Request[Any, Any, Any]) -> Principal:
-    return await authorized(request, bearer(request.headers.get("authorization")))
+    who = await authorized(request, bearer(request.headers.get("authorization")))
+    versioned.key_passed(request.scope)
+    return who
 
 
 @functools.cache
@@ -248,7 +247,7 @@ def server_error(request: Request[Any, Any, Any], exc: Exception) -> Response[An
 
 
 def router(max_body_bytes: int) -> Router:
-    """The routes, their key check (basic auth too) and their error shape."""
+    """The routes, their key check (basic auth too), their error shape and version header."""
     return Router(
         path="/",
         route_handlers=[*(_route(p) for p in v9.ROUTES), version, health, health_head],
@@ -259,6 +258,7 @@ def router(max_body_bytes: int) -> Router:
             HTTPException: http_error,
             Exception: server_error,
         },
+        middleware=[versioned.VersionHeader],
         request_max_body_size=max_body_bytes,
         tags=["gotenberg"],
     )

@@ -16,6 +16,7 @@ from litestar.testing import TestClient
 from PIL import Image
 
 from appliance.api.app import create_app
+from appliance.conversions.gotenberg import VERSION
 from appliance.jobs.broker import dramatiq_dispatcher
 from tests.conftest import make_settings
 
@@ -97,6 +98,7 @@ def test_malformed_stages_are_a_plain_text_400_and_make_no_job(client, api_key, 
     )
     assert r.status_code == 400 and r.text.startswith(message), r.text
     assert r.headers["content-type"].startswith("text/plain")
+    assert r.headers["gotenberg-version"] == VERSION
     assert jobs_of(client, api_key) == []
 
 

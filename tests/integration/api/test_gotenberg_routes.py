@@ -1,7 +1,8 @@
 """Gotenberg's routes in-process on the harness's Postgres, Redis and storage, no workers:
-keys (bearer and basic), Gotenberg's error shape, /health and /version, the job a form makes
-(its imports given their files, its tag), webhook headers checked and sealed into the job,
-and routes whose operation is not enabled answering 501. Conversions themselves run in
+keys (bearer and basic), Gotenberg's error shape, /health and /version, Gotenberg-Version on
+the answers whose key passed, the job a form makes (its imports given their files, its tag),
+webhook headers checked and sealed into the job, and routes whose operation is not enabled
+answering 501. Conversions themselves run in
 tests/e2e/test_gotenberg.py, with workers."""
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from appliance.api.app import create_app
-from appliance.conversions.gotenberg import HOOK_COLUMN, HOOK_TAG, Hook
+from appliance.conversions.gotenberg import HOOK_COLUMN, HOOK_TAG, VERSION, Hook
 from appliance.conversions.operations.enabled import OPERATIONS
 from appliance.jobs.broker import dramatiq_dispatcher
 from appliance.security.sealing import Columns
 from tests.conftest import make_settings
 
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+SHOWN = "gotenberg-version"  # on the answers of requests whose key passed, and only there
 
 
 @pytest.fixture
@@ -42,16 +44,20 @@ def test_health_answers_gotenberg_s_shape_without_a_key(client):
     assert body["status"] == "up"
     assert body["details"]["libreoffice"]["status"] == "up"
     assert body["details"]["postgres"]["timestamp"].endswith("Z")
-    assert client.head("/health").status_code == 200
+    assert SHOWN not in r.headers  # it asks for no key: anyone may ask it
+    head = client.head("/health")
+    assert head.status_code == 200 and SHOWN not in head.headers
 
 
 def test_version_needs_a_key_bearer_or_basic(client, api_key):
-    assert client.get("/version").status_code == 401
+    anonymous = client.get("/version")
+    assert anonymous.status_code == 401 and SHOWN not in anonymous.headers
     assert client.get("/version", headers=bearer(api_key)).status_code == 200
     basic = httpx.BasicAuth("anyone", api_key)
     assert client.get("/version", auth=basic).status_code == 200
     refused = client.get("/version", auth=httpx.BasicAuth("anyone", "wrong"))
     assert refused.status_code == 401 and refused.text == "Unauthorized"
+    assert SHOWN not in refused.headers
     assert refused.headers["www-authenticate"].startswith("Basic")
     assert refused.headers["content-type"].startswith("text/plain")
 
@@ -61,6 +67,7 @@ def test_version_names_gotenberg_9_as_plain_text_with_the_trace(client, api_key)
     assert r.text == "9.0.0-appliance"  # Gotenberg's body: the version alone, no newline
     assert r.headers["content-type"].lower() == "text/plain; charset=utf-8"
     assert r.headers["gotenberg-trace"] == "v-1"
+    assert r.headers[SHOWN] == r.text == VERSION  # one value, the header's and the body's
 
 
 def test_errors_carry_the_trace_asked_for_or_a_new_one(client, api_key):
@@ -69,13 +76,35 @@ def test_errors_carry_the_trace_asked_for_or_a_new_one(client, api_key):
         url, files={"a.txt": ("a.txt", b"x")}, headers={**bearer(api_key), "Gotenberg-Trace": "t1"}
     )
     assert r.status_code == 400 and r.headers["gotenberg-trace"] == "t1"
+    assert r.headers[SHOWN] == VERSION
     assert r.text == "Invalid form data: no form file found for extensions: [.pdf]"
-    assert len(client.post(url, files={"a.txt": ("a.txt", b"x")}).headers["gotenberg-trace"]) == 36
+    anonymous = client.post(url, files={"a.txt": ("a.txt", b"x")})
+    assert len(anonymous.headers["gotenberg-trace"]) == 36 and SHOWN not in anonymous.headers
 
 
 def test_a_body_that_is_not_a_form_is_415(client, api_key):
     r = client.post("/forms/pdfengines/merge", json={}, headers=bearer(api_key))
     assert r.status_code == 415 and "multipart/form-data" in r.text
+    assert r.headers[SHOWN] == VERSION
+
+
+def test_an_address_past_its_failed_keys_hears_no_version(
+    postgres_url, redis_url, data_dir, api_key
+):
+    """Its 429 comes before any key is read: the version stays hidden as from a 401."""
+    settings = make_settings(
+        {
+            "database_url": postgres_url,
+            "redis_url": redis_url,
+            "data_dir": str(data_dir),
+            "auth_failures_per_minute": "1",
+        }
+    )
+    with TestClient(create_app(dramatiq_dispatcher, settings), timeout=60) as client:
+        for _ in range(3):
+            client.get("/version", headers=bearer("wrong"))
+        throttled = client.get("/version", headers=bearer(api_key))
+    assert throttled.status_code == 429 and SHOWN not in throttled.headers
 
 
 def test_the_form_makes_a_job_whose_imports_hold_its_files(client, api_key):
@@ -83,7 +112,9 @@ def test_the_form_makes_a_job_whose_imports_hold_its_files(client, api_key):
     files = [("files", ("2_b.pdf", PDF)), ("files", ("1_a.pdf", PDF))]
     r = client.post("/forms/pdfengines/merge", files=files, headers=bearer(api_key))
     assert r.status_code == 503 and "time limit" in r.text
+    assert r.headers[SHOWN] == VERSION
     jobs = client.get("/v2/jobs?filter[tag]=gotenberg&include=tasks", headers=bearer(api_key))
+    assert SHOWN not in jobs.headers  # CloudConvert's API is not Gotenberg's
     (job,) = jobs.json()["data"]
     imports = [t for t in job["tasks"] if t["operation"] == "import/upload"]
     assert [t["status"] for t in imports] == ["finished", "finished"]
@@ -119,6 +150,7 @@ def test_a_route_runs_once_its_operation_is_enabled_and_is_a_501_naming_it_befor
         return
     assert r.status_code == 501, r.text
     assert r.text.startswith("Not available on this appliance") and needs in r.text
+    assert r.headers[SHOWN] == VERSION
     assert jobs == []
 
 
@@ -160,7 +192,7 @@ def test_webhook_headers_are_checked_as_gotenberg_checks_them(client, api_key):
     r = client.post(
         url, files={"a.pdf": ("a.pdf", PDF)}, headers=hook
     )  # loopback: the guard refuses
-    assert r.status_code == 403 and r.text == "Forbidden"
+    assert r.status_code == 403 and r.text == "Forbidden" and SHOWN not in r.headers
     # the events URL may stand in for the error URL; it is checked as the others are
     del hook["Gotenberg-Webhook-Error-Url"]
     events = {**hook, "Gotenberg-Webhook-Events-Url": "ftp://example.com/events"}
@@ -204,6 +236,7 @@ def test_a_webhook_answers_204_and_seals_its_request_into_the_job(private_ok, ap
     with TestClient(private_ok, timeout=60) as client:
         r = client.post("/forms/pdfengines/merge", files={"a.pdf": ("a.pdf", PDF)}, headers=headers)
         assert r.status_code == 204 and r.headers["gotenberg-trace"] == "t-hook"
+        assert r.headers[SHOWN] == VERSION
         (job,) = client.get("/v2/jobs", headers=bearer(api_key)).json()["data"]
         assert job["tag"].startswith(HOOK_TAG) and "secret-token" not in job["tag"]
         storage = private_ok.state.services.jobs.storage
@@ -244,4 +277,5 @@ def test_a_file_past_the_upload_limit_is_413(tmp_path: Path, postgres_url, redis
         files = {"a.pdf": ("a.pdf", PDF + b"x" * 2000)}
         r = client.post("/forms/pdfengines/merge", files=files, headers=bearer(api_key))
         assert r.status_code == 413 and "size limit" in r.text
+        assert r.headers[SHOWN] == VERSION
         assert client.get("/v2/jobs", headers=bearer(api_key)).json()["data"] == []

@@ -7,14 +7,17 @@ import io
 import json
 import uuid
 import zipfile
+from datetime import UTC, datetime
 
 from appliance.conversions.files import unique_names
 from appliance.conversions.gotenberg import (
     HOOK_TAG,
+    VERSION,
     Hook,
     Output,
     answer_name,
     body_of,
+    event_request,
     failure,
     hook_in,
     hook_request,
@@ -82,6 +85,7 @@ def test_a_finished_job_sends_its_file_with_gotenberg_s_headers():
     assert request.headers["Content-Type"] == "application/pdf"
     assert request.headers["Content-Length"] == "5000" and request.headers["X-K"] == "v"
     assert request.headers["Gotenberg-Trace"] == "t"
+    assert request.headers["Gotenberg-Version"] == VERSION == "9.0.0-appliance"
     assert 'filename="out.pdf"' in request.headers["Content-Disposition"]
     assert b"".join(request.chunks(read)) == FILES["a"]
 
@@ -92,7 +96,15 @@ def test_a_failed_job_sends_status_and_message_to_the_error_url():
                         "message": "not a pdf"})  # fmt: skip
     request = hook_request(hook, json.dumps({"event": "job.failed", "job": doc}), lambda _: [])
     assert (request.method, request.url) == ("PATCH", "http://r/err")
+    assert request.headers["Gotenberg-Version"] == VERSION
     assert json.loads(b"".join(request.chunks(read))) == {
         "status": 400,
         "message": "not a pdf (INVALID_INPUT_FILE)",
     }
+
+
+def test_an_event_carries_the_trace_and_gotenberg_s_version():
+    hook = Hook(url="http://r/ok", events_url="http://r/events", trace="t", last="m")
+    event = event_request(hook, (400, "bad"), datetime(2026, 1, 2, tzinfo=UTC))
+    assert event.headers["Gotenberg-Trace"] == "t"
+    assert event.headers["Gotenberg-Version"] == VERSION
