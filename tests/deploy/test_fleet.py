@@ -9,6 +9,7 @@ Timings of the first and the idempotent run go to bench/out/deploy-times.json.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import uuid
@@ -233,10 +234,16 @@ def test_the_redis_exporter_user_reads_stats_only(fleet):
     assert "NOAUTH" in fleet.lab.run("h2", anonymous).stdout
 
 
-def test_requests_keep_succeeding_when_an_api_host_dies(fleet):
-    """Clients see no failure while h3 dies under load; h3 is then kept dead until its
-    ApplianceTargetDown fires (appliance-api and node), and the alert clears once it is
-    booted again."""
+# How many times in a row h3 dies under load in the test below: once in the suite;
+# APPLIANCE_API_HOST_DEATHS=20 for the flakiness check RESULTS quotes (one fleet, h3 booted
+# and back in the lb's rotation between deaths).
+API_HOST_DEATHS = int(os.environ.get("APPLIANCE_API_HOST_DEATHS", "1"))
+
+
+def api_host_dies_under_load(fleet: Fleet) -> float:
+    """h3 killed under load (load for 15 s after): clients see no failure, the load goes on
+    through h2, and every job a client was answered with is in the database once. When it
+    was killed (monotonic)."""
     killed: list[float] = []
 
     def kill_and_wait() -> None:
@@ -245,41 +252,59 @@ def test_requests_keep_succeeding_when_an_api_host_dies(fleet):
         killed.append(time.monotonic())
         time.sleep(15)
 
+    made: list[str] = []
+    how = Client()
+    results = under_load(fleet, kill_and_wait, made, how)
+    record_seen("api host killed", results, how, killed[0])
+    # The load went on while h3 was dead, through h2.
+    served = [r for r in results if r[4] > killed[1] and r not in failures(results)]
+    assert len(served) > 10 * LOAD_CLIENTS, timeline(results)
+    # Every request before, during and after the death succeeds: a GET in flight on h3 is
+    # given up after the lb's read timeout and answered by h2, and so is a POST, which
+    # carries an Idempotency-Key: if h3 had made its job, h2 answers with it.
+    assert failures(results) == [], explain(fleet, results)
+    # ... and made it once: each client's jobs (by its tag) are those it was answered with.
+    answered = jobs_by_tag(made)
+    in_db = count_in_db(fleet, list(answered))
+    assert in_db == {tag: len(ids) for tag, ids in answered.items()}
+    return killed[0]
+
+
+def api_host_booted(fleet: Fleet) -> None:
+    """h3 powered on again and answering ready, on its own address (which the lb uses)."""
+    fleet.lab.boot("h3")
+    ready = f"http://{fleet.lab.ip('h3')}:8080/health/ready"
+    fleet.lab.run("h3", f"for i in $(seq 60); do curl -fs {ready} && exit 0; sleep 1; done;"
+                        " exit 1")  # fmt: skip
+
+
+def test_requests_keep_succeeding_when_an_api_host_dies(fleet):
+    """Clients see no failure while h3 dies under load (API_HOST_DEATHS times); h3 is then
+    kept dead until its ApplianceTargetDown fires (appliance-api and node), and the alert
+    clears once it is booted again."""
+    for death in range(1, API_HOST_DEATHS):
+        api_host_dies_under_load(fleet)
+        api_host_booted(fleet)
+        # the lb skips a host that failed for its fail_timeout (10 s): back in rotation after
+        time.sleep(12)
+        print(f"api host drill: death {death} of {API_HOST_DEATHS}, no failure")
     h3 = fleet.lab.ip("h3")
 
     def h3_down(port: int, state: str | None = None) -> set[str]:
         return {t for t in alerts(port, "ApplianceTargetDown", state) if f" {h3}:" in t}
 
-    made: list[str] = []
-    how = Client()
     with fleet.lab.tunnel("h1", 9090) as port:
         try:
-            results = under_load(fleet, kill_and_wait, made, how)
-            record_seen("api host killed", results, how, killed[0])
-            # The load went on while h3 was dead, through h2.
-            served = [r for r in results if r[4] > killed[1] and r not in failures(results)]
-            assert len(served) > 10 * LOAD_CLIENTS, timeline(results)
-            # Every request before, during and after the death succeeds: a GET in flight on
-            # h3 is given up after the lb's read timeout and answered by h2, and so is a POST,
-            # which carries an Idempotency-Key: if h3 had made its job, h2 answers with it.
-            assert failures(results) == [], explain(fleet, results)
-            # ... and made it once: each client's jobs (by its tag) are those it was answered
-            # with.
-            answered = jobs_by_tag(made)
-            in_db = count_in_db(fleet, list(answered))
-            assert in_db == {tag: len(ids) for tag, ids in answered.items()}
+            killed = api_host_dies_under_load(fleet)
             # its 2 minutes, a scrape and an evaluation (15 s each) and slack, from the kill
             firing = {"appliance-api", "node"}
             wait_for(lambda: {t.split()[0] for t in h3_down(port, "firing")} >= firing,
-                     200 - (time.monotonic() - killed[0]))  # fmt: skip
-            fired = time.monotonic() - killed[0]
+                     200 - (time.monotonic() - killed))  # fmt: skip
+            fired = time.monotonic() - killed
         finally:
-            fleet.lab.boot("h3")
-        booted = time.monotonic()
-        ready = f"http://{h3}:8080/health/ready"
-        fleet.lab.run("h3", f"for i in $(seq 60); do curl -fs {ready} && exit 0; sleep 1; done;"
-                            " exit 1")  # fmt: skip
-        wait_for(lambda: h3_down(port) == set(), 120 - (time.monotonic() - booted))
+            booted = time.monotonic()
+            api_host_booted(fleet)
+        wait_for(lambda: h3_down(port) == set(), 180 - (time.monotonic() - booted))
         cleared = time.monotonic() - booted
     print(f"api host drill: its ApplianceTargetDown fired {fired:.0f} s after h3 died, cleared"
           f" {cleared:.0f} s after it booted")  # fmt: skip
