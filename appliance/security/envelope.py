@@ -23,8 +23,8 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from psycopg.rows import dict_row
 
 from appliance.db import DEAD_PEER_SETTINGS, DictConnection
 from appliance.db.queries import data_keys as rows
-from appliance.errors import PermanentError
+from appliance.errors import PermanentError, RetryableError
 from appliance.settings import Settings
 
 SHARED = "shared"  # the scope of the install's own data key (files shared across users)
@@ -200,7 +200,7 @@ class Keyring:
             return hit
         fresh = DataKey(uuid.uuid4(), os.urandom(KEY_BYTES))
         master_id, wrapped = self.masters().wrap(fresh)
-        with self._connect() as conn:
+        with self._database() as conn:
             row = rows.ensure(conn, fresh.id, scope, owner, master_id, wrapped)
         key = self.masters().unwrap(row.id, row.master_key_id, row.wrapped)
         self._keep(key, scope)
@@ -211,7 +211,7 @@ class Keyring:
         hit = self._cached(self._by_id, key_id)
         if hit is not None:
             return hit
-        with self._connect() as conn:
+        with self._database() as conn:
             row = rows.by_id(conn, key_id)
         if row is None:
             raise KeyDestroyed(key_id)
@@ -224,6 +224,17 @@ class Keyring:
         with self._lock:
             self._by_id.clear()
             self._by_scope.clear()
+
+    @contextmanager
+    def _database(self) -> Iterator[DictConnection]:
+        """A connection for a miss. The database away (a failover, a lost connection) is a
+        RetryableError: an API request is answered 503 with Retry-After, a task runs again
+        (it was a 500 in the lab's failover drill)."""
+        try:
+            with self._connect() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise RetryableError(f"the database is unavailable: {exc}") from exc
 
     def _cached(self, table: dict[Any, tuple[float, DataKey]], name: object) -> DataKey | None:
         with self._lock:

@@ -13,6 +13,8 @@ from psycopg.rows import dict_row
 
 from appliance.conversions.files import Spool
 from appliance.db.queries import keys as key_rows
+from appliance.errors import RetryableError
+from appliance.local_services import free_port
 from appliance.security import envelope, streams
 from appliance.security.envelope import KeyDestroyed, Keyring, MasterKeys
 from appliance.storage import make_storage, object_key
@@ -183,3 +185,17 @@ def test_processes_asking_at_once_for_a_new_owners_key_all_get_the_one_stored(se
         with ThreadPoolExecutor(racers) as pool:
             ids = set(pool.map(ask, rings))
         assert len(ids) == 1
+
+
+def test_the_database_away_is_a_retryable_error_not_a_crash(settings):
+    """A key not cached while Postgres cannot be reached (a failover): RetryableError, which
+    the API answers 503 with Retry-After and a worker retries, for both lookups."""
+    nowhere = f"postgresql://127.0.0.1:{free_port()}/appliance?connect_timeout=2"
+    keyring = Keyring(
+        lambda: MasterKeys.from_settings(settings),
+        lambda: psycopg.connect(nowhere, autocommit=True, row_factory=dict_row),
+    )
+    with pytest.raises(RetryableError, match="database is unavailable"):
+        keyring.for_owner(uuid.uuid4())
+    with pytest.raises(RetryableError, match="database is unavailable"):
+        keyring.by_id(uuid.uuid4())
