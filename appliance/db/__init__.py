@@ -55,9 +55,9 @@ DEAD_PEER_SETTINGS: dict[str, Any] = {
 
 # psycopg_pool tries again to make a connection it lost after a delay that doubles with each
 # failure (1, 2, 4, 8, 16 s...). A failover leaves no primary for 15 s or so: the pool's next
-# try would then come up to 16 s after the new primary took writes, every request meanwhile
-# answered 503 (seen in the lab's drill: writes failed 19 s past the promotion). Its tries
-# are at most this far apart.
+# try could come up to 16 s after the new primary took writes, every request meanwhile
+# answered 503 (seen in the lab's drill: requests failed some 4 s past the moment writes
+# could resume). Its tries are at most this far apart.
 RECONNECT_MAX_DELAY = 2.0
 
 
