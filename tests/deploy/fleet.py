@@ -72,13 +72,16 @@ class Fleet:
     def db_primary(self) -> str:
         """The db host that takes writes now: pg_auto_failover moves the primary (a drill
         kills h4, the first primary), so nothing asks a fixed host for the database."""
-        ask = "cd / && runuser -u postgres -- psql -XAtc 'SELECT pg_is_in_recovery()'"
         for name in (n for n, roles in LAYOUT.items() if "db" in roles):
-            if self.lab.host(name).running:
-                said = self.lab.run(name, ask, check=False, timeout=30).stdout.strip()
-                if said == "f":
-                    return name
+            if self.lab.host(name).running and self.in_recovery(name) == "f":
+                return name
         raise AssertionError("no db host takes writes")
+
+    def in_recovery(self, name: str) -> str:
+        """``pg_is_in_recovery()`` on db host ``name``: "t" a standby, "f" the primary, ""
+        no answer."""
+        ask = "cd / && runuser -u postgres -- psql -XAtc 'SELECT pg_is_in_recovery()'"
+        return self.lab.run(name, ask, check=False, timeout=30).stdout.strip()
 
     def key(self) -> str:
         out = self.lab.run("h2", f"appliance keys create --user {uuid.uuid4().hex[:8]}@lab.test")

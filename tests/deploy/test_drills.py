@@ -435,13 +435,6 @@ DB_HOSTS = ("h4", "h6")
 PG_UNIT = "pgautofailover@node"
 
 
-def in_recovery(fleet: Fleet, name: str) -> str:
-    """``pg_is_in_recovery()`` on host ``name``: "t" a standby, "f" the primary, "" no
-    answer."""
-    ask = "cd / && runuser -u postgres -- psql -XAtc 'SELECT pg_is_in_recovery()'"
-    return fleet.lab.run(name, ask, check=False, timeout=30).stdout.strip()
-
-
 def reported_state(fleet: Fleet, name: str) -> str:
     """db host ``name``'s state as pg_auto_failover's monitor (h1, port 5431) has it from its
     keeper: "primary", "secondary", "wait_primary" (a primary with no standby, writes
@@ -488,7 +481,7 @@ def test_the_database_fails_over_when_its_primary_is_killed_and_switches_back_un
     how = Client(converts=True, retry_for=60)
     old = fleet.db_primary()
     (new,) = (h for h in DB_HOSTS if h != old)
-    assert in_recovery(fleet, new) == "t", f"{new} is not a standby before the drill"
+    assert fleet.in_recovery(new) == "t", f"{new} is not a standby before the drill"
     killed: list[float] = []
     promoted: list[float] = []
     writing: list[float] = []
@@ -499,7 +492,7 @@ def test_the_database_fails_over_when_its_primary_is_killed_and_switches_back_un
         fleet.lab.run(old, f"systemctl mask --runtime {PG_UNIT};"
                            f" systemctl kill --signal=SIGKILL {PG_UNIT};"
                            f" systemctl stop {PG_UNIT}")  # fmt: skip
-        while in_recovery(fleet, new) != "f":
+        while fleet.in_recovery(new) != "f":
             assert time.monotonic() - killed[0] < FAILOVER_SECONDS, "no promotion in a minute"
             time.sleep(0.5)
         promoted.append(time.monotonic())
@@ -539,7 +532,7 @@ def test_the_database_fails_over_when_its_primary_is_killed_and_switches_back_un
             fleet.lab.run(old, f"systemctl unmask --runtime {PG_UNIT}; systemctl start {PG_UNIT}")
             # a standby again (pg_rewind, then streaming), one the monitor can switch over to
             rejoined = wait_for(lambda: reported_state(fleet, old) == "secondary", 180)
-            assert in_recovery(fleet, old) == "t"
+            assert fleet.in_recovery(old) == "t"
             cleared = wait_for(lambda: pg_alerts(port) == set(), 180)
     finally:
         fleet.lab.run(old, f"systemctl unmask --runtime {PG_UNIT}; systemctl start {PG_UNIT}")
@@ -563,7 +556,7 @@ def test_the_database_fails_over_when_its_primary_is_killed_and_switches_back_un
     results = under_load(fleet, switchover, made, how)
     record_seen("postgres switchover", results, how, handed[0],
                 switchover_seconds=handed[1] - handed[0])  # fmt: skip
-    assert fleet.db_primary() == old and in_recovery(fleet, new) == "t"
+    assert fleet.db_primary() == old and fleet.in_recovery(new) == "t"
     assert failures(results) == [], explain(fleet, results)
     bad = failed_outside(how.retried, handed[0], handed[1] + AFTER_PROMOTION_SECONDS)
     assert bad == [], explain(fleet, bad)
