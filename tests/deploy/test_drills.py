@@ -7,8 +7,10 @@ again, without load, until its alerts fire); a worker host powered off mid-conve
 off until its alert fires); the S3 store unreachable for half a minute, and then until its
 alert fires; a worker host's job area full for half a minute; the Postgres primary killed
 (kept down until its alerts fire), then a planned switchover back. Alerts are read from the lab's
-Prometheus; each drill's client-visible outage (load.outage) goes to drills.json with what
-the clients saw. The database is read on whichever db host is the primary at the time.
+Prometheus, where every alert's ``for`` is a quarter of production's (the lab's
+``alert_for_scale``: ApplianceTargetDown fires after 30 s of a target down, not 2 minutes);
+each drill's client-visible outage (load.outage) goes to drills.json with what the clients
+saw. The database is read on whichever db host is the primary at the time.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ FINISH_SECONDS = 150
 # dead (its heartbeat 60 s old, then within the 2 s the maintenance runs in); 68-72 s in the
 # lab, four runs.
 WORKER_LOST_SECONDS = 240
-# ApplianceTargetDown's 2 minutes, a scrape and a rule evaluation (15 s each), and slack
+# ApplianceTargetDown's `for` (2 minutes in production), a scrape and a rule evaluation
+# (15 s each), and slack
 TARGET_DOWN_SECONDS = 200
 
 
@@ -83,9 +86,9 @@ def test_clients_that_retry_see_no_failure_when_the_lb_s_nginx_restarts(fleet):
 def test_no_accepted_job_is_lost_when_redis_restarts_and_dies_for_a_minute(fleet):
     """Clients that do not retry see success or 503 with Retry-After, nothing else; every
     job accepted before, during or after finishes (the reconciler enqueues again what the
-    dead Redis lost), and sync waits answer. The minute is shorter than the Redis alerts'
-    ``for``: after the load Redis dies again until they fire, and they clear once it is
-    back."""
+    dead Redis lost), and sync waits answer. After the load Redis dies again, with no
+    load, until its alerts fire (the time to fire measured alone), and they clear once it
+    is back."""
     how = Client(converts=True, sync_waits=True)
     back: list[float] = []
 
@@ -131,8 +134,8 @@ def redis_alerts(port: int, state: str | None = None) -> set[str]:
 
 def redis_alerts_fire_and_clear(fleet: Fleet) -> tuple[dict[str, int], dict[str, int]]:
     """Redis dead (no load) until its alerts fire, for every job that watches it, then
-    started: the seconds, by job, until each fired and until each cleared. The drill's
-    minute is shorter than their ``for`` (2 minutes, and 1 for the readiness checks)."""
+    started: the seconds, by job, until each fired and until each cleared (their ``for``:
+    2 minutes, and 1 for the readiness checks, in production)."""
     jobs = {"redis", "appliance-api", "appliance-worker"}
 
     def by_job(port: int, state: str | None = None) -> set[str]:
@@ -152,7 +155,7 @@ def redis_alerts_fire_and_clear(fleet: Fleet) -> tuple[dict[str, int], dict[str,
                     fired[job] = round(time.monotonic() - killed)
                 return set(fired) >= jobs
 
-            # ApplianceRedisDown's 2 minutes, a scrape and an evaluation, and slack
+            # ApplianceRedisDown's `for`, a scrape and an evaluation, and slack
             wait_for(all_fired, TARGET_DOWN_SECONDS)
         finally:
             fleet.lab.run("h2", "systemctl start redis-server")
@@ -205,7 +208,7 @@ def test_a_worker_host_powered_off_mid_conversion_has_its_tasks_finished_elsewhe
             record_seen("worker host powered off", results, how, killed[0])
             assert failures(results) == [], explain(fleet, results)
             assert unfinished(fleet, made, FINISH_SECONDS) == {}
-            # its 2 minutes, a scrape and an evaluation (15 s each), counted from the kill
+            # its `for`, a scrape and an evaluation (15 s each), counted from the kill
             firing = {"appliance-worker", "node"}
             wait_for(lambda: {t.split()[0] for t in h5_down(port, "firing")} >= firing,
                      TARGET_DOWN_SECONDS - (time.monotonic() - killed[0]))  # fmt: skip
@@ -269,12 +272,12 @@ def storage_alerts(port: int, state: str | None = None) -> set[str]:
 def test_the_storage_alert_fires_while_the_store_is_unreachable_and_clears_after(fleet):
     """No exporter watches the lab's store (an external S3 has none either): the api and
     worker hosts' own readiness checks, scraped as ``appliance_dependency_up``, say it is
-    gone. The alert fires after its minute and clears once the store is back."""
+    gone. The alert fires after its `for` and clears once the store is back."""
     with fleet.lab.tunnel("h1", 9090) as port:
         wait_for(lambda: storage_alerts(port) == set(), 60)  # the last drill's has cleared
         subprocess.run(s3_rule(fleet, "-I"), shell=True, check=True)
         try:
-            # a minute's `for`, a scrape (15 s) and an evaluation (15 s), and the probe's 5 s
+            # its `for`, a scrape (15 s) and an evaluation (15 s), and the probe's 5 s
             jobs = {"appliance-api", "appliance-worker"}
             fired = wait_for(
                 lambda: {t.split()[0] for t in storage_alerts(port, "firing")} == jobs, 180
@@ -525,7 +528,7 @@ def test_the_database_fails_over_when_its_primary_is_killed_and_switches_back_un
             return down | alerts(port, "AppliancePostgresNoStandby", state)
 
         with fleet.lab.tunnel("h1", 9090) as port:
-            # AppliancePostgresDown's 2 minutes from the kill, a scrape and an evaluation
+            # AppliancePostgresDown's `for` from the kill, a scrape and an evaluation
             wait_for(lambda: len(pg_alerts(port, "firing")) == 2,
                      TARGET_DOWN_SECONDS - (time.monotonic() - killed[0]))  # fmt: skip
             fired = time.monotonic() - killed[0]

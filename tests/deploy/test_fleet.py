@@ -296,7 +296,7 @@ def test_requests_keep_succeeding_when_an_api_host_dies(fleet):
     with fleet.lab.tunnel("h1", 9090) as port:
         try:
             killed = api_host_dies_under_load(fleet)
-            # its 2 minutes, a scrape and an evaluation (15 s each) and slack, from the kill
+            # its `for`, a scrape and an evaluation (15 s each) and slack, from the kill
             firing = {"appliance-api", "node"}
             wait_for(lambda: {t.split()[0] for t in h3_down(port, "firing")} >= firing,
                      200 - (time.monotonic() - killed))  # fmt: skip

@@ -163,6 +163,10 @@ DEFAULTS: dict[str, Any] = {
     # Where the alerts' runbook_url points (each adds #<alert name>): the operator's copy of
     # monitoring/RUNBOOK.md, e.g. on their git host; the default is the repository path.
     "runbook_url": "monitoring/RUNBOOK.md",
+    # Every alert's `for` (how long its condition must hold before it fires) times this.
+    # Production keeps 1; a test fleet whose drills hold each fault for seconds, not
+    # minutes, may shorten them all (the lab runs 0.25: 2 minutes become 30 s).
+    "alert_for_scale": 1.0,
     "grafana": True,
     "grafana_skip_reason": "",
 }

@@ -12,6 +12,7 @@ checks the provisioning and dashboard files (fleet/checks.py)."""
 from __future__ import annotations
 
 import logging
+import re
 
 from pyinfra.operations import apt, files, server
 
@@ -41,13 +42,34 @@ def prometheus_context(fleet: Fleet) -> dict[str, object]:
 def rule_texts(fleet: Fleet, me: HostSpec | None = None) -> dict[str, str]:
     """Each rule file's name and text as this fleet installs it."""
     texts = {}
+    scale = float(fleet.get("alert_for_scale", me))
     for path in rule_files():
         if path.name == "slo.yml":
             text = slo.render(fleet.get("slo_objectives", me))
         else:
             text = path.read_text()
-        texts[path.name] = text.replace(f"{slo.RUNBOOK}#", f"{fleet.get('runbook_url', me)}#")
+        text = text.replace(f"{slo.RUNBOOK}#", f"{fleet.get('runbook_url', me)}#")
+        texts[path.name] = scaled_holds(text, scale)
     return texts
+
+
+_HOLD = re.compile(r"^(\s+for: )(\d+)([smh])$", re.M)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def scaled_holds(text: str, scale: float) -> str:
+    """A rule file's every ``for: <n><unit>`` times ``scale``, in whole seconds (1 s at
+    least); the text unchanged when the scale is 1."""
+    if not scale > 0:
+        raise ValueError(f"alert_for_scale must be above 0, not {scale}")
+    if scale == 1:
+        return text
+
+    def scaled(m: re.Match[str]) -> str:
+        seconds = int(m[2]) * _UNIT_SECONDS[m[3]]
+        return f"{m[1]}{max(1, round(seconds * scale))}s"
+
+    return _HOLD.sub(scaled, text)
 
 
 def apply(fleet: Fleet, me: HostSpec) -> None:

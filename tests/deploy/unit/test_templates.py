@@ -397,6 +397,25 @@ def test_the_fleets_objectives_and_runbook_shape_the_alerts(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_a_test_fleet_may_shorten_every_alerts_hold_and_production_keeps_them(tmp_path):
+    def holds(texts: dict[str, str]) -> list[str]:
+        return [h for t in texts.values() for h in re.findall(r"^\s+for: (\S+)$", t, re.M)]
+
+    kept = holds(monitoring.rule_texts(make_fleet()))
+    sources = [p.read_text() for p in monitoring.rule_files()]
+    assert kept == [h for t in sources for h in re.findall(r"^\s+for: (\S+)$", t, re.M)]
+    assert "2m" in kept and "10m" in kept
+    texts = monitoring.rule_texts(make_fleet(alert_for_scale=0.25))
+    seconds = {"s": 1, "m": 60, "h": 3600}
+    assert holds(texts) == [f"{int(h[:-1]) * seconds[h[-1]] // 4}s" for h in kept]
+    for name, text in texts.items():  # still rules Prometheus loads
+        (tmp_path / name).write_text(text)
+        result = _run("promtool", "check", "rules", str(tmp_path / name))
+        assert result.returncode == 0, result.stdout + result.stderr
+    with pytest.raises(ValueError, match="alert_for_scale"):
+        monitoring.rule_texts(make_fleet(alert_for_scale=0))
+
+
 def _minio_fleet():
     fleet = make_fleet()
     host = fleet.hosts[5]

@@ -23,3 +23,7 @@ max_jobs_in_flight_per_user = 0
 # The lab has no route to ClamAV's signature mirrors, and clamd cannot start without
 # signatures: scanning stays off here (its templates are checked by tests/deploy/unit).
 virus_scan = "off"
+# Drills hold a fault for seconds to a minute or two: every alert's `for` is a quarter of
+# production's (a target down fires after 30 s, not 2 minutes), so each drill's alert fires
+# within it. monitoring/prometheus/tests checks the rules with their own.
+alert_for_scale = 0.25
