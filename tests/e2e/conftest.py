@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,15 +148,50 @@ def _logs(logs: Path, name: str) -> str:
 
 
 @pytest.fixture(scope="module", params=["local", "s3"])
-def deployment(request, postgres_server, redis_server, tmp_path_factory) -> Iterator[Deployment]:
+def deployment(request) -> Iterator[Deployment]:
+    """The module's deployment: its own where the module sets DEPLOYMENT_ENV or OWN_DEPLOYMENT
+    (it changes settings, or the database or processes under it), else the session's one of
+    that kind, shared by every such module (starting one costs some 10 s of two cores)."""
     name = request.param
+    module = request.module
+    if getattr(module, "DEPLOYMENT_ENV", None) or getattr(module, "OWN_DEPLOYMENT", False):
+        env = getattr(module, "DEPLOYMENT_ENV", {})
+        yield from _deployment(request, name, env, redis_db=1 if name == "s3" else 2)
+    else:
+        yield request.getfixturevalue("shared_deployments")(name)
+
+
+@pytest.fixture(scope="package")
+def shared_deployments(request) -> Iterator[Callable[[str], Deployment]]:
+    """get(name) -> the e2e tier's deployment of that kind, started at its first use and
+    stopped after the tier's last test (its Redis database is not the modules' own ones')."""
+    started: dict[str, Iterator[Deployment]] = {}
+    made: dict[str, Deployment] = {}
+
+    def get(name: str) -> Deployment:
+        if name not in made:
+            started[name] = _deployment(request, name, {}, redis_db=4 if name == "s3" else 5)
+            made[name] = next(started[name])
+        return made[name]
+
+    yield get
+    for running in started.values():
+        next(running, None)  # its teardown
+
+
+def _deployment(
+    request, name: str, extra_env: dict[str, str], redis_db: int
+) -> Iterator[Deployment]:
+    postgres_server = request.getfixturevalue("postgres_server")
+    redis_server = request.getfixturevalue("redis_server")
+    tmp_path_factory = request.getfixturevalue("tmp_path_factory")
     data_dir = tmp_path_factory.mktemp(f"deploy-{name}")
     port = local_services.free_port()
     db = new_database(postgres_server)
     env = {
         **os.environ,
         "APPLIANCE_DATABASE_URL": db,
-        "APPLIANCE_REDIS_URL": redis_server.rsplit("/", 1)[0] + ("/1" if name == "s3" else "/2"),
+        "APPLIANCE_REDIS_URL": redis_server.rsplit("/", 1)[0] + f"/{redis_db}",
         "APPLIANCE_DATA_DIR": str(data_dir),
         "APPLIANCE_PORT": str(port),
         "APPLIANCE_SYNC_TIMEOUT_SECONDS": "30",
@@ -173,7 +208,7 @@ def deployment(request, postgres_server, redis_server, tmp_path_factory) -> Iter
         "APPLIANCE_CONVERSIONS_PER_MINUTE_PER_ADDRESS": "0",
         # Virus scanning is off but in a module that asks for it (with a clamd of its own).
         "APPLIANCE_VIRUS_SCAN": "off",
-        **getattr(request.module, "DEPLOYMENT_ENV", {}),
+        **extra_env,
     }
     if name == "s3":
         s3 = request.getfixturevalue("s3_server")

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 import pyvips
 
+# Its own deployment: it reads every webm conversion of the database as its own.
+OWN_DEPLOYMENT = True
+
 
 def client_env(tmp_path: Path, key: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}

@@ -16,6 +16,9 @@ import pyvips
 
 from tests.e2e.conftest import Deployment
 
+# Its own deployment: the load it leaves queued would slow the modules after it.
+OWN_DEPLOYMENT = True
+
 pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -38,6 +38,10 @@ import yaml
 from appliance import local_services
 from tests.e2e.conftest import Deployment, task, upload
 
+# Its own deployment: it renames a view under the API to make it fail, and counts every
+# conversion of the database.
+OWN_DEPLOYMENT = True
+
 ROOT = Path(__file__).parents[2]
 RULES = ROOT / "monitoring" / "prometheus" / "rules"
 PG_QUERIES = ROOT / "monitoring" / "prometheus" / "postgres-exporter" / "queries.yaml"
