@@ -150,7 +150,7 @@ def _logs(logs: Path, name: str) -> str:
 @pytest.fixture(scope="module", params=["local", "s3"])
 def deployment(request) -> Iterator[Deployment]:
     """The module's deployment: its own where the module sets DEPLOYMENT_ENV or OWN_DEPLOYMENT
-    (it changes settings, or the database or processes under it), else the session's one of
+    (it changes settings, or the database or processes under it), else the e2e tier's one of
     that kind, shared by every such module (starting one costs some 10 s of two cores)."""
     name = request.param
     module = request.module
