@@ -180,12 +180,24 @@ def api_key(postgres_url: str) -> str:
         return create_key(conn, f"user-{uuid.uuid4().hex[:8]}@example.test")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).parts
         for tier in ("integration", "e2e"):
             if tier in parts:
                 item.add_marker(getattr(pytest.mark, tier))
+        item.add_marker(pytest.mark.xdist_group(_parallel_group(item)))
+
+
+def _parallel_group(item: pytest.Item) -> str:
+    """What one pytest-xdist worker runs as a whole (scripts/test runs the suite with
+    `--dist loadgroup`): every test that boots lab hosts, since the labs share one fleet and
+    the host's lab network, and otherwise a module, so module- and package-scoped
+    deployments start once per worker rather than once per test."""
+    if "lab_factory" in getattr(item, "fixturenames", ()):
+        return "lab"
+    return str(item.path.relative_to(ROOT))
 
 
 os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")

@@ -228,7 +228,7 @@ def _deployment(
     dep.procs = _start(name, env, logs)
     try:
         # a loaded machine (shared cores) may take longer to start two API and worker processes
-        _wait_ready(dep, logs, float(os.environ.get("APPLIANCE_E2E_READY_SECONDS", "60")))
+        _wait_ready(dep, logs, float(os.environ.get("APPLIANCE_E2E_READY_SECONDS", "180")))
         yield dep
     finally:
         stop_process_groups(dep.procs, 20)
