@@ -16,6 +16,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -180,24 +181,33 @@ def api_key(postgres_url: str) -> str:
         return create_key(conn, f"user-{uuid.uuid4().hex[:8]}@example.test")
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.fspath)).parts
         for tier in ("integration", "e2e"):
             if tier in parts:
                 item.add_marker(getattr(pytest.mark, tier))
-        item.add_marker(pytest.mark.xdist_group(_parallel_group(item)))
 
 
-def _parallel_group(item: pytest.Item) -> str:
-    """What one pytest-xdist worker runs as a whole (scripts/test runs the suite with
-    `--dist loadgroup`): every test that boots lab hosts, since the labs share one fleet and
-    the host's lab network, and otherwise a module, so module- and package-scoped
-    deployments start once per worker rather than once per test."""
-    if "lab_factory" in getattr(item, "fixturenames", ()):
-        return "lab"
-    return str(item.path.relative_to(ROOT))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With pytest-xdist (scripts/test runs the suite in workers): every test of the lab
+    modules on one worker, since they share one fleet of lab hosts, and otherwise a module
+    at a time, so module- and package-scoped deployments start once per worker rather than
+    once per test. (xdist's own `--dist loadgroup` cannot say so under pytest 9: the group it
+    appends to a test's id is lost.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LabTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "lab" if module.rsplit("/", 1)[0] == LAB_DIR else module
+
+    return LabTogether(config, log)
+
+
+# Where the tests that boot lab hosts live (tests/deploy/conftest.py marks them `lab`): the
+# deploy tier's own modules; its unit tests are in tests/deploy/unit/.
+LAB_DIR = "tests/deploy"
 
 
 os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
