@@ -22,6 +22,7 @@ import pytest
 import yaml
 from minio import Minio
 
+from tests.deploy.alerts import alerts, wait_for
 from tests.deploy.fleet import REPO
 from tests.deploy.test_fleet import _png, redis_secret
 from tests.harness.s3server import S3Server
@@ -139,6 +140,46 @@ def test_backup_metrics_reach_prometheus_and_no_backup_alert_fires(fleet):
                     assert _prometheus_query(port, query), (rule["alert"], query)
         firing = _prometheus_query(port, 'ALERTS{alertname=~"ApplianceBackup.*|ApplianceWal.*"}')
         assert firing == [], firing
+
+
+# roles/backup.py: the metrics tool, its textfile and the timer that refreshes it
+BACKUP_TOOL = "/usr/local/lib/appliance/backup_tool.py"
+BACKUP_TEXTFILE = "/var/lib/prometheus/node-exporter/pgbackrest.prom"
+METRICS_UNIT = "appliance-backup-metrics"
+# ApplianceBackupStale's `for` in the lab (10 minutes in production, alert_for_scale 0.25),
+# a scrape and an evaluation (15 s each), and slack
+STALE_FIRES_SECONDS = 300
+
+
+def test_the_backup_stale_alert_fires_when_the_newest_backup_is_too_old_and_clears_after(fleet):
+    """The newest good backup older than ``backup_max_age_hours`` allows, made by lowering the
+    bar instead of waiting a day and a half for the clock: on both db hosts the metrics timer
+    is stopped and the metrics written once with a bar of 36 seconds (what a lower setting
+    would give), so the repository's real newest backup, minutes old, is too old.
+    ApplianceBackupStale fires after its `for`; with the timer back the setting's own bar is
+    in the metrics again and the alert clears."""
+    write = f"python3 {BACKUP_TOOL} metrics --max-age-hours 0.01 --out {BACKUP_TEXTFILE}"
+    low = f"systemctl stop {METRICS_UNIT}.timer && {write}"
+    back = f"systemctl start {METRICS_UNIT}.timer {METRICS_UNIT}.service"
+    with fleet.lab.tunnel("h1", 9090) as port:
+        assert alerts(port, "ApplianceBackupStale") == set()
+        for host in (PRIMARY, SPARE):
+            fleet.lab.run(host, low)
+        try:
+            firing = lambda: alerts(port, "ApplianceBackupStale", "firing") != set()  # noqa: E731
+            fired = wait_for(firing, STALE_FIRES_SECONDS)
+            bar = _prometheus_query(port, 'max(pgbackrest_backup_max_age_seconds{job="node"})')
+            assert float(bar[0]["value"][1]) == 36.0, bar
+        finally:
+            for host in (PRIMARY, SPARE):
+                fleet.lab.run(host, back)
+        cleared = wait_for(lambda: alerts(port, "ApplianceBackupStale") == set(), 120)
+        bar = _prometheus_query(port, 'min(pgbackrest_backup_max_age_seconds{job="node"})')
+        assert float(bar[0]["value"][1]) == 36 * 3600, bar  # the default (fleet/defaults.py)
+    print(
+        f"backup stale: fired {fired:.0f} s after the bar was lowered,"
+        f" cleared {cleared:.0f} s after it was restored"
+    )
 
 
 def _restore_to_spare(fleet, target: str) -> float:

@@ -6,7 +6,8 @@ Faults: the lb's nginx restarted; Redis restarted and then dead for a minute (th
 again, without load, until its alerts fire); a worker host powered off mid-conversion (kept
 off until its alert fires); the S3 store unreachable for half a minute, and then until its
 alert fires; a worker host's job area full for half a minute; the Postgres primary killed
-(kept down until its alerts fire), then a planned switchover back. Alerts are read from the lab's
+(kept down until its alerts fire), then a planned switchover back; the standby's replay
+paused until the replication-lag alert fires. Alerts are read from the lab's
 Prometheus, where every alert's ``for`` is a quarter of production's (the lab's
 ``alert_for_scale``: ApplianceTargetDown fires after 30 s of a target down, not 2 minutes);
 each drill's client-visible outage (load.outage) goes to drills.json with what the clients
@@ -360,17 +361,20 @@ def converted(port: int, ip: str) -> float:
     return float(found[0]["value"][1]) if found else 0.0
 
 
+# ApplianceStorageAlmostFull's `for` in the lab (10 minutes in production), two scrapes and an
+# evaluation (15 s each), and slack
+STORAGE_FULL_SECONDS = 300
+
+
 @pytest.mark.timeout(1500)
 def test_a_worker_host_s_full_disk_fails_its_tasks_retryably_and_loses_nothing(fleet):
     """h5's job area (a volume of its own here) fills up with conversions running: its tasks
     fail with NO_SPACE, a retryable fault, and run again (on h4, or on h5 once there is
     room); h5 hands tasks back while it is full rather than spend their attempts; the worker
     process lives on and converts again once the space is freed; every accepted job
-    finishes, and clients that do not retry see no failure.
-
-    ApplianceStorageAlmostFull is not checked here: it did not fire for this volume within
-    12 minutes in the lab (node_exporter may not report a loop volume mounted into the
-    container), so the volume is filled to 90% only to leave the conversions little room."""
+    finishes, and clients that do not retry see no failure. The volume is 90% full from
+    before the load to the end (little room for the conversions): ApplianceStorageAlmostFull
+    fires for it on h5 and clears once the files are gone."""
     how = Client(converts=True, sync_waits=True)
     h5 = fleet.lab.ip("h5")
     made: list[str] = []
@@ -388,9 +392,14 @@ def test_a_worker_host_s_full_disk_fails_its_tasks_retryably_and_loses_nothing(f
         done.append(converted(port, h5))
         time.sleep(40)
 
+    def almost_full(port: int, state: str | None = None) -> set[str]:
+        found = alerts(port, "ApplianceStorageAlmostFull", state, mountpoint=JOB_AREA)
+        return {target for target in found if f" {h5}:" in target}
+
     with fleet.lab.tunnel("h1", 9090) as port, volume_at(fleet, "h5", JOB_AREA, 128):
         try:
             fill(fleet, "h5", JOB_AREA, "almost", up_to=0.9)
+            over = time.monotonic()
             since = fleet.lab.run("h5", "date +%s").stdout.strip()
             before = worker_state(fleet, "h5")
             results = under_load(fleet, lambda: full_for_half_a_minute(port), made, how)
@@ -407,11 +416,17 @@ def test_a_worker_host_s_full_disk_fails_its_tasks_retryably_and_loses_nothing(f
             assert worker_state(fleet, "h5") == before  # the same process, not restarted
             # h5 converted again after the space came back (Prometheus scrapes every 15 s)
             wait_for(lambda: converted(port, h5) > done[0], 60)
+            # its `for` (2.5 minutes in the lab) from the 90% fill, a scrape and an evaluation
+            within = STORAGE_FULL_SECONDS - (time.monotonic() - over)
+            wait_for(lambda: almost_full(port, "firing") != set(), within)
+            fired = time.monotonic() - over
         finally:
             fleet.lab.run("h5", f"rm -f {JOB_AREA}/full {JOB_AREA}/almost", check=False)
+        cleared = wait_for(lambda: almost_full(port) == set(), 120)
     print(
         f"full disk drill: {no_space} NO_SPACE retries on h5 while full; jobs not finished"
-        f" {left} {finished:.0f} s after the load"
+        f" {left} {finished:.0f} s after the load; ApplianceStorageAlmostFull fired {fired:.0f} s"
+        f" after the 90% fill, cleared {cleared:.0f} s after the files went"
     )
     # (checked last, so that a failure here still prints the drill's figures)
     assert left == {}, failed_tasks(fleet, made)
@@ -566,3 +581,47 @@ def test_the_database_fails_over_when_its_primary_is_killed_and_switches_back_un
     assert unfinished(fleet, made, FINISH_SECONDS) == {}
     all_made_once(fleet, made)
     assert outputs_once(fleet, made) == ""
+
+
+# AppliancePostgresReplicationLag: replay more than 30 s behind for its `for` (5 minutes in
+# production, 75 s in the lab), with scrapes and evaluations (15 s each) and slack
+LAG_FIRES_SECONDS = 240
+
+
+def test_a_standby_that_falls_behind_raises_the_lag_alert_and_clears_it_after(fleet):
+    """WAL replay paused on the standby (``pg_wal_replay_pause()``: it still receives and
+    flushes the primary's WAL, so synchronous commits go on) while clients make jobs: its
+    replay falls behind, AppliancePostgresReplicationLag fires for it and clients see no
+    failure (a job's status is read on the primary when the standby lacks it; a list may
+    be behind by the lag). Replay resumed, the standby catches up and the alert clears."""
+    primary = fleet.db_primary()
+    (standby,) = (h for h in DB_HOSTS if h != primary)
+    ip = fleet.lab.ip(standby)
+    psql = "cd / && runuser -u postgres -- psql -XAtc"
+
+    def lag_alert(port: int, state: str | None = None) -> set[str]:
+        return {t for t in alerts(port, "AppliancePostgresReplicationLag", state) if f" {ip}:" in t}
+
+    fired: list[float] = []
+    made: list[str] = []
+    with fleet.lab.tunnel("h1", 9090) as port:
+        assert lag_alert(port) == set()
+
+        def fall_behind() -> None:
+            fleet.lab.run(standby, f"{psql} 'SELECT pg_wal_replay_pause()'")
+            try:
+                fired.append(
+                    wait_for(lambda: lag_alert(port, "firing") != set(), LAG_FIRES_SECONDS)
+                )
+            finally:
+                fleet.lab.run(standby, f"{psql} 'SELECT pg_wal_replay_resume()'")
+
+        results = under_load(fleet, fall_behind, made)
+        cleared = wait_for(lambda: lag_alert(port) == set(), 120)
+    assert failures(results) == [], explain(fleet, results)
+    all_made_once(fleet, made)
+    assert fleet.in_recovery(standby) == "t"
+    print(
+        f"replication lag: alert fired {fired[0]:.0f} s after replay was paused on {standby},"
+        f" cleared {cleared:.0f} s after it resumed"
+    )
