@@ -67,13 +67,15 @@ def data_root(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     pytest makes its base directories 0700, which the postgres user (that the server runs
     as under root) cannot traverse.  Grant search-only permission on the pytest-owned
-    directories down to ``tmp_path`` (pytest restores 0700 on the next run).
+    directories down to ``tmp_path`` (pytest restores 0700 on the next run): from
+    ``pytest-of-<user>`` down, which is two levels above the base directory under
+    pytest-xdist (``pytest-N/popen-gwK``), one without it.
     """
     if os.geteuid() == 0:
+        chain = [tmp_path, *tmp_path.parents]
+        top = next((i for i, p in enumerate(chain) if p.name.startswith("pytest-of-")), None)
         base = tmp_path_factory.getbasetemp()
-        dirs = [tmp_path, *(p for p in tmp_path.parents if p.is_relative_to(base))]
-        if base.parent.name.startswith("pytest-of-"):
-            dirs.append(base.parent)
+        dirs = chain[: top + 1] if top is not None else [p for p in chain if p.is_relative_to(base)]
         for d in dirs:
             d.chmod(d.stat().st_mode | 0o001)
     return tmp_path
