@@ -14,9 +14,10 @@ from pyinfra.operations import apt, files, server
 from fleet.defaults import PER_USER_CAPS
 from fleet.model import Fleet, HostSpec
 from fleet.wheelhouse import Release
-from roles.common import APP_ROOT, put
+from roles.common import APP_ROOT, once, put
 
 APP_USER = "appliance"
+DATA = "/var/lib/appliance"  # the app user's home and APPLIANCE_DATA_DIR (appliance.env.j2)
 ENV_FILE = "/etc/appliance/appliance.env"
 # The API's own settings (its Redis user, the lb hosts): roles/api.py writes it.
 API_ENV_FILE = "/etc/appliance/api.env"
@@ -64,8 +65,8 @@ def env_context(fleet: Fleet, me: HostSpec) -> dict[str, Any]:
 def install(fleet: Fleet, me: HostSpec, release: Release) -> Any:
     """Everything but the switch to the new release; returns the settings file's op."""
     apt.packages(
-        name="Python venv and the engine sandbox",
-        packages=["python3-venv", "bubblewrap", "util-linux"],
+        name="Python venv, the engine sandbox and ACL tools",
+        packages=["python3-venv", "bubblewrap", "util-linux", "acl"],
         no_recommends=True,
     )
     server.group(name="App group", group=APP_USER, system=True)
@@ -74,11 +75,19 @@ def install(fleet: Fleet, me: HostSpec, release: Release) -> Any:
         user=APP_USER,
         group=APP_USER,
         system=True,
-        home="/var/lib/appliance",
+        home=DATA,
         shell="/usr/sbin/nologin",
     )
-    files.directory(
-        name="App data", path="/var/lib/appliance", user=APP_USER, group=APP_USER, mode="750"
+    files.directory(name="App data", path=DATA, user=APP_USER, group=APP_USER, mode="750")
+    # node_exporter (user prometheus, roles/base.py) reports a filesystem's size only when it
+    # can statfs() its mount point, which needs search permission on every parent: a volume
+    # mounted under here (the workers' job area, /var/lib/appliance/work) would otherwise be
+    # reported as a device error, and ApplianceStorageAlmostFull never fire for it. Search
+    # only, for that user only: the directory stays closed to everyone else.
+    once(
+        "app-data-searchable-by-node-exporter",
+        "u:prometheus:x",
+        f"setfacl -m u:prometheus:x {DATA}",
     )
     files.directory(name="App settings dir", path="/etc/appliance", group=APP_USER, mode="750")
     if not host.get_fact(File, path=f"{release_dir(release)}/.complete"):
