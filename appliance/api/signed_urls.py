@@ -99,7 +99,6 @@ class SignedUrlController(Controller):
 async def open_signed_url(request: Request[Any, Any, Any], base_id: uuid.UUID) -> Response[bytes]:
     address = request_address(request)
     await services(request).limits.request(address, f"signed-url:{base_id}")
-    request.state.client_address = address
     signed = await signed_urls(request).open(base_id, request.scope["query_string"].decode())
     return answer(await run(request, base_id, signed))
 
