@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
+from litestar.types import ASGIApp
 
 from appliance.api import idempotency, responses
 from appliance.api.deps import check_json_size, count_conversions, services
@@ -65,8 +66,8 @@ class JobController(Controller):
     @get("/{job_id:uuid}", responses=answers(200, JobData, BY_ID))
     async def show(
         self, request: Request[Any, Any, Any], job_id: uuid.UUID, principal: Principal
-    ) -> Response[bytes]:
-        return responses.data(await services(request).jobs.get_job(principal.user_id, job_id))
+    ) -> ASGIApp:
+        return responses.Data(await services(request).jobs.get_job(principal.user_id, job_id))
 
     @get("/{job_id:uuid}/wait", responses=answers(200, JobData, BY_ID))
     async def wait(

@@ -35,6 +35,27 @@ def data(doc: str, status: int = 200) -> Response[bytes]:
     return Response(b'{"data":' + doc.encode() + b"}", status_code=status, media_type=JSON)
 
 
+class Data:
+    """``data(doc)`` as a bare ASGI answer, two messages with the same status, headers and
+    body as its Response: for the hottest reads, a job's or a task's status, where building
+    Litestar's Response and the ASGIResponse it becomes cost some 15% of a cached read. A
+    route returning it is annotated ``-> ASGIApp`` and documents its answers itself."""
+
+    __slots__ = ("body", "status")
+
+    def __init__(self, doc: str, status: int = 200) -> None:
+        self.body = b'{"data":' + doc.encode() + b"}"
+        self.status = status
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        headers = [(b"content-type", JSON_BYTES), (b"content-length", b"%d" % len(self.body))]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+JSON_BYTES = JSON.encode()
+
+
 def page(
     doc: str,
     request: Request[Any, Any, Any],

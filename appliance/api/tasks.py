@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
+from litestar.types import ASGIApp
 
 from appliance.api import idempotency, responses
 from appliance.api.deps import check_json_size, count_conversions, services
@@ -36,8 +37,8 @@ class TaskController(Controller):
     @get("/{task_id:uuid}", responses=answers(200, TaskData, BY_ID))
     async def show(
         self, request: Request[Any, Any, Any], task_id: uuid.UUID, principal: Principal
-    ) -> Response[bytes]:
-        return responses.data(await services(request).jobs.get_task(principal.user_id, task_id))
+    ) -> ASGIApp:
+        return responses.Data(await services(request).jobs.get_task(principal.user_id, task_id))
 
     @get("/{task_id:uuid}/wait", responses=answers(200, TaskData, BY_ID))
     async def wait(
