@@ -18,28 +18,28 @@ FLUSH_SECONDS = 1.0
 
 class Tally:
     """``inc(*labels)`` for ``counter``; written by ``flush``, which the first count after a
-    flush schedules on the running event loop (without one, each count is written at once)."""
+    flush schedules on the running event loop (without one, each count is written at once;
+    a loop that ended with a flush pending leaves it to the next loop's count)."""
 
     def __init__(self, counter: Counter, seconds: float = FLUSH_SECONDS) -> None:
         self.counter = counter
         self.seconds = seconds
         self._counts: dict[tuple[str, ...], int] = {}
-        self._pending = False
+        self._pending_on: asyncio.AbstractEventLoop | None = None
 
     def inc(self, *labels: str) -> None:
         self._counts[labels] = self._counts.get(labels, 0) + 1
-        if self._pending:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.flush()
             return
-        self._pending = True
-        loop.call_later(self.seconds, self.flush)
+        if self._pending_on is not loop:
+            self._pending_on = loop
+            loop.call_later(self.seconds, self.flush)
 
     def flush(self) -> None:
-        self._pending = False
+        self._pending_on = None
         counts, self._counts = self._counts, {}
         for labels, n in counts.items():
             self.counter.labels(*labels).inc(n)
