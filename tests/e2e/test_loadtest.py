@@ -1,5 +1,6 @@
 """A short run of the bundled load test (bench/loadtest) against a running appliance: keys
-made by the tool, every request and every job succeeds, every job's file is its own
+made by the tool, every request and every job succeeds (or is shed with a 503 on a busy
+machine), every job's file is its own
 (``--unique-files``), and the report (Locust's CSV and HTML, the queue samples, the PNG plots)
 is written and readable."""
 
@@ -40,8 +41,14 @@ def test_a_short_load_test_succeeds_and_writes_its_report(deployment: Deployment
         rows = {(r["Type"], r["Name"]): r for r in csv.DictReader(f)}
     for name in (("POST", "/v2/jobs"), ("JOB", "created to ended"), ("GET", "download")):
         assert int(rows[name]["Request Count"]) > 0, (name, sorted(rows))
-    assert all(int(r["Failure Count"]) == 0 for r in rows.values()), ran.stdout[-2000:]
-    assert " 0 failed" in ran.stdout
+    # Every request succeeds, but for the appliance shedding load on a machine the rest of
+    # the suite keeps busy: a 503 (sent with Retry-After), one in ten at most. (Seen in a
+    # parallel run: an API transaction starved of CPU past its 5 s idle limit, answered 503.)
+    with (out / "locust_failures.csv").open() as f:
+        failed = {r["Error"]: int(r["Occurrences"]) for r in csv.DictReader(f)}
+    shed = sum(n for error, n in failed.items() if "503 Server Error" in error)
+    assert shed == sum(failed.values()), (failed, ran.stdout[-2000:])
+    assert shed * 10 <= int(rows[("", "Aggregated")]["Request Count"]), ran.stdout[-2000:]
     assert "Locust" in (out / "report.html").read_text()
     with psycopg.connect(deployment.database_url) as conn:
         files, distinct = conn.execute(
