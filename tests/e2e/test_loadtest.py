@@ -43,7 +43,8 @@ def test_a_short_load_test_succeeds_and_writes_its_report(deployment: Deployment
         assert int(rows[name]["Request Count"]) > 0, (name, sorted(rows))
     # Every request succeeds, but for the appliance shedding load on a machine the rest of
     # the suite keeps busy: a 503 (sent with Retry-After), one in ten at most. (Seen in a
-    # parallel run: an API transaction starved of CPU past its 5 s idle limit, answered 503.)
+    # parallel run: Postgres closed an API connection, likely a transaction starved of CPU
+    # past its 5 s idle limit; the request was answered 503.)
     with (out / "locust_failures.csv").open() as f:
         failed = {r["Error"]: int(r["Occurrences"]) for r in csv.DictReader(f)}
     shed = sum(n for error, n in failed.items() if "503 Server Error" in error)
