@@ -32,7 +32,11 @@ _CODES = {
 
 def data(doc: str, status: int = 200) -> Response[bytes]:
     """Wrap JSON text made by Postgres in ``{"data": ...}`` without re-encoding it."""
-    return Response(b'{"data":' + doc.encode() + b"}", status_code=status, media_type=JSON)
+    return Response(enveloped(doc), status_code=status, media_type=JSON)
+
+
+def enveloped(doc: str) -> bytes:
+    return b'{"data":' + doc.encode() + b"}"
 
 
 class Data:
@@ -44,7 +48,7 @@ class Data:
     __slots__ = ("body", "status")
 
     def __init__(self, doc: str, status: int = 200) -> None:
-        self.body = b'{"data":' + doc.encode() + b"}"
+        self.body = enveloped(doc)
         self.status = status
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
