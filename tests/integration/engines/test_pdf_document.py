@@ -19,8 +19,10 @@ from appliance.engines.registry import Registry
 from appliance.engines.sandbox import SandboxedEngine
 from appliance.errors import PermanentError
 
-# (kind, ...) per page: ("text", y, words) or ("picture", x, y, width, height) in points, a
-# picture being a 40 x 20 pixel red image drawn at that size
+# (kind, ...) per page: ("text", y, words) in 18-point Helvetica at the left margin,
+# ("label", x, y, size, words), ("picture", x, y, width, height) in points, a picture being a
+# 40 x 20 pixel red image drawn at that size, or ("ops", "...") content operators as they are
+# (paths)
 Page = list[tuple[object, ...]]
 RED = bytes([255, 0, 0]) * (40 * 20)
 
@@ -35,6 +37,11 @@ def write_pdf(path: Path, pages: list[Page]) -> Path:
             if item[0] == "text":
                 _, y, words = item
                 ops.append(f"BT /F1 18 Tf 72 {y} Td ({words}) Tj ET")
+            elif item[0] == "label":
+                _, x, y, size, words = item
+                ops.append(f"BT /F1 {size} Tf {x} {y} Td ({words}) Tj ET")
+            elif item[0] == "ops":
+                ops.append(str(item[1]))
             else:
                 _, x, y, w, h = item
                 objects.append(
@@ -188,3 +195,64 @@ def test_pages_selects_and_a_pdf_with_nothing_on_it_is_no_text_found(pool, tmp_p
     with pytest.raises(PermanentError) as caught:
         _convert(pool, blank, tmp_path / "blank.docx", "docx")
     assert caught.value.code == "NO_TEXT_FOUND"
+
+
+def _body_and_media(docx: Path) -> tuple[str, list[bytes]]:
+    with zipfile.ZipFile(docx) as z:
+        body = z.read("word/document.xml").decode()
+        media = [z.read(n) for n in sorted(z.namelist()) if n.startswith("word/media/")]
+    return body, media
+
+
+CHART: Page = [
+    ("text", 700, "Above the chart"),
+    # a shaded paragraph: a box mostly text is a background, its words stay text
+    ("ops", "0.9 g 60 540 480 60 re f 0 g"),
+    ("text", 575, "Shaded words on a grey box"),
+    ("text", 550, "and a second line of them"),
+    # three bars that touch their axis, a legend inside and labels just below
+    ("ops", "1 0 0 rg 100 300 40 120 re f 160 300 40 150 re f 220 300 40 90 re f 0 g"),
+    ("ops", "0 G 1 w 90 300 m 270 300 l S"),
+    ("label", 210, 435, 8, "Legend"),
+    ("label", 112, 293, 8, "Q1"),
+    ("label", 172, 293, 8, "Q2"),
+    ("label", 232, 293, 8, "Q3"),
+    # a rule across the page is no drawing
+    ("ops", "0 G 0.5 w 72 250 m 540 250 l S"),
+    ("text", 200, "Below the chart"),
+]
+
+
+def test_a_drawing_becomes_a_picture_of_it_with_its_labels(pool, tmp_path):
+    src = write_pdf(tmp_path / "chart.pdf", [CHART])
+    body, media = _body_and_media(_convert(pool, src, tmp_path / "out.docx", "docx"))
+    (picture,) = media  # the chart only: not the grey box, not the rule
+    image = pyvips.Image.new_from_buffer(picture, "")
+    # 150 dpi: the bars and their axis (182 x 151 points), the labels 7 points below them,
+    # a point of margin round it all
+    assert 375 <= image.width <= 390 and 325 <= image.height <= 340, (image.width, image.height)
+    assert image.getpoint(image.width // 4, image.height // 2)[:3] == [255, 0, 0]  # a bar
+    words = re.findall(r"<w:t[^>]*>([^<]*)</w:t>", body)
+    assert "Shaded words on a grey box" in words and "and a second line of them" in words
+    for label in ("Q1", "Q2", "Q3", "Legend"):  # drawn with the chart, not in the text
+        assert not any(label in w for w in words), words
+    above, drawing = body.index(">Above the chart<"), body.index("<w:drawing>")
+    assert above < body.index(">Shaded words") < drawing < body.index(">Below the chart<")
+
+
+def test_a_drawing_shows_what_its_clip_lets_through(pool, tmp_path):
+    """A path that runs on past its clip (a plot's curve past its axes) is pictured as far as
+    it shows on the page, not as far as it runs."""
+    clipped = "q 100 100 200 100 re W n 0 0 1 rg 50 50 500 500 re f Q"
+    src = write_pdf(tmp_path / "clip.pdf", [[("text", 700, "Title"), ("ops", clipped)]])
+    _, (picture,) = _body_and_media(_convert(pool, src, tmp_path / "out.docx", "docx"))
+    image = pyvips.Image.new_from_buffer(picture, "")
+    # 202 x 102 points at 150 dpi (the clip and a point of margin round it)
+    assert abs(image.width - 421) <= 3 and abs(image.height - 212) <= 3, image.size
+    assert image.getpoint(image.width // 2, image.height // 2)[:3] == [0, 0, 255]
+
+
+def test_a_pdf_drawn_with_paths_only_is_a_document_of_its_drawing(pool, tmp_path):
+    src = write_pdf(tmp_path / "drawn.pdf", [[("ops", "0 1 0 rg 100 100 300 300 re f")]])
+    _, media = _body_and_media(_convert(pool, src, tmp_path / "out.docx", "docx"))
+    assert len(media) == 1
