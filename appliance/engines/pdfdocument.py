@@ -1,12 +1,14 @@
 """PDF -> documents that keep its pictures and drawings (docx, odt, epub, html): PDFium reads
 each page's text, pictures and drawings in the helper, pandoc writes the document.
 
-Each page's figures are placed among its text by height: the text above a figure's top edge,
-the figure (as wide, in share of the text's width, as it is of the page), then the text below,
-and so on down the page; text comes in PDFium's reading order, a paragraph per line, as the
-text route (pdf -> txt -> docx) has it. In docx each page starts a new page. Pictures keep
-their pixels (JPEG data as JPEG, everything else as PNG); images smaller than
-``MIN_PICTURE_POINTS`` on the page (rules, bullets, spacers) are left out.
+Text comes in PDFium's reading order (the page's content order: on a page of two columns,
+the left one, then the right one), a paragraph per line, as the text route (pdf -> txt ->
+docx) has it. Each figure goes before the first text of its columns below its top edge, as
+wide (in share of the text's width) as it is of the page: the text above it, the figure, the
+text below; a figure in the right column of two sits in that column's text. Two columns are
+told by a gutter that parts the page's text lines (``columns``). In docx each page starts a
+new page. Pictures keep their pixels (JPEG data as JPEG, everything else as PNG); images
+smaller than ``MIN_PICTURE_POINTS`` on the page (rules, bullets, spacers) are left out.
 
 A drawing (a chart, a diagram, a logo as outlines: vector paths, shadings and forms) becomes a
 picture of it: the page's region rendered at ``DRAWING_DPI``, as far as the paths' clips let
@@ -14,10 +16,10 @@ them show. Paths that touch or nearly touch (``LABEL_POINTS``) are one drawing, 
 lines mostly on it or that near its edge (a legend, a chart's axis labels) are drawn with it
 and left out of the text. What is thinner than ``THIN_POINTS`` (rules, table borders,
 underlines) is not a drawing, nor is a box more than ``TEXT_COVER`` of whose area text lines
-cover (a shaded paragraph, a page frame): its text stays text. Columns and the
-page's exact layout are not kept: that would take LibreOffice's PDF import, whose frames per
-line are slower by tens of seconds a page and hard to edit. A PDF with neither text, pictures
-nor drawings is ``NO_TEXT_FOUND``.
+cover (a shaded paragraph, a page frame): its text stays text. Columns side by side and the
+page's exact layout are not kept (the columns' text follows one after the other): that would
+take LibreOffice's PDF import, whose frames per line are slower by tens of seconds a page and
+hard to edit. A PDF with neither text, pictures nor drawings is ``NO_TEXT_FOUND``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ DRAWING_DPI = 150
 LABEL_POINTS = 8.0  # text this near a drawing goes with it; shapes this near are one drawing
 THIN_POINTS = 2.0  # a path thinner than this on its smaller side is a rule or a border
 MIN_DRAWING_POINTS = 36.0  # a drawing's smaller side: half an inch
+GUTTER_SPAN = (0.3, 0.7)  # where across the page a gutter between two columns may be
+GUTTER_POINTS = 6  # the narrowest gutter
 TEXT_COVER = 0.15  # a box more covered by text lines than this is text on a background
 
 
@@ -128,41 +132,100 @@ def page_blocks(page: Any, work: Path, prefix: str) -> tuple[list[dict[str, Any]
     """The page's text, pictures and drawings as pandoc blocks, and how many figures (pictures
     and drawings) they hold."""
     textpage = page.get_textpage()
-    page_width = page.get_width()
-    found = []  # (top, left, share of the page's width, file name)
+    width = page.get_width()
+    figures: list[tuple[Box, str]] = []  # where on the page, the file
     for n, obj in enumerate(page.get_objects(filter=(_IMAGE_OBJECT,))):
-        left, bottom, right, top = obj.get_bounds()
-        if min(right - left, top - bottom) < MIN_PICTURE_POINTS:
+        box = Box(*obj.get_bounds())
+        if min(box.right - box.left, box.top - box.bottom) < MIN_PICTURE_POINTS:
             continue
         saved = _save_picture(obj, work / f"{prefix}-{n}")
         if saved is not None:
-            found.append((top, left, (right - left) / page_width, saved.name))
-    chars: list[Char] = []
-    drawings: list[Box] = []
+            figures.append((box, saved.name))
     candidates = _drawing_candidates(page)
-    if candidates:
-        chars = _chars(textpage)
-        drawings = find_drawings(candidates, chars)
-    regions, drawn = labelled(drawings, chars) if drawings else ([], set())
+    if not figures and not candidates:
+        return list(paragraphs(textpage.get_text_bounded().splitlines())), 0
+    chars = _chars(textpage)
+    lines = _line_boxes(chars)
+    regions, drawn = labelled(find_drawings(candidates, lines), chars)
     for n, region in enumerate(regions):
-        name = _save_drawing(page, region, work / f"{prefix}-drawing{n}.png")
-        found.append((region.top, region.left, (region.right - region.left) / page_width, name))
-    found.sort(key=lambda f: (-f[0], f[1]))
-    tops = [f[0] for f in found]
-    if drawings:
-        texts = text_between(chars, tops, drawn)
-    else:
-        texts, upper = [], None  # the first band's top is the page's
-        for top in tops:
-            texts.append(textpage.get_text_bounded(bottom=top, top=upper))
-            upper = top
-        texts.append(textpage.get_text_bounded(top=upper))
+        figures.append((region, _save_drawing(page, region, work / f"{prefix}-drawing{n}.png")))
     blocks: list[dict[str, Any]] = []
-    for text, (_, _, share, name) in zip(texts, found, strict=False):
+    around = text_around(chars, [box for box, _ in figures], drawn, columns(lines, width))
+    for text, k in around:
         blocks += paragraphs(text.splitlines())
-        blocks.append(picture_block(name, f"{max(10, min(100, round(share * 100)))}%"))
-    blocks += paragraphs(texts[-1].splitlines())
-    return blocks, len(found)
+        if k is not None:
+            box, name = figures[k]
+            share = (box.right - box.left) / width
+            blocks.append(picture_block(name, f"{max(10, min(100, round(share * 100)))}%"))
+    return blocks, len(figures)
+
+
+def columns(lines: list[Box], width: float) -> list[tuple[float, float]]:
+    """The page's columns, as ranges across it: two where a gutter in its middle part (from
+    ``GUTTER_SPAN``'s first share of the width to its second) at least ``GUTTER_POINTS``
+    wide parts the text lines, which at most a tenth of them cross (a title over both
+    columns) and with at least a quarter of them on either side; else one."""
+    whole = [(0.0, width)]
+    if len(lines) < 6:
+        return whole
+    low, high = int(width * GUTTER_SPAN[0]), int(width * GUTTER_SPAN[1])
+    allowed = len(lines) // 10
+    free = [sum(1 for b in lines if b.left < x < b.right) <= allowed for x in range(low, high)]
+    best: tuple[int, int] = (0, 0)  # the widest run of free points: (length, its end)
+    run = 0
+    for n, ok in enumerate(free):
+        run = run + 1 if ok else 0
+        best = max(best, (run, n))
+    length, end = best
+    if length < GUTTER_POINTS:
+        return whole
+    gutter = low + end - length / 2
+    left = sum(1 for b in lines if b.right <= gutter)
+    right = sum(1 for b in lines if b.left >= gutter)
+    if min(left, right) < len(lines) / 4:
+        return whole
+    return [(0.0, gutter), (gutter, width)]
+
+
+def text_around(
+    chars: list[Char], figures: list[Box], drawn: set[int], cols: list[tuple[float, float]]
+) -> list[tuple[str, int | None]]:
+    """The page's text in PDFium's reading order, each figure (by number) after the piece of
+    text before it: a figure goes before the first character of its columns (those it spans)
+    below its top edge, so a figure in one column of two sits in that column's text; figures
+    at one place come top to bottom, then left to right. Characters numbered in ``drawn``
+    are left out (drawn with a drawing), and the spaces and line ends after one with them."""
+
+    def column(x: float) -> int:
+        return next((n for n, (a, b) in enumerate(cols) if a <= x < b), len(cols) - 1)
+
+    kept: list[str] = []
+    at: list[tuple[float, int] | None] = []  # per character: its centre's height and column
+    keep = True
+    for n, char in enumerate(chars):
+        if char.box is not None:
+            keep = n not in drawn
+            x, y = (char.box.left + char.box.right) / 2, (char.box.bottom + char.box.top) / 2
+            at.append((y, column(x)) if keep else None)
+        else:
+            at.append(None)
+        kept.append(char.text if keep else "")
+    places = {}
+    for k, fig in enumerate(figures):
+        spans = {n for n, (a, b) in enumerate(cols) if min(fig.right, b) > max(fig.left, a)}
+        places[k] = next(
+            (n for n, p in enumerate(at) if p and p[0] < fig.top and p[1] in spans), len(chars)
+        )
+    order = sorted(places, key=lambda k: (places[k], -figures[k].top, figures[k].left))
+    pieces: list[tuple[str, int | None]] = []
+    start = 0
+    ends: list[tuple[int, int | None]] = [(places[k], k) for k in order]
+    for end, figure in [*ends, (len(chars), None)]:
+        # PDFium gives a character beyond the BMP as its two UTF-16 halves: paired up here
+        text = "".join(kept[start:end]).encode("utf-16-le", "surrogatepass")
+        pieces.append((text.decode("utf-16-le", "replace"), figure))
+        start = end
+    return pieces
 
 
 def _drawing_candidates(page: Any) -> list[Box]:
@@ -220,14 +283,10 @@ def _chars(textpage: Any) -> list[Char]:
     return chars
 
 
-def find_drawings(candidates: list[Box], chars: list[Char]) -> list[Box]:
-    """The drawings among the candidate boxes: those that are not text on a background,
-    joined where they touch (within ``LABEL_POINTS``), each at least ``MIN_DRAWING_POINTS``
-    on its smaller side and itself not mostly text."""
-    lines = [
-        functools.reduce(Box.joined, (b for n in line if (b := chars[n].box) is not None))
-        for line in _lines(chars)
-    ]
+def find_drawings(candidates: list[Box], lines: list[Box]) -> list[Box]:
+    """The drawings among the candidate boxes: those that are not text on a background (the
+    page's text ``lines``), joined where they touch (within ``LABEL_POINTS``), each at least
+    ``MIN_DRAWING_POINTS`` on its smaller side and itself not mostly text."""
     shapes = [b for b in candidates if text_cover(b, lines) <= TEXT_COVER]
     return [
         d
@@ -280,31 +339,13 @@ def text_cover(box: Box, lines: list[Box]) -> float:
     return sum(_within(line, box).area for line in lines) / box.area
 
 
-def text_between(chars: list[Char], tops: list[float], drawn: set[int]) -> list[str]:
-    """The page's text cut at the figures' tops (``tops``, highest first): the text above the
-    first, between each and the next, and below the last; the characters numbered in
-    ``drawn`` are left out (drawn with a drawing), and the spaces and line ends after one with
-    them."""
-    texts: list[list[str]] = [[] for _ in range(len(tops) + 1)]
-    band: int | None = 0  # where the last placed character went; None: left out
-    for n, char in enumerate(chars):
-        if char.box is not None:
-            y = (char.box.bottom + char.box.top) / 2
-            band = None if n in drawn else sum(1 for top in tops if top > y)
-        if band is not None:
-            texts[band].append(char.text)
-    # PDFium gives a character beyond the BMP as its two UTF-16 halves: paired up again here
-    return [
-        "".join(t).encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-        for t in texts
-    ]
-
-
 def labelled(drawings: list[Box], chars: list[Char]) -> tuple[list[Box], set[int]]:
     """Each drawing's region, grown over the text lines that lie mostly within
     ``LABEL_POINTS`` of it (its labels, legend and axis figures, drawn with it) and a point of
     margin; and those lines' characters, by number. A line is PDFium's: the characters between
     two line ends."""
+    if not drawings:
+        return [], set()
     regions = list(drawings)
     near = [d.grown(LABEL_POINTS) for d in drawings]
     drawn: set[int] = set()
@@ -325,6 +366,14 @@ def labelled(drawings: list[Box], chars: list[Char]) -> tuple[list[Box], set[int
                 if box is not None:
                     regions[best] = regions[best].joined(box)
     return [r.grown(1.0) for r in regions], drawn
+
+
+def _line_boxes(chars: list[Char]) -> list[Box]:
+    """Each line's box: round its characters."""
+    return [
+        functools.reduce(Box.joined, (b for n in line if (b := chars[n].box) is not None))
+        for line in _lines(chars)
+    ]
 
 
 def _lines(chars: list[Char]) -> Iterator[list[int]]:

@@ -256,3 +256,19 @@ def test_a_pdf_drawn_with_paths_only_is_a_document_of_its_drawing(pool, tmp_path
     src = write_pdf(tmp_path / "drawn.pdf", [[("ops", "0 1 0 rg 100 100 300 300 re f")]])
     _, media = _body_and_media(_convert(pool, src, tmp_path / "out.docx", "docx"))
     assert len(media) == 1
+
+
+def test_a_picture_in_the_right_column_of_two_sits_in_that_column_s_text(pool, tmp_path):
+    """Two columns read one after the other (PDFium's order, as the page's content has it):
+    the picture in the right one comes after the whole left column, between the right
+    column's lines above and below it, not between the left column's."""
+    page: Page = [("label", 72, 700 - 14 * n, 10, f"Left line {n}") for n in range(30)]
+    page += [("label", 330, 700 - 14 * n, 10, f"Right line {n}") for n in range(10)]
+    page.append(("picture", 330, 420, 200, 100))
+    page += [("label", 330, 400 - 14 * n, 10, f"Right line {n}") for n in range(10, 20)]
+    src = write_pdf(tmp_path / "columns.pdf", [page])
+    body, (picture,) = _body_and_media(_convert(pool, src, tmp_path / "out.docx", "docx"))
+    _is_the_red_picture(picture)
+    drawing = body.index("<w:drawing>")
+    assert body.index(">Left line 29<") < body.index(">Right line 9<") < drawing
+    assert drawing < body.index(">Right line 10<")
