@@ -1,5 +1,6 @@
-"""PDF -> documents that keep its pictures and drawings (docx, odt, epub, html): PDFium reads
-each page's text, pictures and drawings in the helper, pandoc writes the document.
+"""PDF -> documents that keep its pictures and drawings (docx, odt, epub, html, rtf; doc is
+LibreOffice's of the docx): PDFium reads each page's text, pictures and drawings in the
+helper, pandoc writes the document.
 
 Text comes in PDFium's reading order (the page's content order: on a page of two columns,
 the left one, then the right one), a paragraph per line, as the text route (pdf -> txt ->
@@ -41,7 +42,7 @@ from appliance.engines.pixels import check_pixels
 from appliance.engines.tools import tool_version
 from appliance.errors import PermanentError
 
-DOCUMENTS = ("docx", "odt", "epub", "html")
+DOCUMENTS = ("docx", "odt", "epub", "html", "rtf")
 MIN_PICTURE_POINTS = 12.0  # a picture's smaller side on the page, in points (1/72 in)
 # A page break in Word's XML: a paragraph whose only run breaks the page.
 DOCX_PAGE_BREAK = {

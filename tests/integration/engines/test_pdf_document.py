@@ -272,3 +272,11 @@ def test_a_picture_in_the_right_column_of_two_sits_in_that_column_s_text(pool, t
     drawing = body.index("<w:drawing>")
     assert body.index(">Left line 29<") < body.index(">Right line 9<") < drawing
     assert drawing < body.index(">Right line 10<")
+
+
+def test_an_rtf_holds_the_picture_between_the_texts(pool, tmp_path):
+    src = write_pdf(tmp_path / "in.pdf", PICTURE_BETWEEN)
+    rtf = _convert(pool, src, tmp_path / "out.rtf", "rtf").read_text()
+    (picture,) = re.findall(r"\\pngblip[^ ]* ([0-9a-f]+)\}", rtf.replace("\n", ""))
+    _is_the_red_picture(bytes.fromhex(picture))
+    assert rtf.index("Above the picture") < rtf.index("\\pngblip") < rtf.index("Below the picture")

@@ -59,11 +59,14 @@ REAL = Registry(enabled_engines())
         ("avif", "odt", ["vips", "ocr-document"]),
         ("svg", "docx", ["rsvg", "ocr-document"]),  # a drawing, not its PDF's text
         ("png", "md", ["tesseract", "pandoc"]),
-        ("png", "doc", ["tesseract", "libreoffice"]),
+        ("png", "doc", ["ocr-document", "libreoffice"]),  # its docx, made a doc
+        ("svg", "doc", ["rsvg", "ocr-document", "libreoffice"]),
         ("svg", "md", ["rsvg", "pdfium", "pandoc"]),
         # a PDF's text and the pictures in it, never pictures of its pages
         ("pdf", "docx", ["pdf-document"]),
-        ("pdf", "rtf", ["pdfium", "libreoffice"]),
+        ("pdf", "rtf", ["pdf-document"]),
+        ("pdf", "doc", ["pdf-document", "libreoffice"]),
+        ("xls", "doc", ["libreoffice", "pdf-document", "libreoffice"]),
         ("pdf", "html", ["pdf-document"]),
         ("pdf", "md", ["pdfium", "pandoc"]),
         ("pptx", "docx", ["libreoffice", "pdf-document"]),
