@@ -298,3 +298,21 @@ def test_a_webp_tesseracts_own_reader_refuses_is_read(pool, tmp_path):
             lambda f: None,
         )
     assert info.value.code == "NO_TEXT_FOUND"
+
+
+def test_a_picture_to_doc_is_its_docx_made_a_doc_with_the_picture_in_it(pool, tmp_path):
+    """Word 97 from a picture: the docx above (the picture, then its words), written as doc
+    by LibreOffice, not the words alone."""
+    src = tmp_path / "words.png"
+    text_image(OCR_WORDS).write_to_file(str(src))
+    registry = Registry(sandboxed(enabled_engines(), pool))
+    hops, options = registry.plan("png", "doc", {})
+    assert [h.engine.descriptor.id for h in hops] == ["ocr-document", "libreoffice"]
+    (doc,) = run_hops(hops, src, tmp_path, options, lambda f: None)
+    data = doc.read_bytes()
+    assert data.startswith(b"\xd0\xcf\x11\xe0")  # an OLE compound file, as Word 97 writes
+    picture = data[data.index(b"\x89PNG\r\n\x1a\n") :]  # the picture, kept as PNG
+    source = pyvips.Image.new_from_file(str(src))
+    assert int.from_bytes(picture[16:20], "big") == source.width  # its IHDR's width
+    assert int.from_bytes(picture[20:24], "big") == source.height
+    assert OCR_WORDS.split()[0].encode("utf-16-le") in data or OCR_WORDS.split()[0].encode() in data
