@@ -397,7 +397,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         ),
     ] = 30.0
     reconcile_interval_seconds: Annotated[
-        float, _doc("How often the reconciler looks for lost messages and lapsed leases.", gt=0)
+        float,
+        _doc(
+            "How often the reconciler looks for lost messages and lapsed leases, and chains"
+            " the audit records appended since onto the log.",
+            gt=0,
+        ),
     ] = 10.0
     audit_retention_days: Annotated[
         float,

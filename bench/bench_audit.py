@@ -1,6 +1,7 @@
 """The audit log's append rate: writers appending at once (each append its own transaction,
-serialized on the chain's head row), against a Postgres with durable commits, and the time
-`appliance audit verify` takes per record.
+into the pending records: no append waits for another), against a Postgres with durable
+commits; the rate at which ``seal`` chains them; and the time `appliance audit verify` takes
+per record.
 
     .venv/bin/python -m bench.bench_audit [--writers 1 4 16] [--seconds 10]
 """
@@ -63,6 +64,10 @@ def main() -> None:
                 rate, p99 = appends(pg.url, writers, args.seconds)
                 print(f"{writers:7} {rate:10.0f} {p99:7.1f}")
             with psycopg.connect(pg.url, autocommit=True, row_factory=dict_row) as conn:
+                start = time.perf_counter()
+                sealed = audit.seal(conn)
+                t = time.perf_counter() - start
+                print(f"seal: {sealed} records in {t:.2f} s ({sealed / t:.0f} records/s)")
                 times = []
                 for _ in range(3):
                     start = time.perf_counter()

@@ -93,7 +93,8 @@ def audit_user_exported(conn: DictConnection, user_id: uuid.UUID, files: int) ->
 
 def audit_entries(conn: DictConnection, user_id: uuid.UUID) -> list[dict[str, Any]]:
     """The audit log's records about the user, oldest first, for the export's ``audit``
-    section (their details as JSON objects)."""
+    section (their details as JSON objects); what is pending is sealed first."""
+    audit.seal(conn)
     return [
         {**r, "details": msgspec.json.decode(r["details"])}
         for r in audit_rows.of_user(conn, user_id)

@@ -34,27 +34,15 @@ BEGIN
     RETURN NULL;
 END $function$;
 
--- defined in 0015_audit_log.sql
+-- defined in 0027_audit_sealed_later.sql
 CREATE OR REPLACE FUNCTION public.appliance_audit_append(p_event text, p_user uuid, p_actor text, p_subject text, p_details text)
  RETURNS bigint
- LANGUAGE plpgsql
+ LANGUAGE sql
 AS $function$
-DECLARE
-    v_seq bigint;
-    v_prev text;
-    v_at timestamptz;
-    v_hash text;
-BEGIN
-    -- the row lock: appends wait here, in turn, until the holder's transaction ends
-    UPDATE audit_head SET seq = seq + 1 WHERE one RETURNING seq, hash INTO v_seq, v_prev;
-    v_at := clock_timestamp();  -- taken under the lock: times rise with seq
-    v_hash := appliance_audit_hash(v_seq, v_prev, v_at, p_event, p_user, p_actor, p_subject,
-                                   p_details);
-    UPDATE audit_head SET hash = v_hash WHERE one;
-    INSERT INTO audit_log (seq, at, event, user_id, actor, subject, details, prev, hash)
-    VALUES (v_seq, v_at, p_event, p_user, p_actor, p_subject, p_details, v_prev, v_hash);
-    RETURN v_seq;
-END $function$;
+    INSERT INTO audit_pending (event, user_id, actor, subject, details)
+    VALUES (p_event, p_user, p_actor, p_subject, p_details)
+    RETURNING id
+$function$;
 
 -- defined in 0015_audit_log.sql
 CREATE OR REPLACE FUNCTION public.appliance_audit_guard()
@@ -82,6 +70,51 @@ AS $function$
         encode(sha256(convert_to(p_subject, 'UTF8')), 'hex'),
         encode(sha256(convert_to(p_details, 'UTF8')), 'hex')), 'UTF8')), 'hex')
 $function$;
+
+-- defined in 0027_audit_sealed_later.sql
+CREATE OR REPLACE FUNCTION public.appliance_audit_pending_guard()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF TG_OP = 'DELETE' AND current_setting('appliance.audit_sealing', true) = 'on' THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'audit_pending is append-only until sealed (% refused)', TG_OP;
+END $function$;
+
+-- defined in 0027_audit_sealed_later.sql
+CREATE OR REPLACE FUNCTION public.appliance_audit_seal(p_limit integer)
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_seq bigint;
+    v_prev text;
+    v_hash text;
+    v_ids bigint[] := '{}';
+    r record;
+BEGIN
+    -- one sealer at a time; it reads audit_pending only once it holds the head
+    SELECT seq, hash INTO v_seq, v_prev FROM audit_head WHERE one FOR UPDATE;
+    FOR r IN SELECT * FROM audit_pending ORDER BY id LIMIT p_limit LOOP
+        v_seq := v_seq + 1;
+        v_hash := appliance_audit_hash(v_seq, v_prev, r.at, r.event, r.user_id, r.actor,
+                                       r.subject, r.details);
+        INSERT INTO audit_log (seq, at, event, user_id, actor, subject, details, prev, hash)
+        VALUES (v_seq, r.at, r.event, r.user_id, r.actor, r.subject, r.details, v_prev, v_hash);
+        v_prev := v_hash;
+        v_ids := v_ids || r.id;
+    END LOOP;
+    IF cardinality(v_ids) > 0 THEN
+        UPDATE audit_head SET seq = v_seq, hash = v_prev WHERE one;
+        PERFORM set_config('appliance.audit_sealing', 'on', true);
+        -- by id: a record that committed since the loop read is left for the next sealing
+        DELETE FROM audit_pending WHERE id = ANY (v_ids);
+        PERFORM set_config('appliance.audit_sealing', 'off', true);
+    END IF;
+    RETURN cardinality(v_ids);
+END $function$;
 
 -- defined in 0002_one_round_trip.sql; altered in 0004_task_ends_without_table_scans.sql
 CREATE OR REPLACE FUNCTION public.appliance_claim_task(p_task uuid, p_lease_seconds double precision)

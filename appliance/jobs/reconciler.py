@@ -9,7 +9,9 @@ One pass (at most one at a time across the fleet, by advisory lock):
    or cache entry are removed from storage after a grace period;
 4. every ``usage_flush_seconds`` (hourly), the stored byte-hours accrued go into the day's
    usage (``usage_daily``);
-5. hourly, audit records past ``audit_retention_days`` are pruned (``security.audit.prune``).
+5. the audit records appended since the last pass are chained onto the log
+   (``security.audit.seal``), and hourly, those past ``audit_retention_days`` are pruned
+   (``security.audit.prune``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class PassReport:
     released: int = 0
     deleted_objects: int = 0
     usage_flushed: int = 0  # users whose stored byte-hours went into usage_daily
+    audit_sealed: int = 0  # audit records chained onto the log
     audit_pruned: int = 0  # audit records past their retention, deleted
 
 
@@ -75,6 +78,7 @@ class Reconciler:
                 self._lost_messages(report)
                 self._expire(report)
                 self._flush_usage(report)
+                self._seal_audit(report)
                 self._prune_audit(report)
                 return report
             finally:
@@ -136,6 +140,10 @@ class Reconciler:
             return
         self._next_flush = time.monotonic() + s.usage_flush_seconds
         report.usage_flushed = usage_rows.flush_stored(self.rt.pool)
+
+    def _seal_audit(self, report: PassReport) -> None:
+        with self.rt.pool.connection() as conn:
+            report.audit_sealed = audit.seal(conn)
 
     def _prune_audit(self, report: PassReport) -> None:
         s = self.rt.settings

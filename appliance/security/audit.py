@@ -1,10 +1,14 @@
 """The tamper-evident audit log: who did what to which user, key, job, file or webhook.
 
 Record an event with ``record(conn, event, user_id, subject, details)`` (or
-``record_async``), last in the transaction that made the change, so the record commits or
-rolls back with it and the chain's lock (migration 0015) is held only for the commit.
-``details`` is a small JSON object; it must never carry a secret (a key, a password, a
-webhook's signing secret) and, for an erased user, no personal data.
+``record_async``) in the transaction that made the change, so the record commits or rolls
+back with it. ``details`` is a small JSON object; it must never carry a secret (a key, a
+password, a webhook's signing secret) and, for an erased user, no personal data.
+
+A record is appended to ``audit_pending`` without waiting for any other append, and chained
+later by ``seal`` (migration 0027): the reconciler seals on each pass, and ``verify``,
+``show``, a user's export and ``prune`` seal before they read. A record is tamper-evident
+from its sealing on, within one reconciler interval of its commit.
 
 The chain: each record's ``hash`` is SHA-256 over its sequence number, the hash before it
 (``prev``), its time and the SHA-256 of each text field (``record_hash``, computed here and,
@@ -37,6 +41,7 @@ from appliance.security.limits import Rule
 log = logging.getLogger(__name__)
 
 GENESIS = "0" * 64  # the prev of the first record ever
+SEAL_BATCH = 5000  # pending records chained in one transaction
 ANCHOR_PURPOSE = b"appliance audit anchor"
 
 # The events recorded, by name (``appliance audit show --event`` takes one, or a prefix
@@ -141,7 +146,7 @@ def record(
     *,
     actor: str = "system",
 ) -> int:
-    """Append one record; its sequence number."""
+    """Append one record (pending until ``seal``); its pending number."""
     _check_event(event)
     return audit_rows.append(conn, event, user_id, actor, subject, details_text(details))
 
@@ -215,6 +220,19 @@ def record_hash(r: Record) -> str:
     return digest(text)
 
 
+def seal(conn: DictConnection) -> int:
+    """Chain every committed pending record onto the log, oldest append first, in batches
+    of ``SEAL_BATCH`` each in a transaction of its own (on an autocommit connection; within
+    the caller's, if one is open); how many."""
+    sealed = 0
+    while True:
+        with conn.transaction():
+            batch = audit_rows.seal(conn, SEAL_BATCH)
+        sealed += batch
+        if batch < SEAL_BATCH:
+            return sealed
+
+
 def anchor_signature(key: bytes, seq: int, hash_: str) -> str:
     mac_key = hmac.new(key, ANCHOR_PURPOSE, hashlib.sha256).digest()
     return hmac.new(mac_key, f"{seq}:{hash_}".encode(), hashlib.sha256).hexdigest()
@@ -223,7 +241,9 @@ def anchor_signature(key: bytes, seq: int, hash_: str) -> str:
 def verify(conn: DictConnection, key: bytes, noted: tuple[int, str] | None = None) -> Report:
     """Walk the whole chain (in one transaction: a consistent snapshot). ``noted``: a
     (sequence number, hash) an operator wrote down elsewhere from an earlier verify: a chain
-    rewritten since, every hash recomputed, no longer holds it."""
+    rewritten since, every hash recomputed, no longer holds it. What is pending is sealed
+    first."""
+    seal(conn)
     with conn.transaction():
         report = Report()
         seq, prev = _start(conn, key, report)
@@ -306,7 +326,8 @@ def show(
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     """The newest records first, of one user (by email, or by id for an erased one), since
-    a time, of one event or event family."""
+    a time, of one event or event family. What is pending is sealed first."""
+    seal(conn)
     user = None
     if email:
         user = _user_ref(conn, email)
@@ -326,9 +347,11 @@ def _user_ref(conn: DictConnection, who: str) -> uuid.UUID:
 
 def prune(conn: DictConnection, key: bytes, retention_days: float, now: datetime) -> int:
     """Delete the records older than the retention, keeping a signed anchor of the last one
-    deleted and recording the pruning; how many went (0 when retention is off)."""
+    deleted and recording the pruning; how many went (0 when retention is off). What is
+    pending is sealed first."""
     if retention_days <= 0:
         return 0
+    seal(conn)
     with conn.transaction():
         end = audit_rows.prune_end(conn, now - timedelta(days=retention_days))
         if end is None:

@@ -1,5 +1,6 @@
-"""The audit log (migration 0015): appends through appliance_audit_append, reads in chain
-order, the chain head, retention's anchors and prunes."""
+"""The audit log (migrations 0015, 0027): appends through appliance_audit_append (into
+audit_pending), sealing onto the chain, reads in chain order, the chain head, retention's
+anchors and prunes."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ APPEND_DOWNLOAD = (
     "SELECT appliance_audit_append('file.downloaded',"
     " (SELECT user_id FROM task_files WHERE sha256 = %s LIMIT 1), %s, %s, %s) AS seq"
 )
+SEAL = "SELECT appliance_audit_seal(%s) AS sealed"
 CHAIN = (
     "SELECT seq, at, event, user_id, actor, subject, details, prev, hash FROM audit_log"
     " WHERE seq > %s ORDER BY seq"
@@ -65,6 +67,13 @@ async def append_download(
     conn: AsyncDictConnection, sha256: str, actor: str, subject: str, details: str
 ) -> None:
     await conn.execute(APPEND_DOWNLOAD, (sha256, actor, subject, details))
+
+
+def seal(conn: DictConnection, limit: int) -> int:
+    """Chain up to ``limit`` committed pending records onto the log; how many."""
+    row = conn.execute(SEAL, (limit,)).fetchone()
+    assert row is not None
+    return int(row["sealed"])
 
 
 def chain(conn: DictConnection, after: int) -> Iterator[dict[str, Any]]:

@@ -249,3 +249,16 @@ def test_a_pending_entry_older_than_a_redis_restart_is_not_trusted(system, png_f
     assert Reconciler(system.rt).run_once().requeued == 1
     system.start_worker()
     assert system.wait(job["id"])["status"] == "finished"
+
+
+def test_a_reconciler_pass_seals_the_audit_records_appended_since_the_last(system, png_file):
+    system.stop_worker()
+    pending = "SELECT count(*) AS n FROM audit_pending"
+    before = system.sql(pending)[0]["n"]  # the user and key the fixture made, say
+    job = _base64_job(system, png_file)  # its creation appends job.created
+    assert system.sql(pending)[0]["n"] == before + 1
+    assert Reconciler(system.rt).run_once().audit_sealed == before + 1
+    assert system.sql(pending)[0]["n"] == 0
+    last = system.sql("SELECT event, subject FROM audit_log ORDER BY seq DESC LIMIT 1")
+    assert last == [{"event": "job.created", "subject": f"job:{job['id']}"}]
+    assert Reconciler(system.rt).run_once().audit_sealed == 0

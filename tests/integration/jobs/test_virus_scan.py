@@ -78,6 +78,7 @@ def stored_bytes(system: JobSystem, data: bytes) -> bytes:
 
 
 def infected_audit(system: JobSystem) -> list[dict[str, Any]]:
+    system.sql("SELECT appliance_audit_seal(100000)")  # as the reconciler does
     return system.sql(
         "SELECT user_id, actor, subject, details FROM audit_log WHERE event = 'file.infected'"
     )

@@ -1,6 +1,7 @@
 """The audit log on real Postgres: the hash chain finds an edited, a deleted or a reordered
-record; concurrent appends keep one valid chain; retention prunes a prefix behind a signed
-anchor; operators' changes to users and keys are recorded by the code that makes them."""
+record; appends never wait for each other and concurrent ones, once sealed, make one valid
+chain; retention prunes a prefix behind a signed anchor; operators' changes to users and keys
+are recorded by the code that makes them."""
 
 from __future__ import annotations
 
@@ -40,9 +41,11 @@ def cli(postgres_url, redis_url, monkeypatch, capsys):
 
 
 def append_some(conn, n: int = 6) -> None:
+    """``n`` records appended, then sealed onto the chain (as the reconciler would)."""
     user = uuid.uuid4()
     for i in range(n):
         audit.record(conn, "job.created", user, f"job:{i}", {"tasks": i, "tag": "é|\n"})
+    audit.seal(conn)
 
 
 def tamper(conn, sql: str, *args) -> None:
@@ -167,7 +170,7 @@ def test_an_append_rolled_back_leaves_no_gap(conn):
     assert report.ok and report.last == 3
 
 
-def test_concurrent_appends_keep_one_valid_chain(postgres_url, conn):
+def test_concurrent_appends_once_sealed_keep_one_valid_chain(postgres_url, conn):
     writers, each = 8, 25
     committed = []
     lock = threading.Lock()
@@ -179,13 +182,15 @@ def test_concurrent_appends_keep_one_valid_chain(postgres_url, conn):
                 rollback = rnd.random() < 0.2
                 try:
                     with c.transaction():
-                        seq = audit.record(c, "limit.hit", None, f"ip:{n}", {"i": i})
+                        audit.record(c, "limit.hit", None, f"ip:{n}", {"i": i})
                         if rollback:
                             raise LookupError
                 except LookupError:
                     continue
                 with lock:
-                    committed.append(seq)
+                    committed.append((f"ip:{n}", f'{{"i":{i}}}'))
+                if i % 10 == 0:
+                    audit.seal(c)  # sealers race the writers and each other
 
     threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
     for t in threads:
@@ -194,11 +199,42 @@ def test_concurrent_appends_keep_one_valid_chain(postgres_url, conn):
         t.join()
     report = audit.verify(conn, KEY)
     assert report.ok, report.problems
-    assert report.records == len(committed) and sorted(committed) == list(
-        range(1, len(committed) + 1)
-    )
-    times = [r["at"] for r in conn.execute("SELECT at FROM audit_log ORDER BY seq").fetchall()]
-    assert times == sorted(times)  # taken under the chain's lock
+    assert report.records == len(committed) and (report.first, report.last) == (1, len(committed))
+    chained = conn.execute("SELECT subject, details FROM audit_log ORDER BY seq").fetchall()
+    assert sorted((r["subject"], r["details"]) for r in chained) == sorted(committed)
+    assert conn.execute("SELECT count(*) AS n FROM audit_pending").fetchone()["n"] == 0
+
+
+def test_an_append_waits_for_no_other_and_is_chained_once_it_commits(postgres_url, conn):
+    """One transaction appended and is still open; another appends and commits at once (it
+    used to wait for the first's end); sealing chains only what has committed."""
+    with psycopg.connect(postgres_url, row_factory=dict_row) as slow:
+        audit.record(slow, "job.created", None, "job:slow")  # its transaction stays open
+        conn.execute("SET statement_timeout = '2s'")
+        try:
+            audit.record(conn, "job.created", None, "job:fast")  # autocommit: committed
+        finally:
+            conn.execute("RESET statement_timeout")
+        assert audit.seal(conn) == 1
+        slow.commit()
+    assert audit.seal(conn) == 1
+    rows = conn.execute("SELECT seq, subject FROM audit_log ORDER BY seq").fetchall()
+    assert [(r["seq"], r["subject"]) for r in rows] == [(1, "job:fast"), (2, "job:slow")]
+    assert audit.verify(conn, KEY).ok
+
+
+def test_pending_records_refuse_updates_deletes_and_truncation(conn):
+    audit.record(conn, "job.created", None, "job:pending")
+    for sql in (
+        "UPDATE audit_pending SET subject = 'job:other'",
+        "DELETE FROM audit_pending",
+        "TRUNCATE audit_pending",
+    ):
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only until sealed"):
+            conn.execute(sql)
+    audit.seal(conn)
+    (row,) = conn.execute("SELECT subject FROM audit_log").fetchall()
+    assert row["subject"] == "job:pending"
 
 
 def test_retention_prunes_a_prefix_behind_a_signed_anchor(conn):
@@ -239,6 +275,7 @@ def test_operator_changes_to_users_and_keys_are_recorded(cli, conn):
     ada = conn.execute("SELECT id FROM users WHERE email = 'ada@example.test'").fetchone()["id"]
     bo = conn.execute("SELECT id FROM users WHERE email = 'bo@example.test'").fetchone()["id"]
     assert cli("users", "delete", "ada@example.test")[0] == 0
+    audit.seal(conn)
     rows = conn.execute(
         "SELECT event, user_id, actor, subject, details FROM audit_log ORDER BY seq"
     ).fetchall()
