@@ -34,6 +34,14 @@ def make_keys(n: int, out: Path) -> Path:
     return path
 
 
+def _mix(text: str) -> str:
+    kinds = [k for k in text.split(",") if k]
+    unknown = sorted(set(kinds) - {"image", "table", "text"})
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"kinds are image, table and text, not {text!r}")
+    return ",".join(kinds)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="loadtest", description=__doc__)
     ap.add_argument("--url", required=True, help="the appliance's base URL")
@@ -49,6 +57,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="every job's file unlike any other (no stored file or cached result shared)",
     )
+    ap.add_argument(
+        "--mix",
+        type=_mix,
+        default="image,table,text",
+        help="the kinds of file the jobs bring, comma-separated: image (png -> webp), table"
+        " (csv -> json), text (md -> html); default all three",
+    )
+    ap.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not check the appliance's TLS certificate (a test fleet's self-signed one)",
+    )
     ap.add_argument("--out", type=Path, default=Path("bench/out/loadtest"))
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -59,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         env["LOADTEST_METRICS_URL"] = args.metrics_url
     if args.unique_files:
         env["LOADTEST_UNIQUE"] = "1"
+    env["LOADTEST_MIX"] = args.mix
+    if args.insecure:
+        env["LOADTEST_INSECURE"] = "1"
     ran = subprocess.run(
         [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
          "--host", args.url, "-u", str(args.users), "-r", str(args.spawn_rate),

@@ -9,9 +9,12 @@
 
 Environment: ``LOADTEST_KEYS`` (a file of API keys, one per line, handed out in turn),
 ``LOADTEST_METRICS_URL`` (the API's /metrics, sampled for queue depth into
-``LOADTEST_QUEUE_CSV`` every ``SAMPLE_SECONDS``), ``LOADTEST_UNIQUE=1`` (every job's file unlike
+``LOADTEST_QUEUE_CSV`` every ``SAMPLE_SECONDS``), ``LOADTEST_MIX`` (the kinds of file jobs
+bring, of ``ALL_SAMPLES``: image,table,text by default; a fleet without the markup engines
+leaves text out), ``LOADTEST_UNIQUE=1`` (every job's file unlike
 any other, as real clients' files are: no stored file or cached conversion is shared by two
-jobs).
+jobs), ``LOADTEST_INSECURE=1`` (the appliance's TLS certificate is not checked: a test fleet's
+self-signed one).
 """
 
 from __future__ import annotations
@@ -30,11 +33,15 @@ from typing import Any
 
 import gevent
 import requests
+import urllib3
 from locust import HttpUser, between, events, task
 from PIL import Image
 
 KEYS = Path(os.environ.get("LOADTEST_KEYS", "/dev/null")).read_text().split()
 UNIQUE = os.environ.get("LOADTEST_UNIQUE") == "1"
+INSECURE = os.environ.get("LOADTEST_INSECURE") == "1"
+if INSECURE:  # said once by the flag, not once per request
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 _turn = itertools.count()
 POLL_SECONDS = 2.0
 JOB_SECONDS = 120.0  # longest a simulated client waits for its job
@@ -47,11 +54,16 @@ def _png() -> bytes:
     return out.getvalue()
 
 
-SAMPLES = [  # (file name, bytes, target format)
-    ("photo.png", _png(), "webp"),
-    ("table.csv", b"city,people\nOslo,709000\nLima,10000000\nPerth,2100000\n", "json"),
-    ("notes.md", b"# Notes\n\nA *short* text with a [link](https://example.org).\n", "html"),
-]
+ALL_SAMPLES = {  # kind: (file name, bytes, target format)
+    "image": ("photo.png", _png(), "webp"),
+    "table": ("table.csv", b"city,people\nOslo,709000\nLima,10000000\nPerth,2100000\n", "json"),
+    "text": (
+        "notes.md",
+        b"# Notes\n\nA *short* text with a [link](https://example.org).\n",
+        "html",
+    ),
+}
+SAMPLES = [ALL_SAMPLES[k] for k in os.environ.get("LOADTEST_MIX", ",".join(ALL_SAMPLES)).split(",")]
 
 
 def unique(name: str, data: bytes, target: str) -> tuple[str, bytes, str]:
@@ -101,6 +113,8 @@ class Client(HttpUser):
         if not KEYS:
             raise RuntimeError("LOADTEST_KEYS names no keys")
         self.client.headers["Authorization"] = f"Bearer {KEYS[next(_turn) % len(KEYS)]}"
+        if INSECURE:
+            self.client.verify = False
 
 
 class Converter(Client):

@@ -99,10 +99,16 @@ def record_time(name: str, seconds: float) -> None:
 
 @pytest.fixture(scope="session")
 def fleet(lab_factory, s3_server: S3Server, tmp_path_factory) -> Iterator[Fleet]:
-    lab = lab_factory(list(LAYOUT))
+    fleet = provision(lab_factory(list(LAYOUT)), s3_server, tmp_path_factory.mktemp("fleet"))
+    record_time("provision_from_bare_seconds", fleet.first_seconds)
+    yield fleet
+
+
+def provision(lab: Lab, s3_server: S3Server, work: Path) -> Fleet:
+    """The fleet of ``LAYOUT`` on ``lab``'s hosts (booted, bare), deployed with the one
+    command, its settings and secrets under ``work``; storage is ``s3_server``."""
     s3 = lab.expose(int(s3_server.endpoint.rsplit(":", 1)[1]))
     lb_port = lab.forward("h1", 443)
-    work = tmp_path_factory.mktemp("fleet")
     spec = {
         "hosts": [
             {"name": n, "ip": lab.ip(n), "roles": roles, "ssh": lab.host_data(n)}
@@ -132,5 +138,4 @@ def fleet(lab_factory, s3_server: S3Server, tmp_path_factory) -> Iterator[Fleet]
     fleet = Fleet(lab, f"https://127.0.0.1:{lb_port}", env,
                   REPO / "deploy/pyinfra/inventories/lab/inventory.py", "", 0.0)  # fmt: skip
     fleet.first_log, fleet.first_seconds = fleet.deploy()
-    record_time("provision_from_bare_seconds", fleet.first_seconds)
-    yield fleet
+    return fleet

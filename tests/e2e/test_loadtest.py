@@ -1,7 +1,7 @@
 """A short run of the bundled load test (bench/loadtest) against a running appliance: keys
 made by the tool, every request and every job succeeds (or is shed with a 503 on a busy
-machine), every job's file is its own
-(``--unique-files``), and the report (Locust's CSV and HTML, the queue samples, the PNG plots)
+machine), every job's file is its own (``--unique-files``) and of the kinds asked
+(``--mix``), and the report (Locust's CSV and HTML, the queue samples, the PNG plots)
 is written and readable."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def test_a_short_load_test_succeeds_and_writes_its_report(deployment: Deployment
     ran = subprocess.run(
         [sys.executable, "-m", "bench.loadtest", "--url", deployment.url, "--make-keys", "3",
          "--users", "6", "--spawn-rate", "6", "--run-time", "12s", "--metrics-url", metrics,
-         "--unique-files", "--out", str(out)],
+         "--unique-files", "--mix", "image,text", "--out", str(out)],
         env=deployment.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
@@ -57,8 +57,18 @@ def test_a_short_load_test_succeeds_and_writes_its_report(deployment: Deployment
             " JOIN tasks t ON t.id = f.task_id JOIN users u ON u.id = t.user_id"
             " WHERE t.operation = 'import/base64' AND u.email LIKE 'loadtest-%'"
         ).fetchone() or (0, 0)
-    assert files >= int(rows[("POST", "/v2/jobs")]["Request Count"]) > 0
+        targets = {
+            row[0]
+            for row in conn.execute(
+                "SELECT DISTINCT t.payload->>'output_format' FROM tasks t"
+                " JOIN users u ON u.id = t.user_id"
+                " WHERE t.operation = 'convert' AND u.email LIKE 'loadtest-%'"
+            )
+        }
+    posts = rows[("POST", "/v2/jobs")]
+    assert files >= int(posts["Request Count"]) - int(posts["Failure Count"]) > 0  # 503s made none
     assert distinct == files
+    assert targets == {"webp", "html"}  # images and texts, as --mix asked: no tables
     with (out / "queues.csv").open() as f:
         assert {r["queue"] for r in csv.DictReader(f)} >= {"light"}
     for plot in ("throughput", "latency", "errors", "queue-depth"):

@@ -3,9 +3,9 @@
 --
 -- Until now an append took the chain's head row (audit_head) and held it until its transaction
 -- ended, commit included, so every audited change in the fleet (each job created, each download,
--- each key made) committed one after another. On a fleet whose primary waits for a synchronous
--- standby at each commit, the lab showed job creations and downloads queued on that one row
--- while the database's CPU sat half idle, then the API's pools ran dry (503).
+-- each key made) committed one after another. In the lab fleet, whose primary waits for a
+-- synchronous standby at each commit, pg_stat_activity showed up to 13 job creations, downloads
+-- and task ends queued on that one row while the machine's CPU sat half idle.
 --
 -- Now an append inserts its record into audit_pending (no lock beyond its own row), in the
 -- transaction of its change as before, so it commits or rolls back with it. appliance_audit_seal

@@ -1,0 +1,119 @@
+"""The bundled load test against the lab fleet: six real Debian hosts (systemd-nspawn, see
+tests/deploy/lab) provisioned from bare with ``scripts/deploy`` as the deploy tests do (nginx
+on h1 in front of the api hosts h2 and h3; workers h4 and h5; the Postgres primary on h4 and a
+standby on h6; Redis on h2; storage the harness's S3 server), then ``bench.loadtest`` through
+the lb's TLS address, one run per ``--users`` figure, its jobs of images and tables (the lab's
+workers carry those engines only). Prints Locust's summary line per run and
+the CPU each host's services used (``unit_cpu``), to see where a fleet's
+cores go and what saturates first. All six hosts and the load generator share this machine's
+cores, so the figures show the fleet's costs per request and per role, not a fleet's capacity.
+
+    .venv/bin/python -m bench.bench_fleet_load [--users 100 300] [--run-time 90s]
+
+Loopback and the lab's own hosts only; bounded by ``--run-time`` per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from tests.deploy.fleet import LAYOUT, Fleet, provision
+from tests.deploy.lab import start_lab
+from tests.deploy.lab.system import cgroup_pids
+from tests.harness.s3server import start_s3_server
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def unit_cpu(fleet: Fleet) -> dict[str, float]:
+    """Core-seconds used so far by each systemd unit of each host, as ``host/unit`` (what no
+    service holds, e.g. the host's init: ``host/other``): every live process's own time and
+    that of its children it has reaped (so a finished engine run or connection counts), by
+    the unit its cgroup names. This machine's cgroups (v1 beside an unified tree without the
+    cpu controller) keep no CPU account per lab host, hence /proc."""
+    hz = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = defaultdict(float)
+    for name in LAYOUT:
+        for pid in cgroup_pids(fleet.lab.host(name).cgroup):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                groups = Path(f"/proc/{pid}/cgroup").read_text()
+            except OSError:  # ended meanwhile
+                continue
+            services = re.findall(r"/([^/\n]+)\.service", groups)
+            unit = services[-1] if services else "other"
+            used[f"{name}/{unit}"] += sum(int(f) for f in fields[11:15]) / hz
+    return used
+
+
+def run_load(fleet: Fleet, keys: Path, users: int, run_time: str, out: Path) -> tuple[float, float]:
+    """One headless Locust run through the lb: its wall-clock seconds and the load
+    generator's CPU seconds."""
+    started, generator = time.monotonic(), _children_cpu()
+    subprocess.run(
+        [sys.executable, "-m", "bench.loadtest", "--url", fleet.url, "--keys", str(keys),
+         "--users", str(users), "--spawn-rate", str(min(users, 50)), "--run-time", run_time,
+         "--insecure", "--mix", "image,table", "--out", str(out)],
+        cwd=REPO, check=True, timeout=3600,
+    )  # fmt: skip
+    return time.monotonic() - started, _children_cpu() - generator
+
+
+def _children_cpu() -> float:
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, nargs="+", default=[100, 300])
+    ap.add_argument("--run-time", default="90s")
+    ap.add_argument("--keys", type=int, default=20, help="users' keys made on the fleet")
+    ap.add_argument("--out", type=Path, default=REPO / "bench/out/loadtest-fleet")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
+        work = Path(tmp)
+        work.chmod(0o755)  # as the suite's work root: the S3 server's daemons reach it
+        s3 = start_s3_server(work / "s3")
+        lab = start_lab(list(LAYOUT))
+        try:
+            fleet = provision(lab, s3, work)
+            print(f"fleet provisioned in {fleet.first_seconds:.0f} s", flush=True)
+            keys = work / "keys.txt"
+            keys.write_text("".join(fleet.key() + "\n" for _ in range(args.keys)))
+            for users in args.users:
+                before = unit_cpu(fleet)
+                wall, generator = run_load(
+                    fleet, keys, users, args.run_time, args.out / f"u{users}"
+                )
+                after = unit_cpu(fleet)
+                used = {unit: after[unit] - before.get(unit, 0.0) for unit in after}
+                used["load generator (locust)"] = generator
+                report(users, wall, used)
+        finally:
+            lab.stop()
+            s3.stop()
+
+
+def report(users: int, wall: float, used: dict[str, float]) -> None:
+    cores = os.cpu_count() or 1
+    total = sum(used.values())
+    print(f"\n{users} users: CPU of the fleet over {wall:.0f} s on {cores} cores: "
+          f"{total:.0f} core-seconds, {total / (wall * cores):.0%} of the machine")  # fmt: skip
+    for unit, seconds in sorted(used.items(), key=lambda kv: -kv[1]):
+        if seconds / total >= 0.005:
+            print(f"  {unit:34} {seconds:8.1f}  {seconds / total:6.1%} of the fleet's")
+    print(flush=True)
+
+
+if __name__ == "__main__":
+    main()
