@@ -51,6 +51,7 @@ DOCX_PAGE_BREAK = {
 }
 _IMAGE_OBJECT = 3  # FPDF_PAGEOBJ_IMAGE
 _DRAWN_OBJECTS = (2, 4, 5)  # FPDF_PAGEOBJ_PATH, _SHADING, _FORM
+_KEPT_CONTROLS = frozenset(map(ord, "\t\n\r\f"))  # the controls text may hold
 DRAWING_DPI = 150
 LABEL_POINTS = 8.0  # text this near a drawing goes with it; shapes this near are one drawing
 THIN_POINTS = 2.0  # a path thinner than this on its smaller side is a rule or a border
@@ -278,7 +279,10 @@ def _chars(textpage: Any) -> list[Char]:
 
     chars = []
     for i in range(textpage.count_chars()):
-        text = chr(pdfium_c.FPDFText_GetUnicode(textpage, i))
+        code = pdfium_c.FPDFText_GetUnicode(textpage, i)
+        if (code < 0x20 and code not in _KEPT_CONTROLS) or code in (0xFFFE, 0xFFFF):
+            continue  # no character of a document (XML refuses them): a font's unmapped glyph
+        text = chr(code)
         made = pdfium_c.FPDFText_IsGenerated(textpage, i) == 1
         chars.append(Char(text, None if made else Box(*textpage.get_charbox(i))))
     return chars
