@@ -416,9 +416,11 @@ class PdfDocumentEngine:
         version=lambda: f"{pdfium_version()}+pandoc-{tool_version('pandoc')}",
         family="pdf",
         # Below pdfium to txt then pandoc (1 + 1), which loses the pictures; above
-        # ocr-document, so a drawing (svg) still becomes a picture of it (rsvg to png, then
-        # ocr-document) rather than the text of its PDF, whose paths this engine drops.
+        # ocr-document, so a drawing (svg) becomes a picture of it whole (rsvg to png, then
+        # ocr-document) rather than what this engine tells apart in its PDF (no drawing under
+        # half an inch). rtf likewise above ocr-document's 2.2.
         cost=1.95,
+        pair_costs={("pdf", "rtf"): 2.25},
         requires=("pandoc",),
         packages=("pandoc",),
     )

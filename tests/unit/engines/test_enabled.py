@@ -61,6 +61,7 @@ REAL = Registry(enabled_engines())
         ("png", "md", ["tesseract", "pandoc"]),
         ("png", "doc", ["ocr-document", "libreoffice"]),  # its docx, made a doc
         ("svg", "doc", ["rsvg", "ocr-document", "libreoffice"]),
+        ("svg", "rtf", ["rsvg", "ocr-document"]),
         ("svg", "md", ["rsvg", "pdfium", "pandoc"]),
         # a PDF's text and the pictures in it, never pictures of its pages
         ("pdf", "docx", ["pdf-document"]),
