@@ -7,11 +7,9 @@ back as dicts.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from functools import partial
 from typing import Any, TypeAlias
 
@@ -32,10 +30,11 @@ log = logging.getLogger(__name__)
 DATABASE_RETRY_AFTER = 5  # seconds a client is told to wait: a failover, a pool drained
 # Seconds an API connection's transaction may go without a statement before Postgres ends it.
 # An api host that dies inside a transaction (power cut, link down) leaves Postgres waiting on
-# a silent connection, holding the transaction's locks: an idempotency key's, say. API
-# transactions run statements milliseconds apart; this stays well under the lb's read timeout
-# (15 s in the lab), so requests waiting on those locks are answered in time. Not for the
-# workers' pool, whose clean-up deletes objects between a transaction's statements.
+# a silent connection, holding the transaction's locks: the audit chain's head, which every
+# creation waits for, or an idempotency key's. API transactions run statements milliseconds
+# apart; this stays well under the lb's read timeout (15 s in the lab), so requests waiting on
+# those locks are answered in time. Not for the workers' pool, whose clean-up deletes objects
+# between a transaction's statements.
 API_IDLE_LIMIT = 5
 # A database host that dies without a word (power cut, link down, a partition) sends no reset:
 # without these a statement sent to it, or a result awaited from it, would wait for the
@@ -78,45 +77,17 @@ class WorkerPool(ConnectionPool[Connection[DictRow]]):
         super()._add_connection(attempt, growing)
 
 
-# The jobs changed by the writes committed inside the ApiPool.connection block this task runs.
-_CHANGED: ContextVar[list[str] | None] = ContextVar("appliance_changed", default=None)
-
-
-def _gathered(on_change: OnChange) -> OnChange:
-    """``on_change`` for the API's connections: the changed jobs of a write committed inside
-    ``ApiPool.connection`` wait for the block's end (see there); any other at once."""
-
-    def changed(scopes: list[str]) -> None:
-        gathering = _CHANGED.get()
-        if gathering is None:
-            on_change(scopes)
-        else:
-            gathering.extend(scopes)
-
-    return changed
-
-
 class ApiPool(AsyncConnectionPool[AsyncConnection[DictRow]]):
     """The API's pool. Postgres failing to serve a request (no free connection within the
     pool's timeout, unreachable, the connection lost, a statement cancelled, a transaction
     ended past the idle limit) becomes ``Unavailable``: the client is answered 503 with
-    Retry-After, not 500 or a timeout. Reconnects with SteadyBackoff.
-
-    ``on_change`` (``db.changes``: the status tokens' renewal, a Redis round trip) runs for
-    the jobs a ``connection`` block's writes changed when the block ends, before its caller
-    goes on, in a thread: the event loop serves other requests meanwhile (run inside the
-    loop, as each commit's notification arrived, it held every request of the process for
-    that round trip)."""
-
-    on_change: OnChange | None = None
+    Retry-After, not 500 or a timeout. Reconnects with SteadyBackoff."""
 
     @asynccontextmanager
     async def connection(
         self,
         timeout: float | None = None,  # noqa: ASYNC109 (psycopg_pool's own signature)
     ) -> AsyncIterator[AsyncConnection[DictRow]]:
-        changed: list[str] = []
-        gathering = _CHANGED.set(changed)
         try:
             async with super().connection(timeout) as conn:
                 yield conn
@@ -127,11 +98,6 @@ class ApiPool(AsyncConnectionPool[AsyncConnection[DictRow]]):
                 "The database is unavailable; try again shortly",
                 retry_after=DATABASE_RETRY_AFTER,
             ) from exc
-        finally:
-            _CHANGED.reset(gathering)
-            if changed and self.on_change is not None:
-                # a cancelled request leaves the thread to finish: the tokens are renewed
-                await asyncio.to_thread(self.on_change, changed)
 
     async def _add_connection(
         self, attempt: AttemptWithBackoff | None, growing: bool = False
@@ -215,13 +181,10 @@ async def async_pool(
         min_size=min(2, settings.db_pool_size),
         max_size=settings.db_pool_size,
         kwargs=_connection_kwargs(settings, API_IDLE_LIMIT),
-        configure=partial(
-            _configure_async, on_change=None if on_change is None else _gathered(on_change)
-        ),
+        configure=partial(_configure_async, on_change=on_change),
         timeout=settings.db_pool_timeout_seconds,
         open=False,
         name="appliance-api" if url is None else "appliance-api-read",
     )
-    pool.on_change = on_change
     await pool.open(wait=True, timeout=30)
     return pool

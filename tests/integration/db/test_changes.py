@@ -5,16 +5,13 @@ returns, whatever statement wrote."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import psycopg
 import pytest
 import redis
 
-from appliance.db import async_pool
 from appliance.db.changes import StatusTokens, token_key, token_seconds, watch, watch_async
-from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -147,42 +144,3 @@ def test_a_token_lives_an_hour_or_as_long_as_jobs_are_kept_if_that_is_shorter(co
     job = _job(conn, _user(conn))
     conn.execute("UPDATE jobs SET tag = 'a' WHERE id = %s", (job,))
     assert 0 < client.ttl(token_key(str(job))) <= 180
-
-
-def test_the_api_pool_renews_off_the_event_loop_before_the_writing_block_ends(conn, postgres_url):
-    """The API's pool gathers the jobs a ``connection`` block's writes changed and hands them
-    to ``on_change`` in a thread as the block ends: the event loop serves other coroutines
-    during the renewal (here a 0.3 s one), and the block's caller goes on only after it."""
-    user = _user(conn)
-    job = _job(conn, user)
-    renewed: list[list[str]] = []
-
-    def slow_renew(scopes: list[str]) -> None:
-        time.sleep(0.3)
-        renewed.append(scopes)
-
-    async def run() -> tuple[int, list[list[str]]]:
-        settings = make_settings({"database_url": postgres_url})
-        pool = await async_pool(settings, on_change=slow_renew)
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        ticker = asyncio.create_task(tick())
-        try:
-            async with pool.connection() as c:
-                await c.execute("UPDATE jobs SET tag = 'x' WHERE id = %s", (job,))
-                assert renewed == []  # committed; renewed when the block ends
-            seen = list(renewed)
-        finally:
-            ticker.cancel()
-            await pool.close()
-        return ticks, seen
-
-    ticks, seen = asyncio.run(run())
-    assert seen == [[str(job)]]
-    assert ticks >= 10  # the loop went on during the 0.3 s renewal
