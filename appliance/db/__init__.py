@@ -30,11 +30,10 @@ log = logging.getLogger(__name__)
 DATABASE_RETRY_AFTER = 5  # seconds a client is told to wait: a failover, a pool drained
 # Seconds an API connection's transaction may go without a statement before Postgres ends it.
 # An api host that dies inside a transaction (power cut, link down) leaves Postgres waiting on
-# a silent connection, holding the transaction's locks: the audit chain's head, which every
-# creation waits for, or an idempotency key's. API transactions run statements milliseconds
-# apart; this stays well under the lb's read timeout (15 s in the lab), so requests waiting on
-# those locks are answered in time. Not for the workers' pool, whose clean-up deletes objects
-# between a transaction's statements.
+# a silent connection, holding the transaction's locks: an idempotency key's, say. API
+# transactions run statements milliseconds apart; this stays well under the lb's read timeout
+# (15 s in the lab), so requests waiting on those locks are answered in time. Not for the
+# workers' pool, whose clean-up deletes objects between a transaction's statements.
 API_IDLE_LIMIT = 5
 # A database host that dies without a word (power cut, link down, a partition) sends no reset:
 # without these a statement sent to it, or a result awaited from it, would wait for the
