@@ -3,10 +3,10 @@ tests/deploy/lab) provisioned from bare with ``scripts/deploy`` as the deploy te
 on h1 in front of the api hosts h2 and h3; workers h4 and h5; the Postgres primary on h4 and a
 standby on h6; Redis on h2; storage the harness's S3 server), then ``bench.loadtest`` through
 the lb's TLS address, one run per ``--users`` figure, its jobs of images and tables (the lab's
-workers carry those engines only). Prints Locust's summary line per run and
-the CPU each host's services used (``unit_cpu``), to see where a fleet's
-cores go and what saturates first. All six hosts and the load generator share this machine's
-cores, so the figures show the fleet's costs per request and per role, not a fleet's capacity.
+workers carry those engines only). Prints Locust's summary line per run and the CPU each
+host's services used (``unit_cpu``), to see where a fleet's cores go and what saturates
+first. All six hosts and the load generator share this machine's cores, so the figures show
+the fleet's costs per request and per role, not a fleet's capacity.
 
     .venv/bin/python -m bench.bench_fleet_load [--users 100 300] [--run-time 90s]
 
