@@ -125,8 +125,8 @@ def test_formats_lists_what_the_engines_convert(deployment):
         images = {"jpg", "webp", "avif", "tiff", "gif", "bmp"}
         assert images | {"pdf"} <= outputs
         # to text: OCR (tesseract) reads the picture into txt first; documents that can hold
-        # the picture are written with it, then its text (ocr-document)
-        text = {"txt", "md", "gfm", "rst", "org", "latex", "doc"}
+        # the picture are written with it, then its text (ocr-document); doc is its docx
+        text = {"txt", "md", "gfm", "rst", "org", "latex"}
         documents = {"docx", "odt", "epub", "html", "rtf"}
         for r in rows["data"]:  # everything else is reached through the image's PDF
             first = r["route"][0]
@@ -135,6 +135,8 @@ def test_formats_lists_what_the_engines_convert(deployment):
                 expected = ("tesseract", "txt")
             if r["output_format"] in documents:
                 expected = ("ocr-document", r["output_format"])
+            if r["output_format"] == "doc":
+                expected = ("ocr-document", "docx")
             assert (first["engine"], first["to"]) == (expected or ("image-pdf", "pdf"))
         row = rows["data"][0]
         assert (
