@@ -100,6 +100,10 @@ class Box:
     def grown(self, by: float) -> Box:
         return Box(self.left - by, self.bottom - by, self.right + by, self.top + by)
 
+    @property
+    def centre(self) -> tuple[float, float]:
+        return (self.left + self.right) / 2, (self.bottom + self.top) / 2
+
     def holds(self, x: float, y: float) -> bool:
         return self.left <= x <= self.right and self.bottom <= y <= self.top
 
@@ -207,7 +211,7 @@ def text_around(
     for n, char in enumerate(chars):
         if char.box is not None:
             keep = n not in drawn
-            x, y = (char.box.left + char.box.right) / 2, (char.box.bottom + char.box.top) / 2
+            x, y = char.box.centre
             at.append((y, column(x)) if keep else None)
         else:
             at.append(None)
@@ -359,9 +363,8 @@ def labelled(drawings: list[Box], chars: list[Char]) -> tuple[list[Box], set[int
         for n in line:
             box = chars[n].box
             assert box is not None
-            x, y = (box.left + box.right) / 2, (box.bottom + box.top) / 2
             for d, area in enumerate(near):
-                if area.holds(x, y):
+                if area.holds(*box.centre):
                     votes[d] += 1
                     break
         best = max(range(len(drawings)), key=votes.__getitem__)
