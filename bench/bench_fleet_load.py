@@ -26,6 +26,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from bench.harness import cpu_seconds
 from tests.deploy.fleet import LAYOUT, Fleet, provision
 from tests.deploy.lab import start_lab
 from tests.deploy.lab.system import cgroup_pids
@@ -40,18 +41,16 @@ def unit_cpu(fleet: Fleet) -> dict[str, float]:
     that of its children it has reaped (so a finished engine run or connection counts), by
     the unit its cgroup names. This machine's cgroups (v1 beside an unified tree without the
     cpu controller) keep no CPU account per lab host, hence /proc."""
-    hz = os.sysconf("SC_CLK_TCK")
     used: dict[str, float] = defaultdict(float)
     for name in LAYOUT:
         for pid in cgroup_pids(fleet.lab.host(name).cgroup):
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 groups = Path(f"/proc/{pid}/cgroup").read_text()
             except OSError:  # ended meanwhile
                 continue
             services = re.findall(r"/([^/\n]+)\.service", groups)
             unit = services[-1] if services else "other"
-            used[f"{name}/{unit}"] += sum(int(f) for f in fields[11:15]) / hz
+            used[f"{name}/{unit}"] += cpu_seconds([pid], reaped=True)
     return used
 
 

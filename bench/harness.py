@@ -44,8 +44,9 @@ def _children(pid: int) -> list[int]:
     return kids + [g for k in kids for g in _children(k)]
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time the processes have used so far."""
+def cpu_seconds(pids: list[int], reaped: bool = False) -> float:
+    """User + system CPU time the processes have used so far; with ``reaped``, that of the
+    children each has waited for too (so a finished child's time still counts)."""
     hz = os.sysconf("SC_CLK_TCK")
     total = 0
     for pid in pids:
@@ -53,7 +54,7 @@ def cpu_seconds(pids: list[int]) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:
             continue
-        total += int(fields[11]) + int(fields[12])
+        total += sum(int(f) for f in fields[11 : 15 if reaped else 13])
     return total / hz
 
 
