@@ -148,15 +148,16 @@ def test_a_noted_head_still_in_the_chain_verifies(conn):
     ]
 
 
+def refuses_changes(conn, table: str, change: str, says: str) -> None:
+    """UPDATE (``change``), DELETE and TRUNCATE of ``table`` each fail, saying ``says``."""
+    for sql in (f"UPDATE {table} SET {change}", f"DELETE FROM {table}", f"TRUNCATE {table}"):
+        with pytest.raises(psycopg.errors.RaiseException, match=says):
+            conn.execute(sql)
+
+
 def test_the_log_refuses_updates_deletes_and_truncation(conn):
     append_some(conn, 2)
-    for sql in (
-        "UPDATE audit_log SET event = 'x'",
-        "DELETE FROM audit_log",
-        "TRUNCATE audit_log",
-    ):
-        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
-            conn.execute(sql)
+    refuses_changes(conn, "audit_log", "event = 'x'", "append-only")
     assert audit.verify(conn, KEY).ok
 
 
@@ -225,13 +226,7 @@ def test_an_append_waits_for_no_other_and_is_chained_once_it_commits(postgres_ur
 
 def test_pending_records_refuse_updates_deletes_and_truncation(conn):
     audit.record(conn, "job.created", None, "job:pending")
-    for sql in (
-        "UPDATE audit_pending SET subject = 'job:other'",
-        "DELETE FROM audit_pending",
-        "TRUNCATE audit_pending",
-    ):
-        with pytest.raises(psycopg.errors.RaiseException, match="append-only until sealed"):
-            conn.execute(sql)
+    refuses_changes(conn, "audit_pending", "subject = 'job:other'", "append-only until sealed")
     audit.seal(conn)
     (row,) = conn.execute("SELECT subject FROM audit_log").fetchall()
     assert row["subject"] == "job:pending"
