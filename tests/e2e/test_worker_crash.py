@@ -14,13 +14,14 @@ import pyvips
 
 from appliance import local_services
 from appliance.supervisor import stop_process_groups
-from tests.conftest import new_database
+from tests.conftest import drop_database, new_database
 from tests.e2e.conftest import WORKER_CMD, Deployment, _start, _wait_ready, spawn, task, upload
 
 
 def _slow_input(path):
-    # Large enough that the AVIF encode takes a few seconds on this machine.
-    size = 3000
+    # Large enough that the AVIF encode outlasts a status poll (18 s on this machine idle; the
+    # 3000-pixel square it was took 51 s, and more than the test's 300 s wait in a whole run).
+    size = 1500
     x = pyvips.Image.xyz(size, size)
     noise = pyvips.Image.gaussnoise(size, size, sigma=30)
     img = (x[0] * 255 / size + noise).bandjoin([x[1] * 255 / size + noise, noise + 128])
@@ -42,8 +43,8 @@ def _wait_for_end(api, job_id, seconds):
             return job
 
 
-# Its own wait for the job's end is 300 s (the AVIF encode runs twice, for minutes on a loaded
-# machine), so the suite's 300 s a test is too short; set-up and the first run come on top.
+# Its own wait for the job's end is 300 s (the AVIF encode runs twice, for a minute or more on a
+# loaded machine), so the suite's 300 s a test is too short; set-up and the first run come on top.
 @pytest.mark.timeout(900)
 def test_killed_worker_task_is_picked_up_again(
     postgres_server, redis_server, tmp_path_factory, tmp_path
@@ -105,3 +106,4 @@ def test_killed_worker_task_is_picked_up_again(
         assert rows[0]["attempts"] == 2
     finally:
         stop_process_groups(dep.procs, 20)
+        drop_database(db)

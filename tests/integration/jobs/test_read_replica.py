@@ -8,20 +8,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
+from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from appliance.db import async_pool
-from tests.conftest import new_database
+from tests.conftest import drop_database, new_database
 from tests.integration.jobs.conftest import JobSystem
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def replica_url(postgres_server: str) -> str:
-    return new_database(postgres_server)
+def replica_url(postgres_server: str) -> Iterator[str]:
+    url = new_database(postgres_server)
+    yield url
+    drop_database(url)
 
 
 def _copy_job_to(url: str, system: JobSystem, job_id: str, tag: str) -> None:
