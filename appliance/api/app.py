@@ -38,6 +38,7 @@ from appliance.conversions.task import Dispatcher
 from appliance.conversions.webhooks import WebhookService
 from appliance.errors import ClientError, RetryableError
 from appliance.metrics.http import HttpMetrics
+from appliance.metrics.runtime import RuntimeWatch
 from appliance.security import audit
 from appliance.security.auth import Authenticator
 from appliance.security.limits import (
@@ -97,9 +98,13 @@ def create_app(
         columns = Columns(jobs.storage.keyring)
         app.state.webhooks = WebhookService(settings, jobs.pool, columns)
         app.state.signed_urls = SignedUrlService(settings, jobs.pool, columns)
+        pools = {"primary": jobs.pool} | ({"replica": jobs.read_pool} if jobs.read_pool else {})
+        watch = RuntimeWatch(pools)
+        watch.start()
         try:
             yield
         finally:
+            await watch.stop()
             await notifier.stop()
             await jobs.close()
             queue.close()

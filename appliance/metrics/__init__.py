@@ -136,6 +136,30 @@ WEBHOOK_DELIVERIES = Counter(
     ["outcome"],
 )
 
+# The API processes' own state, sampled every second (``runtime.RuntimeWatch``).
+EVENT_LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+EVENT_LOOP_LAG = Histogram(
+    "appliance_api_event_loop_lag_seconds",
+    "How late an API process's event loop ran a timer due every second: the time the loop was"
+    " held by work that did not yield (a blocking call, a long computation), during which"
+    " none of the process's requests moved.",
+    buckets=EVENT_LOOP_LAG_BUCKETS,
+)
+DB_POOL_CONNECTIONS = Gauge(
+    "appliance_db_pool_connections",
+    "The API processes' pooled Postgres connections, by pool (primary, replica) and state"
+    " (in_use: checked out by a request; idle: open, free).",
+    ["pool", "state"],
+    multiprocess_mode="livesum",
+)
+DB_POOL_WAITING = Gauge(
+    "appliance_db_pool_waiting_requests",
+    "Requests of the API processes waiting for a pooled Postgres connection, by pool.",
+    ["pool"],
+    multiprocess_mode="livesum",
+)
+
 
 def preset(queues: Iterable[str] = (), operations: Iterable[str] = ()) -> None:
     """Create the series of the queue classes and task operations the caller knows (the

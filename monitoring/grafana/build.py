@@ -202,6 +202,26 @@ OVERVIEW = [
         ],
         "reqps",
     ),
+    panel(
+        "API event loop lag p99 by instance (a blocked loop holds all its requests)",
+        [
+            (
+                quantile(0.99, "appliance_api_event_loop_lag_seconds", API, "instance"),
+                "{{instance}}",
+            )
+        ],
+        "s",
+    ),
+    panel(
+        "API database pool: connections in use, requests waiting for one",
+        [
+            (
+                f'sum by (pool) (appliance_db_pool_connections{{{API},state="in_use"}})',
+                "in use ({{pool}})",
+            ),
+            (f"sum by (pool) (appliance_db_pool_waiting_requests{{{API}}})", "waiting ({{pool}})"),
+        ],
+    ),
 ]
 
 ENGINES = [
