@@ -54,6 +54,29 @@ def unit_cpu(fleet: Fleet) -> dict[str, float]:
     return used
 
 
+def loop_lag(fleet: Fleet) -> dict[str, dict[float, float]]:
+    """Each api host's event loop lag histogram so far (``appliance_api_event_loop_lag_
+    seconds``: one sample a second per API process), as cumulative counts by bucket bound,
+    read from its metrics port on the host itself."""
+    lags = {}
+    for name, roles in LAYOUT.items():
+        if "api" not in roles:
+            continue
+        url = f"http://{fleet.lab.ip(name)}:9179/metrics"
+        text = fleet.lab.run(
+            name,
+            f"python3 -c 'import urllib.request as u; print(u.urlopen(\"{url}\").read().decode())'",
+            check=False,  # an unanswered read leaves the host out of the report
+        ).stdout
+        lags[name] = {
+            float(le): float(n)
+            for le, n in re.findall(
+                r'^appliance_api_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.M
+            )
+        }
+    return lags
+
+
 def run_load(fleet: Fleet, keys: Path, users: int, run_time: str, out: Path) -> tuple[float, float]:
     """One headless Locust run through the lb: its wall-clock seconds and the load
     generator's CPU seconds."""
@@ -90,14 +113,15 @@ def main() -> None:
             keys = work / "keys.txt"
             keys.write_text("".join(fleet.key() + "\n" for _ in range(args.keys)))
             for users in args.users:
-                before = unit_cpu(fleet)
+                before, lag_before = unit_cpu(fleet), loop_lag(fleet)
                 wall, generator = run_load(
                     fleet, keys, users, args.run_time, args.out / f"u{users}"
                 )
-                after = unit_cpu(fleet)
+                after, lag_after = unit_cpu(fleet), loop_lag(fleet)
                 used = {unit: after[unit] - before.get(unit, 0.0) for unit in after}
                 used["load generator (locust)"] = generator
                 report(users, wall, used)
+                report_lag(lag_before, lag_after)
         finally:
             lab.stop()
             s3.stop()
@@ -111,6 +135,19 @@ def report(users: int, wall: float, used: dict[str, float]) -> None:
     for unit, seconds in sorted(used.items(), key=lambda kv: -kv[1]):
         if seconds / total >= 0.005:
             print(f"  {unit:34} {seconds:8.1f}  {seconds / total:6.1%} of the fleet's")
+    print(flush=True)
+
+
+def report_lag(before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]) -> None:
+    """Per api host over the run: how many of its event loop's once-a-second timers ran
+    more than 0.1 s and more than 1 s late (while late, none of the process's requests moved)."""
+    for host, counts in after.items():
+        was = before.get(host, {})
+        run = {le: n - was.get(le, 0.0) for le, n in counts.items()}
+        ticks = run.get(float("inf"), 0.0)
+        late = [ticks - run.get(bound, 0.0) for bound in (0.1, 1.0)]
+        print(f"  {host} event loop: {ticks:.0f} ticks, {late[0]:.0f} more than 0.1 s late, "
+              f"{late[1]:.0f} more than 1 s")  # fmt: skip
     print(flush=True)
 
 
