@@ -10,9 +10,12 @@ from collections.abc import Callable
 import httpx
 
 
-def alerts(port: int, name: str, state: str | None = None, **labels: str) -> set[str]:
+def alerts(
+    port: int, name: str, state: str | None = None, *, on: str | None = None, **labels: str
+) -> set[str]:
     """The targets ("job instance") alert ``name`` names now (pending or firing, or only
-    ``state``), of those with ``labels``; ``port``: the lab's Prometheus, tunnelled."""
+    ``state``), of those with ``labels`` (and on the host at address ``on``); ``port``: the
+    lab's Prometheus, tunnelled."""
     selector = ",".join(
         f'{k}="{v}"' for k, v in {"alertname": name, **labels, "alertstate": state}.items() if v
     )
@@ -23,7 +26,8 @@ def alerts(port: int, name: str, state: str | None = None, **labels: str) -> set
     found = reply.raise_for_status().json()["data"]["result"]
     # an alert that aggregates its job away (by instance, mountpoint) names "- instance",
     # one that aggregates everything away (AppliancePostgresNoStandby) "- -"
-    return {f"{r['metric'].get('job', '-')} {r['metric'].get('instance', '-')}" for r in found}
+    named = {f"{r['metric'].get('job', '-')} {r['metric'].get('instance', '-')}" for r in found}
+    return {t for t in named if on is None or f" {on}:" in t}
 
 
 def wait_for(check: Callable[[], bool], seconds: float) -> float:

@@ -201,7 +201,7 @@ def test_a_worker_host_powered_off_mid_conversion_has_its_tasks_finished_elsewhe
     h5 = fleet.lab.ip("h5")
 
     def h5_down(port: int, state: str | None = None) -> set[str]:
-        return {t for t in alerts(port, "ApplianceTargetDown", state) if f" {h5}:" in t}
+        return alerts(port, "ApplianceTargetDown", state, on=h5)
 
     with fleet.lab.tunnel("h1", 9090) as port:
         try:
@@ -393,8 +393,7 @@ def test_a_worker_host_s_full_disk_fails_its_tasks_retryably_and_loses_nothing(f
         time.sleep(40)
 
     def almost_full(port: int, state: str | None = None) -> set[str]:
-        found = alerts(port, "ApplianceStorageAlmostFull", state, mountpoint=JOB_AREA)
-        return {target for target in found if f" {h5}:" in target}
+        return alerts(port, "ApplianceStorageAlmostFull", state, on=h5, mountpoint=JOB_AREA)
 
     with fleet.lab.tunnel("h1", 9090) as port, volume_at(fleet, "h5", JOB_AREA, 128):
         try:
@@ -539,7 +538,7 @@ def test_the_database_fails_over_when_its_primary_is_killed_and_switches_back_un
         assert outputs_once(fleet, made) == ""
 
         def pg_alerts(port: int, state: str | None = None) -> set[str]:
-            down = {t for t in alerts(port, "AppliancePostgresDown", state) if f" {h_old}:" in t}
+            down = alerts(port, "AppliancePostgresDown", state, on=h_old)
             return down | alerts(port, "AppliancePostgresNoStandby", state)
 
         with fleet.lab.tunnel("h1", 9090) as port:
@@ -600,7 +599,7 @@ def test_a_standby_that_falls_behind_raises_the_lag_alert_and_clears_it_after(fl
     psql = "cd / && runuser -u postgres -- psql -XAtc"
 
     def lag_alert(port: int, state: str | None = None) -> set[str]:
-        return {t for t in alerts(port, "AppliancePostgresReplicationLag", state) if f" {ip}:" in t}
+        return alerts(port, "AppliancePostgresReplicationLag", state, on=ip)
 
     fired: list[float] = []
     made: list[str] = []
