@@ -35,6 +35,18 @@ BEGIN
 END $function$;
 
 -- defined in 0027_audit_sealed_later.sql
+CREATE OR REPLACE FUNCTION public.appliance_append_only()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+    IF TG_OP = 'DELETE' AND current_setting(TG_ARGV[0], true) = 'on' THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION '% (% refused)', TG_ARGV[1], TG_OP;
+END $function$;
+
+-- defined in 0027_audit_sealed_later.sql
 CREATE OR REPLACE FUNCTION public.appliance_audit_append(p_event text, p_user uuid, p_actor text, p_subject text, p_details text)
  RETURNS bigint
  LANGUAGE sql
@@ -43,18 +55,6 @@ AS $function$
     VALUES (p_event, p_user, p_actor, p_subject, p_details)
     RETURNING id
 $function$;
-
--- defined in 0015_audit_log.sql
-CREATE OR REPLACE FUNCTION public.appliance_audit_guard()
- RETURNS trigger
- LANGUAGE plpgsql
-AS $function$
-BEGIN
-    IF TG_OP = 'DELETE' AND current_setting('appliance.audit_pruning', true) = 'on' THEN
-        RETURN OLD;
-    END IF;
-    RAISE EXCEPTION 'audit_log is append-only (% refused)', TG_OP;
-END $function$;
 
 -- defined in 0015_audit_log.sql
 CREATE OR REPLACE FUNCTION public.appliance_audit_hash(p_seq bigint, p_prev text, p_at timestamp with time zone, p_event text, p_user uuid, p_actor text, p_subject text, p_details text)
@@ -70,18 +70,6 @@ AS $function$
         encode(sha256(convert_to(p_subject, 'UTF8')), 'hex'),
         encode(sha256(convert_to(p_details, 'UTF8')), 'hex')), 'UTF8')), 'hex')
 $function$;
-
--- defined in 0027_audit_sealed_later.sql
-CREATE OR REPLACE FUNCTION public.appliance_audit_pending_guard()
- RETURNS trigger
- LANGUAGE plpgsql
-AS $function$
-BEGIN
-    IF TG_OP = 'DELETE' AND current_setting('appliance.audit_sealing', true) = 'on' THEN
-        RETURN OLD;
-    END IF;
-    RAISE EXCEPTION 'audit_pending is append-only until sealed (% refused)', TG_OP;
-END $function$;
 
 -- defined in 0027_audit_sealed_later.sql
 CREATE OR REPLACE FUNCTION public.appliance_audit_seal(p_limit integer)

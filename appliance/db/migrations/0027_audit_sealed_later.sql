@@ -63,14 +63,29 @@ BEGIN
     RETURN cardinality(v_ids);
 END $$;
 
-CREATE FUNCTION appliance_audit_pending_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+-- One guard for both append-only tables (it replaces 0015's, which only the log used): each
+-- refuses UPDATE and TRUNCATE, and DELETE unless the transaction set the setting named by the
+-- trigger's first argument (the log: appliance.audit_pruning, retention's; audit_pending:
+-- appliance.audit_sealing, the sealer's); the second is the refusal's words.
+CREATE FUNCTION appliance_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'DELETE' AND current_setting('appliance.audit_sealing', true) = 'on' THEN
+    IF TG_OP = 'DELETE' AND current_setting(TG_ARGV[0], true) = 'on' THEN
         RETURN OLD;
     END IF;
-    RAISE EXCEPTION 'audit_pending is append-only until sealed (% refused)', TG_OP;
+    RAISE EXCEPTION '% (% refused)', TG_ARGV[1], TG_OP;
 END $$;
+DROP TRIGGER audit_log_append_only ON audit_log;
+DROP TRIGGER audit_log_no_truncate ON audit_log;
+DROP FUNCTION appliance_audit_guard();
+CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION
+    appliance_append_only('appliance.audit_pruning', 'audit_log is append-only');
+CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION
+    appliance_append_only('appliance.audit_pruning', 'audit_log is append-only');
 CREATE TRIGGER audit_pending_append_only BEFORE UPDATE OR DELETE ON audit_pending
-    FOR EACH ROW EXECUTE FUNCTION appliance_audit_pending_guard();
+    FOR EACH ROW EXECUTE FUNCTION
+    appliance_append_only('appliance.audit_sealing', 'audit_pending is append-only until sealed');
 CREATE TRIGGER audit_pending_no_truncate BEFORE TRUNCATE ON audit_pending
-    FOR EACH STATEMENT EXECUTE FUNCTION appliance_audit_pending_guard();
+    FOR EACH STATEMENT EXECUTE FUNCTION
+    appliance_append_only('appliance.audit_sealing', 'audit_pending is append-only until sealed');
