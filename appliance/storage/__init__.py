@@ -36,8 +36,9 @@ class Storage(Protocol):
 
     def iter_bytes(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]: ...
 
-    def size(self, key: str) -> int:
-        """The stored object's size in bytes."""
+    def head(self, key: str, length: int) -> tuple[bytes, int] | None:
+        """The stored object's first ``length`` bytes (fewer when it is shorter) and its size
+        in bytes, in one read; None when there is no such object."""
 
     def delete(self, key: str) -> None: ...
 

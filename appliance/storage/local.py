@@ -58,8 +58,12 @@ class LocalStorage:
             while chunk := fh.read(chunk_size):
                 yield chunk
 
-    def size(self, key: str) -> int:
-        return self._path(key).stat().st_size
+    def head(self, key: str, length: int) -> tuple[bytes, int] | None:
+        try:
+            with open(self._path(key), "rb") as fh:
+                return fh.read(length), os.fstat(fh.fileno()).st_size
+        except FileNotFoundError:
+            return None
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

@@ -34,6 +34,7 @@ PATIENT_BACKOFF = 1.0
 PATIENT_BACKOFF_MAX = 10.0
 # The store not answering: connection refused, reset or timed out, retries given up.
 UNREACHABLE = (OSError, urllib3.exceptions.HTTPError)
+MISSING = ("NoSuchKey", "NoSuchObject", "ResourceNotFound")  # S3 error codes of no object
 
 
 def http_client(patient: bool = False) -> urllib3.PoolManager:
@@ -107,7 +108,7 @@ class S3Storage:
         try:
             self.client.stat_object(self.bucket, key)
         except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+            if exc.code in MISSING:
                 return False
             raise
         except UNREACHABLE as exc:
@@ -128,8 +129,26 @@ class S3Storage:
             response.close()
             response.release_conn()
 
-    def size(self, key: str) -> int:
-        return int(self.client.stat_object(self.bucket, key).size or 0)
+    def head(self, key: str, length: int) -> tuple[bytes, int] | None:
+        """One ranged GET: the bytes, and the size from its Content-Range."""
+        try:
+            response = self.client.get_object(self.bucket, key, offset=0, length=length)
+        except S3Error as exc:
+            if exc.code in MISSING:
+                return None
+            if exc.code == "InvalidRange":  # an empty object has no first byte
+                return b"", 0
+            raise
+        except UNREACHABLE as exc:
+            raise RetryableError("storage unreachable", code="STORAGE_ERROR") from exc
+        try:
+            first = response.read(length)
+            whole = response.headers.get("Content-Range")  # "bytes 0-N/SIZE"
+            size = whole.rsplit("/", 1)[1] if whole else response.headers["Content-Length"]
+            return first, int(size)
+        finally:
+            response.close()
+            response.release_conn()
 
     def delete(self, key: str) -> None:
         self.client.remove_object(self.bucket, key)

@@ -104,10 +104,13 @@ class SealedStorage:
             for chunk in self.iter_bytes(key):
                 out.write(chunk)
 
-    def size(self, key: str) -> int:
-        """The plaintext size of the object."""
-        head = next(iter(self.backend.iter_bytes(key, streams.HEADER_BYTES)), b"")
-        return streams.plain_size(self.backend.size(key), head)
+    def plain_size(self, key: str) -> int | None:
+        """The object's plaintext size (one read of its header); None when it is gone."""
+        found = self.backend.head(key, streams.HEADER_BYTES)
+        if found is None:
+            return None
+        head, stored = found
+        return streams.plain_size(stored, head)
 
     def exists(self, key: str) -> bool:
         return self.backend.exists(key)

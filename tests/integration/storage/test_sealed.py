@@ -52,7 +52,8 @@ def test_a_stored_file_is_sealed_in_the_backend_and_opens_for_the_application(
     assert b"".join(storage.iter_bytes(key)) == SECRET
     storage.get_to_path(key, tmp_path / "out.bin")
     assert (tmp_path / "out.bin").read_bytes() == SECRET
-    assert storage.size(key) == len(SECRET)
+    assert storage.plain_size(key) == len(SECRET)
+    assert storage.plain_size(object_key("cd" * 32)) is None
 
 
 def test_a_sealing_spool_never_writes_the_plain_bytes_to_disk(storage, settings, tmp_path):

@@ -32,6 +32,21 @@ def test_put_get_exists_delete_round_trip(storage, tmp_path):
     assert not storage.exists(key)
 
 
+def test_head_reads_the_first_bytes_and_the_size_in_one_go(storage, tmp_path):
+    src = tmp_path / "in.bin"
+    body = os.urandom(200_000)
+    src.write_bytes(body)
+    key = object_key("ef" * 32)
+    storage.put_path(key, src)
+    assert storage.head(key, 60) == (body[:60], 200_000)
+    assert storage.head(key, 300_000) == (body, 200_000)  # more than there is: all of it
+    src.write_bytes(b"")
+    empty = object_key("fe" * 32)
+    storage.put_path(empty, src)
+    assert storage.head(empty, 60) == (b"", 0)
+    assert storage.head(object_key("00" * 32), 60) is None
+
+
 def test_download_url_serves_the_bytes_with_the_file_name(storage, settings, tmp_path):
     src = tmp_path / "in.bin"
     src.write_bytes(b"hello")
