@@ -48,7 +48,7 @@ from appliance.conversions.status_cache import StatusCache
 from appliance.conversions.task import Dispatcher, Ready
 from appliance.conversions.webhooks import check_url
 from appliance.db import AsyncDictConnection, AsyncPool, async_pool
-from appliance.db.changes import StatusTokens
+from appliance.db.changes import LoopStatusTokens
 from appliance.db.queries import files as file_rows
 from appliance.db.queries import health, scans
 from appliance.db.queries import jobs as job_rows
@@ -100,6 +100,8 @@ class JobService:
     status: StatusCache | None = None
     # Told of each refusal at a per-user cap (the API's audit log samples them).
     on_limit: OnRefused | None = None
+    # What renews the status tokens of the jobs the pool's writes change (closed with it).
+    tokens: LoopStatusTokens | None = None
 
     def __post_init__(self) -> None:
         preset(queues=QUEUE_CLASSES, operations=OPERATIONS)
@@ -108,8 +110,8 @@ class JobService:
     @classmethod
     async def open(cls, settings: Settings, dispatcher: Dispatcher) -> JobService:
         """The API process's service: pools (and the replica's), storage, the engines, the
-        status cache. Its writes renew the changed jobs' status tokens as they commit."""
-        tokens = StatusTokens.at(settings.effective_redis_url, settings.job_retention_hours)
+        status cache. Its writes renew the changed jobs' status tokens before they return."""
+        tokens = LoopStatusTokens.at(settings.effective_redis_url, settings.job_retention_hours)
         pool = await async_pool(settings, on_change=tokens.renew)
         read_pool = None
         if settings.database_read_url:
@@ -118,7 +120,7 @@ class JobService:
         await asyncio.to_thread(storage.ensure_ready)
         registry = Registry(enabled_engines())
         status = StatusCache.for_settings(settings)
-        return cls(settings, pool, storage, registry, dispatcher, read_pool, status)
+        return cls(settings, pool, storage, registry, dispatcher, read_pool, status, tokens=tokens)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -126,6 +128,8 @@ class JobService:
             await self.read_pool.close()
         if self.status is not None:
             await self.status.client.aclose()
+        if self.tokens is not None:
+            await self.tokens.client.aclose()
 
     async def ping(self) -> None:
         """Raise unless Postgres answers (readiness)."""

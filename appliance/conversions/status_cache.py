@@ -2,8 +2,9 @@
 
 Every job has a version token in Redis (``appliance:status:<job id>``; a job-less task is its
 own job). Each committed change to a job's rows replaces its token before the call that
-committed returns (``db.changes.StatusTokens``, run by the writing connection), whatever
-code path wrote. A status read takes the job's token (one Redis round trip, no database,
+committed returns (``db.changes.StatusTokens``, run by the writing connection; in the API,
+``LoopStatusTokens``, awaited as the writing connection block ends), whatever code path
+wrote. A status read takes the job's token (one Redis round trip, no database,
 pipelined with the other reads of the moment: ``db.redis_pipe``) and serves the document it
 holds only if it was built under that same token.
 

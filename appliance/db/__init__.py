@@ -7,9 +7,11 @@ back as dicts.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from functools import partial
 from typing import Any, TypeAlias
 
@@ -21,7 +23,7 @@ from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from psycopg_pool.base import AttemptWithBackoff
 
-from appliance.db.changes import OnChange, watch, watch_async
+from appliance.db.changes import AsyncOnChange, OnChange, watch, watch_async
 from appliance.errors import Unavailable
 from appliance.metrics import ADMISSION_REJECTIONS
 from appliance.settings import Settings
@@ -76,17 +78,35 @@ class WorkerPool(ConnectionPool[Connection[DictRow]]):
         super()._add_connection(attempt, growing)
 
 
+# The jobs changed by the writes committed inside the ApiPool.connection block a task runs.
+_CHANGED: ContextVar[list[str] | None] = ContextVar("appliance_changed", default=None)
+
+
 class ApiPool(AsyncConnectionPool[AsyncConnection[DictRow]]):
     """The API's pool. Postgres failing to serve a request (no free connection within the
     pool's timeout, unreachable, the connection lost, a statement cancelled, a transaction
     ended past the idle limit) becomes ``Unavailable``: the client is answered 503 with
-    Retry-After, not 500 or a timeout. Reconnects with SteadyBackoff."""
+    Retry-After, not 500 or a timeout. Reconnects with SteadyBackoff.
+
+    ``on_change`` (``db.changes.LoopStatusTokens.renew``) is awaited for the jobs a
+    ``connection`` block's writes changed as the block ends, before its caller goes on, so a
+    read after the write never meets the old token; it runs on the loop without holding it
+    (called from each commit's notification, a synchronous Redis round trip held every
+    request of the process)."""
+
+    def __init__(self, *args: Any, on_change: AsyncOnChange | None = None, **kwargs: Any):
+        self.on_change = on_change
+        self._renewing: set[asyncio.Task[None]] = set()
+        heard = self._heard if on_change is not None else None
+        super().__init__(*args, configure=partial(_configure_async, on_change=heard), **kwargs)
 
     @asynccontextmanager
     async def connection(
         self,
         timeout: float | None = None,  # noqa: ASYNC109 (psycopg_pool's own signature)
     ) -> AsyncIterator[AsyncConnection[DictRow]]:
+        changed: list[str] = []
+        gathering = _CHANGED.set(changed)
         try:
             async with super().connection(timeout) as conn:
                 yield conn
@@ -97,6 +117,27 @@ class ApiPool(AsyncConnectionPool[AsyncConnection[DictRow]]):
                 "The database is unavailable; try again shortly",
                 retry_after=DATABASE_RETRY_AFTER,
             ) from exc
+        finally:
+            _CHANGED.reset(gathering)
+            if changed:
+                # shielded: a request cancelled meanwhile still leaves its tokens renewed
+                await asyncio.shield(self._renew(changed))
+
+    def _heard(self, scopes: list[str]) -> None:
+        """A commit's changed jobs: kept for the end of the block that wrote them; heard
+        outside any block (the pool's own statements), renewed at once in the background."""
+        gathering = _CHANGED.get()
+        if gathering is not None:
+            gathering.extend(scopes)
+        else:
+            self._renew(scopes)
+
+    def _renew(self, scopes: list[str]) -> asyncio.Task[None]:
+        assert self.on_change is not None
+        task = asyncio.get_running_loop().create_task(self.on_change(scopes))
+        self._renewing.add(task)
+        task.add_done_callback(self._renewing.discard)
+        return task
 
     async def _add_connection(
         self, attempt: AttemptWithBackoff | None, growing: bool = False
@@ -170,17 +211,18 @@ def sync_pool(
 
 
 async def async_pool(
-    settings: Settings, url: str | None = None, on_change: OnChange | None = None
+    settings: Settings, url: str | None = None, on_change: AsyncOnChange | None = None
 ) -> AsyncPool:
-    """The API's pool on ``url`` (default: the primary); ``on_change`` as for ``sync_pool``
-    (the primary's only)."""
+    """The API's pool on ``url`` (default: the primary); ``on_change``, the primary's only,
+    is awaited with the jobs each ``connection`` block's writes changed as the block ends
+    (``ApiPool``)."""
     pool = ApiPool(
         url or settings.effective_database_url,
         connection_class=AsyncConnection[DictRow],
         min_size=min(2, settings.db_pool_size),
         max_size=settings.db_pool_size,
         kwargs=_connection_kwargs(settings, API_IDLE_LIMIT),
-        configure=partial(_configure_async, on_change=on_change),
+        on_change=on_change,
         timeout=settings.db_pool_timeout_seconds,
         open=False,
         name="appliance-api" if url is None else "appliance-api-read",

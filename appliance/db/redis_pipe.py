@@ -132,11 +132,14 @@ class _Protocol(asyncio.Protocol):
 
 class PipelinedRedis:
     """A client of one Redis URL (``redis://``, ``rediss://`` or ``unix://``) for use on one
-    event loop at a time; it connects on first use and again after a failure."""
+    event loop at a time; it connects on first use and again after a failure. ``patient``:
+    commands that come while a connect is under way wait for it (a writer's, which has no
+    database to fall back on), instead of failing at once (a reader's)."""
 
-    def __init__(self, url: str, timeout: float = 2.0) -> None:
+    def __init__(self, url: str, timeout: float = 2.0, *, patient: bool = False) -> None:
         self.url = url
         self.timeout = timeout
+        self.patient = patient
         self._options = parse_url(url)
         self._tls = url.startswith("rediss://")
         self._protocol: _Protocol | None = None
@@ -177,6 +180,8 @@ class PipelinedRedis:
             return protocol
         connecting = self._connecting
         if connecting is not None and connecting.get_loop() is loop:
+            if self.patient:
+                return await asyncio.shield(connecting)
             raise redis.ConnectionError("connecting to Redis")  # the readers do not wait
         if self._down is not None and loop.time() < self._down[0]:
             raise redis.ConnectionError(self._down[1])  # nor while it is down

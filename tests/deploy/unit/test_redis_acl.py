@@ -28,7 +28,7 @@ from appliance.api.events import Notifier
 from appliance.conversions.events import announce
 from appliance.conversions.status_cache import StatusCache
 from appliance.conversions.task import Ready
-from appliance.db.changes import StatusTokens
+from appliance.db.changes import LoopStatusTokens, StatusTokens
 from appliance.db.redis_pipe import PipelinedRedis
 from appliance.errors import TooManyRequests
 from appliance.jobs.broker import declare_actors, make_broker, make_dispatcher
@@ -186,8 +186,17 @@ def test_rate_limits_gauges_and_the_event_subscription_work_as_the_api_user(serv
 
 def test_status_tokens_and_the_backlog_work_as_the_api_and_worker_users(server):
     admin, seen = server.client("admin"), set()
+
+    async def renew_as_the_api() -> None:  # through the event loop's client, as the API does
+        tokens = LoopStatusTokens.at(server.url("api"), 24)
+        await tokens.renew(["job-1", "job-2"])
+        await tokens.client.aclose()
+
     for user in ("api", "worker"):  # both write jobs and tasks
-        StatusTokens(server.client(user)).renew(["job-1", "job-2"])
+        if user == "api":
+            asyncio.run(renew_as_the_api())
+        else:
+            StatusTokens(server.client(user)).renew(["job-1", "job-2"])
         tokens = admin.mget("appliance:status:job-1", "appliance:status:job-2")
         assert None not in tokens and not seen & set(tokens)  # written, new each time
         seen |= set(tokens)

@@ -11,7 +11,16 @@ import psycopg
 import pytest
 import redis
 
-from appliance.db.changes import StatusTokens, token_key, token_seconds, watch, watch_async
+from appliance.db import async_pool
+from appliance.db.changes import (
+    LoopStatusTokens,
+    StatusTokens,
+    token_key,
+    token_seconds,
+    watch,
+    watch_async,
+)
+from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -144,3 +153,64 @@ def test_a_token_lives_an_hour_or_as_long_as_jobs_are_kept_if_that_is_shorter(co
     job = _job(conn, _user(conn))
     conn.execute("UPDATE jobs SET tag = 'a' WHERE id = %s", (job,))
     assert 0 < client.ttl(token_key(str(job))) <= 180
+
+
+def test_the_api_pool_renews_as_its_block_ends_without_holding_the_event_loop(
+    conn, postgres_url, redis_url
+):
+    """The API's pool gathers the jobs a ``connection`` block's writes changed and awaits
+    their renewal through the loop's own Redis client as the block ends: the token is new
+    when the caller goes on, the loop meanwhile serves others (here the renewal waits 0.3 s
+    behind a blocking command on the same connection), and a block cancelled after its
+    write still renews."""
+    user = _user(conn)
+    job, other = _job(conn, user), _job(conn, user)
+    client = redis.Redis.from_url(redis_url)
+
+    async def scene() -> tuple[list[bytes | None], int, bytes | None]:
+        tokens = LoopStatusTokens.at(redis_url, 24)
+        pool = await async_pool(
+            make_settings({"database_url": postgres_url}), on_change=tokens.renew
+        )
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        seen: list[bytes | None] = []
+        try:
+            async with pool.connection() as c:
+                await c.execute("UPDATE jobs SET tag = 'x' WHERE id = %s", (job,))
+                seen.append(client.get(token_key(str(job))))  # committed, not renewed yet
+                # the loop's Redis connection busy 0.3 s (a blocking pop of nothing) ahead
+                # of the renewal, which is pipelined behind it
+                busy = asyncio.create_task(
+                    tokens.client.execute_command("BLPOP", f"t:{uuid.uuid4().hex}", "0.3")
+                )
+                await asyncio.sleep(0)  # sent first
+            seen.append(client.get(token_key(str(job))))  # renewed before the block returned
+            await busy
+
+            async def write_then_wait() -> None:
+                async with pool.connection() as c:
+                    await c.execute("UPDATE jobs SET tag = 'y' WHERE id = %s", (other,))
+                    await asyncio.sleep(10)  # cancelled here, after its commit
+
+            writer = asyncio.create_task(write_then_wait())
+            await asyncio.sleep(0.2)
+            writer.cancel()
+            await asyncio.sleep(0.2)
+        finally:
+            ticker.cancel()
+            await pool.close()
+            await tokens.client.aclose()
+        return seen, ticks, client.get(token_key(str(other)))
+
+    (before, after), ticks, cancelled = asyncio.run(scene())
+    assert before is None and after is not None
+    assert ticks >= 15  # the loop went on while the renewal waited on Redis
+    assert cancelled is not None

@@ -51,6 +51,21 @@ def test_concurrent_commands_share_one_connection_and_each_gets_its_own_reply(ru
     assert connections_received(redis_url) - before == 2  # the client's one, and ours above
 
 
+def test_commands_during_a_connect_fail_at_once_unless_the_client_is_patient(run, redis_url):
+    async def scenario(patient: bool) -> list[Any]:
+        client = PipelinedRedis(redis_url, patient=patient)
+        try:  # the first starts the connect, the second comes while it is under way
+            return await asyncio.gather(
+                client.execute_command("PING"), client.set("p", b"1"), return_exceptions=True
+            )
+        finally:
+            await client.aclose()
+
+    first, second = run(lambda: scenario(False))
+    assert first == b"PONG" and isinstance(second, redis.ConnectionError)  # a reader's
+    assert run(lambda: scenario(True)) == [b"PONG", True]  # a writer's waits for it (set: True)
+
+
 def test_set_answers_as_redis_py_does(run, redis_url):
     async def scenario() -> list[Any]:
         client = PipelinedRedis(redis_url)

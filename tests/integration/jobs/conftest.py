@@ -24,7 +24,7 @@ from appliance.conversions.runtime import Runtime, build_runtime
 from appliance.conversions.service import JobService
 from appliance.conversions.status_cache import StatusCache
 from appliance.db import async_pool
-from appliance.db.changes import StatusTokens
+from appliance.db.changes import LoopStatusTokens
 from appliance.jobs.broker import declare_actors, make_broker, make_dispatcher
 from appliance.settings import Settings
 
@@ -94,10 +94,12 @@ def system(settings: Settings, api_key: str) -> Iterator[JobSystem]:
     runner = TaskRunner(rt)
     declare_actors(broker, lambda task_id, queue: runner.run(task_id, queue), dispatcher)
     loop = asyncio.new_event_loop()
-    tokens = StatusTokens.at(settings.effective_redis_url, settings.job_retention_hours)
+    tokens = LoopStatusTokens.at(settings.effective_redis_url, settings.job_retention_hours)
     pool = loop.run_until_complete(async_pool(settings, on_change=tokens.renew))
     status = StatusCache.for_settings(settings)
-    svc = JobService(settings, pool, rt.storage, rt.registry, rt.dispatcher, status=status)
+    svc = JobService(
+        settings, pool, rt.storage, rt.registry, rt.dispatcher, status=status, tokens=tokens
+    )
     with psycopg.connect(settings.effective_database_url, autocommit=True) as conn:
         user_id = conn.execute("SELECT user_id FROM api_keys LIMIT 1").fetchone()[0]
     js = JobSystem(settings, rt, runner, svc, loop, broker, user_id)
