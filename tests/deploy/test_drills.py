@@ -382,11 +382,22 @@ def test_a_worker_host_s_full_disk_fails_its_tasks_retryably_and_loses_nothing(f
     freed: list[float] = []
     done: list[float] = []
 
+    since = ""  # h5's clock as the load starts
+
+    def journal() -> str:
+        return fleet.lab.run("h5", f"journalctl -q -u appliance-worker@light"
+                                   f" --since @{since} -o cat").stdout  # fmt: skip
+
     def full_for_half_a_minute(port: int) -> None:
         time.sleep(5)  # conversions under way on both worker hosts
         filled.append(time.monotonic())
         fill(fleet, "h5", JOB_AREA, "full")
         time.sleep(30)
+        # and on until one of h5's tasks has met the full disk: the queue's messages go to
+        # either worker host, and a whole run once saw 30 s pass with none taken by h5
+        deadline = time.monotonic() + 120
+        while "disk is full" not in journal() and time.monotonic() < deadline:
+            time.sleep(3)
         fleet.lab.run("h5", f"rm -f {JOB_AREA}/full")
         freed.append(time.monotonic())
         done.append(converted(port, h5))
@@ -408,10 +419,9 @@ def test_a_worker_host_s_full_disk_fails_its_tasks_retryably_and_loses_nothing(f
             left = unfinished(fleet, made, FINISH_SECONDS)
             finished = time.monotonic() - started
             all_made_once(fleet, made)
-            journal = fleet.lab.run("h5", f"journalctl -q -u appliance-worker@light"
-                                          f" --since @{since} -o cat").stdout  # fmt: skip
-            no_space = journal.count("disk is full")
-            assert no_space > 0, journal[-3000:]
+            lines = journal()
+            no_space = lines.count("disk is full")
+            assert no_space > 0, lines[-3000:]
             assert worker_state(fleet, "h5") == before  # the same process, not restarted
             # h5 converted again after the space came back (Prometheus scrapes every 15 s)
             wait_for(lambda: converted(port, h5) > done[0], 60)
