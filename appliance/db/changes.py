@@ -114,12 +114,14 @@ class LoopStatusTokens(_Tokens):
             *(self.client.set(token_key(s), secrets.token_hex(8), ex=self.seconds) for s in todo),
             return_exceptions=True,
         )
-        for error in done:
-            if isinstance(error, BaseException) and not isinstance(error, redis.RedisError):
-                raise error
-        failed = [e for e in done if isinstance(e, redis.RedisError)]
-        if failed:
-            self._keep(todo, failed[0])
+        failed: redis.RedisError | None = None
+        for outcome in done:
+            if isinstance(outcome, redis.RedisError):
+                failed = failed or outcome
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        if failed is not None:
+            self._keep(todo, failed)
 
 
 def channel(backend_pid: int) -> str:
