@@ -384,7 +384,7 @@ BEGIN
     PERFORM appliance_refresh_job(v_job);
 END $function$;
 
--- defined in 0011_usage_metering.sql
+-- defined in 0028_usage_counted_apart.sql
 CREATE OR REPLACE FUNCTION public.appliance_flush_stored_usage()
  RETURNS integer
  LANGUAGE plpgsql
@@ -402,12 +402,52 @@ BEGIN
           FROM held h WHERE u.user_id = h.user_id
         RETURNING h.user_id, h.bh
     )
-    INSERT INTO usage_daily AS d (user_id, day, stored_byte_hours)
-    SELECT user_id, (now() AT TIME ZONE 'UTC')::date, bh FROM taken WHERE bh > 0
+    INSERT INTO usage_counts AS d (user_id, day, slot, stored_byte_hours)
+    SELECT user_id, (now() AT TIME ZONE 'UTC')::date, 0, bh FROM taken WHERE bh > 0
     ORDER BY user_id
-    ON CONFLICT (user_id, day) DO UPDATE
+    ON CONFLICT (user_id, day, slot) DO UPDATE
        SET stored_byte_hours = d.stored_byte_hours + EXCLUDED.stored_byte_hours;
     GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END $function$;
+
+-- defined in 0028_usage_counted_apart.sql
+CREATE OR REPLACE FUNCTION public.appliance_fold_usage()
+ RETURNS integer
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+    v_count integer;
+BEGIN
+    WITH gone AS (
+        DELETE FROM usage_counts
+         WHERE slot <> 0 AND day < (now() AT TIME ZONE 'UTC')::date - 1
+        RETURNING *
+    ), summed AS (
+        SELECT user_id, day, sum(jobs_created) AS jobs_created, sum(tasks_ended) AS tasks_ended,
+               sum(tasks_failed) AS tasks_failed, sum(cpu_seconds) AS cpu_seconds,
+               sum(bytes_in) AS bytes_in, sum(bytes_out) AS bytes_out,
+               sum(bytes_exported) AS bytes_exported, sum(stored_byte_hours) AS stored_byte_hours
+          FROM gone GROUP BY user_id, day
+    ), folded AS (
+        INSERT INTO usage_counts AS u (user_id, day, slot, jobs_created, tasks_ended,
+                                       tasks_failed, cpu_seconds, bytes_in, bytes_out,
+                                       bytes_exported, stored_byte_hours)
+        SELECT user_id, day, 0, jobs_created, tasks_ended, tasks_failed, cpu_seconds,
+               bytes_in, bytes_out, bytes_exported, stored_byte_hours
+          FROM summed ORDER BY user_id, day
+        ON CONFLICT (user_id, day, slot) DO UPDATE
+           SET jobs_created = u.jobs_created + EXCLUDED.jobs_created,
+               tasks_ended = u.tasks_ended + EXCLUDED.tasks_ended,
+               tasks_failed = u.tasks_failed + EXCLUDED.tasks_failed,
+               cpu_seconds = u.cpu_seconds + EXCLUDED.cpu_seconds,
+               bytes_in = u.bytes_in + EXCLUDED.bytes_in,
+               bytes_out = u.bytes_out + EXCLUDED.bytes_out,
+               bytes_exported = u.bytes_exported + EXCLUDED.bytes_exported,
+               stored_byte_hours = u.stored_byte_hours + EXCLUDED.stored_byte_hours
+        RETURNING 1
+    )
+    SELECT count(*) INTO v_count FROM gone;
     RETURN v_count;
 END $function$;
 
@@ -441,19 +481,19 @@ BEGIN
     RETURN NULL;
 END $function$;
 
--- defined in 0011_usage_metering.sql
+-- defined in 0028_usage_counted_apart.sql
 CREATE OR REPLACE FUNCTION public.appliance_meter_job()
  RETURNS trigger
  LANGUAGE plpgsql
 AS $function$
 BEGIN
-    INSERT INTO usage_daily AS u (user_id, day, jobs_created)
-    VALUES (NEW.user_id, (now() AT TIME ZONE 'UTC')::date, 1)
-    ON CONFLICT (user_id, day) DO UPDATE SET jobs_created = u.jobs_created + 1;
+    INSERT INTO usage_counts AS u (user_id, day, slot, jobs_created)
+    VALUES (NEW.user_id, (now() AT TIME ZONE 'UTC')::date, appliance_usage_slot(), 1)
+    ON CONFLICT (user_id, day, slot) DO UPDATE SET jobs_created = u.jobs_created + 1;
     RETURN NULL;
 END $function$;
 
--- defined in 0011_usage_metering.sql
+-- defined in 0028_usage_counted_apart.sql
 CREATE OR REPLACE FUNCTION public.appliance_meter_task_end()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -467,14 +507,14 @@ BEGIN
     SELECT t.cpu_seconds, (SELECT sum(f.size) FROM task_files f WHERE f.task_id = t.id)
       INTO v_cpu, v_bytes FROM tasks t WHERE t.id = NEW.id;
     v_bytes := coalesce(v_bytes, 0);
-    INSERT INTO usage_daily AS u (user_id, day, tasks_ended, tasks_failed, cpu_seconds,
-                                  bytes_in, bytes_out, bytes_exported)
-    VALUES (NEW.user_id, (now() AT TIME ZONE 'UTC')::date, 1,
+    INSERT INTO usage_counts AS u (user_id, day, slot, tasks_ended, tasks_failed, cpu_seconds,
+                                   bytes_in, bytes_out, bytes_exported)
+    VALUES (NEW.user_id, (now() AT TIME ZONE 'UTC')::date, appliance_usage_slot(), 1,
             CASE WHEN NEW.status = 'error' THEN 1 ELSE 0 END, coalesce(v_cpu, 0),
             CASE v_kind WHEN 'in' THEN v_bytes ELSE 0 END,
             CASE v_kind WHEN 'out' THEN v_bytes ELSE 0 END,
             CASE v_kind WHEN 'exported' THEN v_bytes ELSE 0 END)
-    ON CONFLICT (user_id, day) DO UPDATE
+    ON CONFLICT (user_id, day, slot) DO UPDATE
        SET tasks_ended = u.tasks_ended + 1,
            tasks_failed = u.tasks_failed + EXCLUDED.tasks_failed,
            cpu_seconds = u.cpu_seconds + EXCLUDED.cpu_seconds,
@@ -634,4 +674,13 @@ AS $function$
         'retry_of_task_id', t.retry_of_task_id, 'copy_of_task_id', NULL,
         'user_id', t.user_id, 'priority', 0, 'host_name', NULL, 'storage', NULL,
         'depends_on_task_ids', t.depends_on)
+$function$;
+
+-- defined in 0028_usage_counted_apart.sql
+CREATE OR REPLACE FUNCTION public.appliance_usage_slot()
+ RETURNS smallint
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT (pg_backend_pid() % 16)::smallint
 $function$;

@@ -8,7 +8,7 @@ One pass (at most one at a time across the fleet, by advisory lock):
 3. expired jobs and standalone tasks are deleted, and objects no longer referenced by any task
    or cache entry are removed from storage after a grace period;
 4. every ``usage_flush_seconds`` (hourly), the stored byte-hours accrued go into the day's
-   usage (``usage_daily``);
+   usage (``usage_daily``), and the days gone by are folded into one row per user;
 5. the audit records appended since the last pass are chained onto the log
    (``security.audit.seal``), and hourly, those past ``audit_retention_days`` are pruned
    (``security.audit.prune``).
@@ -51,6 +51,7 @@ class PassReport:
     released: int = 0
     deleted_objects: int = 0
     usage_flushed: int = 0  # users whose stored byte-hours went into usage_daily
+    usage_folded: int = 0  # rows of past days' usage folded into one per user and day
     audit_sealed: int = 0  # audit records chained onto the log
     audit_pruned: int = 0  # audit records past their retention, deleted
 
@@ -140,6 +141,7 @@ class Reconciler:
             return
         self._next_flush = time.monotonic() + s.usage_flush_seconds
         report.usage_flushed = usage_rows.flush_stored(self.rt.pool)
+        report.usage_folded = usage_rows.fold(self.rt.pool)
 
     def _seal_audit(self, report: PassReport) -> None:
         with self.rt.pool.connection() as conn:

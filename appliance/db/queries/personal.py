@@ -3,11 +3,11 @@
 What the tables hold per user: ``users`` (the account), ``api_keys`` (metadata; the key's
 hash is never exported), ``data_keys`` (metadata; never the wrapped key), ``jobs``,
 ``tasks`` (as the API shows them: sealed secrets left out), ``task_files`` (their files),
-``usage_daily`` (no reference to ``users``: it is kept for billing after a job goes, and
-deleted here), ``webhooks``, ``webhook_deliveries``, ``signed_url_bases``, ``invitations``
-(to the web UI, by e-mail: no reference to ``users`` either, deleted here; only a hash of
-the token). Everything else goes with the user by ``ON DELETE CASCADE``. The password's hash
-(web UI) is never exported.
+``usage_daily`` (the sum of ``usage_counts``' rows; no reference to ``users``: it is kept
+for billing after a job goes, and deleted here), ``webhooks``, ``webhook_deliveries``,
+``signed_url_bases``, ``invitations`` (to the web UI, by e-mail: no reference to ``users``
+either, deleted here; only a hash of the token). Everything else goes with the user by
+``ON DELETE CASCADE``. The password's hash (web UI) is never exported.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ FORGET_CACHE = (
 )
 FORGET_INVITATIONS = "DELETE FROM invitations WHERE email = (SELECT email FROM users WHERE id = %s)"
 DELETE_USER = "DELETE FROM users WHERE id = %s"
-DELETE_USAGE = "DELETE FROM usage_daily WHERE user_id = %s"
+DELETE_USAGE = "DELETE FROM usage_counts WHERE user_id = %s"
 RELEASED_NOW = (
     "DELETE FROM files WHERE sha256 IN (SELECT sha256 FROM files"
     " WHERE refcount <= 0 AND released_at = now() FOR UPDATE) RETURNING sha256"

@@ -1,5 +1,5 @@
-"""Usage per user and UTC day (``usage_daily``, migration 0011), its export for billing, and
-the quotas an operator sets per user."""
+"""Usage per user and UTC day (``usage_daily``, migrations 0011 and 0028), its export for
+billing, and the quotas an operator sets per user."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ COLUMNS = (
     "stored_byte_hours",
 )
 FLUSH_STORED = "SELECT appliance_flush_stored_usage() AS n"
+FOLD = "SELECT appliance_fold_usage() AS n"
 # Days from..to (both included), of one user (by email) or of all; a deleted user's rows stay,
 # with no email.
 EXPORT = (
@@ -44,6 +45,14 @@ def flush_stored(pool: SyncPool) -> int:
     """The stored byte-hours accrued until now go into today's rows; how many users had some."""
     with pool.connection() as conn:
         row = conn.execute(FLUSH_STORED).fetchone()
+    return int(row["n"]) if row else 0
+
+
+def fold(pool: SyncPool) -> int:
+    """Each past day's counts folded into one row per user (migration 0028: a day is counted
+    in several rows per user while it runs); how many rows went."""
+    with pool.connection() as conn:
+        row = conn.execute(FOLD).fetchone()
     return int(row["n"]) if row else 0
 
 

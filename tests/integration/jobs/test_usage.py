@@ -10,6 +10,7 @@ import time
 import uuid
 
 import msgspec
+import psycopg
 import pytest
 import pyvips
 
@@ -185,3 +186,56 @@ def test_a_users_own_stored_bytes_cap_overrides_the_setting(system):
         system.create({"up": {"operation": "import/upload"}})
     usage.set_quota(system.settings, email, None, None, 0)  # unlimited for them
     system.create({"up": {"operation": "import/upload"}})
+
+
+def _slot(conn: psycopg.Connection) -> int:
+    return conn.info.backend_pid % 16  # appliance_usage_slot()
+
+
+def test_one_users_counts_on_two_connections_do_not_wait_for_each_other(system):
+    """A day's count is kept in a row per connection slot (migration 0028): one account's job
+    creations and task ends no longer commit one after another on the day's one row."""
+    url = system.settings.effective_database_url
+    make = "SELECT appliance_create_job(%s, NULL, 1, '[]', false)"
+    with psycopg.connect(url) as first:
+        first.execute(make, (system.user_id,))
+        first.execute("SET CONSTRAINTS ALL IMMEDIATE")  # counted now; its row held until commit
+        others = [psycopg.connect(url, autocommit=True) for _ in range(17)]
+        try:
+            second = next(c for c in others if _slot(c) != _slot(first))  # 16 slots, 17 tries
+            second.execute("SET lock_timeout = '2s'")
+            second.execute(make, (system.user_id,))  # counted and committed, not waiting
+            assert _day(system, system.user_id)["jobs_created"] == 1
+        finally:
+            for conn in others:
+                conn.close()
+        first.commit()
+    assert _day(system, system.user_id)["jobs_created"] == 2
+
+
+def test_the_days_gone_by_are_folded_into_one_row_per_user_keeping_their_sums(system):
+    user = system.user_id
+    put = (
+        "INSERT INTO usage_counts (user_id, day, slot, jobs_created, cpu_seconds, bytes_out)"
+        " VALUES (%s, (now() AT TIME ZONE 'UTC')::date - %s, %s, %s, 0.5, 100)"
+    )
+    for days_ago, slot, jobs in [(3, 0, 1), (3, 3, 2), (3, 7, 4), (2, 5, 8), (1, 5, 16)]:
+        system.sql(put, user, days_ago, slot, jobs)
+    by_day = "SELECT * FROM usage_daily WHERE user_id = %s ORDER BY day"
+    before = system.sql(by_day, user)
+    report = Reconciler(system.rt).run_once()
+    assert report is not None and report.usage_folded == 3  # slots 3 and 7, and 2 days ago's 5
+    assert system.sql(by_day, user) == before
+    assert [(r["jobs_created"], r["cpu_seconds"], r["bytes_out"]) for r in before] == [
+        (7, 1.5, 300),
+        (8, 0.5, 100),
+        (16, 0.5, 100),
+    ]
+    rows = system.sql(
+        "SELECT (now() AT TIME ZONE 'UTC')::date - day AS ago, slot FROM usage_counts"
+        " WHERE user_id = %s ORDER BY day, slot",
+        user,
+    )
+    # yesterday's slots stay apart: its last commits may still be counting as the day turns
+    assert [(r["ago"], r["slot"]) for r in rows] == [(3, 0), (2, 0), (1, 5)]
+    assert usage_rows.fold(system.rt.pool) == 0
