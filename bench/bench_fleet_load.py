@@ -35,13 +35,10 @@ from tests.harness.s3server import start_s3_server
 REPO = Path(__file__).resolve().parents[1]
 
 
-def unit_cpu(fleet: Fleet) -> dict[str, float]:
-    """Core-seconds used so far by each systemd unit of each host, as ``host/unit`` (what no
-    service holds, e.g. the host's init: ``host/other``): every live process's own time and
-    that of its children it has reaped (so a finished engine run or connection counts), by
-    the unit its cgroup names. This machine's cgroups (v1 beside an unified tree without the
-    cpu controller) keep no CPU account per lab host, hence /proc."""
-    used: dict[str, float] = defaultdict(float)
+def unit_pids(fleet: Fleet) -> dict[str, list[int]]:
+    """The live processes of each systemd unit of each host, as ``host/unit`` (what no
+    service holds, e.g. the host's init: ``host/other``), by the unit their cgroup names."""
+    units: dict[str, list[int]] = defaultdict(list)
     for name in LAYOUT:
         for pid in cgroup_pids(fleet.lab.host(name).cgroup):
             try:
@@ -49,9 +46,16 @@ def unit_cpu(fleet: Fleet) -> dict[str, float]:
             except OSError:  # ended meanwhile
                 continue
             services = re.findall(r"/([^/\n]+)\.service", groups)
-            unit = services[-1] if services else "other"
-            used[f"{name}/{unit}"] += cpu_seconds([pid], reaped=True)
-    return used
+            units[f"{name}/{services[-1] if services else 'other'}"].append(pid)
+    return units
+
+
+def unit_cpu(fleet: Fleet) -> dict[str, float]:
+    """Core-seconds used so far by each systemd unit of each host (``unit_pids``): every live
+    process's own time and that of its children it has reaped (so a finished engine run or
+    connection counts). This machine's cgroups (v1 beside an unified tree without the cpu
+    controller) keep no CPU account per lab host, hence /proc."""
+    return {unit: cpu_seconds(pids, reaped=True) for unit, pids in unit_pids(fleet).items()}
 
 
 def loop_lag(fleet: Fleet) -> dict[str, dict[float, float]]:

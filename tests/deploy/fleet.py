@@ -104,9 +104,12 @@ def fleet(lab_factory, s3_server: S3Server, tmp_path_factory) -> Iterator[Fleet]
     yield fleet
 
 
-def provision(lab: Lab, s3_server: S3Server, work: Path) -> Fleet:
+def provision(
+    lab: Lab, s3_server: S3Server, work: Path, settings: dict[str, object] | None = None
+) -> Fleet:
     """The fleet of ``LAYOUT`` on ``lab``'s hosts (booted, bare), deployed with the one
-    command, its settings and secrets under ``work``; storage is ``s3_server``."""
+    command, its settings and secrets under ``work``; storage is ``s3_server``. ``settings``:
+    fleet settings (group data) beyond the lab's own."""
     s3 = lab.expose(int(s3_server.endpoint.rsplit(":", 1)[1]))
     lb_port = lab.forward("h1", 443)
     spec = {
@@ -127,6 +130,7 @@ def provision(lab: Lab, s3_server: S3Server, work: Path) -> Fleet:
                 # presigned downloads: the test fetches them from the root namespace
                 "public_url": f"http://{s3_server.endpoint}",
             },
+            **(settings or {}),
         },
     }
     (work / "fleet.json").write_text(json.dumps(spec))

@@ -95,6 +95,11 @@ DEFAULTS: dict[str, Any] = {
     "clamav_mirror": "database.clamav.net",
     # Audit records are kept this long (days; 0: forever).
     "audit_retention_days": 365,
+    # Jobs and their files are deleted this long after creation (hours), and an
+    # Idempotency-Key answers its repeats this long.
+    **{
+        name: getattr(Settings(), name) for name in ("job_retention_hours", "idempotency_key_hours")
+    },
     # Database
     "postgres_version": 15,
     # pg_auto_failover's monitor (a small Postgres of its own, on the monitoring host unless

@@ -56,6 +56,8 @@ def env_context(fleet: Fleet, me: HostSpec) -> dict[str, Any]:
         "sandbox": fleet.get("sandbox", me),
         "virus_scan": fleet.get("virus_scan", me),
         "audit_retention_days": fleet.get("audit_retention_days"),
+        "job_retention_hours": fleet.get("job_retention_hours"),
+        "idempotency_key_hours": fleet.get("idempotency_key_hours"),
         "engine_timeout_seconds": fleet.get("engine_timeout_seconds", me),
         "log_level": fleet.get("log_level", me),
         "drain_file": DRAIN_FILE,

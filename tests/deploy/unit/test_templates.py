@@ -333,12 +333,15 @@ def test_the_app_settings_file_is_accepted_by_the_app(fleet):
     assert settings.trusted_proxies == lb_ip
     trusted = networks(settings.trusted_proxies)
     assert client_address(lb_ip, "198.51.100.7", trusted) == "198.51.100.7"
+    assert (settings.job_retention_hours, settings.idempotency_key_hours) == (24.0, 24.0)
     capped = make_fleet(max_jobs_in_flight_per_user=0, max_stored_bytes_per_user=7,
+                        job_retention_hours=0.05, idempotency_key_hours=2,
                         s3_external={"endpoint": "10.200.0.1:9000"})  # fmt: skip
     env = _env(render("pyinfra/templates/appliance.env.j2",
                       **app.env_context(capped, capped.host("h2"))))  # fmt: skip
     settings = Settings.from_env(env)
     assert (settings.max_jobs_in_flight_per_user, settings.max_stored_bytes_per_user) == (0, 7)
+    assert (settings.job_retention_hours, settings.idempotency_key_hours) == (0.05, 2.0)
 
 
 def test_worker_instance_settings_use_the_contract_ports_and_the_worker_redis_user(fleet):

@@ -1,0 +1,146 @@
+"""A soak run in the lab fleet: the bundled load test held for a long time through the lab
+fleet's lb (``bench_fleet_load``'s six hosts, provisioned from bare with the one command), with
+what could grow sampled on every host all along, to see that nothing grows without bound.
+
+The fleet keeps jobs (and Idempotency-Keys) ``--retention-minutes`` instead of a day (the
+fleet settings ``job_retention_hours`` and ``idempotency_key_hours``), so that the retention
+and clean-up that bound a fleet's tables and storage are at work within the run; every job's
+file is unlike any other (``--unique-files``).
+
+Every ``--sample`` seconds: memory (PSS), open files and process count of each systemd unit
+of each host (``host/unit``, as ``bench_fleet_load`` accounts CPU); every table's size on the
+db primary and the rows of jobs and tasks; Redis's memory and keys on its host; the objects
+and bytes the S3 server holds. Written to ``<out>/samples.csv`` and judged as ``bench_soak``
+judges a single host's (peak of the last third against the middle third's). The CPU each unit
+used over the run is printed too (``bench_fleet_load.report``). The load test's own report
+(p95, errors, plots) is in ``<out>``.
+
+    .venv/bin/python -m bench.bench_fleet_soak [--users 210] [--minutes 30]
+
+Loopback and the lab's own hosts only; bounded by ``--minutes``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.bench_fleet_load import report, unit_cpu, unit_pids
+from bench.bench_soak import judge, live, open_files, pss_kib, tree_size
+from bench.loadtest import report as locust_report
+from tests.deploy.fleet import LAYOUT, Fleet, provision
+from tests.deploy.lab import start_lab
+from tests.harness.s3server import start_s3_server
+
+REPO = Path(__file__).resolve().parents[1]
+TABLES = (
+    "SELECT 'table:' || c.relname || ':bytes', pg_total_relation_size(c.oid) FROM pg_class c"
+    " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'"
+    " AND c.relkind = 'r' UNION ALL SELECT 'table:jobs:rows', count(*) FROM jobs"
+    " UNION ALL SELECT 'table:tasks:rows', count(*) FROM tasks"
+)
+
+
+def sample(fleet: Fleet, redis_password: str, s3_root: Path) -> dict[str, float]:
+    row: dict[str, float] = {}
+    for unit, pids in unit_pids(fleet).items():
+        pids = live(pids)
+        row[f"{unit}:pss_kib"] = pss_kib(pids)
+        row[f"{unit}:fds"] = open_files(pids)
+        row[f"{unit}:procs"] = len(pids)
+    primary = fleet.db_primary()
+    tables = fleet.lab.run(
+        primary, f'cd / && runuser -u postgres -- psql -XAt -F " " -d appliance -c "{TABLES}"'
+    ).stdout
+    for line in tables.splitlines():
+        name, value = line.split()
+        row[name] = float(value)
+    redis_host = next(n for n, roles in LAYOUT.items() if "redis" in roles)
+    cli = (
+        f"REDISCLI_AUTH='{redis_password}' timeout 10 redis-cli --no-auth-warning"
+        f" -h {fleet.lab.ip(redis_host)} --user admin"
+    )
+    info = fleet.lab.run(redis_host, f"{cli} INFO memory && {cli} DBSIZE").stdout
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    row["redis:used_memory:bytes"] = float(fields["used_memory"])
+    row["redis:db:keys"] = float(info.split()[-1])
+    files, size = tree_size(s3_root)
+    row["storage:files:rows"], row["storage:all:bytes"] = files, size
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument(
+        "--users", type=int, default=210, help="70%% of the 300 the fleet held with p95 < 2 s"
+    )
+    ap.add_argument("--minutes", type=float, default=30)
+    ap.add_argument("--retention-minutes", type=float, default=3)
+    ap.add_argument("--sample", type=float, default=30, help="seconds between samples")
+    ap.add_argument("--keys", type=int, default=20, help="users' keys made on the fleet")
+    ap.add_argument("--out", type=Path, default=REPO / "bench/out/soak-fleet")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    hours = args.retention_minutes / 60
+    samples: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
+        work = Path(tmp)
+        work.chmod(0o755)  # as the suite's work root: the S3 server's daemons reach it
+        s3 = start_s3_server(work / "s3")
+        lab = start_lab(list(LAYOUT))
+        try:
+            settings = {"job_retention_hours": hours, "idempotency_key_hours": hours}
+            fleet = provision(lab, s3, work, settings)
+            print(f"fleet provisioned in {fleet.first_seconds:.0f} s", flush=True)
+            secrets = Path(fleet.env["APPLIANCE_DEPLOY_SECRETS_DIR"]) / "lab.json"
+            redis_password = json.loads(secrets.read_text())["redis_admin_password"]
+            keys = work / "keys.txt"
+            keys.write_text("".join(fleet.key() + "\n" for _ in range(args.keys)))
+            cpu_before = unit_cpu(fleet)
+            load = subprocess.Popen(
+                [sys.executable, "-m", "bench.loadtest", "--url", fleet.url, "--keys",
+                 str(keys), "--users", str(args.users), "--spawn-rate", "20", "--run-time",
+                 f"{int(args.minutes * 60)}s", "--insecure", "--mix", "image,table",
+                 "--unique-files", "--out", str(args.out)],
+                cwd=REPO,
+            )  # fmt: skip
+            started = time.monotonic()
+            deadline = started + args.minutes * 60 + 300  # Locust's own stop, with room
+            with (args.out / "samples.csv").open("w", newline="") as f:
+                writer: csv.DictWriter[str] | None = None
+                while load.poll() is None and time.monotonic() < deadline:
+                    row = {"t": round(time.monotonic() - started, 1)}
+                    row.update(sample(fleet, redis_password, work / "s3" / "srv"))
+                    samples.append(row)
+                    if writer is None:
+                        writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
+                        writer.writeheader()
+                    writer.writerow(row)
+                    f.flush()
+                    time.sleep(args.sample)
+            wall = time.monotonic() - started
+            if load.poll() is None:
+                load.kill()
+                raise SystemExit("the load test did not stop in time")
+            after = unit_cpu(fleet)
+            report(args.users, wall, {u: after[u] - cpu_before.get(u, 0.0) for u in after})
+        finally:
+            lab.stop()
+            s3.stop()
+    if load.returncode != 0:
+        raise SystemExit(f"the load test failed ({load.returncode})")
+    print(locust_report.summary(args.out / "locust").line())
+    print(
+        f"{len(samples)} samples over {samples[-1]['t'] / 60:.0f} min; peaks, middle third -> last:"
+    )
+    print("\n".join(judge(samples)))
+
+
+if __name__ == "__main__":
+    main()
