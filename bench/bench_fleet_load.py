@@ -26,6 +26,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from appliance.settings import Settings
 from bench.harness import cpu_seconds
 from tests.deploy.fleet import LAYOUT, Fleet, provision
 from tests.deploy.lab import start_lab
@@ -33,6 +34,8 @@ from tests.deploy.lab.system import cgroup_pids
 from tests.harness.s3server import start_s3_server
 
 REPO = Path(__file__).resolve().parents[1]
+# The lab fleet's api hosts serve /metrics on the fleet's default port, the app's own default.
+METRICS_PORT = Settings().api_metrics_port
 
 
 def unit_pids(fleet: Fleet) -> dict[str, list[int]]:
@@ -66,7 +69,7 @@ def loop_lag(fleet: Fleet) -> dict[str, dict[float, float]]:
     for name, roles in LAYOUT.items():
         if "api" not in roles:
             continue
-        url = f"http://{fleet.lab.ip(name)}:9179/metrics"
+        url = f"http://{fleet.lab.ip(name)}:{METRICS_PORT}/metrics"
         text = fleet.lab.run(
             name,
             f"python3 -c 'import urllib.request as u; print(u.urlopen(\"{url}\").read().decode())'",

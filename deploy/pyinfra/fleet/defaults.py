@@ -52,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "api_workers": 2,
     # The API's /metrics listener (one per api host, on its private address; Prometheus
     # scrapes it there: the API's own port answers /metrics with 404).
-    "api_metrics_port": 9179,
+    "api_metrics_port": Settings().api_metrics_port,
     "api_memory_max": "1G",
     # Base URL clients use; empty: https://<first lb host's SSH name>.
     "public_url": "",
