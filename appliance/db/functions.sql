@@ -240,28 +240,31 @@ BEGIN
     END LOOP;
 END $function$;
 
--- defined in 0011_usage_metering.sql
+-- defined in 0028_usage_counted_apart.sql
 CREATE OR REPLACE FUNCTION public.appliance_count_stored_bytes()
  RETURNS trigger
  LANGUAGE plpgsql
 AS $function$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO user_usage AS u (user_id, stored_bytes)
-        SELECT user_id, sum(size) FROM added GROUP BY user_id ORDER BY user_id
-        ON CONFLICT (user_id) DO UPDATE
+        INSERT INTO user_usage AS u (user_id, slot, stored_bytes)
+        SELECT user_id, appliance_usage_slot(), sum(size) FROM added
+         GROUP BY user_id ORDER BY user_id
+        ON CONFLICT (user_id, slot) DO UPDATE
            SET stored_bytes = u.stored_bytes + EXCLUDED.stored_bytes,
                byte_hours = u.byte_hours + u.stored_bytes
                             * greatest(0, extract(epoch FROM now() - u.accrued_at)) / 3600,
                accrued_at = greatest(u.accrued_at, now());
     ELSE
-        UPDATE user_usage u
-           SET stored_bytes = greatest(u.stored_bytes - g.bytes, 0),
+        INSERT INTO user_usage AS u (user_id, slot, stored_bytes)
+        SELECT g.user_id, appliance_usage_slot(), -sum(g.size) FROM gone g
+          JOIN users ON users.id = g.user_id
+         GROUP BY g.user_id ORDER BY g.user_id
+        ON CONFLICT (user_id, slot) DO UPDATE
+           SET stored_bytes = u.stored_bytes + EXCLUDED.stored_bytes,
                byte_hours = u.byte_hours + u.stored_bytes
                             * greatest(0, extract(epoch FROM now() - u.accrued_at)) / 3600,
-               accrued_at = greatest(u.accrued_at, now())
-          FROM (SELECT user_id, sum(size) AS bytes FROM gone GROUP BY user_id) g
-         WHERE u.user_id = g.user_id;
+               accrued_at = greatest(u.accrued_at, now());
     END IF;
     RETURN NULL;
 END $function$;
@@ -393,17 +396,24 @@ DECLARE
     v_count integer;
 BEGIN
     WITH held AS (
-        SELECT user_id, byte_hours + stored_bytes
+        SELECT user_id, slot, stored_bytes, byte_hours + stored_bytes
                * greatest(0, extract(epoch FROM now() - accrued_at)) / 3600 AS bh
-          FROM user_usage WHERE byte_hours > 0 OR stored_bytes > 0
-         ORDER BY user_id FOR UPDATE
-    ), taken AS (
-        UPDATE user_usage u SET byte_hours = 0, accrued_at = greatest(u.accrued_at, now())
-          FROM held h WHERE u.user_id = h.user_id
-        RETURNING h.user_id, h.bh
+          FROM user_usage WHERE byte_hours <> 0 OR stored_bytes <> 0 OR slot <> 0
+         ORDER BY user_id, slot FOR UPDATE
+    ), per_user AS (
+        SELECT user_id, sum(stored_bytes) AS stored, sum(bh) AS bh FROM held GROUP BY user_id
+    ), moved AS (
+        DELETE FROM user_usage u USING held h
+         WHERE u.user_id = h.user_id AND u.slot = h.slot AND h.slot <> 0
+    ), kept AS (
+        INSERT INTO user_usage AS u (user_id, slot, stored_bytes, byte_hours, accrued_at)
+        SELECT user_id, 0, stored, 0, now() FROM per_user ORDER BY user_id
+        ON CONFLICT (user_id, slot) DO UPDATE
+           SET stored_bytes = EXCLUDED.stored_bytes, byte_hours = 0,
+               accrued_at = greatest(u.accrued_at, now())
     )
     INSERT INTO usage_counts AS d (user_id, day, slot, stored_byte_hours)
-    SELECT user_id, (now() AT TIME ZONE 'UTC')::date, 0, bh FROM taken WHERE bh > 0
+    SELECT user_id, (now() AT TIME ZONE 'UTC')::date, 0, bh FROM per_user WHERE bh > 0
     ORDER BY user_id
     ON CONFLICT (user_id, day, slot) DO UPDATE
        SET stored_byte_hours = d.stored_byte_hours + EXCLUDED.stored_byte_hours;
@@ -641,6 +651,16 @@ AS $function$
        AND j.created_at < now() - interval '10 seconds'
        AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id
                           AND t.status IN ('waiting', 'processing'))
+$function$;
+
+-- defined in 0028_usage_counted_apart.sql
+CREATE OR REPLACE FUNCTION public.appliance_stored_bytes(p_user uuid)
+ RETURNS bigint
+ LANGUAGE sql
+ STABLE
+AS $function$
+    SELECT greatest(coalesce(sum(stored_bytes), 0), 0)::bigint FROM user_usage
+     WHERE user_id = p_user
 $function$;
 
 -- defined in 0007_per_user_caps.sql

@@ -13,6 +13,12 @@
 -- connections seldom meet on a row. usage_daily becomes a view that sums a day's slots, read as
 -- before. The reconciler folds the slots of days gone by into slot 0 (appliance_fold_usage), so
 -- a past day keeps one row per user.
+--
+-- The bytes a user's files hold (user_usage, migration 0007) had the same single row, taken by
+-- the statement that adds a task's files and held to the end of the task's completion: it is
+-- kept per slot too (a slot's figure may go below zero when files counted on one connection are
+-- deleted on another; the sum is the user's), and its byte-hours accrue per slot, which sums to
+-- the same. The reconciler's hourly flush moves every user's slots back into slot 0.
 ALTER TABLE usage_daily RENAME TO usage_counts;
 ALTER TABLE usage_counts ADD COLUMN slot smallint NOT NULL DEFAULT 0;
 ALTER TABLE usage_counts DROP CONSTRAINT usage_daily_pkey;
@@ -72,23 +78,68 @@ BEGIN
     RETURN NULL;
 END $$;
 
--- As in 0011, into slot 0 (the reconciler alone writes stored byte-hours, once an hour).
+ALTER TABLE user_usage ADD COLUMN slot smallint NOT NULL DEFAULT 0;
+ALTER TABLE user_usage DROP CONSTRAINT user_usage_pkey;
+ALTER TABLE user_usage ADD CONSTRAINT user_usage_pkey PRIMARY KEY (user_id, slot);
+
+-- As in 0011, into the connection's slot; a deletion counts its bytes off as a negative figure
+-- (only for users that still exist: a deleted user's rows went with them).
+CREATE OR REPLACE FUNCTION appliance_count_stored_bytes() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO user_usage AS u (user_id, slot, stored_bytes)
+        SELECT user_id, appliance_usage_slot(), sum(size) FROM added
+         GROUP BY user_id ORDER BY user_id
+        ON CONFLICT (user_id, slot) DO UPDATE
+           SET stored_bytes = u.stored_bytes + EXCLUDED.stored_bytes,
+               byte_hours = u.byte_hours + u.stored_bytes
+                            * greatest(0, extract(epoch FROM now() - u.accrued_at)) / 3600,
+               accrued_at = greatest(u.accrued_at, now());
+    ELSE
+        INSERT INTO user_usage AS u (user_id, slot, stored_bytes)
+        SELECT g.user_id, appliance_usage_slot(), -sum(g.size) FROM gone g
+          JOIN users ON users.id = g.user_id
+         GROUP BY g.user_id ORDER BY g.user_id
+        ON CONFLICT (user_id, slot) DO UPDATE
+           SET stored_bytes = u.stored_bytes + EXCLUDED.stored_bytes,
+               byte_hours = u.byte_hours + u.stored_bytes
+                            * greatest(0, extract(epoch FROM now() - u.accrued_at)) / 3600,
+               accrued_at = greatest(u.accrued_at, now());
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- A user's stored bytes: the sum of their slots (never below zero).
+CREATE FUNCTION appliance_stored_bytes(p_user uuid) RETURNS bigint LANGUAGE sql STABLE AS $$
+    SELECT greatest(coalesce(sum(stored_bytes), 0), 0)::bigint FROM user_usage
+     WHERE user_id = p_user
+$$;
+
+-- As in 0011, summed over each user's slots, into usage_counts' slot 0 (the reconciler alone
+-- writes stored byte-hours, once an hour); and each user's slots moved into slot 0.
 CREATE OR REPLACE FUNCTION appliance_flush_stored_usage() RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     v_count integer;
 BEGIN
     WITH held AS (
-        SELECT user_id, byte_hours + stored_bytes
+        SELECT user_id, slot, stored_bytes, byte_hours + stored_bytes
                * greatest(0, extract(epoch FROM now() - accrued_at)) / 3600 AS bh
-          FROM user_usage WHERE byte_hours > 0 OR stored_bytes > 0
-         ORDER BY user_id FOR UPDATE
-    ), taken AS (
-        UPDATE user_usage u SET byte_hours = 0, accrued_at = greatest(u.accrued_at, now())
-          FROM held h WHERE u.user_id = h.user_id
-        RETURNING h.user_id, h.bh
+          FROM user_usage WHERE byte_hours <> 0 OR stored_bytes <> 0 OR slot <> 0
+         ORDER BY user_id, slot FOR UPDATE
+    ), per_user AS (
+        SELECT user_id, sum(stored_bytes) AS stored, sum(bh) AS bh FROM held GROUP BY user_id
+    ), moved AS (
+        DELETE FROM user_usage u USING held h
+         WHERE u.user_id = h.user_id AND u.slot = h.slot AND h.slot <> 0
+    ), kept AS (
+        INSERT INTO user_usage AS u (user_id, slot, stored_bytes, byte_hours, accrued_at)
+        SELECT user_id, 0, stored, 0, now() FROM per_user ORDER BY user_id
+        ON CONFLICT (user_id, slot) DO UPDATE
+           SET stored_bytes = EXCLUDED.stored_bytes, byte_hours = 0,
+               accrued_at = greatest(u.accrued_at, now())
     )
     INSERT INTO usage_counts AS d (user_id, day, slot, stored_byte_hours)
-    SELECT user_id, (now() AT TIME ZONE 'UTC')::date, 0, bh FROM taken WHERE bh > 0
+    SELECT user_id, (now() AT TIME ZONE 'UTC')::date, 0, bh FROM per_user WHERE bh > 0
     ORDER BY user_id
     ON CONFLICT (user_id, day, slot) DO UPDATE
        SET stored_byte_hours = d.stored_byte_hours + EXCLUDED.stored_byte_hours;

@@ -34,7 +34,7 @@ USER_LOAD = (
     f" WHERE user_id = %(user)s AND {_OPEN} LIMIT %(cap)s) j)"
     " + (SELECT count(*) FROM (SELECT 1 FROM tasks"
     f" WHERE user_id = %(user)s AND job_id IS NULL AND {_OPEN} LIMIT %(cap)s) t) AS in_flight,"
-    " coalesce((SELECT stored_bytes FROM user_usage WHERE user_id = %(user)s), 0)"
+    " appliance_stored_bytes(%(user)s)"
     " AS stored_bytes, u.quota_minutes_per_day, u.quota_minutes_per_month,"
     " u.quota_stored_bytes, m.cpu_today, m.cpu_month"
     " FROM (SELECT %(user)s::uuid AS id) me LEFT JOIN users u ON u.id = me.id,"

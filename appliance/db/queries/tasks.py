@@ -58,7 +58,7 @@ SERVICE_FAULT = (
 )
 ROUTED_DEPENDENTS = (
     "SELECT status, user_id, appliance_routed_dependents(id) AS dependents,"
-    " coalesce((SELECT stored_bytes FROM user_usage u WHERE u.user_id = tasks.user_id), 0)"
+    " appliance_stored_bytes(tasks.user_id)"
     " AS stored_bytes, (SELECT quota_stored_bytes FROM users u WHERE u.id = tasks.user_id)"
     " AS quota_stored_bytes FROM tasks WHERE id = %s AND operation = %s"
 )

@@ -5,9 +5,11 @@ byte-hours integrated as stored bytes change; and the quotas checked when a job 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 import uuid
+from collections.abc import Iterator
 
 import msgspec
 import psycopg
@@ -192,25 +194,61 @@ def _slot(conn: psycopg.Connection) -> int:
     return conn.info.backend_pid % 16  # appliance_usage_slot()
 
 
+@contextlib.contextmanager
+def _another_slot(system, conn: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """An autocommit connection whose usage slot is not ``conn``'s (16 slots, 17 tries), that
+    waits at most 2 s for a lock."""
+    url = system.settings.effective_database_url
+    tries = [psycopg.connect(url, autocommit=True) for _ in range(17)]
+    try:
+        other = next(c for c in tries if _slot(c) != _slot(conn))
+        other.execute("SET lock_timeout = '2s'")
+        yield other
+    finally:
+        for c in tries:
+            c.close()
+
+
 def test_one_users_counts_on_two_connections_do_not_wait_for_each_other(system):
     """A day's count is kept in a row per connection slot (migration 0028): one account's job
     creations and task ends no longer commit one after another on the day's one row."""
-    url = system.settings.effective_database_url
     make = "SELECT appliance_create_job(%s, NULL, 1, '[]', false)"
-    with psycopg.connect(url) as first:
+    with psycopg.connect(system.settings.effective_database_url) as first:
         first.execute(make, (system.user_id,))
         first.execute("SET CONSTRAINTS ALL IMMEDIATE")  # counted now; its row held until commit
-        others = [psycopg.connect(url, autocommit=True) for _ in range(17)]
-        try:
-            second = next(c for c in others if _slot(c) != _slot(first))  # 16 slots, 17 tries
-            second.execute("SET lock_timeout = '2s'")
+        with _another_slot(system, first) as second:
             second.execute(make, (system.user_id,))  # counted and committed, not waiting
             assert _day(system, system.user_id)["jobs_created"] == 1
-        finally:
-            for conn in others:
-                conn.close()
         first.commit()
     assert _day(system, system.user_id)["jobs_created"] == 2
+
+
+def test_one_users_stored_bytes_on_two_connections_do_not_wait_and_sum_up(system):
+    """So are the bytes a user's files hold: a task's files added on one connection do not
+    hold another's; a file deleted on another slot than it was counted on is taken off, and
+    the reconciler's flush moves the slots back into one."""
+    job = system.create({n: {"operation": "import/upload"} for n in ("a", "b")})
+    a, b = (task(job, n)["id"] for n in ("a", "b"))
+    add = (
+        "INSERT INTO task_files (task_id, position, sha256, filename, size)"
+        " VALUES (%s, 0, %s, 'f', %s)"
+    )
+    stored = "SELECT appliance_stored_bytes(%s) AS n"
+    with psycopg.connect(system.settings.effective_database_url) as first:
+        first.execute(add, (a, uuid.uuid4().hex, 1000))  # the user's slot row held until commit
+        with _another_slot(system, first) as second:
+            second.execute(add, (b, uuid.uuid4().hex, 500))
+            assert system.sql(stored, system.user_id)[0]["n"] == 500
+        first.commit()
+        with _another_slot(system, first) as second:
+            second.execute("DELETE FROM task_files WHERE task_id = %s", (a,))
+    assert system.sql(stored, system.user_id)[0]["n"] == 500
+    slots = "SELECT slot, stored_bytes FROM user_usage WHERE user_id = %s ORDER BY slot"
+    held = [r["stored_bytes"] for r in system.sql(slots, system.user_id)]
+    assert len(held) >= 2 and min(held) < 0  # -1000 on a slot other than the 1000's
+    report = Reconciler(system.rt).run_once()
+    assert report is not None and report.usage_flushed == 1
+    assert system.sql(slots, system.user_id) == [{"slot": 0, "stored_bytes": 500}]
 
 
 def test_the_days_gone_by_are_folded_into_one_row_per_user_keeping_their_sums(system):

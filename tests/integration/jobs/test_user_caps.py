@@ -32,8 +32,7 @@ def _other_user(system):
 
 
 def _stored(system, user_id):
-    rows = system.sql("SELECT stored_bytes FROM user_usage WHERE user_id = %s", user_id)
-    return rows[0]["stored_bytes"] if rows else 0
+    return system.sql("SELECT appliance_stored_bytes(%s) AS n", user_id)[0]["n"]
 
 
 def test_a_job_past_the_task_cap_is_refused(system):
