@@ -3,7 +3,9 @@ file as /usr/local/lib/appliance/backup_tool.py. Two commands:
 
     backup_tool.py bucket /etc/appliance/backup-s3.json
         the backup bucket (and the app's, on an external store) exists and is asked to keep
-        old object versions (a store that cannot says so: a warning, not an error);
+        old object versions, and to delete them ``noncurrent_days`` after they were replaced
+        or deleted (a store that cannot do either, or a bucket with lifecycle rules of its own,
+        says so: a warning, not an error);
     backup_tool.py metrics --max-age-hours H --out FILE
         the node exporter's textfile: what ``pgbackrest info`` says of the repository (the
         newest good backup of each type, its duration and size) and, on the primary,
@@ -16,6 +18,7 @@ client, so S3 requests are signed here (AWS Signature Version 4, path-style addr
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import hmac
 import http.client
@@ -33,6 +36,18 @@ VERSIONING = (
     b"<Status>Enabled</Status></VersioningConfiguration>"
 )
 BACKUP_TYPES = ("full", "diff", "incr")
+# The lifecycle rule that deletes old versions; MinIO's setup imports one of the same ID
+# (minio-setup.sh.j2), so a MinIO bucket's rule is recognised as the fleet's own.
+RULE_ID = "noncurrent-versions"
+
+
+def lifecycle(days: int) -> bytes:
+    return (
+        '<LifecycleConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Rule>'
+        f"<ID>{RULE_ID}</ID><Filter><Prefix></Prefix></Filter><Status>Enabled</Status>"
+        f"<NoncurrentVersionExpiration><NoncurrentDays>{days}</NoncurrentDays>"
+        "</NoncurrentVersionExpiration></Rule></LifecycleConfiguration>"
+    ).encode()
 
 
 # -- S3 -------------------------------------------------------------------------------------
@@ -41,13 +56,20 @@ def _hmac(key: bytes, msg: str) -> bytes:
 
 
 def signed_headers(
-    s3: dict[str, Any], method: str, path: str, query: str, body: bytes, now: datetime
+    s3: dict[str, Any],
+    method: str,
+    path: str,
+    query: str,
+    body: bytes,
+    now: datetime,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The headers of an S3 request signed with Signature Version 4 (``query`` is already
-    canonical: ``versioning=``)."""
+    canonical: ``versioning=``); ``extra`` headers (lower-case names) are signed too."""
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     payload = hashlib.sha256(body).hexdigest()
     headers = {"host": s3["endpoint"], "x-amz-content-sha256": payload, "x-amz-date": stamp}
+    headers.update(extra or {})
     names = ";".join(sorted(headers))
     canonical = "\n".join(
         [method, path, query, *(f"{k}:{headers[k]}" for k in sorted(headers)), "", names, payload]
@@ -72,8 +94,11 @@ def s3_request(
 ) -> tuple[int, bytes]:
     kind = http.client.HTTPSConnection if s3.get("secure") else http.client.HTTPConnection
     conn = kind(s3["endpoint"], timeout=30)
+    # S3 wants a body's MD5 on some requests (a lifecycle configuration's among them)
+    digest = hashlib.md5(body, usedforsecurity=False).digest()
+    extra = {"content-md5": base64.b64encode(digest).decode()} if body else {}
     try:
-        headers = signed_headers(s3, method, path, query, body, datetime.now(UTC))
+        headers = signed_headers(s3, method, path, query, body, datetime.now(UTC), extra)
         conn.request(method, path + (f"?{query.rstrip('=')}" if query else ""), body, headers)
         reply = conn.getresponse()
         return reply.status, reply.read()
@@ -107,18 +132,57 @@ def keep_versions(s3: dict[str, Any], bucket: str) -> bool:
     raise RuntimeError(f"versioning of {bucket}: HTTP {status} {reply[:300]!r}")
 
 
+def expire_old_versions(s3: dict[str, Any], bucket: str, days: int) -> str:
+    """Ask ``bucket`` to delete an object's old versions ``days`` after they stop being
+    current, unless it has lifecycle rules of its own (setting ours would replace them):
+    "set", "kept" (ours already), "theirs", or "unsupported" (the store keeps no rules)."""
+    ours = lifecycle(days)
+    status, reply = s3_request(s3, "GET", f"/{bucket}", "lifecycle=")
+    if status == 200 and b"<LifecycleConfiguration" in reply:
+        same = f"<ID>{RULE_ID}</ID>".encode() in reply and (
+            f"<NoncurrentDays>{days}</NoncurrentDays>".encode() in reply
+        )
+        return "kept" if same else "theirs"
+    if status != 404:  # a store without lifecycle rules answers otherwise (a listing, 501)
+        return "unsupported"
+    status, reply = s3_request(s3, "PUT", f"/{bucket}", "lifecycle=", ours)
+    if status != 200:
+        return "unsupported"
+    status, reply = s3_request(s3, "GET", f"/{bucket}", "lifecycle=")
+    return "set" if status == 200 and f"<ID>{RULE_ID}</ID>".encode() in reply else "unsupported"
+
+
 def cmd_bucket(config_path: str) -> int:
     with open(config_path) as f:
         config = json.load(f)
+    days = int(config.get("noncurrent_days", 0))
     # The app's bucket too: on a first deploy the app has not yet started to make it.
     for target in [config["s3"], *config.get("also_versioned", [])]:
-        print(f"bucket {target['bucket']}: {ensure_bucket(target, target['bucket'])}")
-        if keep_versions(target, target["bucket"]):
-            print(f"bucket {target['bucket']}: versioning enabled")
+        bucket = target["bucket"]
+        print(f"bucket {bucket}: {ensure_bucket(target, bucket)}")
+        if not keep_versions(target, bucket):
+            print(
+                f"WARNING: bucket {bucket}: this S3 store keeps no object versions"
+                " (versioning not implemented); protect it another way (monitoring/RUNBOOK.md)"
+            )
+            continue
+        print(f"bucket {bucket}: versioning enabled")
+        if not days:
+            print(f"bucket {bucket}: old versions kept forever (storage_noncurrent_days 0)")
+            continue
+        done = expire_old_versions(target, bucket, days)
+        if done in ("set", "kept"):
+            print(f"bucket {bucket}: old versions deleted after {days} days")
+        elif done == "theirs":
+            print(
+                f"WARNING: bucket {bucket}: has lifecycle rules of its own, left as they are;"
+                f" let one delete old (noncurrent) versions, or they are kept forever"
+            )
         else:
             print(
-                f"WARNING: bucket {target['bucket']}: this S3 store keeps no object versions"
-                " (versioning not implemented); protect it another way (monitoring/RUNBOOK.md)"
+                f"WARNING: bucket {bucket}: this S3 store keeps no lifecycle rules, so old"
+                " versions of deleted files are kept forever: set an expiry of noncurrent"
+                " versions with the store's own tools"
             )
     return 0
 

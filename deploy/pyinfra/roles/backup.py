@@ -86,14 +86,16 @@ def postgres_context() -> dict[str, object]:
 
 def s3_config(fleet: Fleet) -> str:
     """The bucket step's input (backup_tool.py bucket): the backup bucket, and the app's
-    bucket on an external store, both asked to keep old versions (MinIO's are set by the
-    storage role)."""
+    bucket on an external store, both asked to keep old versions and to delete them
+    ``storage_noncurrent_days`` later (MinIO's are set by the storage role)."""
     also = []
     if fleet.get("s3_external") and not fleet.role("storage"):
         app = fleet.s3()
         also.append({k: app[k] for k in ("endpoint", "access_key", "secret_key", "region",
                                           "secure", "bucket")})  # fmt: skip
-    return json.dumps({"s3": fleet.backup_s3(), "also_versioned": also}, indent=2) + "\n"
+    days = int(fleet.get("storage_noncurrent_days"))
+    config = {"s3": fleet.backup_s3(), "also_versioned": also, "noncurrent_days": days}
+    return json.dumps(config, indent=2) + "\n"
 
 
 def unit_context(fleet: Fleet, pg_service: str) -> dict[str, object]:

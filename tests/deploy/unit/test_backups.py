@@ -6,14 +6,19 @@ before a later commit."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import http.server
 import json
 import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -63,6 +68,79 @@ def test_with_an_external_store_backups_use_its_endpoint_and_keys_in_their_own_b
         "appliance-backups",
         "app",
     ]
+    assert config["noncurrent_days"] == 30  # old versions of both deleted after that
+
+
+class _Store(http.server.BaseHTTPRequestHandler):
+    """A bucket's lifecycle subresource as S3 answers it: 404 NoSuchLifecycleConfiguration
+    until one is put. Each request is kept: (method, path, headers, body)."""
+
+    rules: bytes | None = None
+    seen: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    def _answer(self, status: int, body: bytes = b"") -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self.seen.append(("GET", self.path, {k.lower(): v for k, v in self.headers.items()}, b""))
+        if self.rules is None:
+            self._answer(404, b"<Error><Code>NoSuchLifecycleConfiguration</Code></Error>")
+        else:
+            self._answer(200, self.rules)
+
+    def do_PUT(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append(("PUT", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        type(self).rules = body
+        self._answer(200)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def store() -> Iterator[tuple[type[_Store], dict[str, str]]]:
+    handler = type("Store", (_Store,), {"rules": None, "seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    s3 = {"endpoint": f"127.0.0.1:{server.server_address[1]}", "access_key": "a",
+          "secret_key": "b", "region": "eu-1"}  # fmt: skip
+    try:
+        yield handler, s3
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+def test_old_versions_are_given_an_expiry_signed_with_the_body_s_md5(store):
+    handler, s3 = store
+    assert backup_tool.expire_old_versions(s3, "app", 30) == "set"
+    put = [r for r in handler.seen if r[0] == "PUT"]
+    assert len(put) == 1
+    _, path, headers, body = put[0]
+    assert path == "/app?lifecycle" and body == backup_tool.lifecycle(30)
+    assert b"<NoncurrentDays>30</NoncurrentDays>" in body
+    assert headers["content-md5"] == base64.b64encode(hashlib.md5(body).digest()).decode()
+    when = datetime.strptime(headers["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    again = backup_tool.signed_headers(s3, "PUT", "/app", "lifecycle=", body, when,
+                                       {"content-md5": headers["content-md5"]})  # fmt: skip
+    assert headers["authorization"] == again["authorization"]
+    assert "content-md5" in headers["authorization"]  # signed with the rest
+    # the next deploy finds its own rule and leaves it alone
+    assert backup_tool.expire_old_versions(s3, "app", 30) == "kept"
+    assert len([r for r in handler.seen if r[0] == "PUT"]) == 1
+
+
+def test_a_bucket_with_lifecycle_rules_of_its_own_keeps_them(store):
+    handler, s3 = store
+    theirs = b"<LifecycleConfiguration><Rule><ID>logs</ID></Rule></LifecycleConfiguration>"
+    handler.rules = theirs
+    assert backup_tool.expire_old_versions(s3, "app", 30) == "theirs"
+    assert handler.rules == theirs and all(r[0] == "GET" for r in handler.seen)
 
 
 def test_a_second_site_for_backups_is_used_as_given():
@@ -247,6 +325,8 @@ def test_the_role_s_config_archives_backs_up_and_restores_to_a_point_in_time(rel
     assert made.returncode == 0, made.stderr
     # The harness's Swift keeps versions (object_versioning): both buckets were asked to.
     assert made.stdout.count("versioning enabled") == 2, made.stdout
+    # It keeps no lifecycle rules (s3api has none), so the deploy says old versions stay.
+    assert made.stdout.count("keeps no lifecycle rules") == 2, made.stdout
     data = work / "data"
     assert _pg(work, env, "initdb", "-D", str(data)).returncode == 0
     conf = render("pyinfra/templates/postgresql.conf.j2", shared_buffers="32MB",
