@@ -9,11 +9,14 @@ file is unlike any other (``--unique-files``).
 
 Every ``--sample`` seconds: memory (PSS), open files and process count of each systemd unit
 of each host (``host/unit``, as ``bench_fleet_load`` accounts CPU); every table's size on the
-db primary and the rows of jobs and tasks; Redis's memory and keys on its host; the objects
-and bytes the S3 server holds. Written to ``<out>/samples.csv`` and judged as ``bench_soak``
-judges a single host's (peak of the last third against the middle third's). The CPU each unit
-used over the run is printed too (``bench_fleet_load.report``). The load test's own report
-(p95, errors, plots) is in ``<out>``.
+db primary and the rows of jobs and tasks; Redis's memory and keys on its host; the app
+bucket's objects and bytes, and the S3 server's disk (the fleet's buckets are versioned, so it
+keeps every deleted file's old version: the deploy asks for them to be deleted after
+``storage_noncurrent_days``, which the lab's Swift cannot do). Written to
+``<out>/samples.csv`` and judged as ``bench_soak`` judges a single host's (peak of the last
+third against the middle third's). The CPU each unit used over the run is printed too
+(``bench_fleet_load.report``). The load test's own report (p95, errors, plots) is in
+``<out>``.
 
     .venv/bin/python -m bench.bench_fleet_soak [--users 210] [--minutes 30]
 
@@ -31,12 +34,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from minio import Minio
+
 from bench.bench_fleet_load import report, unit_cpu, unit_pids
 from bench.bench_soak import judge, live, open_files, pss_kib, tree_size
 from bench.loadtest import report as locust_report
 from tests.deploy.fleet import LAYOUT, Fleet, provision
 from tests.deploy.lab import start_lab
-from tests.harness.s3server import start_s3_server
+from tests.harness.s3server import S3Server, start_s3_server
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = (
@@ -47,7 +52,16 @@ TABLES = (
 )
 
 
-def sample(fleet: Fleet, redis_password: str, s3_root: Path) -> dict[str, float]:
+def stored(s3: S3Server, bucket: str) -> tuple[int, int]:
+    """The bucket's current objects and their bytes (old versions are not listed)."""
+    client = Minio(s3.endpoint, s3.access_key, s3.secret_key, secure=False, region=s3.region)
+    files = size = 0
+    for item in client.list_objects(bucket, recursive=True):
+        files, size = files + 1, size + (item.size or 0)
+    return files, size
+
+
+def sample(fleet: Fleet, redis_password: str, s3: S3Server, bucket: str) -> dict[str, float]:
     row: dict[str, float] = {}
     for unit, pids in unit_pids(fleet).items():
         pids = live(pids)
@@ -70,8 +84,9 @@ def sample(fleet: Fleet, redis_password: str, s3_root: Path) -> dict[str, float]
     fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
     row["redis:used_memory:bytes"] = float(fields["used_memory"])
     row["redis:db:keys"] = float(info.split()[-1])
-    files, size = tree_size(s3_root)
-    row["storage:files:rows"], row["storage:all:bytes"] = files, size
+    row["storage:files:rows"], row["storage:all:bytes"] = stored(s3, bucket)
+    # the store's disk: the backups' bucket and every old version too (see KEPT_BY_DESIGN)
+    row["s3-store:disk:bytes"] = tree_size(s3.workdir / "srv")[1]
     return row
 
 
@@ -100,6 +115,7 @@ def main() -> None:
             print(f"fleet provisioned in {fleet.first_seconds:.0f} s", flush=True)
             secrets = Path(fleet.env["APPLIANCE_DEPLOY_SECRETS_DIR"]) / "lab.json"
             redis_password = json.loads(secrets.read_text())["redis_admin_password"]
+            bucket = json.loads((work / "fleet.json").read_text())["data"]["s3_external"]["bucket"]
             keys = work / "keys.txt"
             keys.write_text("".join(fleet.key() + "\n" for _ in range(args.keys)))
             cpu_before = unit_cpu(fleet)
@@ -116,7 +132,7 @@ def main() -> None:
                 writer: csv.DictWriter[str] | None = None
                 while load.poll() is None and time.monotonic() < deadline:
                     row = {"t": round(time.monotonic() - started, 1)}
-                    row.update(sample(fleet, redis_password, work / "s3" / "srv"))
+                    row.update(sample(fleet, redis_password, s3, bucket))
                     samples.append(row)
                     if writer is None:
                         writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
