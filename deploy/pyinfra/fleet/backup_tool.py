@@ -180,9 +180,9 @@ def cmd_bucket(config_path: str) -> int:
             )
         else:
             print(
-                f"WARNING: bucket {bucket}: this S3 store keeps no lifecycle rules, so old"
-                " versions of deleted files are kept forever: set an expiry of noncurrent"
-                " versions with the store's own tools"
+                f"WARNING: bucket {bucket}: this S3 store keeps no lifecycle rules (or"
+                " refused ours), so old versions of deleted files are kept forever: set an"
+                " expiry of noncurrent versions with the store's own tools"
             )
     return 0
 
