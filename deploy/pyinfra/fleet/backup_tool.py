@@ -135,17 +135,17 @@ def keep_versions(s3: dict[str, Any], bucket: str) -> bool:
 def expire_old_versions(s3: dict[str, Any], bucket: str, days: int) -> str:
     """Ask ``bucket`` to delete an object's old versions ``days`` after they stop being
     current, unless it has lifecycle rules of its own (setting ours would replace them):
-    "set", "kept" (ours already), "theirs", or "unsupported" (the store keeps no rules)."""
-    ours = lifecycle(days)
+    "set", "kept" (ours already), "theirs", or "unsupported" (the store keeps no rules).
+    Our rule alone, with another number of days, is replaced."""
     status, reply = s3_request(s3, "GET", f"/{bucket}", "lifecycle=")
     if status == 200 and b"<LifecycleConfiguration" in reply:
-        same = f"<ID>{RULE_ID}</ID>".encode() in reply and (
-            f"<NoncurrentDays>{days}</NoncurrentDays>".encode() in reply
-        )
-        return "kept" if same else "theirs"
-    if status != 404:  # a store without lifecycle rules answers otherwise (a listing, 501)
+        if f"<ID>{RULE_ID}</ID>".encode() not in reply or reply.count(b"<Rule>") != 1:
+            return "theirs"
+        if f"<NoncurrentDays>{days}</NoncurrentDays>".encode() in reply:
+            return "kept"
+    elif status != 404:  # a store without lifecycle rules answers otherwise (a listing, 501)
         return "unsupported"
-    status, reply = s3_request(s3, "PUT", f"/{bucket}", "lifecycle=", ours)
+    status, reply = s3_request(s3, "PUT", f"/{bucket}", "lifecycle=", lifecycle(days))
     if status != 200:
         return "unsupported"
     status, reply = s3_request(s3, "GET", f"/{bucket}", "lifecycle=")
@@ -176,7 +176,7 @@ def cmd_bucket(config_path: str) -> int:
         elif done == "theirs":
             print(
                 f"WARNING: bucket {bucket}: has lifecycle rules of its own, left as they are;"
-                f" let one delete old (noncurrent) versions, or they are kept forever"
+                " let one delete old (noncurrent) versions, or they are kept forever"
             )
         else:
             print(

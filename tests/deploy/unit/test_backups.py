@@ -130,9 +130,11 @@ def test_old_versions_are_given_an_expiry_signed_with_the_body_s_md5(store):
                                        {"content-md5": headers["content-md5"]})  # fmt: skip
     assert headers["authorization"] == again["authorization"]
     assert "content-md5" in headers["authorization"]  # signed with the rest
-    # the next deploy finds its own rule and leaves it alone
+    # the next deploy finds its own rule and leaves it alone, or sets its new number of days
     assert backup_tool.expire_old_versions(s3, "app", 30) == "kept"
     assert len([r for r in handler.seen if r[0] == "PUT"]) == 1
+    assert backup_tool.expire_old_versions(s3, "app", 7) == "set"
+    assert handler.rules == backup_tool.lifecycle(7)
 
 
 def test_a_bucket_with_lifecycle_rules_of_its_own_keeps_them(store):
