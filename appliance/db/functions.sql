@@ -396,28 +396,34 @@ DECLARE
     v_count integer;
 BEGIN
     WITH held AS (
-        SELECT user_id, slot, stored_bytes, byte_hours + stored_bytes
+        SELECT user_id, slot, byte_hours + stored_bytes
                * greatest(0, extract(epoch FROM now() - accrued_at)) / 3600 AS bh
           FROM user_usage WHERE byte_hours <> 0 OR stored_bytes <> 0 OR slot <> 0
          ORDER BY user_id, slot FOR UPDATE
-    ), per_user AS (
-        SELECT user_id, sum(stored_bytes) AS stored, sum(bh) AS bh FROM held GROUP BY user_id
-    ), moved AS (
-        DELETE FROM user_usage u USING held h
-         WHERE u.user_id = h.user_id AND u.slot = h.slot AND h.slot <> 0
-    ), kept AS (
-        INSERT INTO user_usage AS u (user_id, slot, stored_bytes, byte_hours, accrued_at)
-        SELECT user_id, 0, stored, 0, now() FROM per_user ORDER BY user_id
-        ON CONFLICT (user_id, slot) DO UPDATE
-           SET stored_bytes = EXCLUDED.stored_bytes, byte_hours = 0,
-               accrued_at = greatest(u.accrued_at, now())
+    ), taken AS (
+        UPDATE user_usage u SET byte_hours = 0, accrued_at = greatest(u.accrued_at, now())
+          FROM held h WHERE u.user_id = h.user_id AND u.slot = h.slot
+        RETURNING h.user_id, h.bh
     )
     INSERT INTO usage_counts AS d (user_id, day, slot, stored_byte_hours)
-    SELECT user_id, (now() AT TIME ZONE 'UTC')::date, 0, bh FROM per_user WHERE bh > 0
-    ORDER BY user_id
+    SELECT user_id, (now() AT TIME ZONE 'UTC')::date, 0, sum(bh) FROM taken
+     GROUP BY user_id HAVING sum(bh) > 0 ORDER BY user_id
     ON CONFLICT (user_id, day, slot) DO UPDATE
        SET stored_byte_hours = d.stored_byte_hours + EXCLUDED.stored_byte_hours;
     GET DIAGNOSTICS v_count = ROW_COUNT;
+    -- Added to slot 0, never set: a slot 0 row another transaction made meanwhile keeps its own.
+    WITH moved AS (
+        DELETE FROM user_usage WHERE slot <> 0
+        RETURNING user_id, stored_bytes, byte_hours + stored_bytes
+                  * greatest(0, extract(epoch FROM now() - accrued_at)) / 3600 AS bh
+    )
+    INSERT INTO user_usage AS u (user_id, slot, stored_bytes, byte_hours)
+    SELECT user_id, 0, sum(stored_bytes), sum(bh) FROM moved GROUP BY user_id ORDER BY user_id
+    ON CONFLICT (user_id, slot) DO UPDATE
+       SET stored_bytes = u.stored_bytes + EXCLUDED.stored_bytes,
+           byte_hours = u.byte_hours + EXCLUDED.byte_hours + u.stored_bytes
+                        * greatest(0, extract(epoch FROM now() - u.accrued_at)) / 3600,
+           accrued_at = greatest(u.accrued_at, now());
     RETURN v_count;
 END $function$;
 
