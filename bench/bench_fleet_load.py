@@ -24,6 +24,9 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.settings import Settings
@@ -31,11 +34,40 @@ from bench.harness import cpu_seconds
 from tests.deploy.fleet import LAYOUT, Fleet, provision
 from tests.deploy.lab import start_lab
 from tests.deploy.lab.system import cgroup_pids
-from tests.harness.s3server import start_s3_server
+from tests.harness.s3server import S3Server, start_s3_server
 
 REPO = Path(__file__).resolve().parents[1]
 # The lab fleet's api hosts serve /metrics on the fleet's default port, the app's own default.
 METRICS_PORT = Settings().api_metrics_port
+
+
+@dataclass
+class LabFleet:
+    fleet: Fleet
+    keys: Path  # one API key per line
+    s3: S3Server
+    work: Path  # fleet.json, the deploy's secrets
+
+
+@contextmanager
+def lab_fleet(keys: int, settings: dict[str, object] | None = None) -> Iterator[LabFleet]:
+    """The six-host lab fleet provisioned from bare (``settings``: fleet settings beyond the
+    lab's own) with ``keys`` users' keys in a file, on the harness's S3 server; all of it
+    stopped and removed at the end."""
+    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
+        work = Path(tmp)
+        work.chmod(0o755)  # as the suite's work root: the S3 server's daemons reach it
+        s3 = start_s3_server(work / "s3")
+        lab = start_lab(list(LAYOUT))
+        try:
+            fleet = provision(lab, s3, work, settings)
+            print(f"fleet provisioned in {fleet.first_seconds:.0f} s", flush=True)
+            path = work / "keys.txt"
+            path.write_text("".join(fleet.key() + "\n" for _ in range(keys)))
+            yield LabFleet(fleet, path, s3, work)
+        finally:
+            lab.stop()
+            s3.stop()
 
 
 def unit_pids(fleet: Fleet) -> dict[str, list[int]]:
@@ -109,29 +141,18 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=20, help="users' keys made on the fleet")
     ap.add_argument("--out", type=Path, default=REPO / "bench/out/loadtest-fleet")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
-        work = Path(tmp)
-        work.chmod(0o755)  # as the suite's work root: the S3 server's daemons reach it
-        s3 = start_s3_server(work / "s3")
-        lab = start_lab(list(LAYOUT))
-        try:
-            fleet = provision(lab, s3, work)
-            print(f"fleet provisioned in {fleet.first_seconds:.0f} s", flush=True)
-            keys = work / "keys.txt"
-            keys.write_text("".join(fleet.key() + "\n" for _ in range(args.keys)))
-            for users in args.users:
-                before, lag_before = unit_cpu(fleet), loop_lag(fleet)
-                wall, generator = run_load(
-                    fleet, keys, users, args.run_time, args.out / f"u{users}"
-                )
-                after, lag_after = unit_cpu(fleet), loop_lag(fleet)
-                used = {unit: after[unit] - before.get(unit, 0.0) for unit in after}
-                used["load generator (locust)"] = generator
-                report(users, wall, used)
-                report_lag(lag_before, lag_after)
-        finally:
-            lab.stop()
-            s3.stop()
+    with lab_fleet(args.keys) as lab:
+        fleet = lab.fleet
+        for users in args.users:
+            before, lag_before = unit_cpu(fleet), loop_lag(fleet)
+            wall, generator = run_load(
+                fleet, lab.keys, users, args.run_time, args.out / f"u{users}"
+            )
+            after, lag_after = unit_cpu(fleet), loop_lag(fleet)
+            used = {unit: after[unit] - before.get(unit, 0.0) for unit in after}
+            used["load generator (locust)"] = generator
+            report(users, wall, used)
+            report_lag(lag_before, lag_after)
 
 
 def report(users: int, wall: float, used: dict[str, float]) -> None:

@@ -26,22 +26,18 @@ Loopback and the lab's own hosts only; bounded by ``--minutes``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from minio import Minio
 
-from bench.bench_fleet_load import report, unit_cpu, unit_pids
-from bench.bench_soak import judge, live, open_files, pss_kib, tree_size
-from bench.loadtest import report as locust_report
-from tests.deploy.fleet import LAYOUT, Fleet, provision
-from tests.deploy.lab import start_lab
-from tests.harness.s3server import S3Server, start_s3_server
+from bench.bench_fleet_load import lab_fleet, report, unit_cpu, unit_pids
+from bench.bench_soak import hold, live, open_files, pss_kib, tree_size, verdict
+from tests.deploy.fleet import LAYOUT, Fleet
+from tests.harness.s3server import S3Server
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = (
@@ -103,59 +99,29 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     hours = args.retention_minutes / 60
-    samples: list[dict[str, float]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
-        work = Path(tmp)
-        work.chmod(0o755)  # as the suite's work root: the S3 server's daemons reach it
-        s3 = start_s3_server(work / "s3")
-        lab = start_lab(list(LAYOUT))
-        try:
-            settings = {"job_retention_hours": hours, "idempotency_key_hours": hours}
-            fleet = provision(lab, s3, work, settings)
-            print(f"fleet provisioned in {fleet.first_seconds:.0f} s", flush=True)
-            secrets = Path(fleet.env["APPLIANCE_DEPLOY_SECRETS_DIR"]) / "lab.json"
-            redis_password = json.loads(secrets.read_text())["redis_admin_password"]
-            bucket = json.loads((work / "fleet.json").read_text())["data"]["s3_external"]["bucket"]
-            keys = work / "keys.txt"
-            keys.write_text("".join(fleet.key() + "\n" for _ in range(args.keys)))
-            cpu_before = unit_cpu(fleet)
-            load = subprocess.Popen(
-                [sys.executable, "-m", "bench.loadtest", "--url", fleet.url, "--keys",
-                 str(keys), "--users", str(args.users), "--spawn-rate", "20", "--run-time",
-                 f"{int(args.minutes * 60)}s", "--insecure", "--mix", "image,table",
-                 "--unique-files", "--out", str(args.out)],
-                cwd=REPO,
-            )  # fmt: skip
-            started = time.monotonic()
-            deadline = started + args.minutes * 60 + 300  # Locust's own stop, with room
-            with (args.out / "samples.csv").open("w", newline="") as f:
-                writer: csv.DictWriter[str] | None = None
-                while load.poll() is None and time.monotonic() < deadline:
-                    row = {"t": round(time.monotonic() - started, 1)}
-                    row.update(sample(fleet, redis_password, s3, bucket))
-                    samples.append(row)
-                    if writer is None:
-                        writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
-                        writer.writeheader()
-                    writer.writerow(row)
-                    f.flush()
-                    time.sleep(args.sample)
-            wall = time.monotonic() - started
-            if load.poll() is None:
-                load.kill()
-                raise SystemExit("the load test did not stop in time")
-            after = unit_cpu(fleet)
-            report(args.users, wall, {u: after[u] - cpu_before.get(u, 0.0) for u in after})
-        finally:
-            lab.stop()
-            s3.stop()
-    if load.returncode != 0:
-        raise SystemExit(f"the load test failed ({load.returncode})")
-    print(locust_report.summary(args.out / "locust").line())
-    print(
-        f"{len(samples)} samples over {samples[-1]['t'] / 60:.0f} min; peaks, middle third -> last:"
-    )
-    print("\n".join(judge(samples)))
+    settings = {"job_retention_hours": hours, "idempotency_key_hours": hours}
+    with lab_fleet(args.keys, settings) as lab:
+        fleet = lab.fleet
+        secrets = Path(fleet.env["APPLIANCE_DEPLOY_SECRETS_DIR"]) / "lab.json"
+        redis_password = json.loads(secrets.read_text())["redis_admin_password"]
+        bucket = json.loads((lab.work / "fleet.json").read_text())["data"]["s3_external"]["bucket"]
+        cpu_before = unit_cpu(fleet)
+        load = subprocess.Popen(
+            [sys.executable, "-m", "bench.loadtest", "--url", fleet.url, "--keys",
+             str(lab.keys), "--users", str(args.users), "--spawn-rate", "20", "--run-time",
+             f"{int(args.minutes * 60)}s", "--insecure", "--mix", "image,table",
+             "--unique-files", "--out", str(args.out)],
+            cwd=REPO,
+        )  # fmt: skip
+        started = time.monotonic()
+        samples = hold(
+            load, args.minutes, args.sample, args.out,
+            lambda: sample(fleet, redis_password, lab.s3, bucket),
+        )  # fmt: skip
+        after = unit_cpu(fleet)
+        wall = time.monotonic() - started
+        report(args.users, wall, {u: after[u] - cpu_before.get(u, 0.0) for u in after})
+    verdict(load, args.out, samples)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -140,6 +141,48 @@ def judge(samples: list[dict[str, float]]) -> list[str]:
     return lines
 
 
+def hold(
+    load: subprocess.Popen[bytes],
+    minutes: float,
+    every: float,
+    out: Path,
+    take: Callable[[], dict[str, float]],
+) -> list[dict[str, float]]:
+    """While the load test runs (``minutes``, with 5 minutes' room for Locust's own stop):
+    a sample from ``take`` every ``every`` seconds, each with its time ``t`` since the start,
+    appended to ``out/samples.csv`` as it is taken. The load test is killed and the run
+    refused if it has not stopped by then."""
+    samples: list[dict[str, float]] = []
+    started = time.monotonic()
+    deadline = started + minutes * 60 + 300
+    with (out / "samples.csv").open("w", newline="") as f:
+        writer: csv.DictWriter[str] | None = None
+        while load.poll() is None and time.monotonic() < deadline:
+            row = {"t": round(time.monotonic() - started, 1), **take()}
+            samples.append(row)
+            if writer is None:
+                writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
+                writer.writeheader()
+            writer.writerow(row)
+            f.flush()
+            time.sleep(every)
+    if load.poll() is None:
+        load.kill()
+        raise SystemExit("the load test did not stop in time")
+    return samples
+
+
+def verdict(load: subprocess.Popen[bytes], out: Path, samples: list[dict[str, float]]) -> None:
+    """The load test's summary line and each series' judgement (``judge``)."""
+    if load.returncode != 0:
+        raise SystemExit(f"the load test failed ({load.returncode})")
+    print(report.summary(out / "locust").line())
+    print(
+        f"{len(samples)} samples over {samples[-1]['t'] / 60:.0f} min; peaks, middle third -> last:"
+    )
+    print("\n".join(judge(samples)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=420, help="70%% of the 600 one host held")
@@ -159,7 +202,6 @@ def main() -> None:
         "APPLIANCE_IDEMPOTENCY_KEY_HOURS": str(args.retention_minutes / 60),
         "APPLIANCE_STATUS_CACHE_BYTES": str(args.status_cache_mb << 20),
     }
-    samples: list[dict[str, float]] = []
     with appliance(api_workers=args.api_workers, env_extra=env) as app:
         db_url, redis_url = app.env["APPLIANCE_DATABASE_URL"], app.env["APPLIANCE_REDIS_URL"]
         load = subprocess.Popen(
@@ -169,30 +211,11 @@ def main() -> None:
              f"http://127.0.0.1:{metrics_port}/metrics", "--out", str(args.out)],
             env={**os.environ, **app.env}, cwd=REPO,
         )  # fmt: skip
-        started = time.monotonic()
-        deadline = started + args.minutes * 60 + 300  # Locust's own stop, with room to spare
-        with (args.out / "samples.csv").open("w", newline="") as f:
-            writer: csv.DictWriter[str] | None = None
-            while load.poll() is None and time.monotonic() < deadline:
-                row = {"t": round(time.monotonic() - started, 1)}
-                row.update(sample(app.root_pids, db_url, redis_url, app.data_dir))
-                samples.append(row)
-                if writer is None:
-                    writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
-                    writer.writeheader()
-                writer.writerow(row)
-                f.flush()
-                time.sleep(args.sample)
-        if load.poll() is None:
-            load.kill()
-            raise SystemExit("the load test did not stop in time")
-    if load.returncode != 0:
-        raise SystemExit(f"the load test failed ({load.returncode})")
-    print(report.summary(args.out / "locust").line())
-    print(
-        f"{len(samples)} samples over {samples[-1]['t'] / 60:.0f} min; peaks, middle third -> last:"
-    )
-    print("\n".join(judge(samples)))
+        samples = hold(
+            load, args.minutes, args.sample, args.out,
+            lambda: sample(app.root_pids, db_url, redis_url, app.data_dir),
+        )  # fmt: skip
+    verdict(load, args.out, samples)
 
 
 if __name__ == "__main__":
